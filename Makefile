@@ -1,0 +1,30 @@
+# One task runner. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean install
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when the package metadata changes.
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/searchindex demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check searchindex scripts tests
+
+clean:
+	rm -rf $(VENV) indexes/demo

@@ -1,0 +1,285 @@
+"""The catalog: SQLite through SQLAlchemy, the index's source of truth.
+
+One row per image with its metadata *and* its embedding, written in the same
+transaction; failures with their reasons; and the index's metadata (model,
+vector size, schema version, generation).  Every committed batch bumps the
+generation, and each changed row carries the generation that wrote it, so the
+FAISS file (a cache) can be caught up from exactly what changed since it was saved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from .encoders import ModelSpec
+
+__all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage"]
+
+CATALOG_FILE = "catalog.sqlite"
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(String)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    # AUTOINCREMENT: an id is never reused, so a vector can never be confused with
+    # the vector of a deleted image that once had the same id.
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String, index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String)
+    indexed_at: Mapped[float] = mapped_column(Float)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RemovalRow(Base):
+    """Image ids whose vectors must leave the vector index (kept for catch-up)."""
+
+    __tablename__ = "removals"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class FailureRow(Base):
+    __tablename__ = "failures"
+    path: Mapped[str] = mapped_column(String, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String)
+    failed_at: Mapped[float] = mapped_column(Float)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image decoded and encoded, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """A file that could not be indexed, and why."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image row as the catalog stores it (without its embedding)."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    indexed_at: float
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers never wait for the writer and the writer never waits for readers.
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across process crashes in WAL mode; only an OS crash
+    # can lose the last commits, and never corrupts the file.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Catalog:
+    """SQLite catalog of one index folder."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self._engine = engine
+        self.path = path
+
+    @staticmethod
+    def _engine_for(path: Path) -> Engine:
+        engine = create_engine(f"sqlite:///{path}", future=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    @classmethod
+    def create(cls, folder: Path, spec: ModelSpec, dim: int, factory: str) -> Catalog:
+        """Create the catalog file in ``folder`` and record what the index is made of."""
+        path = folder / CATALOG_FILE
+        engine = cls._engine_for(path)
+        Base.metadata.create_all(engine)
+        cat = cls(engine, path)
+        with Session(engine) as s, s.begin():
+            for key, value in {
+                "schema_version": str(SCHEMA_VERSION),
+                "model": spec.model,
+                "pretrained": spec.pretrained,
+                "checkpoint_sha256": spec.checkpoint_sha256 or "",
+                "dim": str(dim),
+                "faiss_factory": factory,
+                "generation": "0",
+                "created_at": str(time.time()),
+            }.items():
+                s.add(MetaRow(key=key, value=value))
+        return cat
+
+    @classmethod
+    def open(cls, folder: Path) -> Catalog:
+        path = folder / CATALOG_FILE
+        return cls(cls._engine_for(path), path)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- metadata ---------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        with Session(self._engine) as s:
+            return {r.key: r.value for r in s.scalars(select(MetaRow))}
+
+    def model_spec(self) -> ModelSpec:
+        m = self.meta()
+        return ModelSpec(m["model"], m["pretrained"], m.get("checkpoint_sha256") or None)
+
+    def generation(self) -> int:
+        with Session(self._engine) as s:
+            return int(s.scalar(select(MetaRow.value).where(MetaRow.key == "generation")) or 0)
+
+    # -- reads ------------------------------------------------------------
+
+    def count(self) -> int:
+        with Session(self._engine) as s:
+            return int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
+
+    def failure_count(self) -> int:
+        with Session(self._engine) as s:
+            return int(s.scalar(select(func.count()).select_from(FailureRow)) or 0)
+
+    def file_states(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every file already indexed or already failed."""
+        with Session(self._engine) as s:
+            states = {p: (sz, mt) for p, sz, mt in s.execute(select(ImageRow.path, ImageRow.size, ImageRow.mtime_ns))}
+            for p, sz, mt in s.execute(select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns)):
+                states.setdefault(p, (sz, mt))
+        return states
+
+    def failures(self) -> list[FailureRecord]:
+        with Session(self._engine) as s:
+            return [FailureRecord(r.path, r.size, r.mtime_ns, r.reason)
+                    for r in s.scalars(select(FailureRow).order_by(FailureRow.path))]
+
+    def images_by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        cols = (ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256,
+                ImageRow.width, ImageRow.height, ImageRow.format, ImageRow.indexed_at)
+        out: dict[int, ImageRecord] = {}
+        with Session(self._engine) as s:
+            for start in range(0, len(ids), 500):  # stay under SQLite's variable limit
+                for row in s.execute(select(*cols).where(ImageRow.id.in_(ids[start:start + 500]))):
+                    out[row[0]] = ImageRecord(*row)
+        return out
+
+    def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) chunks of every row written after ``generation``."""
+        stmt = (select(ImageRow.id, ImageRow.embedding)
+                .where(ImageRow.generation > generation).order_by(ImageRow.id))
+        with Session(self._engine) as s:
+            result = s.execute(stmt).yield_per(10_000)
+            for chunk in result.partitions():
+                ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+                vecs = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32).reshape(len(chunk), dim)
+                yield ids, vecs
+
+    def removed_since(self, generation: int) -> np.ndarray:
+        with Session(self._engine) as s:
+            ids = s.scalars(select(RemovalRow.image_id).where(RemovalRow.generation > generation)).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    # -- writes -----------------------------------------------------------
+
+    def commit_batch(self, images: Sequence[NewImage], failures: Sequence[FailureRecord]) -> int:
+        """Write one batch atomically and return the new generation.
+
+        Images replace any row with the same path (keeping its id); failures
+        replace any image row for that path, whose vector is then scheduled
+        for removal.
+        """
+        now = time.time()
+        with Session(self._engine) as s, s.begin():
+            gen_row = s.get(MetaRow, "generation")
+            assert gen_row is not None
+            gen = int(gen_row.value) + 1
+            gen_row.value = str(gen)
+            paths = [im.path for im in images] + [f.path for f in failures]
+            existing = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))).all())
+            for im in images:
+                values = dict(
+                    size=im.size, mtime_ns=im.mtime_ns, sha256=im.sha256, width=im.width,
+                    height=im.height, format=im.format, indexed_at=now, generation=gen,
+                    embedding=np.ascontiguousarray(im.embedding, dtype=np.float32).tobytes(),
+                )
+                if im.path in existing:
+                    s.execute(update(ImageRow).where(ImageRow.id == existing[im.path]).values(**values))
+                else:
+                    s.add(ImageRow(path=im.path, **values))
+            if images:
+                s.execute(delete(FailureRow).where(FailureRow.path.in_([im.path for im in images])))
+            for f in failures:
+                if f.path in existing:
+                    s.execute(delete(ImageRow).where(ImageRow.id == existing[f.path]))
+                    s.merge(RemovalRow(image_id=existing[f.path], generation=gen))
+                s.merge(FailureRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=f.reason, failed_at=now))
+        return gen
+
+    def set_meta(self, **values: Any) -> None:
+        with Session(self._engine) as s, s.begin():
+            for key, value in values.items():
+                s.merge(MetaRow(key=key, value=value if isinstance(value, str) else json.dumps(value)))

@@ -1,0 +1,234 @@
+"""The ``searchindex`` command: a thin shell over :class:`searchindex.Index`.
+
+Each command parses options, calls the library, and formats what comes back.
+Library errors become one-line messages with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import SearchIndexError
+from .index import Index, SearchResult, default_index_path
+from .indexer import IndexProgress
+
+_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--index", "index_path", type=click.Path(path_type=Path), default=None,
+        help="Index folder. Default: $SEARCHINDEX_HOME, else the platform's user-data folder.",
+    )(f)
+
+
+def _resolve_index_path(path: Path | None) -> Path:
+    return path if path is not None else default_index_path()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn library errors into click errors (message on stderr, exit code 1)."""
+    try:
+        yield
+    except SearchIndexError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress], None]]:
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(p: IndexProgress) -> None:
+        nonlocal bar
+        if bar is None:
+            # disable=None: no bar when stderr is not a terminal (CI, pipes).
+            bar = tqdm(total=p.total, desc=desc, unit="img", disable=None, file=sys.stderr)
+        bar.n = p.done
+        bar.set_postfix(failed=p.failed, refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="searchindex")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Search your photos by what is in them, offline.
+
+    Index a folder once (searchindex index ~/Pictures), then ask in words
+    (searchindex search "kids building a sandcastle") or by example image.
+    """
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ours = logging.getLogger("searchindex")
+    if verbose == 0:
+        # open_clip logs on the root logger at every model load (and its failures
+        # reach the user through our own error message anyway).
+        logging.getLogger().setLevel(logging.CRITICAL)
+        ours.setLevel(logging.WARNING)
+    else:
+        logging.getLogger().setLevel(logging.WARNING if verbose == 1 else logging.DEBUG)
+        ours.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_index_option
+@click.option("--model", default=None,
+              help="open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, or tiny-shapes. Only when creating "
+                   "an index; default ViT-B-32-256.")
+@click.option("--pretrained", default=None,
+              help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call and per catalog commit.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Decoding threads (default: number of CPUs, at most 8).")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
+          batch_size: int, workers: int | None, device: str, as_json: bool) -> None:
+    """Index (or update the index of) the images in FOLDERS.
+
+    Creates the index on first use with --model/--pretrained; later runs use the
+    model recorded in the index and only encode new or changed files.
+    """
+    path = _resolve_index_path(index_path)
+    with _errors():
+        for folder in folders:
+            if not folder.is_dir():
+                raise click.ClickException(f"not a folder: {folder}")
+        if Index.exists(path):
+            idx = Index.open(path, device=device)
+            idx.check_model(model, pretrained)
+        else:
+            idx = Index.create(path, model=model, pretrained=pretrained, device=device)
+        with idx, _progress_bar("indexing") as bar:
+            summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers)
+            total = idx.count()
+    if as_json:
+        data = asdict(summary)
+        data["failures"] = [{"path": f.path, "reason": f.reason} for f in summary.failures]
+        data["index"] = str(path)
+        data["images_in_index"] = total
+        click.echo(json.dumps(data))
+        return
+    rate = f" ({summary.indexed / summary.seconds:.1f} images/s)" if summary.indexed and summary.seconds else ""
+    click.echo(
+        f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.failed} failed "
+        f"in {summary.seconds:.1f} s{rate}. {path} holds {total} images."
+    )
+    for f in summary.failures[:20]:
+        click.echo(f"  failed: {f.path}: {f.reason}", err=True)
+    if len(summary.failures) > 20:
+        click.echo(f"  ... and {len(summary.failures) - 20} more", err=True)
+
+
+def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool) -> None:
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(asdict(r)))
+    elif paths_only:
+        for r in results:
+            click.echo(r.path)
+    elif not results:
+        click.echo("No results (the index is empty).", err=True)
+    else:
+        click.echo(f"{'rank':>4}  {'score':>6}  {'size':>11}  path")
+        for r in results:
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {r.path}")
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--image", "image", type=click.Path(path_type=Path), default=None,
+              help="Search by example: images similar to this file.")
+@_index_option
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per result (rank, score, path, ...).")
+@click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+def search(query: str | None, image: Path | None, index_path: Path | None, k: int, as_json: bool,
+           paths_only: bool, device: str) -> None:
+    """Find the images that best match QUERY (text) or --image (an example)."""
+    if as_json and paths_only:
+        raise click.UsageError("choose one of --json and --paths")
+    if (query is None) == (image is None):
+        raise click.UsageError("give a text QUERY or --image PATH (one of them)")
+    with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
+        results = idx.search(query, k=k) if query is not None else idx.search_image(image, k=k)  # type: ignore[arg-type]
+    _print_results(results, as_json, paths_only)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
+def info(index_path: Path | None, as_json: bool) -> None:
+    """Show an index's model, image count, vector size and file sizes."""
+    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+        data = idx.info()
+    if as_json:
+        click.echo(json.dumps(asdict(data)))
+        return
+    sha = f" (sha256 {data.checkpoint_sha256[:12]})" if data.checkpoint_sha256 else ""
+    click.echo(f"index:      {data.path}")
+    click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
+    click.echo(f"images:     {data.images} ({data.failures} failed)")
+    click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory}")
+    click.echo(f"catalog:    {_human_bytes(data.catalog_bytes)}")
+    click.echo(f"vector file: {_human_bytes(data.vector_bytes)}")
+
+
+@cli.command()
+@click.option("--index", "index_path", type=click.Path(path_type=Path), default=Path("indexes/demo"),
+              show_default=True, help="Where the demo images and index go.")
+@click.option("--count", default=300, show_default=True, type=click.IntRange(min=10),
+              help="How many synthetic images to generate.")
+def demo(index_path: Path, count: int) -> None:
+    """Offline demo: generate shape photos, index them with tiny-shapes, run three searches."""
+    from .demo import run_demo
+
+    with _errors(), _progress_bar("indexing") as bar:
+        report = run_demo(index_path, count=count, progress=bar)
+    s = report.summary
+    click.echo(f"Demo index {report.index_path}: {s.indexed} indexed, {s.unchanged} unchanged "
+               f"({s.seconds:.1f} s); images in {report.images_dir}")
+    for q in report.queries:
+        click.echo(f'\nsearchindex search "{q.text}" --index {report.index_path} -k {len(q.results)}')
+        click.echo(f"  {q.correct}/{len(q.results)} results show what was asked for")
+        for r in q.results:
+            click.echo(f"  {r.rank:>2}  {r.score:.3f}  {os.path.relpath(r.path)}")
+
+
+def main() -> None:
+    cli(prog_name="searchindex")
+
+
+if __name__ == "__main__":
+    main()

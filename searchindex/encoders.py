@@ -1,0 +1,274 @@
+"""Image/text encoders.  open_clip and torch are imported only when a model loads."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ModelError, UnknownModelError, WeightsUnavailableError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_PRETRAINED",
+    "Encoder",
+    "ModelSpec",
+    "OpenClipEncoder",
+    "load_encoder",
+    "resolve_model",
+]
+
+log = logging.getLogger(__name__)
+
+# ViT-B-32 at 256 px trained on DataComp-1B: the best zero-shot accuracy open_clip
+# offers at ViT-B-32's CPU cost (about 72.8% ImageNet zero-shot vs 66.6% for
+# laion2b ViT-B-32 at 224 px), with 32-px patches keeping encoding cheap on a laptop.
+DEFAULT_MODEL = "ViT-B-32-256"
+DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
+
+_MODELS_DIR = Path(__file__).resolve().parent / "models"
+_CHECKPOINT_NAME = "open_clip_model.safetensors"
+
+
+def _builtin_models() -> dict[str, Path]:
+    """searchindex's own shipped models: name -> open_clip 'local-dir' folder."""
+    return {p.name: p for p in sorted(_MODELS_DIR.iterdir()) if (p / "open_clip_config.json").is_file()}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What made an index's vectors; recorded with the index and checked on open.
+
+    Attributes:
+        model: open_clip architecture (``ViT-B-32``), ``hf-hub:org/repo``, or a built-in
+            searchindex model (``tiny-shapes``).
+        pretrained: an open_clip pretrained tag, ``"none"`` (random weights),
+            ``"builtin"`` (a shipped model), or the path of a local checkpoint file.
+        checkpoint_sha256: SHA-256 of the weights file when it is local (built-in
+            models and checkpoint files), so a different file with the same name is
+            told apart.
+    """
+
+    model: str
+    pretrained: str
+    checkpoint_sha256: str | None = None
+
+    def describe(self) -> str:
+        digest = f" (sha256 {self.checkpoint_sha256[:12]})" if self.checkpoint_sha256 else ""
+        return f"{self.model} / {self.pretrained}{digest}"
+
+    def same_weights(self, other: ModelSpec) -> bool:
+        """True when both specs produce the same vectors."""
+        if self.model != other.model:
+            return False
+        if self.checkpoint_sha256 or other.checkpoint_sha256:
+            return self.checkpoint_sha256 == other.checkpoint_sha256
+        return self.pretrained == other.pretrained
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_model(model: str | None = None, pretrained: str | None = None) -> ModelSpec:
+    """Check a model name and weights choice and return the spec to record.
+
+    Does not load weights (that may need a download); it does validate names and
+    hash local checkpoint files.
+
+    Raises:
+        UnknownModelError: the name is not a built-in model or open_clip architecture.
+        WeightsUnavailableError: a checkpoint path does not exist, or the model has
+            no pretrained tag to default to.
+    """
+    model = model or DEFAULT_MODEL
+    if model == DEFAULT_MODEL and pretrained is None:
+        pretrained = DEFAULT_PRETRAINED
+    builtins = _builtin_models()
+    if model in builtins:
+        if pretrained not in (None, "builtin", "none"):
+            raise ModelError(f"'{model}' is a built-in model with its own weights; do not pass --pretrained")
+        if pretrained == "none":
+            return ModelSpec(model, "none")
+        return ModelSpec(model, "builtin", _sha256_file(builtins[model] / _CHECKPOINT_NAME))
+
+    import open_clip
+
+    if model.startswith("hf-hub:"):
+        return ModelSpec(model, "hf-hub")
+    if model.startswith("local-dir:"):
+        folder = Path(model.split(":", 1)[1])
+        if not (folder / "open_clip_config.json").is_file():
+            raise UnknownModelError(f"{folder} has no open_clip_config.json")
+        ckpts = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
+        return ModelSpec(f"local-dir:{folder.resolve()}", "local-dir", _sha256_file(ckpts[0]) if ckpts else None)
+    if model not in open_clip.list_models():
+        close = [m for m in open_clip.list_models() if model.lower().replace("/", "-") in m.lower()][:8]
+        hint = f" Similar: {', '.join(close)}." if close else ""
+        raise UnknownModelError(
+            f"Unknown model '{model}'.{hint} Built-in: {', '.join(builtins)}; "
+            "see open_clip.list_models() for every architecture."
+        )
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained is None:
+        if not tags:
+            raise WeightsUnavailableError(
+                f"{model} has no published pretrained weights; pass --pretrained PATH or --pretrained none"
+            )
+        pretrained = tags[0]
+    if pretrained == "none" or pretrained in tags:
+        return ModelSpec(model, pretrained)
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return ModelSpec(model, str(path.resolve()), _sha256_file(path))
+    raise WeightsUnavailableError(
+        f"'{pretrained}' is neither a pretrained tag of {model} ({', '.join(tags) or 'none published'}) "
+        "nor an existing checkpoint file"
+    )
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` picks CUDA when a GPU is visible, else CPU."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder(ABC):
+    """Maps images and texts into one normalised vector space.
+
+    Subclasses set ``spec``, ``dim`` and ``image_size`` and implement the two
+    ``encode_*`` methods; everything else in searchindex speaks to this interface.
+    """
+
+    spec: ModelSpec
+    dim: int
+    image_size: int  # the side the model sees; decoders may reduce images down to it
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> Any:
+        """Turn one RGB image into the model's input tensor (safe to call from threads)."""
+
+    @abstractmethod
+    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
+        """Encode preprocessed images: (n, dim) float32, L2-normalised."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts: (n, dim) float32, L2-normalised."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Preprocess and encode RGB images."""
+        return self.encode_batch([self.preprocess(im) for im in images])
+
+
+class OpenClipEncoder(Encoder):
+    """Any open_clip model: built-in, pretrained tag, hub id, or local checkpoint."""
+
+    _TEXT_CACHE_SIZE = 256
+
+    def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
+        import open_clip
+        import torch
+
+        self.spec = spec
+        self.device = resolve_device(device)
+        builtins = _builtin_models()
+        if spec.model in builtins:
+            name, pretrained = f"local-dir:{builtins[spec.model]}", None
+            if spec.pretrained == "none":
+                load = False
+            else:
+                load = True
+                actual = _sha256_file(builtins[spec.model] / _CHECKPOINT_NAME)
+                if spec.checkpoint_sha256 and actual != spec.checkpoint_sha256:
+                    raise WeightsUnavailableError(
+                        f"the shipped {spec.model} weights changed since this index was built "
+                        f"(sha256 {actual[:12]} != {spec.checkpoint_sha256[:12]}); rebuild the index"
+                    )
+        elif spec.pretrained in ("hf-hub", "local-dir"):
+            name, pretrained, load = spec.model, None, True
+        else:
+            name, load = spec.model, spec.pretrained != "none"
+            pretrained = spec.pretrained if load else None
+            if spec.checkpoint_sha256 and not Path(spec.pretrained).is_file():
+                raise WeightsUnavailableError(
+                    f"checkpoint file {spec.pretrained} recorded with this index no longer exists"
+                )
+        if not load:
+            log.warning("%s: no pretrained weights (random init); search results will be meaningless", spec.model)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=self.device, load_weights=load
+            )
+        except RuntimeError as exc:
+            text = str(exc)
+            if "download" in text.lower() or "hf hub" in text.lower() or "connect" in text.lower():
+                raise WeightsUnavailableError(
+                    f"could not download the weights for {spec.describe()}: {text}. "
+                    "On a machine without internet access, download the checkpoint elsewhere "
+                    "and pass the file: --pretrained /path/to/open_clip_model.safetensors"
+                ) from exc
+            raise ModelError(f"could not load {spec.describe()}: {text}") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"could not load {spec.describe()}: {exc}") from exc
+        model.eval()
+        self._torch = torch
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = open_clip.get_tokenizer(name)
+        self.image_size = int(model.visual.preprocess_cfg["size"]
+                              if isinstance(model.visual.preprocess_cfg["size"], int)
+                              else min(model.visual.preprocess_cfg["size"]))
+        with torch.inference_mode():
+            probe = self._tokenizer(["a"]).to(self.device)
+            self.dim = int(model.encode_text(probe).shape[-1])
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def preprocess(self, image: Image.Image) -> Any:
+        return self._preprocess(image)
+
+    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.stack(list(batch)).to(self.device)
+            feats = self._model.encode_image(x, normalize=True)
+        return feats.float().cpu().numpy()
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            torch = self._torch
+            with torch.inference_mode():
+                tokens = self._tokenizer(missing).to(self.device)
+                feats = self._model.encode_text(tokens, normalize=True).float().cpu().numpy()
+            for t, f in zip(missing, feats):
+                self._text_cache[t] = f
+                while len(self._text_cache) > self._TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+        for t in texts:
+            self._text_cache.move_to_end(t)
+        return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
+
+
+def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
+    """Load the encoder for ``spec`` (downloads weights on first use of a tag)."""
+    return OpenClipEncoder(spec, device=device)

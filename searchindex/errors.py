@@ -1,0 +1,48 @@
+"""Typed exceptions raised by the library.  The CLI turns them into messages."""
+
+from __future__ import annotations
+
+
+class SearchIndexError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class IndexNotFoundError(SearchIndexError):
+    """No index exists at the given path."""
+
+
+class IndexExistsError(SearchIndexError):
+    """An index already exists where a new one was to be created."""
+
+
+class ModelError(SearchIndexError):
+    """A model cannot be used: unknown name, unreachable weights, bad checkpoint."""
+
+
+class UnknownModelError(ModelError):
+    """The model name is neither a built-in searchindex model nor an open_clip architecture."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights could not be found or downloaded."""
+
+
+class ModelMismatchError(ModelError):
+    """An index was opened or extended with a model other than the one it was built with."""
+
+
+class FolderNotFoundError(SearchIndexError):
+    """A folder to index does not exist or is not a directory."""
+
+
+class QueryError(SearchIndexError):
+    """A query cannot be run (empty text, unreadable query image, ...)."""
+
+
+class ImageDecodeError(SearchIndexError):
+    """A file could not be decoded as an image; ``reason`` is a short, stable description."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

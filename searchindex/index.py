@@ -1,0 +1,336 @@
+"""``Index``: the one domain object of the library."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import CATALOG_FILE, Catalog
+from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
+from .errors import (
+    IndexExistsError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    QueryError,
+)
+from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from .indexer import IndexSummary, ProgressCallback, run_batches
+from .scan import diff, scan_folders
+from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
+
+__all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
+
+log = logging.getLogger(__name__)
+
+
+def default_index_path() -> Path:
+    """``$SEARCHINDEX_HOME`` if set, else the platform's user-data folder for searchindex."""
+    home = os.environ.get("SEARCHINDEX_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path("searchindex")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit: its rank (1-based), cosine similarity score, and catalog facts."""
+
+    rank: int
+    score: float
+    path: str
+    image_id: int
+    width: int
+    height: int
+    format: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index is made of and how big it is."""
+
+    path: str
+    model: str
+    pretrained: str
+    checkpoint_sha256: str | None
+    dim: int
+    images: int
+    failures: int
+    generation: int
+    faiss_factory: str
+    schema_version: int
+    catalog_bytes: int
+    vector_bytes: int
+
+
+class Index:
+    """A searchable image index stored in one folder.
+
+    Create one with :meth:`create`, reopen it with :meth:`open`.  The model that
+    built the index is recorded in it and always used for it::
+
+        index = Index.create("photos.idx", model="tiny-shapes")
+        index.add_folder("~/Pictures")
+        index.search("a red circle", k=5)
+    """
+
+    def __init__(self, path: Path, catalog: Catalog, *, device: str = "auto") -> None:
+        self.path = path
+        self._catalog = catalog
+        self._device = device
+        meta = catalog.meta()
+        self.spec: ModelSpec = catalog.model_spec()
+        self.dim = int(meta["dim"])
+        self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
+        self._encoder: Encoder | None = None
+        self._vectors: VectorIndex | None = None
+        self._lock = threading.RLock()
+
+    # -- lifecycle --------------------------------------------------------
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """True when ``path`` holds an index."""
+        return (Path(path).expanduser() / CATALOG_FILE).is_file()
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        model: str | None = None,
+        pretrained: str | None = None,
+        *,
+        device: str = "auto",
+    ) -> Index:
+        """Create an empty index at ``path`` for ``model`` (loads the model once).
+
+        Args:
+            model: an open_clip architecture (``ViT-B-32``), ``hf-hub:org/repo``,
+                ``local-dir:/folder``, or a built-in model (``tiny-shapes``).
+                Defaults to :data:`searchindex.encoders.DEFAULT_MODEL`.
+            pretrained: an open_clip pretrained tag, a local checkpoint file
+                (safetensors, or a torch file loaded with ``weights_only=True``),
+                or ``"none"`` for random weights. Defaults to the model's first tag.
+            device: ``auto``, ``cpu`` or ``cuda``.
+
+        Raises:
+            IndexExistsError: an index already exists at ``path``.
+            UnknownModelError, WeightsUnavailableError, ModelError: see :mod:`searchindex.errors`.
+        """
+        folder = Path(path).expanduser()
+        if cls.exists(folder):
+            raise IndexExistsError(f"an index already exists at {folder}")
+        spec = resolve_model(model, pretrained)
+        # Load before writing anything: a model that cannot load leaves no half-made index.
+        encoder = load_encoder(spec, device)
+        folder.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY)
+        index = cls(folder, catalog, device=device)
+        index._encoder = encoder
+        log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
+        return index
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, device: str = "auto") -> Index:
+        """Open an existing index; its model is loaded on first use.
+
+        Raises:
+            IndexNotFoundError: no index at ``path``.
+        """
+        folder = Path(path).expanduser()
+        if not cls.exists(folder):
+            raise IndexNotFoundError(f"no index at {folder} (create one with `searchindex index FOLDER`)")
+        return cls(folder, Catalog.open(folder), device=device)
+
+    def check_model(self, model: str | None, pretrained: str | None) -> None:
+        """Raise :class:`ModelMismatchError` unless ``model``/``pretrained`` match this index.
+
+        ``None`` means "whatever the index uses".
+        """
+        if model is None and pretrained is None:
+            return
+        wanted = resolve_model(model or self.spec.model, pretrained)
+        if not wanted.same_weights(self.spec):
+            raise ModelMismatchError(
+                f"this index was built with {self.spec.describe()}, not {wanted.describe()}; "
+                "vectors from different models cannot be mixed"
+            )
+
+    def close(self) -> None:
+        self._catalog.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, model={self.spec.model!r})"
+
+    # -- model and vectors ------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's encoder, loaded once on first use."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.spec, self._device)
+                if self._encoder.dim != self.dim:
+                    raise ModelMismatchError(
+                        f"{self.spec.describe()} makes {self._encoder.dim}-d vectors but the index holds {self.dim}-d"
+                    )
+            return self._encoder
+
+    def _fresh_vectors(self) -> VectorIndex:
+        """The vector index, caught up with the catalog's latest generation."""
+        with self._lock:
+            generation = self._catalog.generation()
+            vecs = self._vectors
+            if vecs is None:
+                vecs = VectorIndex.load(self.path) or VectorIndex.empty(self.dim, self._factory)
+                if vecs.generation > generation:  # a file from a newer catalog cannot be trusted
+                    vecs = VectorIndex.empty(self.dim, self._factory)
+            if vecs.generation < generation:
+                self._catch_up(vecs, generation)
+            self._vectors = vecs
+            return vecs
+
+    def _catch_up(self, vecs: VectorIndex, generation: int) -> None:
+        since = vecs.generation
+        vecs.remove(self._catalog.removed_since(since))
+        n = 0
+        for ids, chunk in self._catalog.embeddings_since(since, self.dim):
+            vecs.upsert(ids, chunk)
+            n += len(ids)
+        vecs.generation = generation
+        log.debug("vector index caught up from generation %d to %d (%d vectors)", since, generation, n)
+
+    def _save_vectors(self) -> None:
+        vecs = self._fresh_vectors()
+        found = latest_vector_file(self.path)
+        if found is None or found[1] != vecs.generation:
+            vecs.save(self.path)
+
+    # -- indexing ---------------------------------------------------------
+
+    def add_folder(
+        self,
+        folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        progress: ProgressCallback | None = None,
+        batch_size: int = 64,
+        workers: int | None = None,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    ) -> IndexSummary:
+        """Index every image below ``folder`` (or several folders), skipping unchanged files.
+
+        Files are unchanged when their path, size and modification time match the
+        last run; files that failed before and did not change are not retried.
+
+        Args:
+            progress: called with an :class:`~searchindex.indexer.IndexProgress`
+                after every committed batch.
+            batch_size: images encoded per model call and committed per transaction.
+            workers: decoding threads (default: number of CPUs, at most 8).
+            max_megapixels: larger images are recorded as failures (decompression bombs).
+
+        Raises:
+            FolderNotFoundError: a folder does not exist.
+        """
+        t0 = time.perf_counter()
+        folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        entries = list(scan_folders(folders))
+        scan = diff(entries, self._catalog.file_states())
+        indexed, failures = 0, []
+        if scan.todo:  # an unchanged folder never loads the model
+            indexed, failures = run_batches(
+                self._catalog, self.encoder, scan.todo, batch_size=batch_size, workers=workers,
+                max_megapixels=max_megapixels, progress=progress,
+            )
+        self._save_vectors()
+        return IndexSummary(
+            scanned=len(entries), indexed=indexed, unchanged=scan.unchanged, failed=len(failures),
+            seconds=time.perf_counter() - t0, failures=tuple(failures),
+        )
+
+    # -- searching --------------------------------------------------------
+
+    def search(self, text: str, k: int = 10) -> list[SearchResult]:
+        """The ``k`` images that best match ``text``."""
+        if not text or not text.strip():
+            raise QueryError("the query text is empty")
+        return self.search_vector(self.encoder.encode_texts([text.strip()])[0], k)
+
+    def search_image(self, path: str | os.PathLike[str], k: int = 10) -> list[SearchResult]:
+        """The ``k`` images most similar to the image file at ``path``.
+
+        Raises:
+            QueryError: the file cannot be read or decoded.
+        """
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise QueryError(f"cannot read query image {path}: {exc.strerror or exc}") from None
+        try:
+            image = decode_image(data, str(path)).image
+        except Exception as exc:
+            raise QueryError(f"cannot use query image {path}: {getattr(exc, 'reason', exc)}") from None
+        return self.search_vector(self.encoder.encode_images([image])[0], k)
+
+    def search_vector(self, vector: np.ndarray, k: int = 10) -> list[SearchResult]:
+        """The ``k`` images nearest to an embedding from this index's model."""
+        if k < 1:
+            raise QueryError("k must be at least 1")
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.dim}")
+        vecs = self._fresh_vectors()
+        if vecs.ntotal == 0:
+            return []
+        scores, ids = vecs.search(vector[None, :], k)
+        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        rows = self._catalog.images_by_id(i for _, i in hits)
+        out = []
+        for score, image_id in hits:
+            row = rows.get(image_id)
+            if row is None:  # removed by a concurrent writer since the vectors were read
+                continue
+            out.append(SearchResult(len(out) + 1, score, row.path, row.id, row.width, row.height,
+                                    row.format, row.size, row.sha256))
+        return out
+
+    # -- facts ------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of indexed images."""
+        return self._catalog.count()
+
+    def failures(self) -> list[Any]:
+        """Files that could not be indexed, with their reasons."""
+        return self._catalog.failures()
+
+    def info(self) -> IndexInfo:
+        meta = self._catalog.meta()
+        found = latest_vector_file(self.path)
+        catalog_bytes = sum(
+            p.stat().st_size for p in self.path.glob(CATALOG_FILE + "*") if p.is_file()
+        )
+        return IndexInfo(
+            path=str(self.path), model=self.spec.model, pretrained=self.spec.pretrained,
+            checkpoint_sha256=self.spec.checkpoint_sha256, dim=self.dim, images=self.count(),
+            failures=self._catalog.failure_count(), generation=int(meta["generation"]),
+            faiss_factory=self._factory, schema_version=int(meta["schema_version"]),
+            catalog_bytes=catalog_bytes, vector_bytes=found[0].stat().st_size if found else 0,
+        )
