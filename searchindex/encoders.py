@@ -117,7 +117,10 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
         ckpts = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
         return ModelSpec(f"local-dir:{folder.resolve()}", "local-dir", _sha256_file(ckpts[0]) if ckpts else None)
     if model not in open_clip.list_models():
-        close = [m for m in open_clip.list_models() if model.lower().replace("/", "-") in m.lower()][:8]
+        import difflib
+
+        by_lower = {m.lower(): m for m in open_clip.list_models()}
+        close = [by_lower[m] for m in difflib.get_close_matches(model.lower().replace("/", "-"), by_lower, n=6)]
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise UnknownModelError(
             f"Unknown model '{model}'.{hint} Built-in: {', '.join(builtins)}; "

@@ -58,30 +58,33 @@ def test_modified_file_is_reencoded_in_place(small_folder: Path, tmp_path: Path)
         assert index.count() == 40
         after = index.search_image(other, k=2)
         assert {r.path for r in after} == {str(victim.absolute()), str(other.absolute())}
-        assert index.search_image(victim, k=1)[0].image_id == before.image_id
+        same_row = next(r for r in after if r.path == str(victim.absolute()))
+        assert same_row.image_id == before.image_id and same_row.sha256 != before.sha256
 
 
 def test_corrupt_file_is_recorded_and_skipped(small_folder: Path, tmp_path: Path) -> None:
-    (small_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (small_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then nothing useful")
+    (small_folder / "random.jpg").write_bytes(bytes(range(256)) * 4)
     (small_folder / "empty.png").write_bytes(b"")
     good = sorted(small_folder.glob("*.png"))[1].read_bytes()
     (small_folder / "truncated.png").write_bytes(good[: len(good) // 2])
     with _create(tmp_path / "idx") as index:
         summary = index.add_folder(small_folder)
-        assert (summary.indexed, summary.failed) == (40, 3)
+        assert (summary.indexed, summary.failed) == (40, 4)
         reasons = {Path(f.path).name: f.reason for f in index.failures()}
-        assert set(reasons) == {"broken.jpg", "empty.png", "truncated.png"}
+        assert set(reasons) == {"broken.jpg", "random.jpg", "empty.png", "truncated.png"}
         assert reasons["empty.png"] == "empty file"
-        assert reasons["broken.jpg"] == "not a recognised image format"
+        assert reasons["random.jpg"] == "not a recognised image format"
+        assert reasons["broken.jpg"].startswith("corrupt image")
         assert reasons["truncated.png"].startswith("corrupt image")
         # Failed files that did not change are not retried.
         again = index.add_folder(small_folder)
-        assert (again.indexed, again.failed, again.unchanged) == (0, 0, 43)
+        assert (again.indexed, again.failed, again.unchanged) == (0, 0, 44)
         # A fixed file is picked up and leaves the failure list.
         (small_folder / "empty.png").write_bytes(good)
         fixed = index.add_folder(small_folder)
         assert (fixed.indexed, fixed.failed) == (1, 0)
-        assert len(index.failures()) == 2
+        assert len(index.failures()) == 3
 
 
 def test_vector_file_is_rebuilt_or_caught_up_from_the_catalog(small_folder: Path, tmp_path: Path) -> None:
