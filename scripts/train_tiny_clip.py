@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Train the tiny open_clip CLIP that ships as ``tiny-shapes``.
 
-A small custom open_clip ``CLIP`` (config in ``searchindex/models/tiny-shapes/open_clip_config.json``)
-is trained from scratch on seeded synthetic shape scenes with the symmetric
-InfoNCE loss and a learnable temperature.  Captions are drawn from many
+A small custom open_clip ``CLIP`` (config in ``searchindex/models/tiny-shapes/open_clip_config.json``:
+timm's ``test_resnet`` as image tower, a 4-layer 64-wide text transformer, 64-d
+embeddings) is trained from scratch on seeded synthetic shape scenes with the
+symmetric InfoNCE loss and a learnable temperature.  A convolutional image tower
+learns shapes far faster than a ViT at this scale: in 300 steps a patch-16 ViT
+reached held-out precision@10 of 0.34 (colour right, shape at chance), this
+tower 0.985.  Captions are drawn from many
 phrasings ("a photo of a red circle", "a large red circle on sand", "a circle",
 "something red", ...).  Because several images in a batch often match the
 same caption, the InfoNCE targets spread their mass over every image that
@@ -11,7 +15,7 @@ satisfies the caption (and every caption the image satisfies) instead of
 counting those matches as negatives.
 
 Reproducible: same seed, same thread count, same torch build -> same weights.
-Takes about 20 minutes on 2 CPU cores with the defaults.
+Takes about 15 minutes on 2 CPU cores with the defaults.
 
     python scripts/train_tiny_clip.py
 """
@@ -62,7 +66,7 @@ def heldout_precision(model, tokenizer, pixels, scenes, mean, std, device) -> fl
     txt = F.normalize(model.encode_text(tokenizer([f"a photo of a {c} {s}" for c, s in queries]).to(device)), dim=-1)
     top = (txt.cpu() @ img.t()).topk(10, dim=1).indices
     hits = [sum(scenes[j].color == c and scenes[j].shape == s for j in row.tolist()) / 10
-            for (c, s), row in zip(queries, top)]
+            for (c, s), row in zip(queries, top, strict=False)]
     model.train(was_training)
     return sum(hits) / len(hits)
 
@@ -72,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "searchindex" / "models" / MODEL_NAME,
                     help="model folder: open_clip_config.json is read from it, "
                          "open_clip_model.safetensors is written to it")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--pool", type=int, default=24000, help="number of distinct training images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

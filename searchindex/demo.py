@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def run_demo(
     images = folder / "images"
     labels_file = images / "labels.jsonl"
     if not labels_file.is_file() or sum(1 for _ in open(labels_file)) != count:
+        shutil.rmtree(images, ignore_errors=True)  # a different --count: start the pictures afresh
         write_dataset(images, count=count, seed=DEMO_SEED, size=64)
     labels = {}
     with open(labels_file, encoding="utf-8") as fh:

@@ -231,7 +231,7 @@ class OpenClipEncoder(Encoder):
                     "and pass the file: --pretrained /path/to/open_clip_model.safetensors"
                 ) from exc
             raise ModelError(f"could not load {spec.describe()}: {text}") from exc
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, AssertionError) as exc:  # open_clip asserts on shape mismatches
             raise ModelError(f"could not load {spec.describe()}: {exc}") from exc
         model.eval()
         self._torch = torch
@@ -263,7 +263,7 @@ class OpenClipEncoder(Encoder):
             with torch.inference_mode():
                 tokens = self._tokenizer(missing).to(self.device)
                 feats = self._model.encode_text(tokens, normalize=True).float().cpu().numpy()
-            for t, f in zip(missing, feats):
+            for t, f in zip(missing, feats, strict=False):
                 self._text_cache[t] = f
                 while len(self._text_cache) > self._TEXT_CACHE_SIZE:
                     self._text_cache.popitem(last=False)

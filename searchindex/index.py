@@ -300,7 +300,7 @@ class Index:
         if vecs.ntotal == 0:
             return []
         scores, ids = vecs.search(vector[None, :], k)
-        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=False) if i >= 0]
         rows = self._catalog.images_by_id(i for _, i in hits)
         out = []
         for score, image_id in hits:

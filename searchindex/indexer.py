@@ -125,7 +125,7 @@ def run_batches(
             vectors = encoder.encode_batch([r.tensor for r in ok]) if ok else []
             rows = [
                 NewImage(r.entry.path, r.entry.size, r.entry.mtime_ns, r.sha256, r.width, r.height, r.format, v)
-                for r, v in zip(ok, vectors)
+                for r, v in zip(ok, vectors, strict=False)
             ]
             generation = catalog.commit_batch(rows, bad)
             indexed += len(rows)

@@ -73,7 +73,7 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "wrong"
     folder.mkdir()
     cfg = json.loads((TINY / "open_clip_config.json").read_text())
-    cfg["model_cfg"]["vision_cfg"]["width"] = 96
+    cfg["model_cfg"]["text_cfg"]["width"] = 96
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
     shutil.copy(TINY / "open_clip_model.safetensors", folder)
     with pytest.raises(ModelError, match="could not load"):
