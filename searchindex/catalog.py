@@ -203,34 +203,64 @@ class Catalog:
 
     def file_states(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every file already indexed or already failed."""
-        with Session(self._engine) as s:
-            states = {p: (sz, mt) for p, sz, mt in s.execute(select(ImageRow.path, ImageRow.size, ImageRow.mtime_ns))}
-            for p, sz, mt in s.execute(select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns)):
-                states.setdefault(p, (sz, mt))
+        states = self.failure_states()
+        states.update({p: (sz, mt) for p, (_, sz, mt, _) in self.image_states().items()})
         return states
+
+    def image_states(self) -> dict[str, tuple[int, int, int, str]]:
+        """path -> (id, size, mtime_ns, sha256) of every indexed image."""
+        stmt = select(ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256)
+        with Session(self._engine) as s:
+            return {p: (i, sz, mt, sha) for p, i, sz, mt, sha in s.execute(stmt)}
+
+    def failure_states(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every recorded failure."""
+        with Session(self._engine) as s:
+            return {
+                p: (sz, mt) for p, sz, mt in s.execute(select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns))
+            }
+
+    def embeddings_by_id(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        with Session(self._engine) as s:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                for i, blob in s.execute(select(ImageRow.id, ImageRow.embedding).where(ImageRow.id.in_(chunk))):
+                    out[i] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
+        return out
 
     def failures(self) -> list[FailureRecord]:
         with Session(self._engine) as s:
-            return [FailureRecord(r.path, r.size, r.mtime_ns, r.reason)
-                    for r in s.scalars(select(FailureRow).order_by(FailureRow.path))]
+            return [
+                FailureRecord(r.path, r.size, r.mtime_ns, r.reason)
+                for r in s.scalars(select(FailureRow).order_by(FailureRow.path))
+            ]
 
     def images_by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         ids = list(ids)
         if not ids:
             return {}
-        cols = (ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256,
-                ImageRow.width, ImageRow.height, ImageRow.format, ImageRow.indexed_at)
+        cols = (
+            ImageRow.id,
+            ImageRow.path,
+            ImageRow.size,
+            ImageRow.mtime_ns,
+            ImageRow.sha256,
+            ImageRow.width,
+            ImageRow.height,
+            ImageRow.format,
+            ImageRow.indexed_at,
+        )
         out: dict[int, ImageRecord] = {}
         with Session(self._engine) as s:
             for start in range(0, len(ids), 500):  # stay under SQLite's variable limit
-                for row in s.execute(select(*cols).where(ImageRow.id.in_(ids[start:start + 500]))):
+                for row in s.execute(select(*cols).where(ImageRow.id.in_(ids[start : start + 500]))):
                     out[row[0]] = ImageRecord(*row)
         return out
 
     def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of every row written after ``generation``."""
-        stmt = (select(ImageRow.id, ImageRow.embedding)
-                .where(ImageRow.generation > generation).order_by(ImageRow.id))
+        stmt = select(ImageRow.id, ImageRow.embedding).where(ImageRow.generation > generation).order_by(ImageRow.id)
         with Session(self._engine) as s:
             result = s.execute(stmt).yield_per(10_000)
             for chunk in result.partitions():
@@ -245,12 +275,27 @@ class Catalog:
 
     # -- writes -----------------------------------------------------------
 
-    def commit_batch(self, images: Sequence[NewImage], failures: Sequence[FailureRecord]) -> int:
-        """Write one batch atomically and return the new generation.
+    def commit_batch(
+        self,
+        images: Sequence[NewImage] = (),
+        failures: Sequence[FailureRecord] = (),
+        *,
+        touched: Sequence[tuple[int, int, int]] = (),
+        moved: Sequence[tuple[int, str, int, int]] = (),
+        deleted: Sequence[str] = (),
+    ) -> int:
+        """Write one batch of changes atomically and return the new generation.
 
-        Images replace any row with the same path (keeping its id); failures
-        replace any image row for that path, whose vector is then scheduled
-        for removal.
+        Args:
+            images: rows to write with their embeddings; a row with the same path
+                is replaced in place (keeping its id).
+            failures: files that could not be indexed; an image row at that path
+                is deleted and its vector scheduled for removal.
+            touched: (id, size, mtime_ns) of rows whose file changed its stat but
+                not its content: only the stat is updated, the vector stays.
+            moved: (id, new_path, size, mtime_ns) of rows whose content now lives
+                at another path: the row (and its vector) follows the file.
+            deleted: paths whose rows and failure records go away.
         """
         now = time.time()
         with Session(self._engine) as s, s.begin():
@@ -258,24 +303,41 @@ class Catalog:
             assert gen_row is not None
             gen = int(gen_row.value) + 1
             gen_row.value = str(gen)
-            paths = [im.path for im in images] + [f.path for f in failures]
+            gone = list(deleted) + [f.path for f in failures]
+            for start in range(0, len(gone), 500):
+                chunk = gone[start : start + 500]
+                for (image_id,) in s.execute(select(ImageRow.id).where(ImageRow.path.in_(chunk))):
+                    s.merge(RemovalRow(image_id=image_id, generation=gen))
+                s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
+                s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
+            for image_id, size, mtime_ns in touched:
+                s.execute(update(ImageRow).where(ImageRow.id == image_id).values(size=size, mtime_ns=mtime_ns))
+            for image_id, path, size, mtime_ns in moved:
+                s.execute(
+                    update(ImageRow).where(ImageRow.id == image_id).values(path=path, size=size, mtime_ns=mtime_ns)
+                )
+            paths = [im.path for im in images]
             existing = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))).all())
             for im in images:
                 values = dict(
-                    size=im.size, mtime_ns=im.mtime_ns, sha256=im.sha256, width=im.width,
-                    height=im.height, format=im.format, indexed_at=now, generation=gen,
+                    size=im.size,
+                    mtime_ns=im.mtime_ns,
+                    sha256=im.sha256,
+                    width=im.width,
+                    height=im.height,
+                    format=im.format,
+                    indexed_at=now,
+                    generation=gen,
                     embedding=np.ascontiguousarray(im.embedding, dtype=np.float32).tobytes(),
                 )
                 if im.path in existing:
                     s.execute(update(ImageRow).where(ImageRow.id == existing[im.path]).values(**values))
                 else:
                     s.add(ImageRow(path=im.path, **values))
-            if images:
-                s.execute(delete(FailureRow).where(FailureRow.path.in_([im.path for im in images])))
+            fixed = paths + [m[1] for m in moved]
+            if fixed:
+                s.execute(delete(FailureRow).where(FailureRow.path.in_(fixed)))
             for f in failures:
-                if f.path in existing:
-                    s.execute(delete(ImageRow).where(ImageRow.id == existing[f.path]))
-                    s.merge(RemovalRow(image_id=existing[f.path], generation=gen))
                 s.merge(FailureRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=f.reason, failed_at=now))
         return gen
 

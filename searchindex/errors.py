@@ -31,6 +31,14 @@ class ModelMismatchError(ModelError):
     """An index was opened or extended with a model other than the one it was built with."""
 
 
+class IndexLockedError(SearchIndexError):
+    """Another process is writing to the index."""
+
+
+class IndexWriteError(SearchIndexError):
+    """The index could not be written (disk full, read-only folder, ...); nothing was lost."""
+
+
 class FolderNotFoundError(SearchIndexError):
     """A folder to index does not exist or is not a directory."""
 

@@ -12,18 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy.exc
 
 from .catalog import CATALOG_FILE, Catalog
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
 from .errors import (
     IndexExistsError,
     IndexNotFoundError,
+    IndexWriteError,
     ModelMismatchError,
     QueryError,
 )
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
-from .indexer import IndexSummary, ProgressCallback, run_batches
-from .scan import diff, scan_folders
+from .indexer import IndexSummary, ProgressCallback, index_entries
+from .lock import WriterLock
+from .scan import scan_folders
 from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
 
 __all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
@@ -233,11 +236,15 @@ class Index:
         batch_size: int = 64,
         workers: int | None = None,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        stop: threading.Event | None = None,
     ) -> IndexSummary:
-        """Index every image below ``folder`` (or several folders), skipping unchanged files.
+        """Bring the index in line with every image below ``folder`` (or several folders).
 
-        Files are unchanged when their path, size and modification time match the
-        last run; files that failed before and did not change are not retried.
+        New and modified files are encoded; unchanged ones (same path, size and
+        mtime) are skipped; touched, moved and duplicated files reuse their stored
+        embedding; files gone from below the folders leave the index.  Files that
+        failed before and did not change are not retried.  The model is loaded only
+        if something needs encoding.
 
         Args:
             progress: called with an :class:`~searchindex.indexer.IndexProgress`
@@ -245,24 +252,34 @@ class Index:
             batch_size: images encoded per model call and committed per transaction.
             workers: decoding threads (default: number of CPUs, at most 8).
             max_megapixels: larger images are recorded as failures (decompression bombs).
+            stop: when set (e.g. from a SIGINT handler), the run ends after the batch
+                in flight is committed; the summary says ``interrupted``.
 
         Raises:
             FolderNotFoundError: a folder does not exist.
+            IndexLockedError: another process is writing to this index.
+            IndexWriteError: the index folder cannot be written (disk full, read-only).
         """
         t0 = time.perf_counter()
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         entries = list(scan_folders(folders))
-        scan = diff(entries, self._catalog.file_states())
-        indexed, failures = 0, []
-        if scan.todo:  # an unchanged folder never loads the model
-            indexed, failures = run_batches(
-                self._catalog, self.encoder, scan.todo, batch_size=batch_size, workers=workers,
-                max_megapixels=max_megapixels, progress=progress,
-            )
-        self._save_vectors()
+        try:
+            with WriterLock(self.path):
+                counts, unchanged, interrupted = index_entries(
+                    self._catalog, lambda: self.encoder, self.dim, entries,
+                    [os.fspath(f) for f in folders], batch_size=batch_size, workers=workers,
+                    max_megapixels=max_megapixels, progress=progress, stop=stop,
+                )
+                self._save_vectors()
+        except OSError as exc:
+            raise IndexWriteError(f"cannot write the index at {self.path}: {exc.strerror or exc}") from exc
+        except sqlalchemy.exc.OperationalError as exc:
+            raise IndexWriteError(f"cannot write the index at {self.path}: {exc.orig}") from exc
         return IndexSummary(
-            scanned=len(entries), indexed=indexed, unchanged=scan.unchanged, failed=len(failures),
-            seconds=time.perf_counter() - t0, failures=tuple(failures),
+            scanned=len(entries), indexed=counts.indexed, unchanged=unchanged, failed=len(counts.failures),
+            seconds=time.perf_counter() - t0, failures=tuple(counts.failures), new=counts.new,
+            modified=counts.modified, touched=counts.touched, moved=counts.moved,
+            duplicates=counts.duplicates, deleted=counts.deleted, interrupted=interrupted,
         )
 
     # -- searching --------------------------------------------------------

@@ -1,10 +1,19 @@
-"""The indexing pipeline: scan -> decode -> encode -> commit, batch by batch.
+"""The indexing pipeline: scan -> classify -> decode -> encode -> commit, batch by batch.
 
-Decoding (file read, SHA-256, Pillow decode, the model's preprocessing) runs in a
-thread pool one batch ahead of the encoder, so the two overlap.  Each batch is
-committed in one catalog transaction: an interruption loses at most the batch
-in flight, and the next run picks up where this one stopped because committed
-files are then unchanged.
+Every file found is classified against the catalog:
+
+- unchanged: same path, size and mtime as last time (also for files that failed before);
+- new / modified: content not seen before: decoded and encoded;
+- touched: stat changed, content (SHA-256) the same: only the stat is updated;
+- moved: content already indexed at a path that has disappeared: the row follows the file;
+- duplicate: content already indexed at another existing path: the embedding is copied;
+- deleted: indexed below a scanned folder but no longer there: row and vector removed.
+
+Reading, hashing, decoding and the model's preprocessing run in a thread pool one
+batch ahead of the encoder, so they overlap.  Each batch is committed in one catalog
+transaction: an interruption loses at most the batch in flight, and the next run
+resumes because committed files are then unchanged.  The model is loaded only when
+some file actually needs encoding.
 """
 
 from __future__ import annotations
@@ -12,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .catalog import Catalog, FailureRecord, NewImage
 from .encoders import Encoder
@@ -23,7 +35,7 @@ from .errors import ImageDecodeError
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .scan import FileEntry
 
-__all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "run_batches"]
+__all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "index_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +44,8 @@ log = logging.getLogger(__name__)
 class IndexProgress:
     """Reported after each committed batch."""
 
-    done: int  # files processed so far in this run (indexed + failed)
-    total: int  # files this run has to process
+    done: int  # files processed so far in this run
+    total: int  # files this run has to process (everything but the unchanged)
     indexed: int
     failed: int
 
@@ -46,11 +58,38 @@ class IndexSummary:
     """What one ``add_folder`` run did."""
 
     scanned: int  # image files found
-    indexed: int  # new or changed files encoded and stored
-    unchanged: int  # skipped: same path, size and mtime as last time (failures included)
+    indexed: int  # files decoded and encoded (new + modified content)
+    unchanged: int  # same path, size and mtime as last time (earlier failures included)
     failed: int  # files that could not be decoded in this run
     seconds: float
     failures: tuple[FailureRecord, ...] = ()
+    new: int = 0  # paths not in the index before, encoded or duplicated (moves counted apart)
+    modified: int = 0  # indexed paths whose content changed
+    touched: int = 0  # indexed paths whose mtime/size changed but content did not
+    moved: int = 0  # rows that followed their content to a new path
+    duplicates: int = 0  # new paths whose content was already indexed elsewhere (not re-encoded)
+    deleted: int = 0  # rows removed because their file is gone
+    interrupted: bool = False  # stopped early on request; run again to resume
+
+
+@dataclass
+class _Counts:
+    indexed: int = 0
+    new: int = 0
+    modified: int = 0
+    touched: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    deleted: int = 0
+    failures: list[FailureRecord] = field(default_factory=list)
+
+
+@dataclass
+class _Hashed:
+    """A file whose content is already in the index: no decode needed."""
+
+    entry: FileEntry
+    sha256: str
 
 
 @dataclass
@@ -63,78 +102,173 @@ class _Decoded:
     tensor: Any
 
 
-def _load(entry: FileEntry, preprocess: Callable[[Any], Any], min_side: int,
-          max_megapixels: float) -> _Decoded | FailureRecord:
-    """Read, hash, decode and preprocess one file; failures become records."""
+def _load(entry: FileEntry, known: set[str], get_encoder: Callable[[], Encoder],
+          max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
+    """Read and hash one file; decode and preprocess it only if its content is new."""
     try:
+        if os.path.isdir(entry.path):
+            return FailureRecord(entry.path, entry.size, entry.mtime_ns, "is a directory")
         with open(entry.path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, "file not found (deleted or broken link)")
-    except IsADirectoryError:
-        return FailureRecord(entry.path, entry.size, entry.mtime_ns, "is a directory")
     except OSError as exc:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"unreadable: {exc.strerror or exc}")
+    sha = hashlib.sha256(data).hexdigest()
+    if sha in known:
+        return _Hashed(entry, sha)
     try:
-        decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=min_side)
-        tensor = preprocess(decoded.image)
+        encoder = get_encoder()
+        decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=encoder.image_size)
+        tensor = encoder.preprocess(decoded.image)
     except ImageDecodeError as exc:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, exc.reason)
     except Exception as exc:  # a decoder bug must not stop a 200k-photo run
         log.exception("unexpected error decoding %s", entry.path)
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"decode error: {type(exc).__name__}: {exc}")
-    return _Decoded(entry, hashlib.sha256(data).hexdigest(), decoded.width, decoded.height,
-                    decoded.format, tensor)
+    return _Decoded(entry, sha, decoded.width, decoded.height, decoded.format, tensor)
 
 
-def run_batches(
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def index_entries(
     catalog: Catalog,
-    encoder: Encoder,
-    todo: Sequence[FileEntry],
+    get_encoder: Callable[[], Encoder],
+    dim: int,
+    entries: Sequence[FileEntry],
+    roots: Iterable[str],
     *,
     batch_size: int = 64,
     workers: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: ProgressCallback | None = None,
-    on_commit: Callable[[int], None] | None = None,
-) -> tuple[int, list[FailureRecord]]:
-    """Decode, encode and commit ``todo``; return (indexed count, failures).
+    stop: threading.Event | None = None,
+) -> tuple[_Counts, int, bool]:
+    """Bring the catalog in line with ``entries`` found below ``roots``.
 
-    Args:
-        on_commit: called with the new catalog generation after each batch.
+    Returns (counts, unchanged, interrupted).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     workers = workers or min(8, os.cpu_count() or 1)
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    indexed = 0
-    failures: list[FailureRecord] = []
+    roots = [os.path.abspath(r) for r in roots]
+    images = catalog.image_states()  # path -> (id, size, mtime_ns, sha256)
+    failed_before = catalog.failure_states()
+    seen = {e.path for e in entries}
+    gone = {p for p in list(images) + list(failed_before) if p not in seen and _under(p, roots)}
+    by_sha: dict[str, list[int]] = {}
+    id_path: dict[int, str] = {}
+    for path, (image_id, _, _, sha) in images.items():
+        by_sha.setdefault(sha, []).append(image_id)
+        id_path[image_id] = path
 
-    def submit(pool: ThreadPoolExecutor, batch: Sequence[FileEntry]) -> list[Future[_Decoded | FailureRecord]]:
-        return [pool.submit(_load, e, encoder.preprocess, encoder.image_size, max_megapixels) for e in batch]
+    todo, unchanged = [], 0
+    for e in entries:
+        state = images.get(e.path)
+        if (state and state[1:3] == (e.size, e.mtime_ns)) or failed_before.get(e.path) == (e.size, e.mtime_ns):
+            unchanged += 1
+        else:
+            todo.append(e)
+
+    counts = _Counts()
+    known = set(by_sha)
+    run_vectors: dict[str, tuple[np.ndarray, int, int, str]] = {}  # sha -> vector, w, h, format (this run)
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    interrupted = False
+
+    def submit(pool: ThreadPoolExecutor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
+        return [pool.submit(_load, e, known, get_encoder, max_megapixels) for e in batch]
+
+    def source_for(sha: str) -> int | None:
+        ids = by_sha.get(sha) or []
+        return ids[0] if ids else None
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         ahead = submit(pool, batches[0]) if batches else []
         for i in range(len(batches)):
-            current = ahead
-            results = [f.result() for f in current]
-            # Start decoding the next batch while this one is encoded.
+            results = [f.result() for f in ahead]
             ahead = submit(pool, batches[i + 1]) if i + 1 < len(batches) else []
-            ok = [r for r in results if isinstance(r, _Decoded)]
-            bad = [r for r in results if isinstance(r, FailureRecord)]
-            vectors = encoder.encode_batch([r.tensor for r in ok]) if ok else []
-            rows = [
-                NewImage(r.entry.path, r.entry.size, r.entry.mtime_ns, r.sha256, r.width, r.height, r.format, v)
-                for r, v in zip(ok, vectors, strict=False)
-            ]
-            generation = catalog.commit_batch(rows, bad)
-            indexed += len(rows)
-            failures.extend(bad)
+            rows: list[NewImage] = []
+            touched: list[tuple[int, int, int]] = []
+            moved: list[tuple[int, str, int, int]] = []
+            bad: list[FailureRecord] = []
+            to_encode: list[_Decoded] = []
+            copies: list[tuple[FileEntry, str, int]] = []  # entry, sha, source id
+            for r in results:
+                if isinstance(r, FailureRecord):
+                    bad.append(r)
+                    continue
+                e = r.entry
+                state = images.get(e.path)
+                if state and state[3] == r.sha256:
+                    touched.append((state[0], e.size, e.mtime_ns))
+                    counts.touched += 1
+                    continue
+                mover = None
+                if state is None:
+                    mover = next((j for j in by_sha.get(r.sha256, []) if id_path[j] in gone), None)
+                if mover is not None:
+                    gone.discard(id_path[mover])
+                    moved.append((mover, e.path, e.size, e.mtime_ns))
+                    id_path[mover] = e.path
+                    counts.moved += 1
+                    continue
+                src = source_for(r.sha256)
+                if src is not None:
+                    copies.append((e, r.sha256, src))
+                elif r.sha256 in run_vectors or any(d.sha256 == r.sha256 for d in to_encode):
+                    copies.append((e, r.sha256, -1))
+                elif isinstance(r, _Decoded):
+                    to_encode.append(r)
+                else:  # content known when the batch was read, gone since: decode now
+                    again = _load(e, set(), get_encoder, max_megapixels)
+                    if isinstance(again, _Decoded):
+                        to_encode.append(again)
+                    else:
+                        bad.append(again)  # type: ignore[arg-type]
+                        continue
+                if state is None:
+                    counts.new += 1
+                else:
+                    counts.modified += 1
+
+            if to_encode:
+                vectors = get_encoder().encode_batch([d.tensor for d in to_encode])
+                for d, v in zip(to_encode, vectors, strict=True):
+                    run_vectors[d.sha256] = (v, d.width, d.height, d.format)
+                    known.add(d.sha256)  # later copies of this content are hashed, not decoded
+                    rows.append(NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.sha256, d.width,
+                                         d.height, d.format, v))
+                counts.indexed += len(to_encode)
+            if copies:
+                src_ids = [s for _, _, s in copies if s >= 0]
+                stored = catalog.embeddings_by_id(src_ids, dim)
+                facts = catalog.images_by_id(src_ids)
+                for e, sha, s in copies:
+                    if s >= 0:
+                        vec, f = stored[s], facts[s]
+                        w, h, fmt = f.width, f.height, f.format
+                    else:
+                        vec, w, h, fmt = run_vectors[sha]
+                    rows.append(NewImage(e.path, e.size, e.mtime_ns, sha, w, h, fmt, vec))
+                    if images.get(e.path) is None:
+                        counts.duplicates += 1
+            catalog.commit_batch(rows, bad, touched=touched, moved=moved)
+            counts.failures.extend(bad)
             for f in bad:
                 log.info("skipped %s: %s", f.path, f.reason)
-            if on_commit:
-                on_commit(generation)
             if progress:
-                progress(IndexProgress(indexed + len(failures), len(todo), indexed, len(failures)))
-    return indexed, failures
+                done = sum(len(b) for b in batches[: i + 1])
+                progress(IndexProgress(done, len(todo), counts.indexed, len(counts.failures)))
+            if stop is not None and stop.is_set() and i + 1 < len(batches):
+                interrupted = True
+                for f in ahead:
+                    f.cancel()
+                break
 
+    if gone and not interrupted:
+        catalog.commit_batch(deleted=sorted(gone))
+        counts.deleted = sum(1 for p in gone if p in images)
+    return counts, unchanged, interrupted

@@ -17,6 +17,7 @@ from searchindex import (
     ModelMismatchError,
     QueryError,
 )
+from searchindex.synthetic import iter_scenes, render
 from searchindex.vectors import latest_vector_file
 
 
@@ -49,17 +50,23 @@ def test_unchanged_rerun_does_not_load_the_model(small_folder: Path, tmp_path: P
 def test_modified_file_is_reencoded_in_place(small_folder: Path, tmp_path: Path) -> None:
     with _create(tmp_path / "idx") as index:
         index.add_folder(small_folder)
-        victim = sorted(small_folder.glob("*.png"))[0]
-        other = sorted(small_folder.glob("*.png"))[1]
+        victim, other = sorted(small_folder.glob("*.png"))[:2]
         before = index.search_image(victim, k=1)[0]
-        shutil.copyfile(other, victim)  # new content, new mtime
+        # New content never seen before: decoded and encoded again, same row.
+        render(next(iter_scenes(1, seed=31337))).save(victim)
         summary = index.add_folder(small_folder)
-        assert (summary.indexed, summary.unchanged) == (1, 39)
+        assert (summary.indexed, summary.modified, summary.unchanged) == (1, 1, 39)
+        hit = index.search_image(victim, k=1)[0]
+        assert (hit.path, hit.image_id) == (str(victim.absolute()), before.image_id)
+        assert hit.sha256 != before.sha256 and hit.score > 0.99
+        # Content that another file already has: the stored embedding is copied, nothing is encoded.
+        shutil.copyfile(other, victim)
+        summary = index.add_folder(small_folder)
+        assert (summary.indexed, summary.modified, summary.unchanged) == (0, 1, 39)
         assert index.count() == 40
         after = index.search_image(other, k=2)
         assert {r.path for r in after} == {str(victim.absolute()), str(other.absolute())}
-        same_row = next(r for r in after if r.path == str(victim.absolute()))
-        assert same_row.image_id == before.image_id and same_row.sha256 != before.sha256
+        assert next(r for r in after if r.path == str(victim.absolute())).image_id == before.image_id
 
 
 def test_corrupt_file_is_recorded_and_skipped(small_folder: Path, tmp_path: Path) -> None:
@@ -83,7 +90,8 @@ def test_corrupt_file_is_recorded_and_skipped(small_folder: Path, tmp_path: Path
         # A fixed file is picked up and leaves the failure list.
         (small_folder / "empty.png").write_bytes(good)
         fixed = index.add_folder(small_folder)
-        assert (fixed.indexed, fixed.failed) == (1, 0)
+        # Its bytes equal a file already indexed: a duplicate, not re-encoded.
+        assert (fixed.new, fixed.duplicates, fixed.indexed, fixed.failed) == (1, 1, 0, 0)
         assert len(index.failures()) == 3
 
 

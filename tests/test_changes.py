@@ -1,0 +1,105 @@
+"""Change detection: every kind of change is classified, and none is re-encoded needlessly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchindex import Index, IndexLockedError
+from searchindex.lock import WriterLock
+from searchindex.synthetic import iter_scenes, render
+
+
+def _counts(s):  # noqa: ANN001, ANN202
+    return dict(new=s.new, modified=s.modified, touched=s.touched, moved=s.moved, duplicates=s.duplicates,
+                deleted=s.deleted, indexed=s.indexed, unchanged=s.unchanged, failed=s.failed)
+
+
+ZERO = dict(new=0, modified=0, touched=0, moved=0, duplicates=0, deleted=0, indexed=0, unchanged=0, failed=0)
+
+
+@pytest.fixture()
+def index(small_folder: Path, tmp_path: Path) -> Index:
+    idx = Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu")
+    first = idx.add_folder(small_folder)
+    assert _counts(first) == {**ZERO, "new": 40, "indexed": 40}
+    return idx
+
+
+def _vector(index: Index, path: Path) -> np.ndarray:
+    hit = index.search_image(path, k=1)[0]
+    assert hit.path == str(path.absolute())
+    return index._catalog.embeddings_by_id([hit.image_id], index.dim)[hit.image_id]
+
+
+def test_touched_file_is_not_reencoded(index: Index, small_folder: Path) -> None:
+    f = sorted(small_folder.glob("*.png"))[0]
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    s = index.add_folder(small_folder)
+    assert _counts(s) == {**ZERO, "touched": 1, "unchanged": 39}
+    assert index.add_folder(small_folder).unchanged == 40
+
+
+def test_moved_and_renamed_files_keep_their_rows(index: Index, small_folder: Path) -> None:
+    files = sorted(small_folder.glob("*.png"))
+    ids = {r.path: r.image_id for r in index.search("a shape", k=40)}
+    (small_folder / "sub").mkdir()
+    files[0].rename(small_folder / "sub" / files[0].name)
+    files[1].rename(small_folder / "renamed.png")
+    s = index.add_folder(small_folder)
+    assert _counts(s) == {**ZERO, "moved": 2, "unchanged": 38}
+    assert index.count() == 40
+    new_ids = {r.path: r.image_id for r in index.search("a shape", k=40)}
+    assert new_ids[str((small_folder / "renamed.png").absolute())] == ids[str(files[1].absolute())]
+    assert str(files[0].absolute()) not in new_ids
+
+
+def test_duplicates_are_encoded_once_and_both_paths_found(index: Index, small_folder: Path) -> None:
+    files = sorted(small_folder.glob("*.png"))
+    shutil.copy(files[0], small_folder / "copy-of-existing.png")
+    scene = render(next(iter_scenes(1, seed=4711)))
+    scene.save(small_folder / "brand-new-a.png")
+    shutil.copy(small_folder / "brand-new-a.png", small_folder / "brand-new-b.png")
+    s = index.add_folder(small_folder)
+    # One encode for the two new copies; the copy of an indexed file is not encoded at all.
+    assert _counts(s) == {**ZERO, "new": 3, "duplicates": 2, "indexed": 1, "unchanged": 40}
+    found = {r.path for r in index.search_image(small_folder / "brand-new-a.png", k=2)}
+    assert found == {str((small_folder / n).absolute()) for n in ("brand-new-a.png", "brand-new-b.png")}
+    np.testing.assert_array_equal(_vector(index, files[0]), index._catalog.embeddings_by_id(
+        [next(r.image_id for r in index.search_image(files[0], k=2) if r.path.endswith("copy-of-existing.png"))],
+        index.dim).popitem()[1])
+
+
+def test_deleted_files_leave_catalog_and_vectors(index: Index, small_folder: Path) -> None:
+    files = sorted(small_folder.glob("*.png"))
+    for f in files[:5]:
+        f.unlink()
+    (small_folder / "junk.jpg").write_bytes(b"junk")
+    s = index.add_folder(small_folder)
+    assert _counts(s) == {**ZERO, "deleted": 5, "failed": 1, "unchanged": 35}
+    (small_folder / "junk.jpg").unlink()
+    assert _counts(index.add_folder(small_folder)) == {**ZERO, "unchanged": 35}
+    assert index.count() == 35 and index.failures() == []  # the vanished failure is forgotten too
+    assert len(index.search("a shape", k=100)) == 35
+    reopened = Index.open(index.path, device="cpu")
+    assert reopened._fresh_vectors().ntotal == 35
+
+
+def test_files_outside_the_scanned_folder_are_kept(index: Index, small_folder: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    render(next(iter_scenes(1, seed=5))).save(other / "x.png")
+    assert index.add_folder(other).new == 1
+    assert index.add_folder(small_folder).deleted == 0
+    assert index.count() == 41
+
+
+def test_one_writer_at_a_time(index: Index, small_folder: Path) -> None:
+    with WriterLock(index.path):
+        with pytest.raises(IndexLockedError, match=rf"pid {os.getpid()} on "):
+            index.add_folder(small_folder)
+    assert index.add_folder(small_folder).unchanged == 40  # released: usable again
