@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -20,8 +22,9 @@ import click
 
 from . import __version__
 from .errors import SearchIndexError
+from .images import DEFAULT_MAX_MEGAPIXELS
 from .index import Index, SearchResult, default_index_path
-from .indexer import IndexProgress
+from .indexer import IndexProgress, IndexSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -102,13 +105,20 @@ def cli(verbose: int) -> None:
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Decoding threads (default: number of CPUs, at most 8).")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
+              help="Larger images are recorded as failures (decompression-bomb guard).")
+@click.option("--strict", is_flag=True, help="Exit with code 3 when any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
-          batch_size: int, workers: int | None, device: str, as_json: bool) -> None:
+          batch_size: int, workers: int | None, device: str, max_megapixels: float, strict: bool,
+          as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
-    model recorded in the index and only encode new or changed files.
+    model recorded in the index and only encode new or changed content: touched,
+    moved and duplicated files reuse their stored embedding, deleted files leave
+    the index. Ctrl-C stops after the batch in flight is committed; run the same
+    command again to resume.
     """
     path = _resolve_index_path(index_path)
     with _errors():
@@ -120,8 +130,9 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             idx.check_model(model, pretrained)
         else:
             idx = Index.create(path, model=model, pretrained=pretrained, device=device)
-        with idx, _progress_bar("indexing") as bar:
-            summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers)
+        with idx, _progress_bar("indexing") as bar, _stop_on_sigint() as stop:
+            summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
+                                     max_megapixels=max_megapixels, stop=stop)
             total = idx.count()
     if as_json:
         data = asdict(summary)
@@ -129,22 +140,59 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
         data["index"] = str(path)
         data["images_in_index"] = total
         click.echo(json.dumps(data))
-        return
-    rate = f" ({summary.indexed / summary.seconds:.1f} images/s)" if summary.indexed and summary.seconds else ""
+    else:
+        _print_summary(summary, path, total)
+    if summary.interrupted:
+        click.echo("Interrupted: everything processed so far is committed. Run the same command again to "
+                   "resume.", err=True)
+        sys.exit(130)
+    if strict and summary.failed:
+        sys.exit(3)
+
+
+def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
+    rate = f", {summary.indexed / summary.seconds:.1f} images/s" if summary.indexed and summary.seconds else ""
+    changes = ", ".join(f"{n} {label}" for n, label in (
+        (summary.new, "new"), (summary.modified, "modified"), (summary.touched, "touched"),
+        (summary.moved, "moved"), (summary.duplicates, "duplicates"), (summary.deleted, "deleted")) if n)
     click.echo(
         f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.failed} failed "
-        f"in {summary.seconds:.1f} s{rate}. {path} holds {total} images."
+        f"({changes or 'no changes'}) in {summary.seconds:.1f} s{rate}. {path} holds {total} images."
     )
     for f in summary.failures[:20]:
         click.echo(f"  failed: {f.path}: {f.reason}", err=True)
     if len(summary.failures) > 20:
-        click.echo(f"  ... and {len(summary.failures) - 20} more", err=True)
+        click.echo(f"  ... and {len(summary.failures) - 20} more (searchindex errors lists them all)", err=True)
 
 
-def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool) -> None:
+@contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the batch in flight, then stop. Second Ctrl-C: stop now."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\nStopping after the batch in flight is committed (Ctrl-C again to abort now)...", err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool, null: bool = False) -> None:
     if as_json:
         for r in results:
             click.echo(json.dumps(asdict(r)))
+    elif null:
+        for r in results:
+            click.echo(r.path + "\0", nl=False)
     elif paths_only:
         for r in results:
             click.echo(r.path)
@@ -164,17 +212,18 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result (rank, score, path, ...).")
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
+@click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 def search(query: str | None, image: Path | None, index_path: Path | None, k: int, as_json: bool,
-           paths_only: bool, device: str) -> None:
+           paths_only: bool, null: bool, device: str) -> None:
     """Find the images that best match QUERY (text) or --image (an example)."""
-    if as_json and paths_only:
-        raise click.UsageError("choose one of --json and --paths")
+    if as_json + paths_only + null > 1:
+        raise click.UsageError("choose one of --json, --paths and --null")
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
     with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
         results = idx.search(query, k=k) if query is not None else idx.search_image(image, k=k)  # type: ignore[arg-type]
-    _print_results(results, as_json, paths_only)
+    _print_results(results, as_json, paths_only, null)
 
 
 def _human_bytes(n: int) -> str:
@@ -203,6 +252,19 @@ def info(index_path: Path | None, as_json: bool) -> None:
     click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory}")
     click.echo(f"catalog:    {_human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {_human_bytes(data.vector_bytes)}")
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per failure (path, reason, size, mtime_ns).")
+def errors(index_path: Path | None, as_json: bool) -> None:
+    """List the files that could not be indexed, with the reason for each."""
+    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+        failures = idx.failures()
+    for f in failures:
+        click.echo(json.dumps(asdict(f)) if as_json else f"{f.path}: {f.reason}")
+    if not failures and not as_json:
+        click.echo("No failures recorded.", err=True)
 
 
 @cli.command()

@@ -130,3 +130,34 @@ def test_demo_runs_offline(runner: CliRunner, tmp_path: Path) -> None:
 def test_version_and_help(runner: CliRunner, shapes: Shapes) -> None:
     assert runner.invoke(cli, ["--version"]).output.startswith("searchindex, version ")
     assert "Search your photos" in runner.invoke(cli, ["--help"]).output
+
+
+def test_errors_command_and_strict(runner: CliRunner, small_folder: Path, tmp_path: Path) -> None:
+    idx = str(tmp_path / "idx")
+    res = runner.invoke(cli, ["index", str(small_folder), "--index", idx, "--model", "tiny-shapes", "--strict"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["errors", "--index", idx])
+    assert res.exit_code == 0 and "No failures recorded." in res.output
+    (small_folder / "bad.png").write_text("not a png")
+    res = runner.invoke(cli, ["index", str(small_folder), "--index", idx, "--strict"])
+    assert res.exit_code == 3 and "0 indexed, 40 unchanged, 1 failed" in res.output
+    res = runner.invoke(cli, ["errors", "--index", idx])
+    assert res.exit_code == 0
+    assert res.output.strip() == f"{(small_folder / 'bad.png').absolute()}: not a recognised image format"
+    rows = [json.loads(line) for line in runner.invoke(cli, ["errors", "--index", idx, "--json"]).output.splitlines()]
+    assert [(Path(r["path"]).name, r["reason"]) for r in rows] == [("bad.png", "not a recognised image format")]
+    # Without --strict a failure does not change the exit code.
+    (small_folder / "bad2.png").write_text("nope")
+    res = runner.invoke(cli, ["index", str(small_folder), "--index", idx])
+    assert res.exit_code == 0 and "1 failed" in res.output
+
+
+def test_null_separated_paths(runner: CliRunner, small_folder: Path, tmp_path: Path) -> None:
+    idx = str(tmp_path / "idx")
+    odd = small_folder / "a name\nwith newline.png"
+    next(iter(sorted(small_folder.glob("*.png")))).rename(odd)
+    assert runner.invoke(cli, ["index", str(small_folder), "--index", idx, "--model", "tiny-shapes"]).exit_code == 0
+    res = runner.invoke(cli, ["search", "--image", str(odd), "--index", idx, "-k", "2", "-0"])
+    assert res.exit_code == 0
+    paths = res.output.split("\0")
+    assert paths[0] == str(odd.absolute()) and paths[2] == "" and len(paths) == 3
