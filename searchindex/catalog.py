@@ -10,6 +10,7 @@ FAISS file (a cache) can be caught up from exactly what changed since it was sav
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -150,24 +151,34 @@ class Catalog:
 
     @classmethod
     def create(cls, folder: Path, spec: ModelSpec, dim: int, factory: str) -> Catalog:
-        """Create the catalog file in ``folder`` and record what the index is made of."""
+        """Create the catalog file in ``folder`` and record what the index is made of.
+
+        The file is built under a temporary name and renamed into place, so a
+        crash never leaves a catalog without its metadata.
+        """
         path = folder / CATALOG_FILE
-        engine = cls._engine_for(path)
-        Base.metadata.create_all(engine)
-        cat = cls(engine, path)
-        with Session(engine) as s, s.begin():
-            for key, value in {
-                "schema_version": str(SCHEMA_VERSION),
-                "model": spec.model,
-                "pretrained": spec.pretrained,
-                "checkpoint_sha256": spec.checkpoint_sha256 or "",
-                "dim": str(dim),
-                "faiss_factory": factory,
-                "generation": "0",
-                "created_at": str(time.time()),
-            }.items():
-                s.add(MetaRow(key=key, value=value))
-        return cat
+        tmp = folder / f".{CATALOG_FILE}.{os.getpid()}.tmp"
+        for leftover in folder.glob(f".{CATALOG_FILE}.*.tmp*"):
+            leftover.unlink()
+        engine = cls._engine_for(tmp)
+        try:
+            Base.metadata.create_all(engine)
+            with Session(engine) as s, s.begin():
+                for key, value in {
+                    "schema_version": str(SCHEMA_VERSION),
+                    "model": spec.model,
+                    "pretrained": spec.pretrained,
+                    "checkpoint_sha256": spec.checkpoint_sha256 or "",
+                    "dim": str(dim),
+                    "faiss_factory": factory,
+                    "generation": "0",
+                    "created_at": str(time.time()),
+                }.items():
+                    s.add(MetaRow(key=key, value=value))
+        finally:
+            engine.dispose()  # checkpoints and removes the temporary WAL
+        os.replace(tmp, path)
+        return cls(cls._engine_for(path), path)
 
     @classmethod
     def open(cls, folder: Path) -> Catalog:

@@ -78,6 +78,13 @@ class VectorIndex:
     def dim(self) -> int:
         return int(self._index.d)
 
+    def ids(self) -> np.ndarray:
+        """The ids of every stored vector (sorted)."""
+        return np.sort(_faiss().vector_to_array(self._index.id_map).astype(np.int64))
+
+    def reconstruct(self, image_id: int) -> np.ndarray:
+        return self._index.reconstruct(int(image_id))
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors, replacing any already stored under the same ids."""
         if len(ids) == 0:
