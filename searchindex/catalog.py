@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 import numpy as np
 from sqlalchemy import (
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from .encoders import ModelSpec
 
@@ -39,6 +41,33 @@ __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageR
 
 CATALOG_FILE = "catalog.sqlite"
 SCHEMA_VERSION = 1
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path as text, losslessly, even when the name is not valid UTF-8.
+
+    Python represents undecodable bytes in file names as lone surrogates, which
+    SQLite's UTF-8 text cannot hold.  Such paths are stored percent-encoded
+    behind a prefix that no absolute path starts with, and decoded on the way out.
+    """
+
+    impl = String
+    cache_ok = True
+    _PREFIX = "?bytes:"
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return self._PREFIX + quote(os.fsencode(value), safe="/")
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        if value is not None and value.startswith(self._PREFIX):
+            return os.fsdecode(unquote_to_bytes(value[len(self._PREFIX):]))
+        return value
 
 
 class Base(DeclarativeBase):
@@ -57,7 +86,7 @@ class ImageRow(Base):
     # the vector of a deleted image that once had the same id.
     __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime_ns: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String, index=True)
@@ -79,7 +108,7 @@ class RemovalRow(Base):
 
 class FailureRow(Base):
     __tablename__ = "failures"
-    path: Mapped[str] = mapped_column(String, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime_ns: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String)
@@ -211,12 +240,6 @@ class Catalog:
     def failure_count(self) -> int:
         with Session(self._engine) as s:
             return int(s.scalar(select(func.count()).select_from(FailureRow)) or 0)
-
-    def file_states(self) -> dict[str, tuple[int, int]]:
-        """path -> (size, mtime_ns) of every file already indexed or already failed."""
-        states = self.failure_states()
-        states.update({p: (sz, mt) for p, (_, sz, mt, _) in self.image_states().items()})
-        return states
 
     def image_states(self) -> dict[str, tuple[int, int, int, str]]:
         """path -> (id, size, mtime_ns, sha256) of every indexed image."""

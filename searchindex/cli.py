@@ -160,7 +160,7 @@ def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
         f"({changes or 'no changes'}) in {summary.seconds:.1f} s{rate}. {path} holds {total} images."
     )
     for f in summary.failures[:20]:
-        click.echo(f"  failed: {f.path}: {f.reason}", err=True)
+        click.echo(f"  failed: {_display(f.path)}: {f.reason}", err=True)
     if len(summary.failures) > 20:
         click.echo(f"  ... and {len(summary.failures) - 20} more (searchindex errors lists them all)", err=True)
 
@@ -186,22 +186,27 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _display(path: str) -> str:
+    """A path for human eyes: undecodable bytes shown as \\xNN instead of crashing the output."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool, null: bool = False) -> None:
     if as_json:
         for r in results:
             click.echo(json.dumps(asdict(r)))
     elif null:
         for r in results:
-            click.echo(r.path + "\0", nl=False)
+            click.echo(os.fsencode(r.path) + b"\0", nl=False)
     elif paths_only:
         for r in results:
-            click.echo(r.path)
+            click.echo(os.fsencode(r.path))
     elif not results:
         click.echo("No results (the index is empty).", err=True)
     else:
         click.echo(f"{'rank':>4}  {'score':>6}  {'size':>11}  path")
         for r in results:
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {r.path}")
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {_display(r.path)}")
 
 
 @cli.command()
@@ -262,7 +267,7 @@ def errors(index_path: Path | None, as_json: bool) -> None:
     with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
         failures = idx.failures()
     for f in failures:
-        click.echo(json.dumps(asdict(f)) if as_json else f"{f.path}: {f.reason}")
+        click.echo(json.dumps(asdict(f)) if as_json else f"{_display(f.path)}: {f.reason}")
     if not failures and not as_json:
         click.echo("No failures recorded.", err=True)
 

@@ -12,7 +12,26 @@ from .errors import ImageDecodeError
 
 __all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "DecodedImage", "decode_image"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",
+})
+
+# ISO-BMFF brands of HEIF/HEIC files (Pillow reads AVIF itself, HEIC needs pillow-heif).
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_heif_registered = False
+
+
+def _register_heif() -> bool:
+    """Teach Pillow HEIC through the optional pillow-heif; False when it is not installed."""
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            return False
+        register_heif_opener()
+        _heif_registered = True
+    return True
 
 # Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
 # small enough that a crafted "decompression bomb" cannot exhaust memory.
@@ -50,6 +69,10 @@ def decode_image(
     """
     if not data:
         raise ImageDecodeError(name, "empty file")
+    if data[8:12] in _HEIF_BRANDS and data[4:8] == b"ftyp" and not _register_heif():
+        raise ImageDecodeError(
+            name, "unsupported format HEIC/HEIF: install the optional extra with pip install 'searchindex[heif]'"
+        )
     try:
         with warnings.catch_warnings():
             # We enforce our own limit below; Pillow's warning would only be noise.
@@ -63,6 +86,9 @@ def decode_image(
                     f"too large: {width}x{height} is {width * height / 1e6:.0f} megapixels "
                     f"(limit {max_megapixels:g})",
                 )
+            if fmt == "PNG":
+                # Pillow skips PNG checksums when decoding; a bad one means damaged data.
+                Image.open(io.BytesIO(data)).verify()
             orientation = img.getexif().get(0x0112, 1)
             if orientation in _TRANSPOSED_ORIENTATIONS:
                 width, height = height, width

@@ -18,6 +18,7 @@ some file actually needs encoding.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -105,15 +106,22 @@ class _Decoded:
 def _load(entry: FileEntry, known: set[str], get_encoder: Callable[[], Encoder],
           max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
     """Read and hash one file; decode and preprocess it only if its content is new."""
+    def fail(reason: str) -> FailureRecord:
+        return FailureRecord(entry.path, entry.size, entry.mtime_ns, reason)
+
     try:
         if os.path.isdir(entry.path):
-            return FailureRecord(entry.path, entry.size, entry.mtime_ns, "is a directory")
+            return fail("a directory named like an image (its contents are scanned as a folder)")
         with open(entry.path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
-        return FailureRecord(entry.path, entry.size, entry.mtime_ns, "file not found (deleted or broken link)")
+        if os.path.islink(entry.path):
+            return fail(f"broken symbolic link (to {os.readlink(entry.path)})")
+        return fail("file not found (deleted since the scan)")
     except OSError as exc:
-        return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"unreadable: {exc.strerror or exc}")
+        if exc.errno == errno.ELOOP:
+            return fail("symbolic link loop")
+        return fail(f"unreadable: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
     if sha in known:
         return _Hashed(entry, sha)

@@ -1,16 +1,16 @@
-"""Walk folders for image files and tell what changed since the last run."""
+"""Walk folders for image files."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FolderNotFoundError
 from .images import IMAGE_EXTENSIONS
 
-__all__ = ["FileEntry", "ScanResult", "diff", "scan_folders"]
+__all__ = ["FileEntry", "scan_folders"]
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,6 @@ class FileEntry:
     path: str
     size: int
     mtime_ns: int
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    todo: list[FileEntry]  # new or changed since the last run
-    unchanged: int
 
 
 def scan_folders(folders: Iterable[str | Path]) -> Iterator[FileEntry]:
@@ -40,7 +34,10 @@ def scan_folders(folders: Iterable[str | Path]) -> Iterator[FileEntry]:
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
-            for name in sorted(filenames):
+            # A folder named like an image is still walked, and also reported, so
+            # that nothing with an image's name is skipped silently.
+            odd = [d for d in dirnames if os.path.splitext(d)[1].lower() in IMAGE_EXTENSIONS]
+            for name in sorted(filenames + odd):
                 if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
                 path = os.path.join(dirpath, name)
@@ -55,15 +52,3 @@ def scan_folders(folders: Iterable[str | Path]) -> Iterator[FileEntry]:
                     yield FileEntry(path, -1, 0)
                     continue
                 yield FileEntry(path, st.st_size, st.st_mtime_ns)
-
-
-def diff(entries: Iterable[FileEntry], known: Mapping[str, tuple[int, int]]) -> ScanResult:
-    """Split ``entries`` into files to (re)index and files unchanged since last time."""
-    todo: list[FileEntry] = []
-    unchanged = 0
-    for e in entries:
-        if known.get(e.path) == (e.size, e.mtime_ns):
-            unchanged += 1
-        else:
-            todo.append(e)
-    return ScanResult(todo=todo, unchanged=unchanged)
