@@ -10,7 +10,9 @@ FAISS file (a cache) can be caught up from exactly what changed since it was sav
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,12 +34,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .encoders import ModelSpec
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage"]
+
+log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite"
 SCHEMA_VERSION = 1
@@ -155,13 +160,16 @@ class ImageRecord:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
     # WAL: readers never wait for the writer and the writer never waits for readers.
-    cur.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across process crashes in WAL mode; only an OS crash
-    # can lose the last commits, and never corrupts the file.
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    # NORMAL is durable across process crashes in WAL mode (only an OS crash can
+    # lose the last commits, and never corrupts the file).  Both are settings a
+    # read-only connection may refuse; the WAL mode is stored in the file anyway.
+    cur = dbapi_conn.cursor()
+    for pragma in ("busy_timeout=30000", "journal_mode=WAL", "synchronous=NORMAL"):
+        try:
+            cur.execute(f"PRAGMA {pragma}")
+        except sqlite3.OperationalError as exc:
+            log.debug("PRAGMA %s refused: %s", pragma, exc)
     cur.close()
 
 
@@ -173,8 +181,15 @@ class Catalog:
         self.path = path
 
     @staticmethod
-    def _engine_for(path: Path) -> Engine:
-        engine = create_engine(f"sqlite:///{path}", future=True)
+    def _engine_for(path: Path, read_only: bool = False) -> Engine:
+        if read_only:
+            # A WAL database in a folder where SQLite cannot create its -shm file
+            # opens only as immutable: nobody can write there, so nothing changes
+            # under the reader.
+            url = f"sqlite:///file:{quote(str(path))}?immutable=1&uri=true"
+        else:
+            url = f"sqlite:///{path}"
+        engine = create_engine(url, future=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
 
@@ -211,8 +226,21 @@ class Catalog:
 
     @classmethod
     def open(cls, folder: Path) -> Catalog:
+        """Open read-write, or read-only when the folder cannot be written."""
         path = folder / CATALOG_FILE
-        return cls(cls._engine_for(path), path)
+        engine = cls._engine_for(path)
+        try:
+            raw = engine.raw_connection()
+            try:  # take (and drop) the write lock: fails at once on a read-only file or folder
+                raw.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
+                raw.rollback()
+            finally:
+                raw.close()
+        except (OperationalError, sqlite3.OperationalError):
+            engine.dispose()
+            engine = cls._engine_for(path, read_only=True)
+            log.info("%s is not writable: opened read-only", path)
+        return cls(engine, path)
 
     def close(self) -> None:
         self._engine.dispose()

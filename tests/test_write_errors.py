@@ -1,0 +1,92 @@
+"""A full disk or a read-only index folder gives a clear error and loses nothing."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from searchindex import Index
+
+from .conftest import Shapes
+from .test_crash import _state
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(args: list[str], prefix: list[str] | None = None, preexec=None) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "searchindex.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          preexec_fn=preexec, check=False)
+
+
+@pytest.fixture()
+def two_folders(shapes: Shapes, tmp_path: Path) -> tuple[Path, Path]:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    files = sorted(shapes.folder.glob("*.png"))
+    for f in files[:40]:
+        shutil.copy2(f, first / f.name)
+    for f in files[40:400]:
+        shutil.copy2(f, second / f.name)
+    return first, second
+
+
+def test_full_disk_is_a_clear_error_and_keeps_what_was_committed(two_folders: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    first, second = two_folders
+    idx = tmp_path / "idx"
+    with Index.create(idx, model="tiny-shapes", device="cpu") as index:
+        index.add_folder(first)
+    before = _state(idx)
+    limit = max(p.stat().st_size for p in idx.iterdir() if p.is_file()) + 16_384
+
+    def small_disk() -> None:  # every file the indexer writes may grow only this far
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    res = _cli(["index", str(second), "--index", str(idx), "--batch-size", "16"], preexec=small_disk)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"cannot write the index at {idx}" in res.stderr
+    assert "Traceback" not in res.stderr
+    after = _state(idx)  # openable and consistent
+    assert {p: v for p, v in after.items() if p in before} == before  # nothing lost
+    res = _cli(["index", str(second), "--index", str(idx)])  # space again: finishes
+    assert res.returncode == 0, res.stderr
+    assert len(_state(idx)) == 400
+
+
+def test_read_only_index_folder_is_a_clear_error(two_folders: tuple[Path, Path], tmp_path: Path) -> None:
+    first, second = two_folders
+    idx = tmp_path / "idx"
+    with Index.create(idx, model="tiny-shapes", device="cpu") as index:
+        index.add_folder(first)
+    before = _state(idx)
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root ignores permissions unless it drops these capabilities
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without util-linux setpriv")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        prefix = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    os.chmod(idx, 0o555)
+    for p in idx.iterdir():
+        os.chmod(p, 0o444)
+    try:
+        res = _cli(["index", str(second), "--index", str(idx)], prefix=prefix)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert f"cannot write the index at {idx}" in res.stderr and "Traceback" not in res.stderr
+        res = _cli(["search", "a red circle", "--index", str(idx), "--paths"], prefix=prefix)
+        assert res.returncode == 0 and len(res.stdout.splitlines()) == 10  # still searchable
+    finally:
+        os.chmod(idx, 0o755)
+        for p in idx.iterdir():
+            os.chmod(p, 0o644)
+    assert _state(idx) == before
