@@ -30,6 +30,8 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    not_,
+    or_,
     select,
     update,
 )
@@ -39,6 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .encoders import ModelSpec
+from .query import Filters, glob_to_sqlite
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage"]
 
@@ -319,6 +322,32 @@ class Catalog:
                 for row in s.execute(select(*cols).where(ImageRow.id.in_(ids[start : start + 500]))):
                     out[row[0]] = ImageRecord(*row)
         return out
+
+    def filtered_ids(self, filters: Filters) -> np.ndarray:
+        """The ids (sorted) of every image that meets ``filters``, found by one SQL query."""
+        stmt = select(ImageRow.id).where(*self._conditions(filters)).order_by(ImageRow.id)
+        with self._engine.connect() as conn:
+            return np.fromiter(conn.execute(stmt).scalars(), dtype=np.int64)
+
+    @staticmethod
+    def _conditions(filters: Filters) -> list[Any]:
+        """SQL conditions (ANDed) for ``filters``."""
+        conds: list[Any] = []
+
+        def matches(pattern: str) -> Any:
+            exact, glob = glob_to_sqlite(pattern, filters.cwd)
+            cond = ImageRow.path.op("GLOB")(glob)
+            return cond if exact is None else or_(ImageRow.path == exact, cond)
+
+        if filters.paths:
+            conds.append(or_(*(matches(p) for p in filters.paths)))
+        for pattern in filters.exclude:
+            conds.append(not_(matches(pattern)))
+        if filters.min_width:
+            conds.append(ImageRow.width >= filters.min_width)
+        if filters.min_height:
+            conds.append(ImageRow.height >= filters.min_height)
+        return conds
 
     def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of every row written after ``generation``."""

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,21 @@ from .errors import (
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .indexer import IndexSummary, ProgressCallback, index_entries
 from .lock import WriterLock
+from .query import Filters, Query, Term, auto_cutoff, combine
 from .scan import scan_folders
 from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
 
 __all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
 
 log = logging.getLogger(__name__)
+
+#: Orders in which search results can be returned.
+SORT_KEYS = ("score",)
+#: --threshold auto looks for a break among this many top scores first (then 4x more, up to AUTO_MAX_POOL).
+AUTO_POOL = 1024
+AUTO_MAX_POOL = 65536
+#: Random images whose scores form the background distribution of --threshold auto's fallback.
+AUTO_BACKGROUND = 2000
 
 
 def default_index_path() -> Path:
@@ -284,18 +293,60 @@ class Index:
 
     # -- searching --------------------------------------------------------
 
-    def search(self, text: str, k: int = 10) -> list[SearchResult]:
-        """The ``k`` images that best match ``text``."""
-        if not text or not text.strip():
-            raise QueryError("the query text is empty")
-        return self.search_vector(self.encoder.encode_texts([text.strip()])[0], k)
+    def search(
+        self,
+        query: str | Term | Query | Sequence[Term],
+        k: int | None = 10,
+        *,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+        threshold: str | None = None,
+        sort: str = "score",
+    ) -> list[SearchResult]:
+        """The images that best match ``query``, best first.
 
-    def search_image(self, path: str | os.PathLike[str], k: int = 10) -> list[SearchResult]:
-        """The ``k`` images most similar to the image file at ``path``.
+        Args:
+            query: a text, a :class:`~searchindex.query.Term` (text or image file,
+                with a weight), a :class:`~searchindex.query.Query`, or a list of
+                terms: their unit embeddings are summed with their weights
+                (negative weights subtract) and normalised.
+            k: the most results to return; ``None`` for no limit (with a cutoff).
+            filters: only images meeting these conditions are ranked; the ranking
+                among them is exact (see :meth:`search_vector`).
+            min_score: drop results scoring below this cosine similarity.
+            threshold: ``"auto"``: return only the results that stand out for
+                this query (:func:`searchindex.query.auto_cutoff`).
+            sort: ``"score"`` (best first).
+
+        Raises:
+            QueryError: empty query, unreadable image term, bad option values.
+        """
+        return self.search_vector(self.embed(query), k, filters=filters, min_score=min_score,
+                                  threshold=threshold, sort=sort)
+
+    def search_image(self, path: str | os.PathLike[str], k: int | None = 10, **options: Any) -> list[SearchResult]:
+        """The images most similar to the image file at ``path`` (options as :meth:`search`).
 
         Raises:
             QueryError: the file cannot be read or decoded.
         """
+        return self.search(Term.of_image(path), k, **options)
+
+    def embed(self, query: str | Term | Query | Sequence[Term]) -> np.ndarray:
+        """The unit-length query vector of a text, term, query or list of terms."""
+        q = Query.coerce(query)
+        texts = [t.text for t in q.terms if t.text is not None]
+        text_vecs = iter(self.encoder.encode_texts(texts)) if texts else iter(())
+        vectors = []
+        for term in q.terms:
+            if term.text is not None:
+                vectors.append(next(text_vecs))
+            else:
+                assert term.image is not None
+                vectors.append(self._embed_image(term.image))
+        return combine(np.stack(vectors), [t.weight for t in q.terms])
+
+    def _embed_image(self, path: str) -> np.ndarray:
         try:
             data = Path(path).expanduser().read_bytes()
         except OSError as exc:
@@ -304,29 +355,84 @@ class Index:
             image = decode_image(data, str(path)).image
         except Exception as exc:
             raise QueryError(f"cannot use query image {path}: {getattr(exc, 'reason', exc)}") from None
-        return self.search_vector(self.encoder.encode_images([image])[0], k)
+        return self.encoder.encode_images([image])[0]
 
-    def search_vector(self, vector: np.ndarray, k: int = 10) -> list[SearchResult]:
-        """The ``k`` images nearest to an embedding from this index's model."""
-        if k < 1:
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int | None = 10,
+        *,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+        threshold: str | None = None,
+        sort: str = "score",
+    ) -> list[SearchResult]:
+        """The images nearest to an embedding from this index's model (options as :meth:`search`).
+
+        Filters are resolved by one SQL query into the set of matching image ids;
+        FAISS then ranks exactly those (an id selector skips every other vector
+        before any distance is computed; a few hundred candidates are scored
+        directly).  So the top ``k`` under a filter is the exact top ``k`` of the
+        matching images, however few they are.
+        """
+        if k is not None and k < 1:
             raise QueryError("k must be at least 1")
+        if threshold not in (None, "auto"):
+            raise QueryError(f"threshold must be 'auto' or None, not {threshold!r} (use min_score for a number)")
+        if sort not in SORT_KEYS:
+            raise QueryError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}")
+        if min_score is not None and not -1.0 <= min_score <= 1.0:
+            raise QueryError(f"min_score is a cosine similarity between -1 and 1, not {min_score}")
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.dim:
             raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.dim}")
         vecs = self._fresh_vectors()
-        if vecs.ntotal == 0:
+        candidates = None
+        if filters is not None and filters.active:
+            candidates = self._catalog.filtered_ids(filters)
+        searched = vecs.ntotal if candidates is None else len(candidates)
+        if searched == 0 or vecs.ntotal == 0:
             return []
-        scores, ids = vecs.search(vector[None, :], k)
-        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=False) if i >= 0]
-        rows = self._catalog.images_by_id(i for _, i in hits)
+        if threshold == "auto":
+            scores, ids = self._auto_cut(vecs, vector, candidates, searched)
+            if min_score is not None:
+                keep = scores >= min_score
+                scores, ids = scores[keep], ids[keep]
+        elif min_score is not None:
+            scores, ids = vecs.scores_above(vector, min_score, candidates)
+        else:
+            scores, ids = vecs.top_k(vector, k if k is not None else searched, candidates)
+        if k is not None:
+            scores, ids = scores[:k], ids[:k]
+        rows = self._catalog.images_by_id(int(i) for i in ids)
         out = []
-        for score, image_id in hits:
+        for score, image_id in zip(scores.tolist(), ids.tolist(), strict=True):
             row = rows.get(image_id)
             if row is None:  # removed by a concurrent writer since the vectors were read
                 continue
             out.append(SearchResult(len(out) + 1, score, row.path, row.id, row.width, row.height,
                                     row.format, row.size, row.sha256))
         return out
+
+    def _auto_cut(
+        self, vecs: VectorIndex, vector: np.ndarray, candidates: np.ndarray | None, searched: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top results that stand out (see :func:`searchindex.query.auto_cutoff`)."""
+        pool = min(searched, AUTO_POOL)
+        rng = np.random.default_rng(0)  # same background sample for the same index: stable answers
+        universe = vecs.ids() if candidates is None else candidates[vecs.contains(candidates)]
+        sample = universe if len(universe) <= AUTO_BACKGROUND else rng.choice(universe, AUTO_BACKGROUND, replace=False)
+        background = vecs.vectors(np.sort(sample)) @ vector
+        while True:
+            scores, ids = vecs.top_k(vector, pool, candidates)
+            exhaustive = len(scores) < pool or pool >= searched
+            cut = auto_cutoff(scores, background, exhaustive=exhaustive)
+            # A cut in the lower half of the pool may belong further down: look at more.
+            if exhaustive or cut <= pool // 2 or pool >= AUTO_MAX_POOL:
+                break
+            pool = min(pool * 4, searched, AUTO_MAX_POOL)
+        log.debug("auto cutoff: %d of the top %d (of %d searched)", cut, len(scores), searched)
+        return scores[:cut], ids[:cut]
 
     # -- facts ------------------------------------------------------------
 

@@ -1,0 +1,371 @@
+"""Queries as data: weighted terms, filters, and the adaptive relevance cutoff.
+
+A query is a weighted sum of terms.  Each term is a text or an image file; its
+embedding (unit length) is multiplied by its weight, the products are added,
+and the sum is normalised again.  ``--minus`` terms simply carry a negative
+weight.  Everything here is plain data and NumPy: no model, no FAISS, no SQL,
+so the CLI can validate input before anything heavy is loaded.
+
+Term syntax (CLI and :func:`parse_term`): ``[WEIGHT:][text:|image:]VALUE``.
+
+- ``2:sunset`` is the text "sunset" with weight 2; ``0.5:beach.jpg`` an image
+  term with weight 0.5.
+- Without a prefix, a value that names an existing file is an image term; a
+  value ending in an image extension (``.jpg``, ``.png``...) that names no file is
+  an error (it was surely meant as a file); anything else is text.
+- ``text:`` and ``image:`` force the kind (``text:1:1 scale model`` searches for
+  the literal text "1:1 scale model").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QueryError
+
+__all__ = [
+    "AUTO_MIN_SIGNIFICANCE",
+    "AUTO_WINDOW",
+    "AUTO_Z_FALLBACK",
+    "Filters",
+    "Query",
+    "Term",
+    "auto_cutoff",
+    "glob_to_sqlite",
+    "parse_term",
+]
+
+# Image extensions that make an unprefixed term an image term (mirrors images.IMAGE_EXTENSIONS,
+# without importing Pillow).
+_IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",
+})
+
+# "2:", "0.5:", "1e-1:" ... and anything that starts like a number but is not one ("2..5:").
+_WEIGHT_RE = re.compile(r"^\s*([0-9][0-9.eE+-]*|\.[0-9][0-9.eE+-]*)\s*:(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a composed query: a text or an image file, with a weight.
+
+    Exactly one of ``text`` and ``image`` is set.  A negative weight pulls the
+    results away from the term.
+    """
+
+    text: str | None = None
+    image: str | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.image is None):
+            raise QueryError("a term is either a text or an image, not both or neither")
+        if self.text is not None and not self.text.strip():
+            raise QueryError("a text term is empty")
+        if not math.isfinite(self.weight) or self.weight == 0:
+            raise QueryError(f"a term's weight must be a non-zero number, not {self.weight}")
+
+    @classmethod
+    def of_text(cls, text: str, weight: float = 1.0) -> Term:
+        return cls(text=text.strip(), weight=weight)
+
+    @classmethod
+    def of_image(cls, path: str | os.PathLike[str], weight: float = 1.0) -> Term:
+        return cls(image=os.fspath(Path(path).expanduser()), weight=weight)
+
+    def describe(self) -> str:
+        what = repr(self.text) if self.text is not None else f"image {self.image}"
+        return what if self.weight == 1 else f"{self.weight:g} x {what}"
+
+
+def _parse_weight(raw: str, spec: str) -> float:
+    try:
+        weight = float(raw)
+    except ValueError:
+        raise QueryError(
+            f"bad weight {raw!r} in {spec!r}: write a positive number before the colon, e.g. 2:sunset "
+            "(or text:... for a text that starts with a number and a colon)"
+        ) from None
+    if not math.isfinite(weight) or weight <= 0:
+        raise QueryError(f"bad weight {raw!r} in {spec!r}: weights are positive (use --minus to subtract a term)")
+    return weight
+
+
+def parse_term(spec: str, *, sign: float = 1.0, weight: float | None = None) -> Term:
+    """Parse one CLI term (``[WEIGHT:][text:|image:]VALUE``) into a :class:`Term`.
+
+    Args:
+        sign: ``-1`` for ``--minus`` terms.
+        weight: an explicit weight (``--plus-weight W TERM``); then ``spec`` carries none.
+
+    Raises:
+        QueryError: bad weight, empty term, or an image term whose file is missing.
+    """
+    value = spec
+    if weight is None:
+        m = _WEIGHT_RE.match(spec)
+        if m:
+            weight, value = _parse_weight(m.group(1), spec), m.group(2)
+        else:
+            weight = 1.0
+    elif not math.isfinite(weight) or weight <= 0:
+        raise QueryError(f"bad weight {weight} for {spec!r}: weights are positive (use --minus to subtract a term)")
+    w = sign * weight
+    if value.startswith("text:"):
+        return Term.of_text(value[5:], w) if value[5:].strip() else _empty(spec)
+    if value.startswith("image:"):
+        path = Path(value[6:]).expanduser()
+        if not path.is_file():
+            raise QueryError(f"image term file not found: {value[6:]}")
+        return Term.of_image(path, w)
+    if not value.strip():
+        _empty(spec)
+    path = Path(value).expanduser()
+    if path.is_file():
+        return Term.of_image(path, w)
+    if path.suffix.lower() in _IMAGE_SUFFIXES and "\n" not in value:
+        raise QueryError(f"image term file not found: {value} (write text:{value} to search for the words)")
+    return Term.of_text(value, w)
+
+
+def _empty(spec: str) -> Term:
+    raise QueryError(f"empty query term {spec!r}")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A weighted sum of terms.  Build with :meth:`parse` or ``Query((Term...,))``."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise QueryError("the query is empty: give a text, an image, or --plus terms")
+        if not any(t.weight > 0 for t in self.terms):
+            raise QueryError("a query needs at least one positive term (--minus alone has nothing to subtract from)")
+
+    @classmethod
+    def parse(
+        cls,
+        text: str | None = None,
+        *,
+        plus: Iterable[str] = (),
+        minus: Iterable[str] = (),
+        plus_weighted: Iterable[tuple[float, str]] = (),
+        minus_weighted: Iterable[tuple[float, str]] = (),
+        images: Iterable[str | os.PathLike[str]] = (),
+    ) -> Query:
+        """The CLI's query: ``QUERY``, ``--plus``, ``--minus``, ``--plus-weight``, ``--minus-weight``, ``--image``."""
+        terms: list[Term] = []
+        if text is not None:
+            terms.append(parse_term(text))
+        for image in images:
+            path = Path(image).expanduser()
+            if not path.is_file():
+                raise QueryError(f"image term file not found: {image}")
+            terms.append(Term.of_image(path))
+        terms += [parse_term(s) for s in plus]
+        terms += [parse_term(s, weight=w) for w, s in plus_weighted]
+        terms += [parse_term(s, sign=-1) for s in minus]
+        terms += [parse_term(s, sign=-1, weight=w) for w, s in minus_weighted]
+        return cls(tuple(terms))
+
+    @classmethod
+    def coerce(cls, query: str | Term | Query | Sequence[Term]) -> Query:
+        """Accept what :meth:`searchindex.Index.search` accepts: a text, a term, a query, or terms."""
+        if isinstance(query, Query):
+            return query
+        if isinstance(query, Term):
+            return cls((query,))
+        if isinstance(query, str):
+            if not query.strip():
+                raise QueryError("the query text is empty")
+            return cls((Term.of_text(query),))
+        terms = tuple(query)
+        if not all(isinstance(t, Term) for t in terms):
+            raise QueryError("a query is a text, a Term, a Query, or a sequence of Terms")
+        return cls(terms)
+
+    def describe(self) -> str:
+        return " + ".join(t.describe() for t in self.terms)
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """The unit-length weighted sum of unit-length term embeddings (one row per term)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    total = (np.asarray(weights, dtype=np.float32)[:, None] * v).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise QueryError("the query's terms cancel each other out")
+    return (total / norm).astype(np.float32)
+
+
+# -- filters ------------------------------------------------------------------
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def glob_to_sqlite(pattern: str, cwd: str | None = None) -> tuple[str | None, str]:
+    """Translate a ``--path``/``--exclude`` pattern into (exact path or None, SQLite GLOB).
+
+    Patterns match absolute paths.  ``~`` is expanded; a relative pattern is taken
+    from ``cwd`` (default: the current directory), except that one starting with
+    ``*`` matches anywhere.  ``*`` matches any run of characters, ``/`` included
+    (SQLite GLOB semantics, like ``**`` in shells), ``?`` one character, ``[abc]``
+    and ``[!abc]`` a class.  Matching is case-sensitive.  A pattern without
+    wildcards names a file or a folder: the file itself, or everything below it.
+
+    Raises:
+        QueryError: an empty pattern or an unclosed ``[``.
+    """
+    if not pattern or not pattern.strip():
+        raise QueryError("empty path pattern")
+    p = os.path.expanduser(pattern)
+    if not _GLOB_CHARS.search(p):
+        exact = os.path.normpath(os.path.join(cwd or os.getcwd(), p))
+        below = exact.rstrip("/") + "/*" if exact != "/" else "/*"
+        return exact, below
+    if not p.startswith(("*", "/")):
+        p = os.path.join(cwd or os.getcwd(), p)
+    out: list[str] = []
+    i = 0
+    while i < len(p):
+        c = p[i]
+        if c == "[":
+            j = i + 1
+            if p[j : j + 1] in ("!", "^"):
+                j += 1
+            if p[j : j + 1] == "]":  # a leading ']' is a member of the class
+                j += 1
+            end = p.find("]", j)
+            if end < 0:
+                raise QueryError(f"bad glob {pattern!r}: the '[' at position {i} is never closed")
+            body = p[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body + "]")
+            i = end + 1
+        else:
+            out.append(c)
+            i += 1
+    return None, "".join(out)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conditions a result must meet; every set field must hold (AND).
+
+    Resolved by the catalog into the set of matching image ids, which the vector
+    index then ranks exactly (see :meth:`searchindex.Index.search`).
+
+    Attributes:
+        paths: the path must match at least one of these patterns (see :func:`glob_to_sqlite`).
+        exclude: the path must match none of these patterns.
+        min_width, min_height: minimum pixel size of the (EXIF-oriented) image.
+    """
+
+    paths: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_width: int | None = None
+    min_height: int | None = None
+    cwd: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("min_width", "min_height"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise QueryError(f"{name} must not be negative")
+        # Validate patterns now: a bad glob is an input error, not a search-time surprise.
+        for p in (*self.paths, *self.exclude):
+            glob_to_sqlite(p, self.cwd)
+
+    @property
+    def active(self) -> bool:
+        """True when any condition is set."""
+        return bool(self.paths or self.exclude or self.min_width or self.min_height)
+
+    def with_cwd(self, cwd: str) -> Filters:
+        return replace(self, cwd=cwd)
+
+
+# -- adaptive cutoff ------------------------------------------------------------
+
+#: Below-gap window: each gap is compared with the mean of this many (rank-scaled) gaps after it.
+AUTO_WINDOW = 32
+#: A gap counts as a break when it is this many times larger than expected from the scores below it.
+AUTO_MIN_SIGNIFICANCE = 12.0
+#: Fallback when no break exists: keep scores this many robust standard deviations above the background.
+AUTO_Z_FALLBACK = 4.0
+
+
+def auto_cutoff(scores: np.ndarray, background: np.ndarray | None = None, *, exhaustive: bool = True) -> int:
+    """How many of ``scores`` (sorted, best first) stand out for their query.
+
+    The method, in two steps:
+
+    1. *A break in the ranking.*  Below the true matches, scores thin out smoothly;
+       a real boundary shows as a gap much wider than the gaps after it.  Gaps
+       near the top of a ranking are naturally wider (the top of a distribution's
+       tail is sparse), so each gap ``g_i`` after rank ``i`` is scaled by ``i``
+       (for an exponential tail the scaled gaps ``i*g_i`` are identically
+       distributed: Rényi's representation of order statistics), and compared with
+       the mean scaled gap of the :data:`AUTO_WINDOW` ranks below it.  A ratio of at
+       least :data:`AUTO_MIN_SIGNIFICANCE` is a break.  Of all breaks, the widest
+       (largest raw score gap) is the cut: it separates the strongest tier of
+       matches from what follows.  Only gaps above the median of ``background``
+       count: a break among scores worse than a typical image's is no match.
+    2. *No break: outliers over the background.*  When the scores form no tiers
+       (common with large models on real photos), keep those at least
+       :data:`AUTO_Z_FALLBACK` robust standard deviations (1.4826 x MAD) above the
+       median of ``background``, a sample of the scores of the whole searched set.
+
+    If neither finds anything, nothing stands out and the answer is 0.
+
+    Args:
+        scores: the top scores of a query, best first.
+        background: scores of a random sample of the searched images (for step 2).
+        exhaustive: ``scores`` holds every searched image; otherwise breaks are
+            only looked for where a full window of ranks follows.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    if n == 0:
+        return 0
+    if n >= 2:
+        gaps = s[:-1] - s[1:]  # gaps[i] separates rank i+1 from rank i+2
+        scaled = gaps * np.arange(1, n)
+        # Mean of the next AUTO_WINDOW scaled gaps, by prefix sums.
+        csum = np.concatenate([[0.0], np.cumsum(scaled)])
+        idx = np.arange(n - 1)
+        hi = np.minimum(idx + 1 + AUTO_WINDOW, n - 1)
+        count = hi - (idx + 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            below = (csum[hi] - csum[idx + 1]) / np.maximum(count, 1)
+        # Identical scores below (exact duplicates) must not make any gap infinitely significant.
+        floor = max(1e-6, float(np.median(scaled)) * 1e-3)
+        ratio = scaled / np.maximum(below, floor)
+        min_count = AUTO_WINDOW if not exhaustive else min(AUTO_WINDOW, 8)
+        usable = count >= min_count
+        if background is not None and len(background):
+            # A break among scores below what a typical image gets is not "standing out":
+            # only gaps whose lower side is above the background median count.
+            usable &= s[1:] > float(np.median(background))
+        breaks = np.flatnonzero(usable & (ratio >= AUTO_MIN_SIGNIFICANCE))
+        if len(breaks):
+            best = breaks[np.argmax(gaps[breaks])]
+            return int(best) + 1
+    if background is not None and len(background) >= 8:
+        bg = np.asarray(background, dtype=np.float64)
+        med = float(np.median(bg))
+        sigma = 1.4826 * float(np.median(np.abs(bg - med)))
+        if sigma > 0:
+            return int(np.count_nonzero(s >= med + AUTO_Z_FALLBACK * sigma))
+    return 0
