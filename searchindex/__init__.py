@@ -9,6 +9,7 @@
 torch, open_clip and faiss are imported only when a model or the vector index is used.
 """
 
+from .duplicates import DuplicateGroup, DuplicateImage
 from .errors import (
     FolderNotFoundError,
     ImageDecodeError,
@@ -25,10 +26,14 @@ from .errors import (
 )
 from .index import Index, IndexInfo, SearchResult
 from .indexer import IndexProgress, IndexSummary
+from .query import Filters, Query, Term
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DuplicateGroup",
+    "DuplicateImage",
+    "Filters",
     "FolderNotFoundError",
     "ImageDecodeError",
     "Index",
@@ -41,9 +46,11 @@ __all__ = [
     "IndexWriteError",
     "ModelError",
     "ModelMismatchError",
+    "Query",
     "QueryError",
     "SearchIndexError",
     "SearchResult",
+    "Term",
     "UnknownModelError",
     "WeightsUnavailableError",
     "__version__",

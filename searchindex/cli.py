@@ -191,7 +191,8 @@ def _display(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool, null: bool = False) -> None:
+def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool, null: bool = False,
+                   empty: str = "No results (the index is empty).") -> None:
     if as_json:
         for r in results:
             click.echo(json.dumps(asdict(r)))
@@ -202,33 +203,99 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
         for r in results:
             click.echo(os.fsencode(r.path))
     elif not results:
-        click.echo("No results (the index is empty).", err=True)
+        click.echo(empty, err=True)
     else:
         click.echo(f"{'rank':>4}  {'score':>6}  {'size':>11}  path")
         for r in results:
             click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {_display(r.path)}")
 
 
+def _threshold(value: str | None) -> str | float | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number", param_hint="--threshold") from None
+
+
+_TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg (prefix text: or image: "
+              "to force the kind). Repeatable.")
+
+
 @cli.command()
 @click.argument("query", required=False)
-@click.option("--image", "image", type=click.Path(path_type=Path), default=None,
-              help="Search by example: images similar to this file.")
+@click.option("--image", "images", type=click.Path(path_type=Path), multiple=True,
+              help="Search by example: images similar to this file. Repeatable; combines with QUERY.")
+@click.option("--plus", multiple=True, metavar="TERM", help="Add a term to the query: " + _TERM_HELP)
+@click.option("--minus", multiple=True, metavar="TERM", help="Subtract a term from the query: " + _TERM_HELP)
+@click.option("--plus-weight", "plus_weighted", type=(float, str), multiple=True, metavar="W TERM",
+              help="Add TERM with weight W (same as --plus W:TERM). Repeatable.")
+@click.option("--minus-weight", "minus_weighted", type=(float, str), multiple=True, metavar="W TERM",
+              help="Subtract TERM with weight W (same as --minus W:TERM). Repeatable.")
 @_index_option
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Number of results (with --threshold/--min-score: the most, default no limit).")
+@click.option("--threshold", default=None, metavar="auto|X",
+              help="'auto': only the results that stand out for this query (see README). A number: "
+                   "same as --min-score.")
+@click.option("--min-score", type=click.FloatRange(-1, 1), default=None,
+              help="Only results with at least this cosine similarity.")
+@click.option("--path", "path_globs", multiple=True, metavar="GLOB",
+              help="Only images whose absolute path matches (a folder, or a pattern with * ? [...]; * also "
+                   "matches /). Repeatable: any of them.")
+@click.option("--exclude", "exclude_globs", multiple=True, metavar="GLOB",
+              help="Leave out images whose path matches (as --path). Repeatable.")
+@click.option("--min-width", type=click.IntRange(min=1), default=None, help="Only images at least this wide (px).")
+@click.option("--min-height", type=click.IntRange(min=1), default=None,
+              help="Only images at least this tall (px).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result (rank, score, path, ...).")
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
-def search(query: str | None, image: Path | None, index_path: Path | None, k: int, as_json: bool,
+@click.pass_context
+def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
+           minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
+           minus_weighted: tuple[tuple[float, str], ...], index_path: Path | None, k: int,
+           threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
+           exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, as_json: bool,
            paths_only: bool, null: bool, device: str) -> None:
-    """Find the images that best match QUERY (text) or --image (an example)."""
+    """Find the images that best match QUERY (text), --image (an example), or a mix.
+
+    Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
+    beach + sunset - people + 2 x (that photo). Filters (--path, --exclude,
+    --min-width, --min-height) narrow the images ranked, exactly.
+    """
+    from .query import Filters, Query
+
     if as_json + paths_only + null > 1:
         raise click.UsageError("choose one of --json, --paths and --null")
-    if (query is None) == (image is None):
-        raise click.UsageError("give a text QUERY or --image PATH (one of them)")
-    with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
-        results = idx.search(query, k=k) if query is not None else idx.search_image(image, k=k)  # type: ignore[arg-type]
-    _print_results(results, as_json, paths_only, null)
+    if query is None and not images and not plus and not plus_weighted:
+        raise click.UsageError("give a text QUERY, --image PATH, or --plus TERM")
+    cut = _threshold(threshold)
+    if isinstance(cut, float):
+        if not -1 <= cut <= 1:
+            raise click.BadParameter("a score threshold is between -1 and 1", param_hint="--threshold")
+        min_score = cut if min_score is None else max(min_score, cut)
+        cut = None
+    limit: int | None = k
+    if (cut or min_score is not None) and ctx.get_parameter_source("k") is click.core.ParameterSource.DEFAULT:
+        limit = None
+    with _errors():
+        q = Query.parse(query, plus=plus, minus=minus, plus_weighted=plus_weighted,
+                        minus_weighted=minus_weighted, images=[str(p) for p in images])
+        filters = Filters(paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height,
+                          cwd=os.getcwd())
+        with Index.open(_resolve_index_path(index_path), device=device) as idx:
+            results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut)
+    empty = "No results (the index is empty)."
+    if filters.active:
+        empty = "No results: no indexed image matches the filters, or none scores high enough."
+    if cut == "auto":
+        empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
+    elif min_score is not None:
+        empty = f"No result scores {min_score} or more."
+    _print_results(results, as_json, paths_only, null, empty)
 
 
 def _human_bytes(n: int) -> str:
@@ -270,6 +337,38 @@ def errors(index_path: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(asdict(f)) if as_json else f"{_display(f.path)}: {f.reason}")
     if not failures and not as_json:
         click.echo("No failures recorded.", err=True)
+
+
+@cli.command()
+@_index_option
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Cosine similarity from which two images count as near-identical. [default: 0.97]")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per group: {group, images: [{path, image_id, width, height, size, "
+                   "mtime_ns, similarity}]}, best copy first.")
+def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) -> None:
+    """List groups of near-identical images (resized, recompressed, cropped or edited copies).
+
+    Each group shows its best copy first (largest resolution, then oldest), then
+    the other copies with their similarity to it.
+    """
+    from .duplicates import DEFAULT_THRESHOLD
+
+    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+        groups = idx.duplicates(DEFAULT_THRESHOLD if threshold is None else threshold)
+    for n, group in enumerate(groups, 1):
+        if as_json:
+            click.echo(json.dumps({"group": n, "images": [asdict(im) for im in group.images]}))
+            continue
+        click.echo(f"group {n}: {len(group.images)} images")
+        for i, im in enumerate(group.images):
+            label = "  best" if i == 0 else f"{im.similarity:>6.3f}"
+            click.echo(f"  {label}  {f'{im.width}x{im.height}':>11}  {_display(im.path)}")
+    if not groups and not as_json:
+        click.echo("No near-duplicates found.", err=True)
+    elif not as_json:
+        copies = sum(len(g.images) - 1 for g in groups)
+        click.echo(f"{len(groups)} groups, {copies} copies besides the best ones.", err=True)
 
 
 @cli.command()

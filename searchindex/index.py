@@ -15,6 +15,8 @@ import numpy as np
 import sqlalchemy.exc
 
 from .catalog import CATALOG_FILE, Catalog
+from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
+from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
 from .errors import (
     IndexExistsError,
@@ -433,6 +435,34 @@ class Index:
             pool = min(pool * 4, searched, AUTO_MAX_POOL)
         log.debug("auto cutoff: %d of the top %d (of %d searched)", cut, len(scores), searched)
         return scores[:cut], ids[:cut]
+
+    def duplicates(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> list[DuplicateGroup]:
+        """Groups of near-identical images (resized, recompressed, lightly cropped or edited copies).
+
+        Two images belong together when their embeddings' cosine similarity is at
+        least ``threshold`` (directly or through other copies); see
+        :mod:`searchindex.duplicates`.  Each group lists its best copy first
+        (largest resolution, then oldest); groups come largest first.
+        """
+        if not 0 < threshold <= 1:
+            raise QueryError(f"a duplicate threshold is a cosine similarity in (0, 1], not {threshold}")
+        ids, x = self._fresh_vectors().all_vectors()
+        groups = group_pairs(find_pairs(x, threshold), len(ids))
+        rows = self._catalog.images_by_id(int(ids[i]) for g in groups for i in g)
+        out = []
+        for g in groups:
+            members = [(int(i), rows[int(ids[i])]) for i in g if int(ids[i]) in rows]
+            if len(members) < 2:  # removed by a concurrent writer
+                continue
+            members.sort(key=lambda m: (-m[1].width * m[1].height, m[1].mtime_ns, m[1].path))
+            best = x[members[0][0]]
+            out.append(DuplicateGroup(tuple(
+                DuplicateImage(r.path, r.id, r.width, r.height, r.size, r.mtime_ns,
+                               1.0 if n == 0 else min(1.0, float(x[i] @ best)))
+                for n, (i, r) in enumerate(members)
+            )))
+        out.sort(key=lambda grp: (-len(grp.images), grp.best.path))
+        return out
 
     # -- facts ------------------------------------------------------------
 

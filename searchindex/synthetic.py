@@ -27,6 +27,7 @@ __all__ = [
     "random_scene",
     "render",
     "write_dataset",
+    "write_duplicate_set",
 ]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
@@ -247,3 +248,142 @@ def write_dataset(
         for row in labels:
             fh.write(json.dumps(row) + "\n")
     return labels
+
+
+# -- near-duplicate sets -------------------------------------------------------
+
+VARIANTS: tuple[str, ...] = ("resized", "recompressed", "cropped", "brightened")
+
+
+def _variant(img: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, str, dict[str, object]]:
+    """A near-identical copy of ``img``: (image, file format, save options)."""
+    from PIL import ImageEnhance
+
+    w, h = img.size
+    if kind == "resized":
+        f = rng.uniform(0.5, 0.8)
+        return img.resize((round(w * f), round(h * f)), Image.LANCZOS), "png", {}
+    if kind == "recompressed":
+        return img, "jpeg", {"quality": rng.randint(70, 90)}
+    if kind == "cropped":
+        c = [round(side * rng.uniform(0.03, 0.06)) for side in (w, h, w, h)]
+        return img.crop((c[0], c[1], w - c[2], h - c[3])), "png", {}
+    if kind == "brightened":
+        return ImageEnhance.Brightness(img).enhance(rng.uniform(1.05, 1.15)), "png", {}
+    raise ValueError(f"unknown variant {kind!r}")
+
+
+def write_duplicate_set(
+    out_dir: str | Path, count: int = 320, seed: int = 0, size: int = 128
+) -> list[dict[str, object]]:
+    """Distinct scenes plus near-identical copies of some, with ground truth; return the labels.
+
+    Each of the ``count`` originals (at most 320) has its own combination of shape,
+    colour, size and background, so the originals are distinct even to a model
+    that sees nothing else (the tiny model cannot tell apart two scenes that share
+    all four; real photos differ in far more ways).  Each original gets a random
+    subset (possibly empty) of :data:`VARIANTS`: resized to 50-80 %, recompressed
+    as JPEG at quality 70-90, cropped by 3-6 % per side, brightened by 5-15 %.
+    Copies are written with newer modification times than their original.
+    ``labels.jsonl`` lists ``file``, ``group`` (the original's number) and ``variant``.
+    """
+    import itertools
+    import os
+
+    combos = list(itertools.product(SHAPES, COLORS, SIZES, BACKGROUNDS))
+    if not 2 <= count <= len(combos):
+        raise ValueError(f"count must be between 2 and {len(combos)}")
+    rng = random.Random(seed)
+    rng.shuffle(combos)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels: list[dict[str, object]] = []
+    base_time = 1_600_000_000
+    for group, (shape, color, size_name, background) in enumerate(combos[:count]):
+        layout = random_scene(rng)
+        radius = rng.uniform(0.27, 0.36) if size_name == "large" else rng.uniform(0.11, 0.16)
+        scene = Scene(shape, color, size_name, background, layout.x, layout.y, radius, layout.angle, layout.seed)
+        img = render(scene, size)
+        files = [(f"dup_{seed}_{group:03d}_original.png", img, "png", {}, "original")]
+        kinds = [k for k in VARIANTS if rng.random() < 0.5]
+        for kind in kinds:
+            copy, fmt, opts = _variant(img, kind, rng)
+            files.append((f"dup_{seed}_{group:03d}_{kind}.{'jpg' if fmt == 'jpeg' else 'png'}", copy, fmt, opts, kind))
+        for n, (name, image, fmt, opts, kind) in enumerate(files):
+            image.save(out / name, format=fmt.upper(), **opts)
+            stamp = base_time + group * 100 + n  # the original is the oldest of its group
+            os.utime(out / name, (stamp, stamp))
+            labels.append({"file": name, "group": group, "variant": kind})
+    with open(out / "labels.jsonl", "w", encoding="utf-8") as fh:
+        for row in labels:
+            fh.write(json.dumps(row) + "\n")
+    return labels
+
+
+# -- synthetic vector indexes (benchmarks) ----------------------------------------
+
+
+def write_vector_index(
+    path: str | Path,
+    count: int,
+    dim: int = 512,
+    seed: int = 0,
+    folders: int = 100,
+    duplicate_fraction: float = 0.0,
+    batch: int = 10_000,
+) -> np.ndarray:
+    """Create an index at ``path`` of ``count`` synthetic rows and vectors (no images, no model).
+
+    Rows go through the real catalog and the vectors through the real FAISS index
+    on first open, exactly like indexed photos.  Paths are
+    ``/synthetic/fNN/img_NNNNNNN.jpg`` spread evenly over ``folders`` folders (so
+    one folder is a ``1/folders`` selective filter); widths are 640, 1024, 2048 or
+    4032 px.  Vectors are unit-length points around 256 random centres (real
+    embeddings cluster too); a ``duplicate_fraction`` of them are near-copies
+    (cosine ~0.99) of another vector.
+
+    Returns:
+        An ``(n, 2)`` array of the planted near-duplicate (original id, copy id) pairs.
+    """
+    from .catalog import Catalog, NewImage
+    from .encoders import ModelSpec
+    from .vectors import DEFAULT_FACTORY
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((256, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    n_dup = int(count * duplicate_fraction)
+    copy_of = np.full(count, -1, dtype=np.int64)
+    if n_dup:
+        copies = rng.choice(np.arange(1, count), n_dup, replace=False)
+        for c in np.sort(copies):
+            copy_of[c] = rng.integers(0, c)
+    # Ids are assigned 1..count in insertion order (a fresh catalog, AUTOINCREMENT).
+    vectors = np.empty((count, dim), dtype=np.float32)
+    catalog = Catalog.create(folder, ModelSpec("synthetic", "none"), dim, DEFAULT_FACTORY)
+    widths = np.array([640, 1024, 2048, 4032])
+    try:
+        for start in range(0, count, batch):
+            stop = min(count, start + batch)
+            v = centres[rng.integers(0, len(centres), stop - start)] + 0.9 * rng.standard_normal(
+                (stop - start, dim)).astype(np.float32) / np.sqrt(dim) * 4
+            for i in range(start, stop):
+                if copy_of[i] >= 0:
+                    src = copy_of[i] if copy_of[i] < start else None
+                    base = vectors[copy_of[i]] if src is not None else v[copy_of[i] - start]
+                    v[i - start] = base + 0.1 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+                v[i - start] /= np.linalg.norm(v[i - start])
+            vectors[start:stop] = v
+            w = widths[rng.integers(0, len(widths), stop - start)]
+            catalog.commit_batch([
+                NewImage(path=f"/synthetic/f{i % folders:02d}/img_{i:07d}.jpg", size=100_000 + i,
+                         mtime_ns=1_600_000_000_000_000_000 + i, sha256=f"{i:064x}", width=int(w[i - start]),
+                         height=int(w[i - start]) * 3 // 4, format="JPEG", embedding=v[i - start])
+                for i in range(start, stop)
+            ])
+    finally:
+        catalog.close()
+    planted = np.flatnonzero(copy_of >= 0)
+    return np.stack([copy_of[planted] + 1, planted + 1], axis=1)
