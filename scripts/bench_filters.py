@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                     saved = vmod.GATHER_MAX
                     try:
                         vmod.GATHER_MAX = 1 << 62
-                        gather_ms, _ = _time(lambda c=cand: vecs.top_k(q, args.k, c), args.repeats)
+                        gather_ms, _ = _time(lambda c=cand, q=q: vecs.top_k(q, args.k, c), args.repeats)
                         vmod.GATHER_MAX = -1
-                        select_ms, _ = _time(lambda c=cand: vecs.top_k(q, args.k, c), args.repeats)
+                        select_ms, _ = _time(lambda c=cand, q=q: vecs.top_k(q, args.k, c), args.repeats)
                     finally:
                         vmod.GATHER_MAX = saved
                     sweep.append({"candidates": len(cand), "gather_ms": gather_ms, "selector_ms": select_ms})

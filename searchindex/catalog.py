@@ -336,7 +336,7 @@ class Catalog:
 
         def matches(pattern: str) -> Any:
             exact, glob = glob_to_sqlite(pattern, filters.cwd)
-            cond = ImageRow.path.op("GLOB")(glob)
+            cond = ImageRow.path.op("GLOB", is_comparison=True)(glob)
             return cond if exact is None else or_(ImageRow.path == exact, cond)
 
         if filters.paths:
