@@ -135,11 +135,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
                                      max_megapixels=max_megapixels, stop=stop)
             total = idx.count()
     if as_json:
-        data = asdict(summary)
-        data["failures"] = [{"path": f.path, "reason": f.reason} for f in summary.failures]
-        data["index"] = str(path)
-        data["images_in_index"] = total
-        click.echo(json.dumps(data))
+        click.echo(json.dumps(_summary_json(summary, path, total)))
     else:
         _print_summary(summary, path, total)
     if summary.interrupted:
@@ -148,6 +144,52 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
         sys.exit(130)
     if strict and summary.failed:
         sys.exit(3)
+
+
+@cli.command()
+@_index_option
+@click.option("--model", required=True,
+              help="The new open_clip architecture, hf-hub:ORG/REPO, local-dir:FOLDER, or tiny-shapes.")
+@click.option("--pretrained", default=None,
+              help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call and per catalog commit.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Decoding threads (default: number of CPUs, at most 8).")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_size: int, workers: int | None,
+            device: str, as_json: bool) -> None:
+    """Re-embed every image of an index with another model.
+
+    The new index is built beside the old one, which stays searchable, and
+    replaces it atomically when complete. Ctrl-C (or a crash) keeps what was
+    done; run the same command again to resume.
+    """
+    path = _resolve_index_path(index_path)
+    with _errors(), _progress_bar("reindexing") as bar, _stop_on_sigint() as stop:
+        summary = Index.reindex(path, model, pretrained, device=device, progress=bar, batch_size=batch_size,
+                                workers=workers, stop=stop)
+    if summary.interrupted:
+        click.echo("Interrupted: the old index is untouched and the work done so far is kept. Run the same "
+                   "command again to resume.", err=True)
+        sys.exit(130)
+    with _errors(), Index.open(path) as idx:
+        total = idx.count()
+        described = idx.spec.describe()
+    if as_json:
+        click.echo(json.dumps(_summary_json(summary, path, total)))
+    else:
+        _print_summary(summary, path, total)
+        click.echo(f"{path} now uses {described}.")
+
+
+def _summary_json(summary: IndexSummary, path: Path, total: int) -> dict[str, Any]:
+    data = asdict(summary)
+    data["failures"] = [{"path": f.path, "reason": f.reason} for f in summary.failures]
+    data["index"] = str(path)
+    data["images_in_index"] = total
+    return data
 
 
 def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
