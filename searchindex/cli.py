@@ -16,15 +16,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
+from .defaults import DEFAULT_MAX_MEGAPIXELS
 from .errors import SearchIndexError
-from .images import DEFAULT_MAX_MEGAPIXELS
-from .index import Index, SearchResult, default_index_path
-from .indexer import IndexProgress, IndexSummary
+
+if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
+    from .index import SearchResult
+    from .indexer import IndexProgress, IndexSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -37,6 +39,8 @@ def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _resolve_index_path(path: Path | None) -> Path:
+    from .index import default_index_path
+
     return path if path is not None else default_index_path()
 
 
@@ -120,6 +124,8 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     the index. Ctrl-C stops after the batch in flight is committed; run the same
     command again to resume.
     """
+    from .index import Index
+
     path = _resolve_index_path(index_path)
     with _errors():
         for folder in folders:
@@ -166,6 +172,8 @@ def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_s
     replaces it atomically when complete. Ctrl-C (or a crash) keeps what was
     done; run the same command again to resume.
     """
+    from .index import Index
+
     path = _resolve_index_path(index_path)
     with _errors(), _progress_bar("reindexing") as bar, _stop_on_sigint() as stop:
         summary = Index.reindex(path, model, pretrained, device=device, progress=bar, batch_size=batch_size,
@@ -268,6 +276,8 @@ def search(query: str | None, image: Path | None, index_path: Path | None, k: in
         raise click.UsageError("choose one of --json, --paths and --null")
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
+    from .index import Index
+
     with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
         results = idx.search(query, k=k) if query is not None else idx.search_image(image, k=k)  # type: ignore[arg-type]
     _print_results(results, as_json, paths_only, null)
@@ -287,6 +297,8 @@ def _human_bytes(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
     """Show an index's model, image count, vector size and file sizes."""
+    from .index import Index
+
     with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
         data = idx.info()
     if as_json:
@@ -306,6 +318,8 @@ def info(index_path: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per failure (path, reason, size, mtime_ns).")
 def errors(index_path: Path | None, as_json: bool) -> None:
     """List the files that could not be indexed, with the reason for each."""
+    from .index import Index
+
     with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
         failures = idx.failures()
     for f in failures:
