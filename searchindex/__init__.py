@@ -9,13 +9,15 @@
 torch, open_clip and faiss are imported only when a model or the vector index is used.
 """
 
-from .duplicates import DuplicateGroup, DuplicateImage
+from typing import TYPE_CHECKING
+
 from .errors import (
     FolderNotFoundError,
     ImageDecodeError,
     IndexExistsError,
     IndexLockedError,
     IndexNotFoundError,
+    IndexSchemaError,
     IndexWriteError,
     ModelError,
     ModelMismatchError,
@@ -24,11 +26,38 @@ from .errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from .index import Index, IndexInfo, SearchResult
-from .indexer import IndexProgress, IndexSummary
-from .query import Filters, Query, Term
 
 __version__ = "0.1.0"
+
+# The domain classes pull in numpy, SQLAlchemy and Pillow: load them on first
+# use, so that `searchindex --help` and `import searchindex.errors` stay instant.
+_LAZY = {
+    "Index": "index", "IndexInfo": "index", "SearchResult": "index",
+    "IndexProgress": "indexer", "IndexSummary": "indexer",
+    "Filters": "query", "Query": "query", "Term": "query",
+    "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from .duplicates import DuplicateGroup, DuplicateImage
+    from .index import Index, IndexInfo, SearchResult
+    from .indexer import IndexProgress, IndexSummary
+    from .query import Filters, Query, Term
 
 __all__ = [
     "DuplicateGroup",
@@ -42,6 +71,7 @@ __all__ = [
     "IndexLockedError",
     "IndexNotFoundError",
     "IndexProgress",
+    "IndexSchemaError",
     "IndexSummary",
     "IndexWriteError",
     "ModelError",

@@ -41,6 +41,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .encoders import ModelSpec
+from .errors import IndexSchemaError
+from .metadata import PhotoMetadata
+from .migrations import SCHEMA_VERSION, pending, upgrade
 from .query import Filters, glob_to_sqlite
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage"]
@@ -48,7 +51,6 @@ __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageR
 log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite"
-SCHEMA_VERSION = 1
 
 
 class FsPath(TypeDecorator[str]):
@@ -104,6 +106,25 @@ class ImageRow(Base):
     indexed_at: Mapped[float] = mapped_column(Float)
     generation: Mapped[int] = mapped_column(Integer, index=True)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    # Photo metadata (schema 2); NULL date_source = not read yet (rows from schema 1).
+    taken_at: Mapped[str | None] = mapped_column(String, index=True)
+    taken_offset: Mapped[str | None] = mapped_column(String)
+    date_source: Mapped[str | None] = mapped_column(String)
+    camera_make: Mapped[str | None] = mapped_column(String)
+    camera_model: Mapped[str | None] = mapped_column(String)
+    lens: Mapped[str | None] = mapped_column(String)
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    orientation: Mapped[int | None] = mapped_column(Integer)
+
+
+class SchemaHistoryRow(Base):
+    """Migrations applied to this catalog (empty for a catalog created at the latest schema)."""
+
+    __tablename__ = "schema_history"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    applied_at: Mapped[float] = mapped_column(Float)
 
 
 class RemovalRow(Base):
@@ -135,6 +156,7 @@ class NewImage:
     height: int
     format: str
     embedding: np.ndarray
+    meta: PhotoMetadata | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,22 @@ class ImageRecord:
     height: int
     format: str
     indexed_at: float
+    taken_at: str | None = None
+    taken_offset: str | None = None
+    date_source: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    orientation: int | None = None
+
+
+_RECORD_COLUMNS = (
+    "id", "path", "size", "mtime_ns", "sha256", "width", "height", "format", "indexed_at",
+    "taken_at", "taken_offset", "date_source", "camera_make", "camera_model", "lens", "gps_lat", "gps_lon",
+    "orientation",
+)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -229,9 +267,17 @@ class Catalog:
 
     @classmethod
     def open(cls, folder: Path) -> Catalog:
-        """Open read-write, or read-only when the folder cannot be written."""
+        """Open read-write, or read-only when the folder cannot be written.
+
+        A catalog from an older schema is upgraded first (see :mod:`searchindex.migrations`).
+
+        Raises:
+            IndexSchemaError: the catalog is newer than this code, or needs an
+                upgrade but cannot be written.
+        """
         path = folder / CATALOG_FILE
         engine = cls._engine_for(path)
+        writable = True
         try:
             raw = engine.raw_connection()
             try:  # take (and drop) the write lock: fails at once on a read-only file or folder
@@ -242,8 +288,32 @@ class Catalog:
         except (OperationalError, sqlite3.OperationalError):
             engine.dispose()
             engine = cls._engine_for(path, read_only=True)
+            writable = False
             log.info("%s is not writable: opened read-only", path)
+        try:
+            cls._upgrade(path, writable)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine, path)
+
+    @staticmethod
+    def _upgrade(path: Path, writable: bool) -> None:
+        if writable:
+            db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        else:
+            db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True)
+        try:
+            todo = pending(db)
+            if todo and not writable:
+                raise IndexSchemaError(
+                    f"the index at {path.parent} was made by an older searchindex and must be upgraded "
+                    f"({', '.join(m.name for m in todo)}), which needs write access to its folder"
+                )
+            if todo:
+                upgrade(db)
+        finally:
+            db.close()
 
     def close(self) -> None:
         self._engine.dispose()
@@ -278,6 +348,17 @@ class Catalog:
         with Session(self._engine) as s:
             return {p: (i, sz, mt, sha) for p, i, sz, mt, sha in s.execute(stmt)}
 
+    def all_paths(self) -> list[str]:
+        """Every path the catalog knows: indexed images, then recorded failures."""
+        with Session(self._engine) as s:
+            images = list(s.scalars(select(ImageRow.path).order_by(ImageRow.id)))
+            return images + list(s.scalars(select(FailureRow.path).order_by(FailureRow.path)))
+
+    def ids_without_metadata(self) -> set[int]:
+        """Rows whose photo metadata was never read (indexed before schema 2)."""
+        with Session(self._engine) as s:
+            return set(s.scalars(select(ImageRow.id).where(ImageRow.date_source.is_(None))))
+
     def failure_states(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every recorded failure."""
         with Session(self._engine) as s:
@@ -305,17 +386,7 @@ class Catalog:
         ids = list(ids)
         if not ids:
             return {}
-        cols = (
-            ImageRow.id,
-            ImageRow.path,
-            ImageRow.size,
-            ImageRow.mtime_ns,
-            ImageRow.sha256,
-            ImageRow.width,
-            ImageRow.height,
-            ImageRow.format,
-            ImageRow.indexed_at,
-        )
+        cols = [getattr(ImageRow, c) for c in _RECORD_COLUMNS]
         out: dict[int, ImageRecord] = {}
         with Session(self._engine) as s:
             for start in range(0, len(ids), 500):  # stay under SQLite's variable limit
@@ -374,6 +445,7 @@ class Catalog:
         touched: Sequence[tuple[int, int, int]] = (),
         moved: Sequence[tuple[int, str, int, int]] = (),
         deleted: Sequence[str] = (),
+        metadata: Sequence[tuple[int, PhotoMetadata]] = (),
     ) -> int:
         """Write one batch of changes atomically and return the new generation.
 
@@ -387,6 +459,8 @@ class Catalog:
             moved: (id, new_path, size, mtime_ns) of rows whose content now lives
                 at another path: the row (and its vector) follows the file.
             deleted: paths whose rows and failure records go away.
+            metadata: (id, metadata) of rows whose photo metadata is (re)read
+                without re-encoding (touched, moved, or indexed before schema 2).
         """
         now = time.time()
         with Session(self._engine) as s, s.begin():
@@ -407,6 +481,8 @@ class Catalog:
                 s.execute(
                     update(ImageRow).where(ImageRow.id == image_id).values(path=path, size=size, mtime_ns=mtime_ns)
                 )
+            for image_id, meta in metadata:
+                s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**meta.columns()))
             paths = [im.path for im in images]
             existing = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))).all())
             for im in images:
@@ -420,6 +496,7 @@ class Catalog:
                     indexed_at=now,
                     generation=gen,
                     embedding=np.ascontiguousarray(im.embedding, dtype=np.float32).tobytes(),
+                    **(im.meta.columns() if im.meta else {}),
                 )
                 if im.path in existing:
                     s.execute(update(ImageRow).where(ImageRow.id == existing[im.path]).values(**values))

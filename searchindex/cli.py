@@ -16,15 +16,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
+from .defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS
 from .errors import SearchIndexError
-from .images import DEFAULT_MAX_MEGAPIXELS
-from .index import Index, SearchResult, default_index_path
-from .indexer import IndexProgress, IndexSummary
+
+if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
+    from .index import SearchResult
+    from .indexer import IndexProgress, IndexSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -37,6 +39,8 @@ def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _resolve_index_path(path: Path | None) -> Path:
+    from .index import default_index_path
+
     return path if path is not None else default_index_path()
 
 
@@ -120,6 +124,8 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     the index. Ctrl-C stops after the batch in flight is committed; run the same
     command again to resume.
     """
+    from .index import Index
+
     path = _resolve_index_path(index_path)
     with _errors():
         for folder in folders:
@@ -135,11 +141,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
                                      max_megapixels=max_megapixels, stop=stop)
             total = idx.count()
     if as_json:
-        data = asdict(summary)
-        data["failures"] = [{"path": f.path, "reason": f.reason} for f in summary.failures]
-        data["index"] = str(path)
-        data["images_in_index"] = total
-        click.echo(json.dumps(data))
+        click.echo(json.dumps(_summary_json(summary, path, total)))
     else:
         _print_summary(summary, path, total)
     if summary.interrupted:
@@ -148,6 +150,54 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
         sys.exit(130)
     if strict and summary.failed:
         sys.exit(3)
+
+
+@cli.command()
+@_index_option
+@click.option("--model", required=True,
+              help="The new open_clip architecture, hf-hub:ORG/REPO, local-dir:FOLDER, or tiny-shapes.")
+@click.option("--pretrained", default=None,
+              help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call and per catalog commit.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Decoding threads (default: number of CPUs, at most 8).")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_size: int, workers: int | None,
+            device: str, as_json: bool) -> None:
+    """Re-embed every image of an index with another model.
+
+    The new index is built beside the old one, which stays searchable, and
+    replaces it atomically when complete. Ctrl-C (or a crash) keeps what was
+    done; run the same command again to resume.
+    """
+    from .index import Index
+
+    path = _resolve_index_path(index_path)
+    with _errors(), _progress_bar("reindexing") as bar, _stop_on_sigint() as stop:
+        summary = Index.reindex(path, model, pretrained, device=device, progress=bar, batch_size=batch_size,
+                                workers=workers, stop=stop)
+    if summary.interrupted:
+        click.echo("Interrupted: the old index is untouched and the work done so far is kept. Run the same "
+                   "command again to resume.", err=True)
+        sys.exit(130)
+    with _errors(), Index.open(path) as idx:
+        total = idx.count()
+        described = idx.spec.describe()
+    if as_json:
+        click.echo(json.dumps(_summary_json(summary, path, total)))
+    else:
+        _print_summary(summary, path, total)
+        click.echo(f"{path} now uses {described}.")
+
+
+def _summary_json(summary: IndexSummary, path: Path, total: int) -> dict[str, Any]:
+    data = asdict(summary)
+    data["failures"] = [{"path": f.path, "reason": f.reason} for f in summary.failures]
+    data["index"] = str(path)
+    data["images_in_index"] = total
+    return data
 
 
 def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
@@ -281,6 +331,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     limit: int | None = k
     if (cut or min_score is not None) and ctx.get_parameter_source("k") is click.core.ParameterSource.DEFAULT:
         limit = None
+    from .index import Index
+
     with _errors():
         q = Query.parse(query, plus=plus, minus=minus, plus_weighted=plus_weighted,
                         minus_weighted=minus_weighted, images=[str(p) for p in images])
@@ -312,6 +364,8 @@ def _human_bytes(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
     """Show an index's model, image count, vector size and file sizes."""
+    from .index import Index
+
     with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
         data = idx.info()
     if as_json:
@@ -331,6 +385,8 @@ def info(index_path: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per failure (path, reason, size, mtime_ns).")
 def errors(index_path: Path | None, as_json: bool) -> None:
     """List the files that could not be indexed, with the reason for each."""
+    from .index import Index
+
     with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
         failures = idx.failures()
     for f in failures:
@@ -342,7 +398,8 @@ def errors(index_path: Path | None, as_json: bool) -> None:
 @cli.command()
 @_index_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Cosine similarity from which two images count as near-identical. [default: 0.97]")
+              help=f"Cosine similarity from which two images count as near-identical. "
+                   f"[default: {DEFAULT_DUPLICATE_THRESHOLD}]")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per group: {group, images: [{path, image_id, width, height, size, "
                    "mtime_ns, similarity}]}, best copy first.")
@@ -352,10 +409,10 @@ def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) 
     Each group shows its best copy first (largest resolution, then oldest), then
     the other copies with their similarity to it.
     """
-    from .duplicates import DEFAULT_THRESHOLD
+    from .index import Index
 
     with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
-        groups = idx.duplicates(DEFAULT_THRESHOLD if threshold is None else threshold)
+        groups = idx.duplicates(DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold)
     for n, group in enumerate(groups, 1):
         if as_json:
             click.echo(json.dumps({"group": n, "images": [asdict(im) for im in group.images]}))

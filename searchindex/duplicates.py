@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import DEFAULT_DUPLICATE_THRESHOLD
+
 __all__ = [
     "DEFAULT_THRESHOLD",
     "EXACT_MAX",
@@ -33,7 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Default cosine similarity for "near-identical" (measured by scripts/eval_duplicates.py).
-DEFAULT_THRESHOLD = 0.97
+DEFAULT_THRESHOLD = DEFAULT_DUPLICATE_THRESHOLD
 #: Up to this many vectors the range search is exact.
 EXACT_MAX = 20_000
 #: Cells of the IVF index probed per vector above EXACT_MAX.

@@ -219,9 +219,13 @@ class OpenClipEncoder(Encoder):
         if not load:
             log.warning("%s: no pretrained weights (random init); search results will be meaningless", spec.model)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=self.device, load_weights=load
-            )
+            # Random weights are seeded, so an index built with them gets the same
+            # model back when it is reopened (without touching the caller's RNG).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, device=self.device, load_weights=load
+                )
         except RuntimeError as exc:
             text = str(exc)
             if "download" in text.lower() or "hf hub" in text.lower() or "connect" in text.lower():

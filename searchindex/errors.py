@@ -39,6 +39,10 @@ class IndexWriteError(SearchIndexError):
     """The index could not be written (disk full, read-only folder, ...); nothing was lost."""
 
 
+class IndexSchemaError(SearchIndexError):
+    """The catalog's schema is newer than this code, or old and cannot be upgraded here."""
+
+
 class FolderNotFoundError(SearchIndexError):
     """A folder to index does not exist or is not a directory."""
 

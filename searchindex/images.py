@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .defaults import DEFAULT_MAX_MEGAPIXELS
 from .errors import ImageDecodeError
 
 __all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "DecodedImage", "decode_image"]
@@ -33,9 +34,6 @@ def _register_heif() -> bool:
         _heif_registered = True
     return True
 
-# Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
-# small enough that a crafted "decompression bomb" cannot exhaust memory.
-DEFAULT_MAX_MEGAPIXELS = 250.0
 
 # EXIF orientations 5-8 swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import errno
 import logging
 import os
+import shutil
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy.exc
 
-from .catalog import CATALOG_FILE, Catalog
+from .catalog import CATALOG_FILE, Catalog, FailureRecord
 from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
 from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
@@ -29,7 +34,7 @@ from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .indexer import IndexSummary, ProgressCallback, index_entries
 from .lock import WriterLock
 from .query import Filters, Query, Term, auto_cutoff, combine
-from .scan import scan_folders
+from .scan import FileEntry, scan_folders
 from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
 
 __all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
@@ -68,6 +73,14 @@ class SearchResult:
     format: str
     size: int
     sha256: str
+    taken_at: str | None = None  # local wall-clock time, ISO 8601 (see searchindex.metadata)
+    taken_offset: str | None = None  # "+02:00" when the camera recorded it
+    date_source: str | None = None  # "exif", "mtime", or None when not read yet
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,26 @@ class IndexInfo:
     schema_version: int
     catalog_bytes: int
     vector_bytes: int
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders: atomically where the OS can (Linux renameat2), else by two renames."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(b))
+    aside = b.with_name(b.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 class Index:
@@ -178,7 +211,8 @@ class Index:
         if not wanted.same_weights(self.spec):
             raise ModelMismatchError(
                 f"this index was built with {self.spec.describe()}, not {wanted.describe()}; "
-                "vectors from different models cannot be mixed"
+                "vectors from different models cannot be mixed (`searchindex reindex --model ...` switches "
+                "an index to another model)"
             )
 
     def close(self) -> None:
@@ -274,24 +308,95 @@ class Index:
         t0 = time.perf_counter()
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         entries = list(scan_folders(folders))
+        with self._writing(), WriterLock(self.path):
+            return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
+                                       workers=workers, max_megapixels=max_megapixels, progress=progress,
+                                       stop=stop)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn failures to write the index folder into :class:`IndexWriteError`."""
         try:
-            with WriterLock(self.path):
-                counts, unchanged, interrupted = index_entries(
-                    self._catalog, lambda: self.encoder, self.dim, entries,
-                    [os.fspath(f) for f in folders], batch_size=batch_size, workers=workers,
-                    max_megapixels=max_megapixels, progress=progress, stop=stop,
-                )
-                self._save_vectors()
+            yield
         except OSError as exc:
             raise IndexWriteError(f"cannot write the index at {self.path}: {exc.strerror or exc}") from exc
         except sqlalchemy.exc.OperationalError as exc:
             raise IndexWriteError(f"cannot write the index at {self.path}: {exc.orig}") from exc
+
+    def _index_entries(self, entries: list[FileEntry], roots: list[str], t0: float, **options: Any) -> IndexSummary:
+        counts, unchanged, interrupted = index_entries(
+            self._catalog, lambda: self.encoder, self.dim, entries, roots, **options
+        )
+        self._save_vectors()
         return IndexSummary(
             scanned=len(entries), indexed=counts.indexed, unchanged=unchanged, failed=len(counts.failures),
             seconds=time.perf_counter() - t0, failures=tuple(counts.failures), new=counts.new,
             modified=counts.modified, touched=counts.touched, moved=counts.moved,
             duplicates=counts.duplicates, deleted=counts.deleted, interrupted=interrupted,
         )
+
+    @classmethod
+    def reindex(
+        cls,
+        path: str | os.PathLike[str],
+        model: str | None,
+        pretrained: str | None = None,
+        *,
+        device: str = "auto",
+        progress: ProgressCallback | None = None,
+        batch_size: int = 64,
+        workers: int | None = None,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        stop: threading.Event | None = None,
+    ) -> IndexSummary:
+        """Re-embed every image of the index at ``path`` with another model.
+
+        The new index is built beside the old one (``.NAME.reindex``) while the old
+        one stays searchable, then swapped in with one atomic rename.  Interrupted
+        (``stop``, Ctrl-C, a crash), it resumes from what was committed when called
+        again with the same model.  Files that have disappeared since they were
+        indexed are recorded as failures of the new index.
+
+        Raises:
+            IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
+        """
+        t0 = time.perf_counter()
+        folder = Path(path).expanduser().absolute()
+        staging = folder.parent / f".{folder.name}.reindex"
+        with cls.open(folder, device=device) as old, old._writing(), WriterLock(folder):
+            spec = resolve_model(model, pretrained)
+            paths = old._catalog.all_paths()
+            entries, missing = [], []
+            for p in paths:
+                try:
+                    st = os.stat(p)
+                    entries.append(FileEntry(p, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    missing.append(FailureRecord(p, -1, 0, "file not found (gone before reindex)"))
+            new: Index | None = None
+            if cls.exists(staging):
+                new = cls.open(staging, device=device)
+                if not new.spec.same_weights(spec):  # a leftover of another reindex: start over
+                    new.close()
+                    new = None
+            if new is None:
+                shutil.rmtree(staging, ignore_errors=True)
+                new = cls.create(staging, model, pretrained, device=device)
+            else:
+                log.info("resuming the reindex in %s", staging)
+            with new, WriterLock(staging):
+                if missing:
+                    new._catalog.commit_batch(failures=missing)
+                summary = new._index_entries(entries, [], t0, batch_size=batch_size, workers=workers,
+                                             max_megapixels=max_megapixels, progress=progress, stop=stop)
+            if summary.interrupted:
+                return summary
+            old._catalog.close()
+            _exchange(staging, folder)
+        shutil.rmtree(staging, ignore_errors=True)  # now the old index
+        log.info("reindexed %s with %s", folder, spec.describe())
+        return dataclasses.replace(summary, failed=summary.failed + len(missing),
+                                   failures=tuple(missing) + summary.failures)
 
     # -- searching --------------------------------------------------------
 
@@ -412,8 +517,11 @@ class Index:
             row = rows.get(image_id)
             if row is None:  # removed by a concurrent writer since the vectors were read
                 continue
-            out.append(SearchResult(len(out) + 1, score, row.path, row.id, row.width, row.height,
-                                    row.format, row.size, row.sha256))
+            out.append(SearchResult(
+                len(out) + 1, score, row.path, row.id, row.width, row.height, row.format, row.size, row.sha256,
+                row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
+                row.gps_lat, row.gps_lon,
+            ))
         return out
 
     def _auto_cut(

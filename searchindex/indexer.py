@@ -34,6 +34,7 @@ from .catalog import Catalog, FailureRecord, NewImage
 from .encoders import Encoder
 from .errors import ImageDecodeError
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from .metadata import PhotoMetadata, read_metadata
 from .scan import FileEntry
 
 __all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "index_entries"]
@@ -91,12 +92,14 @@ class _Hashed:
 
     entry: FileEntry
     sha256: str
+    meta: PhotoMetadata
 
 
 @dataclass
 class _Decoded:
     entry: FileEntry
     sha256: str
+    meta: PhotoMetadata
     width: int
     height: int
     format: str
@@ -123,8 +126,9 @@ def _load(entry: FileEntry, known: set[str], get_encoder: Callable[[], Encoder],
             return fail("symbolic link loop")
         return fail(f"unreadable: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
+    meta = read_metadata(data, entry.mtime_ns)
     if sha in known:
-        return _Hashed(entry, sha)
+        return _Hashed(entry, sha, meta)
     try:
         encoder = get_encoder()
         decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=encoder.image_size)
@@ -134,7 +138,12 @@ def _load(entry: FileEntry, known: set[str], get_encoder: Callable[[], Encoder],
     except Exception as exc:  # a decoder bug must not stop a 200k-photo run
         log.exception("unexpected error decoding %s", entry.path)
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"decode error: {type(exc).__name__}: {exc}")
-    return _Decoded(entry, sha, decoded.width, decoded.height, decoded.format, tensor)
+    return _Decoded(entry, sha, meta, decoded.width, decoded.height, decoded.format, tensor)
+
+
+def _read_metadata(image_id: int, entry: FileEntry) -> tuple[int, PhotoMetadata]:
+    """Metadata of an already indexed file, from its header (no decoding)."""
+    return image_id, read_metadata(entry.path, entry.mtime_ns)
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -173,10 +182,14 @@ def index_entries(
         id_path[image_id] = path
 
     todo, unchanged = [], 0
+    without_metadata = catalog.ids_without_metadata() if images else set()
+    backfill: list[tuple[int, FileEntry]] = []
     for e in entries:
         state = images.get(e.path)
         if (state and state[1:3] == (e.size, e.mtime_ns)) or failed_before.get(e.path) == (e.size, e.mtime_ns):
             unchanged += 1
+            if state and state[0] in without_metadata:
+                backfill.append((state[0], e))
         else:
             todo.append(e)
 
@@ -201,9 +214,10 @@ def index_entries(
             rows: list[NewImage] = []
             touched: list[tuple[int, int, int]] = []
             moved: list[tuple[int, str, int, int]] = []
+            metadata: list[tuple[int, PhotoMetadata]] = []
             bad: list[FailureRecord] = []
             to_encode: list[_Decoded] = []
-            copies: list[tuple[FileEntry, str, int]] = []  # entry, sha, source id
+            copies: list[tuple[FileEntry, str, int, PhotoMetadata]] = []  # entry, sha, source id, metadata
             for r in results:
                 if isinstance(r, FailureRecord):
                     bad.append(r)
@@ -212,6 +226,7 @@ def index_entries(
                 state = images.get(e.path)
                 if state and state[3] == r.sha256:
                     touched.append((state[0], e.size, e.mtime_ns))
+                    metadata.append((state[0], r.meta))
                     counts.touched += 1
                     continue
                 mover = None
@@ -220,14 +235,15 @@ def index_entries(
                 if mover is not None:
                     gone.discard(id_path[mover])
                     moved.append((mover, e.path, e.size, e.mtime_ns))
+                    metadata.append((mover, r.meta))
                     id_path[mover] = e.path
                     counts.moved += 1
                     continue
                 src = source_for(r.sha256)
                 if src is not None:
-                    copies.append((e, r.sha256, src))
+                    copies.append((e, r.sha256, src, r.meta))
                 elif r.sha256 in run_vectors or any(d.sha256 == r.sha256 for d in to_encode):
-                    copies.append((e, r.sha256, -1))
+                    copies.append((e, r.sha256, -1, r.meta))
                 elif isinstance(r, _Decoded):
                     to_encode.append(r)
                 else:  # content known when the batch was read, gone since: decode now
@@ -248,22 +264,22 @@ def index_entries(
                     run_vectors[d.sha256] = (v, d.width, d.height, d.format)
                     known.add(d.sha256)  # later copies of this content are hashed, not decoded
                     rows.append(NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.sha256, d.width,
-                                         d.height, d.format, v))
+                                         d.height, d.format, v, d.meta))
                 counts.indexed += len(to_encode)
             if copies:
-                src_ids = [s for _, _, s in copies if s >= 0]
+                src_ids = [s for _, _, s, _ in copies if s >= 0]
                 stored = catalog.embeddings_by_id(src_ids, dim)
                 facts = catalog.images_by_id(src_ids)
-                for e, sha, s in copies:
+                for e, sha, s, meta in copies:
                     if s >= 0:
                         vec, f = stored[s], facts[s]
                         w, h, fmt = f.width, f.height, f.format
                     else:
                         vec, w, h, fmt = run_vectors[sha]
-                    rows.append(NewImage(e.path, e.size, e.mtime_ns, sha, w, h, fmt, vec))
+                    rows.append(NewImage(e.path, e.size, e.mtime_ns, sha, w, h, fmt, vec, meta))
                     if images.get(e.path) is None:
                         counts.duplicates += 1
-            catalog.commit_batch(rows, bad, touched=touched, moved=moved)
+            catalog.commit_batch(rows, bad, touched=touched, moved=moved, metadata=metadata)
             counts.failures.extend(bad)
             for f in bad:
                 log.info("skipped %s: %s", f.path, f.reason)
@@ -275,6 +291,16 @@ def index_entries(
                 for f in ahead:
                     f.cancel()
                 break
+
+        # Rows indexed before photo metadata existed: read headers only, never re-encode.
+        for start in range(0, len(backfill) if not interrupted else 0, 500):
+            chunk = backfill[start:start + 500]
+            catalog.commit_batch(metadata=list(pool.map(lambda b: _read_metadata(*b), chunk)))
+            if stop is not None and stop.is_set():
+                interrupted = True
+                break
+        if backfill:
+            log.info("read photo metadata of %d previously indexed files", len(backfill))
 
     if gone and not interrupted:
         catalog.commit_batch(deleted=sorted(gone))

@@ -96,12 +96,12 @@ def test_search_errors(runner: CliRunner, small_folder: Path, tmp_path: Path) ->
     idx = str(tmp_path / "idx")
     assert runner.invoke(cli, ["index", str(small_folder), "--index", idx, "--model", "tiny-shapes"]).exit_code == 0
     res = runner.invoke(cli, ["search", "--image", str(tmp_path / "nope.jpg"), "--index", idx])
-    assert res.exit_code == 1 and "cannot read query image" in res.output
+    assert res.exit_code == 1 and "image term file not found" in res.output
     (tmp_path / "text.jpg").write_text("hello")
     res = runner.invoke(cli, ["search", "--image", str(tmp_path / "text.jpg"), "--index", idx])
     assert res.exit_code == 1 and "not a recognised image format" in res.output
     res = runner.invoke(cli, ["search", "--index", idx])
-    assert res.exit_code == 2 and "give a text QUERY or --image" in res.output
+    assert res.exit_code == 2 and "give a text QUERY, --image PATH, or --plus TERM" in res.output
     res = runner.invoke(cli, ["search", "x", "--json", "--paths", "--index", idx])
     assert res.exit_code == 2
     res = runner.invoke(cli, ["index", str(small_folder), "--index", idx, "--model", "ViT-B-32",

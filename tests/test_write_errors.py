@@ -26,6 +26,17 @@ def _cli(args: list[str], prefix: list[str] | None = None, preexec=None) -> subp
                           preexec_fn=preexec, check=False)
 
 
+def _drop_root() -> list[str]:
+    """A command prefix under which permissions apply, even when the tests run as root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without util-linux setpriv")
+    caps = "-dac_override,-dac_read_search,-fowner"  # root ignores permissions unless it drops these
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
 @pytest.fixture()
 def two_folders(shapes: Shapes, tmp_path: Path) -> tuple[Path, Path]:
     first, second = tmp_path / "first", tmp_path / "second"
@@ -69,13 +80,7 @@ def test_read_only_index_folder_is_a_clear_error(two_folders: tuple[Path, Path],
     with Index.create(idx, model="tiny-shapes", device="cpu") as index:
         index.add_folder(first)
     before = _state(idx)
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # root ignores permissions unless it drops these capabilities
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without util-linux setpriv")
-        caps = "-dac_override,-dac_read_search,-fowner"
-        prefix = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    prefix = _drop_root()
     os.chmod(idx, 0o555)
     for p in idx.iterdir():
         os.chmod(p, 0o444)

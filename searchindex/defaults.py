@@ -1,0 +1,13 @@
+"""Defaults shared by the library and the CLI (kept free of heavy imports: the CLI's
+``--help`` reads them)."""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_MAX_MEGAPIXELS"]
+
+# Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
+# small enough that a crafted "decompression bomb" cannot exhaust memory.
+DEFAULT_MAX_MEGAPIXELS = 250.0
+
+# Cosine similarity from which two images count as near-identical (scripts/eval_duplicates.py).
+DEFAULT_DUPLICATE_THRESHOLD = 0.97

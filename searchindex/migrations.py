@@ -1,0 +1,111 @@
+"""Named, ordered schema migrations of the catalog.
+
+A catalog records its ``schema_version`` in the ``meta`` table.  Opening an
+older catalog with write access applies every newer migration in order, each
+in its own transaction together with the version bump and a row in
+``schema_history``: a crash mid-upgrade leaves the catalog at the last
+completed version, and the next open carries on.  A catalog newer than this
+code is refused rather than guessed at.
+
+New catalogs are created directly at the latest schema from the ORM models in
+:mod:`searchindex.catalog`; a test checks that migrating the oldest fixture
+ends at exactly that schema.  To change the schema: change the models, append a
+:class:`Migration` with the next version that turns the previous schema into
+the new one, and keep the old fixture test passing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import IndexSchemaError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "upgrade"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int  # the schema version this migration produces
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _photo_metadata(db: sqlite3.Connection) -> None:
+    """v2: EXIF date taken, camera, lens, GPS and orientation as image columns.
+
+    Existing rows keep NULLs (``date_source IS NULL``) until the next ``index`` run
+    reads their headers; nothing is decoded or re-encoded for that.
+    """
+    for column, kind in (
+        ("taken_at", "VARCHAR"), ("taken_offset", "VARCHAR"), ("date_source", "VARCHAR"),
+        ("camera_make", "VARCHAR"), ("camera_model", "VARCHAR"), ("lens", "VARCHAR"),
+        ("gps_lat", "FLOAT"), ("gps_lon", "FLOAT"), ("orientation", "INTEGER"),
+    ):
+        db.execute(f"ALTER TABLE images ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX ix_images_taken_at ON images (taken_at)")
+
+
+def _schema_history(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_history ("
+        "version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at FLOAT NOT NULL, PRIMARY KEY (version))"
+    )
+
+
+# Version 1 is the first released schema (no migration produces it).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "photo_metadata", _photo_metadata),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
+
+
+def _version(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def pending(db: sqlite3.Connection) -> list[Migration]:
+    """Migrations not yet applied to the catalog behind ``db``.
+
+    Raises:
+        IndexSchemaError: the catalog was made by a newer searchindex.
+    """
+    version = _version(db)
+    if version > SCHEMA_VERSION:
+        raise IndexSchemaError(
+            f"this index has schema version {version}, newer than this searchindex understands "
+            f"({SCHEMA_VERSION}); upgrade searchindex to use it"
+        )
+    return [m for m in MIGRATIONS if m.version > version]
+
+
+def upgrade(db: sqlite3.Connection) -> list[str]:
+    """Apply every pending migration, one transaction each; return their names.
+
+    ``db`` must be opened with ``isolation_level=None`` (explicit transactions), so
+    that schema changes and the version bump commit or roll back together.
+    """
+    applied = []
+    for migration in pending(db):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if _version(db) >= migration.version:  # another process got here first
+                db.execute("ROLLBACK")
+                continue
+            _schema_history(db)
+            migration.apply(db)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(migration.version),))
+            db.execute("INSERT INTO schema_history VALUES (?, ?, ?)", (migration.version, migration.name, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.info("catalog upgraded to schema %d (%s)", migration.version, migration.name)
+        applied.append(migration.name)
+    return applied
