@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -44,7 +45,7 @@ from .encoders import ModelSpec
 from .errors import IndexSchemaError
 from .metadata import PhotoMetadata
 from .migrations import SCHEMA_VERSION, pending, upgrade
-from .query import Filters, glob_to_sqlite
+from .query import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage"]
 
@@ -198,6 +199,30 @@ _RECORD_COLUMNS = (
     "taken_at", "taken_offset", "date_source", "camera_make", "camera_model", "lens", "gps_lat", "gps_lon",
     "orientation",
 )
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _bounding_box(lat: float, lon: float, radius_km: float) -> list[Any]:
+    """SQL conditions for a lat/lon box that holds every point within ``radius_km`` of (lat, lon)."""
+    dlat = math.degrees(radius_km / EARTH_RADIUS_KM)
+    conds: list[Any] = [ImageRow.gps_lat.is_not(None), ImageRow.gps_lon.is_not(None),
+                        ImageRow.gps_lat.between(lat - dlat, lat + dlat)]
+    if abs(lat) + dlat >= 90:  # the circle reaches a pole: every longitude
+        return conds
+    dlon = math.degrees(math.asin(min(1.0, math.sin(radius_km / EARTH_RADIUS_KM) / math.cos(math.radians(lat)))))
+    if dlon >= 180:
+        return conds
+    lo, hi = lon - dlon, lon + dlon
+    if lo < -180:  # across the antimeridian: two ranges
+        conds.append(or_(ImageRow.gps_lon >= lo + 360, ImageRow.gps_lon <= hi))
+    elif hi > 180:
+        conds.append(or_(ImageRow.gps_lon >= lo, ImageRow.gps_lon <= hi - 360))
+    else:
+        conds.append(ImageRow.gps_lon.between(lo, hi))
+    return conds
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -395,10 +420,24 @@ class Catalog:
         return out
 
     def filtered_ids(self, filters: Filters) -> np.ndarray:
-        """The ids (sorted) of every image that meets ``filters``, found by one SQL query."""
-        stmt = select(ImageRow.id).where(*self._conditions(filters)).order_by(ImageRow.id)
+        """The ids (sorted) of every image that meets ``filters``, found by one SQL query.
+
+        A position filter is a bounding box in SQL, then the exact great-circle
+        distance (NumPy) over the rows inside the box only.
+        """
+        conds = self._conditions(filters)
         with self._engine.connect() as conn:
-            return np.fromiter(conn.execute(stmt).scalars(), dtype=np.int64)
+            if filters.near is None:
+                stmt = select(ImageRow.id).where(*conds).order_by(ImageRow.id)
+                return np.fromiter(conn.execute(stmt).scalars(), dtype=np.int64)
+            stmt = select(ImageRow.id, ImageRow.gps_lat, ImageRow.gps_lon).where(*conds).order_by(ImageRow.id)
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return np.zeros(0, dtype=np.int64)
+        arr = np.array(rows, dtype=np.float64)
+        lat0, lon0 = filters.near
+        keep = haversine_km(arr[:, 1], arr[:, 2], lat0, lon0) <= float(filters.radius_km or 0)
+        return arr[keep, 0].astype(np.int64)
 
     @staticmethod
     def _conditions(filters: Filters) -> list[Any]:
@@ -418,6 +457,16 @@ class Catalog:
             conds.append(ImageRow.width >= filters.min_width)
         if filters.min_height:
             conds.append(ImageRow.height >= filters.min_height)
+        # taken_at is local wall-clock ISO text: it sorts and compares as text.
+        if filters.after is not None:
+            conds.append(ImageRow.taken_at >= filters.after)
+        if filters.before is not None:
+            conds.append(ImageRow.taken_at < filters.before)
+        if filters.cameras:
+            camera = func.coalesce(ImageRow.camera_make, "") + " " + func.coalesce(ImageRow.camera_model, "")
+            conds.append(or_(*(camera.ilike(f"%{_like_escape(c)}%", escape="\\") for c in filters.cameras)))
+        if filters.near is not None:
+            conds += _bounding_box(*filters.near, float(filters.radius_km or 0))
         return conds
 
     def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

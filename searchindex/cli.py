@@ -255,9 +255,14 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
     elif not results:
         click.echo(empty, err=True)
     else:
-        click.echo(f"{'rank':>4}  {'score':>6}  {'size':>11}  path")
+        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path")
         for r in results:
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {_display(r.path)}")
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}")
+
+
+def _date(taken_at: str | None) -> str:
+    """``2024-07-14 18:03`` from the catalog's ISO text; ``-`` when unknown."""
+    return taken_at[:16].replace("T", " ") if taken_at else "-"
 
 
 def _threshold(value: str | None) -> str | float | None:
@@ -299,7 +304,21 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
 @click.option("--min-width", type=click.IntRange(min=1), default=None, help="Only images at least this wide (px).")
 @click.option("--min-height", type=click.IntRange(min=1), default=None,
               help="Only images at least this tall (px).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per result (rank, score, path, ...).")
+@click.option("--after", metavar="DATE", default=None,
+              help="Only images taken at or after DATE (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM, "
+                   "the photo's local time).")
+@click.option("--before", metavar="DATE", default=None,
+              help="Only images taken before DATE (exclusive: --after 2023-06 --before 2023-07 is June).")
+@click.option("--camera", "cameras", multiple=True, metavar="TEXT",
+              help="Only images whose camera make and model contain TEXT (case-insensitive). Repeatable: any.")
+@click.option("--near", metavar="LAT,LON", default=None,
+              help="Only images taken near this GPS position (decimal degrees), within --radius.")
+@click.option("--radius", "radius_km", type=click.FloatRange(0, min_open=True), default=None, metavar="KM",
+              help="Distance for --near in km. [default: 10]")
+@click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
+              help="Order of the results: by score, or by date taken (newest first; same results).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per result (rank, score, path, size and date fields; see README).")
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
@@ -308,15 +327,17 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
            minus_weighted: tuple[tuple[float, str], ...], index_path: Path | None, k: int,
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
-           exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, as_json: bool,
-           paths_only: bool, null: bool, device: str) -> None:
+           exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
+           before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
+           as_json: bool, paths_only: bool, null: bool, device: str) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
     beach + sunset - people + 2 x (that photo). Filters (--path, --exclude,
-    --min-width, --min-height) narrow the images ranked, exactly.
+    --min-width/--min-height, --after/--before, --camera, --near/--radius)
+    narrow the images ranked; the ranking among them stays exact.
     """
-    from .query import Filters, Query
+    from .query import Filters, Query, parse_near
 
     if as_json + paths_only + null > 1:
         raise click.UsageError("choose one of --json, --paths and --null")
@@ -336,10 +357,14 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     with _errors():
         q = Query.parse(query, plus=plus, minus=minus, plus_weighted=plus_weighted,
                         minus_weighted=minus_weighted, images=[str(p) for p in images])
+        if radius_km is not None and near is None:
+            raise click.UsageError("--radius needs --near LAT,LON")
         filters = Filters(paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height,
+                          after=after, before=before, cameras=cameras,
+                          near=parse_near(near) if near is not None else None, radius_km=radius_km,
                           cwd=os.getcwd())
         with Index.open(_resolve_index_path(index_path), device=device) as idx:
-            results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut)
+            results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort)
     empty = "No results (the index is empty)."
     if filters.active:
         empty = "No results: no indexed image matches the filters, or none scores high enough."

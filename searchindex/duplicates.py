@@ -53,6 +53,7 @@ class DuplicateImage:
     height: int
     size: int
     mtime_ns: int
+    taken_at: str | None  # date taken, local wall-clock ISO text (see searchindex.metadata)
     similarity: float  # cosine similarity to the group's best copy (1.0 for the best copy itself)
 
 

@@ -42,7 +42,7 @@ __all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
 log = logging.getLogger(__name__)
 
 #: Orders in which search results can be returned.
-SORT_KEYS = ("score",)
+SORT_KEYS = ("score", "date")
 #: --threshold auto looks for a break among this many top scores first (then 4x more, up to AUTO_MAX_POOL).
 AUTO_POOL = 1024
 AUTO_MAX_POOL = 65536
@@ -423,7 +423,9 @@ class Index:
             min_score: drop results scoring below this cosine similarity.
             threshold: ``"auto"``: return only the results that stand out for
                 this query (:func:`searchindex.query.auto_cutoff`).
-            sort: ``"score"`` (best first).
+            sort: ``"score"`` (best first) or ``"date"`` (newest first by date taken,
+                unknown dates last): the same results (top ``k`` by score, or the
+                cutoff's set), reordered; ``rank`` stays the rank by score.
 
         Raises:
             QueryError: empty query, unreadable image term, bad option values.
@@ -522,6 +524,11 @@ class Index:
                 row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
                 row.gps_lat, row.gps_lon,
             ))
+        if sort == "date":
+            # Local wall-clock ISO text sorts chronologically; Python's sort is stable, so
+            # equal dates stay in score order.
+            dated = sorted((r for r in out if r.taken_at), key=lambda r: r.taken_at or "", reverse=True)
+            out = dated + [r for r in out if not r.taken_at]
         return out
 
     def _auto_cut(
@@ -562,10 +569,12 @@ class Index:
             members = [(int(i), rows[int(ids[i])]) for i in g if int(ids[i]) in rows]
             if len(members) < 2:  # removed by a concurrent writer
                 continue
-            members.sort(key=lambda m: (-m[1].width * m[1].height, m[1].mtime_ns, m[1].path))
+            # Best copy: most pixels, then oldest (date taken; unknown dates after known ones).
+            members.sort(key=lambda m: (-m[1].width * m[1].height, m[1].taken_at is None, m[1].taken_at or "",
+                                        m[1].mtime_ns, m[1].path))
             best = x[members[0][0]]
             out.append(DuplicateGroup(tuple(
-                DuplicateImage(r.path, r.id, r.width, r.height, r.size, r.mtime_ns,
+                DuplicateImage(r.path, r.id, r.width, r.height, r.size, r.mtime_ns, r.taken_at,
                                1.0 if n == 0 else min(1.0, float(x[i] @ best)))
                 for n, (i, r) in enumerate(members)
             )))

@@ -322,6 +322,17 @@ def write_duplicate_set(
 
 # -- synthetic vector indexes (benchmarks) ----------------------------------------
 
+#: (make, model) of the synthetic rows' cameras.
+CAMERAS: tuple[tuple[str, str], ...] = (
+    ("Canon", "Canon EOS R5"), ("NIKON CORPORATION", "NIKON Z 6"), ("Apple", "iPhone 12"),
+    ("SONY", "ILCE-7M3"), ("FUJIFILM", "X-T4"), ("Canon", "Canon EOS 5D Mark IV"),
+)
+#: (lat, lon) around which the synthetic rows' positions cluster (the last two straddle the antimeridian).
+PLACES: tuple[tuple[float, float], ...] = (
+    (48.8566, 2.3522), (-33.8688, 151.2093), (40.7128, -74.0060), (64.1466, -21.9426),
+    (-17.7134, 178.0650), (-16.5, -179.9),
+)
+
 
 def write_vector_index(
     path: str | Path,
@@ -338,15 +349,21 @@ def write_vector_index(
     on first open, exactly like indexed photos.  Paths are
     ``/synthetic/fNN/img_NNNNNNN.jpg`` spread evenly over ``folders`` folders (so
     one folder is a ``1/folders`` selective filter); widths are 640, 1024, 2048 or
-    4032 px.  Vectors are unit-length points around 256 random centres (real
-    embeddings cluster too); a ``duplicate_fraction`` of them are near-copies
-    (cosine ~0.99) of another vector.
+    4032 px; dates spread over 2015-2024 (local time, one in ten from the file's
+    mtime); cameras from :data:`CAMERAS` (one in seven without); three in five
+    rows have a GPS position within ~50 km of one of :data:`PLACES`.  Vectors are
+    unit-length points around 256 random centres (real embeddings cluster too);
+    a ``duplicate_fraction`` of them are near-copies (cosine ~0.99) of another
+    vector.
 
     Returns:
         An ``(n, 2)`` array of the planted near-duplicate (original id, copy id) pairs.
     """
+    from datetime import datetime, timedelta
+
     from .catalog import Catalog, NewImage
     from .encoders import ModelSpec
+    from .metadata import PhotoMetadata
     from .vectors import DEFAULT_FACTORY
 
     folder = Path(path)
@@ -377,10 +394,25 @@ def write_vector_index(
                 v[i - start] /= np.linalg.norm(v[i - start])
             vectors[start:stop] = v
             w = widths[rng.integers(0, len(widths), stop - start)]
+            seconds = rng.integers(0, 10 * 365 * 86400, stop - start)
+            cams = rng.integers(0, len(CAMERAS) + 1, stop - start)
+            places = rng.integers(0, len(PLACES) * 3 // 2 + 1, stop - start)
+            jitter = rng.normal(0, 0.2, (stop - start, 2))
+            metas = []
+            for j in range(stop - start):
+                make, model = CAMERAS[cams[j]] if cams[j] < len(CAMERAS) else (None, None)
+                lat = lon = None
+                if places[j] < len(PLACES):
+                    lat = float(np.clip(PLACES[places[j]][0] + jitter[j, 0], -90, 90))
+                    lon = float((PLACES[places[j]][1] + jitter[j, 1] + 180) % 360 - 180)
+                taken = (datetime(2015, 1, 1) + timedelta(seconds=int(seconds[j]))).isoformat()
+                metas.append(PhotoMetadata(taken_at=taken, date_source="mtime" if j % 10 == 9 else "exif",
+                                           camera_make=make, camera_model=model, gps_lat=lat, gps_lon=lon))
             catalog.commit_batch([
                 NewImage(path=f"/synthetic/f{i % folders:02d}/img_{i:07d}.jpg", size=100_000 + i,
                          mtime_ns=1_600_000_000_000_000_000 + i, sha256=f"{i:064x}", width=int(w[i - start]),
-                         height=int(w[i - start]) * 3 // 4, format="JPEG", embedding=v[i - start])
+                         height=int(w[i - start]) * 3 // 4, format="JPEG", embedding=v[i - start],
+                         meta=metas[i - start])
                 for i in range(start, stop)
             ])
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,9 @@ def test_index_search_info_round_trip(runner: CliRunner, small_folder: Path, tmp
     res = runner.invoke(cli, ["search", "a red circle", "--index", idx, "-k", "3"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[0].split() == ["rank", "score", "size", "path"]
-    assert len(lines) == 4 and lines[1].split()[0] == "1" and "64x64" in lines[1]
+    assert lines[0].split() == ["rank", "score", "date", "path"]
+    assert len(lines) == 4 and lines[1].split()[0] == "1"
+    assert re.match(r"^\s*1\s+[-\d.]+\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+/", lines[1]), lines[1]
 
     res = runner.invoke(cli, ["search", "a red circle", "--index", idx, "-k", "3", "--paths"])
     assert res.exit_code == 0
