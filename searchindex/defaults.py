@@ -10,4 +10,4 @@ __all__ = ["DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_MAX_MEGAPIXELS"]
 DEFAULT_MAX_MEGAPIXELS = 250.0
 
 # Cosine similarity from which two images count as near-identical (scripts/eval_duplicates.py).
-DEFAULT_DUPLICATE_THRESHOLD = 0.97
+DEFAULT_DUPLICATE_THRESHOLD = 0.98

@@ -109,7 +109,7 @@ def find_pairs(vectors: np.ndarray, threshold: float, method: str = "auto") -> n
     parts = []
     for start in range(0, n, _CHUNK):
         lims, scores, labels = index.range_search(x[start : start + _CHUNK], radius)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1, dtype=np.int64), np.diff(lims))
+        rows = np.repeat(np.arange(start, start + len(lims) - 1, dtype=np.int64), np.diff(lims).astype(np.int64))
         cols = labels.astype(np.int64)
         keep = (cols != rows) & (scores >= threshold)
         a, b = rows[keep], cols[keep]
