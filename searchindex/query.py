@@ -405,7 +405,7 @@ class Filters:
 #: Below-gap window: each gap is compared with the mean of this many (rank-scaled) gaps after it.
 AUTO_WINDOW = 32
 #: A gap counts as a break when it is this many times larger than expected from the scores below it.
-AUTO_MIN_SIGNIFICANCE = 12.0
+AUTO_MIN_SIGNIFICANCE = 10.0
 #: Fallback when no break exists: keep scores this many robust standard deviations above the background.
 AUTO_Z_FALLBACK = 4.0
 
