@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 "path glob, 1 folder of 100 (1 %)": Filters(paths=("/synthetic/f07/*",)),
                 "path glob, 1 folder of 100 + exclude half (0.5 %)": Filters(
                     paths=("/synthetic/f07",), exclude=("*/img_????[0-4]??.jpg",)),
+                "date range of 36 days (1 %)": Filters(after="2021-03-01", before="2021-04-06"),
+                "camera 'nikon' (~14 %)": Filters(cameras=("nikon",)),
+                "near Paris, 30 km (~7 %)": Filters(near=(48.8566, 2.3522), radius_km=30),
                 "min_width 4000 (~25 %)": Filters(min_width=4000),
             }
             results: dict[str, dict[str, float]] = {}

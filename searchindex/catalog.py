@@ -9,6 +9,7 @@ FAISS file (a cache) can be caught up from exactly what changed since it was sav
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -24,12 +25,15 @@ from urllib.parse import quote, unquote_to_bytes
 import numpy as np
 from sqlalchemy import (
     Float,
+    Index,
     Integer,
     LargeBinary,
     String,
+    and_,
     create_engine,
     delete,
     event,
+    false,
     func,
     not_,
     or_,
@@ -95,14 +99,18 @@ class ImageRow(Base):
     __tablename__ = "images"
     # AUTOINCREMENT: an id is never reused, so a vector can never be confused with
     # the vector of a deleted image that once had the same id.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        Index("ix_images_camera", "camera_make", "camera_model"),
+        Index("ix_images_gps", "gps_lat", "gps_lon"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime_ns: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String, index=True)
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer, index=True)
+    height: Mapped[int] = mapped_column(Integer, index=True)
     format: Mapped[str] = mapped_column(String)
     indexed_at: Mapped[float] = mapped_column(Float)
     generation: Mapped[int] = mapped_column(Integer, index=True)
@@ -199,10 +207,6 @@ _RECORD_COLUMNS = (
     "taken_at", "taken_offset", "date_source", "camera_make", "camera_model", "lens", "gps_lat", "gps_lon",
     "orientation",
 )
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _bounding_box(lat: float, lon: float, radius_km: float) -> list[Any]:
@@ -425,22 +429,23 @@ class Catalog:
         A position filter is a bounding box in SQL, then the exact great-circle
         distance (NumPy) over the rows inside the box only.
         """
-        conds = self._conditions(filters)
         with self._engine.connect() as conn:
+            conds = self._conditions(filters, conn)
+            # No ORDER BY: it would make SQLite walk the table (rows carry the embeddings)
+            # in id order instead of using an index on the filtered columns; NumPy sorts.
             if filters.near is None:
-                stmt = select(ImageRow.id).where(*conds).order_by(ImageRow.id)
-                return np.fromiter(conn.execute(stmt).scalars(), dtype=np.int64)
-            stmt = select(ImageRow.id, ImageRow.gps_lat, ImageRow.gps_lon).where(*conds).order_by(ImageRow.id)
-            rows = conn.execute(stmt).all()
+                ids = conn.execute(select(ImageRow.id).where(*conds)).scalars().all()
+                return np.sort(np.array(ids, dtype=np.int64))
+            rows = conn.execute(select(ImageRow.id, ImageRow.gps_lat, ImageRow.gps_lon).where(*conds)).all()
         if not rows:
             return np.zeros(0, dtype=np.int64)
-        arr = np.array(rows, dtype=np.float64)
+        arr = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows)).reshape(-1, 3)
         lat0, lon0 = filters.near
         keep = haversine_km(arr[:, 1], arr[:, 2], lat0, lon0) <= float(filters.radius_km or 0)
-        return arr[keep, 0].astype(np.int64)
+        return np.sort(arr[keep, 0].astype(np.int64))
 
     @staticmethod
-    def _conditions(filters: Filters) -> list[Any]:
+    def _conditions(filters: Filters, conn: Any) -> list[Any]:
         """SQL conditions (ANDed) for ``filters``."""
         conds: list[Any] = []
 
@@ -463,8 +468,17 @@ class Catalog:
         if filters.before is not None:
             conds.append(ImageRow.taken_at < filters.before)
         if filters.cameras:
-            camera = func.coalesce(ImageRow.camera_make, "") + " " + func.coalesce(ImageRow.camera_model, "")
-            conds.append(or_(*(camera.ilike(f"%{_like_escape(c)}%", escape="\\") for c in filters.cameras)))
+            # A collection holds a handful of distinct cameras: match the texts against
+            # those (read from the camera index), then select the rows by exact value.
+            wanted = [c.lower() for c in filters.cameras]
+            cameras = conn.execute(select(ImageRow.camera_make, ImageRow.camera_model).distinct()).all()
+            chosen = [(make, model) for make, model in cameras
+                      if any(w in f"{make or ''} {model or ''}".lower() for w in wanted)]
+            conds.append(or_(false(), *(
+                and_(ImageRow.camera_make.is_(None) if make is None else ImageRow.camera_make == make,
+                     ImageRow.camera_model.is_(None) if model is None else ImageRow.camera_model == model)
+                for make, model in chosen
+            )))
         if filters.near is not None:
             conds += _bounding_box(*filters.near, float(filters.radius_km or 0))
         return conds
