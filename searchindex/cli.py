@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a c
     from .indexer import IndexProgress, IndexSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
+_PRECISION = click.Choice(["auto", "fp32", "bf16", "int8", "fp16"])
 
 
 def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,16 +107,18 @@ def cli(verbose: int) -> None:
               help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images per model call and per catalog commit.")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Decoding threads (default: number of CPUs, at most 8).")
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads.")
+@click.option("--precision", type=_PRECISION, default="auto", show_default=True,
+              help="Image-encoding precision: auto is fp16 on CUDA and the measured default on CPU.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               help="Larger images are recorded as failures (decompression-bomb guard).")
 @click.option("--strict", is_flag=True, help="Exit with code 3 when any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
-          batch_size: int, workers: int | None, device: str, max_megapixels: float, strict: bool,
-          as_json: bool) -> None:
+          batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
+          strict: bool, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
@@ -132,10 +135,10 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             if not folder.is_dir():
                 raise click.ClickException(f"not a folder: {folder}")
         if Index.exists(path):
-            idx = Index.open(path, device=device)
+            idx = Index.open(path, device=device, precision=precision)
             idx.check_model(model, pretrained)
         else:
-            idx = Index.create(path, model=model, pretrained=pretrained, device=device)
+            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision)
         with idx, _progress_bar("indexing") as bar, _stop_on_sigint() as stop:
             summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
                                      max_megapixels=max_megapixels, stop=stop)
@@ -160,12 +163,14 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
               help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images per model call and per catalog commit.")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Decoding threads (default: number of CPUs, at most 8).")
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads.")
+@click.option("--precision", type=_PRECISION, default="auto", show_default=True,
+              help="Image-encoding precision: auto is fp16 on CUDA and the measured default on CPU.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_size: int, workers: int | None,
-            device: str, as_json: bool) -> None:
+            precision: str, device: str, as_json: bool) -> None:
     """Re-embed every image of an index with another model.
 
     The new index is built beside the old one, which stays searchable, and
@@ -176,8 +181,8 @@ def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_s
 
     path = _resolve_index_path(index_path)
     with _errors(), _progress_bar("reindexing") as bar, _stop_on_sigint() as stop:
-        summary = Index.reindex(path, model, pretrained, device=device, progress=bar, batch_size=batch_size,
-                                workers=workers, stop=stop)
+        summary = Index.reindex(path, model, pretrained, device=device, precision=precision, progress=bar,
+                                batch_size=batch_size, workers=workers, stop=stop)
     if summary.interrupted:
         click.echo("Interrupted: the old index is untouched and the work done so far is kept. Run the same "
                    "command again to resume.", err=True)

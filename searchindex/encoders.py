@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ModelError, UnknownModelError, WeightsUnavailableError
+from .pixels import PixelSpec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -155,16 +158,39 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
+
+# What `auto` means on a CPU, chosen by measurement (scripts/bench_index.py): see the README.
+DEFAULT_CPU_PRECISION = "fp32"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` is fp16 on CUDA and :data:`DEFAULT_CPU_PRECISION` on a CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        return "fp16" if cuda else DEFAULT_CPU_PRECISION
+    if precision == "fp16" and not cuda:
+        raise ModelError("fp16 needs a CUDA device; on a CPU use fp32, bf16 or int8")
+    if precision == "int8" and cuda:
+        raise ModelError("int8 (dynamic quantisation) runs on the CPU only; on CUDA use fp16")
+    return precision
+
+
 class Encoder(ABC):
     """Maps images and texts into one normalised vector space.
 
-    Subclasses set ``spec``, ``dim`` and ``image_size`` and implement the two
-    ``encode_*`` methods; everything else in searchindex speaks to this interface.
+    Subclasses set ``spec``, ``dim``, ``image_size`` and ``pixel_spec`` and implement
+    the ``encode_*`` methods; everything else in searchindex speaks to this interface.
     """
 
     spec: ModelSpec
     dim: int
     image_size: int  # the side the model sees; decoders may reduce images down to it
+    # When set, decode workers may produce the model's pixels themselves (see searchindex.pixels).
+    pixel_spec: PixelSpec | None = None
+    precision: str = "fp32"
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> Any:
@@ -182,18 +208,25 @@ class Encoder(ABC):
         """Preprocess and encode RGB images."""
         return self.encode_batch([self.preprocess(im) for im in images])
 
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """Encode ``uint8`` HWC arrays made by :func:`searchindex.pixels.to_pixels` with ``pixel_spec``."""
+        if self.pixel_spec is None:
+            raise ModelError(f"{self.spec.describe()} needs its own preprocessing")
+        return self.encode_batch(list(self.pixel_spec.normalise(pixels)))
+
 
 class OpenClipEncoder(Encoder):
     """Any open_clip model: built-in, pretrained tag, hub id, or local checkpoint."""
 
     _TEXT_CACHE_SIZE = 256
 
-    def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
+    def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto") -> None:
         import open_clip
         import torch
 
         self.spec = spec
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         builtins = _builtin_models()
         if spec.model in builtins:
             name, pretrained = f"local-dir:{builtins[spec.model]}", None
@@ -245,10 +278,18 @@ class OpenClipEncoder(Encoder):
         self.image_size = int(model.visual.preprocess_cfg["size"]
                               if isinstance(model.visual.preprocess_cfg["size"], int)
                               else min(model.visual.preprocess_cfg["size"]))
+        self.pixel_spec = PixelSpec.from_open_clip(model.visual.preprocess_cfg)
         with torch.inference_mode():
             probe = self._tokenizer(["a"]).to(self.device)
             self.dim = int(model.encode_text(probe).shape[-1])
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._visual = model.visual
+        if self.precision == "int8":
+            with warnings.catch_warnings():  # torch.ao's notice that the API moves to torchao
+                warnings.simplefilter("ignore")
+                self._visual = torch.ao.quantization.quantize_dynamic(
+                    copy.deepcopy(model.visual), {torch.nn.Linear}, dtype=torch.qint8
+                )
 
     def preprocess(self, image: Image.Image) -> Any:
         return self._preprocess(image)
@@ -257,8 +298,14 @@ class OpenClipEncoder(Encoder):
         torch = self._torch
         with torch.inference_mode():
             x = torch.stack(list(batch)).to(self.device)
-            feats = self._model.encode_image(x, normalize=True)
-        return feats.float().cpu().numpy()
+            if self.precision in ("bf16", "fp16"):
+                kind = torch.bfloat16 if self.precision == "bf16" else torch.float16
+                with torch.autocast(device_type=x.device.type, dtype=kind):
+                    feats = self._visual(x)
+            else:
+                feats = self._visual(x)
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.cpu().numpy()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
@@ -276,6 +323,10 @@ class OpenClipEncoder(Encoder):
         return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
 
 
-def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
-    """Load the encoder for ``spec`` (downloads weights on first use of a tag)."""
-    return OpenClipEncoder(spec, device=device)
+def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
+    """Load the encoder for ``spec`` (downloads weights on first use of a tag).
+
+    ``precision`` applies to image encoding (see :func:`resolve_precision`); text
+    queries are always encoded in fp32.
+    """
+    return OpenClipEncoder(spec, device=device, precision=precision)

@@ -132,10 +132,11 @@ class Index:
         index.search("a red circle", k=5)
     """
 
-    def __init__(self, path: Path, catalog: Catalog, *, device: str = "auto") -> None:
+    def __init__(self, path: Path, catalog: Catalog, *, device: str = "auto", precision: str = "auto") -> None:
         self.path = path
         self._catalog = catalog
         self._device = device
+        self._precision = precision
         meta = catalog.meta()
         self.spec: ModelSpec = catalog.model_spec()
         self.dim = int(meta["dim"])
@@ -159,6 +160,7 @@ class Index:
         pretrained: str | None = None,
         *,
         device: str = "auto",
+        precision: str = "auto",
     ) -> Index:
         """Create an empty index at ``path`` for ``model`` (loads the model once).
 
@@ -170,6 +172,8 @@ class Index:
                 (safetensors, or a torch file loaded with ``weights_only=True``),
                 or ``"none"`` for random weights. Defaults to the model's first tag.
             device: ``auto``, ``cpu`` or ``cuda``.
+            precision: image-encoding precision, ``auto`` (fp16 on CUDA, the
+                measured default on CPU), ``fp32``, ``bf16``, ``int8`` (CPU) or ``fp16`` (CUDA).
 
         Raises:
             IndexExistsError: an index already exists at ``path``.
@@ -180,16 +184,16 @@ class Index:
             raise IndexExistsError(f"an index already exists at {folder}")
         spec = resolve_model(model, pretrained)
         # Load before writing anything: a model that cannot load leaves no half-made index.
-        encoder = load_encoder(spec, device)
+        encoder = load_encoder(spec, device, precision)
         folder.mkdir(parents=True, exist_ok=True)
         catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY)
-        index = cls(folder, catalog, device=device)
+        index = cls(folder, catalog, device=device, precision=precision)
         index._encoder = encoder
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
         return index
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, device: str = "auto") -> Index:
+    def open(cls, path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto") -> Index:
         """Open an existing index; its model is loaded on first use.
 
         Raises:
@@ -198,7 +202,7 @@ class Index:
         folder = Path(path).expanduser()
         if not cls.exists(folder):
             raise IndexNotFoundError(f"no index at {folder} (create one with `searchindex index FOLDER`)")
-        return cls(folder, Catalog.open(folder), device=device)
+        return cls(folder, Catalog.open(folder), device=device, precision=precision)
 
     def check_model(self, model: str | None, pretrained: str | None) -> None:
         """Raise :class:`ModelMismatchError` unless ``model``/``pretrained`` match this index.
@@ -234,7 +238,7 @@ class Index:
         """The index's encoder, loaded once on first use."""
         with self._lock:
             if self._encoder is None:
-                self._encoder = load_encoder(self.spec, self._device)
+                self._encoder = load_encoder(self.spec, self._device, self._precision)
                 if self._encoder.dim != self.dim:
                     raise ModelMismatchError(
                         f"{self.spec.describe()} makes {self._encoder.dim}-d vectors but the index holds {self.dim}-d"
@@ -266,8 +270,10 @@ class Index:
         log.debug("vector index caught up from generation %d to %d (%d vectors)", since, generation, n)
 
     def _save_vectors(self) -> None:
-        vecs = self._fresh_vectors()
         found = latest_vector_file(self.path)
+        if found is not None and found[1] == self._catalog.generation():
+            return  # nothing changed: FAISS need not even be loaded
+        vecs = self._fresh_vectors()
         if found is None or found[1] != vecs.generation:
             vecs.save(self.path)
 
@@ -295,7 +301,8 @@ class Index:
             progress: called with an :class:`~searchindex.indexer.IndexProgress`
                 after every committed batch.
             batch_size: images encoded per model call and committed per transaction.
-            workers: decoding threads (default: number of CPUs, at most 8).
+            workers: decoding processes (default: one per CPU, at most 8; runs of
+                fewer than 256 files use threads); 0 decodes in threads.
             max_megapixels: larger images are recorded as failures (decompression bombs).
             stop: when set (e.g. from a SIGINT handler), the run ends after the batch
                 in flight is committed; the summary says ``interrupted``.
@@ -343,6 +350,7 @@ class Index:
         pretrained: str | None = None,
         *,
         device: str = "auto",
+        precision: str = "auto",
         progress: ProgressCallback | None = None,
         batch_size: int = 64,
         workers: int | None = None,
@@ -363,7 +371,7 @@ class Index:
         t0 = time.perf_counter()
         folder = Path(path).expanduser().absolute()
         staging = folder.parent / f".{folder.name}.reindex"
-        with cls.open(folder, device=device) as old, old._writing(), WriterLock(folder):
+        with cls.open(folder, device=device, precision=precision) as old, old._writing(), WriterLock(folder):
             spec = resolve_model(model, pretrained)
             paths = old._catalog.all_paths()
             entries, missing = [], []
@@ -375,13 +383,13 @@ class Index:
                     missing.append(FailureRecord(p, -1, 0, "file not found (gone before reindex)"))
             new: Index | None = None
             if cls.exists(staging):
-                new = cls.open(staging, device=device)
+                new = cls.open(staging, device=device, precision=precision)
                 if not new.spec.same_weights(spec):  # a leftover of another reindex: start over
                     new.close()
                     new = None
             if new is None:
                 shutil.rmtree(staging, ignore_errors=True)
-                new = cls.create(staging, model, pretrained, device=device)
+                new = cls.create(staging, model, pretrained, device=device, precision=precision)
             else:
                 log.info("resuming the reindex in %s", staging)
             with new, WriterLock(staging):

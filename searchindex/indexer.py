@@ -9,8 +9,10 @@ Every file found is classified against the catalog:
 - duplicate: content already indexed at another existing path: the embedding is copied;
 - deleted: indexed below a scanned folder but no longer there: row and vector removed.
 
-Reading, hashing, decoding and the model's preprocessing run in a thread pool one
-batch ahead of the encoder, so they overlap.  Each batch is committed in one catalog
+Reading, hashing, decoding (JPEGs at reduced size through Pillow's draft mode) and
+the geometric part of the model's preprocessing run in worker processes one batch
+ahead of the encoder, so they overlap with encoding and do not compete for the GIL;
+small runs use threads instead, which start instantly.  Each batch is committed in one catalog
 transaction: an interruption loses at most the batch in flight, and the next run
 resumes because committed files are then unchanged.  The model is loaded only when
 some file actually needs encoding.
@@ -21,10 +23,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +40,7 @@ from .encoders import Encoder
 from .errors import ImageDecodeError
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .metadata import PhotoMetadata, read_metadata
+from .pixels import PixelSpec, to_pixels
 from .scan import FileEntry
 
 __all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "index_entries"]
@@ -103,12 +109,37 @@ class _Decoded:
     width: int
     height: int
     format: str
-    tensor: Any
+    pixels: Any  # uint8 HWC array (with a PixelSpec) or the model's input tensor
 
 
-def _load(entry: FileEntry, known: set[str], get_encoder: Callable[[], Encoder],
+# Below this many files to decode, threads (no start-up cost) beat worker processes.
+PROCESS_MIN_FILES = 256
+_worker_known: set[str] = set()
+
+
+def _worker_init(known: set[str]) -> None:
+    global _worker_known
+    _worker_known = known
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def _load_in_worker(entry: FileEntry, spec: PixelSpec, max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
+    return _load(entry, _worker_known, spec, max_megapixels)
+
+
+def default_workers() -> int:
+    """Decode workers: one per CPU, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
           max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
-    """Read and hash one file; decode and preprocess it only if its content is new."""
+    """Read and hash one file; decode and preprocess it only if its content is new.
+
+    ``prepare`` is a :class:`PixelSpec` (pixels as ``uint8`` arrays, what worker
+    processes do) or, for models whose preprocessing only open_clip knows, the
+    encoder itself (its tensor, in a thread of the encoder's process).
+    """
     def fail(reason: str) -> FailureRecord:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, reason)
 
@@ -130,15 +161,18 @@ def _load(entry: FileEntry, known: set[str], get_encoder: Callable[[], Encoder],
     if sha in known:
         return _Hashed(entry, sha, meta)
     try:
-        encoder = get_encoder()
-        decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=encoder.image_size)
-        tensor = encoder.preprocess(decoded.image)
+        min_side = prepare.min_side if isinstance(prepare, PixelSpec) else prepare.image_size
+        decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=min_side)
+        if isinstance(prepare, PixelSpec):
+            pixels = to_pixels(decoded.image, prepare)
+        else:
+            pixels = prepare.preprocess(decoded.image)
     except ImageDecodeError as exc:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, exc.reason)
     except Exception as exc:  # a decoder bug must not stop a 200k-photo run
         log.exception("unexpected error decoding %s", entry.path)
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"decode error: {type(exc).__name__}: {exc}")
-    return _Decoded(entry, sha, meta, decoded.width, decoded.height, decoded.format, tensor)
+    return _Decoded(entry, sha, meta, decoded.width, decoded.height, decoded.format, pixels)
 
 
 def _read_metadata(image_id: int, entry: FileEntry) -> tuple[int, PhotoMetadata]:
@@ -165,11 +199,13 @@ def index_entries(
 ) -> tuple[_Counts, int, bool]:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
-    Returns (counts, unchanged, interrupted).
+    ``workers``: decode processes (default :func:`default_workers`); 0 decodes in
+    threads of this process.  Returns (counts, unchanged, interrupted).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    workers = workers or min(8, os.cpu_count() or 1)
+    if workers is None:
+        workers = default_workers()
     roots = [os.path.abspath(r) for r in roots]
     images = catalog.image_states()  # path -> (id, size, mtime_ns, sha256)
     failed_before = catalog.failure_states()
@@ -199,14 +235,29 @@ def index_entries(
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     interrupted = False
 
-    def submit(pool: ThreadPoolExecutor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
-        return [pool.submit(_load, e, known, get_encoder, max_megapixels) for e in batch]
+    # The model is needed to know its input (and to encode): load it once there is work.
+    encoder = get_encoder() if todo else None
+    spec = encoder.pixel_spec if encoder is not None else None
+    prepare: PixelSpec | Encoder | None = spec or encoder
+    pool: Executor
+    if workers > 0 and spec is not None and len(todo) >= PROCESS_MIN_FILES:
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                                   initializer=_worker_init, initargs=(known,))
+
+        def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
+            return [pool.submit(_load_in_worker, e, spec, max_megapixels) for e in batch]
+    else:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers or default_workers()), thread_name_prefix="decode")
+
+        def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
+            return [pool.submit(_load, e, known, prepare, max_megapixels) for e in batch]
 
     def source_for(sha: str) -> int | None:
         ids = by_sha.get(sha) or []
         return ids[0] if ids else None
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    with pool:
         ahead = submit(pool, batches[0]) if batches else []
         for i in range(len(batches)):
             results = [f.result() for f in ahead]
@@ -247,7 +298,7 @@ def index_entries(
                 elif isinstance(r, _Decoded):
                     to_encode.append(r)
                 else:  # content known when the batch was read, gone since: decode now
-                    again = _load(e, set(), get_encoder, max_megapixels)
+                    again = _load(e, set(), prepare, max_megapixels)  # type: ignore[arg-type]
                     if isinstance(again, _Decoded):
                         to_encode.append(again)
                     else:
@@ -259,7 +310,9 @@ def index_entries(
                     counts.modified += 1
 
             if to_encode:
-                vectors = get_encoder().encode_batch([d.tensor for d in to_encode])
+                assert encoder is not None
+                inputs = [d.pixels for d in to_encode]
+                vectors = encoder.encode_pixels(inputs) if spec is not None else encoder.encode_batch(inputs)
                 for d, v in zip(to_encode, vectors, strict=True):
                     run_vectors[d.sha256] = (v, d.width, d.height, d.format)
                     known.add(d.sha256)  # later copies of this content are hashed, not decoded
@@ -288,19 +341,19 @@ def index_entries(
                 progress(IndexProgress(done, len(todo), counts.indexed, len(counts.failures)))
             if stop is not None and stop.is_set() and i + 1 < len(batches):
                 interrupted = True
-                for f in ahead:
-                    f.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
                 break
 
-        # Rows indexed before photo metadata existed: read headers only, never re-encode.
-        for start in range(0, len(backfill) if not interrupted else 0, 500):
-            chunk = backfill[start:start + 500]
-            catalog.commit_batch(metadata=list(pool.map(lambda b: _read_metadata(*b), chunk)))
-            if stop is not None and stop.is_set():
-                interrupted = True
-                break
-        if backfill:
-            log.info("read photo metadata of %d previously indexed files", len(backfill))
+    # Rows indexed before photo metadata existed: read headers only, never re-encode.
+    if backfill and not interrupted:
+        with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as threads:
+            for start in range(0, len(backfill), 500):
+                chunk = backfill[start:start + 500]
+                catalog.commit_batch(metadata=list(threads.map(lambda b: _read_metadata(*b), chunk)))
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break
+        log.info("read photo metadata of %d previously indexed files", len(backfill))
 
     if gone and not interrupted:
         catalog.commit_batch(deleted=sorted(gone))

@@ -15,7 +15,7 @@ from searchindex import Index
 from searchindex.cli import cli
 from searchindex.synthetic import iter_scenes, render
 
-from .badinput import build
+from .badinput import HAVE_HEIF, _photo, build, heic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +107,22 @@ def test_unreadable_file_is_recorded(small_folder: Path, tmp_path: Path) -> None
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "39 1 ['unreadable: Permission denied']"
+
+
+@pytest.mark.skipif(not HAVE_HEIF, reason="needs the heif extra to write a real HEIC file")
+def test_heic_without_the_extra_names_it(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "real.heic").write_bytes(heic(_photo(seed=3)))
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None  # as if the extra were not installed\n"
+        "from searchindex import Index\n"
+        "with Index.create(sys.argv[1], model='tiny-shapes', device='cpu') as ix:\n"
+        "    s = ix.add_folder(sys.argv[2])\n"
+        "    print(s.indexed, s.failed, ix.failures()[0].reason)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx"), str(folder)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("0 1 unsupported format HEIC/HEIF")
+    assert "pip install 'searchindex[heif]'" in out.stdout
