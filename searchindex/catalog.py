@@ -433,10 +433,14 @@ class Catalog:
             conds = self._conditions(filters, conn)
             # No ORDER BY: it would make SQLite walk the table (rows carry the embeddings)
             # in id order instead of using an index on the filtered columns; NumPy sorts.
+            # Plain numbers: read them from the DBAPI cursor, skipping SQLAlchemy's per-row
+            # result processing (most of the time of a 25k-row answer).
             if filters.near is None:
-                ids = conn.execute(select(ImageRow.id).where(*conds)).scalars().all()
-                return np.sort(np.array(ids, dtype=np.int64))
-            rows = conn.execute(select(ImageRow.id, ImageRow.gps_lat, ImageRow.gps_lon).where(*conds)).all()
+                rows = conn.execute(select(ImageRow.id).where(*conds)).cursor.fetchall()
+                ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows))
+                return np.sort(ids)
+            stmt = select(ImageRow.id, ImageRow.gps_lat, ImageRow.gps_lon).where(*conds)
+            rows = conn.execute(stmt).cursor.fetchall()
         if not rows:
             return np.zeros(0, dtype=np.int64)
         arr = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows)).reshape(-1, 3)
