@@ -20,6 +20,7 @@ import numpy as np
 import sqlalchemy.exc
 
 from .catalog import CATALOG_FILE, Catalog, FailureRecord
+from .defaults import DEFAULT_POOL
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
 from .errors import (
     IndexExistsError,
@@ -42,8 +43,6 @@ __all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "defaul
 # An example image for few-shot search: a path, or the id of an indexed image.
 Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
 
-# Candidates the few-shot reranker sees (all of them in collections this small).
-DEFAULT_POOL = 1000
 
 log = logging.getLogger(__name__)
 
