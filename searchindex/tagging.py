@@ -218,6 +218,9 @@ def tag_catalog(
     reports = []
     for label in labels:
         full = recalibrate or total >= 2 * max(label.calibrated_images, MIN_CALIBRATION_IMAGES // 2)
+        if not full and label.scored_generation >= generation:
+            reports.append(LabelReport(label.name, -1, 0, label.threshold, False))
+            continue  # nothing written since: no work, no write
         since = 0 if full else label.scored_generation
         ids_parts, score_parts, margin_parts = [], [], []
         for ids, vectors in catalog.embeddings_since(since, dim):
