@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Index": "index", "IndexInfo": "index", "SearchResult": "index",
     "IndexProgress": "indexer", "IndexSummary": "indexer",
+    "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
 }
 
 
@@ -52,10 +53,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .fewshot import FewShotFit, FewShotReranker
     from .index import Index, IndexInfo, SearchResult
     from .indexer import IndexProgress, IndexSummary
+    from .tagging import LabelReport
 
 __all__ = [
+    "FewShotFit",
+    "FewShotReranker",
     "FolderNotFoundError",
     "ImageDecodeError",
     "Index",
@@ -67,6 +72,7 @@ __all__ = [
     "IndexSchemaError",
     "IndexSummary",
     "IndexWriteError",
+    "LabelReport",
     "ModelError",
     "ModelMismatchError",
     "QueryError",

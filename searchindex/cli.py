@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .defaults import DEFAULT_MAX_MEGAPIXELS
+from .defaults import DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
@@ -259,9 +259,18 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
     elif not results:
         click.echo("No results (the index is empty).", err=True)
     else:
-        click.echo(f"{'rank':>4}  {'score':>6}  {'size':>11}  path")
+        show_tags = any(r.tags for r in results)
+        click.echo(f"{'rank':>4}  {'score':>6}  {'size':>11}  path" + ("  [tags]" if show_tags else ""))
         for r in results:
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {_display(r.path)}")
+            tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {f'{r.width}x{r.height}':>11}  {_display(r.path)}{tags}")
+
+
+def _shot(value: str) -> str | int:
+    """A --like/--unlike value: an existing file, else an image id (digits), else a path to report."""
+    if not os.path.exists(value) and value.isdigit():
+        return int(value)
+    return value
 
 
 @cli.command()
@@ -274,18 +283,96 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--tag", "tag", default=None, help="Only images carrying this zero-shot label (see `searchindex tag`).")
+@click.option("--like", "like", multiple=True, metavar="PATH|ID",
+              help="An example of what you mean (an image file, or an image_id from --json results); repeatable.")
+@click.option("--unlike", "unlike", multiple=True, metavar="PATH|ID",
+              help="An example of what you do not mean; repeatable.")
+@click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
+              help="CLIP candidates reranked with --like/--unlike.")
 def search(query: str | None, image: Path | None, index_path: Path | None, k: int, as_json: bool,
-           paths_only: bool, null: bool, device: str) -> None:
-    """Find the images that best match QUERY (text) or --image (an example)."""
+           paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
+           unlike: Sequence[str], pool: int) -> None:
+    """Find the images that best match QUERY (text) or --image (an example).
+
+    --like and --unlike rerank the results towards a few marked examples (the
+    examples themselves are left out); --tag keeps only images with that label.
+    """
     if as_json + paths_only + null > 1:
         raise click.UsageError("choose one of --json, --paths and --null")
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
     from .index import Index
 
+    options: dict[str, Any] = dict(k=k, tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
+                                   pool=pool)
     with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
-        results = idx.search(query, k=k) if query is not None else idx.search_image(image, k=k)  # type: ignore[arg-type]
+        results = idx.search(query, **options) if query is not None else idx.search_image(image, **options)  # type: ignore[arg-type]
     _print_results(results, as_json, paths_only, null)
+
+
+@cli.command()
+@_index_option
+@click.option("--labels", "labels", default=None, metavar="A,B,...", help="Comma-separated labels to define and apply.")
+@click.option("--labels-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A file with labels, one per line (or comma-separated).")
+@click.option("--templates", default="default", show_default=True, metavar="default|single|FILE",
+              help="Prompt templates: the CLIP-paper ensemble, the single 'a photo of a {}.', or a file with one "
+                   "template per line, each containing {}.")
+@click.option("--remove", "remove", multiple=True, metavar="LABEL", help="Forget a label and its tags; repeatable.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per label (label, tagged, threshold, ...).")
+def tag(index_path: Path | None, labels: str | None, labels_file: Path | None, templates: str,
+        remove: Sequence[str], device: str, as_json: bool) -> None:
+    """Tag every image with zero-shot labels (no training).
+
+    Each label becomes a text classifier (a prompt-template ensemble) and a
+    threshold calibrated on the collection; labels are stored, and images added
+    by later `index` runs are tagged automatically. Without --labels, re-tags
+    the stored labels (recalibrating their thresholds).
+    """
+    from .index import Index
+    from .tagging import parse_labels
+
+    with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
+        if remove:
+            if labels or labels_file:
+                raise click.UsageError("--remove cannot be combined with --labels/--labels-file")
+            n = idx.untag(remove)
+            click.echo(f"Removed {n} label(s).", err=True)
+            return
+        names: list[str] | None = None
+        if labels is not None or labels_file is not None:
+            text = labels or ""
+            if labels_file is not None:
+                try:
+                    text += "\n" + labels_file.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise click.ClickException(f"cannot read {labels_file}: {exc.strerror or exc}") from None
+            names = parse_labels(text)
+        reports = idx.tag(names, templates=templates)
+        total = idx.count()
+    for r in reports:
+        if as_json:
+            click.echo(json.dumps(asdict(r)))
+        else:
+            how = "calibrated on the collection" if r.calibrated else "score above the generic caption"
+            click.echo(f"{r.label}: {r.tagged} of {total} images (threshold {r.threshold:+.3f}, {how})")
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per label (label, images).")
+def tags(index_path: Path | None, as_json: bool) -> None:
+    """List the zero-shot labels of an index with how many images carry each."""
+    from .index import Index
+
+    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+        counts = idx.tags()
+    for label, n in counts:
+        click.echo(json.dumps({"label": label, "images": n}) if as_json else f"{n:>7}  {label}")
+    if not counts and not as_json:
+        click.echo("No labels yet (add some with `searchindex tag --labels a,b`).", err=True)
 
 
 def _human_bytes(n: int) -> str:

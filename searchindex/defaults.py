@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS"]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "DEFAULT_POOL"]
 
 # Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
 # small enough that a crafted "decompression bomb" cannot exhaust memory.
 DEFAULT_MAX_MEGAPIXELS = 250.0
+
+# Candidates the few-shot reranker sees: every image of a small collection, and a
+# pool that keeps reranking well under a second on a laptop CPU for large ones.
+DEFAULT_POOL = 1000

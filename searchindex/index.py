@@ -10,16 +10,17 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import sqlalchemy.exc
 
 from .catalog import CATALOG_FILE, Catalog, FailureRecord
+from .defaults import DEFAULT_POOL
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
 from .errors import (
     IndexExistsError,
@@ -34,7 +35,14 @@ from .lock import WriterLock
 from .scan import FileEntry, scan_folders
 from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
 
-__all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
+if TYPE_CHECKING:
+    from .tagging import LabelReport
+
+__all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "default_index_path"]
+
+# An example image for few-shot search: a path, or the id of an indexed image.
+Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
+
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,7 @@ class SearchResult:
     lens: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
+    tags: tuple[str, ...] = ()  # zero-shot labels the image carries, strongest first
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,8 @@ class Index:
             self._catalog, lambda: self.encoder, self.dim, entries, roots, **options
         )
         self._save_vectors()
+        if not interrupted:
+            self._tag_new_images()
         return IndexSummary(
             scanned=len(entries), indexed=counts.indexed, unchanged=unchanged, failed=len(counts.failures),
             seconds=time.perf_counter() - t0, failures=tuple(counts.failures), new=counts.new,
@@ -397,41 +408,125 @@ class Index:
 
     # -- searching --------------------------------------------------------
 
-    def search(self, text: str, k: int = 10) -> list[SearchResult]:
-        """The ``k`` images that best match ``text``."""
+    def search(
+        self, text: str, k: int = 10, *, tag: str | None = None, like: Sequence[Shot] = (),
+        unlike: Sequence[Shot] = (), pool: int = DEFAULT_POOL,
+    ) -> list[SearchResult]:
+        """The ``k`` images that best match ``text``.
+
+        Args:
+            tag: only images carrying this zero-shot label (see :meth:`tag`).
+            like, unlike: example images (paths, or image ids from earlier results)
+                that show / do not show what is meant; the top ``pool`` candidates
+                are reranked by :class:`~searchindex.fewshot.FewShotReranker` and
+                the examples themselves are left out of the results.
+            pool: how many CLIP candidates the few-shot reranker sees.
+
+        Raises:
+            QueryError: empty text, unknown tag, an example image that cannot be used.
+        """
         if not text or not text.strip():
             raise QueryError("the query text is empty")
-        return self.search_vector(self.encoder.encode_texts([text.strip()])[0], k)
+        return self.search_vector(self.encoder.encode_texts([text.strip()])[0], k, tag=tag, like=like,
+                                  unlike=unlike, pool=pool)
 
-    def search_image(self, path: str | os.PathLike[str], k: int = 10) -> list[SearchResult]:
-        """The ``k`` images most similar to the image file at ``path``.
+    def search_image(
+        self, path: str | os.PathLike[str], k: int = 10, *, tag: str | None = None, like: Sequence[Shot] = (),
+        unlike: Sequence[Shot] = (), pool: int = DEFAULT_POOL,
+    ) -> list[SearchResult]:
+        """The ``k`` images most similar to the image file at ``path`` (options as in :meth:`search`).
 
         Raises:
             QueryError: the file cannot be read or decoded.
         """
+        return self.search_vector(self._encode_file(path, "query image"), k, tag=tag, like=like,
+                                  unlike=unlike, pool=pool)
+
+    def _encode_file(self, path: str | os.PathLike[str], what: str) -> np.ndarray:
         try:
             data = Path(path).expanduser().read_bytes()
         except OSError as exc:
-            raise QueryError(f"cannot read query image {path}: {exc.strerror or exc}") from None
+            raise QueryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
         try:
             image = decode_image(data, str(path)).image
         except Exception as exc:
-            raise QueryError(f"cannot use query image {path}: {getattr(exc, 'reason', exc)}") from None
-        return self.search_vector(self.encoder.encode_images([image])[0], k)
+            raise QueryError(f"cannot use {what} {path}: {getattr(exc, 'reason', exc)}") from None
+        return self.encoder.encode_images([image])[0]
 
-    def search_vector(self, vector: np.ndarray, k: int = 10) -> list[SearchResult]:
-        """The ``k`` images nearest to an embedding from this index's model."""
+    def _shot_vectors(self, shots: Sequence[Shot], what: str) -> tuple[np.ndarray, list[int]]:
+        """Embeddings of example images (ids or paths) and the ids of those in the index."""
+        if isinstance(shots, (str, int, os.PathLike)):
+            shots = [shots]
+        vectors: list[np.ndarray] = []
+        ids: list[int] = []
+        wanted_ids = [int(x) for x in shots if isinstance(x, (int, np.integer))]
+        stored = self._catalog.embeddings_by_id(wanted_ids, self.dim) if wanted_ids else {}
+        paths = [x for x in shots if not isinstance(x, (int, np.integer))]
+        by_path = self._catalog.image_ids_by_path(
+            [os.fspath(Path(p).expanduser().absolute()) for p in paths]) if paths else {}
+        for item in shots:
+            if isinstance(item, (int, np.integer)):
+                if int(item) not in stored:
+                    raise QueryError(f"no image with id {int(item)} in this index ({what} example)")
+                vectors.append(stored[int(item)])
+                ids.append(int(item))
+                continue
+            key = os.fspath(Path(item).expanduser().absolute())
+            if key in by_path:  # indexed: use the stored embedding, no decoding
+                image_id = int(by_path[key])
+                vec = self._catalog.embeddings_by_id([image_id], self.dim).get(image_id)
+                if vec is not None:
+                    vectors.append(vec)
+                    ids.append(image_id)
+                    continue
+            vectors.append(self._encode_file(item, f"{what} example"))
+        return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), self.dim), ids
+
+    def search_vector(
+        self, vector: np.ndarray, k: int = 10, *, tag: str | None = None, like: Sequence[Shot] = (),
+        unlike: Sequence[Shot] = (), pool: int = DEFAULT_POOL,
+    ) -> list[SearchResult]:
+        """The ``k`` images nearest to an embedding from this index's model (options as in :meth:`search`)."""
         if k < 1:
             raise QueryError("k must be at least 1")
+        if pool < 1:
+            raise QueryError("pool must be at least 1")
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.dim:
             raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.dim}")
+        allowed = None
+        if tag is not None:
+            known = [name for name, _ in self._catalog.tag_counts()]
+            if tag not in known:
+                listing = ", ".join(known) if known else "none yet"
+                raise QueryError(f"unknown tag {tag!r} (labels in this index: {listing}); "
+                                 "add labels with `searchindex tag --labels ...`")
+            allowed = self._catalog.ids_with_tag(tag)
+            if len(allowed) == 0:
+                return []
+        like_vecs, like_ids = self._shot_vectors(like, "like")
+        unlike_vecs, unlike_ids = self._shot_vectors(unlike, "unlike")
         vecs = self._fresh_vectors()
         if vecs.ntotal == 0:
             return []
-        scores, ids = vecs.search(vector[None, :], k)
-        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=False) if i >= 0]
+        shot_ids = set(like_ids) | set(unlike_ids)
+        if not (len(like_vecs) or len(unlike_vecs)):
+            scores, ids = vecs.search(vector[None, :], k, allowed)
+            hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=False) if i >= 0]
+        else:
+            from .fewshot import FewShotReranker
+
+            scores, ids = vecs.search(vector[None, :], max(pool, k + len(shot_ids)), allowed)
+            found = ids[0] >= 0
+            cand_ids, base = ids[0][found], scores[0][found]
+            exclude = np.isin(cand_ids, list(shot_ids))
+            new, fit = FewShotReranker().fit_scores(vector, vecs.reconstruct_many(cand_ids), like_vecs,
+                                                    unlike_vecs, base_scores=base, exclude=exclude)
+            log.info("few-shot rerank of %d candidates: %s", len(cand_ids), fit)
+            order = np.argsort(-new, kind="stable")
+            hits = [(float(new[i]), int(cand_ids[i])) for i in order if not exclude[i]][:k]
         rows = self._catalog.images_by_id(i for _, i in hits)
+        tags = self._catalog.tags_by_id(i for _, i in hits)
         out = []
         for score, image_id in hits:
             row = rows.get(image_id)
@@ -440,9 +535,66 @@ class Index:
             out.append(SearchResult(
                 len(out) + 1, score, row.path, row.id, row.width, row.height, row.format, row.size, row.sha256,
                 row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
-                row.gps_lat, row.gps_lon,
+                row.gps_lat, row.gps_lon, tuple(name for name, _ in tags.get(image_id, ())),
             ))
         return out
+
+    # -- zero-shot tags ---------------------------------------------------
+
+    def tag(
+        self, labels: Sequence[str] | None = None, templates: str | os.PathLike[str] | Sequence[str] | None = None,
+    ) -> list[LabelReport]:
+        """Define zero-shot labels (or re-tag the stored ones) and tag every image.
+
+        Each label gets a text classifier from a prompt-template ensemble and a
+        threshold calibrated on the collection (see :mod:`searchindex.tagging`);
+        it is stored, and images indexed later are tagged by :meth:`add_folder`.
+
+        Args:
+            labels: label names; ``None`` re-tags every stored label (recalibrating).
+            templates: ``"default"`` (the CLIP-paper ensemble), ``"single"``, a file
+                with one template per line, or a list; each contains ``{}``.  Only
+                used for ``labels``; stored labels keep their own templates.
+
+        Raises:
+            QueryError: no labels (given or stored), bad templates.
+            IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
+        """
+        from .catalog import TagLabel
+        from .tagging import label_classifier, load_templates, null_classifier, tag_catalog
+
+        stored = {lab.name: lab for lab in self._catalog.tag_labels()}
+        if labels is None:
+            if not stored:
+                raise QueryError("this index has no labels yet; give some with --labels")
+            todo = list(stored.values())
+        else:
+            labels = [str(lab).strip() for lab in labels if str(lab).strip()]
+            if not labels:
+                raise QueryError("no labels given")
+            chosen = load_templates(templates)
+            null = null_classifier(self.encoder, chosen)
+            todo = [TagLabel(name, chosen, label_classifier(self.encoder, name, chosen), null, 0.0, 0, 0)
+                    for name in labels]
+        with self._writing(), WriterLock(self.path):
+            return tag_catalog(self._catalog, self.dim, todo, recalibrate=True)
+
+    def untag(self, labels: Sequence[str]) -> int:
+        """Forget labels and their tags; returns how many of them existed."""
+        with self._writing(), WriterLock(self.path):
+            return self._catalog.remove_labels(list(labels))
+
+    def tags(self) -> list[tuple[str, int]]:
+        """(label, number of images tagged) for every stored label."""
+        return self._catalog.tag_counts()
+
+    def _tag_new_images(self) -> None:
+        """Tag images written since each label last ran (called under the writer lock)."""
+        labels = self._catalog.tag_labels()
+        if labels:
+            from .tagging import tag_catalog
+
+            tag_catalog(self._catalog, self.dim, labels, recalibrate=False)
 
     # -- facts ------------------------------------------------------------
 

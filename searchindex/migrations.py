@@ -51,6 +51,20 @@ def _photo_metadata(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX ix_images_taken_at ON images (taken_at)")
 
 
+def _tags(db: sqlite3.Connection) -> None:
+    """v3: zero-shot labels with their classifiers and thresholds, and the tags images passed."""
+    db.execute(
+        "CREATE TABLE tag_labels (name VARCHAR NOT NULL, templates VARCHAR NOT NULL, classifier BLOB NOT NULL, "
+        "null_classifier BLOB NOT NULL, threshold FLOAT NOT NULL, calibrated_images INTEGER NOT NULL, "
+        "scored_generation INTEGER NOT NULL, created_at FLOAT NOT NULL, PRIMARY KEY (name))"
+    )
+    db.execute(
+        "CREATE TABLE image_tags (image_id INTEGER NOT NULL, label VARCHAR NOT NULL, score FLOAT NOT NULL, "
+        "margin FLOAT NOT NULL, PRIMARY KEY (image_id, label))"
+    )
+    db.execute("CREATE INDEX ix_image_tags_label ON image_tags (label)")
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -61,6 +75,7 @@ def _schema_history(db: sqlite3.Connection) -> None:
 # Version 1 is the first released schema (no migration produces it).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "photo_metadata", _photo_metadata),
+    Migration(3, "tags", _tags),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

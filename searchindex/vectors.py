@@ -85,6 +85,13 @@ class VectorIndex:
     def reconstruct(self, image_id: int) -> np.ndarray:
         return self._index.reconstruct(int(image_id))
 
+    def reconstruct_many(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` as an (n, dim) array."""
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for row, image_id in enumerate(ids):
+            out[row] = self._index.reconstruct(int(image_id))
+        return out
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors, replacing any already stored under the same ids."""
         if len(ids) == 0:
@@ -97,12 +104,23 @@ class VectorIndex:
         if len(ids):
             self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query row; missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1.
+
+        Args:
+            allowed: when given, only these ids can be returned (a FAISS id selector).
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        scores, ids = self._index.search(queries, k)
-        return scores, ids
+        if allowed is None:
+            return self._index.search(queries, k)
+        faiss = _faiss()
+        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        k = max(1, min(k, len(allowed)))
+        selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
+        return self._index.search(queries, k, params=faiss.SearchParameters(sel=selector))
 
     def save(self, folder: Path) -> Path:
         """Write atomically as ``vectors-<generation>.faiss`` and drop older files."""
