@@ -36,6 +36,7 @@ _LAZY = {
     "IndexProgress": "indexer", "IndexSummary": "indexer",
     "Filters": "query", "Query": "query", "Term": "query",
     "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
+    "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
 }
 
 
@@ -55,13 +56,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .duplicates import DuplicateGroup, DuplicateImage
+    from .fewshot import FewShotFit, FewShotReranker
     from .index import Index, IndexInfo, SearchResult
     from .indexer import IndexProgress, IndexSummary
     from .query import Filters, Query, Term
+    from .tagging import LabelReport
 
 __all__ = [
     "DuplicateGroup",
     "DuplicateImage",
+    "FewShotFit",
+    "FewShotReranker",
     "Filters",
     "FolderNotFoundError",
     "ImageDecodeError",
@@ -74,6 +79,7 @@ __all__ = [
     "IndexSchemaError",
     "IndexSummary",
     "IndexWriteError",
+    "LabelReport",
     "ModelError",
     "ModelMismatchError",
     "Query",

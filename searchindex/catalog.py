@@ -51,7 +51,7 @@ from .metadata import PhotoMetadata
 from .migrations import SCHEMA_VERSION, pending, upgrade
 from .query import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 
-__all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage"]
+__all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage", "TagLabel"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,30 @@ class SchemaHistoryRow(Base):
     applied_at: Mapped[float] = mapped_column(Float)
 
 
+class TagLabelRow(Base):
+    """A zero-shot label: its text classifier, calibrated threshold, and how far tagging got (schema 3)."""
+
+    __tablename__ = "tag_labels"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    templates: Mapped[str] = mapped_column(String)  # JSON list of prompt templates
+    classifier: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised mean of template embeddings
+    null_classifier: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the generic-caption reference
+    threshold: Mapped[float] = mapped_column(Float)  # on score - null score
+    calibrated_images: Mapped[int] = mapped_column(Integer)  # images the threshold was calibrated on
+    scored_generation: Mapped[int] = mapped_column(Integer)  # every image up to this generation is scored
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ImageTagRow(Base):
+    """A label an image passed, with its cosine score and its margin over the threshold (schema 3)."""
+
+    __tablename__ = "image_tags"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String, primary_key=True, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+
+
 class RemovalRow(Base):
     """Image ids whose vectors must leave the vector index (kept for catch-up)."""
 
@@ -176,6 +200,19 @@ class FailureRecord:
     size: int
     mtime_ns: int
     reason: str
+
+
+@dataclass(frozen=True)
+class TagLabel:
+    """A stored zero-shot label."""
+
+    name: str
+    templates: tuple[str, ...]
+    classifier: np.ndarray
+    null_classifier: np.ndarray
+    threshold: float
+    calibrated_images: int
+    scored_generation: int
 
 
 @dataclass(frozen=True)
@@ -538,8 +575,10 @@ class Catalog:
             gone = list(deleted) + [f.path for f in failures]
             for start in range(0, len(gone), 500):
                 chunk = gone[start : start + 500]
-                for (image_id,) in s.execute(select(ImageRow.id).where(ImageRow.path.in_(chunk))):
+                gone_ids = list(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(chunk))))
+                for image_id in gone_ids:
                     s.merge(RemovalRow(image_id=image_id, generation=gen))
+                s.execute(delete(ImageTagRow).where(ImageTagRow.image_id.in_(gone_ids)))
                 s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
                 s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
             for image_id, size, mtime_ns in touched:
@@ -567,6 +606,8 @@ class Catalog:
                 )
                 if im.path in existing:
                     s.execute(update(ImageRow).where(ImageRow.id == existing[im.path]).values(**values))
+                    # New content: its tags are recomputed by the next tagging pass.
+                    s.execute(delete(ImageTagRow).where(ImageTagRow.image_id == existing[im.path]))
                 else:
                     s.add(ImageRow(path=im.path, **values))
             fixed = paths + [m[1] for m in moved]
@@ -575,6 +616,95 @@ class Catalog:
             for f in failures:
                 s.merge(FailureRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=f.reason, failed_at=now))
         return gen
+
+    # -- zero-shot tags (see searchindex.tagging) ---------------------------
+
+    def tag_labels(self) -> list[TagLabel]:
+        """Every stored label, by name."""
+        with Session(self._engine) as s:
+            return [
+                TagLabel(r.name, tuple(json.loads(r.templates)), np.frombuffer(r.classifier, dtype=np.float32),
+                         np.frombuffer(r.null_classifier, dtype=np.float32), r.threshold, r.calibrated_images,
+                         r.scored_generation)
+                for r in s.scalars(select(TagLabelRow).order_by(TagLabelRow.name))
+            ]
+
+    def store_tags(
+        self,
+        label: TagLabel,
+        scored_ids: np.ndarray,
+        tags: Sequence[tuple[int, float, float]],
+        *,
+        replace_all: bool = False,
+    ) -> None:
+        """Save ``label`` and its tagging of ``scored_ids`` in one transaction.
+
+        Args:
+            scored_ids: images that were scored; their old tags of this label go.
+            tags: (image_id, score, margin) of those that passed.
+            replace_all: every image was scored: drop all old tags of the label.
+        """
+        now = time.time()
+        with Session(self._engine) as s, s.begin():
+            s.merge(TagLabelRow(
+                name=label.name, templates=json.dumps(list(label.templates)),
+                classifier=np.ascontiguousarray(label.classifier, dtype=np.float32).tobytes(),
+                null_classifier=np.ascontiguousarray(label.null_classifier, dtype=np.float32).tobytes(),
+                threshold=float(label.threshold), calibrated_images=int(label.calibrated_images),
+                scored_generation=int(label.scored_generation), created_at=now,
+            ))
+            if replace_all:
+                s.execute(delete(ImageTagRow).where(ImageTagRow.label == label.name))
+            else:
+                ids = [int(i) for i in scored_ids]
+                for start in range(0, len(ids), 500):
+                    s.execute(delete(ImageTagRow).where(
+                        ImageTagRow.label == label.name, ImageTagRow.image_id.in_(ids[start : start + 500])))
+            # Only images still in the catalog: a concurrent delete must not leave orphans.
+            alive = set()
+            tag_ids = [int(t[0]) for t in tags]
+            for start in range(0, len(tag_ids), 500):
+                alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(tag_ids[start : start + 500]))))
+            s.add_all(ImageTagRow(image_id=int(i), label=label.name, score=float(sc), margin=float(m))
+                      for i, sc, m in tags if int(i) in alive)
+
+    def remove_labels(self, names: Sequence[str]) -> int:
+        """Forget labels and their tags; return how many labels existed."""
+        with Session(self._engine) as s, s.begin():
+            n = len(s.scalars(select(TagLabelRow.name).where(TagLabelRow.name.in_(list(names)))).all())
+            s.execute(delete(ImageTagRow).where(ImageTagRow.label.in_(list(names))))
+            s.execute(delete(TagLabelRow).where(TagLabelRow.name.in_(list(names))))
+        return n
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        """(label, number of tagged images) for every label, including those with none."""
+        with Session(self._engine) as s:
+            counts = dict(s.execute(select(ImageTagRow.label, func.count()).group_by(ImageTagRow.label)).all())
+            return [(name, int(counts.get(name, 0)))
+                    for name in s.scalars(select(TagLabelRow.name).order_by(TagLabelRow.name))]
+
+    def ids_with_tag(self, label: str) -> np.ndarray:
+        with Session(self._engine) as s:
+            ids = s.scalars(select(ImageTagRow.image_id).where(ImageTagRow.label == label)).all()
+        return np.asarray(sorted(ids), dtype=np.int64)
+
+    def tags_by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
+        """image id -> [(label, margin)], strongest first."""
+        ids = [int(i) for i in ids]
+        out: dict[int, list[tuple[str, float]]] = {}
+        with Session(self._engine) as s:
+            for start in range(0, len(ids), 500):
+                stmt = select(ImageTagRow.image_id, ImageTagRow.label, ImageTagRow.margin).where(
+                    ImageTagRow.image_id.in_(ids[start : start + 500]))
+                for image_id, label, margin in s.execute(stmt):
+                    out.setdefault(image_id, []).append((label, margin))
+        for tags in out.values():
+            tags.sort(key=lambda t: (-t[1], t[0]))
+        return out
+
+    def image_ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
+        with Session(self._engine) as s:
+            return dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(paths)))).all())
 
     def set_meta(self, **values: Any) -> None:
         with Session(self._engine) as s, s.begin():

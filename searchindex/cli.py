@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS
+from .defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
@@ -260,9 +260,11 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
     elif not results:
         click.echo(empty, err=True)
     else:
-        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path")
+        show_tags = any(r.tags for r in results)
+        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else ""))
         for r in results:
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}")
+            tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}")
 
 
 def _date(taken_at: str | None) -> str:
@@ -281,6 +283,13 @@ def _threshold(value: str | None) -> str | float | None:
 
 _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg (prefix text: or image: "
               "to force the kind). Repeatable.")
+
+
+def _shot(value: str) -> str | int:
+    """A --like/--unlike value: an existing file, else an image id (digits), else a path to report."""
+    if not os.path.exists(value) and value.isdigit():
+        return int(value)
+    return value
 
 
 @cli.command()
@@ -327,6 +336,13 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--tag", "tag", default=None, help="Only images carrying this zero-shot label (see `searchindex tag`).")
+@click.option("--like", "like", multiple=True, metavar="PATH|ID",
+              help="An example of what you mean (an image file, or an image_id from --json results); repeatable.")
+@click.option("--unlike", "unlike", multiple=True, metavar="PATH|ID",
+              help="An example of what you do not mean; repeatable.")
+@click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
+              help="CLIP candidates reranked with --like/--unlike.")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
@@ -334,13 +350,16 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
-           as_json: bool, paths_only: bool, null: bool, device: str) -> None:
+           as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
+           unlike: Sequence[str], pool: int) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
     beach + sunset - people + 2 x (that photo). Filters (--path, --exclude,
     --min-width/--min-height, --after/--before, --camera, --near/--radius)
-    narrow the images ranked; the ranking among them stays exact.
+    narrow the images ranked; the ranking among them stays exact. --like and
+    --unlike rerank the results towards a few marked examples (the examples
+    themselves are left out); --tag keeps only images with that label.
     """
     from .query import Filters, Query, parse_near
 
@@ -369,15 +388,81 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
                           near=parse_near(near) if near is not None else None, radius_km=radius_km,
                           cwd=os.getcwd())
         with Index.open(_resolve_index_path(index_path), device=device) as idx:
-            results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort)
+            results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort,
+                                 tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
+                                 pool=pool)
     empty = "No results (the index is empty)."
-    if filters.active:
+    if filters.active or tag is not None:
         empty = "No results: no indexed image matches the filters, or none scores high enough."
     if cut == "auto":
         empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
     elif min_score is not None:
         empty = f"No result scores {min_score} or more."
     _print_results(results, as_json, paths_only, null, empty)
+
+
+@cli.command()
+@_index_option
+@click.option("--labels", "labels", default=None, metavar="A,B,...", help="Comma-separated labels to define and apply.")
+@click.option("--labels-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A file with labels, one per line (or comma-separated).")
+@click.option("--templates", default="default", show_default=True, metavar="default|single|FILE",
+              help="Prompt templates: the CLIP-paper ensemble, the single 'a photo of a {}.', or a file with one "
+                   "template per line, each containing {}.")
+@click.option("--remove", "remove", multiple=True, metavar="LABEL", help="Forget a label and its tags; repeatable.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per label (label, tagged, threshold, ...).")
+def tag(index_path: Path | None, labels: str | None, labels_file: Path | None, templates: str,
+        remove: Sequence[str], device: str, as_json: bool) -> None:
+    """Tag every image with zero-shot labels (no training).
+
+    Each label becomes a text classifier (a prompt-template ensemble) and a
+    threshold calibrated on the collection; labels are stored, and images added
+    by later `index` runs are tagged automatically. Without --labels, re-tags
+    the stored labels (recalibrating their thresholds).
+    """
+    from .index import Index
+    from .tagging import parse_labels
+
+    with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
+        if remove:
+            if labels or labels_file:
+                raise click.UsageError("--remove cannot be combined with --labels/--labels-file")
+            n = idx.untag(remove)
+            click.echo(f"Removed {n} label(s).", err=True)
+            return
+        names: list[str] | None = None
+        if labels is not None or labels_file is not None:
+            text = labels or ""
+            if labels_file is not None:
+                try:
+                    text += "\n" + labels_file.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise click.ClickException(f"cannot read {labels_file}: {exc.strerror or exc}") from None
+            names = parse_labels(text)
+        reports = idx.tag(names, templates=templates)
+        total = idx.count()
+    for r in reports:
+        if as_json:
+            click.echo(json.dumps(asdict(r)))
+        else:
+            how = "calibrated on the collection" if r.calibrated else "score above the generic caption"
+            click.echo(f"{r.label}: {r.tagged} of {total} images (threshold {r.threshold:+.3f}, {how})")
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per label (label, images).")
+def tags(index_path: Path | None, as_json: bool) -> None:
+    """List the zero-shot labels of an index with how many images carry each."""
+    from .index import Index
+
+    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+        counts = idx.tags()
+    for label, n in counts:
+        click.echo(json.dumps({"label": label, "images": n}) if as_json else f"{n:>7}  {label}")
+    if not counts and not as_json:
+        click.echo("No labels yet (add some with `searchindex tag --labels a,b`).", err=True)
 
 
 def _human_bytes(n: int) -> str:

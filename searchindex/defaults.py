@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_MAX_MEGAPIXELS"]
+__all__ = ["DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_MAX_MEGAPIXELS", "DEFAULT_POOL"]
 
 # Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
 # small enough that a crafted "decompression bomb" cannot exhaust memory.
@@ -11,3 +11,7 @@ DEFAULT_MAX_MEGAPIXELS = 250.0
 
 # Cosine similarity from which two images count as near-identical (scripts/eval_duplicates.py).
 DEFAULT_DUPLICATE_THRESHOLD = 0.98
+
+# Candidates the few-shot reranker sees: every image of a small collection, and a
+# pool that keeps reranking well under a second on a laptop CPU for large ones.
+DEFAULT_POOL = 1000

@@ -160,7 +160,12 @@ def resolve_device(device: str = "auto") -> str:
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 
-# What `auto` means on a CPU, chosen by measurement (scripts/bench_index.py): see the README.
+# What `auto` means on a CPU (measured with scripts/bench_index.py; see the README's
+# performance section).  int8 dynamic quantisation is faster for ViTs and meets the
+# quality guard, but it quantises activations with one range per batch, so an image's
+# vector depends on its batch mates: a resumed run would not reproduce a clean run's
+# vectors exactly.  It stays opt-in (--precision int8); bf16 is slow on CPUs without
+# native bf16 instructions.
 DEFAULT_CPU_PRECISION = "fp32"
 
 

@@ -14,12 +14,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import sqlalchemy.exc
 
 from .catalog import CATALOG_FILE, Catalog, FailureRecord
+from .defaults import DEFAULT_POOL
 from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
 from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
@@ -37,7 +38,14 @@ from .query import Filters, Query, Term, auto_cutoff, combine
 from .scan import FileEntry, scan_folders
 from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
 
-__all__ = ["Index", "IndexInfo", "SearchResult", "default_index_path"]
+if TYPE_CHECKING:
+    from .tagging import LabelReport
+
+__all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "default_index_path"]
+
+# An example image for few-shot search: a path, or the id of an indexed image.
+Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
+
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +89,7 @@ class SearchResult:
     lens: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
+    tags: tuple[str, ...] = ()  # zero-shot labels the image carries, strongest first
 
 
 @dataclass(frozen=True)
@@ -335,6 +344,8 @@ class Index:
             self._catalog, lambda: self.encoder, self.dim, entries, roots, **options
         )
         self._save_vectors()
+        if not interrupted:
+            self._tag_new_images()
         return IndexSummary(
             scanned=len(entries), indexed=counts.indexed, unchanged=unchanged, failed=len(counts.failures),
             seconds=time.perf_counter() - t0, failures=tuple(counts.failures), new=counts.new,
@@ -417,6 +428,10 @@ class Index:
         min_score: float | None = None,
         threshold: str | None = None,
         sort: str = "score",
+        tag: str | None = None,
+        like: Sequence[Shot] = (),
+        unlike: Sequence[Shot] = (),
+        pool: int = DEFAULT_POOL,
     ) -> list[SearchResult]:
         """The images that best match ``query``, best first.
 
@@ -434,15 +449,23 @@ class Index:
             sort: ``"score"`` (best first) or ``"date"`` (newest first by date taken,
                 unknown dates last): the same results (top ``k`` by score, or the
                 cutoff's set), reordered; ``rank`` stays the rank by score.
+            tag: only images carrying this zero-shot label (see :meth:`tag`).
+            like, unlike: example images (paths, or image ids from earlier results)
+                that show / do not show what is meant; the top ``pool`` candidates
+                are reranked by :class:`~searchindex.fewshot.FewShotReranker` and
+                the examples themselves are left out of the results.  Not combinable
+                with ``min_score``/``threshold`` (yet).
+            pool: how many CLIP candidates the few-shot reranker sees.
 
         Raises:
-            QueryError: empty query, unreadable image term, bad option values.
+            QueryError: empty query, unreadable image term, unknown tag, an example
+                image that cannot be used, bad option values.
         """
         return self.search_vector(self.embed(query), k, filters=filters, min_score=min_score,
-                                  threshold=threshold, sort=sort)
+                                  threshold=threshold, sort=sort, tag=tag, like=like, unlike=unlike, pool=pool)
 
     def search_image(self, path: str | os.PathLike[str], k: int | None = 10, **options: Any) -> list[SearchResult]:
-        """The images most similar to the image file at ``path`` (options as :meth:`search`).
+        """The images most similar to the image file at ``path`` (options as in :meth:`search`).
 
         Raises:
             QueryError: the file cannot be read or decoded.
@@ -460,19 +483,48 @@ class Index:
                 vectors.append(next(text_vecs))
             else:
                 assert term.image is not None
-                vectors.append(self._embed_image(term.image))
+                vectors.append(self._encode_file(term.image, "query image"))
         return combine(np.stack(vectors), [t.weight for t in q.terms])
 
-    def _embed_image(self, path: str) -> np.ndarray:
+    def _encode_file(self, path: str | os.PathLike[str], what: str) -> np.ndarray:
         try:
             data = Path(path).expanduser().read_bytes()
         except OSError as exc:
-            raise QueryError(f"cannot read query image {path}: {exc.strerror or exc}") from None
+            raise QueryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
         try:
             image = decode_image(data, str(path)).image
         except Exception as exc:
-            raise QueryError(f"cannot use query image {path}: {getattr(exc, 'reason', exc)}") from None
+            raise QueryError(f"cannot use {what} {path}: {getattr(exc, 'reason', exc)}") from None
         return self.encoder.encode_images([image])[0]
+
+    def _shot_vectors(self, shots: Sequence[Shot], what: str) -> tuple[np.ndarray, list[int]]:
+        """Embeddings of example images (ids or paths) and the ids of those in the index."""
+        if isinstance(shots, (str, int, os.PathLike)):
+            shots = [shots]
+        vectors: list[np.ndarray] = []
+        ids: list[int] = []
+        wanted_ids = [int(x) for x in shots if isinstance(x, (int, np.integer))]
+        stored = self._catalog.embeddings_by_id(wanted_ids, self.dim) if wanted_ids else {}
+        paths = [x for x in shots if not isinstance(x, (int, np.integer))]
+        by_path = self._catalog.image_ids_by_path(
+            [os.fspath(Path(p).expanduser().absolute()) for p in paths]) if paths else {}
+        for item in shots:
+            if isinstance(item, (int, np.integer)):
+                if int(item) not in stored:
+                    raise QueryError(f"no image with id {int(item)} in this index ({what} example)")
+                vectors.append(stored[int(item)])
+                ids.append(int(item))
+                continue
+            key = os.fspath(Path(item).expanduser().absolute())
+            if key in by_path:  # indexed: use the stored embedding, no decoding
+                image_id = int(by_path[key])
+                vec = self._catalog.embeddings_by_id([image_id], self.dim).get(image_id)
+                if vec is not None:
+                    vectors.append(vec)
+                    ids.append(image_id)
+                    continue
+            vectors.append(self._encode_file(item, f"{what} example"))
+        return np.asarray(vectors, dtype=np.float32).reshape(len(vectors), self.dim), ids
 
     def search_vector(
         self,
@@ -483,34 +535,63 @@ class Index:
         min_score: float | None = None,
         threshold: str | None = None,
         sort: str = "score",
+        tag: str | None = None,
+        like: Sequence[Shot] = (),
+        unlike: Sequence[Shot] = (),
+        pool: int = DEFAULT_POOL,
     ) -> list[SearchResult]:
-        """The images nearest to an embedding from this index's model (options as :meth:`search`).
+        """The images nearest to an embedding from this index's model (options as in :meth:`search`).
 
-        Filters are resolved by one SQL query into the set of matching image ids;
-        FAISS then ranks exactly those (an id selector skips every other vector
-        before any distance is computed; a few hundred candidates are scored
-        directly).  So the top ``k`` under a filter is the exact top ``k`` of the
-        matching images, however few they are.
+        Filters (and ``tag``) are resolved by SQL into the set of matching image
+        ids; FAISS then ranks exactly those (an id selector skips every other
+        vector before any distance is computed; a few hundred candidates are
+        scored directly).  So the top ``k`` under a filter is the exact top ``k``
+        of the matching images, however few they are.
         """
         if k is not None and k < 1:
             raise QueryError("k must be at least 1")
+        if pool < 1:
+            raise QueryError("pool must be at least 1")
         if threshold not in (None, "auto"):
             raise QueryError(f"threshold must be 'auto' or None, not {threshold!r} (use min_score for a number)")
         if sort not in SORT_KEYS:
             raise QueryError(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}")
         if min_score is not None and not -1.0 <= min_score <= 1.0:
             raise QueryError(f"min_score is a cosine similarity between -1 and 1, not {min_score}")
+        if (like or unlike) and (min_score is not None or threshold is not None):
+            raise QueryError("a score cutoff (--threshold/--min-score) cannot be combined with --like/--unlike yet")
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.dim:
             raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.dim}")
-        vecs = self._fresh_vectors()
         candidates = None
+        if tag is not None:
+            known = [name for name, _ in self._catalog.tag_counts()]
+            if tag not in known:
+                listing = ", ".join(known) if known else "none yet"
+                raise QueryError(f"unknown tag {tag!r} (labels in this index: {listing}); "
+                                 "add labels with `searchindex tag --labels ...`")
+            candidates = np.sort(np.asarray(self._catalog.ids_with_tag(tag), dtype=np.int64))
         if filters is not None and filters.active:
-            candidates = self._catalog.filtered_ids(filters)
+            matching = self._catalog.filtered_ids(filters)
+            candidates = matching if candidates is None else np.intersect1d(candidates, matching)
+        like_vecs, like_ids = self._shot_vectors(like, "like")
+        unlike_vecs, unlike_ids = self._shot_vectors(unlike, "unlike")
+        vecs = self._fresh_vectors()
         searched = vecs.ntotal if candidates is None else len(candidates)
         if searched == 0 or vecs.ntotal == 0:
             return []
-        if threshold == "auto":
+        shot_ids = set(like_ids) | set(unlike_ids)
+        if len(like_vecs) or len(unlike_vecs):
+            from .fewshot import FewShotReranker
+
+            base, cand_ids = vecs.top_k(vector, max(pool, (k or 0) + len(shot_ids)), candidates)
+            exclude = np.isin(cand_ids, list(shot_ids))
+            new, fit = FewShotReranker().fit_scores(vector, vecs.vectors(cand_ids), like_vecs,
+                                                    unlike_vecs, base_scores=base, exclude=exclude)
+            log.info("few-shot rerank of %d candidates: %s", len(cand_ids), fit)
+            order = np.array([i for i in np.argsort(-new, kind="stable") if not exclude[i]], dtype=np.int64)
+            scores, ids = new[order].astype(np.float32), cand_ids[order]
+        elif threshold == "auto":
             scores, ids = self._auto_cut(vecs, vector, candidates, searched)
             if min_score is not None:
                 keep = scores >= min_score
@@ -522,6 +603,7 @@ class Index:
         if k is not None:
             scores, ids = scores[:k], ids[:k]
         rows = self._catalog.images_by_id(int(i) for i in ids)
+        tags = self._catalog.tags_by_id(int(i) for i in ids)
         out = []
         for score, image_id in zip(scores.tolist(), ids.tolist(), strict=True):
             row = rows.get(image_id)
@@ -530,7 +612,7 @@ class Index:
             out.append(SearchResult(
                 len(out) + 1, score, row.path, row.id, row.width, row.height, row.format, row.size, row.sha256,
                 row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
-                row.gps_lat, row.gps_lon,
+                row.gps_lat, row.gps_lon, tuple(name for name, _ in tags.get(image_id, ())),
             ))
         if sort == "date":
             # Local wall-clock ISO text sorts chronologically; Python's sort is stable, so
@@ -588,6 +670,63 @@ class Index:
             )))
         out.sort(key=lambda grp: (-len(grp.images), grp.best.path))
         return out
+
+    # -- zero-shot tags ---------------------------------------------------
+
+    def tag(
+        self, labels: Sequence[str] | None = None, templates: str | os.PathLike[str] | Sequence[str] | None = None,
+    ) -> list[LabelReport]:
+        """Define zero-shot labels (or re-tag the stored ones) and tag every image.
+
+        Each label gets a text classifier from a prompt-template ensemble and a
+        threshold calibrated on the collection (see :mod:`searchindex.tagging`);
+        it is stored, and images indexed later are tagged by :meth:`add_folder`.
+
+        Args:
+            labels: label names; ``None`` re-tags every stored label (recalibrating).
+            templates: ``"default"`` (the CLIP-paper ensemble), ``"single"``, a file
+                with one template per line, or a list; each contains ``{}``.  Only
+                used for ``labels``; stored labels keep their own templates.
+
+        Raises:
+            QueryError: no labels (given or stored), bad templates.
+            IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
+        """
+        from .catalog import TagLabel
+        from .tagging import label_classifier, load_templates, null_classifier, tag_catalog
+
+        stored = {lab.name: lab for lab in self._catalog.tag_labels()}
+        if labels is None:
+            if not stored:
+                raise QueryError("this index has no labels yet; give some with --labels")
+            todo = list(stored.values())
+        else:
+            labels = [str(lab).strip() for lab in labels if str(lab).strip()]
+            if not labels:
+                raise QueryError("no labels given")
+            chosen = load_templates(templates)
+            null = null_classifier(self.encoder, chosen)
+            todo = [TagLabel(name, chosen, label_classifier(self.encoder, name, chosen), null, 0.0, 0, 0)
+                    for name in labels]
+        with self._writing(), WriterLock(self.path):
+            return tag_catalog(self._catalog, self.dim, todo, recalibrate=True)
+
+    def untag(self, labels: Sequence[str]) -> int:
+        """Forget labels and their tags; returns how many of them existed."""
+        with self._writing(), WriterLock(self.path):
+            return self._catalog.remove_labels(list(labels))
+
+    def tags(self) -> list[tuple[str, int]]:
+        """(label, number of images tagged) for every stored label."""
+        return self._catalog.tag_counts()
+
+    def _tag_new_images(self) -> None:
+        """Tag images written since each label last ran (called under the writer lock)."""
+        labels = self._catalog.tag_labels()
+        if labels:
+            from .tagging import tag_catalog
+
+            tag_catalog(self._catalog, self.dim, labels, recalibrate=False)
 
     # -- facts ------------------------------------------------------------
 

@@ -51,8 +51,22 @@ def _photo_metadata(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX ix_images_taken_at ON images (taken_at)")
 
 
+def _tags(db: sqlite3.Connection) -> None:
+    """v3: zero-shot labels with their classifiers and thresholds, and the tags images passed."""
+    db.execute(
+        "CREATE TABLE tag_labels (name VARCHAR NOT NULL, templates VARCHAR NOT NULL, classifier BLOB NOT NULL, "
+        "null_classifier BLOB NOT NULL, threshold FLOAT NOT NULL, calibrated_images INTEGER NOT NULL, "
+        "scored_generation INTEGER NOT NULL, created_at FLOAT NOT NULL, PRIMARY KEY (name))"
+    )
+    db.execute(
+        "CREATE TABLE image_tags (image_id INTEGER NOT NULL, label VARCHAR NOT NULL, score FLOAT NOT NULL, "
+        "margin FLOAT NOT NULL, PRIMARY KEY (image_id, label))"
+    )
+    db.execute("CREATE INDEX ix_image_tags_label ON image_tags (label)")
+
+
 def _filter_indexes(db: sqlite3.Connection) -> None:
-    """v3: indexes for search filters (size, camera, position).
+    """v4: indexes for search filters (size, camera, position).
 
     Without them a filter on these columns scans the whole images table, whose
     rows carry the embeddings (2 KB each at 512-d): 240 ms for 100k images
@@ -74,7 +88,8 @@ def _schema_history(db: sqlite3.Connection) -> None:
 # Version 1 is the first released schema (no migration produces it).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "photo_metadata", _photo_metadata),
-    Migration(3, "filter_indexes", _filter_indexes),
+    Migration(3, "tags", _tags),
+    Migration(4, "filter_indexes", _filter_indexes),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -119,6 +119,10 @@ class VectorIndex:
             return ids, np.zeros((0, self.dim), dtype=np.float32)
         return ids, self._index.index.reconstruct_n(0, len(ids))
 
+    def reconstruct_many(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` as an (n, dim) array (same as :meth:`vectors`)."""
+        return self.vectors(ids)
+
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors, replacing any already stored under the same ids."""
         if len(ids) == 0:
@@ -133,12 +137,23 @@ class VectorIndex:
             self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
             self._sorted_ids = None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query row; missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1.
+
+        Args:
+            allowed: when given, only these ids can be returned (a FAISS id selector).
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        scores, ids = self._index.search(queries, k)
-        return scores, ids
+        if allowed is None:
+            return self._index.search(queries, k)
+        faiss = _faiss()
+        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        k = max(1, min(k, len(allowed)))
+        selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
+        return self._index.search(queries, k, params=faiss.SearchParameters(sel=selector))
 
     # -- one query, optionally restricted to candidate ids --------------------
 

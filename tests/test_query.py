@@ -161,3 +161,16 @@ def test_cli_bad_terms(shapes_index: Path, args: list[str], message: str) -> Non
     res = CliRunner().invoke(cli, ["search", *args, "--index", str(shapes_index), "--device", "cpu"])
     assert res.exit_code in (1, 2), res.output
     assert message in res.output
+
+
+def test_filters_and_cutoffs_with_few_shot_examples(shapes: Shapes, shapes_index: Path) -> None:
+    from searchindex import Filters
+
+    probes = [p for p, row in sorted(shapes.labels.items()) if (row["color"], row["shape"]) == ("red", "circle")][:2]
+    pattern = "*/shape_99_00[0-4]??.png"  # half of the images
+    with Index.open(shapes_index, device="cpu") as index:
+        got = index.search("a photo of a circle", k=10, like=probes, filters=Filters(paths=(pattern,)))
+        with pytest.raises(QueryError, match="cannot be combined with --like"):
+            index.search("a photo of a circle", like=probes, threshold="auto")
+    assert len(got) == 10 and all(Path(r.path).name < "shape_99_00500" for r in got)
+    assert not {r.path for r in got} & set(probes)  # the examples are left out

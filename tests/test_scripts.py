@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -48,3 +49,25 @@ def test_training_is_seeded_and_reproducible(tmp_path: Path) -> None:
         outs.append(load_file(str(out / "open_clip_model.safetensors")))
     assert outs[0].keys() == outs[1].keys()
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+@pytest.mark.slow
+def test_eval_zeroshot_reports_both_template_sets() -> None:
+    res = _run("scripts/eval_zeroshot.py", "--count", "300", "--json")
+    out = json.loads(res.stdout)
+    rows = {(r["attribute"], r["templates"]): r for r in out["classification"]}
+    assert set(rows) == {(a, t) for a in ("shape", "color") for t in ("single", "ensemble")}
+    assert all(r["accuracy"] >= 0.95 for r in rows.values())
+    assert out["tags"]["macro_f1"] >= 0.9
+
+
+@pytest.mark.slow
+def test_eval_fewshot_meets_its_goal(tmp_path: Path) -> None:
+    png = tmp_path / "curves.png"
+    res = _run("scripts/eval_fewshot.py", "--json", "--png", str(png))
+    out = json.loads(res.stdout)
+    table, shots = out["precision_at_10"], out["shots"]
+    four = shots.index(4)
+    assert table["reranker"][four] >= table["reranker"][0] + 0.25
+    assert table["reranker"][four] > max(table["rocchio"][four], table["probe"][four])
+    assert png.stat().st_size > 1000
