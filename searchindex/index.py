@@ -403,11 +403,19 @@ class Index:
                 new = cls.create(staging, model, pretrained, device=device, precision=precision)
             else:
                 log.info("resuming the reindex in %s", staging)
-            with new, WriterLock(staging):
-                if missing:
-                    new._catalog.commit_batch(failures=missing)
-                summary = new._index_entries(entries, [], t0, batch_size=batch_size, workers=workers,
-                                             max_megapixels=max_megapixels, progress=progress, stop=stop)
+            with new:
+                with WriterLock(staging):
+                    if missing:
+                        new._catalog.commit_batch(failures=missing)
+                    summary = new._index_entries(entries, [], t0, batch_size=batch_size, workers=workers,
+                                                 max_megapixels=max_megapixels, progress=progress, stop=stop)
+                if not summary.interrupted:
+                    # Zero-shot labels are text embeddings of the old model: rebuild them with the new one.
+                    by_templates: dict[tuple[str, ...], list[str]] = {}
+                    for label in old._catalog.tag_labels():
+                        by_templates.setdefault(tuple(label.templates), []).append(label.name)
+                    for templates, names in by_templates.items():
+                        new.tag(names, templates=list(templates))
             if summary.interrupted:
                 return summary
             old._catalog.close()

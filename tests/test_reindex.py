@@ -32,6 +32,8 @@ def test_reindex_swaps_in_the_new_model(small_folder: Path, tmp_path: Path) -> N
     gone = sorted(small_folder.glob("*.png"))[0]
     gone.unlink()
 
+    with Index.open(idx) as index:
+        index.tag(["circle", "red"], templates=["a photo of a {}."])
     summary = Index.reindex(idx, "tiny-shapes", "none", device="cpu", batch_size=8)
     assert (summary.indexed, summary.failed, summary.interrupted) == (39, 1, False)
     assert summary.failures[0].path == str(gone)
@@ -39,6 +41,9 @@ def test_reindex_swaps_in_the_new_model(small_folder: Path, tmp_path: Path) -> N
     with Index.open(idx) as index:
         assert index.spec.pretrained == "none" and index.count() == 39
         assert [f.path for f in index.failures()] == [str(gone)]
+        labels = {lab.name: lab for lab in index._catalog.tag_labels()}  # rebuilt with the new text tower
+        assert set(labels) == {"circle", "red"} and labels["red"].templates == ("a photo of a {}.",)
+        assert np.allclose(labels["red"].classifier, index.encoder.encode_texts(["a photo of a red."])[0], atol=1e-5)
         probe = sorted(small_folder.glob("*.png"))[5]
         assert index.search_image(probe, k=1)[0].path == str(probe)  # vectors made by the new model
     after = _stored(idx)
