@@ -25,7 +25,7 @@ from .defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS, DEFAU
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
-    from .index import SearchResult
+    from .index import Index, SearchResult
     from .indexer import IndexProgress, IndexSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
@@ -52,6 +52,15 @@ def _errors() -> Iterator[None]:
         yield
     except SearchIndexError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def _open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
+    """Open the index at --index (or the default one), turning library errors into CLI errors."""
+    from .index import Index
+
+    with _errors(), Index.open(_resolve_index_path(index_path), **options) as idx:
+        yield idx
 
 
 @contextmanager
@@ -376,8 +385,6 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     limit: int | None = k
     if (cut or min_score is not None) and ctx.get_parameter_source("k") is click.core.ParameterSource.DEFAULT:
         limit = None
-    from .index import Index
-
     with _errors():
         q = Query.parse(query, plus=plus, minus=minus, plus_weighted=plus_weighted,
                         minus_weighted=minus_weighted, images=[str(p) for p in images])
@@ -387,7 +394,7 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
                           after=after, before=before, cameras=cameras,
                           near=parse_near(near) if near is not None else None, radius_km=radius_km,
                           cwd=os.getcwd())
-        with Index.open(_resolve_index_path(index_path), device=device) as idx:
+        with _open_index(index_path, device=device) as idx:
             results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort,
                                  tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
                                  pool=pool)
@@ -421,10 +428,9 @@ def tag(index_path: Path | None, labels: str | None, labels_file: Path | None, t
     by later `index` runs are tagged automatically. Without --labels, re-tags
     the stored labels (recalibrating their thresholds).
     """
-    from .index import Index
     from .tagging import parse_labels
 
-    with _errors(), Index.open(_resolve_index_path(index_path), device=device) as idx:
+    with _open_index(index_path, device=device) as idx:
         if remove:
             if labels or labels_file:
                 raise click.UsageError("--remove cannot be combined with --labels/--labels-file")
@@ -455,9 +461,7 @@ def tag(index_path: Path | None, labels: str | None, labels_file: Path | None, t
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per label (label, images).")
 def tags(index_path: Path | None, as_json: bool) -> None:
     """List the zero-shot labels of an index with how many images carry each."""
-    from .index import Index
-
-    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+    with _open_index(index_path) as idx:
         counts = idx.tags()
     for label, n in counts:
         click.echo(json.dumps({"label": label, "images": n}) if as_json else f"{n:>7}  {label}")
@@ -479,9 +483,7 @@ def _human_bytes(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
     """Show an index's model, image count, vector size and file sizes."""
-    from .index import Index
-
-    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+    with _open_index(index_path) as idx:
         data = idx.info()
     if as_json:
         click.echo(json.dumps(asdict(data)))
@@ -500,9 +502,7 @@ def info(index_path: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per failure (path, reason, size, mtime_ns).")
 def errors(index_path: Path | None, as_json: bool) -> None:
     """List the files that could not be indexed, with the reason for each."""
-    from .index import Index
-
-    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+    with _open_index(index_path) as idx:
         failures = idx.failures()
     for f in failures:
         click.echo(json.dumps(asdict(f)) if as_json else f"{_display(f.path)}: {f.reason}")
@@ -524,9 +524,7 @@ def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) 
     Each group shows its best copy first (largest resolution, then oldest), then
     the other copies with their similarity to it.
     """
-    from .index import Index
-
-    with _errors(), Index.open(_resolve_index_path(index_path)) as idx:
+    with _open_index(index_path) as idx:
         groups = idx.duplicates(DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold)
     for n, group in enumerate(groups, 1):
         if as_json:

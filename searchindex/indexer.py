@@ -175,11 +175,6 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
     return _Decoded(entry, sha, meta, decoded.width, decoded.height, decoded.format, pixels)
 
 
-def _read_metadata(image_id: int, entry: FileEntry) -> tuple[int, PhotoMetadata]:
-    """Metadata of an already indexed file, from its header (no decoding)."""
-    return image_id, read_metadata(entry.path, entry.mtime_ns)
-
-
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
@@ -349,7 +344,8 @@ def index_entries(
         with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as threads:
             for start in range(0, len(backfill), 500):
                 chunk = backfill[start:start + 500]
-                catalog.commit_batch(metadata=list(threads.map(lambda b: _read_metadata(*b), chunk)))
+                metas = threads.map(lambda e: read_metadata(e.path, e.mtime_ns), [e for _, e in chunk])
+                catalog.commit_batch(metadata=list(zip([i for i, _ in chunk], metas, strict=True)))
                 if stop is not None and stop.is_set():
                     interrupted = True
                     break
