@@ -51,8 +51,11 @@ def blip_config(size: str, tokens: list[str]) -> Any:
     from transformers import BlipConfig
 
     ids = _special_ids(tokens)
+    # BLIP initialises its vision tower at std 1e-10 (real weights come from a checkpoint).  Such
+    # weights make images indistinguishable and, on CPUs, denormal activations that run many times
+    # slower than real weights do: random models here use BERT's 0.02 everywhere.
     if size == "base":
-        return BlipConfig(text_config={"vocab_size": len(tokens), **ids})
+        return BlipConfig(text_config={"vocab_size": len(tokens), **ids}, vision_config={"initializer_range": 0.02})
     if size != "tiny":
         raise ValueError(f"size must be 'tiny' or 'base', not {size!r}")
     return BlipConfig(
@@ -60,9 +63,7 @@ def blip_config(size: str, tokens: list[str]) -> Any:
                      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                      "max_position_embeddings": 64, **ids},
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
-                       # BLIP initialises its vision tower near zero; visible weights make images differ.
-                       "initializer_range": 0.02},
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "initializer_range": 0.02},
         projection_dim=32, image_text_hidden_size=32,
     )
 
