@@ -135,7 +135,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch-sizes", default="1,4,16", help="Comma-separated caption batch sizes.")
     ap.add_argument("--beams", default="1,3", help="Comma-separated beam counts (1 = greedy).")
-    ap.add_argument("--images", type=int, default=16, help="Images timed per setting (rounded down to whole batches, at least one).")
+    ap.add_argument("--images", type=int, default=16,
+                    help="Images timed per setting (rounded down to whole batches, at least one).")
     ap.add_argument("--max-new-tokens", type=int, default=20)
     ap.add_argument("--itm-n", type=int, default=50, help="Candidates re-scored per ITM query.")
     ap.add_argument("--itm-queries", type=int, default=2, help="ITM queries timed (the median is reported).")

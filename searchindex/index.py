@@ -806,7 +806,7 @@ class Index:
 
     def caption_counts(self) -> dict[str, int]:
         """Model -> number of images it has captioned."""
-        return self._catalog.caption_counts()
+        return dict(self._catalog.caption_counts())
 
     # -- facts ------------------------------------------------------------
 

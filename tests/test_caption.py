@@ -237,13 +237,13 @@ def test_cli_caption_info_and_index_caption(tiny_blip: tuple[Path, Path], other_
     assert f"40 captioned, 0 skipped (unreadable), 0 already had a caption from {model}" in res.output
     res = runner.invoke(cli, ["caption", "--index", str(indexed), "--model", model, "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert (data["captioned"], data["already"], data["model"], data["index"]) == (0, 40, model, str(indexed))
 
     res = runner.invoke(cli, ["info", "--index", str(indexed)])
     assert res.exit_code == 0 and f"captions:   40 by {model}" in res.output
     res = runner.invoke(cli, ["info", "--index", str(indexed), "--json"])
-    assert json.loads(res.output)["captions"] == {model: 40}
+    assert json.loads(res.stdout)["captions"] == {model: 40}
 
     res = runner.invoke(cli, ["caption", "--index", str(indexed), "--model", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "no model folder at" in res.output and "--model" in res.output
@@ -253,7 +253,7 @@ def test_cli_caption_info_and_index_caption(tiny_blip: tuple[Path, Path], other_
                               "--device", "cpu", "--workers", "0", "--caption", "--caption-model", str(other_blip),
                               "--caption-prompt", "a picture of", "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["indexed"] == 40
     assert (data["captions"]["captioned"], data["captions"]["prompt"]) == (40, "a picture of")
     res = runner.invoke(cli, ["index", str(small_folder), "--index", fresh, "--caption-model", model])
