@@ -166,7 +166,8 @@ class TransformersCaptioner(Captioner):
         torch = self._torch
         param = next(self._model.parameters())
         texts = [self.prompt] * len(images) if self.prompt else None
-        inputs = self._processor(images=list(images), text=texts, return_tensors="pt")
+        inputs = dict(self._processor(images=list(images), text=texts, return_tensors="pt"))
+        inputs.pop("token_type_ids", None)  # BERT tokenizers add them; decoders such as GIT's refuse them
         if self.prompt and self._kind.prompt_open:
             inputs["input_ids"] = inputs["input_ids"][:, :-1]
             if "attention_mask" in inputs:

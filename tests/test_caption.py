@@ -15,7 +15,7 @@ from PIL import Image
 from searchindex import Index, MissingExtraError, UnknownModelError, WeightsUnavailableError
 from searchindex.captioning import CaptionProgress, load_captioner, load_itm
 from searchindex.cli import cli
-from searchindex.testing import write_tiny_blip
+from searchindex.testing import write_tiny_blip, write_tiny_git
 
 from .conftest import Shapes
 
@@ -92,6 +92,17 @@ def test_prompt_is_stripped_from_conditional_captions(tiny_blip: tuple[Path, Pat
     assert all(r.startswith("a photo of") for r in raw)
     assert [r[len("a photo of"):].strip() for r in raw] == captions
     assert cap.prompt == "A photo of"
+
+
+def test_another_family_works_through_the_same_class(tmp_path: Path, small_folder: Path) -> None:
+    folder = write_tiny_git(tmp_path / "git")
+    images = _images(small_folder, 2)
+    plain = load_captioner(str(folder), device="cpu", max_new_tokens=5, num_beams=2).caption(images)
+    assert len(plain) == 2 and all(plain)
+    # GIT continues an open prompt (no closing [SEP]); the prompt is stripped as for BLIP.
+    cap = load_captioner(str(folder), device="cpu", prompt="a photo of", max_new_tokens=5, num_beams=1)
+    captions = cap.caption(images)
+    assert len(captions) == 2 and not any(c.startswith("a photo of") for c in captions)
 
 
 def test_itm_scores_are_probabilities_independent_of_batching(tiny_blip: tuple[Path, Path],
