@@ -283,12 +283,17 @@ class ItmScorer:
             pixels = self._processor.image_processor(chunk, return_tensors="pt")["pixel_values"]
             n = len(chunk)
             with torch.inference_mode():
-                logits = self._model(
+                # BlipForImageTextRetrieval.forward(use_itm_head=True), spelled out so that the image
+                # attention mask is made on the model's device (forward makes it on the CPU).
+                image_embeds = self._model.vision_model(pixel_values=pixels.to(param.device, dtype=param.dtype))[0]
+                hidden = self._model.text_encoder(
                     input_ids=tokens["input_ids"].repeat(n, 1).to(param.device),
                     attention_mask=tokens["attention_mask"].repeat(n, 1).to(param.device),
-                    pixel_values=pixels.to(param.device, dtype=param.dtype),
-                    use_itm_head=True,
+                    encoder_hidden_states=image_embeds,
+                    encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long,
+                                                      device=param.device),
                 )[0]
+                logits = self._model.itm_head(hidden[:, 0, :])
                 out.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
 

@@ -117,6 +117,15 @@ def test_itm_scores_are_probabilities_independent_of_batching(tiny_blip: tuple[P
     other = load_itm(str(tiny_blip[1]), device="cpu").score(images, "a green star")
     assert not np.allclose(other, scores)
     assert load_itm(str(tiny_blip[1]), device="cpu").score([], "x").shape == (0,)
+    # The same probabilities as transformers' own BlipForImageTextRetrieval forward with the ITM head.
+    import torch
+    from transformers import AutoProcessor, BlipForImageTextRetrieval
+
+    processor = AutoProcessor.from_pretrained(tiny_blip[1])
+    model = BlipForImageTextRetrieval.from_pretrained(tiny_blip[1]).eval()
+    with torch.inference_mode():
+        logits = model(**processor(images=images, text=["a red circle"] * 5, return_tensors="pt"), use_itm_head=True)[0]
+    np.testing.assert_allclose(torch.softmax(logits, dim=-1)[:, 1].numpy(), scores, atol=1e-6)
 
 
 def test_wrong_or_missing_models_are_clear_errors(tiny_blip: tuple[Path, Path], tmp_path: Path) -> None:
