@@ -66,7 +66,10 @@ DEFAULT_BYTES_PER_VECTOR = 1200
 #: Search parameters are tuned to reach this recall@10 against exact search.
 DEFAULT_RECALL = 0.95
 #: Collection vectors used as queries when tuning (each excluded from its own answers).
-TUNE_QUERIES = 300
+TUNE_QUERIES = 500
+#: Tuning aims this far above the recall target: on 150k vectors the tuned nprobe gave
+#: 0.952 on the tuning queries but 0.943 on held-out ones (scripts/bench_search.py).
+TUNE_MARGIN = 0.01
 #: Tuning stops trying larger nprobe values after this many seconds (keeps the best so far).
 TUNE_SECONDS = 60.0
 #: k-means trains on this many vectors per list: FAISS's minimum (it prints a warning
@@ -273,7 +276,8 @@ def build_index(
             training set, and its first ``tune_queries`` rows are the tuning
             queries (their exact neighbours are found while the chunks stream by).
         recall_target: an IVF index gets the smallest ``nprobe`` whose recall@k
-            on the tuning queries (each excluded from its own answers) reaches it.
+            on the tuning queries (each excluded from its own answers) reaches it
+            plus :data:`TUNE_MARGIN`.
     """
     index = _make(factory, dim)
     ivf = _ivf(index)
@@ -307,7 +311,8 @@ def build_index(
     if tuning and index.ntotal:
         order = np.argsort(-top_s, axis=1, kind="stable")
         truth = np.take_along_axis(top_i, order, 1)
-        nprobe, recall = _tune_nprobe(index, ivf, q, q_ids, truth, k, recall_target, tune_seconds)
+        nprobe, recall = _tune_nprobe(index, ivf, q, q_ids, truth, k, min(1.0, recall_target + TUNE_MARGIN),
+                                      tune_seconds)
         ivf.nprobe = nprobe  # saved with the index
         vecs.nprobe = nprobe
     report = BuildReport(vecs.factory, vecs.ntotal, nprobe, recall, t_train, t_add, time.perf_counter() - t0)
