@@ -299,9 +299,11 @@ def build_index(
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         x = np.ascontiguousarray(x, dtype=np.float32)
         index.add_with_ids(x, ids)
-        if len(q):  # exact neighbours of the tuning queries, merged chunk by chunk
-            s = np.concatenate([top_s, q @ x.T], axis=1)
-            i = np.concatenate([top_i, np.broadcast_to(ids, (len(q), len(ids)))], axis=1)
+        if len(q):  # exact neighbours of the tuning queries: the chunk's best k+1, merged with the best so far
+            s = q @ x.T
+            best = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
+            s = np.concatenate([top_s, np.take_along_axis(s, best, 1)], axis=1)
+            i = np.concatenate([top_i, ids[best]], axis=1)
             keep = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
             top_s, top_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
     t_add = time.perf_counter() - t0
