@@ -372,3 +372,15 @@ def test_kill_during_rebuild_leaves_a_searchable_index(grown: Path, tmp_path: Pa
     with Index.open(grown) as index:
         assert index.info().faiss_factory == DEFAULT_FACTORY
         assert len(list(grown.glob("vectors-*.faiss"))) == 1
+
+
+def test_bench_search_measures_the_policys_choice() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_search.py"), "--n", "3000", "--dim", "32", "--queries", "50",
+         "--flat-sizes", "1000", "--rounds", "1", "--latency-queries", "5", "--json"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    auto = result["auto"]
+    assert auto["factory"] == choose_factory(3000, 32) == DEFAULT_FACTORY
+    assert auto["recall"] == 1.0 and auto["nprobe"] is None  # exact search finds the exact neighbours
+    assert auto["bytes_per_vector"] > 32 * 4 and set(result["flat_p50_by_size"]) == {"1000"}
