@@ -343,8 +343,10 @@ class Catalog:
         return engine
 
     @classmethod
-    def create(cls, folder: Path, spec: ModelSpec, dim: int, factory: str) -> Catalog:
-        """Create the catalog file in ``folder`` and record what the index is made of.
+    def create(
+        cls, folder: Path, spec: ModelSpec, dim: int, factory: str, meta: dict[str, str] | None = None
+    ) -> Catalog:
+        """Create the catalog file in ``folder`` and record what the index is made of (plus ``meta``).
 
         The file is built under a temporary name and renamed into place, so a
         crash never leaves a catalog without its metadata.
@@ -366,6 +368,7 @@ class Catalog:
                     "faiss_factory": factory,
                     "generation": "0",
                     "created_at": str(time.time()),
+                    **(meta or {}),
                 }.items():
                     s.add(MetaRow(key=key, value=value))
         finally:

@@ -123,11 +123,15 @@ def cli(verbose: int) -> None:
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               help="Larger images are recorded as failures (decompression-bomb guard).")
+@click.option("--index-type", default=None, metavar="FACTORY_STRING",
+              help="FAISS index type: 'auto' (exact below 100k images, IVF above; the default for new indexes) "
+                   "or an index_factory string such as IVF1024,SQ8. Recorded in the index; the vector index "
+                   "is rebuilt when a run ends with another type wanted.")
 @click.option("--strict", is_flag=True, help="Exit with code 3 when any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
-          strict: bool, as_json: bool) -> None:
+          index_type: str | None, strict: bool, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
@@ -147,10 +151,11 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             idx = Index.open(path, device=device, precision=precision)
             idx.check_model(model, pretrained)
         else:
-            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision)
+            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision,
+                               index_type=index_type or "auto")
         with idx, _progress_bar("indexing") as bar, _stop_on_sigint() as stop:
             summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
-                                     max_megapixels=max_megapixels, stop=stop)
+                                     max_megapixels=max_megapixels, stop=stop, index_type=index_type)
             total = idx.count()
     if as_json:
         click.echo(json.dumps(_summary_json(summary, path, total)))
@@ -482,7 +487,7 @@ def _human_bytes(n: int) -> str:
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
-    """Show an index's model, image count, vector size and file sizes."""
+    """Show an index's model, image count, vector size, FAISS index type and sizes."""
     with _open_index(index_path) as idx:
         data = idx.info()
     if as_json:
@@ -492,9 +497,13 @@ def info(index_path: Path | None, as_json: bool) -> None:
     click.echo(f"index:      {data.path}")
     click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
     click.echo(f"images:     {data.images} ({data.failures} failed)")
-    click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory}")
+    click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory} (index type: {data.index_type})")
+    if data.nprobe is not None:
+        tuned = f", recall@10 {data.tuned_recall:.3f} when tuned" if data.tuned_recall is not None else ""
+        click.echo(f"search:     nprobe {data.nprobe}{tuned} (built at {data.built_at} images)")
     click.echo(f"catalog:    {_human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {_human_bytes(data.vector_bytes)}")
+    click.echo(f"FAISS memory: {_human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")
 
 
 @cli.command()

@@ -58,3 +58,7 @@ class ImageDecodeError(SearchIndexError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class IndexTypeError(SearchIndexError):
+    """A FAISS index type (factory string) that cannot be built or used for an index."""

@@ -36,7 +36,16 @@ from .indexer import IndexSummary, ProgressCallback, index_entries
 from .lock import WriterLock
 from .query import Filters, Query, Term, auto_cutoff, combine
 from .scan import FileEntry, scan_folders
-from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
+from .vectors import (
+    DEFAULT_FACTORY,
+    BuildReport,
+    VectorIndex,
+    build_index,
+    canonical_factory,
+    latest_vector_file,
+    planned_factory,
+    train_size,
+)
 
 if TYPE_CHECKING:
     from .tagging import LabelReport
@@ -108,6 +117,12 @@ class IndexInfo:
     schema_version: int
     catalog_bytes: int
     vector_bytes: int
+    index_type: str = "auto"  # what was asked for: "auto" (the size policy) or a factory string
+    nprobe: int | None = None  # IVF lists probed per query, tuned to a recall target
+    tuned_recall: float | None = None  # recall@10 of that setting against exact search, when tuned
+    built_at: int = 0  # images the vector index held when it was last rebuilt
+    faiss_memory_bytes: int = 0  # the FAISS index in memory (its serialized size)
+    bytes_per_image: float = 0.0
 
 
 def _exchange(a: Path, b: Path) -> None:
@@ -150,6 +165,7 @@ class Index:
         self.spec: ModelSpec = catalog.model_spec()
         self.dim = int(meta["dim"])
         self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
+        self._index_type = meta.get("faiss_index_type") or "auto"
         self._encoder: Encoder | None = None
         self._vectors: VectorIndex | None = None
         self._lock = threading.RLock()
@@ -170,6 +186,7 @@ class Index:
         *,
         device: str = "auto",
         precision: str = "auto",
+        index_type: str = "auto",
     ) -> Index:
         """Create an empty index at ``path`` for ``model`` (loads the model once).
 
@@ -183,19 +200,30 @@ class Index:
             device: ``auto``, ``cpu`` or ``cuda``.
             precision: image-encoding precision, ``auto`` (fp16 on CUDA, the
                 measured default on CPU), ``fp32``, ``bf16``, ``int8`` (CPU) or ``fp16`` (CUDA).
+            index_type: the FAISS index type: ``auto`` (chosen by collection size, see
+                :func:`searchindex.vectors.choose_factory`) or an index_factory string
+                (``IVF1024,SQ8``), built once there are enough vectors to train it.
 
         Raises:
             IndexExistsError: an index already exists at ``path``.
+            IndexTypeError: FAISS cannot build ``index_type``.
             UnknownModelError, WeightsUnavailableError, ModelError: see :mod:`searchindex.errors`.
         """
         folder = Path(path).expanduser()
         if cls.exists(folder):
             raise IndexExistsError(f"an index already exists at {folder}")
+        if index_type != "auto":
+            canonical_factory(index_type)  # fail before loading the model
         spec = resolve_model(model, pretrained)
         # Load before writing anything: a model that cannot load leaves no half-made index.
         encoder = load_encoder(spec, device, precision)
+        if index_type != "auto":
+            index_type = canonical_factory(index_type, encoder.dim)
         folder.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY)
+        # Every index starts exact and empty; the first run that ends with enough
+        # vectors builds the requested (or auto-chosen) type.
+        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
+                                 meta={"faiss_index_type": index_type})
         index = cls(folder, catalog, device=device, precision=precision)
         index._encoder = encoder
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
@@ -260,13 +288,29 @@ class Index:
             generation = self._catalog.generation()
             vecs = self._vectors
             if vecs is None:
-                vecs = VectorIndex.load(self.path) or VectorIndex.empty(self.dim, self._factory)
+                # Without a usable file, start exact: it needs no training, and the
+                # next indexing run rebuilds the recorded type from the catalog.
+                vecs = VectorIndex.load(self.path) or VectorIndex.empty(self.dim)
                 if vecs.generation > generation:  # a file from a newer catalog cannot be trusted
-                    vecs = VectorIndex.empty(self.dim, self._factory)
+                    vecs = VectorIndex.empty(self.dim)
+                vecs.fetch = self._fetch_vectors
+                meta = self._catalog.meta()
+                if meta.get("faiss_nprobe") and meta.get("faiss_factory") == vecs.factory:
+                    vecs.nprobe = int(meta["faiss_nprobe"])
             if vecs.generation < generation:
                 self._catch_up(vecs, generation)
             self._vectors = vecs
             return vecs
+
+    def _fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Exact vectors of ``ids`` from the catalog (zeros for ids removed meanwhile)."""
+        stored = self._catalog.embeddings_by_id([int(i) for i in ids], self.dim)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for row, i in enumerate(ids):
+            vec = stored.get(int(i))
+            if vec is not None:
+                out[row] = vec
+        return out
 
     def _catch_up(self, vecs: VectorIndex, generation: int) -> None:
         since = vecs.generation
@@ -278,13 +322,61 @@ class Index:
         vecs.generation = generation
         log.debug("vector index caught up from generation %d to %d (%d vectors)", since, generation, n)
 
-    def _save_vectors(self) -> None:
+    def _save_vectors(self) -> BuildReport | None:
+        """Save the caught-up vector index, then rebuild it if the index-type policy wants another type.
+
+        Called under the writer lock at the end of every indexing run.
+        """
         found = latest_vector_file(self.path)
-        if found is not None and found[1] == self._catalog.generation():
-            return  # nothing changed: FAISS need not even be loaded
+        if found is not None and found[1] == self._catalog.generation() and self._planned() is None:
+            return None  # nothing changed: FAISS need not even be loaded
         vecs = self._fresh_vectors()
         if found is None or found[1] != vecs.generation:
             vecs.save(self.path)
+        if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
+            self._record(vecs, built_at=vecs.ntotal, recall=None)
+        target = self._planned()
+        return self._rebuild_vectors(target) if target is not None else None
+
+    def _planned(self) -> str | None:
+        meta = self._catalog.meta()
+        return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self._catalog.count(),
+                               self.dim, self._index_type)
+
+    def _record(self, vecs: VectorIndex, built_at: int, recall: float | None) -> None:
+        nprobe = vecs.nprobe
+        self._catalog.set_meta(faiss_factory=vecs.factory, faiss_nprobe="" if nprobe is None else str(nprobe),
+                               faiss_built_at=str(built_at), faiss_recall="" if recall is None else f"{recall:.4f}")
+        self._factory = vecs.factory
+
+    def _rebuild_vectors(self, factory: str) -> BuildReport | None:
+        """Build a ``factory`` index from the catalog's embeddings and swap it in atomically.
+
+        The new index is written under a temporary name and renamed over the old
+        file of the same generation, so readers see the old or the new index, and
+        a crash (or a FAISS error) before the rename leaves the old one in use.
+        FAISS errors and lack of memory are logged and keep the old index.
+        """
+        with self._lock:
+            old = self._fresh_vectors()
+            ids = old.ids()
+            rng = np.random.default_rng(old.generation)
+            sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
+            try:
+                new, report = build_index(factory, self.dim, self._catalog.embeddings_since(0, self.dim),
+                                          (sample_ids, self._fetch_vectors(sample_ids)))
+            except (RuntimeError, MemoryError) as exc:
+                log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,
+                            str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
+                            old.factory)
+                return None
+            new.generation, new.fetch = old.generation, self._fetch_vectors
+            new.save(self.path)
+            self._vectors = new
+            self._record(new, built_at=new.ntotal, recall=report.recall)
+            log.info("vector index rebuilt as %s (%d vectors, nprobe %s)", report.factory, report.vectors,
+                     report.nprobe)
+            return report
 
     # -- indexing ---------------------------------------------------------
 
@@ -297,6 +389,7 @@ class Index:
         workers: int | None = None,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         stop: threading.Event | None = None,
+        index_type: str | None = None,
     ) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
@@ -315,19 +408,51 @@ class Index:
             max_megapixels: larger images are recorded as failures (decompression bombs).
             stop: when set (e.g. from a SIGINT handler), the run ends after the batch
                 in flight is committed; the summary says ``interrupted``.
+            index_type: change the recorded FAISS index type (``auto`` or a factory
+                string; ``None`` keeps it).  At the end of every run the vector index
+                is rebuilt if the recorded type (for ``auto``: the size policy) wants
+                another one than it has.
 
         Raises:
             FolderNotFoundError: a folder does not exist.
             IndexLockedError: another process is writing to this index.
             IndexWriteError: the index folder cannot be written (disk full, read-only).
+            IndexTypeError: FAISS cannot build ``index_type``.
         """
         t0 = time.perf_counter()
+        wanted = self._check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         entries = list(scan_folders(folders))
         with self._writing(), WriterLock(self.path):
+            self._set_index_type(wanted)
             return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
                                        workers=workers, max_megapixels=max_megapixels, progress=progress,
                                        stop=stop)
+
+    def optimize(self, index_type: str | None = None) -> BuildReport | None:
+        """Bring the vector index up to date and rebuild it if its type should change.
+
+        What every indexing run does at its end, on its own: with ``index_type``
+        (``auto`` or a factory string) the recorded choice changes first.  Returns
+        how the index was rebuilt, or ``None`` when it kept its type.
+
+        Raises:
+            IndexTypeError, IndexLockedError, IndexWriteError.
+        """
+        wanted = self._check_index_type(index_type)
+        with self._writing(), WriterLock(self.path):
+            self._set_index_type(wanted)
+            return self._save_vectors()
+
+    def _check_index_type(self, index_type: str | None) -> str | None:
+        if index_type is None or index_type == "auto":
+            return index_type
+        return canonical_factory(index_type, self.dim)
+
+    def _set_index_type(self, index_type: str | None) -> None:
+        if index_type is not None and index_type != self._index_type:
+            self._catalog.set_meta(faiss_index_type=index_type)
+            self._index_type = index_type
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -400,7 +525,8 @@ class Index:
                     new = None
             if new is None:
                 shutil.rmtree(staging, ignore_errors=True)
-                new = cls.create(staging, model, pretrained, device=device, precision=precision)
+                new = cls.create(staging, model, pretrained, device=device, precision=precision,
+                                 index_type=old._index_type)
             else:
                 log.info("resuming the reindex in %s", staging)
             with new:
@@ -756,15 +882,24 @@ class Index:
         return self._catalog.failures()
 
     def info(self) -> IndexInfo:
+        """What the index is made of; the FAISS figures describe the saved vector file (no loading)."""
         meta = self._catalog.meta()
         found = latest_vector_file(self.path)
         catalog_bytes = sum(
             p.stat().st_size for p in self.path.glob(CATALOG_FILE + "*") if p.is_file()
         )
+        images = self.count()
+        vector_bytes = found[0].stat().st_size if found else 0
         return IndexInfo(
             path=str(self.path), model=self.spec.model, pretrained=self.spec.pretrained,
-            checkpoint_sha256=self.spec.checkpoint_sha256, dim=self.dim, images=self.count(),
+            checkpoint_sha256=self.spec.checkpoint_sha256, dim=self.dim, images=images,
             failures=self._catalog.failure_count(), generation=int(meta["generation"]),
-            faiss_factory=self._factory, schema_version=int(meta["schema_version"]),
-            catalog_bytes=catalog_bytes, vector_bytes=found[0].stat().st_size if found else 0,
+            faiss_factory=meta.get("faiss_factory", DEFAULT_FACTORY), schema_version=int(meta["schema_version"]),
+            catalog_bytes=catalog_bytes, vector_bytes=vector_bytes,
+            index_type=meta.get("faiss_index_type") or "auto",
+            nprobe=int(meta["faiss_nprobe"]) if meta.get("faiss_nprobe") else None,
+            tuned_recall=float(meta["faiss_recall"]) if meta.get("faiss_recall") else None,
+            built_at=int(meta.get("faiss_built_at") or 0),
+            # A FAISS index in memory is its serialized form (codes, ids, centroids), so the file measures it.
+            faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
         )
