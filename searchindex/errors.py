@@ -58,3 +58,7 @@ class ImageDecodeError(SearchIndexError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class MissingExtraError(SearchIndexError):
+    """An optional feature's dependencies are not installed; the message names the extra to install."""
