@@ -14,9 +14,10 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import numpy as np
 from sqlalchemy import (
+    DDL,
     Float,
     Index,
     Integer,
@@ -38,6 +40,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -48,7 +51,7 @@ from sqlalchemy.types import TypeDecorator
 from .encoders import ModelSpec
 from .errors import IndexSchemaError
 from .metadata import PhotoMetadata
-from .migrations import SCHEMA_VERSION, pending, upgrade
+from .migrations import FTS_TABLE_SQL, SCHEMA_VERSION, pending, refresh_text_index, upgrade
 from .query import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage", "TagLabel"]
@@ -160,6 +163,32 @@ class ImageTagRow(Base):
     margin: Mapped[float] = mapped_column(Float)
 
 
+class CaptionRow(Base):
+    """A generated caption: one per image and captioning model (schema 5)."""
+
+    __tablename__ = "captions"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String, primary_key=True)  # the model id or path as given
+    prompt: Mapped[str] = mapped_column(String, server_default="")  # conditional captioning prefix
+    text: Mapped[str] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ImageTextRow(Base):
+    """Text people wrote about an image: embedded XMP/IPTC or a sidecar file (schema 5)."""
+
+    __tablename__ = "image_texts"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String, primary_key=True)  # xmp:subject, iptc:keywords, sidecar:txt, ...
+    text: Mapped[str] = mapped_column(String)
+
+
+# The full-text index over file names, image texts and captions lives in an FTS5
+# virtual table, which SQLAlchemy's metadata cannot declare: it is created right
+# after the ORM tables, with the same statement the migration uses.
+event.listen(Base.metadata, "after_create", DDL(FTS_TABLE_SQL))
+
+
 class RemovalRow(Base):
     """Image ids whose vectors must leave the vector index (kept for catch-up)."""
 
@@ -264,6 +293,19 @@ def _bounding_box(lat: float, lon: float, radius_km: float) -> list[Any]:
     else:
         conds.append(ImageRow.gps_lon.between(lo, hi))
     return conds
+
+
+def _executor(s: Session) -> Callable[[str, dict[str, Any]], Any]:
+    """Run raw SQL with named parameters inside the session's transaction."""
+    return lambda sql, params: s.execute(text(sql), params)
+
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+def _fts_words(query: str) -> list[str]:
+    """The words of ``query`` as quoted FTS5 strings (so no word is read as syntax)."""
+    return [f'"{w}"' for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(query))]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -573,12 +615,16 @@ class Catalog:
             gen = int(gen_row.value) + 1
             gen_row.value = str(gen)
             gone = list(deleted) + [f.path for f in failures]
+            text_ids: list[int] = []  # rows whose full-text entry must be rewritten
             for start in range(0, len(gone), 500):
                 chunk = gone[start : start + 500]
                 gone_ids = list(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(chunk))))
                 for image_id in gone_ids:
                     s.merge(RemovalRow(image_id=image_id, generation=gen))
                 s.execute(delete(ImageTagRow).where(ImageTagRow.image_id.in_(gone_ids)))
+                s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids)))
+                s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(gone_ids)))
+                text_ids.extend(gone_ids)
                 s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
                 s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
             for image_id, size, mtime_ns in touched:
@@ -587,6 +633,7 @@ class Catalog:
                 s.execute(
                     update(ImageRow).where(ImageRow.id == image_id).values(path=path, size=size, mtime_ns=mtime_ns)
                 )
+                text_ids.append(image_id)
             for image_id, meta in metadata:
                 s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**meta.columns()))
             paths = [im.path for im in images]
@@ -606,16 +653,138 @@ class Catalog:
                 )
                 if im.path in existing:
                     s.execute(update(ImageRow).where(ImageRow.id == existing[im.path]).values(**values))
-                    # New content: its tags are recomputed by the next tagging pass.
+                    # New content: its tags are recomputed by the next tagging pass, and
+                    # captions of the old picture no longer describe it.
                     s.execute(delete(ImageTagRow).where(ImageTagRow.image_id == existing[im.path]))
+                    s.execute(delete(CaptionRow).where(CaptionRow.image_id == existing[im.path]))
                 else:
                     s.add(ImageRow(path=im.path, **values))
+            if paths:
+                s.flush()
+                for start in range(0, len(paths), 500):
+                    text_ids.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(paths[start : start + 500]))))
             fixed = paths + [m[1] for m in moved]
             if fixed:
                 s.execute(delete(FailureRow).where(FailureRow.path.in_(fixed)))
             for f in failures:
                 s.merge(FailureRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=f.reason, failed_at=now))
+            if text_ids:
+                refresh_text_index(_executor(s), text_ids)
         return gen
+
+    # -- captions and text people wrote (schema 5) ---------------------------
+
+    def store_captions(self, rows: Sequence[tuple[int, str, str, str]]) -> None:
+        """Save (image_id, model, prompt, text) captions in one transaction, replacing any
+        earlier caption of the same image by the same model.  Ids no longer in the
+        catalog (deleted meanwhile) are skipped."""
+        now = time.time()
+        ids = sorted({int(r[0]) for r in rows})
+        with Session(self._engine) as s, s.begin():
+            alive = self._alive(s, ids)
+            for image_id, model, prompt, caption in rows:
+                if int(image_id) in alive:
+                    s.merge(CaptionRow(image_id=int(image_id), model=model, prompt=prompt or "",
+                                       text=caption, created_at=now))
+            refresh_text_index(_executor(s), sorted(alive))
+
+    def ids_without_caption(self, model: str) -> list[int]:
+        """Ids of images (ascending) with no caption from ``model`` yet."""
+        done = select(CaptionRow.image_id).where(CaptionRow.model == model)
+        with Session(self._engine) as s:
+            return list(s.scalars(select(ImageRow.id).where(ImageRow.id.not_in(done)).order_by(ImageRow.id)))
+
+    def caption_counts(self) -> list[tuple[str, int]]:
+        """(model, captioned images) for every captioning model, by model."""
+        stmt = select(CaptionRow.model, func.count()).group_by(CaptionRow.model).order_by(CaptionRow.model)
+        with Session(self._engine) as s:
+            return [(m, int(n)) for m, n in s.execute(stmt)]
+
+    def captions_by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
+        """image id -> [(model, caption)], oldest caption first."""
+        return self._texts_by_id(ids, CaptionRow.model, CaptionRow.text, CaptionRow.created_at)
+
+    def captions_by_content(self) -> list[tuple[str, str, str, str]]:
+        """(sha256, model, prompt, caption) of every caption: what a reindex carries over,
+        since a caption describes the picture, whatever model embeds it."""
+        stmt = select(ImageRow.sha256, CaptionRow.model, CaptionRow.prompt, CaptionRow.text).join(
+            ImageRow, ImageRow.id == CaptionRow.image_id)
+        with Session(self._engine) as s:
+            return [tuple(r) for r in s.execute(stmt)]  # type: ignore[misc]
+
+    def store_texts(self, texts: Mapping[int, Sequence[tuple[str, str]]]) -> None:
+        """Replace the image_texts of the given ids with their (source, text) pairs
+        (an empty sequence clears them), in one transaction."""
+        ids = sorted(int(i) for i in texts)
+        with Session(self._engine) as s, s.begin():
+            for start in range(0, len(ids), 500):
+                s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(ids[start : start + 500])))
+            alive = self._alive(s, ids)
+            s.add_all(ImageTextRow(image_id=i, source=source, text=value)
+                      for i in ids if i in alive for source, value in dict(texts[i]).items())
+            refresh_text_index(_executor(s), ids)
+
+    def texts_by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
+        """image id -> [(source, text)], by source."""
+        return self._texts_by_id(ids, ImageTextRow.source, ImageTextRow.text, ImageTextRow.source)
+
+    def has_text(self) -> bool:
+        """Whether any image has a caption or a text people wrote."""
+        with Session(self._engine) as s:
+            return bool(s.scalar(select(func.count()).select_from(select(CaptionRow.image_id).limit(1).subquery()))
+                        or s.scalar(select(func.count()).select_from(
+                            select(ImageTextRow.image_id).limit(1).subquery())))
+
+    def text_search(self, query: str, limit: int, ids: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Full-text search over file names, image texts and captions: (image_id, score),
+        best first, where score is BM25 negated (higher is better).
+
+        The words of ``query`` are matched as plain terms (no FTS5 syntax reaches
+        SQLite, so quotes, ``-`` or ``NEAR`` in user text are just words); images
+        with every word come first, and when fewer than ``limit`` have them all,
+        images with any of them follow.  ``ids`` restricts the results (filters).
+        """
+        words = _fts_words(query)
+        if not words or limit <= 0:
+            return []
+        allowed = None if ids is None else set(np.asarray(ids, dtype=np.int64).tolist())
+        out: dict[int, float] = {}
+        stmt = text(
+            "SELECT rowid, bm25(text_fts, 1.0, 2.0, 1.0) FROM text_fts WHERE text_fts MATCH :q ORDER BY 2"
+        )
+        with Session(self._engine) as s:
+            for joiner in (" AND ", " OR ") if len(words) > 1 else (" AND ",):
+                ranked = []
+                for image_id, bm25 in s.execute(stmt, {"q": joiner.join(words)}):
+                    if image_id not in out and (allowed is None or image_id in allowed):
+                        ranked.append((int(image_id), -float(bm25)))
+                if joiner == " OR " and ranked and out:
+                    # OR hits rank below every AND hit, whatever their BM25.
+                    shift = ranked[0][1] - min(out.values()) + 1e-6
+                    ranked = [(i, score - shift) for i, score in ranked]
+                out.update(ranked)
+                if len(out) >= limit:
+                    break
+        return sorted(out.items(), key=lambda kv: -kv[1])[:limit]
+
+    @staticmethod
+    def _alive(s: Session, ids: Sequence[int]) -> set[int]:
+        alive: set[int] = set()
+        for start in range(0, len(ids), 500):
+            alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(ids[start : start + 500])))))
+        return alive
+
+    def _texts_by_id(self, ids: Iterable[int], key: Any, value: Any, order: Any) -> dict[int, list[tuple[str, str]]]:
+        ids = [int(i) for i in ids]
+        table = key.class_
+        out: dict[int, list[tuple[str, str]]] = {}
+        with Session(self._engine) as s:
+            for start in range(0, len(ids), 500):
+                stmt = (select(table.image_id, key, value).where(table.image_id.in_(ids[start : start + 500]))
+                        .order_by(table.image_id, order))
+                for image_id, k, v in s.execute(stmt):
+                    out.setdefault(image_id, []).append((k, v))
+        return out
 
     # -- zero-shot tags (see searchindex.tagging) ---------------------------
 

@@ -416,6 +416,15 @@ class Index:
                         by_templates.setdefault(tuple(label.templates), []).append(label.name)
                     for templates, names in by_templates.items():
                         new.tag(names, templates=list(templates))
+                    # Captions describe the pictures, not their vectors: keep them for the same content.
+                    new_ids: dict[str, list[int]] = {}
+                    for image_id, _, _, sha in new._catalog.image_states().values():
+                        new_ids.setdefault(sha, []).append(image_id)
+                    carried = [(image_id, model, prompt, caption)
+                               for sha, model, prompt, caption in old._catalog.captions_by_content()
+                               for image_id in new_ids.get(sha, ())]
+                    for start in range(0, len(carried), 1000):
+                        new._catalog.store_captions(carried[start : start + 1000])
             if summary.interrupted:
                 return summary
             old._catalog.close()

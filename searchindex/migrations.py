@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import IndexSchemaError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "upgrade"]
+__all__ = ["FTS_TABLE_SQL", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "refresh_text_index", "upgrade"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,62 @@ def _filter_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX ix_images_gps ON images (gps_lat, gps_lon)")
 
 
+# Full-text index of what words say about each image (schema 5): rowid = image id.
+# ``name`` is the file name, ``keywords`` every image_texts row, ``captions`` every
+# caption.  unicode61 splits "IMG_0042-grandma.jpg" into img, 0042, grandma, jpg and
+# folds accents ("Müller" matches "muller").
+FTS_TABLE_SQL = (
+    "CREATE VIRTUAL TABLE text_fts USING fts5(name, keywords, captions, "
+    "tokenize = 'unicode61 remove_diacritics 2')"
+)
+
+# The last path component, in SQL: strip everything up to the last "/".
+_BASENAME = "replace(i.path, rtrim(i.path, replace(i.path, '/', '')), '')"
+
+
+def refresh_text_index(execute: Callable[[str, dict[str, Any]], Any], ids: Sequence[int] | None) -> None:
+    """Rewrite the ``text_fts`` rows of ``ids`` (all images when ``None``) from the catalog.
+
+    ``execute(sql, params)`` runs one statement with named parameters inside the
+    caller's transaction (a sqlite3 connection's ``execute``, or a SQLAlchemy
+    session's through ``text()``), so the index changes with the rows it reflects.
+    An id without an image row just loses its text row.
+    """
+    fill = (
+        "INSERT INTO text_fts (rowid, name, keywords, captions) "
+        f"SELECT i.id, {_BASENAME}, "
+        "(SELECT group_concat(t.text, ' ') FROM image_texts t WHERE t.image_id = i.id), "
+        "(SELECT group_concat(c.text, ' ') FROM captions c WHERE c.image_id = i.id) "
+        "FROM images i"
+    )
+    if ids is None:
+        execute("DELETE FROM text_fts", {})
+        execute(fill, {})
+        return
+    ids = [int(i) for i in ids]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        params = {f"p{n}": i for n, i in enumerate(chunk)}
+        where = ", ".join(f":{k}" for k in params)
+        execute(f"DELETE FROM text_fts WHERE rowid IN ({where})", params)
+        execute(f"{fill} WHERE i.id IN ({where})", params)
+
+
+def _text_search(db: sqlite3.Connection) -> None:
+    """v5: captions, text people wrote (XMP/IPTC/sidecars), and a full-text index over them."""
+    db.execute(
+        "CREATE TABLE captions (image_id INTEGER NOT NULL, model VARCHAR NOT NULL, "
+        "prompt VARCHAR DEFAULT '' NOT NULL, text VARCHAR NOT NULL, created_at FLOAT NOT NULL, "
+        "PRIMARY KEY (image_id, model))"
+    )
+    db.execute(
+        "CREATE TABLE image_texts (image_id INTEGER NOT NULL, source VARCHAR NOT NULL, text VARCHAR NOT NULL, "
+        "PRIMARY KEY (image_id, source))"
+    )
+    db.execute(FTS_TABLE_SQL)
+    refresh_text_index(db.execute, None)  # file names are searchable at once
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -90,6 +147,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "photo_metadata", _photo_metadata),
     Migration(3, "tags", _tags),
     Migration(4, "filter_indexes", _filter_indexes),
+    Migration(5, "text_search", _text_search),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 
