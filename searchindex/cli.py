@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL
+from .defaults import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_ITM_MODEL,
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_POOL,
+    DEFAULT_RERANK_TOP,
+)
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
@@ -270,10 +276,20 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
         click.echo(empty, err=True)
     else:
         show_tags = any(r.tags for r in results)
-        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else ""))
+        show_words = any(r.caption or r.keywords for r in results)
+        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else "")
+                   + ("  | caption; keywords" if show_words else ""))
         for r in results:
             tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}")
+            words = f"  | {_words(r)}" if show_words else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}{words}")
+
+
+def _words(r: SearchResult, width: int = 80) -> str:
+    """Caption and keywords on one line, shortened to ``width`` characters."""
+    text = "; ".join(part for part in (r.caption or "", ", ".join(r.keywords)) if part)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _date(taken_at: str | None) -> str:
@@ -352,6 +368,15 @@ def _shot(value: str) -> str | int:
               help="An example of what you do not mean; repeatable.")
 @click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
               help="CLIP candidates reranked with --like/--unlike.")
+@click.option("--mode", type=click.Choice(["auto", "vector", "text", "hybrid"]), default="auto", show_default=True,
+              help="vector: CLIP only; text: words only (keywords, descriptions, captions, file names); hybrid: "
+                   "both rankings fused; auto: hybrid when some image's words match all the query's words.")
+@click.option("--rerank", type=click.Choice(["itm"]), default=None,
+              help="itm: re-score the top results with BLIP's image-text matching head (needs the caption extra).")
+@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=click.IntRange(min=1),
+              help="How many of the top results --rerank re-scores.")
+@click.option("--rerank-model", default=None, metavar="MODEL",
+              help=f"ITM model for --rerank itm: a hub id or local folder. [default: {DEFAULT_ITM_MODEL}]")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
@@ -360,7 +385,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
            as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
-           unlike: Sequence[str], pool: int) -> None:
+           unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
+           rerank_model: str | None) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
@@ -369,6 +395,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     narrow the images ranked; the ranking among them stays exact. --like and
     --unlike rerank the results towards a few marked examples (the examples
     themselves are left out); --tag keeps only images with that label.
+    Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
+    and generated captions are searched as words too (--mode).
     """
     from .query import Filters, Query, parse_near
 
@@ -397,7 +425,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
         with _open_index(index_path, device=device) as idx:
             results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort,
                                  tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
-                                 pool=pool)
+                                 pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top,
+                                 rerank_model=rerank_model)
     empty = "No results (the index is empty)."
     if filters.active or tag is not None:
         empty = "No results: no indexed image matches the filters, or none scores high enough."
