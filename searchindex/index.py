@@ -134,7 +134,7 @@ class SearchResult:
     caption: str | None = None  # a generated caption (searchindex caption), if any
     keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote (XMP, IPTC, sidecars)
     vector_score: float | None = None  # CLIP cosine similarity (None in text mode)
-    text_score: float | None = None  # BM25 of the query's words (None when they do not all match)
+    text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
 
 
 @dataclass(frozen=True)
@@ -535,8 +535,8 @@ class Index:
                 refuses them, and ``like``/``unlike``.  Negative text terms also
                 remove the images whose words match them from the word ranking.
             rerank: ``"itm"``: re-score the top ``rerank_top`` results with BLIP's
-                image-text matching head (needs the ``caption`` extra); ``score``
-                becomes its match probability.
+                image-text matching head (needs the ``caption`` extra) and reorder
+                them by it (then keep ``k``); ``score`` becomes its match probability.
             rerank_model: the ITM model (default: that of :mod:`searchindex.captioning`).
             fusion: a key of :data:`searchindex.hybrid.FUSIONS` (for evaluation).
 
@@ -566,6 +566,9 @@ class Index:
                 raise QueryError("--like/--unlike rerank by pictures: use them with --mode vector or hybrid")
             if min_score is not None or threshold is not None:
                 raise QueryError("--min-score/--threshold cut CLIP scores: use them with --mode vector or hybrid")
+        limit = k
+        if rerank is not None and k is not None:
+            k = max(k, rerank_top)  # the reranker sees its whole shortlist; the answer is cut to ``limit`` after
         candidates = self._candidates(filters, tag)
         text = TextRanking.empty()
         if mode != "vector" and words and (candidates is None or len(candidates)):
@@ -594,7 +597,7 @@ class Index:
                                     vector=vector if mode == "hybrid" else None)
         if rerank == "itm":
             results = self._rerank_itm(results, positive, rerank_top, rerank_model)
-        return _sorted(results, sort)
+        return _sorted(results[:limit] if limit is not None else results, sort)
 
     def search_image(self, path: str | os.PathLike[str], k: int | None = 10, **options: Any) -> list[SearchResult]:
         """The images most similar to the image file at ``path`` (options as in :meth:`search`).
@@ -766,11 +769,20 @@ class Index:
         return out
 
     def _text_ranking(self, q: Query, words: Sequence[str], candidates: np.ndarray | None) -> TextRanking:
-        """The word ranking of ``words`` among ``candidates``, minus images matching a negative text term."""
-        def search_word(word: str) -> list[tuple[int, float]]:
-            return self._catalog.text_search(word, TEXT_DEPTH, candidates)
+        """The word ranking of ``words`` among ``candidates``, minus images matching a negative text term.
 
-        ranking = rank_text(words, search_word)
+        A word found in more than half of the searched images is left out (see
+        :func:`searchindex.hybrid.rank_text`); so is the ranking when no word is left.
+        """
+        searched = self.count() if candidates is None else len(candidates)
+        common = searched // 2
+        # Enough hits to tell a common word, and at least TEXT_DEPTH of the others.
+        limit = max(TEXT_DEPTH, common + 1)
+
+        def search_word(word: str) -> list[tuple[int, float]]:
+            return self._catalog.text_search(word, limit, candidates)
+
+        ranking = rank_text(words, search_word, max_hits=common if searched >= 2 else None)
         for term in q.terms:
             if term.text is not None and term.weight < 0 and len(ranking):
                 unwanted = rank_text(query_words(term.text), search_word).full()

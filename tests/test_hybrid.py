@@ -40,6 +40,9 @@ def test_rank_text_sums_bm25_and_puts_full_matches_first() -> None:
     assert ranking.scores[0] == pytest.approx(2.5)
     assert ranking.full().ids.tolist() == [2]
     assert ranking.without([2, 3]).ids.tolist() == [1]
+    # A word matching more than max_hits images is left out; coverage counts the words kept.
+    common = rank_text(["red", "star"], lambda w: answers[w] + ([(7, 0.1)] if w == "star" else []), max_hits=2)
+    assert common.ids.tolist() == [1, 2] and common.coverage.tolist() == [1.0, 1.0]
 
 
 def test_fusions_rank_agreement_first() -> None:
@@ -152,11 +155,13 @@ def test_filters_and_negative_terms_apply_to_the_word_ranking(tagged: tuple) -> 
         assert not {r.path for r in hybrid[:5]} & truth["Aunt Clara"]
 
 
-def test_auto_is_vector_when_no_words_match(tagged: tuple) -> None:
+@pytest.mark.parametrize("query", ["a photo of a purple star", "a shape"])
+def test_auto_is_vector_when_no_words_match(tagged: tuple, query: str) -> None:
+    # "shape" is in every file name (shape_99_00012.png): a word that tells no image apart.
     index_path, _, _ = tagged
     with Index.open(index_path) as index:
-        auto = index.search("a photo of a purple star", k=10)
-        vector = index.search("a photo of a purple star", k=10, mode="vector")
+        auto = index.search(query, k=10)
+        vector = index.search(query, k=10, mode="vector")
         assert [r.image_id for r in auto] == [r.image_id for r in vector]
         assert [r.score for r in auto] == [r.score for r in vector]
 
@@ -250,6 +255,7 @@ def test_cli_modes_show_keywords(tagged: tuple) -> None:
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.output.splitlines()]
     assert rows[0]["keywords"] == ["Aunt Clara, family"] and rows[0]["caption"] is None
+    assert rows[0]["text_score"] > 0 and -1 <= rows[0]["vector_score"] <= 1
     assert {"vector_score", "text_score"} <= set(rows[0])
     res = runner.invoke(cli, ["search", "grandma", "--index", str(index_path), "--mode", "text", "--min-score", "0.1"])
     assert res.exit_code == 1 and "cut CLIP scores" in res.output
@@ -277,6 +283,9 @@ def test_rerank_itm_rescores_the_top_results(shapes_index: Path, tmp_path: Path)
         images = [decode_image(Path(r.path).read_bytes(), r.path).image for r in got[:5]]
         expected = load_itm(str(itm), device="cpu").score(images, "a red circle")
         assert scores == pytest.approx(expected.tolist(), abs=1e-5)
+        # k below the shortlist: the best 2 of the 5 re-scored, not a re-scoring of 2.
+        two = index.search("a red circle", k=2, rerank="itm", rerank_top=5, rerank_model=str(itm))
+        assert [r.image_id for r in two] == [r.image_id for r in got[:2]]
 
 
 def test_cli_rerank_itm(shapes_index: Path, tmp_path: Path) -> None:
