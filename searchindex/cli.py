@@ -434,6 +434,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
         empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
     elif min_score is not None:
         empty = f"No result scores {min_score} or more."
+    if mode == "text":
+        empty = "No image's keywords, captions or file name contain the query's words."
     _print_results(results, as_json, paths_only, null, empty)
 
 

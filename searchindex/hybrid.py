@@ -165,8 +165,9 @@ FUSIONS: dict[str, tuple[str, float]] = {
 #   blend    0.900 (0.000)                     0.993 / 1.000
 #
 # Equal-weight RRF interleaves the lists, so a group of 10 gets half the top 10; the
-# blend misses one whole group (CLIP's best cosines outweigh a word match).  wrrf is the only one meeting both goals (recall >= 0.9, precision within
-# 0.05 of CLIP): its one loss is "a photo of a red star" turning to the brewery photos.
+# blend misses one whole group (CLIP's best cosines outweigh a word match).  wrrf is
+# the only one meeting both goals (recall >= 0.9, precision within 0.05 of CLIP): its
+# one loss is "a photo of a red star" turning to the "Red Star Brewery tour" photos.
 DEFAULT_FUSION = "wrrf"
 
 

@@ -259,6 +259,9 @@ def test_cli_modes_show_keywords(tagged: tuple) -> None:
     assert {"vector_score", "text_score"} <= set(rows[0])
     res = runner.invoke(cli, ["search", "grandma", "--index", str(index_path), "--mode", "text", "--min-score", "0.1"])
     assert res.exit_code == 1 and "cut CLIP scores" in res.output
+    res = runner.invoke(cli, ["search", "zebra", "--index", str(index_path), "--mode", "text"])
+    assert res.exit_code == 0 and res.stdout == ""
+    assert "No image's keywords, captions or file name contain the query's words." in res.stderr
 
 
 # -- ITM rerank ----------------------------------------------------------------------------
