@@ -183,15 +183,15 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
     return _Decoded(entry, sha, meta, texts, sidecars, decoded.width, decoded.height, decoded.format, pixels)
 
 
-def _listing(cache: dict[str, list[str]], path: str) -> list[str]:
+def _listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
     """The names in ``path``'s folder, listed once per run (sidecar lookups then cost no stat)."""
     folder = os.path.dirname(path)
     names = cache.get(folder)
     if names is None:
         try:
-            names = os.listdir(folder)
+            names = frozenset(os.listdir(folder))
         except OSError:
-            names = []
+            names = frozenset()
         cache[folder] = names
     return names
 
@@ -249,7 +249,7 @@ def index_entries(
     todo, unchanged = [], 0
     without_metadata = catalog.ids_without_metadata() if images else set()
     text_states = catalog.text_states() if images else {}
-    listings: dict[str, list[str]] = {}
+    listings: dict[str, frozenset[str]] = {}
     backfill: list[tuple[int, FileEntry]] = []
     reread: list[tuple[int, FileEntry, str]] = []  # id, file, sidecar signature now
     for e in entries:

@@ -26,7 +26,7 @@ import logging
 import os
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -209,16 +209,17 @@ def read_embedded_texts(source: bytes | str | os.PathLike[str]) -> Texts:
     return out
 
 
-def sidecar_paths(image_path: str, names: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+def sidecar_paths(image_path: str, names: Collection[str] | None = None) -> tuple[list[str], list[str]]:
     """(text sidecars, XMP sidecars) that exist for ``image_path``.
 
     Args:
         names: the file names in the image's folder, when the caller listed it
-            already (saves a stat per candidate for a whole folder of images).
+            already (saves a stat per candidate for a whole folder of images);
+            pass a set or frozenset: it is looked up, not copied.
     """
     folder, name = os.path.split(image_path)
     stem = os.path.splitext(name)[0]
-    listed = set(names) if names is not None else None
+    listed = names if names is None or isinstance(names, (set, frozenset)) else set(names)
 
     def existing(candidates: Sequence[str]) -> list[str]:
         found = []
@@ -230,7 +231,7 @@ def sidecar_paths(image_path: str, names: Sequence[str] | None = None) -> tuple[
     return existing([name + ".txt", stem + ".txt"]), existing([stem + ".xmp", name + ".xmp"])
 
 
-def sidecar_signature(image_path: str, names: Sequence[str] | None = None) -> str:
+def sidecar_signature(image_path: str, names: Collection[str] | None = None) -> str:
     """The name, size and mtime of each sidecar of ``image_path``: what must change for a re-read.
 
     ``""`` when there is none.  Comparing this with the stored signature finds
@@ -260,7 +261,7 @@ def _read_small(path: str) -> bytes | None:
     return data
 
 
-def read_sidecar_texts(image_path: str, names: Sequence[str] | None = None) -> Texts:
+def read_sidecar_texts(image_path: str, names: Collection[str] | None = None) -> Texts:
     """Texts of the sidecar files next to ``image_path`` as ``(source, text)`` pairs.  Never raises.
 
     Several text sidecars (``photo.jpg.txt`` and ``photo.txt``) are joined into one
@@ -291,7 +292,7 @@ def read_sidecar_texts(image_path: str, names: Sequence[str] | None = None) -> T
     return out
 
 
-def read_texts(image_path: str, data: bytes | None = None, names: Sequence[str] | None = None) -> Texts:
+def read_texts(image_path: str, data: bytes | None = None, names: Collection[str] | None = None) -> Texts:
     """Every text people wrote about the image at ``image_path``: embedded, then sidecars.
 
     Args:
