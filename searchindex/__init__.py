@@ -19,6 +19,7 @@ from .errors import (
     IndexNotFoundError,
     IndexSchemaError,
     IndexWriteError,
+    MissingExtraError,
     ModelError,
     ModelMismatchError,
     QueryError,
@@ -37,6 +38,8 @@ _LAZY = {
     "Filters": "query", "Query": "query", "Term": "query",
     "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
     "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
+    "Captioner": "captioning", "CaptionProgress": "captioning", "CaptionSummary": "captioning",
+    "ItmScorer": "captioning",
 }
 
 
@@ -55,6 +58,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .captioning import Captioner, CaptionProgress, CaptionSummary, ItmScorer
     from .duplicates import DuplicateGroup, DuplicateImage
     from .fewshot import FewShotFit, FewShotReranker
     from .index import Index, IndexInfo, SearchResult
@@ -63,6 +67,9 @@ if TYPE_CHECKING:
     from .tagging import LabelReport
 
 __all__ = [
+    "CaptionProgress",
+    "CaptionSummary",
+    "Captioner",
     "DuplicateGroup",
     "DuplicateImage",
     "FewShotFit",
@@ -79,7 +86,9 @@ __all__ = [
     "IndexSchemaError",
     "IndexSummary",
     "IndexWriteError",
+    "ItmScorer",
     "LabelReport",
+    "MissingExtraError",
     "ModelError",
     "ModelMismatchError",
     "Query",

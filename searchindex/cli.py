@@ -22,6 +22,7 @@ import click
 
 from . import __version__
 from .defaults import (
+    DEFAULT_CAPTION_MODEL,
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_ITM_MODEL,
     DEFAULT_MAX_MEGAPIXELS,
@@ -31,6 +32,7 @@ from .defaults import (
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
+    from .captioning import CaptionProgress, CaptionSummary
     from .index import Index, SearchResult
     from .indexer import IndexProgress, IndexSummary
 
@@ -70,12 +72,12 @@ def _open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
 
 
 @contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress], None]]:
+def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgress], None]]:
     from tqdm import tqdm
 
     bar: Any = None
 
-    def update(p: IndexProgress) -> None:
+    def update(p: IndexProgress | CaptionProgress) -> None:
         nonlocal bar
         if bar is None:
             # disable=None: no bar when stderr is not a terminal (CI, pipes).
@@ -130,21 +132,32 @@ def cli(verbose: int) -> None:
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               help="Larger images are recorded as failures (decompression-bomb guard).")
 @click.option("--strict", is_flag=True, help="Exit with code 3 when any file failed.")
+@click.option("--caption", "caption_after", is_flag=True,
+              help="Then caption the images that have no caption from --caption-model yet (see `caption`).")
+@click.option("--caption-model", default=None,
+              help=f"Image-to-text model for --caption: hub id or local folder. Default: {DEFAULT_CAPTION_MODEL}.")
+@click.option("--caption-prompt", default=None,
+              help="Prompt for --caption (conditional captioning, e.g. 'a photo of').")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
-          strict: bool, as_json: bool) -> None:
+          strict: bool, caption_after: bool, caption_model: str | None, caption_prompt: str | None,
+          as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
     model recorded in the index and only encode new or changed content: touched,
     moved and duplicated files reuse their stored embedding, deleted files leave
     the index. Ctrl-C stops after the batch in flight is committed; run the same
-    command again to resume.
+    command again to resume. With --caption, the images are then captioned as by
+    `searchindex caption`.
     """
     from .index import Index
 
+    if (caption_model or caption_prompt) and not caption_after:
+        raise click.UsageError("--caption-model and --caption-prompt need --caption")
     path = _resolve_index_path(index_path)
+    captions = None
     with _errors():
         for folder in folders:
             if not folder.is_dir():
@@ -154,15 +167,25 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             idx.check_model(model, pretrained)
         else:
             idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision)
-        with idx, _progress_bar("indexing") as bar, _stop_on_sigint() as stop:
-            summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
-                                     max_megapixels=max_megapixels, stop=stop)
+        with idx, _stop_on_sigint() as stop:
+            with _progress_bar("indexing") as bar:
+                summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
+                                         max_megapixels=max_megapixels, stop=stop)
+            if caption_after and not summary.interrupted:
+                with _progress_bar("captioning") as bar:
+                    captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
+                                           stop=stop)
             total = idx.count()
     if as_json:
-        click.echo(json.dumps(_summary_json(summary, path, total)))
+        data = _summary_json(summary, path, total)
+        if captions is not None:
+            data["captions"] = _caption_json(captions)
+        click.echo(json.dumps(data))
     else:
         _print_summary(summary, path, total)
-    if summary.interrupted:
+        if captions is not None:
+            _print_caption_summary(captions)
+    if summary.interrupted or (captions is not None and captions.interrupted):
         click.echo("Interrupted: everything processed so far is committed. Run the same command again to "
                    "resume.", err=True)
         sys.exit(130)
@@ -233,6 +256,61 @@ def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
         click.echo(f"  failed: {_display(f.path)}: {f.reason}", err=True)
     if len(summary.failures) > 20:
         click.echo(f"  ... and {len(summary.failures) - 20} more (searchindex errors lists them all)", err=True)
+
+
+@cli.command()
+@_index_option
+@click.option("--model", default=None,
+              help=f"Image-to-text model: a Hugging Face hub id or a local folder (BLIP, BLIP-2, GIT). "
+                   f"Default: {DEFAULT_CAPTION_MODEL}.")
+@click.option("--prompt", default=None,
+              help="Conditional captioning: captions continue this text (e.g. 'a photo of'), which is stripped.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call and per catalog commit.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True,
+              help="Where the model runs (fp16 on CUDA).")
+@click.option("--max-new-tokens", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Longest caption, in tokens.")
+@click.option("--num-beams", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Beam search width (1 = greedy, fastest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def caption(index_path: Path | None, model: str | None, prompt: str | None, batch_size: int, device: str,
+            max_new_tokens: int, num_beams: int, as_json: bool) -> None:
+    """Caption every indexed image that has no caption from --model yet.
+
+    Captions are stored in the index with the model that wrote them; another
+    model's captions are kept beside them. Needs pip install 'searchindex[caption]'.
+    Each batch is committed as it is done: Ctrl-C (or a crash) keeps them, and
+    the same command resumes; images indexed later are captioned by the next run.
+    """
+    with _open_index(index_path, device=device) as idx, _progress_bar("captioning") as bar, \
+            _stop_on_sigint() as stop:
+        summary = idx.caption(model, prompt=prompt, batch_size=batch_size, device=device,
+                              max_new_tokens=max_new_tokens, num_beams=num_beams, progress=bar, stop=stop)
+    if as_json:
+        click.echo(json.dumps({**_caption_json(summary), "index": str(_resolve_index_path(index_path))}))
+    else:
+        _print_caption_summary(summary)
+    if summary.interrupted:
+        click.echo("Interrupted: the captions written so far are committed. Run the same command again to "
+                   "resume.", err=True)
+        sys.exit(130)
+
+
+def _caption_json(summary: CaptionSummary) -> dict[str, Any]:
+    data = asdict(summary)
+    data["images_per_s"] = summary.images_per_s
+    return data
+
+
+def _print_caption_summary(summary: CaptionSummary) -> None:
+    rate = f", {summary.images_per_s:.2f} images/s" if summary.captioned else ""
+    click.echo(f"{summary.captioned} captioned, {summary.failed} skipped (unreadable), {summary.already} already "
+               f"had a caption from {summary.model} in {summary.seconds:.1f} s{rate}.")
+    for f in summary.failures[:20]:
+        click.echo(f"  skipped: {_display(f.path)}: {f.reason}", err=True)
+    if len(summary.failures) > 20:
+        click.echo(f"  ... and {len(summary.failures) - 20} more", err=True)
 
 
 @contextmanager
@@ -513,7 +591,7 @@ def _human_bytes(n: int) -> str:
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
-    """Show an index's model, image count, vector size and file sizes."""
+    """Show an index's model, image count, captions per model, vector size and file sizes."""
     with _open_index(index_path) as idx:
         data = idx.info()
     if as_json:
@@ -524,6 +602,8 @@ def info(index_path: Path | None, as_json: bool) -> None:
     click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
     click.echo(f"images:     {data.images} ({data.failures} failed)")
     click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory}")
+    for model, n in sorted(data.captions.items()):
+        click.echo(f"captions:   {n} by {model}")
     click.echo(f"catalog:    {_human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {_human_bytes(data.vector_bytes)}")
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_CAPTION_MODEL",
     "DEFAULT_DUPLICATE_THRESHOLD",
     "DEFAULT_ITM_MODEL",
     "DEFAULT_MAX_MEGAPIXELS",
@@ -26,6 +27,8 @@ DEFAULT_POOL = 1000
 # per image, so it judges a shortlist (the usual retrieve-then-rerank split).
 DEFAULT_RERANK_TOP = 50
 
-# The ITM model --rerank itm loads unless told otherwise (mirrors searchindex.captioning,
-# kept here so that --help needs no transformers import).
+# BLIP base fine-tuned for COCO captioning: good captions at ViT-B/16 cost (searchindex[caption]).
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+
+# BLIP base's image-text matching head, fine-tuned for COCO retrieval (also --rerank itm's default).
 DEFAULT_ITM_MODEL = "Salesforce/blip-itm-base-coco"

@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from .scan import FileEntry, scan_folders
 from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
 
 if TYPE_CHECKING:
+    from .captioning import Captioner, CaptionProgress, CaptionSummary
     from .tagging import LabelReport
 
 __all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "default_index_path"]
@@ -153,6 +154,7 @@ class IndexInfo:
     schema_version: int
     catalog_bytes: int
     vector_bytes: int
+    captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
 
 
 def _exchange(a: Path, b: Path) -> None:
@@ -958,6 +960,67 @@ class Index:
 
             tag_catalog(self._catalog, self.dim, labels, recalibrate=False)
 
+    # -- captions ---------------------------------------------------------
+
+    def caption(
+        self,
+        model: str | Captioner | None = None,
+        *,
+        prompt: str | None = None,
+        batch_size: int = 16,
+        device: str | None = None,
+        max_new_tokens: int = 30,
+        num_beams: int = 3,
+        progress: Callable[[CaptionProgress], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> CaptionSummary:
+        """Caption every indexed image that has no caption from ``model`` yet.
+
+        Captions are stored with the model that wrote them (one per image and
+        model: captioning with another model keeps both).  Each batch is committed
+        at once, so an interrupted run loses at most the batch in flight and the
+        next run resumes; images added later are captioned by the next run.  The
+        model is loaded only if some image needs a caption.
+
+        Args:
+            model: a Hugging Face hub id or local folder of an image-to-text model
+                (default :data:`~searchindex.captioning.DEFAULT_CAPTION_MODEL`), or a
+                loaded :class:`~searchindex.captioning.Captioner`.
+            prompt: conditional captioning: captions continue this text ("a photo of").
+                It does not make a new caption set: images the model captioned before
+                keep their caption.
+            batch_size: images per model call and per commit.
+            device: where the captioner runs (default: the index's device).
+            max_new_tokens, num_beams: generation length and beam width (1 = greedy).
+            progress: called with a :class:`~searchindex.captioning.CaptionProgress`
+                after every committed batch.
+            stop: when set, the run ends after the batch in flight is committed.
+
+        Raises:
+            MissingExtraError: transformers is not installed (``searchindex[caption]``).
+            WeightsUnavailableError, UnknownModelError: see :func:`~searchindex.captioning.load_captioner`.
+            IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
+        """
+        from .captioning import DEFAULT_CAPTION_MODEL, Captioner, caption_catalog, load_captioner
+
+        if isinstance(model, Captioner):
+            loaded = model
+            model_id, load = model.model_id, lambda: loaded
+        else:
+            model_id = model or DEFAULT_CAPTION_MODEL
+
+            def load() -> Captioner:
+                return load_captioner(model_id, device=device or self._device, prompt=prompt,
+                                      max_new_tokens=max_new_tokens, num_beams=num_beams)
+
+        with self._writing(), WriterLock(self.path):
+            return caption_catalog(self._catalog, model_id, load, batch_size=batch_size, progress=progress,
+                                   stop=stop)
+
+    def caption_counts(self) -> dict[str, int]:
+        """Model -> number of images it has captioned."""
+        return dict(self._catalog.caption_counts())
+
     # -- facts ------------------------------------------------------------
 
     def count(self) -> int:
@@ -980,4 +1043,5 @@ class Index:
             failures=self._catalog.failure_count(), generation=int(meta["generation"]),
             faiss_factory=self._factory, schema_version=int(meta["schema_version"]),
             catalog_bytes=catalog_bytes, vector_bytes=found[0].stat().st_size if found else 0,
+            captions=self.caption_counts(),
         )

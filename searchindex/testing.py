@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BASE_VOCAB_SIZE", "blip_config", "blip_processor", "write_tiny_blip", "write_vocab"]
+__all__ = ["BASE_VOCAB_SIZE", "blip_config", "blip_processor", "write_tiny_blip", "write_tiny_git", "write_vocab"]
 
 # BERT base uncased (30522) plus BLIP's [DEC] and [ENC]: the text side of every BLIP checkpoint.
 BASE_VOCAB_SIZE = 30524
@@ -51,8 +51,11 @@ def blip_config(size: str, tokens: list[str]) -> Any:
     from transformers import BlipConfig
 
     ids = _special_ids(tokens)
+    # BLIP initialises its vision tower at std 1e-10 (real weights come from a checkpoint).  Such
+    # weights make images indistinguishable and, on CPUs, denormal activations that run many times
+    # slower than real weights do: random models here use BERT's 0.02 everywhere.
     if size == "base":
-        return BlipConfig(text_config={"vocab_size": len(tokens), **ids})
+        return BlipConfig(text_config={"vocab_size": len(tokens), **ids}, vision_config={"initializer_range": 0.02})
     if size != "tiny":
         raise ValueError(f"size must be 'tiny' or 'base', not {size!r}")
     return BlipConfig(
@@ -60,9 +63,7 @@ def blip_config(size: str, tokens: list[str]) -> Any:
                      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                      "max_position_embeddings": 64, **ids},
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
-                       # BLIP initialises its vision tower near zero; visible weights make images differ.
-                       "initializer_range": 0.02},
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "initializer_range": 0.02},
         projection_dim=32, image_text_hidden_size=32,
     )
 
@@ -103,3 +104,29 @@ def write_tiny_blip(folder: str | Path, seed: int = 0) -> tuple[Path, Path]:
         processor.save_pretrained(target)
         out.append(target)
     return out[0], out[1]
+
+
+def write_tiny_git(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny GIT captioner (``GitForCausalLM``, another image-to-text family) to ``folder``."""
+    import torch
+    from transformers import BertTokenizer, CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    vocab = target / "vocab.txt"
+    tokens = write_vocab(vocab)
+    config = GitConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8, "projection_dim": 32},
+        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, bos_token_id=tokens.index("[CLS]"), eos_token_id=tokens.index("[SEP]"),
+        pad_token_id=tokens.index("[PAD]"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GitForCausalLM(config).eval()
+    tokenizer = BertTokenizer(str(vocab), do_lower_case=True, model_max_length=64)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    model.save_pretrained(target)
+    GitProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(target)
+    return target

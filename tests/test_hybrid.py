@@ -302,3 +302,14 @@ def test_cli_rerank_itm(shapes_index: Path, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in res.stdout.splitlines()]  # stderr may hold transformers' progress bars
     assert len(rows) == 3 and all(0 <= r["score"] <= 1 for r in rows)
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+def test_captions_are_searched_and_shown(small_folder: Path, tmp_path: Path) -> None:
+    with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as index:
+        index.add_folder(small_folder)
+        target = index.search("a red circle", k=1, mode="vector")[0]
+        index._catalog.store_captions([(target.image_id, "tiny-blip", "", "a zebra crossing the road")])
+        hits = index.search("zebra", k=5)  # auto: the caption's words match, so hybrid
+        assert hits[0].image_id == target.image_id and hits[0].caption == "a zebra crossing the road"
+        assert hits[0].text_score is not None
+        assert [r.image_id for r in index.search("zebra road", mode="text")] == [target.image_id]
