@@ -740,8 +740,9 @@ class Catalog:
 
     def text_states(self) -> dict[int, str]:
         """image id -> sidecar signature, for every image whose texts were read."""
-        with Session(self._engine) as s:
-            return dict(s.execute(select(TextStateRow.image_id, TextStateRow.sidecars)).all())  # type: ignore[arg-type]
+        # Plain pairs for every image of a re-run: skip SQLAlchemy's per-row processing.
+        with self._engine.connect() as conn:
+            return dict(conn.execute(select(TextStateRow.image_id, TextStateRow.sidecars)).cursor.fetchall())
 
     def store_text_states(self, states: Mapping[int, str]) -> None:
         """Record that the texts of these images were read, with their sidecars' signatures."""

@@ -26,7 +26,7 @@ import logging
 import os
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from typing import Any
 
 __all__ = [
@@ -219,16 +219,17 @@ def sidecar_paths(image_path: str, names: Collection[str] | None = None) -> tupl
     """
     folder, name = os.path.split(image_path)
     stem = os.path.splitext(name)[0]
-    listed = names if names is None or isinstance(names, (set, frozenset)) else set(names)
-
-    def existing(candidates: Sequence[str]) -> list[str]:
-        found = []
-        for c in dict.fromkeys(candidates):  # photo.jpg.txt first; unique
-            if (c in listed) if listed is not None else os.path.isfile(os.path.join(folder, c)):
-                found.append(os.path.join(folder, c))
-        return found
-
-    return existing([name + ".txt", stem + ".txt"]), existing([stem + ".xmp", name + ".xmp"])
+    if names is not None and not isinstance(names, (set, frozenset)):
+        names = set(names)
+    found: tuple[list[str], list[str]] = ([], [])
+    # photo.jpg.txt before photo.txt; photo.xmp before photo.jpg.xmp (a name without extension has one each).
+    for kind, candidates in ((0, (name + ".txt", stem + ".txt")), (1, (stem + ".xmp", name + ".xmp"))):
+        for i, candidate in enumerate(candidates):
+            if i and candidate == candidates[0]:
+                continue
+            if (candidate in names) if names is not None else os.path.isfile(os.path.join(folder, candidate)):
+                found[kind].append(os.path.join(folder, candidate))
+    return found
 
 
 def sidecar_signature(image_path: str, names: Collection[str] | None = None) -> str:
