@@ -20,6 +20,7 @@ from .errors import (
     IndexSchemaError,
     IndexTypeError,
     IndexWriteError,
+    MissingExtraError,
     ModelError,
     ModelMismatchError,
     QueryError,
@@ -38,6 +39,8 @@ _LAZY = {
     "Filters": "query", "Query": "query", "Term": "query",
     "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
     "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
+    "Captioner": "captioning", "CaptionProgress": "captioning", "CaptionSummary": "captioning",
+    "ItmScorer": "captioning",
 }
 
 
@@ -56,6 +59,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .captioning import Captioner, CaptionProgress, CaptionSummary, ItmScorer
     from .duplicates import DuplicateGroup, DuplicateImage
     from .fewshot import FewShotFit, FewShotReranker
     from .index import Index, IndexInfo, SearchResult
@@ -64,6 +68,9 @@ if TYPE_CHECKING:
     from .tagging import LabelReport
 
 __all__ = [
+    "CaptionProgress",
+    "CaptionSummary",
+    "Captioner",
     "DuplicateGroup",
     "DuplicateImage",
     "FewShotFit",
@@ -81,7 +88,9 @@ __all__ = [
     "IndexTypeError",
     "IndexSummary",
     "IndexWriteError",
+    "ItmScorer",
     "LabelReport",
+    "MissingExtraError",
     "ModelError",
     "ModelMismatchError",
     "Query",

@@ -21,10 +21,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL
+from .defaults import (
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_ITM_MODEL,
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_POOL,
+    DEFAULT_RERANK_TOP,
+)
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
+    from .captioning import CaptionProgress, CaptionSummary
     from .index import Index, SearchResult
     from .indexer import IndexProgress, IndexSummary
 
@@ -64,12 +72,12 @@ def _open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
 
 
 @contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress], None]]:
+def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgress], None]]:
     from tqdm import tqdm
 
     bar: Any = None
 
-    def update(p: IndexProgress) -> None:
+    def update(p: IndexProgress | CaptionProgress) -> None:
         nonlocal bar
         if bar is None:
             # disable=None: no bar when stderr is not a terminal (CI, pipes).
@@ -128,21 +136,32 @@ def cli(verbose: int) -> None:
                    "or an index_factory string such as IVF1024,SQ8. Recorded in the index; the vector index "
                    "is rebuilt when a run ends with another type wanted.")
 @click.option("--strict", is_flag=True, help="Exit with code 3 when any file failed.")
+@click.option("--caption", "caption_after", is_flag=True,
+              help="Then caption the images that have no caption from --caption-model yet (see `caption`).")
+@click.option("--caption-model", default=None,
+              help=f"Image-to-text model for --caption: hub id or local folder. Default: {DEFAULT_CAPTION_MODEL}.")
+@click.option("--caption-prompt", default=None,
+              help="Prompt for --caption (conditional captioning, e.g. 'a photo of').")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
-          index_type: str | None, strict: bool, as_json: bool) -> None:
+          index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
+          caption_prompt: str | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
     model recorded in the index and only encode new or changed content: touched,
     moved and duplicated files reuse their stored embedding, deleted files leave
     the index. Ctrl-C stops after the batch in flight is committed; run the same
-    command again to resume.
+    command again to resume. With --caption, the images are then captioned as by
+    `searchindex caption`.
     """
     from .index import Index
 
+    if (caption_model or caption_prompt) and not caption_after:
+        raise click.UsageError("--caption-model and --caption-prompt need --caption")
     path = _resolve_index_path(index_path)
+    captions = None
     with _errors():
         for folder in folders:
             if not folder.is_dir():
@@ -153,15 +172,25 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
         else:
             idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision,
                                index_type=index_type or "auto")
-        with idx, _progress_bar("indexing") as bar, _stop_on_sigint() as stop:
-            summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
-                                     max_megapixels=max_megapixels, stop=stop, index_type=index_type)
+        with idx, _stop_on_sigint() as stop:
+            with _progress_bar("indexing") as bar:
+                summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
+                                         max_megapixels=max_megapixels, stop=stop, index_type=index_type)
+            if caption_after and not summary.interrupted:
+                with _progress_bar("captioning") as bar:
+                    captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
+                                           stop=stop)
             total = idx.count()
     if as_json:
-        click.echo(json.dumps(_summary_json(summary, path, total)))
+        data = _summary_json(summary, path, total)
+        if captions is not None:
+            data["captions"] = _caption_json(captions)
+        click.echo(json.dumps(data))
     else:
         _print_summary(summary, path, total)
-    if summary.interrupted:
+        if captions is not None:
+            _print_caption_summary(captions)
+    if summary.interrupted or (captions is not None and captions.interrupted):
         click.echo("Interrupted: everything processed so far is committed. Run the same command again to "
                    "resume.", err=True)
         sys.exit(130)
@@ -234,6 +263,61 @@ def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
         click.echo(f"  ... and {len(summary.failures) - 20} more (searchindex errors lists them all)", err=True)
 
 
+@cli.command()
+@_index_option
+@click.option("--model", default=None,
+              help=f"Image-to-text model: a Hugging Face hub id or a local folder (BLIP, BLIP-2, GIT). "
+                   f"Default: {DEFAULT_CAPTION_MODEL}.")
+@click.option("--prompt", default=None,
+              help="Conditional captioning: captions continue this text (e.g. 'a photo of'), which is stripped.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Images per model call and per catalog commit.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True,
+              help="Where the model runs (fp16 on CUDA).")
+@click.option("--max-new-tokens", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Longest caption, in tokens.")
+@click.option("--num-beams", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Beam search width (1 = greedy, fastest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def caption(index_path: Path | None, model: str | None, prompt: str | None, batch_size: int, device: str,
+            max_new_tokens: int, num_beams: int, as_json: bool) -> None:
+    """Caption every indexed image that has no caption from --model yet.
+
+    Captions are stored in the index with the model that wrote them; another
+    model's captions are kept beside them. Needs pip install 'searchindex[caption]'.
+    Each batch is committed as it is done: Ctrl-C (or a crash) keeps them, and
+    the same command resumes; images indexed later are captioned by the next run.
+    """
+    with _open_index(index_path, device=device) as idx, _progress_bar("captioning") as bar, \
+            _stop_on_sigint() as stop:
+        summary = idx.caption(model, prompt=prompt, batch_size=batch_size, device=device,
+                              max_new_tokens=max_new_tokens, num_beams=num_beams, progress=bar, stop=stop)
+    if as_json:
+        click.echo(json.dumps({**_caption_json(summary), "index": str(_resolve_index_path(index_path))}))
+    else:
+        _print_caption_summary(summary)
+    if summary.interrupted:
+        click.echo("Interrupted: the captions written so far are committed. Run the same command again to "
+                   "resume.", err=True)
+        sys.exit(130)
+
+
+def _caption_json(summary: CaptionSummary) -> dict[str, Any]:
+    data = asdict(summary)
+    data["images_per_s"] = summary.images_per_s
+    return data
+
+
+def _print_caption_summary(summary: CaptionSummary) -> None:
+    rate = f", {summary.images_per_s:.2f} images/s" if summary.captioned else ""
+    click.echo(f"{summary.captioned} captioned, {summary.failed} skipped (unreadable), {summary.already} already "
+               f"had a caption from {summary.model} in {summary.seconds:.1f} s{rate}.")
+    for f in summary.failures[:20]:
+        click.echo(f"  skipped: {_display(f.path)}: {f.reason}", err=True)
+    if len(summary.failures) > 20:
+        click.echo(f"  ... and {len(summary.failures) - 20} more", err=True)
+
+
 @contextmanager
 def _stop_on_sigint() -> Iterator[threading.Event]:
     """First Ctrl-C: finish the batch in flight, then stop. Second Ctrl-C: stop now."""
@@ -275,10 +359,20 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
         click.echo(empty, err=True)
     else:
         show_tags = any(r.tags for r in results)
-        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else ""))
+        show_words = any(r.caption or r.keywords for r in results)
+        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else "")
+                   + ("  | caption; keywords" if show_words else ""))
         for r in results:
             tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}")
+            words = f"  | {_words(r)}" if show_words else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}{words}")
+
+
+def _words(r: SearchResult, width: int = 80) -> str:
+    """Caption and keywords on one line, shortened to ``width`` characters."""
+    text = "; ".join(part for part in (r.caption or "", ", ".join(r.keywords)) if part)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _date(taken_at: str | None) -> str:
@@ -357,6 +451,15 @@ def _shot(value: str) -> str | int:
               help="An example of what you do not mean; repeatable.")
 @click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
               help="CLIP candidates reranked with --like/--unlike.")
+@click.option("--mode", type=click.Choice(["auto", "vector", "text", "hybrid"]), default="auto", show_default=True,
+              help="vector: CLIP only; text: words only (keywords, descriptions, captions, file names); hybrid: "
+                   "both rankings fused; auto: hybrid when some image's words match all the query's words.")
+@click.option("--rerank", type=click.Choice(["itm"]), default=None,
+              help="itm: re-score the top results with BLIP's image-text matching head (needs the caption extra).")
+@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=click.IntRange(min=1),
+              help="How many of the top results --rerank re-scores.")
+@click.option("--rerank-model", default=None, metavar="MODEL",
+              help=f"ITM model for --rerank itm: a hub id or local folder. [default: {DEFAULT_ITM_MODEL}]")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
@@ -365,7 +468,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
            as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
-           unlike: Sequence[str], pool: int) -> None:
+           unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
+           rerank_model: str | None) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
@@ -374,6 +478,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     narrow the images ranked; the ranking among them stays exact. --like and
     --unlike rerank the results towards a few marked examples (the examples
     themselves are left out); --tag keeps only images with that label.
+    Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
+    and generated captions are searched as words too (--mode).
     """
     from .query import Filters, Query, parse_near
 
@@ -402,7 +508,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
         with _open_index(index_path, device=device) as idx:
             results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort,
                                  tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
-                                 pool=pool)
+                                 pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top,
+                                 rerank_model=rerank_model)
     empty = "No results (the index is empty)."
     if filters.active or tag is not None:
         empty = "No results: no indexed image matches the filters, or none scores high enough."
@@ -410,6 +517,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
         empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
     elif min_score is not None:
         empty = f"No result scores {min_score} or more."
+    if mode == "text":
+        empty = "No image's keywords, captions or file name contain the query's words."
     _print_results(results, as_json, paths_only, null, empty)
 
 
@@ -487,7 +596,7 @@ def _human_bytes(n: int) -> str:
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
-    """Show an index's model, image count, vector size, FAISS index type and sizes."""
+    """Show an index's model, image count, captions per model, vector size, FAISS index type and sizes."""
     with _open_index(index_path) as idx:
         data = idx.info()
     if as_json:
@@ -501,6 +610,8 @@ def info(index_path: Path | None, as_json: bool) -> None:
     if data.nprobe is not None:
         tuned = f", recall@10 {data.tuned_recall:.3f} when tuned" if data.tuned_recall is not None else ""
         click.echo(f"search:     nprobe {data.nprobe}{tuned} (built at {data.built_at} images)")
+    for model, n in sorted(data.captions.items()):
+        click.echo(f"captions:   {n} by {model}")
     click.echo(f"catalog:    {_human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {_human_bytes(data.vector_bytes)}")
     click.echo(f"FAISS memory: {_human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")
