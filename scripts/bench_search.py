@@ -1,6 +1,15 @@
 #!/usr/bin/env python3
 """Recall@k and speed of approximate FAISS indexes against exact search on clustered vectors.
 
+``--mode auto`` (the default) measures the index searchindex itself would build:
+the type chosen by ``searchindex.vectors.choose_factory`` for N vectors, built
+and nprobe-tuned by ``searchindex.vectors.build_index`` (training sample, tuning
+on the collection's own vectors) exactly as an indexing run does, then searched
+with the Q held-out queries: recall@k, queries/s and the speed-up over exact
+search timed in the same run, and serialized bytes per vector.  It also times
+one-query exact search on the first 50k/100k/200k vectors, the figures behind
+the policy's flat threshold.  ``--mode sweep`` compares candidate types:
+
 Generates N clustered, L2-normalised float32 vectors that look more like CLIP
 image embeddings than like noise (a shared offset, a few thousand clusters of
 varied size and spread whose centres lie near a low-rank subspace, each
@@ -21,9 +30,9 @@ built on a subset (``--hnsw-n``) because graph construction of 1M 512-d
 vectors takes far longer than the rest of the run on two cores; it is then
 compared with exact search on that same subset.
 
-    python scripts/bench_search.py                     # 1,000,000 x 512-d
-    python scripts/bench_search.py --n 20000 --queries 200 --json
-    python scripts/bench_search.py --skip HNSW --candidates "IVF{nlist},SQ8"
+    python scripts/bench_search.py                     # auto-chosen index, 1,000,000 x 512-d
+    python scripts/bench_search.py --n 200000 --queries 200 --json
+    python scripts/bench_search.py --mode sweep --skip HNSW --candidates "IVF{nlist},SQ8"
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ import time
 
 import faiss
 import numpy as np
+
+from searchindex.vectors import build_index, choose_factory, train_size
 
 # PQ candidates ("IVF{nlist},PQ64,Refine(SQ8)", "IVF{nlist},PQ64x4fs,Refine(SQ8)") are
 # supported through --candidates but left out of the default: training 64 sub-quantizers
@@ -270,6 +281,14 @@ def apply_setting(index: faiss.Index, row: dict) -> faiss.Index:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=["auto", "sweep"], default="auto",
+                    help="auto: the index searchindex chooses and tunes; sweep: compare --candidates")
+    ap.add_argument("--memory-budget", type=float, default=None,
+                    help="auto mode: bytes per vector given to the policy (default: its own, 1200)")
+    ap.add_argument("--rounds", type=int, default=3, help="auto mode: alternating exact/approximate timing rounds")
+    ap.add_argument("--timing-queries", type=int, default=200, help="auto mode: queries per timing round")
+    ap.add_argument("--flat-sizes", default="50000,100000,200000",
+                    help="auto mode: collection sizes at which one-query exact search is timed")
     ap.add_argument("--n", type=int, default=1_000_000, help="database vectors")
     ap.add_argument("--dim", type=int, default=512, help="vector size (ViT-B-32: 512)")
     ap.add_argument("--queries", type=int, default=1000, help="held-out queries")
@@ -344,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         "bytes_per_vector": bytes_per_vector(flat, n),
     }
     log(f"flat: {flat_qps:.1f} q/s, p50 {flat_p50:.1f} ms; stats {result['data_stats']}")
+    if args.mode == "auto":
+        return run_auto(args, result, flat, xb, xq, gt)
 
     rows: list[dict] = []
     result["candidates"] = []
@@ -433,6 +454,87 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print_report(result, args)
+    return 0
+
+
+def run_auto(
+    args: argparse.Namespace, result: dict, flat: faiss.Index, xb: np.ndarray, xq: np.ndarray, gt: np.ndarray
+) -> int:
+    """Build, tune and measure the index the library's policy picks for this collection.
+
+    The speed-up is timed with exact and approximate search alternating, round
+    after round, on the same queries (best round of each), so a load change on a
+    shared machine hits both alike.
+    """
+    n, dim, k = len(xb), xb.shape[1], args.k
+    result["flat_p50_by_size"] = {}
+    for size in [int(v) for v in args.flat_sizes.split(",") if v and int(v) <= n]:
+        sub = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        sub.add_with_ids(xb[:size], np.arange(size, dtype=np.int64))
+        result["flat_p50_by_size"][size], _ = latency_p50(sub, xq, k, 100, budget_s=10.0)
+        del sub
+    log(f"flat one-query p50 by size: {result['flat_p50_by_size']}")
+
+    budget = None if args.memory_budget is None else int(args.memory_budget * n)
+    factory = choose_factory(n, dim, budget)
+    rng = np.random.default_rng(args.seed + 3)
+    sample_ids = rng.choice(n, train_size(factory, n), replace=False).astype(np.int64)
+    chunk = 100_000
+    chunks = ((np.arange(s, min(n, s + chunk), dtype=np.int64), xb[s : s + chunk]) for s in range(0, n, chunk))
+    log(f"policy chose {factory}; building with {len(sample_ids):,} training vectors ...")
+    vecs, report = build_index(factory, dim, chunks, (sample_ids, xb[sample_ids]), recall_target=args.recall, k=k)
+    index = vecs._index
+    labels = index.search(xq, k)[1]
+    tq = xq[: args.timing_queries]
+    flat_best = auto_best = 0.0
+    for _ in range(args.rounds):
+        flat_best = max(flat_best, batch_search(flat, tq, k)[1])
+        auto_best = max(auto_best, batch_search(index, tq, k)[1])
+    qps, flat_qps = auto_best, flat_best
+    result["flat"]["qps_alternated"] = flat_qps
+    p50, _ = latency_p50(index, xq, k, args.latency_queries, budget_s=15.0)
+    auto = {
+        "factory": report.factory,
+        "nprobe": report.nprobe,
+        "tuning_recall": report.recall,
+        "train_s": report.train_s,
+        "add_s": report.add_s,
+        "tune_s": report.tune_s,
+        "training_vectors": len(sample_ids),
+        "recall": recall_at(labels, gt, k),
+        "qps": qps,
+        "speedup": qps / flat_qps,
+        "timing_queries": len(tq),
+        "rounds": args.rounds,
+        "p50_ms": p50,
+        "bytes_per_vector": vecs.memory_bytes() / n,
+    }
+    result["auto"] = auto
+    result["meets_goals"] = bool(
+        auto["recall"] >= args.recall and auto["speedup"] >= args.speedup and auto["bytes_per_vector"] <= args.max_bytes
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    st, f = result["data_stats"], result["flat"]
+    print(f"faiss {result['faiss']}, omp threads {result['threads']}, load avg "
+          f"{', '.join(f'{v:.2f}' for v in result['load_avg'])}")
+    print(f"data: {n:,} x {dim}-d unit vectors, {result['clusters']} clusters, {result['queries']} held-out queries, "
+          f"seed {result['seed']}, spread x{result['spread']:g}; cos random pairs {st['mean_cos_random_pair']:.3f},"
+          f" query top-1 {st['mean_cos_query_top1']:.3f}")
+    print(f"exact IndexFlatIP: {f['qps']:.1f} queries/s (batch, ground truth), p50 {f['p50_ms']:.1f} ms/query, "
+          f"{f['bytes_per_vector']:.0f} B/vector")
+    sizes = ", ".join(f"{s:,}: {ms:.1f} ms" for s, ms in result["flat_p50_by_size"].items())
+    print(f"exact one-query p50 by collection size: {sizes}")
+    tuned = (f" -> nprobe {auto['nprobe']}, tuning recall@{k} {auto['tuning_recall']:.3f}"
+             if auto["tuning_recall"] is not None else "")
+    print(f"auto-chosen: {auto['factory']} (train {auto['train_s']:.1f} s on {auto['training_vectors']:,} vectors,"
+          f" add {auto['add_s']:.1f} s, tune {auto['tune_s']:.1f} s{tuned})")
+    print(f"  held-out recall@{k} {auto['recall']:.3f} ({len(xq)} queries); speed, {auto['rounds']} alternating rounds"
+          f" of {auto['timing_queries']} queries: {auto['qps']:.0f} vs exact {f['qps_alternated']:.1f} queries/s ="
+          f" {auto['speedup']:.1f}x; p50 {auto['p50_ms']:.2f} ms/query; {auto['bytes_per_vector']:.0f} B/vector")
+    verdict = "MEETS GOALS" if result["meets_goals"] else "MISSES GOALS"
+    print(f"{verdict}: recall@{k} >= {args.recall}, >= {args.speedup:g}x exact search, <= {args.max_bytes:g} B/vector")
     return 0
 
 

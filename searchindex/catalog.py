@@ -183,6 +183,19 @@ class ImageTextRow(Base):
     text: Mapped[str] = mapped_column(String)
 
 
+class TextStateRow(Base):
+    """That an image's texts were read, and the signature of its sidecars then (schema 6).
+
+    No row: never read (an image indexed before schema 6, or a crash between an
+    image's commit and its texts'); a different signature: a sidecar was added,
+    edited or removed.  Either way the next ``index`` run reads the texts again.
+    """
+
+    __tablename__ = "text_states"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sidecars: Mapped[str] = mapped_column(String)  # see searchindex.keywords.sidecar_signature
+
+
 # The full-text index over file names, image texts and captions lives in an FTS5
 # virtual table, which SQLAlchemy's metadata cannot declare: it is created right
 # after the ORM tables, with the same statement the migration uses.
@@ -343,8 +356,10 @@ class Catalog:
         return engine
 
     @classmethod
-    def create(cls, folder: Path, spec: ModelSpec, dim: int, factory: str) -> Catalog:
-        """Create the catalog file in ``folder`` and record what the index is made of.
+    def create(
+        cls, folder: Path, spec: ModelSpec, dim: int, factory: str, meta: dict[str, str] | None = None
+    ) -> Catalog:
+        """Create the catalog file in ``folder`` and record what the index is made of (plus ``meta``).
 
         The file is built under a temporary name and renamed into place, so a
         crash never leaves a catalog without its metadata.
@@ -366,6 +381,7 @@ class Catalog:
                     "faiss_factory": factory,
                     "generation": "0",
                     "created_at": str(time.time()),
+                    **(meta or {}),
                 }.items():
                     s.add(MetaRow(key=key, value=value))
         finally:
@@ -624,6 +640,7 @@ class Catalog:
                 s.execute(delete(ImageTagRow).where(ImageTagRow.image_id.in_(gone_ids)))
                 s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids)))
                 s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(gone_ids)))
+                s.execute(delete(TextStateRow).where(TextStateRow.image_id.in_(gone_ids)))
                 text_ids.extend(gone_ids)
                 s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
                 s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
@@ -723,6 +740,21 @@ class Catalog:
             s.add_all(ImageTextRow(image_id=i, source=source, text=value)
                       for i in ids if i in alive for source, value in dict(texts[i]).items())
             refresh_text_index(_executor(s), ids)
+
+    def text_states(self) -> dict[int, str]:
+        """image id -> sidecar signature, for every image whose texts were read."""
+        # Plain pairs for every image of a re-run: skip SQLAlchemy's per-row processing.
+        with self._engine.connect() as conn:
+            return dict(conn.execute(select(TextStateRow.image_id, TextStateRow.sidecars)).cursor.fetchall())
+
+    def store_text_states(self, states: Mapping[int, str]) -> None:
+        """Record that the texts of these images were read, with their sidecars' signatures."""
+        ids = sorted(int(i) for i in states)
+        with Session(self._engine) as s, s.begin():
+            alive = self._alive(s, ids)
+            for i in ids:
+                if i in alive:
+                    s.merge(TextStateRow(image_id=i, sidecars=states[i]))
 
     def texts_by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
         """image id -> [(source, text)], by source."""

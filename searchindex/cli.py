@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .defaults import DEFAULT_CAPTION_MODEL, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL
+from .defaults import (
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_ITM_MODEL,
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_POOL,
+    DEFAULT_RERANK_TOP,
+)
 from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
@@ -124,6 +131,10 @@ def cli(verbose: int) -> None:
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               help="Larger images are recorded as failures (decompression-bomb guard).")
+@click.option("--index-type", default=None, metavar="FACTORY_STRING",
+              help="FAISS index type: 'auto' (exact below 100k images, IVF above; the default for new indexes) "
+                   "or an index_factory string such as IVF1024,SQ8. Recorded in the index; the vector index "
+                   "is rebuilt when a run ends with another type wanted.")
 @click.option("--strict", is_flag=True, help="Exit with code 3 when any file failed.")
 @click.option("--caption", "caption_after", is_flag=True,
               help="Then caption the images that have no caption from --caption-model yet (see `caption`).")
@@ -134,8 +145,8 @@ def cli(verbose: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
-          strict: bool, caption_after: bool, caption_model: str | None, caption_prompt: str | None,
-          as_json: bool) -> None:
+          index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
+          caption_prompt: str | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
@@ -159,11 +170,12 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             idx = Index.open(path, device=device, precision=precision)
             idx.check_model(model, pretrained)
         else:
-            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision)
+            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision,
+                               index_type=index_type or "auto")
         with idx, _stop_on_sigint() as stop:
             with _progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
-                                         max_megapixels=max_megapixels, stop=stop)
+                                         max_megapixels=max_megapixels, stop=stop, index_type=index_type)
             if caption_after and not summary.interrupted:
                 with _progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
@@ -347,10 +359,20 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
         click.echo(empty, err=True)
     else:
         show_tags = any(r.tags for r in results)
-        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else ""))
+        show_words = any(r.caption or r.keywords for r in results)
+        click.echo(f"{'rank':>4}  {'score':>6}  {'date':<16}  path" + ("  [tags]" if show_tags else "")
+                   + ("  | caption; keywords" if show_words else ""))
         for r in results:
             tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}")
+            words = f"  | {_words(r)}" if show_words else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {_display(r.path)}{tags}{words}")
+
+
+def _words(r: SearchResult, width: int = 80) -> str:
+    """Caption and keywords on one line, shortened to ``width`` characters."""
+    text = "; ".join(part for part in (r.caption or "", ", ".join(r.keywords)) if part)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _date(taken_at: str | None) -> str:
@@ -429,6 +451,15 @@ def _shot(value: str) -> str | int:
               help="An example of what you do not mean; repeatable.")
 @click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
               help="CLIP candidates reranked with --like/--unlike.")
+@click.option("--mode", type=click.Choice(["auto", "vector", "text", "hybrid"]), default="auto", show_default=True,
+              help="vector: CLIP only; text: words only (keywords, descriptions, captions, file names); hybrid: "
+                   "both rankings fused; auto: hybrid when some image's words match all the query's words.")
+@click.option("--rerank", type=click.Choice(["itm"]), default=None,
+              help="itm: re-score the top results with BLIP's image-text matching head (needs the caption extra).")
+@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=click.IntRange(min=1),
+              help="How many of the top results --rerank re-scores.")
+@click.option("--rerank-model", default=None, metavar="MODEL",
+              help=f"ITM model for --rerank itm: a hub id or local folder. [default: {DEFAULT_ITM_MODEL}]")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
@@ -437,7 +468,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
            as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
-           unlike: Sequence[str], pool: int) -> None:
+           unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
+           rerank_model: str | None) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
@@ -446,6 +478,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     narrow the images ranked; the ranking among them stays exact. --like and
     --unlike rerank the results towards a few marked examples (the examples
     themselves are left out); --tag keeps only images with that label.
+    Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
+    and generated captions are searched as words too (--mode).
     """
     from .query import Filters, Query, parse_near
 
@@ -474,7 +508,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
         with _open_index(index_path, device=device) as idx:
             results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort,
                                  tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
-                                 pool=pool)
+                                 pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top,
+                                 rerank_model=rerank_model)
     empty = "No results (the index is empty)."
     if filters.active or tag is not None:
         empty = "No results: no indexed image matches the filters, or none scores high enough."
@@ -482,6 +517,8 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
         empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
     elif min_score is not None:
         empty = f"No result scores {min_score} or more."
+    if mode == "text":
+        empty = "No image's keywords, captions or file name contain the query's words."
     _print_results(results, as_json, paths_only, null, empty)
 
 
@@ -559,7 +596,7 @@ def _human_bytes(n: int) -> str:
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
-    """Show an index's model, image count, captions per model, vector size and file sizes."""
+    """Show an index's model, image count, captions per model, vector size, FAISS index type and sizes."""
     with _open_index(index_path) as idx:
         data = idx.info()
     if as_json:
@@ -569,11 +606,15 @@ def info(index_path: Path | None, as_json: bool) -> None:
     click.echo(f"index:      {data.path}")
     click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
     click.echo(f"images:     {data.images} ({data.failures} failed)")
-    click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory}")
+    click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory} (index type: {data.index_type})")
+    if data.nprobe is not None:
+        tuned = f", recall@10 {data.tuned_recall:.3f} when tuned" if data.tuned_recall is not None else ""
+        click.echo(f"search:     nprobe {data.nprobe}{tuned} (built at {data.built_at} images)")
     for model, n in sorted(data.captions.items()):
         click.echo(f"captions:   {n} by {model}")
     click.echo(f"catalog:    {_human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {_human_bytes(data.vector_bytes)}")
+    click.echo(f"FAISS memory: {_human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")
 
 
 @cli.command()

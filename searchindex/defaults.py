@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_CAPTION_MODEL", "DEFAULT_DUPLICATE_THRESHOLD", "DEFAULT_ITM_MODEL", "DEFAULT_MAX_MEGAPIXELS",
+    "DEFAULT_CAPTION_MODEL",
+    "DEFAULT_DUPLICATE_THRESHOLD",
+    "DEFAULT_ITM_MODEL",
+    "DEFAULT_MAX_MEGAPIXELS",
     "DEFAULT_POOL",
+    "DEFAULT_RERANK_TOP",
 ]
 
 # Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
@@ -19,8 +23,12 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.98
 # pool that keeps reranking well under a second on a laptop CPU for large ones.
 DEFAULT_POOL = 1000
 
+# --rerank itm re-scores this many top results: BLIP's cross-encoder costs a forward pass
+# per image, so it judges a shortlist (the usual retrieve-then-rerank split).
+DEFAULT_RERANK_TOP = 50
+
 # BLIP base fine-tuned for COCO captioning: good captions at ViT-B/16 cost (searchindex[caption]).
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 
-# BLIP base's image-text matching head, fine-tuned for COCO retrieval.
+# BLIP base's image-text matching head, fine-tuned for COCO retrieval (also --rerank itm's default).
 DEFAULT_ITM_MODEL = "Salesforce/blip-itm-base-coco"

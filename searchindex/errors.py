@@ -60,5 +60,9 @@ class ImageDecodeError(SearchIndexError):
         self.reason = reason
 
 
+class IndexTypeError(SearchIndexError):
+    """A FAISS index type (factory string) that cannot be built or used for an index."""
+
+
 class MissingExtraError(SearchIndexError):
     """An optional feature's dependencies are not installed; the message names the extra to install."""

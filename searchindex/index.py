@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy.exc
 
 from .catalog import CATALOG_FILE, Catalog, FailureRecord
-from .defaults import DEFAULT_POOL
+from .defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP
 from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
 from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
@@ -31,12 +31,22 @@ from .errors import (
     ModelMismatchError,
     QueryError,
 )
+from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .indexer import IndexSummary, ProgressCallback, index_entries
 from .lock import WriterLock
 from .query import Filters, Query, Term, auto_cutoff, combine
 from .scan import FileEntry, scan_folders
-from .vectors import DEFAULT_FACTORY, VectorIndex, latest_vector_file
+from .vectors import (
+    DEFAULT_FACTORY,
+    BuildReport,
+    VectorIndex,
+    build_index,
+    canonical_factory,
+    latest_vector_file,
+    planned_factory,
+    train_size,
+)
 
 if TYPE_CHECKING:
     from .captioning import Captioner, CaptionProgress, CaptionSummary
@@ -52,11 +62,45 @@ log = logging.getLogger(__name__)
 
 #: Orders in which search results can be returned.
 SORT_KEYS = ("score", "date")
+#: Search modes (see :meth:`Index.search`).
+MODES = ("auto", "vector", "text", "hybrid")
+#: Hybrid search fuses at least this many CLIP results with the word matches.
+FUSION_DEPTH = 100
+#: The most images one query word may match in the word ranking.
+TEXT_DEPTH = 1000
+# Keyword-list sources whose text is "a, b, c": shown as separate keywords.
+_LIST_SOURCES = frozenset({"xmp:subject", "iptc:keywords"})
 #: --threshold auto looks for a break among this many top scores first (then 4x more, up to AUTO_MAX_POOL).
 AUTO_POOL = 1024
 AUTO_MAX_POOL = 65536
 #: Random images whose scores form the background distribution of --threshold auto's fallback.
 AUTO_BACKGROUND = 2000
+
+
+def _sorted(results: list[SearchResult], sort: str) -> list[SearchResult]:
+    """``results`` in the requested order; ``rank`` stays the rank by score."""
+    if sort != "date":
+        return results
+    # Local wall-clock ISO text sorts chronologically; Python's sort is stable, so
+    # equal dates stay in score order.
+    dated = sorted((r for r in results if r.taken_at), key=lambda r: r.taken_at or "", reverse=True)
+    return dated + [r for r in results if not r.taken_at]
+
+
+def _first_caption(captions: Sequence[tuple[str, str]] | None) -> str | None:
+    return captions[0][1] if captions else None
+
+
+def _keywords(texts: Sequence[tuple[str, str]] | None) -> tuple[str, ...]:
+    """The words people wrote, as shown with a result: each keyword, each description, once."""
+    out: dict[str, None] = {}
+    for source, text in texts or ():
+        parts = text.split(", ") if source in _LIST_SOURCES else text.splitlines()
+        for part in parts:
+            part = part.strip()
+            if part and part.casefold() not in {o.casefold() for o in out}:
+                out[part] = None
+    return tuple(out)
 
 
 def default_index_path() -> Path:
@@ -71,7 +115,13 @@ def default_index_path() -> Path:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One hit: its rank (1-based), cosine similarity score, and catalog facts."""
+    """One hit: its rank (1-based), score, and catalog facts.
+
+    ``score`` is what the results are ranked by: the CLIP cosine similarity in
+    vector mode, the fused score in hybrid mode, BM25 in text mode, the ITM match
+    probability after ``rerank="itm"``; ``vector_score`` and ``text_score`` keep
+    the parts.
+    """
 
     rank: int
     score: float
@@ -91,6 +141,10 @@ class SearchResult:
     gps_lat: float | None = None
     gps_lon: float | None = None
     tags: tuple[str, ...] = ()  # zero-shot labels the image carries, strongest first
+    caption: str | None = None  # a generated caption (searchindex caption), if any
+    keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote (XMP, IPTC, sidecars)
+    vector_score: float | None = None  # CLIP cosine similarity (None in text mode)
+    text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
 
 
 @dataclass(frozen=True)
@@ -109,6 +163,12 @@ class IndexInfo:
     schema_version: int
     catalog_bytes: int
     vector_bytes: int
+    index_type: str = "auto"  # what was asked for: "auto" (the size policy) or a factory string
+    nprobe: int | None = None  # IVF lists probed per query, tuned to a recall target
+    tuned_recall: float | None = None  # recall@10 of that setting against exact search, when tuned
+    built_at: int = 0  # images the vector index held when it was last rebuilt
+    faiss_memory_bytes: int = 0  # the FAISS index in memory (its serialized size)
+    bytes_per_image: float = 0.0
     captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
 
 
@@ -152,9 +212,11 @@ class Index:
         self.spec: ModelSpec = catalog.model_spec()
         self.dim = int(meta["dim"])
         self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
+        self._index_type = meta.get("faiss_index_type") or "auto"
         self._encoder: Encoder | None = None
         self._vectors: VectorIndex | None = None
         self._lock = threading.RLock()
+        self._itm: dict[str, Any] = {}  # rerank model name -> ITM scorer
 
     # -- lifecycle --------------------------------------------------------
 
@@ -172,6 +234,7 @@ class Index:
         *,
         device: str = "auto",
         precision: str = "auto",
+        index_type: str = "auto",
     ) -> Index:
         """Create an empty index at ``path`` for ``model`` (loads the model once).
 
@@ -185,19 +248,30 @@ class Index:
             device: ``auto``, ``cpu`` or ``cuda``.
             precision: image-encoding precision, ``auto`` (fp16 on CUDA, the
                 measured default on CPU), ``fp32``, ``bf16``, ``int8`` (CPU) or ``fp16`` (CUDA).
+            index_type: the FAISS index type: ``auto`` (chosen by collection size, see
+                :func:`searchindex.vectors.choose_factory`) or an index_factory string
+                (``IVF1024,SQ8``), built once there are enough vectors to train it.
 
         Raises:
             IndexExistsError: an index already exists at ``path``.
+            IndexTypeError: FAISS cannot build ``index_type``.
             UnknownModelError, WeightsUnavailableError, ModelError: see :mod:`searchindex.errors`.
         """
         folder = Path(path).expanduser()
         if cls.exists(folder):
             raise IndexExistsError(f"an index already exists at {folder}")
+        if index_type != "auto":
+            canonical_factory(index_type)  # fail before loading the model
         spec = resolve_model(model, pretrained)
         # Load before writing anything: a model that cannot load leaves no half-made index.
         encoder = load_encoder(spec, device, precision)
+        if index_type != "auto":
+            index_type = canonical_factory(index_type, encoder.dim)
         folder.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY)
+        # Every index starts exact and empty; the first run that ends with enough
+        # vectors builds the requested (or auto-chosen) type.
+        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
+                                 meta={"faiss_index_type": index_type})
         index = cls(folder, catalog, device=device, precision=precision)
         index._encoder = encoder
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
@@ -262,13 +336,29 @@ class Index:
             generation = self._catalog.generation()
             vecs = self._vectors
             if vecs is None:
-                vecs = VectorIndex.load(self.path) or VectorIndex.empty(self.dim, self._factory)
+                # Without a usable file, start exact: it needs no training, and the
+                # next indexing run rebuilds the recorded type from the catalog.
+                vecs = VectorIndex.load(self.path) or VectorIndex.empty(self.dim)
                 if vecs.generation > generation:  # a file from a newer catalog cannot be trusted
-                    vecs = VectorIndex.empty(self.dim, self._factory)
+                    vecs = VectorIndex.empty(self.dim)
+                vecs.fetch = self._fetch_vectors
+                meta = self._catalog.meta()
+                if meta.get("faiss_nprobe") and meta.get("faiss_factory") == vecs.factory:
+                    vecs.nprobe = int(meta["faiss_nprobe"])
             if vecs.generation < generation:
                 self._catch_up(vecs, generation)
             self._vectors = vecs
             return vecs
+
+    def _fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Exact vectors of ``ids`` from the catalog (zeros for ids removed meanwhile)."""
+        stored = self._catalog.embeddings_by_id([int(i) for i in ids], self.dim)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for row, i in enumerate(ids):
+            vec = stored.get(int(i))
+            if vec is not None:
+                out[row] = vec
+        return out
 
     def _catch_up(self, vecs: VectorIndex, generation: int) -> None:
         since = vecs.generation
@@ -280,13 +370,61 @@ class Index:
         vecs.generation = generation
         log.debug("vector index caught up from generation %d to %d (%d vectors)", since, generation, n)
 
-    def _save_vectors(self) -> None:
+    def _save_vectors(self) -> BuildReport | None:
+        """Save the caught-up vector index, then rebuild it if the index-type policy wants another type.
+
+        Called under the writer lock at the end of every indexing run.
+        """
         found = latest_vector_file(self.path)
-        if found is not None and found[1] == self._catalog.generation():
-            return  # nothing changed: FAISS need not even be loaded
+        if found is not None and found[1] == self._catalog.generation() and self._planned() is None:
+            return None  # nothing changed: FAISS need not even be loaded
         vecs = self._fresh_vectors()
         if found is None or found[1] != vecs.generation:
             vecs.save(self.path)
+        if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
+            self._record(vecs, built_at=vecs.ntotal, recall=None)
+        target = self._planned()
+        return self._rebuild_vectors(target) if target is not None else None
+
+    def _planned(self) -> str | None:
+        meta = self._catalog.meta()
+        return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self._catalog.count(),
+                               self.dim, self._index_type)
+
+    def _record(self, vecs: VectorIndex, built_at: int, recall: float | None) -> None:
+        nprobe = vecs.nprobe
+        self._catalog.set_meta(faiss_factory=vecs.factory, faiss_nprobe="" if nprobe is None else str(nprobe),
+                               faiss_built_at=str(built_at), faiss_recall="" if recall is None else f"{recall:.4f}")
+        self._factory = vecs.factory
+
+    def _rebuild_vectors(self, factory: str) -> BuildReport | None:
+        """Build a ``factory`` index from the catalog's embeddings and swap it in atomically.
+
+        The new index is written under a temporary name and renamed over the old
+        file of the same generation, so readers see the old or the new index, and
+        a crash (or a FAISS error) before the rename leaves the old one in use.
+        FAISS errors and lack of memory are logged and keep the old index.
+        """
+        with self._lock:
+            old = self._fresh_vectors()
+            ids = old.ids()
+            rng = np.random.default_rng(old.generation)
+            sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
+            try:
+                new, report = build_index(factory, self.dim, self._catalog.embeddings_since(0, self.dim),
+                                          (sample_ids, self._fetch_vectors(sample_ids)))
+            except (RuntimeError, MemoryError) as exc:
+                log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,
+                            str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
+                            old.factory)
+                return None
+            new.generation, new.fetch = old.generation, self._fetch_vectors
+            new.save(self.path)
+            self._vectors = new
+            self._record(new, built_at=new.ntotal, recall=report.recall)
+            log.info("vector index rebuilt as %s (%d vectors, nprobe %s)", report.factory, report.vectors,
+                     report.nprobe)
+            return report
 
     # -- indexing ---------------------------------------------------------
 
@@ -299,6 +437,7 @@ class Index:
         workers: int | None = None,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         stop: threading.Event | None = None,
+        index_type: str | None = None,
     ) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
@@ -317,19 +456,51 @@ class Index:
             max_megapixels: larger images are recorded as failures (decompression bombs).
             stop: when set (e.g. from a SIGINT handler), the run ends after the batch
                 in flight is committed; the summary says ``interrupted``.
+            index_type: change the recorded FAISS index type (``auto`` or a factory
+                string; ``None`` keeps it).  At the end of every run the vector index
+                is rebuilt if the recorded type (for ``auto``: the size policy) wants
+                another one than it has.
 
         Raises:
             FolderNotFoundError: a folder does not exist.
             IndexLockedError: another process is writing to this index.
             IndexWriteError: the index folder cannot be written (disk full, read-only).
+            IndexTypeError: FAISS cannot build ``index_type``.
         """
         t0 = time.perf_counter()
+        wanted = self._check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         entries = list(scan_folders(folders))
         with self._writing(), WriterLock(self.path):
+            self._set_index_type(wanted)
             return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
                                        workers=workers, max_megapixels=max_megapixels, progress=progress,
                                        stop=stop)
+
+    def optimize(self, index_type: str | None = None) -> BuildReport | None:
+        """Bring the vector index up to date and rebuild it if its type should change.
+
+        What every indexing run does at its end, on its own: with ``index_type``
+        (``auto`` or a factory string) the recorded choice changes first.  Returns
+        how the index was rebuilt, or ``None`` when it kept its type.
+
+        Raises:
+            IndexTypeError, IndexLockedError, IndexWriteError.
+        """
+        wanted = self._check_index_type(index_type)
+        with self._writing(), WriterLock(self.path):
+            self._set_index_type(wanted)
+            return self._save_vectors()
+
+    def _check_index_type(self, index_type: str | None) -> str | None:
+        if index_type is None or index_type == "auto":
+            return index_type
+        return canonical_factory(index_type, self.dim)
+
+    def _set_index_type(self, index_type: str | None) -> None:
+        if index_type is not None and index_type != self._index_type:
+            self._catalog.set_meta(faiss_index_type=index_type)
+            self._index_type = index_type
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -402,7 +573,8 @@ class Index:
                     new = None
             if new is None:
                 shutil.rmtree(staging, ignore_errors=True)
-                new = cls.create(staging, model, pretrained, device=device, precision=precision)
+                new = cls.create(staging, model, pretrained, device=device, precision=precision,
+                                 index_type=old._index_type)
             else:
                 log.info("resuming the reindex in %s", staging)
             with new:
@@ -451,6 +623,11 @@ class Index:
         like: Sequence[Shot] = (),
         unlike: Sequence[Shot] = (),
         pool: int = DEFAULT_POOL,
+        mode: str = "auto",
+        rerank: str | None = None,
+        rerank_top: int = DEFAULT_RERANK_TOP,
+        rerank_model: str | None = None,
+        fusion: str = DEFAULT_FUSION,
     ) -> list[SearchResult]:
         """The images that best match ``query``, best first.
 
@@ -460,9 +637,10 @@ class Index:
                 terms: their unit embeddings are summed with their weights
                 (negative weights subtract) and normalised.
             k: the most results to return; ``None`` for no limit (with a cutoff).
-            filters: only images meeting these conditions are ranked; the ranking
-                among them is exact (see :meth:`search_vector`).
-            min_score: drop results scoring below this cosine similarity.
+            filters: only images meeting these conditions are ranked (by both the
+                vector and the word ranking); the ranking among them is exact
+                (see :meth:`search_vector`).
+            min_score: drop results whose CLIP cosine similarity is below this.
             threshold: ``"auto"``: return only the results that stand out for
                 this query (:func:`searchindex.query.auto_cutoff`).
             sort: ``"score"`` (best first) or ``"date"`` (newest first by date taken,
@@ -475,13 +653,79 @@ class Index:
                 the examples themselves are left out of the results.  Not combinable
                 with ``min_score``/``threshold`` (yet).
             pool: how many CLIP candidates the few-shot reranker sees.
+            mode: ``"vector"`` (CLIP only), ``"text"`` (words only: BM25 over
+                keywords, descriptions, captions and file names; no model is
+                loaded), ``"hybrid"`` (both rankings fused, see
+                :mod:`searchindex.hybrid`), or ``"auto"``: hybrid when some image's
+                words match every word of the query's text, else vector.  Cutoffs
+                (``min_score``, ``threshold``) judge CLIP scores: in hybrid mode
+                they cut the vector ranking and word matches are kept; text mode
+                refuses them, and ``like``/``unlike``.  Negative text terms also
+                remove the images whose words match them from the word ranking.
+            rerank: ``"itm"``: re-score the top ``rerank_top`` results with BLIP's
+                image-text matching head (needs the ``caption`` extra) and reorder
+                them by it (then keep ``k``); ``score`` becomes its match probability.
+            rerank_model: the ITM model (default: that of :mod:`searchindex.captioning`).
+            fusion: a key of :data:`searchindex.hybrid.FUSIONS` (for evaluation).
 
         Raises:
             QueryError: empty query, unreadable image term, unknown tag, an example
-                image that cannot be used, bad option values.
+                image that cannot be used, bad option values, a mode the query
+                cannot use (text mode without words, ...).
         """
-        return self.search_vector(self.embed(query), k, filters=filters, min_score=min_score,
-                                  threshold=threshold, sort=sort, tag=tag, like=like, unlike=unlike, pool=pool)
+        q = Query.coerce(query)
+        self._check_options(k, pool, min_score, threshold, sort, like, unlike)
+        if mode not in MODES:
+            raise QueryError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if fusion not in FUSIONS:
+            raise QueryError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+        if rerank not in (None, "itm"):
+            raise QueryError(f"rerank must be 'itm' or None, not {rerank!r}")
+        if rerank_top < 1:
+            raise QueryError("rerank_top must be at least 1")
+        positive = " ".join(t.text for t in q.terms if t.text is not None and t.weight > 0)
+        words = query_words(positive) if positive else []
+        if rerank == "itm" and not positive:
+            raise QueryError("--rerank itm judges an image against words: the query needs a text term")
+        if mode in ("text", "hybrid") and not words:
+            raise QueryError(f"--mode {mode} needs words to search for: give a text query (or use --mode vector)")
+        if mode == "text":
+            if like or unlike:
+                raise QueryError("--like/--unlike rerank by pictures: use them with --mode vector or hybrid")
+            if min_score is not None or threshold is not None:
+                raise QueryError("--min-score/--threshold cut CLIP scores: use them with --mode vector or hybrid")
+        limit = k
+        if rerank is not None and k is not None:
+            k = max(k, rerank_top)  # the reranker sees its whole shortlist; the answer is cut to ``limit`` after
+        candidates = self._candidates(filters, tag)
+        text = TextRanking.empty()
+        if mode != "vector" and words and (candidates is None or len(candidates)):
+            text = self._text_ranking(q, words, candidates)
+        if mode == "auto":
+            mode = "hybrid" if len(text.full()) else "vector"
+        if mode == "text":
+            ids, scores = text.ids, text.scores
+            if k is not None:
+                ids, scores = ids[:k], scores[:k]
+            results = self._results(ids, scores, text=text)
+        else:
+            vector = self.embed(q)
+            depth = k
+            if mode == "hybrid" and k is not None:
+                depth = max(k, FUSION_DEPTH)
+            scores, ids, shot_ids = self._vector_ranking(vector, depth, candidates, min_score, threshold, like,
+                                                         unlike, pool)
+            if mode == "hybrid":
+                full = text.full().without(shot_ids)
+                ids, scores = fuse(fusion, ids, scores, full, lambda i: self._cosines(vector, i))
+                text = full
+            if k is not None:
+                scores, ids = scores[:k], ids[:k]
+            results = self._results(ids, scores, text=text if mode == "hybrid" else None,
+                                    vector=vector if mode == "hybrid" else None)
+        if rerank == "itm":
+            results = self._rerank_itm(results, positive, rerank_top, rerank_model)
+        return _sorted(results[:limit] if limit is not None else results, sort)
 
     def search_image(self, path: str | os.PathLike[str], k: int | None = 10, **options: Any) -> list[SearchResult]:
         """The images most similar to the image file at ``path`` (options as in :meth:`search`).
@@ -567,6 +811,19 @@ class Index:
         scored directly).  So the top ``k`` under a filter is the exact top ``k``
         of the matching images, however few they are.
         """
+        self._check_options(k, pool, min_score, threshold, sort, like, unlike)
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.dim}")
+        candidates = self._candidates(filters, tag)
+        scores, ids, _ = self._vector_ranking(vector, k, candidates, min_score, threshold, like, unlike, pool)
+        if k is not None:
+            scores, ids = scores[:k], ids[:k]
+        return _sorted(self._results(ids, scores), sort)
+
+    @staticmethod
+    def _check_options(k: int | None, pool: int, min_score: float | None, threshold: str | None, sort: str,
+                       like: Sequence[Shot], unlike: Sequence[Shot]) -> None:
         if k is not None and k < 1:
             raise QueryError("k must be at least 1")
         if pool < 1:
@@ -579,9 +836,9 @@ class Index:
             raise QueryError(f"min_score is a cosine similarity between -1 and 1, not {min_score}")
         if (like or unlike) and (min_score is not None or threshold is not None):
             raise QueryError("a score cutoff (--threshold/--min-score) cannot be combined with --like/--unlike yet")
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self.dim:
-            raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.dim}")
+
+    def _candidates(self, filters: Filters | None, tag: str | None) -> np.ndarray | None:
+        """The sorted ids meeting ``filters`` and ``tag``; ``None`` when nothing restricts the search."""
         candidates = None
         if tag is not None:
             known = [name for name, _ in self._catalog.tag_counts()]
@@ -593,13 +850,21 @@ class Index:
         if filters is not None and filters.active:
             matching = self._catalog.filtered_ids(filters)
             candidates = matching if candidates is None else np.intersect1d(candidates, matching)
+        return candidates
+
+    def _vector_ranking(
+        self, vector: np.ndarray, k: int | None, candidates: np.ndarray | None, min_score: float | None,
+        threshold: str | None, like: Sequence[Shot], unlike: Sequence[Shot], pool: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(scores, ids, example ids) of the CLIP ranking, best first: top ``k``, a cutoff's set, or few-shot
+        reranked (the indexed examples left out)."""
         like_vecs, like_ids = self._shot_vectors(like, "like")
         unlike_vecs, unlike_ids = self._shot_vectors(unlike, "unlike")
         vecs = self._fresh_vectors()
         searched = vecs.ntotal if candidates is None else len(candidates)
-        if searched == 0 or vecs.ntotal == 0:
-            return []
         shot_ids = set(like_ids) | set(unlike_ids)
+        if searched == 0 or vecs.ntotal == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64), sorted(shot_ids)
         if len(like_vecs) or len(unlike_vecs):
             from .fewshot import FewShotReranker
 
@@ -609,8 +874,8 @@ class Index:
                                                     unlike_vecs, base_scores=base, exclude=exclude)
             log.info("few-shot rerank of %d candidates: %s", len(cand_ids), fit)
             order = np.array([i for i in np.argsort(-new, kind="stable") if not exclude[i]], dtype=np.int64)
-            scores, ids = new[order].astype(np.float32), cand_ids[order]
-        elif threshold == "auto":
+            return new[order].astype(np.float32), cand_ids[order], sorted(shot_ids)
+        if threshold == "auto":
             scores, ids = self._auto_cut(vecs, vector, candidates, searched)
             if min_score is not None:
                 keep = scores >= min_score
@@ -619,26 +884,100 @@ class Index:
             scores, ids = vecs.scores_above(vector, min_score, candidates)
         else:
             scores, ids = vecs.top_k(vector, k if k is not None else searched, candidates)
-        if k is not None:
-            scores, ids = scores[:k], ids[:k]
-        rows = self._catalog.images_by_id(int(i) for i in ids)
-        tags = self._catalog.tags_by_id(int(i) for i in ids)
+        return scores, ids, []
+
+    def _cosines(self, vector: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Cosine similarity of ``vector`` to the stored vectors of ``ids`` (0 for ids not in the index)."""
+        vecs = self._fresh_vectors()
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros(len(ids), dtype=np.float32)
+        present = vecs.contains(ids) if len(ids) else np.zeros(0, bool)
+        if present.any():
+            out[present] = vecs.vectors(ids[present]) @ vector
+        return out
+
+    def _text_ranking(self, q: Query, words: Sequence[str], candidates: np.ndarray | None) -> TextRanking:
+        """The word ranking of ``words`` among ``candidates``, minus images matching a negative text term.
+
+        A word found in more than half of the searched images is left out (see
+        :func:`searchindex.hybrid.rank_text`); so is the ranking when no word is left.
+        """
+        searched = self.count() if candidates is None else len(candidates)
+        common = searched // 2
+        # Enough hits to tell a common word, and at least TEXT_DEPTH of the others.
+        limit = max(TEXT_DEPTH, common + 1)
+
+        def search_word(word: str) -> list[tuple[int, float]]:
+            return self._catalog.text_search(word, limit, candidates)
+
+        ranking = rank_text(words, search_word, max_hits=common if searched >= 2 else None)
+        for term in q.terms:
+            if term.text is not None and term.weight < 0 and len(ranking):
+                unwanted = rank_text(query_words(term.text), search_word).full()
+                ranking = ranking.without(unwanted.ids)
+        return ranking
+
+    def _results(self, ids: np.ndarray, scores: np.ndarray, *, text: TextRanking | None = None,
+                 vector: np.ndarray | None = None) -> list[SearchResult]:
+        """Catalog rows, tags, captions and keywords of ranked ids, as results.
+
+        ``text``: the word ranking (fills ``text_score``); ``vector``: the query
+        vector when ``score`` is not the cosine (fills ``vector_score``).
+        """
+        id_list = [int(i) for i in ids]
+        rows = self._catalog.images_by_id(id_list)
+        tags = self._catalog.tags_by_id(id_list)
+        captions = self._catalog.captions_by_id(id_list)
+        texts = self._catalog.texts_by_id(id_list)
+        bm25 = dict(zip(text.ids.tolist(), text.scores.tolist(), strict=True)) if text is not None else {}
+        cosines = dict(zip(id_list, self._cosines(vector, ids).tolist(), strict=True)) if vector is not None else {}
         out = []
-        for score, image_id in zip(scores.tolist(), ids.tolist(), strict=True):
+        for score, image_id in zip(np.asarray(scores).tolist(), id_list, strict=True):
             row = rows.get(image_id)
             if row is None:  # removed by a concurrent writer since the vectors were read
                 continue
+            if text is not None and vector is None:  # text mode: no CLIP score
+                vector_score = None
+            else:
+                vector_score = cosines.get(image_id, score)
             out.append(SearchResult(
                 len(out) + 1, score, row.path, row.id, row.width, row.height, row.format, row.size, row.sha256,
                 row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
                 row.gps_lat, row.gps_lon, tuple(name for name, _ in tags.get(image_id, ())),
+                caption=_first_caption(captions.get(image_id)), keywords=_keywords(texts.get(image_id)),
+                vector_score=vector_score, text_score=bm25.get(image_id),
             ))
-        if sort == "date":
-            # Local wall-clock ISO text sorts chronologically; Python's sort is stable, so
-            # equal dates stay in score order.
-            dated = sorted((r for r in out if r.taken_at), key=lambda r: r.taken_at or "", reverse=True)
-            out = dated + [r for r in out if not r.taken_at]
         return out
+
+    def _rerank_itm(self, results: list[SearchResult], text: str, top: int,
+                    model: str | None) -> list[SearchResult]:
+        """Re-score the first ``top`` results with BLIP's image-text matching head (a cross-encoder)."""
+        head, tail = results[:top], results[top:]
+        if not head:
+            return results
+        scorer = self._itm_scorer(model)
+        images, usable = [], []
+        for r in head:
+            try:
+                images.append(decode_image(Path(r.path).read_bytes(), r.path).image)
+                usable.append(r)
+            except Exception as exc:  # gone or changed since indexing: keep it, unscored, after the others
+                log.info("cannot rerank %s: %s", r.path, getattr(exc, "reason", exc))
+        probs = np.asarray(scorer.score(images, text), dtype=np.float64).reshape(-1) if images else np.zeros(0)
+        order = np.argsort(-probs, kind="stable")
+        scored = [dataclasses.replace(usable[i], score=float(probs[i])) for i in order]
+        rest = [r for r in head if r not in usable] + tail
+        return [dataclasses.replace(r, rank=n) for n, r in enumerate(scored + rest, 1)]
+
+    def _itm_scorer(self, model: str | None) -> Any:
+        """The ITM scorer for ``model``, loaded once per index object."""
+        with self._lock:
+            key = model or ""
+            if key not in self._itm:
+                from .captioning import load_itm  # transformers loads inside, or MissingExtraError says what to install
+
+                self._itm[key] = load_itm(model, device=self._device) if model else load_itm(device=self._device)
+            return self._itm[key]
 
     def _auto_cut(
         self, vecs: VectorIndex, vector: np.ndarray, candidates: np.ndarray | None, searched: int
@@ -819,16 +1158,25 @@ class Index:
         return self._catalog.failures()
 
     def info(self) -> IndexInfo:
+        """What the index is made of; the FAISS figures describe the saved vector file (no loading)."""
         meta = self._catalog.meta()
         found = latest_vector_file(self.path)
         catalog_bytes = sum(
             p.stat().st_size for p in self.path.glob(CATALOG_FILE + "*") if p.is_file()
         )
+        images = self.count()
+        vector_bytes = found[0].stat().st_size if found else 0
         return IndexInfo(
             path=str(self.path), model=self.spec.model, pretrained=self.spec.pretrained,
-            checkpoint_sha256=self.spec.checkpoint_sha256, dim=self.dim, images=self.count(),
+            checkpoint_sha256=self.spec.checkpoint_sha256, dim=self.dim, images=images,
             failures=self._catalog.failure_count(), generation=int(meta["generation"]),
-            faiss_factory=self._factory, schema_version=int(meta["schema_version"]),
-            catalog_bytes=catalog_bytes, vector_bytes=found[0].stat().st_size if found else 0,
+            faiss_factory=meta.get("faiss_factory", DEFAULT_FACTORY), schema_version=int(meta["schema_version"]),
+            catalog_bytes=catalog_bytes, vector_bytes=vector_bytes,
+            index_type=meta.get("faiss_index_type") or "auto",
+            nprobe=int(meta["faiss_nprobe"]) if meta.get("faiss_nprobe") else None,
+            tuned_recall=float(meta["faiss_recall"]) if meta.get("faiss_recall") else None,
+            built_at=int(meta.get("faiss_built_at") or 0),
+            # A FAISS index in memory is its serialized form (codes, ids, centroids), so the file measures it.
+            faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
             captions=self.caption_counts(),
         )

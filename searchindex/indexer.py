@@ -39,6 +39,7 @@ from .catalog import Catalog, FailureRecord, NewImage
 from .encoders import Encoder
 from .errors import ImageDecodeError
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from .keywords import read_texts, sidecar_signature
 from .metadata import PhotoMetadata, read_metadata
 from .pixels import PixelSpec, to_pixels
 from .scan import FileEntry
@@ -99,6 +100,8 @@ class _Hashed:
     entry: FileEntry
     sha256: str
     meta: PhotoMetadata
+    texts: list[tuple[str, str]]  # (source, text) people wrote: see searchindex.keywords
+    sidecars: str  # the sidecars' signature when they were read
 
 
 @dataclass
@@ -106,6 +109,8 @@ class _Decoded:
     entry: FileEntry
     sha256: str
     meta: PhotoMetadata
+    texts: list[tuple[str, str]]
+    sidecars: str
     width: int
     height: int
     format: str
@@ -158,8 +163,11 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
         return fail(f"unreadable: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
     meta = read_metadata(data, entry.mtime_ns)
+    # Signature first: a sidecar edited while it is being read is read again next run.
+    sidecars = sidecar_signature(entry.path)
+    texts = read_texts(entry.path, data)
     if sha in known:
-        return _Hashed(entry, sha, meta)
+        return _Hashed(entry, sha, meta, texts, sidecars)
     try:
         min_side = prepare.min_side if isinstance(prepare, PixelSpec) else prepare.image_size
         decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=min_side)
@@ -172,7 +180,33 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
     except Exception as exc:  # a decoder bug must not stop a 200k-photo run
         log.exception("unexpected error decoding %s", entry.path)
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"decode error: {type(exc).__name__}: {exc}")
-    return _Decoded(entry, sha, meta, decoded.width, decoded.height, decoded.format, pixels)
+    return _Decoded(entry, sha, meta, texts, sidecars, decoded.width, decoded.height, decoded.format, pixels)
+
+
+def _listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
+    """The names in ``path``'s folder, listed once per run (sidecar lookups then cost no stat)."""
+    folder = os.path.dirname(path)
+    names = cache.get(folder)
+    if names is None:
+        try:
+            names = frozenset(os.listdir(folder))
+        except OSError:
+            names = frozenset()
+        cache[folder] = names
+    return names
+
+
+def _store_texts(catalog: Catalog, texts: dict[str, tuple[list[tuple[str, str]], str]], failed: set[str]) -> None:
+    """Store the keywords read in a batch, for the rows it committed (ids are known only now).
+
+    A crash before this leaves rows without a text state: the next run reads their texts again.
+    """
+    paths = [p for p in texts if p not in failed]
+    ids = catalog.image_ids_by_path(paths) if paths else {}
+    if not ids:
+        return
+    catalog.store_texts({ids[p]: texts[p][0] for p in paths if p in ids})
+    catalog.store_text_states({ids[p]: texts[p][1] for p in paths if p in ids})
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -214,13 +248,21 @@ def index_entries(
 
     todo, unchanged = [], 0
     without_metadata = catalog.ids_without_metadata() if images else set()
+    text_states = catalog.text_states() if images else {}
+    listings: dict[str, frozenset[str]] = {}
     backfill: list[tuple[int, FileEntry]] = []
+    reread: list[tuple[int, FileEntry, str]] = []  # id, file, sidecar signature now
     for e in entries:
         state = images.get(e.path)
         if (state and state[1:3] == (e.size, e.mtime_ns)) or failed_before.get(e.path) == (e.size, e.mtime_ns):
             unchanged += 1
             if state and state[0] in without_metadata:
                 backfill.append((state[0], e))
+            if state:
+                # Sidecars change without the image changing: compare their stat signature.
+                signature = sidecar_signature(e.path, _listing(listings, e.path))
+                if text_states.get(state[0]) != signature:
+                    reread.append((state[0], e, signature))
         else:
             todo.append(e)
 
@@ -261,6 +303,7 @@ def index_entries(
             touched: list[tuple[int, int, int]] = []
             moved: list[tuple[int, str, int, int]] = []
             metadata: list[tuple[int, PhotoMetadata]] = []
+            texts: dict[str, tuple[list[tuple[str, str]], str]] = {}  # path -> texts, sidecar signature
             bad: list[FailureRecord] = []
             to_encode: list[_Decoded] = []
             copies: list[tuple[FileEntry, str, int, PhotoMetadata]] = []  # entry, sha, source id, metadata
@@ -269,6 +312,7 @@ def index_entries(
                     bad.append(r)
                     continue
                 e = r.entry
+                texts[e.path] = (r.texts, r.sidecars)
                 state = images.get(e.path)
                 if state and state[3] == r.sha256:
                     touched.append((state[0], e.size, e.mtime_ns))
@@ -328,6 +372,7 @@ def index_entries(
                     if images.get(e.path) is None:
                         counts.duplicates += 1
             catalog.commit_batch(rows, bad, touched=touched, moved=moved, metadata=metadata)
+            _store_texts(catalog, texts, {f.path for f in bad})
             counts.failures.extend(bad)
             for f in bad:
                 log.info("skipped %s: %s", f.path, f.reason)
@@ -350,6 +395,20 @@ def index_entries(
                     interrupted = True
                     break
         log.info("read photo metadata of %d previously indexed files", len(backfill))
+
+    # Keywords of unchanged images: edited sidecars, and rows indexed before texts were read.
+    if reread and not interrupted:
+        with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as threads:
+            for start in range(0, len(reread), 500):
+                chunk = reread[start:start + 500]
+                found = threads.map(lambda r: read_texts(r[1].path, names=_listing(listings, r[1].path)), chunk)
+                read = dict(zip([i for i, _, _ in chunk], found, strict=True))
+                catalog.store_texts(read)
+                catalog.store_text_states({i: signature for i, _, signature in chunk})
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break
+        log.info("read keywords of %d unchanged files (new or edited sidecars, or never read)", len(reread))
 
     if gone and not interrupted:
         catalog.commit_batch(deleted=sorted(gone))

@@ -135,6 +135,18 @@ def _text_search(db: sqlite3.Connection) -> None:
     refresh_text_index(db.execute, None)  # file names are searchable at once
 
 
+def _text_states(db: sqlite3.Connection) -> None:
+    """v6: which images' texts were read, with their sidecars' signature (name, size, mtime).
+
+    Existing rows get none, so the next ``index`` run reads their keywords (file
+    headers and sidecars only); later runs re-read an image's texts when its
+    sidecars change while the image does not.
+    """
+    db.execute(
+        "CREATE TABLE text_states (image_id INTEGER NOT NULL, sidecars VARCHAR NOT NULL, PRIMARY KEY (image_id))"
+    )
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -148,6 +160,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "tags", _tags),
     Migration(4, "filter_indexes", _filter_indexes),
     Migration(5, "text_search", _text_search),
+    Migration(6, "text_states", _text_states),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -71,3 +71,14 @@ def test_eval_fewshot_meets_its_goal(tmp_path: Path) -> None:
     assert table["reranker"][four] >= table["reranker"][0] + 0.25
     assert table["reranker"][four] > max(table["rocchio"][four], table["probe"][four])
     assert png.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_eval_hybrid_meets_its_goals() -> None:
+    res = _run("scripts/eval_hybrid.py", "--count", "400", "--json")
+    out = json.loads(res.stdout)
+    with_kw, without = out["with_keywords"], out["without_keywords"]
+    default = "hybrid " + out["default_fusion"]
+    assert with_kw["recall_at_10"][default] >= 0.9 > with_kw["recall_at_10"]["vector"]
+    assert with_kw["precision_at_10"][default] >= with_kw["precision_at_10"]["vector"] - 0.05
+    assert without["precision_at_10"][default] == without["precision_at_10"]["vector"]
