@@ -158,7 +158,7 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 
 # What `auto` means on a CPU (measured with scripts/bench_index.py; see the README's
 # performance section).  int8 dynamic quantisation is faster for ViTs and meets the
@@ -180,6 +180,8 @@ def resolve_precision(precision: str, device: str) -> str:
         raise ModelError("fp16 needs a CUDA device; on a CPU use fp32, bf16 or int8")
     if precision == "int8" and cuda:
         raise ModelError("int8 (dynamic quantisation) runs on the CPU only; on CUDA use fp16")
+    if precision == "onnx" and cuda:
+        raise ModelError("onnx (ONNX Runtime) runs on the CPU only here; on CUDA use fp16")
     return precision
 
 
@@ -295,12 +297,21 @@ class OpenClipEncoder(Encoder):
                 self._visual = torch.ao.quantization.quantize_dynamic(
                     copy.deepcopy(model.visual), {torch.nn.Linear}, dtype=torch.qint8
                 )
+        self._onnx_visual: Any = None
+        if self.precision == "onnx":
+            from .onnxmodels import image_session
+
+            self._onnx_visual = image_session(self)
 
     def preprocess(self, image: Image.Image) -> Any:
         return self._preprocess(image)
 
     def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
         torch = self._torch
+        if self._onnx_visual is not None:
+            x = torch.stack(list(batch)).numpy()
+            feats = self._onnx_visual.run(None, {"pixels": x})[0].astype(np.float32)
+            return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         with torch.inference_mode():
             x = torch.stack(list(batch)).to(self.device)
             if self.precision in ("bf16", "fp16"):

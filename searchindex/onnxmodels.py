@@ -39,8 +39,8 @@ import numpy as np
 if TYPE_CHECKING:
     from .encoders import Encoder, ModelSpec, OpenClipEncoder
 
-__all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "load_text_encoder", "model_cache_dir",
-           "onnx_available", "text_backend", "tower_key"]
+__all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
+           "model_cache_dir", "onnx_available", "text_backend", "tower_key"]
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,6 @@ def export_text_tower(encoder: Encoder) -> Path | None:
 
 
 def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path, sidecar: Path) -> Path | None:
-    import warnings
-
     import torch
 
     from .tokenizer import ClipTokenizer
@@ -252,8 +250,23 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
         def forward(self, tokens: Any) -> Any:
             return self.model.encode_text(tokens, normalize=True)
 
-    model_file.parent.mkdir(parents=True, exist_ok=True)
     tokens = ClipTokenizer(context_length)(_PROBE)
+    _export_graph(encoder, TextTower(encoder._model), tokens, "tokens", model_file)
+    facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
+             "dim": encoder.dim, "tokenizer": "clip-bpe"}
+    _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+    log.info("exported the %s text tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
+    return model_file
+
+
+def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, input_name: str,
+                  model_file: Path) -> None:
+    """Trace ``module`` on ``example`` (batch axis dynamic), check it against torch, move it into place."""
+    import warnings
+
+    import torch
+
+    model_file.parent.mkdir(parents=True, exist_ok=True)
     model = encoder._model
     device = next(model.parameters()).device
     if device.type != "cpu":
@@ -261,15 +274,17 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
     try:
         with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".export-") as tmp:
             staged = Path(tmp) / model_file.name
+            x = torch.from_numpy(example)
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
-                torch.onnx.export(TextTower(model), (torch.from_numpy(tokens),), str(staged),
-                                  input_names=["tokens"], output_names=["embedding"],
-                                  dynamic_axes={"tokens": {0: "n"}, "embedding": {0: "n"}},
+                torch.onnx.export(module, (x,), str(staged), input_names=[input_name], output_names=["embedding"],
+                                  dynamic_axes={input_name: {0: "n"}, "embedding": {0: "n"}},
                                   opset_version=17, dynamo=False)
-                want = model.encode_text(torch.from_numpy(tokens), normalize=True).float().numpy()
+                want = module(x).float().numpy()
             _weights_apart(staged)
-            got = _session(staged).run(None, {"tokens": tokens})[0]
+            got = _session(staged).run(None, {input_name: example})[0]
+            want /= np.linalg.norm(want, axis=1, keepdims=True)
+            got /= np.linalg.norm(got, axis=1, keepdims=True)
             cosine = float(np.min(np.sum(got * want, axis=1)))
             if cosine < _MIN_COSINE:
                 raise ValueError(f"exported tower disagrees with torch (min cosine {cosine:.5f})")
@@ -279,8 +294,31 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
     finally:
         if device.type != "cpu":
             model.to(device)
-    facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
-             "dim": encoder.dim, "tokenizer": "clip-bpe"}
-    _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
-    log.info("exported the %s text tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
-    return model_file
+
+
+def image_session(encoder: OpenClipEncoder) -> Any:
+    """An ONNX Runtime session of ``encoder``'s image tower (exported first if needed).
+
+    Input ``pixels`` (n, 3, S, S) float32 normalised as the model expects; output
+    the unnormalised image features.
+
+    Raises:
+        ModelError: onnxruntime/onnx are not installed, or the export failed.
+    """
+    from .errors import ModelError
+
+    if not onnx_available(export=True):
+        raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")
+    model_file, sidecar = _paths(encoder.spec, "image")
+    if not (sidecar.is_file() and model_file.is_file()):
+        size = encoder.image_size
+        rng = np.random.default_rng(0)
+        example = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+        try:
+            _export_graph(encoder, encoder._model.visual, example, "pixels", model_file)
+        except Exception as exc:
+            raise ModelError(f"could not export the {encoder.spec.describe()} image tower to ONNX: {exc}") from exc
+        facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}
+        _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+        log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
+    return _session(model_file)

@@ -139,3 +139,23 @@ def test_unusable_query_cache_never_fails_a_search(shapes_index: Path, tmp_path:
     (index / CACHE_FILE).write_bytes(b"not a database" * 100)
     with Index.open(index, device="cpu") as idx:
         assert len(idx.search("a photo of a red circle", k=3)) == 3
+
+
+@onnx_extra
+def test_onnx_image_precision_matches_fp32(shapes: object) -> None:
+    from PIL import Image
+
+    spec = resolve_model("tiny-shapes")
+    reference, fast = load_encoder(spec, "cpu", "fp32"), load_encoder(spec, "cpu", "onnx")
+    files = sorted(shapes.folder.glob("*.png"))[:48]  # type: ignore[attr-defined]
+    images = [Image.open(f).convert("RGB") for f in files]
+    cosine = np.sum(fast.encode_images(images) * reference.encode_images(images), axis=1)
+    assert fast.precision == "onnx" and cosine.min() >= 0.999
+
+
+def test_onnx_precision_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from searchindex import ModelError
+
+    monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)
+    with pytest.raises(ModelError, match=r"searchindex\[onnx\]"):
+        load_encoder(resolve_model("tiny-shapes"), "cpu", "onnx")
