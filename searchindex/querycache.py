@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ class QueryCache:
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._db: sqlite3.Connection | None = None
         self._broken = False
+        self._guard = threading.Lock()  # Index.search may be called from several threads
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         if self._db is not None or self._broken:
@@ -60,6 +62,10 @@ class QueryCache:
 
     def get_many(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """The cached embeddings among ``texts`` (a missing or unreadable cache is empty)."""
+        with self._guard:
+            return self._get_many(texts)
+
+    def _get_many(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         found = {t: self._memory[t] for t in texts if t in self._memory}
         wanted = [t for t in dict.fromkeys(texts) if t not in found]
         db = self._connect(create=False) if wanted else None
@@ -80,6 +86,10 @@ class QueryCache:
 
     def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Store new embeddings; failures (read-only folder, locked file) are ignored."""
+        with self._guard:
+            self._put_many(vectors)
+
+    def _put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
         for text, vec in vectors.items():
             self._remember(text, np.asarray(vec, dtype=np.float32))
         db = self._connect(create=True)
@@ -104,6 +114,7 @@ class QueryCache:
             self._memory.popitem(last=False)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._guard:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

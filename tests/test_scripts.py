@@ -71,3 +71,23 @@ def test_eval_fewshot_meets_its_goal(tmp_path: Path) -> None:
     assert table["reranker"][four] >= table["reranker"][0] + 0.25
     assert table["reranker"][four] > max(table["rocchio"][four], table["probe"][four])
     assert png.stat().st_size > 1000
+
+
+def test_bench_latency_reports_each_stage(tmp_path: Path) -> None:
+    res = _run("scripts/bench_latency.py", "--n", "3000", "--dim", "64", "--factory", "IVF16,SQ8", "--nprobe", "2",
+               "--model", "tiny-shapes", "--queries", "12", "--backends", "onnx,torch",
+               "--index", str(tmp_path / "lat.idx"))
+    assert "3,000 rows" in res.stdout
+    for backend in ("onnx", "torch"):
+        for label in ("new queries (12)", "cached queries (12)"):
+            line = next(x for x in res.stdout.splitlines() if x.startswith(f"[{backend}] {label}"))
+            assert all(f"{part} " in line for part in ("total", "encode", "search", "join"))
+
+
+@pytest.mark.slow
+def test_bench_cli_times_each_cold_search() -> None:
+    res = _run("scripts/bench_cli.py", "--count", "60", "--runs", "1")
+    assert "heavy modules imported by --help: []" in res.stdout
+    assert "cold search imports: ['faiss', 'numpy', 'onnxruntime', 'sqlalchemy']" in res.stdout
+    for label in ("first-time query, onnx", "repeated query (cache)", "first-time query, torch"):
+        assert f"search, {label}" in res.stdout
