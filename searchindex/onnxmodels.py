@@ -275,11 +275,19 @@ def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, in
         with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".export-") as tmp:
             staged = Path(tmp) / model_file.name
             x = torch.from_numpy(example)
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
-                torch.onnx.export(module, (x,), str(staged), input_names=[input_name], output_names=["embedding"],
-                                  dynamic_axes={input_name: {0: "n"}, "embedding": {0: "n"}},
-                                  opset_version=17, dynamo=False)
+            # nn.MultiheadAttention's inference fast path is one fused op ONNX has no export for.
+            fastpath = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
+                    torch.onnx.export(module, (x,), str(staged), input_names=[input_name],
+                                      output_names=["embedding"],
+                                      dynamic_axes={input_name: {0: "n"}, "embedding": {0: "n"}},
+                                      opset_version=17, dynamo=False)
+            finally:
+                torch.backends.mha.set_fastpath_enabled(fastpath)
+            with torch.inference_mode():
                 want = module(x).float().numpy()
             _weights_apart(staged)
             got = _session(staged).run(None, {input_name: example})[0]
