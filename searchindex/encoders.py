@@ -161,33 +161,30 @@ def resolve_device(device: str = "auto") -> str:
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 
 # What `auto` means on a CPU (measured with scripts/bench_index.py; see the README's
-# performance section).  ONNX Runtime running the exported image tower (precision
-# "onnx", the `onnx` extra) was the fastest that meets the quality guard: ViT-B-32
-# (random init), one round on 2 cores shared with other jobs, images/s against the
-# naive baseline of the same round: 12 MP JPEGs fp32 1.73x, int8 1.78x, onnx 3.05x;
-# 256 px JPEGs fp32 1.19x, int8 1.84x, onnx 1.97x; onnx vectors match the torch fp32
-# reference (cosine >= 0.999, checked at export and by the guard).  So `auto` is onnx
-# when onnxruntime and onnx are installed (falling back to fp32 if the export fails),
-# else fp32.  int8 dynamic quantisation meets the guard too, but it quantises
-# activations with one range per batch, so an image's vector depends on its batch
-# mates and a resumed run would not reproduce a clean run's vectors exactly; it stays
-# opt-in.  bf16 is slow on CPUs without native bf16 instructions.
-DEFAULT_CPU_PRECISION = "onnx"
-FALLBACK_CPU_PRECISION = "fp32"
+# performance section).  fp32.  ONNX Runtime running the exported image tower
+# (precision "onnx", the `onnx` extra) meets the quality guard (cosine 1.0000 against
+# the torch fp32 reference for ViT-B-32) but is not reliably faster: ViT-B-32 (random
+# init), 2 cores, ratio to the naive baseline of the same round --
+#   busy machine (load 9-13), 1 round:  12 MP fp32 1.73x, int8 1.78x, onnx 3.05x;
+#                                       256 px fp32 1.19x, int8 1.84x, onnx 1.97x
+#   quiet machine (load < 1), 2 rounds: 12 MP fp32 2.13x, int8 3.02x, onnx 2.87x;
+#                                       256 px fp32 1.03x, int8 1.29x, onnx 0.98x
+# i.e. ONNX Runtime only wins when torch's threads fight other processes for the cores;
+# with the cores to itself, encoding (256 px) is as fast in torch, and onnx would cost a
+# ~350 MB export on first use.  It stays opt-in (--precision onnx), like int8, which
+# quantises activations with one range per batch, so an image's vector depends on its
+# batch mates and a resumed run would not reproduce a clean run's vectors exactly.
+# bf16 is slow on CPUs without native bf16 instructions.
+DEFAULT_CPU_PRECISION = "fp32"
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is fp16 on CUDA, and on a CPU :data:`DEFAULT_CPU_PRECISION` when the
-    ``onnx`` extra is installed, else :data:`FALLBACK_CPU_PRECISION`."""
+    """``auto`` is fp16 on CUDA and :data:`DEFAULT_CPU_PRECISION` on a CPU."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     cuda = device.startswith("cuda")
     if precision == "auto":
-        if cuda:
-            return "fp16"
-        from .onnxmodels import onnx_available
-
-        return DEFAULT_CPU_PRECISION if onnx_available(export=True) else FALLBACK_CPU_PRECISION
+        return "fp16" if cuda else DEFAULT_CPU_PRECISION
     if precision == "fp16" and not cuda:
         raise ModelError("fp16 needs a CUDA device; on a CPU use fp32, bf16 or int8")
     if precision == "int8" and cuda:
@@ -313,13 +310,7 @@ class OpenClipEncoder(Encoder):
         if self.precision == "onnx":
             from .onnxmodels import image_session
 
-            try:
-                self._onnx_visual = image_session(self)
-            except ModelError as exc:
-                if precision != "auto":
-                    raise
-                log.warning("%s; encoding images with torch (%s) instead", exc, FALLBACK_CPU_PRECISION)
-                self.precision = FALLBACK_CPU_PRECISION
+            self._onnx_visual = image_session(self)
 
     def preprocess(self, image: Image.Image) -> Any:
         return self._preprocess(image)

@@ -160,16 +160,3 @@ def test_onnx_precision_without_the_extra_says_what_to_install(monkeypatch: pyte
     with pytest.raises(ModelError, match=r"searchindex\[onnx\]"):
         load_encoder(resolve_model("tiny-shapes"), "cpu", "onnx")
 
-
-def test_auto_precision_falls_back_to_fp32_when_the_export_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    from searchindex import ModelError
-
-    def fail(encoder: object) -> None:
-        raise ModelError("could not export the image tower to ONNX: test")
-
-    monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: True)
-    monkeypatch.setattr(onnxmodels, "image_session", fail)
-    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "auto")
-    assert encoder.precision == "fp32"
-    with pytest.raises(ModelError, match="test"):
-        load_encoder(resolve_model("tiny-shapes"), "cpu", "onnx")
