@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a c
     from .indexer import IndexProgress, IndexSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
-_PRECISION = click.Choice(["auto", "fp32", "bf16", "int8", "fp16"])
+_PRECISION = click.Choice(["auto", "fp32", "bf16", "int8", "fp16", "onnx"])
 
 
 def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:

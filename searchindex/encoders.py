@@ -158,14 +158,23 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 
 # What `auto` means on a CPU (measured with scripts/bench_index.py; see the README's
-# performance section).  int8 dynamic quantisation is faster for ViTs and meets the
-# quality guard, but it quantises activations with one range per batch, so an image's
-# vector depends on its batch mates: a resumed run would not reproduce a clean run's
-# vectors exactly.  It stays opt-in (--precision int8); bf16 is slow on CPUs without
-# native bf16 instructions.
+# performance section).  fp32.  ONNX Runtime running the exported image tower
+# (precision "onnx", the `onnx` extra) meets the quality guard (cosine 1.0000 against
+# the torch fp32 reference for ViT-B-32) but is not reliably faster: ViT-B-32 (random
+# init), 2 cores, ratio to the naive baseline of the same round --
+#   busy machine (load 9-13), 1 round:  12 MP fp32 1.73x, int8 1.78x, onnx 3.05x;
+#                                       256 px fp32 1.19x, int8 1.84x, onnx 1.97x
+#   quiet machine (load < 1), 2 rounds: 12 MP fp32 2.13x, int8 3.02x, onnx 2.87x;
+#                                       256 px fp32 1.03x, int8 1.29x, onnx 0.98x
+# i.e. ONNX Runtime only wins when torch's threads fight other processes for the cores;
+# with the cores to itself, encoding (256 px) is as fast in torch, and onnx would cost a
+# ~350 MB export on first use.  It stays opt-in (--precision onnx), like int8, which
+# quantises activations with one range per batch, so an image's vector depends on its
+# batch mates and a resumed run would not reproduce a clean run's vectors exactly.
+# bf16 is slow on CPUs without native bf16 instructions.
 DEFAULT_CPU_PRECISION = "fp32"
 
 
@@ -180,6 +189,8 @@ def resolve_precision(precision: str, device: str) -> str:
         raise ModelError("fp16 needs a CUDA device; on a CPU use fp32, bf16 or int8")
     if precision == "int8" and cuda:
         raise ModelError("int8 (dynamic quantisation) runs on the CPU only; on CUDA use fp16")
+    if precision == "onnx" and cuda:
+        raise ModelError("onnx (ONNX Runtime) runs on the CPU only here; on CUDA use fp16")
     return precision
 
 
@@ -295,12 +306,21 @@ class OpenClipEncoder(Encoder):
                 self._visual = torch.ao.quantization.quantize_dynamic(
                     copy.deepcopy(model.visual), {torch.nn.Linear}, dtype=torch.qint8
                 )
+        self._onnx_visual: Any = None
+        if self.precision == "onnx":
+            from .onnxmodels import image_session
+
+            self._onnx_visual = image_session(self)
 
     def preprocess(self, image: Image.Image) -> Any:
         return self._preprocess(image)
 
     def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
         torch = self._torch
+        if self._onnx_visual is not None:
+            x = torch.stack(list(batch)).numpy()
+            feats = self._onnx_visual.run(None, {"pixels": x})[0].astype(np.float32)
+            return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         with torch.inference_mode():
             x = torch.stack(list(batch)).to(self.device)
             if self.precision in ("bf16", "fp16"):

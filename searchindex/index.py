@@ -35,7 +35,9 @@ from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, ran
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .indexer import IndexSummary, ProgressCallback, index_entries
 from .lock import WriterLock
+from .onnxmodels import TextEncoder, export_text_tower, load_text_encoder, text_backend, tower_key
 from .query import Filters, Query, Term, auto_cutoff, combine
+from .querycache import QueryCache
 from .scan import FileEntry, scan_folders
 from .vectors import (
     DEFAULT_FACTORY,
@@ -214,6 +216,8 @@ class Index:
         self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
         self._index_type = meta.get("faiss_index_type") or "auto"
         self._encoder: Encoder | None = None
+        self._text_encoder: TextEncoder | None = None
+        self._query_cache: QueryCache | None = None
         self._vectors: VectorIndex | None = None
         self._lock = threading.RLock()
         self._itm: dict[str, Any] = {}  # rerank model name -> ITM scorer
@@ -305,6 +309,8 @@ class Index:
             )
 
     def close(self) -> None:
+        if self._query_cache is not None:
+            self._query_cache.close()
         self._catalog.close()
 
     def __enter__(self) -> Index:
@@ -519,6 +525,9 @@ class Index:
         self._save_vectors()
         if not interrupted:
             self._tag_new_images()
+        if self._encoder is not None and text_backend(self._device) == "onnx":
+            # The model is loaded anyway: export its text tower now, so searches need no torch.
+            export_text_tower(self._encoder)
         return IndexSummary(
             scanned=len(entries), indexed=counts.indexed, unchanged=unchanged, failed=len(counts.failures),
             seconds=time.perf_counter() - t0, failures=tuple(counts.failures), new=counts.new,
@@ -739,7 +748,7 @@ class Index:
         """The unit-length query vector of a text, term, query or list of terms."""
         q = Query.coerce(query)
         texts = [t.text for t in q.terms if t.text is not None]
-        text_vecs = iter(self.encoder.encode_texts(texts)) if texts else iter(())
+        text_vecs = iter(self.encode_texts(texts)) if texts else iter(())
         vectors = []
         for term in q.terms:
             if term.text is not None:
@@ -748,6 +757,45 @@ class Index:
                 assert term.image is not None
                 vectors.append(self._encode_file(term.image, "query image"))
         return combine(np.stack(vectors), [t.weight for t in q.terms])
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit embeddings of query texts: from the query cache, else the cheapest text encoder at hand.
+
+        A text seen before (by any process) comes from ``query_cache.sqlite`` in
+        the index folder, with no model loaded.  Otherwise the loaded model
+        encodes it if there is one; else the ONNX Runtime copy of the text tower
+        (no torch import, see :mod:`searchindex.onnxmodels`); else the full model.
+        """
+        cache = self._queries()
+        found = cache.get_many(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            new = dict(zip(missing, self._text_model().encode_texts(missing), strict=True))
+            cache.put_many(new)
+            found.update(new)
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def _queries(self) -> QueryCache:
+        with self._lock:
+            if self._query_cache is None:
+                self._query_cache = QueryCache(self.path, tower_key(self.spec), self.dim)
+            return self._query_cache
+
+    def _text_model(self) -> TextEncoder:
+        """The loaded model, else the exported text tower, else the model (exporting its tower for next time)."""
+        with self._lock:
+            if self._encoder is not None:
+                return self._encoder
+            if self._text_encoder is None and text_backend(self._device) == "onnx":
+                self._text_encoder = load_text_encoder(self.spec)
+                if self._text_encoder is not None and self._text_encoder.dim != self.dim:
+                    self._text_encoder = None
+            if self._text_encoder is not None:
+                return self._text_encoder
+            encoder = self.encoder
+            if text_backend(self._device) == "onnx":
+                export_text_tower(encoder)
+            return encoder
 
     def _encode_file(self, path: str | os.PathLike[str], what: str) -> np.ndarray:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,19 @@ def _make(folder: Path, count: int, seed: int) -> Shapes:
         row = json.loads(line)
         labels[str((folder / row["file"]).absolute())] = row
     return Shapes(folder, labels)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Exported ONNX towers go to a session folder, never the user's cache (subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    old = os.environ.get("SEARCHINDEX_CACHE")
+    os.environ["SEARCHINDEX_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("SEARCHINDEX_CACHE", None)
+    else:
+        os.environ["SEARCHINDEX_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -82,3 +82,23 @@ def test_eval_hybrid_meets_its_goals() -> None:
     assert with_kw["recall_at_10"][default] >= 0.9 > with_kw["recall_at_10"]["vector"]
     assert with_kw["precision_at_10"][default] >= with_kw["precision_at_10"]["vector"] - 0.05
     assert without["precision_at_10"][default] == without["precision_at_10"]["vector"]
+
+
+def test_bench_latency_reports_each_stage(tmp_path: Path) -> None:
+    res = _run("scripts/bench_latency.py", "--n", "3000", "--dim", "64", "--factory", "IVF16,SQ8", "--nprobe", "2",
+               "--model", "tiny-shapes", "--queries", "12", "--backends", "onnx,torch",
+               "--index", str(tmp_path / "lat.idx"))
+    assert "3,000 rows" in res.stdout
+    for backend in ("onnx", "torch"):
+        for label in ("new queries (12)", "cached queries (12)"):
+            line = next(x for x in res.stdout.splitlines() if x.startswith(f"[{backend}] {label}"))
+            assert all(f"{part} " in line for part in ("total", "encode", "search", "join"))
+
+
+@pytest.mark.slow
+def test_bench_cli_times_each_cold_search() -> None:
+    res = _run("scripts/bench_cli.py", "--count", "60", "--runs", "1")
+    assert "heavy modules imported by --help: []" in res.stdout
+    assert "cold search imports: ['faiss', 'numpy', 'onnxruntime', 'sqlalchemy']" in res.stdout
+    for label in ("first-time query, onnx", "repeated query (cache)", "first-time query, torch"):
+        assert f"search, {label}" in res.stdout
