@@ -268,6 +268,10 @@ def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, in
 
     model_file.parent.mkdir(parents=True, exist_ok=True)
     model = encoder._model
+    # The exporter puts ``module`` back in the mode it found it in: a fresh wrapper is in
+    # training mode, which would leave the encoder's own model training afterwards
+    # (BatchNorm layers then normalise with batch statistics, changing every later vector).
+    module.eval()
     device = next(model.parameters()).device
     if device.type != "cpu":
         model.cpu()
@@ -300,6 +304,7 @@ def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, in
                 os.chmod(Path(tmp) / name, 0o644)
                 os.replace(Path(tmp) / name, model_file.parent / name)
     finally:
+        model.eval()
         if device.type != "cpu":
             model.to(device)
 

@@ -69,6 +69,22 @@ def test_onnx_text_tower_matches_torch() -> None:
     assert cosine.min() >= 0.999
 
 
+@onnx_extra
+def test_exporting_leaves_the_encoder_as_it_was(shapes: object) -> None:
+    # tiny-shapes' image tower has BatchNorm: a model left in training mode by the
+    # exporter would encode every later image with batch statistics instead.
+    from PIL import Image
+
+    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu")
+    images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:6]]  # type: ignore[attr-defined]
+    before = encoder.encode_images(images)
+    shutil.rmtree(onnxmodels.model_cache_dir(), ignore_errors=True)  # force a fresh export
+    assert onnxmodels.export_text_tower(encoder) is not None
+    assert not encoder._model.training
+    np.testing.assert_allclose(encoder.encode_images(images), before, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(images[:1]), before[:1], atol=1e-5)
+
+
 def _search_in_new_process(index: Path, text: str, backend: str = "auto") -> tuple[list[str], list[str]]:
     """Paths of a search in a fresh interpreter, and which heavy modules it imported."""
     code = (
