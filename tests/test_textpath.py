@@ -70,7 +70,8 @@ def test_onnx_text_tower_matches_torch() -> None:
 
 
 @onnx_extra
-def test_exporting_leaves_the_encoder_as_it_was(shapes: object) -> None:
+def test_exporting_leaves_the_encoder_as_it_was(shapes: object, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # tiny-shapes' image tower has BatchNorm: a model left in training mode by the
     # exporter would encode every later image with batch statistics instead.
     from PIL import Image
@@ -78,7 +79,7 @@ def test_exporting_leaves_the_encoder_as_it_was(shapes: object) -> None:
     encoder = load_encoder(resolve_model("tiny-shapes"), "cpu")
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:6]]  # type: ignore[attr-defined]
     before = encoder.encode_images(images)
-    shutil.rmtree(onnxmodels.model_cache_dir(), ignore_errors=True)  # force a fresh export
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))  # an empty cache: a fresh export
     assert onnxmodels.export_text_tower(encoder) is not None
     assert not encoder._model.training
     np.testing.assert_allclose(encoder.encode_images(images), before, atol=1e-5)
