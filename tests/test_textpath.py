@@ -105,6 +105,7 @@ def _search_in_new_process(index: Path, text: str, backend: str = "auto") -> tup
 def test_cold_search_needs_no_torch_and_repeats_need_no_model(shapes_index: Path, tmp_path: Path) -> None:
     index = tmp_path / "copy.idx"
     shutil.copytree(shapes_index, index)
+    (index / CACHE_FILE).unlink(missing_ok=True)  # searches by other tests of the shared index cached texts
     with Index.open(index, device="cpu") as idx:
         want = [r.path for r in idx.search("a photo of a green triangle", k=5)]
         # The index was built in this process: its tower is exported, and this query cached in the folder.
@@ -121,6 +122,7 @@ def test_search_falls_back_to_torch_without_onnxruntime(shapes_index: Path, tmp_
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "copy.idx"
     shutil.copytree(shapes_index, index)
+    (index / CACHE_FILE).unlink(missing_ok=True)  # searches by other tests of the shared index cached texts
     monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)  # as without the extra
     with Index.open(index, device="cpu") as idx:
         hits = idx.search("a photo of a red circle", k=10)
