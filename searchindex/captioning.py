@@ -123,6 +123,15 @@ def _load_failed(model: str, option: str, exc: Exception) -> WeightsUnavailableE
     )
 
 
+def _config(transformers: Any, model: str, option: str) -> tuple[str, Any]:
+    """(source, configuration) of ``model``; an unreachable one fails naming ``option``."""
+    source = _source(model, option)
+    try:
+        return source, transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _load_failed(model, option, exc) from None
+
+
 def _device_and_dtype(device: str) -> tuple[str, Any]:
     import torch
 
@@ -222,11 +231,7 @@ def load_captioner(
         UnknownModelError: the model does not generate text from images.
     """
     transformers = _transformers()
-    source = _source(model, "--model")
-    try:
-        config = transformers.AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise _load_failed(model, "--model", exc) from None
+    source, config = _config(transformers, model, "--model")
     kind = CAPTIONER_KINDS.get(config.model_type)
     if kind is None:
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as known
@@ -306,11 +311,7 @@ def load_itm(model: str = DEFAULT_ITM_MODEL, *, device: str = "auto", batch_size
         UnknownModelError: the model is not a BLIP model.
     """
     transformers = _transformers()
-    source = _source(model, "--itm-model")
-    try:
-        config = transformers.AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise _load_failed(model, "--itm-model", exc) from None
+    source, config = _config(transformers, model, "--itm-model")
     heads = list(getattr(config, "architectures", None) or ["BlipForImageTextRetrieval"])
     if config.model_type != "blip" or "BlipForImageTextRetrieval" not in heads:
         raise UnknownModelError(f"{model} is a {heads[0] if heads else config.model_type} model; image-text "
