@@ -80,7 +80,8 @@ def reference_embeddings(files: list[Path], encoder, batch: int = 32) -> np.ndar
 
 
 def fast_embeddings(folder: Path, idx: Path, model: str, pretrained: str | None, precision: str,
-                    batch: int) -> tuple[float, dict[str, np.ndarray]]:
+                    batch: int) -> tuple[float, dict[str, np.ndarray], str]:
+    """Index ``folder`` into a fresh index: seconds, stored vectors, and the precision used."""
     with Index.create(idx, model=model, pretrained=pretrained, device="cpu", precision=precision) as index:
         t0 = time.perf_counter()
         summary = index.add_folder(folder, batch_size=batch)
@@ -88,7 +89,7 @@ def fast_embeddings(folder: Path, idx: Path, model: str, pretrained: str | None,
         assert summary.failed == 0, summary.failures
         states = index._catalog.image_states()
         vecs = index._catalog.embeddings_by_id([s[0] for s in states.values()], index.dim)
-        return seconds, {p: vecs[s[0]] for p, s in states.items()}
+        return seconds, {p: vecs[s[0]] for p, s in states.items()}, index.encoder.precision
 
 
 def top10_overlap(a: np.ndarray, b: np.ndarray, queries_a: np.ndarray, queries_b: np.ndarray) -> float:
@@ -111,10 +112,10 @@ def throughput(args: argparse.Namespace, tmp: Path, name: str, folder: Path, n: 
     warm.mkdir()
     shutil.copy(files[0], warm / files[0].name)
     t0 = time.perf_counter()
-    for p in args.precisions:
-        fast_embeddings(warm, tmp / f"{name}-warmup-{p}", args.model, args.pretrained, p, args.batch_size)
-    print(f"  warm-up (one-time model exports, one image per precision): {time.perf_counter() - t0:.1f} s",
-          flush=True)
+    used = {p: fast_embeddings(warm, tmp / f"{name}-warmup-{p}", args.model, args.pretrained, p,
+                               args.batch_size)[2] for p in args.precisions}
+    print(f"  warm-up (one-time model exports, one image per precision): {time.perf_counter() - t0:.1f} s; "
+          + ", ".join(f"{p} ran as {u}" for p, u in used.items() if p != u), flush=True)
     for r in range(args.rounds):
         ref = load_encoder(spec, "cpu", "fp32")  # a fresh model, as each searchindex run gets
         t0 = time.perf_counter()
@@ -122,7 +123,7 @@ def throughput(args: argparse.Namespace, tmp: Path, name: str, folder: Path, n: 
         base = n / (time.perf_counter() - t0)
         rates["baseline"].append(base)
         for p in args.precisions:
-            seconds, _ = fast_embeddings(folder, tmp / f"{name}-{p}-{r}", args.model, args.pretrained, p,
+            seconds, _, _ = fast_embeddings(folder, tmp / f"{name}-{p}-{r}", args.model, args.pretrained, p,
                                          args.batch_size)
             rates[p].append(n / seconds)
             ratios[p].append(n / seconds / base)
@@ -139,11 +140,12 @@ def quality(model: str, pretrained: str | None, folder: Path, tmp: Path, precisi
     files = sorted(folder.glob("*.jpg"))
     ref_enc = load_encoder(resolve_model(model, pretrained), "cpu", "fp32")
     reference = reference_embeddings(files, ref_enc, batch)
-    _, stored = fast_embeddings(folder, tmp / f"q-{model}-{precision}-{folder.name}", model, pretrained,
-                                precision, batch)
+    _, stored, used = fast_embeddings(folder, tmp / f"q-{model}-{precision}-{folder.name}", model,
+                                      pretrained, precision, batch)
     fast = np.stack([stored[str(f)] for f in files])
     cos = (fast * reference).sum(axis=1)
-    line = (f"  {model} {precision} on {folder.name} ({len(files)} images): cosine mean {cos.mean():.4f} "
+    label = precision if used == precision else f"{precision} (ran as {used})"
+    line = (f"  {model} {label} on {folder.name} ({len(files)} images): cosine mean {cos.mean():.4f} "
             f"min {cos.min():.4f}; image-query top-10 overlap {top10_overlap(fast, reference, fast, reference):.3f}")
     if texts:
         q = ref_enc.encode_texts(texts)
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n256", type=int, default=128, help="256-pixel JPEGs")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--precisions", default="fp32,int8", type=lambda s: s.split(","))
+    ap.add_argument("--precisions", default="auto,fp32", type=lambda s: s.split(","),
+                    help="comma-separated; auto is the default path (int8 on a CPU)")
     ap.add_argument("--skip-speed", action="store_true", help="only the quality guard")
     args = ap.parse_args(argv)
 

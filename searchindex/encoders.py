@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
-import warnings
+import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -160,22 +159,22 @@ def resolve_device(device: str = "auto") -> str:
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 
-# What `auto` means on a CPU (measured with scripts/bench_index.py; see the README's
-# performance section).  fp32.  ONNX Runtime running the exported image tower
-# (precision "onnx", the `onnx` extra) meets the quality guard (cosine 1.0000 against
-# the torch fp32 reference for ViT-B-32) but is not reliably faster: ViT-B-32 (random
-# init), 2 cores, ratio to the naive baseline of the same round --
-#   busy machine (load 9-13), 1 round:  12 MP fp32 1.73x, int8 1.78x, onnx 3.05x;
-#                                       256 px fp32 1.19x, int8 1.84x, onnx 1.97x
-#   quiet machine (load < 1), 2 rounds: 12 MP fp32 2.13x, int8 3.02x, onnx 2.87x;
-#                                       256 px fp32 1.03x, int8 1.29x, onnx 0.98x
-# i.e. ONNX Runtime only wins when torch's threads fight other processes for the cores;
-# with the cores to itself, encoding (256 px) is as fast in torch, and onnx would cost a
-# ~350 MB export on first use.  It stays opt-in (--precision onnx), like int8, which
-# quantises activations with one range per batch, so an image's vector depends on its
-# batch mates and a resumed run would not reproduce a clean run's vectors exactly.
-# bf16 is slow on CPUs without native bf16 instructions.
-DEFAULT_CPU_PRECISION = "fp32"
+# What `auto` means on a CPU, chosen with scripts/bench_index.py (figures in the
+# README's performance section): int8 -- every linear layer of the image tower,
+# attention projections included, with per-channel int8 weights and per-token int8
+# activations (searchindex.quantize).  On the 2-core AVX2 machine it encodes ViT-B-32
+# ~1.5x faster than fp32 and meets the quality guard (cosine >= 0.9997 against the fp32
+# reference on ViT-B-32 and tiny-shapes); per-token ranges keep an image's vector
+# independent of its batch mates (to float rounding, as in fp32).  ONNX Runtime fp32
+# (--precision onnx) was no faster than torch fp32 with the cores to itself; bf16 is
+# slow on CPUs without native bf16 instructions.  Because int8 has only been measured on
+# the models we can run here, every int8 encoder first checks itself against fp32 on
+# the first images it sees (INT8_MIN_COSINE) and falls back to fp32 if it falls short;
+# the measured cosine is kept in the shared cache (``int8/``), so that check is paid
+# once per model and machine, like the ONNX exports.
+DEFAULT_CPU_PRECISION = "int8"
+INT8_MIN_COSINE = 0.99  # the quality guard's threshold, per image batch
+_INT8_PROBE_IMAGES = 8
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -188,7 +187,7 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "fp16" and not cuda:
         raise ModelError("fp16 needs a CUDA device; on a CPU use fp32, bf16 or int8")
     if precision == "int8" and cuda:
-        raise ModelError("int8 (dynamic quantisation) runs on the CPU only; on CUDA use fp16")
+        raise ModelError("int8 runs on the CPU only; on CUDA use fp16")
     if precision == "onnx" and cuda:
         raise ModelError("onnx (ONNX Runtime) runs on the CPU only here; on CUDA use fp16")
     return precision
@@ -300,12 +299,16 @@ class OpenClipEncoder(Encoder):
             self.dim = int(model.encode_text(probe).shape[-1])
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._visual = model.visual
+        self._int8_unchecked = False
         if self.precision == "int8":
-            with warnings.catch_warnings():  # torch.ao's notice that the API moves to torchao
-                warnings.simplefilter("ignore")
-                self._visual = torch.ao.quantization.quantize_dynamic(
-                    copy.deepcopy(model.visual), {torch.nn.Linear}, dtype=torch.qint8
-                )
+            checked = self._int8_record(None)
+            if checked is not None and checked < INT8_MIN_COSINE:
+                self._int8_rejected(checked, "an earlier check")
+            else:
+                from .quantize import quantize_image_tower
+
+                self._visual, _ = quantize_image_tower(model.visual)
+                self._int8_unchecked = checked is None
         self._onnx_visual: Any = None
         if self.precision == "onnx":
             from .onnxmodels import image_session
@@ -330,7 +333,51 @@ class OpenClipEncoder(Encoder):
             else:
                 feats = self._visual(x)
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+            if self._int8_unchecked:
+                feats = self._check_int8(x, feats)
         return feats.cpu().numpy()
+
+    def _check_int8(self, x: Any, feats: Any) -> Any:
+        """Compare the first int8 batch with fp32; fall back to fp32 for good if it drifts."""
+        torch = self._torch
+        self._int8_unchecked = False
+        n = min(len(x), _INT8_PROBE_IMAGES)
+        reference = torch.nn.functional.normalize(self._model.visual(x[:n]).float(), dim=-1)
+        cosine = float((reference * feats[:n]).sum(dim=-1).mean())
+        self._int8_record(cosine)
+        if cosine >= INT8_MIN_COSINE:
+            return feats
+        self._int8_rejected(cosine, f"a check on {n} images")
+        return torch.nn.functional.normalize(self._visual(x).float(), dim=-1)
+
+    def _int8_rejected(self, cosine: float, where: str) -> None:
+        log.warning("%s: int8 image vectors drift from fp32 (mean cosine %.4f < %.2f in %s); "
+                    "encoding in fp32 instead", self.spec.describe(), cosine, INT8_MIN_COSINE, where)
+        self._visual, self.precision = self._model.visual, "fp32"
+
+    def _int8_record(self, cosine: float | None) -> float | None:
+        """Read (``cosine`` None) or write the int8-vs-fp32 cosine kept for this model.
+
+        Best effort: a cache that cannot be read or written only means checking again.
+        """
+        import json
+
+        from .onnxmodels import cache_root, tower_key
+
+        torch = self._torch
+        ident = {"torch": torch.__version__, "engine": torch.backends.quantized.engine, "format": 1}
+        try:
+            path = cache_root() / "int8" / f"{tower_key(self.spec)}.json"
+            if cosine is None:
+                record = json.loads(path.read_text())
+                return float(record["cosine"]) if record.get("ident") == ident else None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"ident": ident, "cosine": cosine}))
+            os.replace(tmp, path)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cosine
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]

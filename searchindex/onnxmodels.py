@@ -84,14 +84,19 @@ def onnx_available(export: bool = False) -> bool:
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-def model_cache_dir() -> Path:
-    """Where exported towers live: ``$SEARCHINDEX_CACHE/onnx`` or the user cache folder's ``onnx``."""
+def cache_root() -> Path:
+    """The cache shared by every index: ``$SEARCHINDEX_CACHE`` or the user cache folder."""
     root = os.environ.get("SEARCHINDEX_CACHE")
     if root:
-        return Path(root).expanduser() / "onnx"
+        return Path(root).expanduser()
     import platformdirs
 
-    return platformdirs.user_cache_path("searchindex") / "onnx"
+    return platformdirs.user_cache_path("searchindex")
+
+
+def model_cache_dir() -> Path:
+    """Where exported towers live: the ``onnx`` folder of :func:`cache_root`."""
+    return cache_root() / "onnx"
 
 
 def _version(dist: str) -> str:
