@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -172,7 +173,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 # the first images it sees (INT8_MIN_COSINE) and falls back to fp32 if it falls short;
 # the measured cosine is kept in the shared cache (``int8/``), so that check is paid
 # once per model and machine, like the ONNX exports.
-DEFAULT_CPU_PRECISION = "int8"
+# Measured on x86 only; elsewhere (e.g. ARM, where fp32 runs on other kernels) auto keeps fp32.
+DEFAULT_CPU_PRECISION = "int8" if platform.machine().lower() in ("x86_64", "amd64") else "fp32"
 INT8_MIN_COSINE = 0.99  # the quality guard's threshold, per image batch
 _INT8_PROBE_IMAGES = 8
 
@@ -307,8 +309,12 @@ class OpenClipEncoder(Encoder):
             else:
                 from .quantize import quantize_image_tower
 
-                self._visual, _ = quantize_image_tower(model.visual)
-                self._int8_unchecked = checked is None
+                try:
+                    self._visual, _ = quantize_image_tower(model.visual)
+                    self._int8_unchecked = checked is None
+                except (RuntimeError, NotImplementedError) as exc:  # no int8 kernels in this torch build
+                    log.warning("%s: int8 is not available here (%s); encoding in fp32", spec.describe(), exc)
+                    self.precision = "fp32"
         self._onnx_visual: Any = None
         if self.precision == "onnx":
             from .onnxmodels import image_session
