@@ -127,7 +127,7 @@ def cli(verbose: int) -> None:
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads.")
 @click.option("--precision", type=_PRECISION, default="auto", show_default=True,
-              help="Image-encoding precision: auto is fp16 on CUDA and the measured default on CPU.")
+              help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               help="Larger images are recorded as failures (decompression-bomb guard).")
@@ -209,7 +209,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads.")
 @click.option("--precision", type=_PRECISION, default="auto", show_default=True,
-              help="Image-encoding precision: auto is fp16 on CUDA and the measured default on CPU.")
+              help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_size: int, workers: int | None,

@@ -250,8 +250,9 @@ class Index:
                 (safetensors, or a torch file loaded with ``weights_only=True``),
                 or ``"none"`` for random weights. Defaults to the model's first tag.
             device: ``auto``, ``cpu`` or ``cuda``.
-            precision: image-encoding precision, ``auto`` (fp16 on CUDA, the
-                measured default on CPU), ``fp32``, ``bf16``, ``int8`` (CPU) or ``fp16`` (CUDA).
+            precision: image-encoding precision, ``auto`` (fp16 on CUDA, int8 on x86
+                CPUs, fp32 on other CPUs), ``fp32``, ``bf16``, ``int8`` (CPU), ``onnx``
+                (CPU, the ``onnx`` extra) or ``fp16`` (CUDA).
             index_type: the FAISS index type: ``auto`` (chosen by collection size, see
                 :func:`searchindex.vectors.choose_factory`) or an index_factory string
                 (``IVF1024,SQ8``), built once there are enough vectors to train it.

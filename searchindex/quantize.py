@@ -70,15 +70,13 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).float()
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30)
+        scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
         padded = torch.empty(rows.shape[0] + 1, self.in_features, dtype=torch.float32)
         torch.div(rows, scale, out=padded[:-1])
         padded[-1:] = self.span
         # reduce_range: 7-bit activations, so AVX2's 16-bit pairwise sums cannot saturate
         out = torch.ops.quantized.linear_dynamic(padded, self._packed, True)[:-1]
-        out.mul_(scale)
-        if self.bias is not None:
-            out.add_(self.bias)
+        out = out.mul_(scale) if self.bias is None else torch.addcmul(self.bias, out, scale)
         return out.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -151,7 +149,8 @@ def quantize_image_tower(tower: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``tower`` with its linear layers in int8; returns it and how many were converted.
 
     Self-attention blocks (``nn.MultiheadAttention``) become :class:`Int8SelfAttention`;
-    any other ``nn.Linear`` becomes :class:`Int8Linear`.  Attention modules it cannot
+    any other ``nn.Linear`` becomes :class:`Int8Linear`.  (The patch embedding stays fp32:
+    in int8 it saved ~1% of ViT-B-32's time.)  Attention modules it cannot
     stand in for stay fp32, projections included.  The packed weights are for oneDNN
     where torch has it: on the 2-core AVX2 machine we measure on, ViT-B-32 encoded
     ~1.6x faster than fp32 with oneDNN and ~1.35x with FBGEMM.
