@@ -289,7 +289,7 @@ def build_index(
             ivf.cp.niter = 10  # k-means iterations: 10 (FAISS's default) bounds training time
         index.train(sample_x)
     t_train = time.perf_counter() - t0
-    tuning = ivf is not None and len(sample_x) > 0
+    tuning = ivf is not None and len(sample_x) > 0 and tune_queries > 0
     q = sample_x[:tune_queries] if tuning else np.zeros((0, dim), np.float32)
     q_ids = np.asarray(sample_ids[: len(q)], dtype=np.int64)
     top_s = np.full((len(q), 0), -np.inf, np.float32)
@@ -524,13 +524,33 @@ class VectorIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if allowed is None:
-            return self._index.search(queries, k, params=self._params(k))
+            return self._search_filled(queries, k, self._params(k))
         faiss = _faiss()
         allowed = np.ascontiguousarray(allowed, dtype=np.int64)
         k = max(1, min(k, len(allowed)))
         selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
         params = self._params(k, selector, len(allowed) / max(self.ntotal, 1))
-        return self._index.search(queries, k, params=params)
+        return self._search_filled(queries, k, params)
+
+    def _search_filled(self, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Search; for IVF, queries that came back with fewer than ``k`` hits probe twice as
+        many lists, until they are filled or every list has been probed.
+
+        The lists nearest a query can hold fewer vectors than ``k`` (or than the
+        filter lets through), however the tuned ``nprobe`` was chosen.
+        """
+        scores, ids = self._index.search(queries, k, params=params)
+        if self._ivf is None or params is None:
+            return scores, ids
+        nlist, nprobe = int(self._ivf.nlist), int(params.nprobe)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        while len(short) and nprobe < nlist:
+            nprobe = min(nlist, 2 * nprobe)
+            params.nprobe = nprobe
+            more_scores, more_ids = self._index.search(queries[short], k, params=params)
+            scores[short], ids[short] = more_scores, more_ids
+            short = short[(more_ids < 0).any(axis=1)]
+        return scores, ids
 
     # -- one query, optionally restricted to candidate ids --------------------
 
@@ -559,7 +579,7 @@ class VectorIndex:
             if self.ntotal == 0:
                 return np.zeros(0, np.float32), np.zeros(0, np.int64)
             k = max(1, min(k, self.ntotal))
-            scores, ids = self._index.search(q, k, params=self._params(k))
+            scores, ids = self._search_filled(q, k, self._params(k))
         else:
             candidates = np.asarray(candidates, dtype=np.int64)
             if len(candidates) <= GATHER_MAX:
@@ -570,7 +590,7 @@ class VectorIndex:
                 order = np.lexsort((candidates, -scores1))[:k]
                 return scores1[order].astype(np.float32), candidates[order]
             k = max(1, min(k, len(candidates), self.ntotal))
-            scores, ids = self._index.search(q, k, params=self._selector_params(candidates, k))
+            scores, ids = self._search_filled(q, k, self._selector_params(candidates, k))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep].astype(np.int64)
 

@@ -384,3 +384,29 @@ def test_bench_search_measures_the_policys_choice() -> None:
     assert auto["factory"] == choose_factory(3000, 32) == DEFAULT_FACTORY
     assert auto["recall"] == 1.0 and auto["nprobe"] is None  # exact search finds the exact neighbours
     assert auto["bytes_per_vector"] > 32 * 4 and set(result["flat_p50_by_size"]) == {"1000"}
+
+
+def test_ivf_answers_are_filled_when_the_nearest_lists_are_small() -> None:
+    # 15 crowded clusters and one with 3 vectors: a query there probes (nprobe 1) a list
+    # of about 3 vectors, fewer than the 20 asked for.
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(16, 32)).astype(np.float32)
+    sizes = [200] * 15 + [3]
+    x = np.concatenate([c + 0.05 * rng.normal(size=(n, 32)) for c, n in zip(centres, sizes, strict=True)])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(len(x), dtype=np.int64) + 100
+    index, _ = vectors.build_index("IVF16,Flat", 32, [(ids, x)], (ids, x), tune_queries=0)
+    index.nprobe = 1
+    query = x[-1:]
+    nearest = set(np.argsort(-(x @ query[0]))[:3] + 100)  # the small cluster itself
+    scores, found = index.search(query, 20)
+    # Filled by probing more lists, not padded with -1; real scores, best first.
+    assert found.shape == (1, 20) and (found >= 0).all() and len(set(found[0])) == 20
+    assert nearest <= set(found[0])
+    assert np.allclose(scores[0], x[found[0] - 100] @ query[0], atol=1e-5)
+    assert (np.diff(scores[0]) <= 1e-6).all()
+    _, top_ids = index.top_k(query[0], 20)
+    assert len(top_ids) == 20 and nearest <= set(top_ids)
+    allowed = np.concatenate([ids[-3:], ids[:50]])  # a filter: 3 in the small list, 50 elsewhere
+    _, filtered = index.search(query, 10, allowed=allowed)
+    assert (filtered >= 0).all() and set(filtered[0]) <= set(allowed)
