@@ -106,12 +106,14 @@ def throughput(args: argparse.Namespace, tmp: Path, name: str, folder: Path, n: 
     ratios: dict[str, list[float]] = {p: [] for p in args.precisions}
     # One-time costs per model and machine, not per run: the ONNX towers that an index run
     # exports into the shared model cache (the text tower always, with the onnx extra; the
-    # image tower for --precision onnx).  Paid here on one image, untimed, so every round
-    # measures what a user's second and later runs cost.
+    # image tower for --precision onnx) and the int8 tower's check against fp32.  Paid here
+    # on one image, untimed, so every round measures what a user's second and later runs
+    # cost.  The baseline gets the same untimed first batch (torch's one-time set-up).
     warm = tmp / f"{name}-warmup"
     warm.mkdir()
     shutil.copy(files[0], warm / files[0].name)
     t0 = time.perf_counter()
+    reference_embeddings(files[:1], load_encoder(spec, "cpu", "fp32"), args.batch_size)
     used = {p: fast_embeddings(warm, tmp / f"{name}-warmup-{p}", args.model, args.pretrained, p,
                                args.batch_size)[2] for p in args.precisions}
     print(f"  warm-up (one-time model exports, one image per precision): {time.perf_counter() - t0:.1f} s; "
