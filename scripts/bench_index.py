@@ -18,6 +18,7 @@ searches (and, for tiny-shapes, of the 40 "a photo of a {color} {shape}" queries
 
     python scripts/bench_index.py                       # ViT-B-32 (random init) + tiny-shapes
     python scripts/bench_index.py --n12 8 --n256 64 --rounds 1
+    python scripts/bench_index.py --device cuda --precisions auto --n256 2048   # fp16 on a GPU
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ def reference_embeddings(files: list[Path], encoder, batch: int = 32) -> np.ndar
 
 
 def fast_embeddings(folder: Path, idx: Path, model: str, pretrained: str | None, precision: str,
-                    batch: int) -> tuple[float, dict[str, np.ndarray], str]:
+                    batch: int, device: str = "cpu") -> tuple[float, dict[str, np.ndarray], str]:
     """Index ``folder`` into a fresh index: seconds, stored vectors, and the precision used."""
-    with Index.create(idx, model=model, pretrained=pretrained, device="cpu", precision=precision) as index:
+    with Index.create(idx, model=model, pretrained=pretrained, device=device, precision=precision) as index:
         t0 = time.perf_counter()
         summary = index.add_folder(folder, batch_size=batch)
         seconds = time.perf_counter() - t0
@@ -113,13 +114,13 @@ def throughput(args: argparse.Namespace, tmp: Path, name: str, folder: Path, n: 
     warm.mkdir()
     shutil.copy(files[0], warm / files[0].name)
     t0 = time.perf_counter()
-    reference_embeddings(files[:1], load_encoder(spec, "cpu", "fp32"), args.batch_size)
+    reference_embeddings(files[:1], load_encoder(spec, args.device, "fp32"), args.batch_size)
     used = {p: fast_embeddings(warm, tmp / f"{name}-warmup-{p}", args.model, args.pretrained, p,
-                               args.batch_size)[2] for p in args.precisions}
+                               args.batch_size, args.device)[2] for p in args.precisions}
     print(f"  warm-up (one-time model exports, one image per precision): {time.perf_counter() - t0:.1f} s; "
           + ", ".join(f"{p} ran as {u}" for p, u in used.items() if p != u), flush=True)
     for r in range(args.rounds):
-        ref = load_encoder(spec, "cpu", "fp32")  # a fresh model, as each searchindex run gets
+        ref = load_encoder(spec, args.device, "fp32")  # a fresh model, as each searchindex run gets
         t0 = time.perf_counter()
         reference_embeddings(files, ref, args.batch_size)
         base = n / (time.perf_counter() - t0)
@@ -138,12 +139,12 @@ def throughput(args: argparse.Namespace, tmp: Path, name: str, folder: Path, n: 
 
 
 def quality(model: str, pretrained: str | None, folder: Path, tmp: Path, precision: str, batch: int,
-            texts: list[str] | None = None) -> None:
+            texts: list[str] | None = None, device: str = "cpu") -> None:
     files = sorted(folder.glob("*.jpg"))
     ref_enc = load_encoder(resolve_model(model, pretrained), "cpu", "fp32")
     reference = reference_embeddings(files, ref_enc, batch)
     _, stored, used = fast_embeddings(folder, tmp / f"q-{model}-{precision}-{folder.name}", model,
-                                      pretrained, precision, batch)
+                                      pretrained, precision, batch, device)
     fast = np.stack([stored[str(f)] for f in files])
     cos = (fast * reference).sum(axis=1)
     label = precision if used == precision else f"{precision} (ran as {used})"
@@ -165,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--precisions", default="auto,fp32", type=lambda s: s.split(","),
                     help="comma-separated; auto is the default path (int8 on a CPU)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu or cuda (then auto is fp16; the baseline encodes in fp32 on the same device)")
     ap.add_argument("--skip-speed", action="store_true", help="only the quality guard")
     args = ap.parse_args(argv)
 
-    print(f"{os.cpu_count()} CPUs; model {args.model} / {args.pretrained}", flush=True)
+    print(f"{os.cpu_count()} CPUs; device {args.device}; model {args.model} / {args.pretrained}", flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         t0 = time.perf_counter()
@@ -183,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print("quality guard (fast path vs full decode + open_clip preprocessing, fp32):", flush=True)
         texts = [f"a photo of a {c} {s}" for c in COLORS for s in SHAPES]
         for p in args.precisions:
-            quality("tiny-shapes", None, tmp / "shapes", tmp, p, args.batch_size, texts)
+            quality("tiny-shapes", None, tmp / "shapes", tmp, p, args.batch_size, texts, args.device)
             for name in ("12mp", "256px"):
-                quality(args.model, args.pretrained, tmp / name, tmp, p, args.batch_size)
+                quality(args.model, args.pretrained, tmp / name, tmp, p, args.batch_size, device=args.device)
     return 0
 
 
