@@ -35,6 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from evalargs import held_out_parser  # noqa: E402
+
 from searchindex import Index  # noqa: E402
 from searchindex.fewshot import FewShotReranker, rocchio_scores  # noqa: E402
 from searchindex.synthetic import write_dataset  # noqa: E402
@@ -125,11 +127,7 @@ def plot(path: Path, shots: list[int], table: dict[str, list[float]], title: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny-shapes")
-    ap.add_argument("--pretrained", default=None)
-    ap.add_argument("--count", type=int, default=3000, help="held-out images")
-    ap.add_argument("--seed", type=int, default=2026, help="image seed (training uses 1000, its own check 7, tests 99)")
+    ap: argparse.ArgumentParser = held_out_parser(__doc__, count=3000)
     ap.add_argument("--seeds", type=int, default=5, help="shot draws per intent")
     ap.add_argument("--shots", default="0,1,2,4,8", help="shots per label to evaluate")
     ap.add_argument("--pool", type=int, default=1000, help="CLIP candidates every method reranks")

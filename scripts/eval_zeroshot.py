@@ -26,17 +26,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from evalargs import held_out_parser  # noqa: E402
+
 from searchindex import Index  # noqa: E402
 from searchindex.synthetic import BACKGROUNDS, COLORS, SHAPES, SIZES, write_dataset  # noqa: E402
 from searchindex.tagging import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, label_classifier  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny-shapes")
-    ap.add_argument("--pretrained", default=None)
-    ap.add_argument("--count", type=int, default=1000, help="held-out images")
-    ap.add_argument("--seed", type=int, default=2026, help="image seed (training uses 1000, its own check 7, tests 99)")
+    ap: argparse.ArgumentParser = held_out_parser(__doc__)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args(argv)
 
