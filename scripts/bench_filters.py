@@ -2,14 +2,14 @@
 """Latency of filtered searches next to unfiltered ones on a large synthetic index.
 
 Writes an index of N synthetic rows (real catalog, real FAISS; vectors are
-random unit vectors, no model: ``searchindex.synthetic.write_vector_index``),
+random unit vectors, no model: ``searchindex.demo.synthetic.write_vector_index``),
 then times ``Index.search_vector`` for random queries: unfiltered, filtered to
 one folder of 100 (1 % of the index, a ``--path`` glob), to one of 1,000 folders
 (0.1 %), and by ``min_width`` (about 25 %).  Every filtered answer is checked
 against a brute-force ranking of the matching vectors.  ``--sweep`` also times
 the two restricted-search strategies (scoring the candidates' vectors directly,
 and FAISS's id-selector scan) at several selectivities, the basis of
-``searchindex.vectors.GATHER_MAX``.
+``searchindex.store.vectors.GATHER_MAX``.
 
     python scripts/bench_filters.py                   # 100,000 x 512-d
     python scripts/bench_filters.py --count 20000 --dim 64
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Filters, Index  # noqa: E402
-from searchindex.synthetic import write_vector_index  # noqa: E402
+from searchindex.demo.synthetic import write_vector_index  # noqa: E402
 
 
 def _time(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             sweep = []
             if args.sweep:
-                from searchindex import vectors as vmod
+                from searchindex.store import vectors as vmod
 
                 for frac in (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25):
                     cand = np.sort(rng.choice(ids, max(1, int(len(ids) * frac)), replace=False))

@@ -41,8 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 
 from searchindex import Index  # noqa: E402
-from searchindex.encoders import load_encoder, resolve_model  # noqa: E402
-from searchindex.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.models.encoders import load_encoder, resolve_model  # noqa: E402
 
 
 def photo_like(width: int, height: int, rng: np.random.Generator) -> Image.Image:

@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
-from searchindex.catalog import Catalog, NewImage  # noqa: E402
-from searchindex.encoders import load_encoder, resolve_model  # noqa: E402
-from searchindex.onnxmodels import export_text_tower  # noqa: E402
-from searchindex.vectors import latest_vector_file  # noqa: E402
+from searchindex.models.encoders import load_encoder, resolve_model  # noqa: E402
+from searchindex.models.onnx import export_text_tower  # noqa: E402
+from searchindex.store.catalog import Catalog, NewImage  # noqa: E402
+from searchindex.store.vectors import latest_vector_file  # noqa: E402
 
 ADJECTIVES = ["red", "blue", "green", "old", "small", "tall", "happy", "dark", "bright", "wooden"]
 NOUNS = ["car", "dog", "cat", "house", "tree", "boat", "child", "mountain", "beach", "bicycle",
@@ -80,7 +80,7 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
     """Train and fill the FAISS index (from the catalog when no vectors are given) and save it."""
     import faiss
 
-    from searchindex.vectors import VectorIndex
+    from searchindex.store.vectors import VectorIndex
 
     t0 = time.perf_counter()
     catalog = Catalog.open(path)

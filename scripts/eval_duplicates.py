@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
 from searchindex.defaults import DEFAULT_DUPLICATE_THRESHOLD  # noqa: E402
-from searchindex.synthetic import write_duplicate_set, write_vector_index  # noqa: E402
+from searchindex.demo.synthetic import write_duplicate_set, write_vector_index  # noqa: E402
 
 
 def pair_scores(groups: list[list[str]], truth: dict[str, int]) -> tuple[float, float, int, int]:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 from evalargs import held_out_parser  # noqa: E402
 
 from searchindex import Index  # noqa: E402
-from searchindex.synthetic import BACKGROUNDS, COLORS, SHAPES, SIZES, write_dataset  # noqa: E402
-from searchindex.tagging import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, label_classifier  # noqa: E402
+from searchindex.demo.synthetic import BACKGROUNDS, COLORS, SHAPES, SIZES, write_dataset  # noqa: E402
+from searchindex.enrich.tagging import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, label_classifier  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

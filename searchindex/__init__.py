@@ -11,6 +11,7 @@ torch, open_clip and faiss are imported only when a model or the vector index is
 
 from typing import TYPE_CHECKING
 
+from . import _compat
 from .errors import (
     FolderNotFoundError,
     ImageDecodeError,
@@ -31,16 +32,18 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+_compat.install()  # old flat module paths (searchindex.fewshot, ...) still import
+
 # The domain classes pull in numpy, SQLAlchemy and Pillow: load them on first
 # use, so that `searchindex --help` and `import searchindex.errors` stay instant.
 _LAZY = {
     "Index": "index", "IndexInfo": "index", "SearchResult": "index",
-    "IndexProgress": "indexer", "IndexSummary": "indexer",
-    "Filters": "query", "Query": "query", "Term": "query",
-    "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
-    "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
-    "Captioner": "captioning", "CaptionProgress": "captioning", "CaptionSummary": "captioning",
-    "ItmScorer": "captioning",
+    "IndexProgress": "ingest.indexer", "IndexSummary": "ingest.indexer",
+    "Filters": "search.query", "Query": "search.query", "Term": "search.query",
+    "DuplicateGroup": "enrich.duplicates", "DuplicateImage": "enrich.duplicates",
+    "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot", "LabelReport": "enrich.tagging",
+    "Captioner": "models.captioners", "CaptionProgress": "models.captioners", "CaptionSummary": "models.captioners",
+    "ItmScorer": "models.captioners",
 }
 
 
@@ -59,13 +62,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .captioning import Captioner, CaptionProgress, CaptionSummary, ItmScorer
-    from .duplicates import DuplicateGroup, DuplicateImage
-    from .fewshot import FewShotFit, FewShotReranker
+    from .enrich.duplicates import DuplicateGroup, DuplicateImage
+    from .enrich.tagging import LabelReport
     from .index import Index, IndexInfo, SearchResult
-    from .indexer import IndexProgress, IndexSummary
-    from .query import Filters, Query, Term
-    from .tagging import LabelReport
+    from .ingest.indexer import IndexProgress, IndexSummary
+    from .models.captioners import Captioner, CaptionProgress, CaptionSummary, ItmScorer
+    from .search.fewshot import FewShotFit, FewShotReranker
+    from .search.query import Filters, Query, Term
 
 __all__ = [
     "CaptionProgress",

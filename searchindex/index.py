@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import sqlalchemy.exc
 
-from .catalog import CATALOG_FILE, Catalog, FailureRecord
 from .defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP
-from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
-from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
-from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
+from .enrich.duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
+from .enrich.duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
 from .errors import (
     IndexExistsError,
     IndexNotFoundError,
@@ -31,15 +29,17 @@ from .errors import (
     ModelMismatchError,
     QueryError,
 )
-from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
-from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
-from .indexer import IndexSummary, ProgressCallback, index_entries
-from .lock import WriterLock
-from .onnxmodels import TextEncoder, export_text_tower, load_text_encoder, text_backend, tower_key
-from .query import Filters, Query, Term, auto_cutoff, combine
-from .querycache import QueryCache
-from .scan import FileEntry, scan_folders
-from .vectors import (
+from .ingest.indexer import IndexSummary, ProgressCallback, index_entries
+from .ingest.scan import FileEntry, scan_folders
+from .models.encoders import Encoder, ModelSpec, load_encoder, resolve_model
+from .models.images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from .models.onnx import TextEncoder, export_text_tower, load_text_encoder, text_backend, tower_key
+from .search.hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
+from .search.query import Filters, Query, Term, auto_cutoff, combine
+from .store.catalog import CATALOG_FILE, Catalog, FailureRecord
+from .store.lock import WriterLock
+from .store.querycache import QueryCache
+from .store.vectors import (
     DEFAULT_FACTORY,
     BuildReport,
     VectorIndex,
@@ -51,8 +51,8 @@ from .vectors import (
 )
 
 if TYPE_CHECKING:
-    from .captioning import Captioner, CaptionProgress, CaptionSummary
-    from .tagging import LabelReport
+    from .enrich.tagging import LabelReport
+    from .models.captioners import Captioner, CaptionProgress, CaptionSummary
 
 __all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "default_index_path"]
 
@@ -134,7 +134,7 @@ class SearchResult:
     format: str
     size: int
     sha256: str
-    taken_at: str | None = None  # local wall-clock time, ISO 8601 (see searchindex.metadata)
+    taken_at: str | None = None  # local wall-clock time, ISO 8601 (see searchindex.ingest.metadata)
     taken_offset: str | None = None  # "+02:00" when the camera recorded it
     date_source: str | None = None  # "exif", "mtime", or None when not read yet
     camera_make: str | None = None
@@ -245,7 +245,7 @@ class Index:
         Args:
             model: an open_clip architecture (``ViT-B-32``), ``hf-hub:org/repo``,
                 ``local-dir:/folder``, or a built-in model (``tiny-shapes``).
-                Defaults to :data:`searchindex.encoders.DEFAULT_MODEL`.
+                Defaults to :data:`searchindex.models.encoders.DEFAULT_MODEL`.
             pretrained: an open_clip pretrained tag, a local checkpoint file
                 (safetensors, or a torch file loaded with ``weights_only=True``),
                 or ``"none"`` for random weights. Defaults to the model's first tag.
@@ -254,7 +254,7 @@ class Index:
                 CPUs, fp32 on other CPUs), ``fp32``, ``bf16``, ``int8`` (CPU), ``onnx``
                 (CPU, the ``onnx`` extra) or ``fp16`` (CUDA).
             index_type: the FAISS index type: ``auto`` (chosen by collection size, see
-                :func:`searchindex.vectors.choose_factory`) or an index_factory string
+                :func:`searchindex.store.vectors.choose_factory`) or an index_factory string
                 (``IVF1024,SQ8``), built once there are enough vectors to train it.
 
         Raises:
@@ -455,7 +455,7 @@ class Index:
         if something needs encoding.
 
         Args:
-            progress: called with an :class:`~searchindex.indexer.IndexProgress`
+            progress: called with an :class:`~searchindex.ingest.indexer.IndexProgress`
                 after every committed batch.
             batch_size: images encoded per model call and committed per transaction.
             workers: decoding processes (default: one per CPU, at most 8; runs of
@@ -642,8 +642,8 @@ class Index:
         """The images that best match ``query``, best first.
 
         Args:
-            query: a text, a :class:`~searchindex.query.Term` (text or image file,
-                with a weight), a :class:`~searchindex.query.Query`, or a list of
+            query: a text, a :class:`~searchindex.search.query.Term` (text or image file,
+                with a weight), a :class:`~searchindex.search.query.Query`, or a list of
                 terms: their unit embeddings are summed with their weights
                 (negative weights subtract) and normalised.
             k: the most results to return; ``None`` for no limit (with a cutoff).
@@ -652,21 +652,21 @@ class Index:
                 (see :meth:`search_vector`).
             min_score: drop results whose CLIP cosine similarity is below this.
             threshold: ``"auto"``: return only the results that stand out for
-                this query (:func:`searchindex.query.auto_cutoff`).
+                this query (:func:`searchindex.search.query.auto_cutoff`).
             sort: ``"score"`` (best first) or ``"date"`` (newest first by date taken,
                 unknown dates last): the same results (top ``k`` by score, or the
                 cutoff's set), reordered; ``rank`` stays the rank by score.
             tag: only images carrying this zero-shot label (see :meth:`tag`).
             like, unlike: example images (paths, or image ids from earlier results)
                 that show / do not show what is meant; the top ``pool`` candidates
-                are reranked by :class:`~searchindex.fewshot.FewShotReranker` and
+                are reranked by :class:`~searchindex.search.fewshot.FewShotReranker` and
                 the examples themselves are left out of the results.  Not combinable
                 with ``min_score``/``threshold`` (yet).
             pool: how many CLIP candidates the few-shot reranker sees.
             mode: ``"vector"`` (CLIP only), ``"text"`` (words only: BM25 over
                 keywords, descriptions, captions and file names; no model is
                 loaded), ``"hybrid"`` (both rankings fused, see
-                :mod:`searchindex.hybrid`), or ``"auto"``: hybrid when some image's
+                :mod:`searchindex.search.hybrid`), or ``"auto"``: hybrid when some image's
                 words match every word of the query's text, else vector.  Cutoffs
                 (``min_score``, ``threshold``) judge CLIP scores: in hybrid mode
                 they cut the vector ranking and word matches are kept; text mode
@@ -675,8 +675,8 @@ class Index:
             rerank: ``"itm"``: re-score the top ``rerank_top`` results with BLIP's
                 image-text matching head (needs the ``caption`` extra) and reorder
                 them by it (then keep ``k``); ``score`` becomes its match probability.
-            rerank_model: the ITM model (default: that of :mod:`searchindex.captioning`).
-            fusion: a key of :data:`searchindex.hybrid.FUSIONS` (for evaluation).
+            rerank_model: the ITM model (default: that of :mod:`searchindex.models.captioners`).
+            fusion: a key of :data:`searchindex.search.hybrid.FUSIONS` (for evaluation).
 
         Raises:
             QueryError: empty query, unreadable image term, unknown tag, an example
@@ -765,7 +765,7 @@ class Index:
         A text seen before (by any process) comes from ``query_cache.sqlite`` in
         the index folder, with no model loaded.  Otherwise the loaded model
         encodes it if there is one; else the ONNX Runtime copy of the text tower
-        (no torch import, see :mod:`searchindex.onnxmodels`); else the full model.
+        (no torch import, see :mod:`searchindex.models.onnx`); else the full model.
         """
         cache = self._queries()
         found = cache.get_many(texts)
@@ -915,7 +915,7 @@ class Index:
         if searched == 0 or vecs.ntotal == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64), sorted(shot_ids)
         if len(like_vecs) or len(unlike_vecs):
-            from .fewshot import FewShotReranker
+            from .search.fewshot import FewShotReranker
 
             base, cand_ids = vecs.top_k(vector, max(pool, (k or 0) + len(shot_ids)), candidates)
             exclude = np.isin(cand_ids, list(shot_ids))
@@ -949,7 +949,7 @@ class Index:
         """The word ranking of ``words`` among ``candidates``, minus images matching a negative text term.
 
         A word found in more than half of the searched images is left out (see
-        :func:`searchindex.hybrid.rank_text`); so is the ranking when no word is left.
+        :func:`searchindex.search.hybrid.rank_text`); so is the ranking when no word is left.
         """
         searched = self.count() if candidates is None else len(candidates)
         common = searched // 2
@@ -1023,7 +1023,9 @@ class Index:
         with self._lock:
             key = model or ""
             if key not in self._itm:
-                from .captioning import load_itm  # transformers loads inside, or MissingExtraError says what to install
+                from .models.captioners import (
+                    load_itm,  # transformers loads inside, or MissingExtraError says what to install
+                )
 
                 self._itm[key] = load_itm(model, device=self._device) if model else load_itm(device=self._device)
             return self._itm[key]
@@ -1031,7 +1033,7 @@ class Index:
     def _auto_cut(
         self, vecs: VectorIndex, vector: np.ndarray, candidates: np.ndarray | None, searched: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The top results that stand out (see :func:`searchindex.query.auto_cutoff`)."""
+        """The top results that stand out (see :func:`searchindex.search.query.auto_cutoff`)."""
         pool = min(searched, AUTO_POOL)
         rng = np.random.default_rng(0)  # same background sample for the same index: stable answers
         universe = vecs.ids() if candidates is None else candidates[vecs.contains(candidates)]
@@ -1053,7 +1055,7 @@ class Index:
 
         Two images belong together when their embeddings' cosine similarity is at
         least ``threshold`` (directly or through other copies); see
-        :mod:`searchindex.duplicates`.  Each group lists its best copy first
+        :mod:`searchindex.enrich.duplicates`.  Each group lists its best copy first
         (largest resolution, then oldest); groups come largest first.
         """
         if not 0 < threshold <= 1:
@@ -1086,7 +1088,7 @@ class Index:
         """Define zero-shot labels (or re-tag the stored ones) and tag every image.
 
         Each label gets a text classifier from a prompt-template ensemble and a
-        threshold calibrated on the collection (see :mod:`searchindex.tagging`);
+        threshold calibrated on the collection (see :mod:`searchindex.enrich.tagging`);
         it is stored, and images indexed later are tagged by :meth:`add_folder`.
 
         Args:
@@ -1099,8 +1101,8 @@ class Index:
             QueryError: no labels (given or stored), bad templates.
             IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
         """
-        from .catalog import TagLabel
-        from .tagging import label_classifier, load_templates, null_classifier, tag_catalog
+        from .enrich.tagging import label_classifier, load_templates, null_classifier, tag_catalog
+        from .store.catalog import TagLabel
 
         stored = {lab.name: lab for lab in self._catalog.tag_labels()}
         if labels is None:
@@ -1131,7 +1133,7 @@ class Index:
         """Tag images written since each label last ran (called under the writer lock)."""
         labels = self._catalog.tag_labels()
         if labels:
-            from .tagging import tag_catalog
+            from .enrich.tagging import tag_catalog
 
             tag_catalog(self._catalog, self.dim, labels, recalibrate=False)
 
@@ -1159,24 +1161,24 @@ class Index:
 
         Args:
             model: a Hugging Face hub id or local folder of an image-to-text model
-                (default :data:`~searchindex.captioning.DEFAULT_CAPTION_MODEL`), or a
-                loaded :class:`~searchindex.captioning.Captioner`.
+                (default :data:`~searchindex.models.captioners.DEFAULT_CAPTION_MODEL`), or a
+                loaded :class:`~searchindex.models.captioners.Captioner`.
             prompt: conditional captioning: captions continue this text ("a photo of").
                 It does not make a new caption set: images the model captioned before
                 keep their caption.
             batch_size: images per model call and per commit.
             device: where the captioner runs (default: the index's device).
             max_new_tokens, num_beams: generation length and beam width (1 = greedy).
-            progress: called with a :class:`~searchindex.captioning.CaptionProgress`
+            progress: called with a :class:`~searchindex.models.captioners.CaptionProgress`
                 after every committed batch.
             stop: when set, the run ends after the batch in flight is committed.
 
         Raises:
             MissingExtraError: transformers is not installed (``searchindex[caption]``).
-            WeightsUnavailableError, UnknownModelError: see :func:`~searchindex.captioning.load_captioner`.
+            WeightsUnavailableError, UnknownModelError: see :func:`~searchindex.models.captioners.load_captioner`.
             IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
         """
-        from .captioning import DEFAULT_CAPTION_MODEL, Captioner, caption_catalog, load_captioner
+        from .models.captioners import DEFAULT_CAPTION_MODEL, Captioner, caption_catalog, load_captioner
 
         if isinstance(model, Captioner):
             loaded = model

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from searchindex import Index, MissingExtraError, UnknownModelError, WeightsUnavailableError
-from searchindex.captioning import CaptionProgress, load_captioner, load_itm
 from searchindex.cli import cli
-from searchindex.testing import write_tiny_blip, write_tiny_git
+from searchindex.models.captioners import CaptionProgress, load_captioner, load_itm
+from tests.support.blip import write_tiny_blip, write_tiny_git
 
 from .conftest import Shapes
 

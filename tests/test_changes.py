@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from searchindex import Index, IndexLockedError
-from searchindex.lock import WriterLock
-from searchindex.synthetic import iter_scenes, render
+from searchindex.demo.synthetic import iter_scenes, render
+from searchindex.store.lock import WriterLock
 
 
 def _counts(s):  # noqa: ANN001, ANN202

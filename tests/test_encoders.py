@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from searchindex import Index, ModelError, UnknownModelError, WeightsUnavailableError
-from searchindex.encoders import load_encoder, resolve_model
+from searchindex.models.encoders import load_encoder, resolve_model
 
 TINY = Path(__file__).resolve().parent.parent / "searchindex" / "models" / "tiny-shapes"
 

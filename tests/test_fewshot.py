@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from searchindex import Index, QueryError
 from searchindex.cli import cli
-from searchindex.fewshot import FewShotReranker
+from searchindex.search.fewshot import FewShotReranker
 
 from .conftest import Shapes
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from searchindex import Filters, Index, QueryError
 from searchindex.cli import cli
-from searchindex.query import glob_to_sqlite
-from searchindex.synthetic import write_vector_index
-from searchindex.vectors import GATHER_MAX
+from searchindex.demo.synthetic import write_vector_index
+from searchindex.search.query import glob_to_sqlite
+from searchindex.store.vectors import GATHER_MAX
 
 from .conftest import Shapes
 
@@ -221,7 +221,7 @@ def exif_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     """24 shape photos with EXIF dates (2016-2023), two cameras, and positions in Paris or Sydney."""
     import random
 
-    from searchindex.synthetic import random_scene, render
+    from searchindex.demo.synthetic import random_scene, render
 
     folder = tmp_path_factory.mktemp("exif")
     rng = random.Random(4)

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from searchindex import Filters, Index, QueryError, Term
 from searchindex.cli import cli
-from searchindex.hybrid import FUSIONS, TextRanking, fuse, query_words, rank_text
-from searchindex.synthetic import COLORS, SHAPES
+from searchindex.demo.synthetic import COLORS, SHAPES
+from searchindex.search.hybrid import FUSIONS, TextRanking, fuse, query_words, rank_text
 
 from .conftest import Shapes
 
@@ -269,9 +269,9 @@ def test_cli_modes_show_keywords(tagged: tuple) -> None:
 
 def test_rerank_itm_rescores_the_top_results(shapes_index: Path, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from searchindex.captioning import load_itm
-    from searchindex.images import decode_image
-    from searchindex.testing import write_tiny_blip
+    from searchindex.models.captioners import load_itm
+    from searchindex.models.images import decode_image
+    from tests.support.blip import write_tiny_blip
 
     _, itm = write_tiny_blip(tmp_path / "blip")
     with Index.open(shapes_index) as index:
@@ -293,7 +293,7 @@ def test_rerank_itm_rescores_the_top_results(shapes_index: Path, tmp_path: Path)
 
 def test_cli_rerank_itm(shapes_index: Path, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from searchindex.testing import write_tiny_blip
+    from tests.support.blip import write_tiny_blip
 
     _, itm = write_tiny_blip(tmp_path / "blip")
     res = CliRunner().invoke(cli, ["search", "a red circle", "--index", str(shapes_index), "-k", "3", "--json",

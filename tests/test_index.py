@@ -17,8 +17,8 @@ from searchindex import (
     ModelMismatchError,
     QueryError,
 )
-from searchindex.synthetic import iter_scenes, render
-from searchindex.vectors import latest_vector_file
+from searchindex.demo.synthetic import iter_scenes, render
+from searchindex.store.vectors import latest_vector_file
 
 
 def _create(path: Path) -> Index:

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 import searchindex.index as index_module
-import searchindex.vectors as vectors
+import searchindex.store.vectors as vectors
 from searchindex import Filters, Index, IndexTypeError
 from searchindex.cli import cli
-from searchindex.synthetic import write_vector_index
-from searchindex.vectors import (
+from searchindex.demo.synthetic import write_vector_index
+from searchindex.store.vectors import (
     DEFAULT_FACTORY,
     FLAT_MAX,
     canonical_factory,
@@ -340,7 +340,7 @@ def test_failed_rebuild_keeps_the_old_index(grown: Path, monkeypatch: pytest.Mon
 
 _KILLED_CHILD = """
 import pathlib, sys, time
-import searchindex.vectors as V
+import searchindex.store.vectors as V
 V.FLAT_MAX = 2000
 real = V._tune_nprobe
 def slow(*args, **kwargs):

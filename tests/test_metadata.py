@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from searchindex import Index
-from searchindex.catalog import CATALOG_FILE
 from searchindex.cli import cli
-from searchindex.metadata import read_metadata
+from searchindex.ingest.metadata import read_metadata
+from searchindex.store.catalog import CATALOG_FILE
 
 
 def _exif(date: str = "2024:07:14 18:03:22", offset: str | None = "+02:00", gps: bool = True) -> Image.Exif:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from searchindex import Index, IndexSchemaError, migrations
-from searchindex.catalog import CATALOG_FILE
+from searchindex.store.catalog import CATALOG_FILE
 
 from .test_write_errors import _cli, _drop_root
 

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from searchindex import Index, ModelError, indexer
-from searchindex.catalog import CATALOG_FILE
-from searchindex.encoders import load_encoder, resolve_model, resolve_precision
-from searchindex.pixels import to_pixels
+from searchindex.models.encoders import load_encoder, resolve_model, resolve_precision
+from searchindex.models.pixels import to_pixels
+from searchindex.store.catalog import CATALOG_FILE
 
 from .conftest import Shapes
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from searchindex import Index
 from searchindex.cli import cli
-from searchindex.indexer import IndexProgress
+from searchindex.ingest.indexer import IndexProgress
 
 
 def _build(folder: Path, idx: Path) -> None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from searchindex import Index, QueryError
 from searchindex.cli import cli
-from searchindex.tagging import calibrate_threshold, load_templates, parse_labels
+from searchindex.enrich.tagging import calibrate_threshold, load_templates, parse_labels
 
 from .conftest import Shapes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from searchindex import Index
-from searchindex.catalog import CATALOG_FILE
+from searchindex.store.catalog import CATALOG_FILE
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema-v1.idx"
 
@@ -81,7 +81,7 @@ def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folde
 
 
 def test_new_content_at_the_same_path_drops_the_old_caption(small_folder: Path, tmp_path: Path) -> None:
-    from searchindex.synthetic import iter_scenes, render
+    from searchindex.demo.synthetic import iter_scenes, render
 
     with _index(small_folder, tmp_path) as index:
         victim = sorted(small_folder.glob("*.png"))[0]

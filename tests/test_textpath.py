@@ -15,9 +15,9 @@ import open_clip
 import pytest
 
 from searchindex import Index, onnxmodels, querycache
-from searchindex.encoders import load_encoder, resolve_model
-from searchindex.querycache import CACHE_FILE, QueryCache
-from searchindex.tokenizer import ClipTokenizer
+from searchindex.models.encoders import load_encoder, resolve_model
+from searchindex.models.tokenizer import ClipTokenizer
+from searchindex.store.querycache import CACHE_FILE, QueryCache
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "searchindex" / "models" / "tiny-shapes"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import IndexLockedError
+from ..errors import IndexLockedError
 
 __all__ = ["LOCK_FILE", "WriterLock"]
 

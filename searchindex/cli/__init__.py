@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .defaults import (
+from .. import __version__
+from ..defaults import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_ITM_MODEL,
@@ -29,12 +29,12 @@ from .defaults import (
     DEFAULT_POOL,
     DEFAULT_RERANK_TOP,
 )
-from .errors import SearchIndexError
+from ..errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
-    from .captioning import CaptionProgress, CaptionSummary
-    from .index import Index, SearchResult
-    from .indexer import IndexProgress, IndexSummary
+    from ..index import Index, SearchResult
+    from ..ingest.indexer import IndexProgress, IndexSummary
+    from ..models.captioners import CaptionProgress, CaptionSummary
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _PRECISION = click.Choice(["auto", "fp32", "bf16", "int8", "fp16", "onnx"])
@@ -48,7 +48,7 @@ def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _resolve_index_path(path: Path | None) -> Path:
-    from .index import default_index_path
+    from ..index import default_index_path
 
     return path if path is not None else default_index_path()
 
@@ -65,7 +65,7 @@ def _errors() -> Iterator[None]:
 @contextmanager
 def _open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
     """Open the index at --index (or the default one), turning library errors into CLI errors."""
-    from .index import Index
+    from ..index import Index
 
     with _errors(), Index.open(_resolve_index_path(index_path), **options) as idx:
         yield idx
@@ -156,7 +156,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     command again to resume. With --caption, the images are then captioned as by
     `searchindex caption`.
     """
-    from .index import Index
+    from ..index import Index
 
     if (caption_model or caption_prompt) and not caption_after:
         raise click.UsageError("--caption-model and --caption-prompt need --caption")
@@ -220,7 +220,7 @@ def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_s
     replaces it atomically when complete. Ctrl-C (or a crash) keeps what was
     done; run the same command again to resume.
     """
-    from .index import Index
+    from ..index import Index
 
     path = _resolve_index_path(index_path)
     with _errors(), _progress_bar("reindexing") as bar, _stop_on_sigint() as stop:
@@ -481,7 +481,7 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
     and generated captions are searched as words too (--mode).
     """
-    from .query import Filters, Query, parse_near
+    from ..search.query import Filters, Query, parse_near
 
     if as_json + paths_only + null > 1:
         raise click.UsageError("choose one of --json, --paths and --null")
@@ -542,7 +542,7 @@ def tag(index_path: Path | None, labels: str | None, labels_file: Path | None, t
     by later `index` runs are tagged automatically. Without --labels, re-tags
     the stored labels (recalibrating their thresholds).
     """
-    from .tagging import parse_labels
+    from ..enrich.tagging import parse_labels
 
     with _open_index(index_path, device=device) as idx:
         if remove:
@@ -668,7 +668,7 @@ def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) 
               help="How many synthetic images to generate.")
 def demo(index_path: Path, count: int) -> None:
     """Offline demo: generate shape photos, index them with tiny-shapes, run three searches."""
-    from .demo import run_demo
+    from ..demo.run import run_demo
 
     with _errors(), _progress_bar("indexing") as bar:
         report = run_demo(index_path, count=count, progress=bar)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .defaults import DEFAULT_DUPLICATE_THRESHOLD
+from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -53,7 +53,7 @@ class DuplicateImage:
     height: int
     size: int
     mtime_ns: int
-    taken_at: str | None  # date taken, local wall-clock ISO text (see searchindex.metadata)
+    taken_at: str | None  # date taken, local wall-clock ISO text (see searchindex.ingest.metadata)
     similarity: float  # cosine similarity to the group's best copy (1.0 for the best copy itself)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ModelError, UnknownModelError, WeightsUnavailableError
+from ..errors import ModelError, UnknownModelError, WeightsUnavailableError
 from .pixels import PixelSpec
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "ViT-B-32-256"
 DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
 
-_MODELS_DIR = Path(__file__).resolve().parent / "models"
+_MODELS_DIR = Path(__file__).resolve().parent  # the shipped models sit beside this module
 _CHECKPOINT_NAME = "open_clip_model.safetensors"
 
 
@@ -163,7 +163,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 # What `auto` means on a CPU, chosen with scripts/bench_index.py (figures in the
 # README's performance section): int8 -- every linear layer of the image tower,
 # attention projections included, with per-channel int8 weights and per-token int8
-# activations (searchindex.quantize).  On the 2-core AVX2 machine it encodes ViT-B-32
+# activations (searchindex.models.quantize).  On the 2-core AVX2 machine it encodes ViT-B-32
 # ~1.5x faster than fp32 and meets the quality guard (cosine >= 0.9997 against the fp32
 # reference on ViT-B-32 and tiny-shapes); per-token ranges keep an image's vector
 # independent of its batch mates (to float rounding, as in fp32).  ONNX Runtime fp32
@@ -205,7 +205,7 @@ class Encoder(ABC):
     spec: ModelSpec
     dim: int
     image_size: int  # the side the model sees; decoders may reduce images down to it
-    # When set, decode workers may produce the model's pixels themselves (see searchindex.pixels).
+    # When set, decode workers may produce the model's pixels themselves (see searchindex.models.pixels).
     pixel_spec: PixelSpec | None = None
     precision: str = "fp32"
 
@@ -226,7 +226,7 @@ class Encoder(ABC):
         return self.encode_batch([self.preprocess(im) for im in images])
 
     def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        """Encode ``uint8`` HWC arrays made by :func:`searchindex.pixels.to_pixels` with ``pixel_spec``."""
+        """Encode ``uint8`` HWC arrays made by :func:`searchindex.models.pixels.to_pixels` with ``pixel_spec``."""
         if self.pixel_spec is None:
             raise ModelError(f"{self.spec.describe()} needs its own preprocessing")
         return self.encode_batch(list(self.pixel_spec.normalise(pixels)))
@@ -317,7 +317,7 @@ class OpenClipEncoder(Encoder):
                     self.precision = "fp32"
         self._onnx_visual: Any = None
         if self.precision == "onnx":
-            from .onnxmodels import image_session
+            from .onnx import image_session
 
             self._onnx_visual = image_session(self)
 
@@ -368,7 +368,7 @@ class OpenClipEncoder(Encoder):
         """
         import json
 
-        from .onnxmodels import cache_root, tower_key
+        from .onnx import cache_root, tower_key
 
         torch = self._torch
         ident = {"torch": torch.__version__, "engine": torch.backends.quantized.engine, "format": 1}

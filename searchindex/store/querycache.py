@@ -4,7 +4,7 @@ A small SQLite file beside the catalog (``query_cache.sqlite``), not a catalog
 table: it is a disposable cache with no migrations and no part in the
 catalog's generations, and losing it (or failing to write it, on a read-only
 index or a full disk) only costs one text encoding.  Rows are keyed by the
-model's :func:`~searchindex.onnxmodels.tower_key` and the exact query text; the
+model's :func:`~searchindex.models.onnx.tower_key` and the exact query text; the
 oldest rows go first once :data:`MAX_ENTRIES` is passed (first in, first out:
 a hit then costs no write).  Every failure is logged at debug level and
 ignored.

@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Catalog, FailureRecord, NewImage
-from .encoders import Encoder
-from .errors import ImageDecodeError
-from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from ..errors import ImageDecodeError
+from ..models.encoders import Encoder
+from ..models.images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from ..models.pixels import PixelSpec, to_pixels
+from ..store.catalog import Catalog, FailureRecord, NewImage
 from .keywords import read_texts, sidecar_signature
 from .metadata import PhotoMetadata, read_metadata
-from .pixels import PixelSpec, to_pixels
 from .scan import FileEntry
 
 __all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "index_entries"]
@@ -100,7 +100,7 @@ class _Hashed:
     entry: FileEntry
     sha256: str
     meta: PhotoMetadata
-    texts: list[tuple[str, str]]  # (source, text) people wrote: see searchindex.keywords
+    texts: list[tuple[str, str]]  # (source, text) people wrote: see searchindex.ingest.keywords
     sidecars: str  # the sidecars' signature when they were read
 
 

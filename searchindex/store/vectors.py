@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IndexTypeError
+from ..errors import IndexTypeError
 
 __all__ = [
     "DEFAULT_FACTORY",

@@ -48,11 +48,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from .encoders import ModelSpec
-from .errors import IndexSchemaError
-from .metadata import PhotoMetadata
+from ..errors import IndexSchemaError
+from ..ingest.metadata import PhotoMetadata
+from ..models.encoders import ModelSpec
+from ..search.query import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .migrations import FTS_TABLE_SQL, SCHEMA_VERSION, pending, refresh_text_index, upgrade
-from .query import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage", "TagLabel"]
 
@@ -193,7 +193,7 @@ class TextStateRow(Base):
 
     __tablename__ = "text_states"
     image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sidecars: Mapped[str] = mapped_column(String)  # see searchindex.keywords.sidecar_signature
+    sidecars: Mapped[str] = mapped_column(String)  # see searchindex.ingest.keywords.sidecar_signature
 
 
 # The full-text index over file names, image texts and captions lives in an FTS5
@@ -393,7 +393,7 @@ class Catalog:
     def open(cls, folder: Path) -> Catalog:
         """Open read-write, or read-only when the folder cannot be written.
 
-        A catalog from an older schema is upgraded first (see :mod:`searchindex.migrations`).
+        A catalog from an older schema is upgraded first (see :mod:`searchindex.store.migrations`).
 
         Raises:
             IndexSchemaError: the catalog is newer than this code, or needs an
@@ -818,7 +818,7 @@ class Catalog:
                     out.setdefault(image_id, []).append((k, v))
         return out
 
-    # -- zero-shot tags (see searchindex.tagging) ---------------------------
+    # -- zero-shot tags (see searchindex.enrich.tagging) ---------------------------
 
     def tag_labels(self) -> list[TagLabel]:
         """Every stored label, by name."""

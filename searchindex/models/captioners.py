@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .defaults import DEFAULT_CAPTION_MODEL, DEFAULT_ITM_MODEL
-from .errors import MissingExtraError, ModelError, UnknownModelError, WeightsUnavailableError
+from ..defaults import DEFAULT_CAPTION_MODEL, DEFAULT_ITM_MODEL
+from ..errors import MissingExtraError, ModelError, UnknownModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .catalog import Catalog
+    from ..store.catalog import Catalog
 
 __all__ = [
     "CAPTIONER_KINDS",
@@ -391,7 +391,7 @@ def caption_catalog(
     called (to load the model) only when some image needs a caption.  Files that
     cannot be read or decoded any more are reported in the summary and skipped.
     """
-    from .errors import ImageDecodeError
+    from ..errors import ImageDecodeError
 
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")

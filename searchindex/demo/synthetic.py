@@ -361,10 +361,10 @@ def write_vector_index(
     """
     from datetime import datetime, timedelta
 
-    from .catalog import Catalog, NewImage
-    from .encoders import ModelSpec
-    from .metadata import PhotoMetadata
-    from .vectors import DEFAULT_FACTORY
+    from ..ingest.metadata import PhotoMetadata
+    from ..models.encoders import ModelSpec
+    from ..store.catalog import Catalog, NewImage
+    from ..store.vectors import DEFAULT_FACTORY
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog, TagLabel
-from .encoders import Encoder
-from .errors import QueryError
+from ..errors import QueryError
+from ..models.encoders import Encoder
+from ..store.catalog import Catalog, TagLabel
 
 __all__ = [
     "DEFAULT_TEMPLATES",

@@ -4,7 +4,7 @@ Importing torch and open_clip costs seconds; onnxruntime costs ~0.15 s.  The
 text tower is exported once, by a process that already has the model loaded
 (``index``, ``reindex``, or the first ``search`` that found no export), checked
 against torch on a probe batch, and written atomically.  Searches then run it
-with :class:`searchindex.tokenizer.ClipTokenizer`.
+with :class:`searchindex.models.tokenizer.ClipTokenizer`.
 
 Where the files live: a cache folder shared by every index
 (``$SEARCHINDEX_CACHE`` or the platform's user cache folder, under ``onnx/``),
@@ -323,7 +323,7 @@ def image_session(encoder: OpenClipEncoder) -> Any:
     Raises:
         ModelError: onnxruntime/onnx are not installed, or the export failed.
     """
-    from .errors import ModelError
+    from ..errors import ModelError
 
     if not onnx_available(export=True):
         raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FolderNotFoundError
-from .images import IMAGE_EXTENSIONS
+from ..errors import FolderNotFoundError
+from ..models.images import IMAGE_EXTENSIONS
 
 __all__ = ["FileEntry", "scan_folders"]
 

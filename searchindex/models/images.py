@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .defaults import DEFAULT_MAX_MEGAPIXELS
-from .errors import ImageDecodeError
+from ..defaults import DEFAULT_MAX_MEGAPIXELS
+from ..errors import ImageDecodeError
 
 __all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "DecodedImage", "decode_image"]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import QueryError
+from ..errors import QueryError
 
 __all__ = [
     "AUTO_MIN_SIGNIFICANCE",
