@@ -86,7 +86,7 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
     catalog = Catalog.open(path)
     dim, generation = int(catalog.meta()["dim"]), catalog.generation()
     if vectors is None:
-        chunks = list(catalog.embeddings_since(0, dim))
+        chunks = list(catalog.images.embeddings_since(0, dim))
         ids = np.concatenate([c[0] for c in chunks]).astype(np.int64)
         vectors = np.concatenate([c[1] for c in chunks])
     catalog.close()
@@ -133,12 +133,12 @@ def pct(xs: list[float], q: float) -> float:
 def measure(path: Path, texts: list[str], backend: str, nprobe: int, k: int) -> None:
     os.environ["SEARCHINDEX_TEXT_BACKEND"] = backend
     with Index.open(path, device="cpu") as index:
-        vecs = index._fresh_vectors()
+        vecs = index.vectors.current()
         _set_nprobe(vecs._index, nprobe)
         # Time the three stages inside the real Index.search call (instance attributes shadow methods).
         encode = Stopwatch(index.encode_texts)
         index.encode_texts = encode  # type: ignore[method-assign]
-        catalog = index._catalog
+        catalog = index.catalog
         join_rows, join_tags = Stopwatch(catalog.images_by_id), Stopwatch(catalog.tags_by_id)
         catalog.images_by_id, catalog.tags_by_id = join_rows, join_tags  # type: ignore[method-assign]
         search = Stopwatch(vecs.top_k)

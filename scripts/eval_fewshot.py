@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = {str((folder / r["file"]).absolute()): r for r in write_dataset(folder, args.count, args.seed)}
         with Index.create(Path(tmp) / "idx", model=args.model, pretrained=args.pretrained, device="cpu") as index:
             index.add_folder(folder)
-            vecs = index._fresh_vectors()
-            rows = index._catalog.images_by_id(int(i) for i in vecs.ids())
+            vecs = index.vectors.current()
+            rows = index.catalog.images.by_id(int(i) for i in vecs.ids())
             id_truth = {i: truth[r.path] for i, r in rows.items()}
             queries = {text: index.encoder.encode_texts([text])[0] for text, _, _ in intents()}
             pools = {}

@@ -37,13 +37,14 @@ _compat.install()  # old flat module paths (searchindex.fewshot, ...) still impo
 # The domain classes pull in numpy, SQLAlchemy and Pillow: load them on first
 # use, so that `searchindex --help` and `import searchindex.errors` stay instant.
 _LAZY = {
-    "Index": "index", "IndexInfo": "index", "SearchResult": "index",
-    "IndexProgress": "ingest.indexer", "IndexSummary": "ingest.indexer",
-    "Filters": "search.query", "Query": "search.query", "Term": "search.query",
-    "DuplicateGroup": "enrich.duplicates", "DuplicateImage": "enrich.duplicates",
-    "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot", "LabelReport": "enrich.tagging",
-    "Captioner": "models.captioners", "CaptionProgress": "models.captioners", "CaptionSummary": "models.captioners",
-    "ItmScorer": "models.captioners",
+    "Index": "index", "SearchRequest": "search.request",
+    "SearchResult": "results", "IndexInfo": "results", "IndexProgress": "results", "IndexSummary": "results",
+    "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
+    "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
+    "CaptionFailure": "results",
+    "ModelSpec": "models.spec", "Filters": "store.filters", "Query": "search.query", "Term": "search.query",
+    "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
+    "Captioner": "models.captioners", "ItmScorer": "models.captioners",
 }
 
 
@@ -62,20 +63,36 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .enrich.duplicates import DuplicateGroup, DuplicateImage
-    from .enrich.tagging import LabelReport
-    from .index import Index, IndexInfo, SearchResult
-    from .ingest.indexer import IndexProgress, IndexSummary
-    from .models.captioners import Captioner, CaptionProgress, CaptionSummary, ItmScorer
+    from .index import Index
+    from .models.captioners import Captioner, ItmScorer
+    from .models.spec import ModelSpec
+    from .results import (
+        CaptionFailure,
+        CaptionProgress,
+        CaptionSummary,
+        DuplicateGroup,
+        DuplicateImage,
+        FailureRecord,
+        IndexInfo,
+        IndexProgress,
+        IndexSummary,
+        LabelReport,
+        SearchResult,
+        TagCount,
+    )
     from .search.fewshot import FewShotFit, FewShotReranker
-    from .search.query import Filters, Query, Term
+    from .search.query import Query, Term
+    from .search.request import SearchRequest
+    from .store.filters import Filters
 
 __all__ = [
+    "CaptionFailure",
     "CaptionProgress",
     "CaptionSummary",
     "Captioner",
     "DuplicateGroup",
     "DuplicateImage",
+    "FailureRecord",
     "FewShotFit",
     "FewShotReranker",
     "Filters",
@@ -88,18 +105,21 @@ __all__ = [
     "IndexNotFoundError",
     "IndexProgress",
     "IndexSchemaError",
-    "IndexTypeError",
     "IndexSummary",
+    "IndexTypeError",
     "IndexWriteError",
     "ItmScorer",
     "LabelReport",
     "MissingExtraError",
     "ModelError",
     "ModelMismatchError",
+    "ModelSpec",
     "Query",
     "QueryError",
     "SearchIndexError",
+    "SearchRequest",
     "SearchResult",
+    "TagCount",
     "Term",
     "UnknownModelError",
     "WeightsUnavailableError",

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
+from ..errors import QueryError
+from ..results import DuplicateGroup, DuplicateImage
+from ..store.catalog import Catalog
+from ..store.vector_store import VectorStore
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -28,6 +31,7 @@ __all__ = [
     "IVF_NPROBE",
     "DuplicateGroup",
     "DuplicateImage",
+    "find_duplicates",
     "find_pairs",
     "group_pairs",
 ]
@@ -41,31 +45,6 @@ EXACT_MAX = 20_000
 #: Cells of the IVF index probed per vector above EXACT_MAX.
 IVF_NPROBE = 4
 _CHUNK = 4096  # query vectors per range-search call: bounds the memory of one call's results
-
-
-@dataclass(frozen=True)
-class DuplicateImage:
-    """One copy in a group of near-duplicates."""
-
-    path: str
-    image_id: int
-    width: int
-    height: int
-    size: int
-    mtime_ns: int
-    taken_at: str | None  # date taken, local wall-clock ISO text (see searchindex.ingest.metadata)
-    similarity: float  # cosine similarity to the group's best copy (1.0 for the best copy itself)
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    """Near-identical images, best copy first: largest resolution, then oldest, then path."""
-
-    images: tuple[DuplicateImage, ...]
-
-    @property
-    def best(self) -> DuplicateImage:
-        return self.images[0]
 
 
 def _faiss() -> Any:
@@ -145,3 +124,33 @@ def group_pairs(pairs: np.ndarray, n: int) -> list[np.ndarray]:
     members, roots = members[order], roots[order]
     cuts = np.flatnonzero(np.diff(roots)) + 1
     return [g for g in np.split(members, cuts) if len(g) >= 2]
+
+
+def find_duplicates(catalog: Catalog, vectors: VectorStore,
+                    threshold: float = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
+    """Groups of near-identical images of an index (see :meth:`searchindex.Index.duplicates`).
+
+    Raises:
+        QueryError: ``threshold`` is not in (0, 1].
+    """
+    if not 0 < threshold <= 1:
+        raise QueryError(f"a duplicate threshold is a cosine similarity in (0, 1], not {threshold}")
+    ids, x = vectors.current().all_vectors()
+    groups = group_pairs(find_pairs(x, threshold), len(ids))
+    rows = catalog.images.by_id(int(ids[i]) for g in groups for i in g)
+    out = []
+    for g in groups:
+        members = [(int(i), rows[int(ids[i])]) for i in g if int(ids[i]) in rows]
+        if len(members) < 2:  # removed by a concurrent writer
+            continue
+        # Best copy: most pixels, then oldest (date taken; unknown dates after known ones).
+        members.sort(key=lambda m: (-m[1].width * m[1].height, m[1].taken_at is None, m[1].taken_at or "",
+                                    m[1].mtime_ns, m[1].path))
+        best = x[members[0][0]]
+        out.append(DuplicateGroup(tuple(
+            DuplicateImage(r.path, r.id, r.width, r.height, r.size, r.mtime_ns, r.taken_at,
+                           1.0 if n == 0 else min(1.0, float(x[i] @ best)))
+            for n, (i, r) in enumerate(members)
+        )))
+    out.sort(key=lambda grp: (-len(grp.images), grp.best.path))
+    return out

@@ -31,13 +31,13 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import QueryError
 from ..models.encoders import Encoder
+from ..results import LabelReport
 from ..store.catalog import Catalog, TagLabel
 
 __all__ = [
@@ -46,9 +46,13 @@ __all__ = [
     "SINGLE_TEMPLATE",
     "LabelReport",
     "calibrate_threshold",
+    "define_labels",
     "label_classifier",
     "load_templates",
     "parse_labels",
+    "read_labels",
+    "tag_catalog",
+    "tag_new_images",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,17 +82,6 @@ MIN_CALIBRATION_IMAGES = 20
 _MIN_SEPARATION = 2.0  # Ashman's D between the two mixture components
 
 
-@dataclass(frozen=True)
-class LabelReport:
-    """What tagging did for one label."""
-
-    label: str
-    tagged: int  # images carrying the label after this run
-    scored: int  # images scored in this run
-    threshold: float
-    calibrated: bool  # the threshold came from a two-group split of the collection
-
-
 def parse_labels(text: str) -> list[str]:
     """Labels from a comma- or newline-separated string, trimmed, without duplicates.
 
@@ -103,6 +96,21 @@ def parse_labels(text: str) -> list[str]:
         if len(lab) > 100:
             raise QueryError(f"label too long (over 100 characters): {lab[:40]}...")
     return labels
+
+
+def read_labels(text: str | None = None, files: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+    """Labels from a comma/newline-separated ``text`` and label files (one per line, or comma-separated).
+
+    Raises:
+        QueryError: a file cannot be read, no label at all, or a label too long to be a prompt.
+    """
+    parts = [text or ""]
+    for f in files:
+        try:
+            parts.append(Path(f).expanduser().read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise QueryError(f"cannot read {f}: {exc.strerror or exc}") from None
+    return parse_labels("\n".join(parts))
 
 
 def load_templates(spec: str | os.PathLike[str] | Sequence[str] | None) -> tuple[str, ...]:
@@ -214,7 +222,7 @@ def tag_catalog(
     is recalibrated anyway).
     """
     generation = catalog.generation()
-    total = catalog.count()
+    total = catalog.images.count()
     reports = []
     for label in labels:
         full = recalibrate or total >= 2 * max(label.calibrated_images, MIN_CALIBRATION_IMAGES // 2)
@@ -223,7 +231,7 @@ def tag_catalog(
             continue  # nothing written since: no work, no write
         since = 0 if full else label.scored_generation
         ids_parts, score_parts, margin_parts = [], [], []
-        for ids, vectors in catalog.embeddings_since(since, dim):
+        for ids, vectors in catalog.images.embeddings_since(since, dim):
             scores, margins = _margins(label, vectors)
             ids_parts.append(ids)
             score_parts.append(scores)
@@ -242,11 +250,33 @@ def tag_catalog(
                         strict=True))
         updated = TagLabel(label.name, label.templates, label.classifier, label.null_classifier,
                            float(threshold), calibrated_images, generation)
-        catalog.store_tags(updated, ids, tags, replace_all=full)
+        catalog.tags.store(updated, ids, tags, replace_all=full)
         log.info("label %r: scored %d images, threshold %.4f%s", label.name, len(ids), threshold,
                  " (two-group split)" if calibrated else "")
         if progress is not None:
             progress(label.name)
         reports.append(LabelReport(label.name, -1, len(ids), float(threshold), calibrated))
-    counts = dict(catalog.tag_counts())
+    counts = dict(catalog.tags.counts())
     return [LabelReport(r.label, counts.get(r.label, 0), r.scored, r.threshold, r.calibrated) for r in reports]
+
+
+def define_labels(encoder: Encoder, labels: Sequence[str],
+                  templates: str | os.PathLike[str] | Sequence[str] | None) -> list[TagLabel]:
+    """New labels (not yet calibrated) with their classifiers from ``templates`` (see :func:`load_templates`).
+
+    Raises:
+        QueryError: no labels, bad templates.
+    """
+    names = [str(lab).strip() for lab in labels if str(lab).strip()]
+    if not names:
+        raise QueryError("no labels given")
+    chosen = load_templates(templates)
+    null = null_classifier(encoder, chosen)
+    return [TagLabel(name, chosen, label_classifier(encoder, name, chosen), null, 0.0, 0, 0) for name in names]
+
+
+def tag_new_images(catalog: Catalog, dim: int) -> None:
+    """Tag the images written since each stored label last ran (after an indexing run)."""
+    labels = catalog.tags.labels()
+    if labels:
+        tag_catalog(catalog, dim, labels, recalibrate=False)

@@ -14,11 +14,12 @@ import logging
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from PIL import Image
+
+from ..store.records import PhotoMetadata
 
 __all__ = ["PhotoMetadata", "read_metadata"]
 
@@ -41,29 +42,6 @@ _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
 
 _EXIF_DATE = re.compile(r"^\s*(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _OFFSET = re.compile(r"^\s*([+-])(\d{2}):?(\d{2})\s*$")
-
-
-@dataclass(frozen=True)
-class PhotoMetadata:
-    """What the catalog stores about a photo besides its pixels."""
-
-    taken_at: str  # local wall-clock time, ISO 8601 without offset: 2024-07-14T18:03:22
-    date_source: str  # "exif" or "mtime"
-    taken_offset: str | None = None  # "+02:00" when known
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens: str | None = None
-    gps_lat: float | None = None
-    gps_lon: float | None = None
-    orientation: int | None = None
-
-    def columns(self) -> dict[str, Any]:
-        """The catalog column values."""
-        return {
-            "taken_at": self.taken_at, "taken_offset": self.taken_offset, "date_source": self.date_source,
-            "camera_make": self.camera_make, "camera_model": self.camera_model, "lens": self.lens,
-            "gps_lat": self.gps_lat, "gps_lon": self.gps_lon, "orientation": self.orientation,
-        }
 
 
 def _text(value: Any) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import FolderNotFoundError
 from ..models.images import IMAGE_EXTENSIONS
 
-__all__ = ["FileEntry", "scan_folders"]
+__all__ = ["FileEntry", "check_folders", "scan_folders"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,13 @@ class FileEntry:
     path: str
     size: int
     mtime_ns: int
+
+
+def check_folders(folders: Iterable[str | Path]) -> None:
+    """Raise :class:`~searchindex.errors.FolderNotFoundError` for the first of ``folders`` that is not one."""
+    for folder in folders:
+        if not os.path.isdir(os.fspath(folder)):
+            raise FolderNotFoundError(f"not a folder: {folder}")
 
 
 def scan_folders(folders: Iterable[str | Path]) -> Iterator[FileEntry]:

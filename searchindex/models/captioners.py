@@ -12,10 +12,8 @@ torch and transformers are imported only when a model loads.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -29,20 +27,15 @@ from ..errors import MissingExtraError, ModelError, UnknownModelError, WeightsUn
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..store.catalog import Catalog
 
 __all__ = [
     "CAPTIONER_KINDS",
-    "CaptionFailure",
-    "CaptionProgress",
-    "CaptionSummary",
     "DEFAULT_CAPTION_MODEL",
     "DEFAULT_ITM_MODEL",
     "Captioner",
     "CaptionerKind",
     "ItmScorer",
     "TransformersCaptioner",
-    "caption_catalog",
     "load_captioner",
     "load_itm",
 ]
@@ -325,112 +318,3 @@ def load_itm(model: str = DEFAULT_ITM_MODEL, *, device: str = "auto", batch_size
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"could not load {model}: {exc}") from None
     return ItmScorer(net, processor, model, batch_size=batch_size)
-
-
-# -- captioning an index -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CaptionProgress:
-    """Reported after each committed batch of captions."""
-
-    done: int  # images processed so far in this run (captioned or failed)
-    total: int  # images this run has to caption
-    captioned: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class CaptionFailure:
-    """An indexed image that could not be captioned (it is retried by the next run)."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CaptionSummary:
-    """What one :meth:`searchindex.Index.caption` run did."""
-
-    model: str  # as recorded with each caption
-    prompt: str | None
-    captioned: int  # images captioned and committed in this run
-    failed: int  # images that could not be read or decoded (not recorded; retried next run)
-    already: int  # images that already had a caption from this model
-    seconds: float
-    failures: tuple[CaptionFailure, ...] = ()
-    interrupted: bool = False  # stopped early on request; run again to resume
-
-    @property
-    def images_per_s(self) -> float:
-        return self.captioned / self.seconds if self.captioned and self.seconds > 0 else 0.0
-
-
-def _read_image(path: str, side: int) -> Image.Image:
-    """Decode an indexed file as the indexer does (EXIF orientation, RGB, JPEG draft down to ``side``)."""
-    from .images import decode_image
-
-    with open(path, "rb") as fh:
-        data = fh.read()
-    return decode_image(data, path, min_side=side).image
-
-
-def caption_catalog(
-    catalog: Catalog,
-    model_id: str,
-    captioner: Callable[[], Captioner],
-    *,
-    batch_size: int = 16,
-    progress: Callable[[CaptionProgress], None] | None = None,
-    stop: threading.Event | None = None,
-) -> CaptionSummary:
-    """Caption every image of ``catalog`` that has no caption from ``model_id`` yet.
-
-    Each batch's captions are committed in one transaction, so an interruption
-    loses at most the batch in flight and the next call resumes.  ``captioner`` is
-    called (to load the model) only when some image needs a caption.  Files that
-    cannot be read or decoded any more are reported in the summary and skipped.
-    """
-    from ..errors import ImageDecodeError
-
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    t0 = time.perf_counter()
-    todo = catalog.ids_without_caption(model_id)
-    already = catalog.count() - len(todo)
-    loaded: Captioner | None = None
-    prompt: str | None = None
-    captioned, failures = 0, []
-    done = 0
-    interrupted = False
-    for start in range(0, len(todo), batch_size):
-        if stop is not None and stop.is_set():
-            interrupted = True
-            break
-        if loaded is None:
-            loaded = captioner()
-            prompt = loaded.prompt
-        rows = catalog.images_by_id(todo[start:start + batch_size])
-        ids, images = [], []
-        for image_id in todo[start:start + batch_size]:
-            row = rows.get(image_id)
-            if row is None:  # removed by an index run since the list was read
-                continue
-            try:
-                images.append(_read_image(row.path, loaded.image_size))
-                ids.append(image_id)
-            except ImageDecodeError as exc:
-                failures.append(CaptionFailure(row.path, exc.reason))
-            except OSError as exc:
-                failures.append(CaptionFailure(row.path, f"cannot read: {exc.strerror or exc}"))
-        texts = loaded.caption(images) if images else []
-        if ids:
-            catalog.store_captions([(i, model_id, prompt or "", t) for i, t in zip(ids, texts, strict=True)])
-        captioned += len(ids)
-        done = min(start + batch_size, len(todo))
-        if progress is not None:
-            progress(CaptionProgress(done, len(todo), captioned, len(failures)))
-    for f in failures:
-        log.warning("cannot caption %s: %s", f.path, f.reason)
-    return CaptionSummary(model_id, prompt, captioned, len(failures), already, time.perf_counter() - t0,
-                          tuple(failures), interrupted)

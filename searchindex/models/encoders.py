@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ModelError, UnknownModelError, WeightsUnavailableError
+from ..defaults import PRECISIONS
+from ..errors import ModelError, WeightsUnavailableError
 from .pixels import PixelSpec
+from .spec import (
+    CHECKPOINT_NAME,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ModelSpec,
+    builtin_models,
+    resolve_model,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,120 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# ViT-B-32 at 256 px trained on DataComp-1B: the best zero-shot accuracy open_clip
-# offers at ViT-B-32's CPU cost (about 72.8% ImageNet zero-shot vs 66.6% for
-# laion2b ViT-B-32 at 224 px), with 32-px patches keeping encoding cheap on a laptop.
-DEFAULT_MODEL = "ViT-B-32-256"
-DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
-
-_MODELS_DIR = Path(__file__).resolve().parent  # the shipped models sit beside this module
-_CHECKPOINT_NAME = "open_clip_model.safetensors"
-
-
-def _builtin_models() -> dict[str, Path]:
-    """searchindex's own shipped models: name -> open_clip 'local-dir' folder."""
-    return {p.name: p for p in sorted(_MODELS_DIR.iterdir()) if (p / "open_clip_config.json").is_file()}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What made an index's vectors; recorded with the index and checked on open.
-
-    Attributes:
-        model: open_clip architecture (``ViT-B-32``), ``hf-hub:org/repo``, or a built-in
-            searchindex model (``tiny-shapes``).
-        pretrained: an open_clip pretrained tag, ``"none"`` (random weights),
-            ``"builtin"`` (a shipped model), or the path of a local checkpoint file.
-        checkpoint_sha256: SHA-256 of the weights file when it is local (built-in
-            models and checkpoint files), so a different file with the same name is
-            told apart.
-    """
-
-    model: str
-    pretrained: str
-    checkpoint_sha256: str | None = None
-
-    def describe(self) -> str:
-        digest = f" (sha256 {self.checkpoint_sha256[:12]})" if self.checkpoint_sha256 else ""
-        return f"{self.model} / {self.pretrained}{digest}"
-
-    def same_weights(self, other: ModelSpec) -> bool:
-        """True when both specs produce the same vectors."""
-        if self.model != other.model:
-            return False
-        if self.checkpoint_sha256 or other.checkpoint_sha256:
-            return self.checkpoint_sha256 == other.checkpoint_sha256
-        return self.pretrained == other.pretrained
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resolve_model(model: str | None = None, pretrained: str | None = None) -> ModelSpec:
-    """Check a model name and weights choice and return the spec to record.
-
-    Does not load weights (that may need a download); it does validate names and
-    hash local checkpoint files.
-
-    Raises:
-        UnknownModelError: the name is not a built-in model or open_clip architecture.
-        WeightsUnavailableError: a checkpoint path does not exist, or the model has
-            no pretrained tag to default to.
-    """
-    model = model or DEFAULT_MODEL
-    if model == DEFAULT_MODEL and pretrained is None:
-        pretrained = DEFAULT_PRETRAINED
-    builtins = _builtin_models()
-    if model in builtins:
-        if pretrained not in (None, "builtin", "none"):
-            raise ModelError(f"'{model}' is a built-in model with its own weights; do not pass --pretrained")
-        if pretrained == "none":
-            return ModelSpec(model, "none")
-        return ModelSpec(model, "builtin", _sha256_file(builtins[model] / _CHECKPOINT_NAME))
-
-    import open_clip
-
-    if model.startswith("hf-hub:"):
-        return ModelSpec(model, "hf-hub")
-    if model.startswith("local-dir:"):
-        folder = Path(model.split(":", 1)[1])
-        if not (folder / "open_clip_config.json").is_file():
-            raise UnknownModelError(f"{folder} has no open_clip_config.json")
-        ckpts = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
-        return ModelSpec(f"local-dir:{folder.resolve()}", "local-dir", _sha256_file(ckpts[0]) if ckpts else None)
-    if model not in open_clip.list_models():
-        import difflib
-
-        by_lower = {m.lower(): m for m in open_clip.list_models()}
-        close = [by_lower[m] for m in difflib.get_close_matches(model.lower().replace("/", "-"), by_lower, n=6)]
-        hint = f" Similar: {', '.join(close)}." if close else ""
-        raise UnknownModelError(
-            f"Unknown model '{model}'.{hint} Built-in: {', '.join(builtins)}; "
-            "see open_clip.list_models() for every architecture."
-        )
-    tags = open_clip.list_pretrained_tags_by_model(model)
-    if pretrained is None:
-        if not tags:
-            raise WeightsUnavailableError(
-                f"{model} has no published pretrained weights; pass --pretrained PATH or --pretrained none"
-            )
-        pretrained = tags[0]
-    if pretrained == "none" or pretrained in tags:
-        return ModelSpec(model, pretrained)
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        return ModelSpec(model, str(path.resolve()), _sha256_file(path))
-    raise WeightsUnavailableError(
-        f"'{pretrained}' is neither a pretrained tag of {model} ({', '.join(tags) or 'none published'}) "
-        "nor an existing checkpoint file"
-    )
-
-
 def resolve_device(device: str = "auto") -> str:
     """``auto`` picks CUDA when a GPU is visible, else CPU."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -158,7 +52,6 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 
 # What `auto` means on a CPU, chosen with scripts/bench_index.py (figures in the
 # README's performance section): int8 -- every linear layer of the image tower,
@@ -244,14 +137,14 @@ class OpenClipEncoder(Encoder):
         self.spec = spec
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        builtins = _builtin_models()
+        builtins = builtin_models()
         if spec.model in builtins:
             name, pretrained = f"local-dir:{builtins[spec.model]}", None
             if spec.pretrained == "none":
                 load = False
             else:
                 load = True
-                actual = _sha256_file(builtins[spec.model] / _CHECKPOINT_NAME)
+                actual = sha256_file(builtins[spec.model] / CHECKPOINT_NAME)
                 if spec.checkpoint_sha256 and actual != spec.checkpoint_sha256:
                     raise WeightsUnavailableError(
                         f"the shipped {spec.model} weights changed since this index was built "
@@ -320,6 +213,16 @@ class OpenClipEncoder(Encoder):
             from .onnx import image_session
 
             self._onnx_visual = image_session(self)
+
+    @property
+    def torch_model(self) -> Any:
+        """The loaded open_clip model (fp32 weights), for exporters such as :mod:`searchindex.models.onnx`."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """open_clip's tokenizer for this model."""
+        return self._tokenizer
 
     def preprocess(self, image: Image.Image) -> Any:
         return self._preprocess(image)

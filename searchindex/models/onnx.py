@@ -200,7 +200,7 @@ def _default_tokenizer(encoder: OpenClipEncoder) -> int | None:
     """The context length when the model uses CLIP's default BPE tokenizer, else None."""
     from open_clip.tokenizer import SimpleTokenizer
 
-    tok = getattr(encoder, "_tokenizer", None)
+    tok = getattr(encoder, "tokenizer", None)
     if type(tok) is not SimpleTokenizer or tok.reduction_fn is not None:
         return None
     if getattr(tok.clean_fn, "__name__", "") != "_clean_lower":
@@ -256,7 +256,7 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
             return self.model.encode_text(tokens, normalize=True)
 
     tokens = ClipTokenizer(context_length)(_PROBE)
-    _export_graph(encoder, TextTower(encoder._model), tokens, "tokens", model_file)
+    _export_graph(encoder, TextTower(encoder.torch_model), tokens, "tokens", model_file)
     facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
              "dim": encoder.dim, "tokenizer": "clip-bpe"}
     _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
@@ -272,7 +272,7 @@ def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, in
     import torch
 
     model_file.parent.mkdir(parents=True, exist_ok=True)
-    model = encoder._model
+    model = encoder.torch_model
     # The exporter puts ``module`` back in the mode it found it in: a fresh wrapper is in
     # training mode, which would leave the encoder's own model training afterwards
     # (BatchNorm layers then normalise with batch statistics, changing every later vector).
@@ -333,7 +333,7 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         rng = np.random.default_rng(0)
         example = rng.standard_normal((2, 3, size, size)).astype(np.float32)
         try:
-            _export_graph(encoder, encoder._model.visual, example, "pixels", model_file)
+            _export_graph(encoder, encoder.torch_model.visual, example, "pixels", model_file)
         except Exception as exc:
             raise ModelError(f"could not export the {encoder.spec.describe()} image tower to ONNX: {exc}") from exc
         facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}

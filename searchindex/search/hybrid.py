@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defaults import FUSIONS
+
 __all__ = [
     "DEFAULT_FUSION",
     "FUSIONS",
@@ -147,13 +149,8 @@ def _blend(vector_ids: np.ndarray, vector_scores: np.ndarray, text: TextRanking,
     return dict(zip(ids.tolist(), (cos + weight * bm25).tolist(), strict=True))
 
 
-#: Fusion methods: name -> (kind, parameter).  ``rrf``: reciprocal rank fusion with equal
-#: weights; ``wrrf``: text ranks count twice; ``blend``: cosine + 0.5 x normalised BM25.
-FUSIONS: dict[str, tuple[str, float]] = {
-    "rrf": ("rrf", 1.0),
-    "wrrf": ("rrf", 2.0),
-    "blend": ("blend", 0.5),
-}
+# Fusion methods (FUSIONS, in searchindex.defaults: name -> (kind, parameter)).  ``rrf``: reciprocal
+# rank fusion with equal weights; ``wrrf``: text ranks count twice; ``blend``: cosine + 0.5 x normalised BM25.
 
 # Chosen by scripts/eval_hybrid.py (tiny-shapes, 1,000 held-out images, seed 2026; 10 groups
 # of 10 images with keywords no pixel shows; README "Keywords, captions and hybrid search"):

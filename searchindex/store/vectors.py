@@ -1,5 +1,8 @@
 """The vector index: FAISS over L2-normalised vectors, a cache of the catalog.
 
+Which FAISS index type to use is decided in :mod:`searchindex.store.index_types`
+(its names stay importable from here); this module builds, tunes, searches and saves.
+
 Each saved file carries in its name the catalog generation it reflects
 (``vectors-000000000042.faiss``).  A file is written under a temporary name and
 renamed into place, so a reader sees either the old complete file or the new
@@ -20,7 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexTypeError
+from .index_types import (
+    DEFAULT_FACTORY,
+    FLAT_MAX,
+    TUNE_QUERIES,
+    canonical_factory,
+    choose_factory,
+    describe,
+    estimate_bytes,
+    ivf_nlist,
+    ivf_of,
+    load_faiss,
+    make_index,
+    planned_factory,
+    train_size,
+)
 
 __all__ = [
     "DEFAULT_FACTORY",
@@ -36,47 +53,18 @@ __all__ = [
     "latest_vector_file",
     "planned_factory",
     "train_size",
+    "tune_nprobe",
 ]
 
 log = logging.getLogger(__name__)
 
-# Exact inner-product search with our own int64 ids (the catalog's image ids).
-DEFAULT_FACTORY = "IDMap2,Flat"
-
-# -- choosing the index type (scripts/bench_search.py measures every figure below) --------
-#
-# Exact search scans every vector: one 512-d query cost ~19 ms over 100k vectors and
-# ~36 ms over 200k on the 2-core reference box (it grows linearly: ~78 ms at 400k),
-# while encoding the query text already takes about as long as 100k.  So collections
-# below FLAT_MAX stay exact (and need no training); above it an IVF index scans only
-# the few lists nearest the query.  Its vectors are stored as fp16 (SQfp16: recall@10
-# 0.98 at nprobe 4, ~1,040 B/vector with the id) when that fits the memory budget,
-# else as 8-bit codes (SQ8: ~530 B/vector, needs about twice the nprobe for 0.95).
-# 4-bit codes capped at recall 0.62 and PQ needed a refine step that cost more than
-# SQ8 saves, so neither is chosen.
-FLAT_MAX = 100_000
-#: An IVF index goes back to exact search only below ``FLAT_RETURN * FLAT_MAX`` vectors,
-#: so a collection hovering around the threshold does not rebuild back and forth.
-FLAT_RETURN = 0.5
-#: An IVF index is rebuilt (new list count, nprobe re-tuned) once the collection has
-#: grown or shrunk by this factor since it was built: nlist ~ 4 sqrt(n) doubles per 4x.
-IVF_REBUILD_FACTOR = 4.0
-#: The default memory budget of the vector index, per image (issue 4's goal).
-DEFAULT_BYTES_PER_VECTOR = 1200
 #: Search parameters are tuned to reach this recall@10 against exact search.
 DEFAULT_RECALL = 0.95
-#: Collection vectors used as queries when tuning (each excluded from its own answers).
-TUNE_QUERIES = 500
 #: Tuning aims this far above the recall target: on 150k vectors the tuned nprobe gave
 #: 0.952 on the tuning queries but 0.943 on held-out ones (scripts/bench_search.py).
 TUNE_MARGIN = 0.01
 #: Tuning stops trying larger nprobe values after this many seconds (keeps the best so far).
 TUNE_SECONDS = 60.0
-#: k-means trains on this many vectors per list: FAISS's minimum (it prints a warning
-#: below); more only lengthens training (k-means costs sample x nlist x dim x iterations).
-TRAIN_PER_LIST = 39
-#: Training sample of index types that train without IVF lists (SQ, PQ codecs).
-TRAIN_OTHER = 20_000
 NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 # Restricted searches (filters): up to this many candidate ids, their vectors are fetched
@@ -88,160 +76,6 @@ NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512
 GATHER_MAX = 256
 
 _FILE_RE = re.compile(r"^vectors-(\d{12})\.faiss$")
-
-
-def _faiss() -> Any:
-    import faiss
-
-    return faiss
-
-
-def ivf_nlist(n: int) -> int:
-    """IVF list count for ``n`` vectors: a power of two near 4*sqrt(n), each list >= 39 vectors."""
-    nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n, 1)), 16)))
-    while nlist > 1 and n / nlist < 39:
-        nlist //= 2
-    return nlist
-
-
-def _codec_bytes(codec: str, dim: int) -> float:
-    """Bytes one vector's code takes in an IVF list for the codecs the policy picks from."""
-    return {"SQfp16": 2 * dim, "SQ8": dim, "Flat": 4 * dim}[codec]
-
-
-def estimate_bytes(n: int, dim: int, factory: str) -> int:
-    """RAM of an index of ``n`` vectors built by ``factory`` (flat, or IVF with SQ8/SQfp16/Flat codes).
-
-    Each vector costs its code plus its 8-byte id (in the IVF list, or the IDMap2
-    table); an IVF index adds its centroids.
-    """
-    m = re.fullmatch(r"IVF(\d+),(\w+)", factory)
-    if m is None:
-        return int(n * (4 * dim + 8))
-    return int(n * (_codec_bytes(m.group(2), dim) + 8) + int(m.group(1)) * dim * 4)
-
-
-def choose_factory(n_vectors: int, dim: int, memory_budget_bytes: int | None = None) -> str:
-    """The FAISS factory string the policy picks for ``n_vectors`` of ``dim`` dimensions.
-
-    Exact ``IDMap2,Flat`` below :data:`FLAT_MAX`; above it ``IVF{nlist},SQfp16``
-    when that fits ``memory_budget_bytes`` (default :data:`DEFAULT_BYTES_PER_VECTOR`
-    per vector), else ``IVF{nlist},SQ8``.  IVF lists store our int64 ids themselves.
-    """
-    if n_vectors < FLAT_MAX:
-        return DEFAULT_FACTORY
-    budget = DEFAULT_BYTES_PER_VECTOR * n_vectors if memory_budget_bytes is None else memory_budget_bytes
-    nlist = ivf_nlist(n_vectors)
-    for codec in ("SQfp16", "SQ8"):
-        factory = f"IVF{nlist},{codec}"
-        if estimate_bytes(n_vectors, dim, factory) <= budget:
-            return factory
-    log.warning("no index type fits %d bytes for %d vectors; using the smallest (SQ8)", budget, n_vectors)
-    return f"IVF{nlist},SQ8"
-
-
-def _make(factory: str, dim: int) -> Any:
-    """An empty FAISS index (inner product) that takes our int64 ids: IVF keeps them, others get IDMap2."""
-    faiss = _faiss()
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    if _ivf(index) is None and not isinstance(index, faiss.IndexIDMap2):
-        index = faiss.IndexIDMap2(index)
-    return index
-
-
-def _ivf(index: Any) -> Any:
-    """The IVF part of ``index`` (an ``IndexIVF``), or ``None`` when it has none."""
-    try:
-        return _faiss().extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
-def _describe(index: Any) -> str:
-    from faiss.contrib.factory_tools import reverse_index_factory
-
-    try:
-        return str(reverse_index_factory(index))
-    except (NotImplementedError, RuntimeError, AssertionError, KeyError, AttributeError):
-        return type(index).__name__
-
-
-def canonical_factory(spec: str, dim: int | None = None) -> str:
-    """``spec`` as the factory string of the index it builds (``IDMap2,`` added where ids need it).
-
-    Checked on ``dim`` when given, else on a few common sizes (a string is accepted
-    when any of them builds).  Indexes that cannot remove vectors (HNSW) are refused:
-    the index removes deleted images.
-
-    Raises:
-        IndexTypeError: FAISS cannot build ``spec``.
-    """
-    spec = spec.strip()
-    last: Exception | None = None
-    for d in (dim,) if dim else (512, 768, 1024, 64):
-        try:
-            index = _make(spec, d)
-        except RuntimeError as exc:
-            last = exc
-            continue
-        if "HNSW" in spec or "NSG" in spec:
-            raise IndexTypeError(f"index type {spec!r}: graph indexes cannot remove vectors, which the index "
-                                 "needs when images are deleted; use IVF or Flat types")
-        return _describe(index)
-    detail = str(last).strip().splitlines()[-1] if last else ""
-    where = f" for {dim}-d vectors" if dim else ""
-    raise IndexTypeError(f"FAISS cannot build index type {spec!r}{where} ({detail}); "
-                         "give an index_factory string such as 'IDMap2,Flat' or 'IVF1024,SQ8', or 'auto'")
-
-
-def _min_train(factory: str) -> int:
-    """Vectors needed to train ``factory``: its IVF list count; 256 for other codecs that train."""
-    m = re.search(r"IVF(\d+)", factory)
-    if m:
-        return int(m.group(1))
-    return 256 if re.search(r"SQ|PQ|LSH|RQ|LSQ", factory) else 0
-
-
-def train_size(factory: str, n_vectors: int) -> int:
-    """How many vectors :func:`build_index` should get as its training sample."""
-    m = re.search(r"IVF(\d+)", factory)
-    want = TRAIN_PER_LIST * int(m.group(1)) if m else TRAIN_OTHER
-    return min(n_vectors, max(want, TUNE_QUERIES))
-
-
-def _is_ivf(factory: str) -> bool:
-    return re.search(r"IVF\d+", factory) is not None
-
-
-def planned_factory(
-    current: str, built_at: int, n_vectors: int, dim: int, requested: str = "auto",
-) -> str | None:
-    """The factory to rebuild the index into, or ``None`` to keep ``current``.
-
-    Args:
-        current: the factory of the saved index.
-        built_at: how many vectors it held when it was built (0: unknown).
-        requested: ``auto`` (the policy, :func:`choose_factory`) or a factory string.
-
-    An explicit request is followed as soon as there are enough vectors to train it.
-    ``auto`` has hysteresis: an IVF index returns to flat only below
-    ``FLAT_RETURN * FLAT_MAX`` vectors, and is rebuilt with a new list count only
-    after the collection grew or shrank :data:`IVF_REBUILD_FACTOR`-fold.
-    """
-    if requested != "auto":
-        if requested == current or n_vectors < _min_train(requested):
-            return None
-        return requested
-    target = choose_factory(n_vectors, dim)
-    if target == current:
-        return None
-    if _is_ivf(current):
-        if not _is_ivf(target):
-            return target if n_vectors < FLAT_RETURN * FLAT_MAX else None
-        same_codec = current.split(",", 1)[1] == target.split(",", 1)[1]
-        if same_codec and built_at > 0 and 1 / IVF_REBUILD_FACTOR < n_vectors / built_at < IVF_REBUILD_FACTOR:
-            return None
-    return target
 
 
 @dataclass(frozen=True)
@@ -279,8 +113,8 @@ def build_index(
             on the tuning queries (each excluded from its own answers) reaches it
             plus :data:`TUNE_MARGIN`.
     """
-    index = _make(factory, dim)
-    ivf = _ivf(index)
+    index = make_index(factory, dim)
+    ivf = ivf_of(index)
     sample_ids, sample_x = sample
     sample_x = np.ascontiguousarray(sample_x, dtype=np.float32)
     t0 = time.perf_counter()
@@ -313,7 +147,7 @@ def build_index(
     if tuning and index.ntotal:
         order = np.argsort(-top_s, axis=1, kind="stable")
         truth = np.take_along_axis(top_i, order, 1)
-        nprobe, recall = _tune_nprobe(index, ivf, q, q_ids, truth, k, min(1.0, recall_target + TUNE_MARGIN),
+        nprobe, recall = tune_nprobe(index, ivf, q, q_ids, truth, k, min(1.0, recall_target + TUNE_MARGIN),
                                       tune_seconds)
         ivf.nprobe = nprobe  # saved with the index
         vecs.nprobe = nprobe
@@ -329,7 +163,7 @@ def _recall_without_self(found: np.ndarray, truth: np.ndarray, self_ids: np.ndar
     return hits / (k * len(self_ids))
 
 
-def _tune_nprobe(
+def tune_nprobe(
     index: Any, ivf: Any, q: np.ndarray, q_ids: np.ndarray, truth: np.ndarray, k: int, target: float,
     seconds: float,
 ) -> tuple[int, float]:
@@ -374,18 +208,18 @@ class VectorIndex:
         self._index = index
         self.generation = generation
         self._sorted_ids: np.ndarray | None = None
-        self._ivf = _ivf(index)
+        self._ivf = ivf_of(index)
         #: ids -> their exact vectors (one row per id; zeros for unknown ids); needed for IVF.
         self.fetch: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def empty(cls, dim: int, factory: str = DEFAULT_FACTORY) -> VectorIndex:
-        return cls(_make(factory, dim))
+        return cls(make_index(factory, dim))
 
     @classmethod
     def load(cls, folder: Path) -> VectorIndex | None:
         """Load the newest saved file in ``folder``; ``None`` when there is none."""
-        faiss = _faiss()
+        faiss = load_faiss()
         for _ in range(3):  # a writer may delete the file between listing and reading it
             found = latest_vector_file(folder)
             if found is None:
@@ -409,7 +243,7 @@ class VectorIndex:
     @property
     def factory(self) -> str:
         """The index_factory string of this index (e.g. ``IDMap2,Flat``, ``IVF4096,SQfp16``)."""
-        return _describe(self._index)
+        return describe(self._index)
 
     @property
     def is_trained(self) -> bool:
@@ -427,7 +261,7 @@ class VectorIndex:
 
     def memory_bytes(self) -> int:
         """Size of the index in memory, measured as its serialized size."""
-        return int(_faiss().serialize_index(self._index).nbytes)
+        return int(load_faiss().serialize_index(self._index).nbytes)
 
     def ids(self) -> np.ndarray:
         """The ids of every stored vector (sorted; cached until the next change)."""
@@ -436,7 +270,7 @@ class VectorIndex:
         return self._sorted_ids
 
     def _stored_ids(self) -> np.ndarray:
-        faiss = _faiss()
+        faiss = load_faiss()
         if self._ivf is None:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
         lists = self._ivf.invlists
@@ -502,7 +336,7 @@ class VectorIndex:
         eligible vectors), and a large ``k`` probes lists holding ~2k vectors, so a
         filter or a long result list does not come back short.
         """
-        faiss = _faiss()
+        faiss = load_faiss()
         if self._ivf is None:
             return None if sel is None else faiss.SearchParameters(sel=sel)
         nlist, base = int(self._ivf.nlist), int(self._ivf.nprobe)
@@ -525,7 +359,7 @@ class VectorIndex:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if allowed is None:
             return self._search_filled(queries, k, self._params(k))
-        faiss = _faiss()
+        faiss = load_faiss()
         allowed = np.ascontiguousarray(allowed, dtype=np.int64)
         k = max(1, min(k, len(allowed)))
         selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
@@ -556,7 +390,7 @@ class VectorIndex:
 
     def _selector_params(self, candidates: np.ndarray, k: int) -> Any:
         """FAISS search parameters that skip every id not in ``candidates``."""
-        faiss = _faiss()
+        faiss = load_faiss()
         top = int(candidates.max())
         if top < 64 * max(self.ntotal, 1) + (1 << 20):
             # A bitmap over the id range: one bit test per stored vector, the cheapest check.
@@ -622,7 +456,7 @@ class VectorIndex:
 
     def save(self, folder: Path) -> Path:
         """Write atomically as ``vectors-<generation>.faiss`` and drop older files."""
-        faiss = _faiss()
+        faiss = load_faiss()
         final = folder / f"vectors-{self.generation:012d}.faiss"
         tmp = folder / f".{final.name}.{os.getpid()}.tmp"
         for leftover in folder.glob(".vectors-*.tmp"):  # of a killed writer (there is one writer at a time)
