@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from searchindex import Index, MissingExtraError, UnknownModelError, WeightsUnavailableError
+from searchindex import CaptionProgress, Index, MissingExtraError, UnknownModelError, WeightsUnavailableError
 from searchindex.cli import cli
-from searchindex.models.captioners import CaptionProgress, load_captioner, load_itm
+from searchindex.models.captioners import load_captioner, load_itm
 from tests.support.blip import write_tiny_blip, write_tiny_git
 
 from .conftest import Shapes

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from searchindex import Index, IndexSchemaError, migrations
+from searchindex import Index, IndexSchemaError
+from searchindex.store import migrations
 from searchindex.store.catalog import CATALOG_FILE
 
 from .test_write_errors import _cli, _drop_root

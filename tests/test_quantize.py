@@ -13,7 +13,7 @@ from open_clip.transformer import VisionTransformer
 from PIL import Image
 from torch import nn
 
-from searchindex import encoders
+from searchindex.models import encoders
 from searchindex.models.encoders import load_encoder, resolve_model, resolve_precision
 from searchindex.models.quantize import Int8Linear, Int8SelfAttention, quantize_image_tower
 

@@ -14,9 +14,11 @@ import numpy as np
 import open_clip
 import pytest
 
-from searchindex import Index, onnxmodels, querycache
+from searchindex import Index
+from searchindex.models import onnx as onnxmodels
 from searchindex.models.encoders import load_encoder, resolve_model
 from searchindex.models.tokenizer import ClipTokenizer
+from searchindex.store import querycache
 from searchindex.store.querycache import CACHE_FILE, QueryCache
 
 ROOT = Path(__file__).resolve().parent.parent
