@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
-from searchindex.models.encoders import load_encoder, resolve_model  # noqa: E402
+from searchindex.models.backends import load_encoder  # noqa: E402
+from searchindex.models.encoders import resolve_model  # noqa: E402
 from searchindex.models.onnx import export_text_tower  # noqa: E402
 from searchindex.store.catalog import Catalog, NewImage  # noqa: E402
 from searchindex.store.vectors import latest_vector_file  # noqa: E402

@@ -33,7 +33,8 @@ from .errors import IndexExistsError, IndexNotFoundError, IndexWriteError, Query
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
-from .models.encoders import Encoder, load_encoder
+from .models.backends import load_encoder
+from .models.encoders import Encoder
 from .models.session import ModelSession
 from .models.spec import ModelSpec, resolve_model
 from .results import DuplicateGroup, FailureRecord, IndexInfo, IndexSummary, SearchResult
@@ -102,7 +103,7 @@ class Index:
         self._searcher = Searcher(catalog, self.vectors, self.models)
 
     def _tower_key(self) -> str:
-        from .models.onnx import tower_key
+        from .models.cache import tower_key
 
         return tower_key(self.spec)
 

@@ -17,7 +17,8 @@ from PIL import Image
 
 from searchindex import Index, ModelError
 from searchindex.ingest import produce
-from searchindex.models.encoders import load_encoder, resolve_model, resolve_precision
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import resolve_model, resolve_precision
 from searchindex.models.pixels import to_pixels
 from searchindex.store.catalog import CATALOG_FILE
 

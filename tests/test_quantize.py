@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 from searchindex.models import encoders
-from searchindex.models.encoders import load_encoder, resolve_model, resolve_precision
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import resolve_model, resolve_precision
 from searchindex.models.quantize import Int8Linear, Int8SelfAttention, quantize_image_tower
 
 from .conftest import Shapes

@@ -35,7 +35,6 @@ __all__ = [
     "Encoder",
     "ModelSpec",
     "OpenClipEncoder",
-    "load_encoder",
     "resolve_model",
 ]
 
@@ -208,11 +207,12 @@ class OpenClipEncoder(Encoder):
                 except (RuntimeError, NotImplementedError) as exc:  # no int8 kernels in this torch build
                     log.warning("%s: int8 is not available here (%s); encoding in fp32", spec.describe(), exc)
                     self.precision = "fp32"
-        self._onnx_visual: Any = None
-        if self.precision == "onnx":
-            from .onnx import image_session
+        self._onnx_visual: Any = None  # an ONNX Runtime image tower, attached by the onnx backend
 
-            self._onnx_visual = image_session(self)
+    def attach_image_runtime(self, session: Any) -> None:
+        """Encode images with ``session`` (an ONNX Runtime session of this model's image tower: input
+        ``pixels``, output unnormalised features) instead of torch; see :mod:`searchindex.models.backends`."""
+        self._onnx_visual = session
 
     @property
     def torch_model(self) -> Any:
@@ -271,7 +271,7 @@ class OpenClipEncoder(Encoder):
         """
         import json
 
-        from .onnx import cache_root, tower_key
+        from .cache import cache_root, tower_key
 
         torch = self._torch
         ident = {"torch": torch.__version__, "engine": torch.backends.quantized.engine, "format": 1}
@@ -302,12 +302,3 @@ class OpenClipEncoder(Encoder):
         for t in texts:
             self._text_cache.move_to_end(t)
         return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
-
-
-def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load the encoder for ``spec`` (downloads weights on first use of a tag).
-
-    ``precision`` applies to image encoding (see :func:`resolve_precision`); text
-    queries are always encoded in fp32.
-    """
-    return OpenClipEncoder(spec, device=device, precision=precision)

@@ -23,7 +23,6 @@ back to torch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -32,20 +31,21 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .encoders import Encoder, ModelSpec, OpenClipEncoder
+from .cache import KEY_FORMAT, cache_root, tower_key
+from .encoders import Encoder, OpenClipEncoder
+from .spec import ModelSpec
 
 __all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
            "model_cache_dir", "onnx_available", "text_backend", "tower_key"]
 
 log = logging.getLogger(__name__)
 
-# Bump when the exported graph or its sidecar change meaning: old files are then ignored.
-_FORMAT = 2
+# Sidecars record the key format their files were made under (see .cache.KEY_FORMAT).
+_FORMAT = KEY_FORMAT
 _PROBE = ["a photo of a red circle", "", "x " * 200, "naïve café, 日本 🐱"]
 _MIN_COSINE = 0.999
 
@@ -84,40 +84,9 @@ def onnx_available(export: bool = False) -> bool:
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-def cache_root() -> Path:
-    """The cache shared by every index: ``$SEARCHINDEX_CACHE`` or the user cache folder."""
-    root = os.environ.get("SEARCHINDEX_CACHE")
-    if root:
-        return Path(root).expanduser()
-    import platformdirs
-
-    return platformdirs.user_cache_path("searchindex")
-
-
 def model_cache_dir() -> Path:
     """Where exported towers live: the ``onnx`` folder of :func:`cache_root`."""
     return cache_root() / "onnx"
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
-
-
-def tower_key(spec: ModelSpec) -> str:
-    """A name for the weights of ``spec`` that needs no model loaded.
-
-    Local weights are named by their SHA-256, published ones by their tag.
-    Random weights come from a seeded initialisation whose result depends on the
-    torch and open_clip versions, so those are part of their key.
-    """
-    ident: dict[str, Any] = {"format": _FORMAT, "model": spec.model, "pretrained": spec.pretrained,
-                             "sha256": spec.checkpoint_sha256}
-    if spec.pretrained == "none":
-        ident["versions"] = [_version("torch"), _version("open_clip_torch")]
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _paths(spec: ModelSpec, tower: str) -> tuple[Path, Path]:
@@ -215,8 +184,6 @@ def export_text_tower(encoder: Encoder) -> Path | None:
     the cache folder cannot be written, or the export does not reproduce torch's
     vectors; the reason is logged at debug level (search then keeps using torch).
     """
-    from .encoders import OpenClipEncoder
-
     if not isinstance(encoder, OpenClipEncoder):
         return None
     model_file, sidecar = _paths(encoder.spec, "text")

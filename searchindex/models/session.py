@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..errors import ModelMismatchError, QueryError
-from .encoders import Encoder, load_encoder
+from .backends import load_encoder
+from .encoders import Encoder
 from .images import decode_image
 from .onnx import TextEncoder, export_text_tower, load_text_encoder, text_backend
 from .spec import ModelSpec
