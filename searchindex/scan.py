@@ -22,18 +22,50 @@ class FileEntry:
     mtime_ns: int
 
 
-def scan_folders(folders: Iterable[str | Path]) -> Iterator[FileEntry]:
-    """Yield every file with an image extension below ``folders``, sorted per folder."""
+def scan_folders(folders: Iterable[str | Path], skipped: list[str] | None = None) -> Iterator[FileEntry]:
+    """Yield every file with an image extension below ``folders``, sorted per folder.
+
+    Symbolic links to folders are followed (like ``find -L``), and every folder is
+    walked once: a link back to a folder already walked (a loop, or a second way
+    to the same folder) is not entered.  The folders that were not walked (such
+    links, and folders that cannot be listed) are appended to ``skipped``: what was
+    indexed below them must not be taken for deleted.
+    """
     roots = []
     for folder in folders:
         root = os.path.abspath(os.fspath(folder))
         if not os.path.isdir(root):
             raise FolderNotFoundError(f"not a folder: {folder}")
         roots.append(root)
+    not_walked = skipped if skipped is not None else []
     seen: set[str] = set()
+    walked: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every folder entered
+
+    def unlisted(exc: OSError) -> None:
+        if exc.filename is not None:
+            not_walked.append(os.fspath(exc.filename))
+
     for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in walked:
+            not_walked.append(root)
+            continue
+        walked.add((st.st_dev, st.st_ino))
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted, followlinks=True):
             dirnames.sort()
+            for d in list(dirnames):
+                sub = os.path.join(dirpath, d)
+                try:
+                    st = os.stat(sub)
+                except OSError:
+                    dirnames.remove(d)
+                    not_walked.append(sub)
+                    continue
+                if (st.st_dev, st.st_ino) in walked:
+                    dirnames.remove(d)
+                    not_walked.append(sub)
+                else:
+                    walked.add((st.st_dev, st.st_ino))
             # A folder named like an image is still walked, and also reported, so
             # that nothing with an image's name is skipped silently.
             odd = [d for d in dirnames if os.path.splitext(d)[1].lower() in IMAGE_EXTENSIONS]
