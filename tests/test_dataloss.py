@@ -229,7 +229,7 @@ def test_a_vector_file_that_does_not_match_is_rebuilt_from_the_catalog(
         _flip_bytes(found[0])
     elif damage == "foreign":  # another index's file of the same generation, same model
         other = tmp_path / "other"
-        os.mkdir(other / ".." / "otherphotos")
+        (tmp_path / "otherphotos").mkdir()
         for p in sorted(small_folder.glob("*.png"))[::2]:
             (tmp_path / "otherphotos" / p.name).write_bytes(p.read_bytes())
         _build(tmp_path / "otherphotos", other)
@@ -288,11 +288,13 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
         assert (album.indexed, album.deleted, album.unchanged) == (0, 0, 30)
         again = index.add_folder(top, workers=0)
         assert (again.deleted, again.unchanged) == (0, 40)
-        # Indexed through the second way in; scanning the tree (which walks the folder once, as "own") keeps it.
+        # Indexed through the second way in (own's 10, and through own/loop the rest of the tree, 30 more:
+        # from top/again, top is a folder not walked yet), then the tree, which walks "own" as itself and
+        # skips the link "again": what was indexed through it is kept, not taken for deleted.
         via = index.add_folder(top / "again", workers=0)
-        assert (via.deleted, via.duplicates) == (0, 10)
+        assert (via.deleted, via.duplicates, via.indexed) == (0, 40, 0)
         assert index.add_folder(top, workers=0).deleted == 0
-        assert index.count() == 50
+        assert index.count() == 80
         assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index._catalog.all_paths())
 
 
