@@ -213,11 +213,11 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-#: Failure reasons whose cause can go away while the file stays the same (permissions,
-#: I/O errors, links, an optional extra installed since): such files are tried again
-#: every run.  Other failures (a corrupt file) are retried only once the file changes.
-RETRIED_FAILURES = ("unreadable:", "file not found", "broken symbolic link", "symbolic link loop",
-                    "install the optional extra")
+#: Failure reasons whose cause can go away while the file's size and mtime stay the same
+#: (permissions, I/O errors, an optional extra installed since): such files are tried
+#: again every run.  Other failures (a corrupt file) are retried once the file changes;
+#: broken links and loops have no size until they are fixed, which changes it.
+RETRIED_FAILURES = ("unreadable:", "install the optional extra")
 
 
 def _retried(reason: str) -> bool:
