@@ -201,6 +201,8 @@ def _strangers(folder: Path) -> list[str]:
         return sorted(n for n in os.listdir(folder) if not _owned(n))
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
 
 
 def _remove_index_files(folder: Path) -> list[str]:
