@@ -29,7 +29,7 @@ import sqlalchemy.exc
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .enrich.duplicates import find_duplicates
 from .enrich.tagging import define_labels, tag_catalog, tag_new_images
-from .errors import IndexExistsError, IndexNotFoundError, IndexWriteError, QueryError
+from .errors import IndexExistsError, IndexFolderError, IndexNotFoundError, IndexWriteError, QueryError
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
@@ -42,6 +42,7 @@ from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import CATALOG_FILE, Catalog
+from .store.folder import refuse_strangers
 from .store.info import describe_index
 from .store.lock import WriterLock
 from .store.querycache import QueryCache
@@ -94,13 +95,49 @@ class Index:
 
     def __init__(self, path: Path, catalog: Catalog, *, device: str = "auto", precision: str = "auto") -> None:
         self.path = path
+        self._device, self._precision = device, precision
+        self._lock = threading.RLock()
+        self._attach(catalog)
+
+    def _attach(self, catalog: Catalog) -> None:
+        """Use ``catalog``; what was derived from a previous one (vectors, a model of other weights) is dropped."""
+        old: ModelSession | None = getattr(self, "models", None)
         self.catalog = catalog
         self.spec: ModelSpec = catalog.model_spec()
         self.dim = int(catalog.meta()["dim"])
-        self.models = ModelSession(self.spec, self.dim, device=device, precision=precision,
-                                   cache=lambda: QueryCache(path, self._tower_key(), self.dim))
-        self.vectors = VectorStore(path, catalog, self.dim)
+        self.models = ModelSession(self.spec, self.dim, device=self._device, precision=self._precision,
+                                   cache=lambda: QueryCache(self.path, self._tower_key(), self.dim))
+        if old is not None:
+            old.close()  # its query cache
+            if old.spec.same_weights(self.spec) and old.dim == self.dim:
+                self.models.take_models_of(old)  # the same weights: keep what is loaded
+        self.vectors = VectorStore(self.path, catalog, self.dim)
         self._searcher = Searcher(catalog, self.vectors, self.models)
+        # Which catalog file this is: another process's reindex swaps the folder's.
+        st = os.stat(catalog.path)
+        self._catalog_key = (st.st_dev, st.st_ino)
+
+    def _follow_swap(self) -> None:
+        """Reopen the catalog when the folder's catalog file is no longer the one open here.
+
+        Another process's ``reindex`` replaces the whole index; reading or writing
+        on through the old catalog would lose every write.
+        """
+        with self._lock:
+            try:
+                st = os.stat(self.catalog.path)
+            except FileNotFoundError:
+                raise IndexNotFoundError(f"the index at {self.path} was removed by another process") from None
+            if (st.st_dev, st.st_ino) == self._catalog_key:
+                return
+            log.warning("the index at %s was replaced by another process (reindex): reopening it", self.path)
+            self.catalog.close()
+            self._attach(Catalog.open(self.path))
+
+    @property
+    def id(self) -> str:
+        """The index's identity: a random id recorded at creation (and in its vector file)."""
+        return self.vectors.index_id
 
     def _tower_key(self) -> str:
         from .models.cache import tower_key
@@ -142,6 +179,7 @@ class Index:
         folder = Path(path).expanduser()
         if cls.exists(folder):
             raise IndexExistsError(f"an index already exists at {folder}")
+        refuse_strangers(folder)  # before loading the model: fail fast
         if index_type != "auto":
             canonical_factory(index_type)  # fail before loading the model
         spec = resolve_model(model, pretrained)
@@ -149,10 +187,20 @@ class Index:
         encoder = load_encoder(spec, device, precision)
         if index_type != "auto":
             index_type = canonical_factory(index_type, encoder.dim)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Every index starts exact and empty; the first run that ends with enough
-        # vectors builds the requested (or auto-chosen) type.
-        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY, meta={"faiss_index_type": index_type})
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
+        # Under the writer lock: of two processes creating the same index, the
+        # second finds it locked or made, and replaces nothing.
+        with WriterLock(folder):
+            if cls.exists(folder):
+                raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
+            refuse_strangers(folder)
+            # Every index starts exact and empty; the first run that ends with enough
+            # vectors builds the requested (or auto-chosen) type.
+            catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
+                                     meta={"faiss_index_type": index_type})
         index = cls(folder, catalog, device=device, precision=precision)
         index.models.adopt(encoder)
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
@@ -181,8 +229,11 @@ class Index:
             and what :meth:`open` and :meth:`create` raise.
         """
         if not cls.exists(path):
-            return cls.create(path, model, pretrained, device=device, precision=precision,
-                              index_type=index_type or "auto")
+            try:
+                return cls.create(path, model, pretrained, device=device, precision=precision,
+                                  index_type=index_type or "auto")
+            except IndexExistsError:  # another process created it meanwhile: open it (and add under its lock)
+                pass
         index = cls.open(path, device=device, precision=precision)
         try:
             index.check_model(model, pretrained)
@@ -215,8 +266,10 @@ class Index:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the writer lock; turn failures to write the index folder into :class:`IndexWriteError`."""
+        """Hold the writer lock on the index as it is now (reopened if another process replaced it);
+        turn failures to write the index folder into :class:`IndexWriteError`."""
         with _write_errors(self.path), WriterLock(self.path):
+            self._follow_swap()
             yield
 
     # -- indexing ---------------------------------------------------------
@@ -246,10 +299,11 @@ class Index:
         t0 = time.perf_counter()
         wanted = self.vectors.check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
-        entries = list(scan_folders(folders))
+        skipped: list[str] = []
+        entries = list(scan_folders(folders, skipped))
         with self._writing():
             self.vectors.set_index_type(wanted)
-            return self._run(entries, [os.fspath(f) for f in folders], t0, **options)
+            return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)
 
     def add_files(self, paths: Iterable[str | os.PathLike[str]], **options: Any) -> IndexSummary:
         """Index exactly these image files (no folder scan; nothing else leaves the index).
@@ -325,7 +379,9 @@ class Index:
                 image that cannot be used, bad option values, a mode the query
                 cannot use (text mode without words, ...).
         """
-        return self._searcher.search(query, SearchRequest.of(request, k, options))
+        request = SearchRequest.of(request, k, options)
+        self._follow_swap()
+        return self._searcher.search(query, request)
 
     def search_image(self, path: str | os.PathLike[str], k: int | None = DEFAULT_K,
                      **options: Any) -> list[SearchResult]:
@@ -347,7 +403,9 @@ class Index:
         scored directly).  So the top ``k`` under a filter is the exact top ``k``
         of the matching images, however few they are.
         """
-        return self._searcher.search_vector(vector, SearchRequest.of(request, k, options, _VECTOR_OPTIONS))
+        request = SearchRequest.of(request, k, options, _VECTOR_OPTIONS)
+        self._follow_swap()
+        return self._searcher.search_vector(vector, request)
 
     def embed(self, query: str | Term | Query | Sequence[Term]) -> np.ndarray:
         """The unit-length query vector of a text, term, query or list of terms."""
@@ -365,6 +423,7 @@ class Index:
         :mod:`searchindex.enrich.duplicates`.  Each group lists its best copy first
         (largest resolution, then oldest); groups come largest first.
         """
+        self._follow_swap()
         return find_duplicates(self.catalog, self.vectors, threshold)
 
     # -- zero-shot tags ---------------------------------------------------
@@ -424,7 +483,7 @@ class Index:
         from .enrich.captions import caption_index
 
         with self._writing():
-            return caption_index(self.catalog, model, device=device or self.models.device, progress=progress,
+            return caption_index(self.catalog, model, device=device or self._device, progress=progress,
                                  stop=stop, **options)
 
     def caption_counts(self) -> dict[str, int]:

@@ -69,6 +69,11 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     the index. Ctrl-C stops after the batch in flight is committed; run the same
     command again to resume. With --caption, the images are then captioned as by
     `searchindex caption`.
+
+    Links to folders are followed (like find -L), each folder once: a link back
+    to a folder already scanned is skipped, and images indexed below a skipped
+    link or an unreadable folder are kept, not taken for deleted. A new index
+    needs a folder of its own (new, or empty).
     """
     from ..index import Index
     from ..ingest.scan import check_folders

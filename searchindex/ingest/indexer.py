@@ -52,6 +52,7 @@ def index_entries(
     stop: threading.Event | None = None,
     producer: Producer | None = None,
     t0: float | None = None,
+    skipped: Sequence[str] = (),
 ) -> IndexSummary:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
@@ -66,13 +67,15 @@ def index_entries(
         stop: when set (e.g. from a SIGINT handler), the run ends after the batch in
             flight is committed; the summary says ``interrupted``.
         producer: the produce step (default: a :class:`LocalProducer` with ``workers``).
+        skipped: folders below ``roots`` the scan did not walk (see
+            :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
         t0: when the run started (``time.perf_counter()``; default: now), for ``seconds``.
     """
     t0 = time.perf_counter() if t0 is None else t0
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     threads = workers or default_workers()
-    plan = plan_run(catalog, entries, roots)
+    plan = plan_run(catalog, entries, roots, skipped)
     if producer is None:
         producer = LocalProducer(get_encoder, workers=workers, max_megapixels=max_megapixels)
     committer = Committer(catalog, plan, dim, producer)

@@ -21,7 +21,13 @@ from ..store.catalog import Catalog
 from .keywords import sidecar_signature
 from .scan import FileEntry
 
-__all__ = ["Plan", "listing", "plan_run", "under"]
+__all__ = ["RETRIED_FAILURES", "Plan", "listing", "plan_run", "retried", "under"]
+
+#: Failure reasons whose cause can go away while the file's size and mtime stay the same
+#: (permissions, I/O errors, an optional extra installed since): such files are tried
+#: again every run.  Other failures (a corrupt file) are retried once the file changes;
+#: broken links and loops have no size until they are fixed, which changes it.
+RETRIED_FAILURES = ("unreadable:", "install the optional extra")
 
 
 @dataclass
@@ -48,6 +54,11 @@ def under(path: str, roots: Sequence[str]) -> bool:
     return any(path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+def retried(reason: str) -> bool:
+    """Whether a failure with this reason is tried again even when its file did not change."""
+    return any(marker in reason for marker in RETRIED_FAILURES)
+
+
 def listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
     """The names in ``path``'s folder, listed once per run (sidecar lookups then cost no stat)."""
     folder = os.path.dirname(path)
@@ -61,13 +72,21 @@ def listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
     return names
 
 
-def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str]) -> Plan:
-    """Classify ``entries`` (found below ``roots``) against the catalog."""
+def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str],
+             skipped: Sequence[str] = ()) -> Plan:
+    """Classify ``entries`` (found below ``roots``) against the catalog.
+
+    ``skipped``: folders below ``roots`` the scan did not walk (see
+    :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
+    """
     roots = [os.path.abspath(r) for r in roots]
     images = catalog.images.states()
-    failed_before = catalog.images.failure_states()
+    failures = catalog.images.failure_states()
+    # A failure that may have gone away is not "unchanged": it is tried again.
+    failed_before = {p: state[:2] for p, state in failures.items() if not retried(state[2])}
     seen = {e.path for e in entries}
-    gone = {p for p in list(images) + list(failed_before) if p not in seen and under(p, roots)}
+    gone = {p for p in list(images) + list(failures)
+            if p not in seen and under(p, roots) and not under(p, skipped)}
     by_sha: dict[str, list[int]] = {}
     id_path: dict[int, str] = {}
     for path, (image_id, _, _, sha) in images.items():

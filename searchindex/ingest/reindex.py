@@ -13,7 +13,6 @@ import ctypes
 import errno
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 from ..models.spec import ModelSpec, resolve_model
 from ..results import IndexSummary
 from ..store.catalog import Catalog
+from ..store.folder import remove_index_files, strangers
 from ..store.lock import WriterLock
 from .scan import FileEntry
 
@@ -64,7 +64,8 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
 
     Uses only the public API of the two indexes: ``index_cls`` opens and creates them.
     """
-    folder = Path(path).expanduser().absolute()
+    # Through a link to the index: swap the real folder, so the link keeps working.
+    folder = Path(path).expanduser().resolve()
     staging = staging_folder(folder)
     with index_cls.open(folder, device=device, precision=precision) as old, WriterLock(folder):
         spec = resolve_model(model, pretrained)
@@ -75,7 +76,8 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
                 new.close()
                 new = None
         if new is None:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging.is_dir() and not staging.is_symlink():
+                remove_index_files(staging)  # only what an index made: strangers make create refuse
             new = index_cls.create(staging, model, pretrained, device=device, precision=precision,
                                    index_type=old.vectors.index_type)
         else:
@@ -92,7 +94,12 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
             return summary
         old.close()
         exchange(staging, folder)
-    shutil.rmtree(staging, ignore_errors=True)  # now the old index
+        # Other people's files in the index folder stay in it: carry them over.
+        for name in strangers(staging):
+            os.rename(staging / name, folder / name)
+    left = remove_index_files(staging)  # now the old index: only its own files go
+    if left:
+        log.warning("left %s in place: it holds files that are not the index's (%s)", staging, ", ".join(left))
     log.info("reindexed %s with %s", folder, spec.describe())
     return summary
 

@@ -87,6 +87,11 @@ class ModelSession:
             return "torch"
         return "onnx" if self._text_encoder is not None else None
 
+    def take_models_of(self, other: ModelSession) -> None:
+        """Keep the models ``other`` (a session of the same weights) has loaded."""
+        with self._lock:
+            self._encoder, self._text_encoder, self._itm = other._encoder, other._text_encoder, dict(other._itm)
+
     def adopt(self, encoder: Encoder) -> None:
         """Use an encoder loaded elsewhere (``Index.create`` loads one to check the model)."""
         with self._lock:

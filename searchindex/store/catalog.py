@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class Catalog:
                     "dim": str(dim),
                     "faiss_factory": factory,
                     "generation": "0",
+                    "index_id": uuid.uuid4().hex,  # the index's identity: its vector file must carry it
                     "created_at": str(time.time()),
                     **(meta or {}),
                 }.items():

@@ -49,12 +49,18 @@ class ImageRepository:
         with Session(self._engine) as s:
             return set(s.scalars(select(ImageRow.id).where(ImageRow.date_source.is_(None))))
 
-    def failure_states(self) -> dict[str, tuple[int, int]]:
-        """path -> (size, mtime_ns) of every recorded failure."""
+    def failure_states(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, reason) of every recorded failure."""
         with Session(self._engine) as s:
             return {
-                p: (sz, mt) for p, sz, mt in s.execute(select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns))
+                p: (sz, mt, why) for p, sz, mt, why in s.execute(
+                    select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns, FailureRow.reason))
             }
+
+    def ids(self) -> np.ndarray:
+        """The ids of every indexed image, sorted."""
+        with Session(self._engine) as s:
+            return np.array(sorted(s.scalars(select(ImageRow.id))), dtype=np.int64)
 
     def embeddings(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         """image id -> embedding (``dim`` float32) of those ``ids`` still indexed."""

@@ -5,7 +5,12 @@ records the catalog generation it reflects.  :class:`VectorStore` owns that
 cache for one open index: it loads the saved file, catches it up from the rows
 changed since, saves it at the end of every indexing run, and rebuilds it as
 another index type when the recorded choice (or, for ``auto``, the size policy
-of :mod:`searchindex.store.vectors`) wants one.
+of :mod:`searchindex.store.index_types`) wants one.
+
+A saved file is used only when it carries the catalog's identity (``index_id``),
+generation, dimension and count, and (flat) a sample of its vectors equals the
+catalog's embeddings: a damaged file, or one from another index, is rebuilt
+from the catalog instead.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from .catalog import Catalog
 from .vectors import (
     DEFAULT_FACTORY,
     BuildReport,
+    VectorFileError,
     VectorIndex,
     build_index,
     canonical_factory,
     latest_vector_file,
     planned_factory,
+    read_vector_file,
     train_size,
 )
 
@@ -36,14 +43,19 @@ log = logging.getLogger(__name__)
 class VectorStore:
     """The vector index of the index folder ``folder``, derived from ``catalog``'s embeddings."""
 
+    #: Vectors of a loaded (flat) file compared with the catalog's embeddings.
+    SAMPLE = 32
+
     def __init__(self, folder: Path, catalog: Catalog, dim: int) -> None:
         self.folder = folder
         self.catalog = catalog
         self.dim = dim
         meta = catalog.meta()
+        self.index_id = meta.get("index_id", "")
         self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
         self._index_type = meta.get("faiss_index_type") or "auto"
         self._current: VectorIndex | None = None
+        self._saved = False  # whether the folder's vector file was checked and is current
         self._lock = threading.RLock()
 
     @property
@@ -59,10 +71,20 @@ class VectorStore:
             if vecs is None:
                 # Without a usable file, start exact: it needs no training, and the
                 # next indexing run rebuilds the recorded type from the catalog.
-                vecs = VectorIndex.load(self.folder) or VectorIndex.empty(self.dim)
-                if vecs.generation > generation:  # a file from a newer catalog cannot be trusted
-                    vecs = VectorIndex.empty(self.dim)
+                loaded = VectorIndex.load(self.folder, self.index_id, self.dim)
+                if loaded is not None and loaded.generation > generation:
+                    log.warning("vector file of generation %d is newer than the catalog (%d); rebuilding from "
+                                "the catalog", loaded.generation, generation)
+                    loaded = None
+                vecs = loaded or VectorIndex.empty(self.dim)
                 vecs.fetch = self.fetch
+                if vecs.generation < generation:
+                    self._catch_up(vecs, generation)
+                if loaded is not None and not self._matches_catalog(vecs):
+                    vecs = VectorIndex.empty(self.dim)
+                    vecs.fetch = self.fetch
+                    loaded = None
+                self._saved = loaded is not None  # else the next save must write a file
                 meta = self.catalog.meta()
                 if meta.get("faiss_nprobe") and meta.get("faiss_factory") == vecs.factory:
                     vecs.nprobe = int(meta["faiss_nprobe"])
@@ -70,6 +92,24 @@ class VectorStore:
                 self._catch_up(vecs, generation)
             self._current = vecs
             return vecs
+
+    def _matches_catalog(self, vecs: VectorIndex) -> bool:
+        """True when ``vecs`` holds exactly the catalog's ids (and, flat, a sample of its vectors)."""
+        ids = self.catalog.images.ids()
+        have = vecs.ids()
+        why = None
+        if len(have) != len(ids):
+            why = f"{len(have)} vectors for {len(ids)} images"
+        elif not np.array_equal(have, ids):
+            why = "its ids are not the catalog's"
+        elif vecs.nprobe is None and len(ids):  # flat: the stored vectors are the catalog's exactly
+            sample = np.random.default_rng(0).choice(ids, min(self.SAMPLE, len(ids)), replace=False)
+            if not np.allclose(vecs.vectors(sample), self.fetch(sample), atol=1e-4):
+                why = "its vectors are not the catalog's embeddings"
+        if why is not None:
+            log.warning("the vector file in %s does not match the catalog (%s); rebuilding from the catalog",
+                        self.folder, why)
+        return why is None
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of ``ids`` from the catalog (zeros for ids removed meanwhile)."""
@@ -127,15 +167,25 @@ class VectorStore:
         Called under the writer lock at the end of every indexing run.
         """
         found = latest_vector_file(self.folder)
-        if found is not None and found[1] == self.catalog.generation() and self._planned() is None:
+        if (self._current is None and found is not None and found[1] == self.catalog.generation()
+                and self._planned() is None and self._file_verifies(found[0], found[1])):
             return None  # nothing changed: FAISS need not even be loaded
         vecs = self.current()
-        if found is None or found[1] != vecs.generation:
-            vecs.save(self.folder)
+        if found is None or found[1] != vecs.generation or not self._saved:
+            vecs.save(self.folder, self.index_id)
+            self._saved = True
         if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
             self._record(vecs, built_at=vecs.ntotal, recall=None)
         target = self._planned()
         return self.rebuild(target) if target is not None else None
+
+    def _file_verifies(self, path: Path, generation: int) -> bool:
+        """The cheap check of a vector file: header, checksum, identity, dimension and count (no FAISS)."""
+        try:
+            _, header = read_vector_file(path, generation, self.index_id, self.dim)
+        except (OSError, VectorFileError):
+            return False
+        return bool(header["count"] == self.catalog.images.count())
 
     def _planned(self) -> str | None:
         meta = self.catalog.meta()
@@ -170,7 +220,7 @@ class VectorStore:
                             old.factory)
                 return None
             new.generation, new.fetch = old.generation, self.fetch
-            new.save(self.folder)
+            new.save(self.folder, self.index_id)
             self._current = new
             self._record(new, built_at=new.ntotal, recall=report.recall)
             log.info("vector index rebuilt as %s (%d vectors, nprobe %s)", report.factory, report.vectors,
