@@ -92,7 +92,7 @@ def _background(name: str, side: int, rng: np.random.Generator) -> np.ndarray:
     fine = rng.normal(0.0, 1.0, (side, side, 1))
     coarse = np.array(
         Image.fromarray(rng.normal(128, 40, (8, 8)).clip(0, 255).astype(np.uint8)).resize(
-            (side, side), Image.BICUBIC
+            (side, side), Image.Resampling.BICUBIC
         ),
         dtype=np.float32,
     )[..., None] / 128.0 - 1.0
@@ -156,7 +156,7 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:
         draw.polygon(_polygon(scene, side), fill=fill)
-    return canvas.resize((size, size), Image.LANCZOS)
+    return canvas.resize((size, size), Image.Resampling.LANCZOS)
 
 
 _TEMPLATES_FULL = (
@@ -262,7 +262,7 @@ def _variant(img: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Ima
     w, h = img.size
     if kind == "resized":
         f = rng.uniform(0.5, 0.8)
-        return img.resize((round(w * f), round(h * f)), Image.LANCZOS), "png", {}
+        return img.resize((round(w * f), round(h * f)), Image.Resampling.LANCZOS), "png", {}
     if kind == "recompressed":
         return img, "jpeg", {"quality": rng.randint(70, 90)}
     if kind == "cropped":
@@ -304,7 +304,8 @@ def write_duplicate_set(
         radius = rng.uniform(0.27, 0.36) if size_name == "large" else rng.uniform(0.11, 0.16)
         scene = Scene(shape, color, size_name, background, layout.x, layout.y, radius, layout.angle, layout.seed)
         img = render(scene, size)
-        files = [(f"dup_{seed}_{group:03d}_original.png", img, "png", {}, "original")]
+        files: list[tuple[str, Image.Image, str, dict[str, object], str]] = [
+            (f"dup_{seed}_{group:03d}_original.png", img, "png", {}, "original")]
         kinds = [k for k in VARIANTS if rng.random() < 0.5]
         for kind in kinds:
             copy, fmt, opts = _variant(img, kind, rng)

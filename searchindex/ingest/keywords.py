@@ -137,12 +137,12 @@ def _xmp_packet(im: Any) -> bytes | str | None:
     for key in ("xmp", "XML:com.adobe.xmp"):
         value = info.get(key)
         if value:
-            return value  # type: ignore[no-any-return]
+            return value
     tags = getattr(im, "tag_v2", None)  # TIFF: tag 700 (XMLPacket)
     if tags is not None:
         value = tags.get(700)
         if value:
-            return value  # type: ignore[no-any-return]
+            return value
     return None
 
 

@@ -59,7 +59,8 @@ def _exif_date(value: Any) -> str | None:
     if not m:
         return None
     try:  # cameras write "0000:00:00 00:00:00" when the clock was never set
-        return datetime(*(int(g) for g in m.groups())).isoformat()
+        y, mo, d, h, mi, s = (int(g) for g in m.groups())
+        return datetime(y, mo, d, h, mi, s).isoformat()
     except ValueError:
         return None
 
@@ -126,9 +127,10 @@ def read_metadata(source: bytes | str | Image.Image, mtime_ns: int) -> PhotoMeta
             return {}
 
     sub, gps = ifd(_EXIF_IFD), ifd(_GPS_IFD)
-    taken = (_exif_date(sub.get(_DATETIME_ORIGINAL)) or _exif_date(sub.get(_DATETIME_DIGITIZED))
-             or _exif_date(exif.get(_DATETIME)))
-    if taken:
+    exif_taken = (_exif_date(sub.get(_DATETIME_ORIGINAL)) or _exif_date(sub.get(_DATETIME_DIGITIZED))
+                  or _exif_date(exif.get(_DATETIME)))
+    if exif_taken:
+        taken = exif_taken
         offset, source_name = _offset(sub.get(_OFFSET_TIME_ORIGINAL) or sub.get(_OFFSET_TIME)), "exif"
     else:
         (taken, offset), source_name = _from_mtime(mtime_ns), "mtime"

@@ -51,7 +51,8 @@ from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
 from .scan import FileEntry
 
-__all__ = ["PROCESS_MIN_FILES", "LocalProducer", "Produced", "Producer", "Result", "default_workers"]
+__all__ = ["PROCESS_MIN_FILES", "LocalProducer", "Produced", "Producer", "ReadFile", "Result", "default_workers",
+           "read_file"]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ class Producer(Protocol):
 
 
 @dataclass
-class _Read:
-    """A file read and hashed, decoded to model input when its content is new (``pixels``)."""
+class ReadFile:
+    """What :func:`read_file` makes of one file: read and hashed, and decoded to model input
+    (``pixels``) when its content is new; an engine encodes ``pixels`` into ``produced.vector``."""
 
     produced: Produced
     pixels: Any = None  # uint8 HWC array (with a PixelSpec) or the model's input tensor
@@ -104,7 +106,7 @@ def default_workers() -> int:
 
 
 def read_file(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
-              max_megapixels: float) -> _Read | FailureRecord:
+              max_megapixels: float) -> ReadFile | FailureRecord:
     """Read and hash one file; decode and preprocess it only if its content is new.
 
     ``prepare`` is a :class:`PixelSpec` (pixels as ``uint8`` arrays, what worker
@@ -134,7 +136,7 @@ def read_file(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
     texts = read_texts(entry.path, data)
     produced = Produced(entry, sha, meta, texts, sidecars)
     if sha in known:
-        return _Read(produced)
+        return ReadFile(produced)
     try:
         min_side = prepare.min_side if isinstance(prepare, PixelSpec) else prepare.image_size
         decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=min_side)
@@ -147,7 +149,7 @@ def read_file(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
     except Exception as exc:  # a decoder bug must not stop a 200k-photo run
         log.exception("unexpected error decoding %s", entry.path)
         return fail(f"decode error: {type(exc).__name__}: {exc}")
-    return _Read(replace(produced, width=decoded.width, height=decoded.height, format=decoded.format), pixels)
+    return ReadFile(replace(produced, width=decoded.width, height=decoded.height, format=decoded.format), pixels)
 
 
 _worker_known: Set[str] = frozenset()
@@ -159,7 +161,7 @@ def _worker_init(known: Set[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
-def _read_in_worker(entry: FileEntry, spec: PixelSpec, max_megapixels: float) -> _Read | FailureRecord:
+def _read_in_worker(entry: FileEntry, spec: PixelSpec, max_megapixels: float) -> ReadFile | FailureRecord:
     return read_file(entry, _worker_known, spec, max_megapixels)
 
 
@@ -218,11 +220,11 @@ class LocalProducer:
             if pool in self._pools:
                 self._pools.remove(pool)
 
-    def _encode(self, encoder: Encoder, read: list[_Read | FailureRecord], seen: set[str]) -> list[Result]:
+    def _encode(self, encoder: Encoder, read: list[ReadFile | FailureRecord], seen: set[str]) -> list[Result]:
         """Encode the batch's new contents (each distinct content once)."""
-        firsts: dict[str, _Read] = {}
+        firsts: dict[str, ReadFile] = {}
         for r in read:
-            if isinstance(r, _Read) and r.pixels is not None:
+            if isinstance(r, ReadFile) and r.pixels is not None:
                 firsts.setdefault(r.produced.sha256, r)
         vectors: dict[str, np.ndarray] = {}
         if firsts:

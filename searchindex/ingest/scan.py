@@ -6,7 +6,6 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import FolderNotFoundError
 from ..models.images import IMAGE_EXTENSIONS
@@ -23,14 +22,14 @@ class FileEntry:
     mtime_ns: int
 
 
-def check_folders(folders: Iterable[str | Path]) -> None:
+def check_folders(folders: Iterable[str | os.PathLike[str]]) -> None:
     """Raise :class:`~searchindex.errors.FolderNotFoundError` for the first of ``folders`` that is not one."""
     for folder in folders:
         if not os.path.isdir(os.fspath(folder)):
             raise FolderNotFoundError(f"not a folder: {folder}")
 
 
-def scan_folders(folders: Iterable[str | Path], skipped: list[str] | None = None) -> Iterator[FileEntry]:
+def scan_folders(folders: Iterable[str | os.PathLike[str]], skipped: list[str] | None = None) -> Iterator[FileEntry]:
     """Yield every file with an image extension below ``folders``, sorted per folder.
 
     Symbolic links to folders are followed (like ``find -L``), and every folder is

@@ -75,7 +75,7 @@ def decode_image(
         with warnings.catch_warnings():
             # We enforce our own limit below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             width, height = img.size
             if width * height > max_megapixels * 1e6:

@@ -170,7 +170,7 @@ def _default_tokenizer(encoder: OpenClipEncoder) -> int | None:
     from open_clip.tokenizer import SimpleTokenizer
 
     tok = getattr(encoder, "tokenizer", None)
-    if type(tok) is not SimpleTokenizer or tok.reduction_fn is not None:
+    if tok is None or type(tok) is not SimpleTokenizer or tok.reduction_fn is not None:
         return None
     if getattr(tok.clean_fn, "__name__", "") != "_clean_lower":
         return None

@@ -38,14 +38,17 @@ class PixelSpec:
     def from_open_clip(cls, cfg: Mapping[str, Any]) -> PixelSpec | None:
         """From an open_clip ``preprocess_cfg``; ``None`` when it needs open_clip's own code."""
         size = cfg.get("size")
-        height, width = (size, size) if isinstance(size, int) else tuple(size)  # type: ignore[misc]
+        if size is None:
+            return None
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
         mode = cfg.get("resize_mode", "shortest")
         interpolation = cfg.get("interpolation", "bicubic")
         if mode not in ("shortest", "squash") or interpolation not in _RESAMPLE or cfg.get("mode", "RGB") != "RGB":
             return None
         if mode == "shortest" and height != width:
             return None
-        return cls(int(height), int(width), mode, interpolation, tuple(cfg["mean"]), tuple(cfg["std"]))  # type: ignore[arg-type]
+        mean, std = [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
+        return cls(int(height), int(width), mode, interpolation, (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
 
     @property
     def min_side(self) -> int:

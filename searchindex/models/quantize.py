@@ -25,7 +25,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -73,7 +73,7 @@ class Int8Linear(nn.Module):
         scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
         padded = torch.empty(rows.shape[0] + 1, self.in_features, dtype=torch.float32)
         torch.div(rows, scale, out=padded[:-1])
-        padded[-1:] = self.span
+        padded[-1:] = cast(torch.Tensor, self.span)
         # reduce_range: 7-bit activations, so AVX2's 16-bit pairwise sums cannot saturate
         out = torch.ops.quantized.linear_dynamic(padded, self._packed, True)[:-1]
         out = out.mul_(scale) if self.bias is None else torch.addcmul(self.bias, out, scale)

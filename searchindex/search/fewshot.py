@@ -279,7 +279,7 @@ class FewShotReranker:
             se = diff.std(axis=0, ddof=1) / np.sqrt(len(folds))
             gain = -(diff.mean(axis=0)) - self.se_rule * se
             if gain.max() > 0:
-                b_best, g_best = np.unravel_index(int(np.argmax(gain)), gain.shape)
+                b_best, g_best = (int(i) for i in np.unravel_index(int(np.argmax(gain)), gain.shape))
         gate, beta = float(gates[g_best]), self.betas[b_best]
         groups = self._groups(skeys, like_idx, unlike_idx)
         n_latents = sum(len(m) for _, _, m, _ in groups)

@@ -53,7 +53,7 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
     texts = catalog.texts.by_id(id_list)
     bm25 = dict(zip(text.ids.tolist(), text.scores.tolist(), strict=True)) if text is not None else {}
     cosines = dict(zip(id_list, vectors.cosines(vector, ids).tolist(), strict=True)) if vector is not None else {}
-    out = []
+    out: list[SearchResult] = []
     for score, image_id in zip(np.asarray(scores).tolist(), id_list, strict=True):
         row = rows.get(image_id)
         if row is None:  # removed by a concurrent writer since the vectors were read

@@ -121,7 +121,7 @@ class Catalog:
         try:
             raw = engine.raw_connection()
             try:  # take (and drop) the write lock: fails at once on a read-only file or folder
-                raw.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
+                raw.execute("BEGIN IMMEDIATE")
                 raw.rollback()
             finally:
                 raw.close()

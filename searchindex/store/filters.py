@@ -110,7 +110,7 @@ def parse_date(value: str | date | datetime) -> str:
         )
     y, mo, d, h, mi, sec = (int(g) if g else None for g in m.groups())
     try:
-        return datetime(y or 1, mo or 1, d or 1, h or 0, mi or 0, sec or 0).isoformat()  # type: ignore[arg-type]
+        return datetime(y or 1, mo or 1, d or 1, h or 0, mi or 0, sec or 0).isoformat()
     except ValueError as exc:
         raise QueryError(f"bad date {value!r}: {exc}") from None
 

@@ -65,7 +65,7 @@ class TagRepository:
                     s.execute(delete(ImageTagRow).where(
                         ImageTagRow.label == label.name, ImageTagRow.image_id.in_(ids[start : start + 500])))
             # Only images still in the catalog: a concurrent delete must not leave orphans.
-            alive = set()
+            alive: set[int] = set()
             tag_ids = [int(t[0]) for t in tags]
             for start in range(0, len(tag_ids), 500):
                 alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(tag_ids[start : start + 500]))))
