@@ -43,11 +43,12 @@ from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import CATALOG_FILE, Catalog
 from .store.folder import refuse_strangers
+from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
 from .store.querycache import QueryCache
 from .store.vector_store import VectorStore
-from .store.vectors import DEFAULT_FACTORY, BuildReport, canonical_factory
+from .store.vectors import DEFAULT_FACTORY, canonical_factory
 
 if TYPE_CHECKING:
     from .models.captioners import Captioner

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import searchindex.store.index_build as index_build
 import searchindex.store.index_types as index_types
 import searchindex.store.vector_store as vector_store
-import searchindex.store.vectors as vectors
 from searchindex import Filters, Index, IndexTypeError
 from searchindex.cli import cli
 from searchindex.store.vectors import (
@@ -342,7 +342,7 @@ def test_failed_rebuild_keeps_the_old_index(grown: Path, monkeypatch: pytest.Mon
 _KILLED_CHILD = """
 import pathlib, sys, time
 import searchindex.store.index_types as T
-import searchindex.store.vectors as V
+import searchindex.store.index_build as V
 T.FLAT_MAX = 2000
 real = V.tune_nprobe
 def slow(*args, **kwargs):
@@ -397,7 +397,7 @@ def test_ivf_answers_are_filled_when_the_nearest_lists_are_small() -> None:
     x = np.concatenate([c + 0.05 * rng.normal(size=(n, 32)) for c, n in zip(centres, sizes, strict=True)])
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     ids = np.arange(len(x), dtype=np.int64) + 100
-    index, _ = vectors.build_index("IVF16,Flat", 32, [(ids, x)], (ids, x), tune_queries=0)
+    index, _ = index_build.build_index("IVF16,Flat", 32, [(ids, x)], (ids, x), tune_queries=0)
     index.nprobe = 1
     query = x[-1:]
     nearest = set(np.argsort(-(x @ query[0]))[:3] + 100)  # the small cluster itself

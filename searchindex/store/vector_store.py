@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import Catalog
+from .index_build import BuildReport, build_index
 from .vectors import (
     DEFAULT_FACTORY,
-    BuildReport,
     VectorFileError,
     VectorIndex,
-    build_index,
     canonical_factory,
     latest_vector_file,
     planned_factory,

@@ -1,7 +1,8 @@
 """The vector index: FAISS over L2-normalised vectors, a cache of the catalog.
 
 Which FAISS index type to use is decided in :mod:`searchindex.store.index_types`
-(its names stay importable from here); this module builds, tunes, searches and saves.
+(its names stay importable from here), building one in :mod:`searchindex.store.index_build`,
+its file format in :mod:`searchindex.store.vector_file`; this module searches and saves.
 
 Each saved file carries in its name the catalog generation it reflects
 (``vectors-000000000042.faiss``).  A file is written under a temporary name and
@@ -14,15 +15,9 @@ file, or one from another index, is never used.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import re
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +26,6 @@ import numpy as np
 from .index_types import (
     DEFAULT_FACTORY,
     FLAT_MAX,
-    TUNE_QUERIES,
     canonical_factory,
     choose_factory,
     describe,
@@ -43,16 +37,21 @@ from .index_types import (
     planned_factory,
     train_size,
 )
+from .vector_file import (
+    VECTOR_MAGIC,
+    VectorFileError,
+    latest_vector_file,
+    read_vector_file,
+    write_vector_file,
+)
 
 __all__ = [
     "DEFAULT_FACTORY",
     "FLAT_MAX",
     "GATHER_MAX",
     "VECTOR_MAGIC",
-    "BuildReport",
     "VectorFileError",
     "VectorIndex",
-    "build_index",
     "canonical_factory",
     "choose_factory",
     "estimate_bytes",
@@ -61,19 +60,9 @@ __all__ = [
     "planned_factory",
     "read_vector_file",
     "train_size",
-    "tune_nprobe",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Search parameters are tuned to reach this recall@10 against exact search.
-DEFAULT_RECALL = 0.95
-#: Tuning aims this far above the recall target: on 150k vectors the tuned nprobe gave
-#: 0.952 on the tuning queries but 0.943 on held-out ones (scripts/bench_search.py).
-TUNE_MARGIN = 0.01
-#: Tuning stops trying larger nprobe values after this many seconds (keeps the best so far).
-TUNE_SECONDS = 60.0
-NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 # Restricted searches (filters): up to this many candidate ids, their vectors are fetched
 # and scored directly (no pass over the index at all); above it, FAISS scans the index
@@ -82,163 +71,6 @@ NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512
 # selector scan, which costs ~0.5 ms + the candidates' dot products
 # (scripts/bench_filters.py --sweep measures the crossover).
 GATHER_MAX = 256
-
-_FILE_RE = re.compile(r"^vectors-(\d{12})\.faiss$")
-
-
-@dataclass(frozen=True)
-class BuildReport:
-    """How a vector index was built: its type, size and tuned search parameter."""
-
-    factory: str
-    vectors: int
-    nprobe: int | None  # IVF only
-    recall: float | None  # recall@10 of the tuned setting on the tuning queries
-    train_s: float
-    add_s: float
-    tune_s: float
-
-
-def build_index(
-    factory: str,
-    dim: int,
-    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
-    sample: tuple[np.ndarray, np.ndarray],
-    *,
-    recall_target: float = DEFAULT_RECALL,
-    k: int = 10,
-    tune_queries: int = TUNE_QUERIES,
-    tune_seconds: float = TUNE_SECONDS,
-) -> tuple[VectorIndex, BuildReport]:
-    """Build an index of type ``factory`` from ``(ids, vectors)`` chunks, tuned to a recall target.
-
-    Args:
-        chunks: every vector to add, in chunks (e.g. streamed from the catalog).
-        sample: ``(ids, vectors)``, a random sample of the same vectors: the
-            training set, and its first ``tune_queries`` rows are the tuning
-            queries (their exact neighbours are found while the chunks stream by).
-        recall_target: an IVF index gets the smallest ``nprobe`` whose recall@k
-            on the tuning queries (each excluded from its own answers) reaches it
-            plus :data:`TUNE_MARGIN`.
-    """
-    index = make_index(factory, dim)
-    ivf = ivf_of(index)
-    sample_ids, sample_x = sample
-    sample_x = np.ascontiguousarray(sample_x, dtype=np.float32)
-    t0 = time.perf_counter()
-    if not index.is_trained:
-        if ivf is not None:
-            ivf.cp.niter = 10  # k-means iterations: 10 (FAISS's default) bounds training time
-        index.train(sample_x)
-    t_train = time.perf_counter() - t0
-    tuning = ivf is not None and len(sample_x) > 0 and tune_queries > 0
-    q = sample_x[:tune_queries] if tuning else np.zeros((0, dim), np.float32)
-    q_ids = np.asarray(sample_ids[: len(q)], dtype=np.int64)
-    top_s = np.full((len(q), 0), -np.inf, np.float32)
-    top_i = np.zeros((len(q), 0), np.int64)
-    t0 = time.perf_counter()
-    for ids, x in chunks:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        index.add_with_ids(x, ids)
-        if len(q):  # exact neighbours of the tuning queries: the chunk's best k+1, merged with the best so far
-            s = q @ x.T
-            best = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
-            s = np.concatenate([top_s, np.take_along_axis(s, best, 1)], axis=1)
-            i = np.concatenate([top_i, ids[best]], axis=1)
-            keep = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
-            top_s, top_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
-    t_add = time.perf_counter() - t0
-    vecs = VectorIndex(index)
-    nprobe = recall = None
-    t0 = time.perf_counter()
-    if tuning and index.ntotal:
-        order = np.argsort(-top_s, axis=1, kind="stable")
-        truth = np.take_along_axis(top_i, order, 1)
-        nprobe, recall = tune_nprobe(index, ivf, q, q_ids, truth, k, min(1.0, recall_target + TUNE_MARGIN),
-                                      tune_seconds)
-        ivf.nprobe = nprobe  # saved with the index
-        vecs.nprobe = nprobe
-    report = BuildReport(vecs.factory, vecs.ntotal, nprobe, recall, t_train, t_add, time.perf_counter() - t0)
-    log.info("built %s", report)
-    return vecs, report
-
-
-def _recall_without_self(found: np.ndarray, truth: np.ndarray, self_ids: np.ndarray, k: int) -> float:
-    hits = 0
-    for f, t, me in zip(found, truth, self_ids, strict=True):
-        hits += len(set(f[f != me][:k].tolist()) & set(t[t != me][:k].tolist()))
-    return hits / (k * len(self_ids))
-
-
-def tune_nprobe(
-    index: Any, ivf: Any, q: np.ndarray, q_ids: np.ndarray, truth: np.ndarray, k: int, target: float,
-    seconds: float,
-) -> tuple[int, float]:
-    """The smallest nprobe reaching ``target`` recall@k (or the best tried within ``seconds``)."""
-    t_end = time.perf_counter() + seconds
-    best = (1, 0.0)
-    for nprobe in [p for p in NPROBES if p < ivf.nlist] + [ivf.nlist]:
-        ivf.nprobe = nprobe
-        _, found = index.search(q, k + 1)
-        recall = _recall_without_self(found, truth, q_ids, k)
-        best = (nprobe, recall)
-        if recall >= target:
-            return best
-        if time.perf_counter() > t_end:
-            log.warning("nprobe tuning stopped after %.0f s at nprobe=%d (recall@%d %.3f < %.2f)",
-                        seconds, nprobe, k, recall, target)
-            break
-    return best
-
-
-def latest_vector_file(folder: Path) -> tuple[Path, int] | None:
-    """The newest saved vector file in ``folder`` and its generation, if any."""
-    best: tuple[Path, int] | None = None
-    for entry in os.scandir(folder):
-        m = _FILE_RE.match(entry.name)
-        if m and (best is None or int(m.group(1)) > best[1]):
-            best = (Path(entry.path), int(m.group(1)))
-    return best
-
-
-#: The first bytes of a vector file; a JSON header line follows, then the FAISS data.
-VECTOR_MAGIC = b"searchindex-vectors 1\n"
-
-
-class VectorFileError(Exception):
-    """A vector file that does not belong to, or does not match, its catalog (the message says how)."""
-
-
-def read_vector_file(path: Path, generation: int, index_id: str | None = None,
-                     dim: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """The FAISS data of a vector file and its header, once both are checked.
-
-    Raises:
-        VectorFileError: no header (an older searchindex wrote it), a checksum that
-            does not match (the file was damaged), or an identity, generation or
-            dimension other than expected.
-        OSError: the file cannot be read.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(len(VECTOR_MAGIC))
-        if head != VECTOR_MAGIC:
-            raise VectorFileError("no identity header (written by an older searchindex, or not a vector file)")
-        try:
-            header = json.loads(fh.readline(4096))
-            header = {k: header[k] for k in ("index_id", "generation", "dim", "count", "sha256")}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VectorFileError("damaged header") from exc
-        payload = np.frombuffer(fh.read(), dtype=np.uint8)
-    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
-        raise VectorFileError("checksum mismatch: the file is damaged")
-    if index_id is not None and header["index_id"] != index_id:
-        raise VectorFileError(f"it belongs to another index ({header['index_id'] or 'no id'}, not {index_id})")
-    if header["generation"] != generation:
-        raise VectorFileError(f"its header says generation {header['generation']}, its name {generation}")
-    if dim is not None and header["dim"] != dim:
-        raise VectorFileError(f"{header['dim']}-d vectors, the catalog's are {dim}-d")
-    return payload, header
 
 
 class VectorIndex:
@@ -520,34 +352,8 @@ class VectorIndex:
         return scores[order].astype(np.float32), ids[order]
 
     def save(self, folder: Path, index_id: str = "") -> Path:
-        """Write atomically as ``vectors-<generation>.faiss`` and drop older files.
-
-        The file starts with a header: ``index_id`` (the catalog's identity), the
-        generation, dimension, vector count and the SHA-256 of the FAISS data.
-        """
-        faiss = load_faiss()
-        final = folder / f"vectors-{self.generation:012d}.faiss"
-        tmp = folder / f".{final.name}.{os.getpid()}.tmp"
-        for leftover in folder.glob(".vectors-*.tmp"):  # of a killed writer (there is one writer at a time)
-            leftover.unlink(missing_ok=True)
-        try:
-            payload = faiss.serialize_index(self._index)
-            header = {"index_id": index_id, "generation": self.generation, "dim": self.dim, "count": self.ntotal,
-                      "sha256": hashlib.sha256(payload).hexdigest()}
-            with open(tmp, "wb") as fh:
-                fh.write(VECTOR_MAGIC + json.dumps(header).encode() + b"\n")
-                fh.write(memoryview(payload))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        for entry in os.scandir(folder):
-            m = _FILE_RE.match(entry.name)
-            if m and int(m.group(1)) < self.generation:
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
-        return final
+        """Write atomically as ``vectors-<generation>.faiss`` (with the identity header of
+        :mod:`searchindex.store.vector_file`) and drop older files."""
+        payload = load_faiss().serialize_index(self._index)
+        return write_vector_file(folder, payload, index_id=index_id, generation=self.generation, dim=self.dim,
+                                 count=self.ntotal)
