@@ -29,7 +29,7 @@ import sqlalchemy.exc
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .enrich.duplicates import find_duplicates
 from .enrich.tagging import define_labels, tag_catalog, tag_new_images
-from .errors import IndexExistsError, IndexFolderError, IndexNotFoundError, IndexWriteError, QueryError
+from .errors import IndexExistsError, IndexNotFoundError, IndexWriteError, QueryError
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
@@ -41,8 +41,8 @@ from .results import DuplicateGroup, FailureRecord, IndexInfo, IndexSummary, Sea
 from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
-from .store.catalog import CATALOG_FILE, Catalog
-from .store.folder import refuse_strangers
+from .store.catalog import Catalog
+from .store.folder import create_catalog, file_key, holds_index, refuse_strangers
 from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
@@ -114,9 +114,7 @@ class Index:
                 self.models.take_models_of(old)  # the same weights: keep what is loaded
         self.vectors = VectorStore(self.path, catalog, self.dim)
         self._searcher = Searcher(catalog, self.vectors, self.models)
-        # Which catalog file this is: another process's reindex swaps the folder's.
-        st = os.stat(catalog.path)
-        self._catalog_key = (st.st_dev, st.st_ino)
+        self._catalog_key = file_key(catalog.path)  # another process's reindex swaps the folder's
 
     def _follow_swap(self) -> None:
         """Reopen the catalog when the folder's catalog file is no longer the one open here.
@@ -126,11 +124,10 @@ class Index:
         """
         with self._lock:
             try:
-                st = os.stat(self.catalog.path)
+                if file_key(self.catalog.path) == self._catalog_key:
+                    return
             except FileNotFoundError:
                 raise IndexNotFoundError(f"the index at {self.path} was removed by another process") from None
-            if (st.st_dev, st.st_ino) == self._catalog_key:
-                return
             log.warning("the index at %s was replaced by another process (reindex): reopening it", self.path)
             self.catalog.close()
             self._attach(Catalog.open(self.path))
@@ -150,32 +147,25 @@ class Index:
     @staticmethod
     def exists(path: str | os.PathLike[str]) -> bool:
         """True when ``path`` holds an index."""
-        return (Path(path).expanduser() / CATALOG_FILE).is_file()
+        return holds_index(Path(path).expanduser())
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], model: str | None = None, pretrained: str | None = None, *,
                device: str = "auto", precision: str = "auto", index_type: str = "auto") -> Index:
         """Create an empty index at ``path`` for ``model`` (loads the model once).
 
-        Args:
-            model: an open_clip architecture (``ViT-B-32``), ``hf-hub:org/repo``,
-                ``local-dir:/folder``, or a built-in model (``tiny-shapes``).
-                Defaults to :data:`searchindex.models.spec.DEFAULT_MODEL`.
-            pretrained: an open_clip pretrained tag, a local checkpoint file
-                (safetensors, or a torch file loaded with ``weights_only=True``),
-                or ``"none"`` for random weights. Defaults to the model's first tag.
-            device: ``auto``, ``cpu`` or ``cuda``.
-            precision: image-encoding precision, ``auto`` (fp16 on CUDA, int8 on x86
-                CPUs, fp32 on other CPUs), ``fp32``, ``bf16``, ``int8`` (CPU), ``onnx``
-                (CPU, the ``onnx`` extra) or ``fp16`` (CUDA).
-            index_type: the FAISS index type: ``auto`` (chosen by collection size, see
-                :func:`searchindex.store.vectors.choose_factory`) or an index_factory string
-                (``IVF1024,SQ8``), built once there are enough vectors to train it.
+        ``path`` must be a new or empty folder.  ``model``/``pretrained``: see
+        :func:`~searchindex.models.spec.resolve_model` (an open_clip architecture and tag,
+        ``hf-hub:org/repo``, ``local-dir:/folder``, a checkpoint file, ``"none"`` for random
+        weights, or a built-in model such as ``tiny-shapes``).  ``device``: ``auto``, ``cpu``
+        or ``cuda``; ``precision``: image encoding, ``auto`` (fp16 on CUDA, int8 on x86 CPUs,
+        else fp32), ``fp32``, ``bf16``, ``int8``, ``onnx`` or ``fp16``.  ``index_type``: ``auto``
+        (by collection size, :func:`~searchindex.store.index_types.choose_factory`) or a FAISS
+        index_factory string (``IVF1024,SQ8``), built once there are enough vectors to train it.
 
         Raises:
-            IndexExistsError: an index already exists at ``path``.
-            IndexTypeError: FAISS cannot build ``index_type``.
-            UnknownModelError, WeightsUnavailableError, ModelError: see :mod:`searchindex.errors`.
+            IndexExistsError, IndexFolderError, IndexTypeError, UnknownModelError,
+            WeightsUnavailableError, ModelError: see :mod:`searchindex.errors`.
         """
         folder = Path(path).expanduser()
         if cls.exists(folder):
@@ -188,20 +178,9 @@ class Index:
         encoder = load_encoder(spec, device, precision)
         if index_type != "auto":
             index_type = canonical_factory(index_type, encoder.dim)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
-        # Under the writer lock: of two processes creating the same index, the
-        # second finds it locked or made, and replaces nothing.
-        with WriterLock(folder):
-            if cls.exists(folder):
-                raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
-            refuse_strangers(folder)
-            # Every index starts exact and empty; the first run that ends with enough
-            # vectors builds the requested (or auto-chosen) type.
-            catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
-                                     meta={"faiss_index_type": index_type})
+        # Every index starts exact and empty; the first run that ends with enough
+        # vectors builds the requested (or auto-chosen) type.
+        catalog = create_catalog(folder, spec, encoder.dim, DEFAULT_FACTORY, index_type)
         index = cls(folder, catalog, device=device, precision=precision)
         index.models.adopt(encoder)
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)

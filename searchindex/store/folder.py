@@ -11,13 +11,51 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import IndexFolderError
-from .lock import LOCK_FILE
+from ..errors import IndexExistsError, IndexFolderError
+from .catalog import Catalog
+from .lock import LOCK_FILE, WriterLock
 from .querycache import CACHE_FILE
 from .schema import CATALOG_FILE
 
-__all__ = ["owned", "refuse_strangers", "remove_index_files", "strangers"]
+if TYPE_CHECKING:
+    from ..models.spec import ModelSpec
+
+__all__ = ["create_catalog", "file_key", "holds_index", "owned", "refuse_strangers", "remove_index_files",
+           "strangers"]
+
+
+def holds_index(folder: Path) -> bool:
+    """True when ``folder`` holds an index (its catalog)."""
+    return (folder / CATALOG_FILE).is_file()
+
+
+def file_key(path: Path) -> tuple[int, int]:
+    """Which file ``path`` is (device, inode): another process's reindex swaps the folder's files."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_type: str) -> Catalog:
+    """Make ``folder`` (new or empty) hold the catalog of a new index, under the writer lock.
+
+    Of two processes creating the same index, the second finds it locked or made,
+    and replaces nothing.
+
+    Raises:
+        IndexFolderError: ``folder`` is a file, or holds files that are not an index's.
+        IndexExistsError: another process made an index there meanwhile.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
+    with WriterLock(folder):
+        if holds_index(folder):
+            raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
+        refuse_strangers(folder)
+        return Catalog.create(folder, spec, dim, factory, meta={"faiss_index_type": index_type})
 
 # The names an index folder's own files have: SQLite's journals, the writer lock, the
 # query cache, vector files and the temporary files of killed writers included.
