@@ -34,6 +34,7 @@ from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
 from .models.backends import load_encoder
+from .models.cache import tower_key
 from .models.encoders import Encoder
 from .models.session import ModelSession
 from .models.spec import ModelSpec, resolve_model
@@ -107,7 +108,7 @@ class Index:
         self.spec: ModelSpec = catalog.model_spec()
         self.dim = int(catalog.meta()["dim"])
         self.models = ModelSession(self.spec, self.dim, device=self._device, precision=self._precision,
-                                   cache=lambda: QueryCache(self.path, self._tower_key(), self.dim))
+                                   cache=lambda: QueryCache(self.path, tower_key(self.spec), self.dim))
         if old is not None:
             old.close()  # its query cache
             if old.spec.same_weights(self.spec) and old.dim == self.dim:
@@ -136,11 +137,6 @@ class Index:
     def id(self) -> str:
         """The index's identity: a random id recorded at creation (and in its vector file)."""
         return self.vectors.index_id
-
-    def _tower_key(self) -> str:
-        from .models.cache import tower_key
-
-        return tower_key(self.spec)
 
     # -- lifecycle --------------------------------------------------------
 
