@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy.exc
 
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .enrich.duplicates import find_duplicates
 from .enrich.tagging import define_labels, tag_catalog, tag_new_images
-from .errors import IndexExistsError, IndexNotFoundError, IndexWriteError, QueryError
+from .errors import IndexExistsError, IndexNotFoundError, QueryError
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
@@ -43,7 +42,7 @@ from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import Catalog
-from .store.folder import create_catalog, file_key, holds_index, refuse_strangers
+from .store.folder import create_catalog, default_index_path, file_key, holds_index, refuse_strangers, write_errors
 from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
@@ -61,27 +60,6 @@ log = logging.getLogger(__name__)
 
 #: The options :meth:`Index.search_vector` takes (no words, so no mode, fusion or rerank).
 _VECTOR_OPTIONS = ("filters", "min_score", "threshold", "sort", "tag", "like", "unlike", "pool")
-
-
-@contextmanager
-def _write_errors(path: Path) -> Iterator[None]:
-    """Turn failures to write the index folder into :class:`IndexWriteError`."""
-    try:
-        yield
-    except OSError as exc:
-        raise IndexWriteError(f"cannot write the index at {path}: {exc.strerror or exc}") from exc
-    except sqlalchemy.exc.OperationalError as exc:
-        raise IndexWriteError(f"cannot write the index at {path}: {exc.orig}") from exc
-
-
-def default_index_path() -> Path:
-    """``$SEARCHINDEX_HOME`` if set, else the platform's user-data folder for searchindex."""
-    home = os.environ.get("SEARCHINDEX_HOME")
-    if home:
-        return Path(home).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("searchindex")
 
 
 class Index:
@@ -244,7 +222,7 @@ class Index:
     def _writing(self) -> Iterator[None]:
         """Hold the writer lock on the index as it is now (reopened if another process replaced it);
         turn failures to write the index folder into :class:`IndexWriteError`."""
-        with _write_errors(self.path), WriterLock(self.path):
+        with write_errors(self.path), WriterLock(self.path):
             self._follow_swap()
             yield
 
@@ -329,7 +307,7 @@ class Index:
         Raises:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
         """
-        with _write_errors(Path(path)):
+        with write_errors(Path(path)):
             return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision, **options)
 
     # -- searching --------------------------------------------------------
