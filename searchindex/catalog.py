@@ -196,6 +196,17 @@ class TextStateRow(Base):
     sidecars: Mapped[str] = mapped_column(String)  # see searchindex.keywords.sidecar_signature
 
 
+class ConceptRow(Base):
+    """A saved concept: a query text and the example images that teach it (schema 7)."""
+
+    __tablename__ = "concepts"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    query: Mapped[str | None] = mapped_column(String)
+    like_ids: Mapped[str] = mapped_column(String)  # JSON list of image ids
+    unlike_ids: Mapped[str] = mapped_column(String)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 # The full-text index over file names, image texts and captions lives in an FTS5
 # virtual table, which SQLAlchemy's metadata cannot declare: it is created right
 # after the ORM tables, with the same statement the migration uses.
@@ -255,6 +266,17 @@ class TagLabel:
     threshold: float
     calibrated_images: int
     scored_generation: int
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A saved concept: a query text (or none) with example images that show / do not show it."""
+
+    name: str
+    query: str | None
+    like: tuple[int, ...] = ()
+    unlike: tuple[int, ...] = ()
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -902,6 +924,30 @@ class Catalog:
         for tags in out.values():
             tags.sort(key=lambda t: (-t[1], t[0]))
         return out
+
+    # -- concepts (see Index.save_concept) ------------------------------------
+
+    def save_concept(self, name: str, query: str | None, like: Sequence[int], unlike: Sequence[int]) -> Concept:
+        """Create or replace the concept ``name``."""
+        now = time.time()
+        with Session(self._engine) as s, s.begin():
+            s.merge(ConceptRow(name=name, query=query, like_ids=json.dumps([int(i) for i in like]),
+                               unlike_ids=json.dumps([int(i) for i in unlike]), updated_at=now))
+        return Concept(name, query, tuple(int(i) for i in like), tuple(int(i) for i in unlike), now)
+
+    def concepts(self) -> list[Concept]:
+        """Every saved concept, by name; example ids of images deleted since are left out."""
+        with Session(self._engine) as s:
+            rows = list(s.scalars(select(ConceptRow).order_by(ConceptRow.name)))
+            ids = {i for r in rows for i in (*json.loads(r.like_ids), *json.loads(r.unlike_ids))}
+            alive = self._alive(s, sorted(ids))
+        return [Concept(r.name, r.query, tuple(i for i in json.loads(r.like_ids) if i in alive),
+                        tuple(i for i in json.loads(r.unlike_ids) if i in alive), r.updated_at) for r in rows]
+
+    def remove_concept(self, name: str) -> bool:
+        """Forget a concept; False when there was none of that name."""
+        with Session(self._engine) as s, s.begin():
+            return bool(s.execute(delete(ConceptRow).where(ConceptRow.name == name)).rowcount)
 
     def image_ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
         with Session(self._engine) as s:

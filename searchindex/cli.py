@@ -24,17 +24,21 @@ from . import __version__
 from .defaults import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_HOST,
     DEFAULT_ITM_MODEL,
+    DEFAULT_K,
     DEFAULT_MAX_MEGAPIXELS,
     DEFAULT_POOL,
+    DEFAULT_PORT,
     DEFAULT_RERANK_TOP,
 )
-from .errors import SearchIndexError
+from .errors import ParameterError, SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
     from .captioning import CaptionProgress, CaptionSummary
     from .index import Index, SearchResult
     from .indexer import IndexProgress, IndexSummary
+    from .request import SearchRequest
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _PRECISION = click.Choice(["auto", "fp32", "bf16", "int8", "fp16", "onnx"])
@@ -58,6 +62,8 @@ def _errors() -> Iterator[None]:
     """Turn library errors into click errors (message on stderr, exit code 1)."""
     try:
         yield
+    except ParameterError as exc:  # a bad option value: a usage error, as click's own checks
+        raise click.UsageError(str(exc)) from None
     except SearchIndexError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -348,7 +354,7 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
                    empty: str = "No results (the index is empty).") -> None:
     if as_json:
         for r in results:
-            click.echo(json.dumps(asdict(r)))
+            click.echo(json.dumps(r.to_dict()))
     elif null:
         for r in results:
             click.echo(os.fsencode(r.path) + b"\0", nl=False)
@@ -380,24 +386,8 @@ def _date(taken_at: str | None) -> str:
     return taken_at[:16].replace("T", " ") if taken_at else "-"
 
 
-def _threshold(value: str | None) -> str | float | None:
-    if value is None or value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number", param_hint="--threshold") from None
-
-
 _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg (prefix text: or image: "
               "to force the kind). Repeatable.")
-
-
-def _shot(value: str) -> str | int:
-    """A --like/--unlike value: an existing file, else an image id (digits), else a path to report."""
-    if not os.path.exists(value) and value.isdigit():
-        return int(value)
-    return value
 
 
 @cli.command()
@@ -411,20 +401,25 @@ def _shot(value: str) -> str | int:
 @click.option("--minus-weight", "minus_weighted", type=(float, str), multiple=True, metavar="W TERM",
               help="Subtract TERM with weight W (same as --minus W:TERM). Repeatable.")
 @_index_option
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+@click.option("-k", "k", default=DEFAULT_K, show_default=True, type=int,
               help="Number of results (with --threshold/--min-score: the most, default no limit).")
+@click.option("--offset", default=0, show_default=True, type=int,
+              help="Skip this many results first (paging: -k 20 --offset 20 is the second page).")
+@click.option("--concept", default=None, metavar="NAME",
+              help="Run a saved concept (its text and liked/unliked examples; saved from `searchindex serve`). "
+                   "A QUERY given too replaces its text.")
 @click.option("--threshold", default=None, metavar="auto|X",
               help="'auto': only the results that stand out for this query (see README). A number: "
                    "same as --min-score.")
-@click.option("--min-score", type=click.FloatRange(-1, 1), default=None,
+@click.option("--min-score", type=float, default=None,
               help="Only results with at least this cosine similarity.")
 @click.option("--path", "path_globs", multiple=True, metavar="GLOB",
               help="Only images whose absolute path matches (a folder, or a pattern with * ? [...]; * also "
                    "matches /). Repeatable: any of them.")
 @click.option("--exclude", "exclude_globs", multiple=True, metavar="GLOB",
               help="Leave out images whose path matches (as --path). Repeatable.")
-@click.option("--min-width", type=click.IntRange(min=1), default=None, help="Only images at least this wide (px).")
-@click.option("--min-height", type=click.IntRange(min=1), default=None,
+@click.option("--min-width", type=int, default=None, help="Only images at least this wide (px).")
+@click.option("--min-height", type=int, default=None,
               help="Only images at least this tall (px).")
 @click.option("--after", metavar="DATE", default=None,
               help="Only images taken at or after DATE (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM, "
@@ -435,7 +430,7 @@ def _shot(value: str) -> str | int:
               help="Only images whose camera make and model contain TEXT (case-insensitive). Repeatable: any.")
 @click.option("--near", metavar="LAT,LON", default=None,
               help="Only images taken near this GPS position (decimal degrees), within --radius.")
-@click.option("--radius", "radius_km", type=click.FloatRange(0, min_open=True), default=None, metavar="KM",
+@click.option("--radius", "radius_km", type=float, default=None, metavar="KM",
               help="Distance for --near in km. [default: 10]")
 @click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
               help="Order of the results: by score, or by date taken (newest first; same results).")
@@ -449,21 +444,22 @@ def _shot(value: str) -> str | int:
               help="An example of what you mean (an image file, or an image_id from --json results); repeatable.")
 @click.option("--unlike", "unlike", multiple=True, metavar="PATH|ID",
               help="An example of what you do not mean; repeatable.")
-@click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
+@click.option("--pool", default=DEFAULT_POOL, show_default=True, type=int,
               help="CLIP candidates reranked with --like/--unlike.")
 @click.option("--mode", type=click.Choice(["auto", "vector", "text", "hybrid"]), default="auto", show_default=True,
               help="vector: CLIP only; text: words only (keywords, descriptions, captions, file names); hybrid: "
                    "both rankings fused; auto: hybrid when some image's words match all the query's words.")
 @click.option("--rerank", type=click.Choice(["itm"]), default=None,
               help="itm: re-score the top results with BLIP's image-text matching head (needs the caption extra).")
-@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=click.IntRange(min=1),
+@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=int,
               help="How many of the top results --rerank re-scores.")
 @click.option("--rerank-model", default=None, metavar="MODEL",
               help=f"ITM model for --rerank itm: a hub id or local folder. [default: {DEFAULT_ITM_MODEL}]")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
-           minus_weighted: tuple[tuple[float, str], ...], index_path: Path | None, k: int,
+           minus_weighted: tuple[tuple[float, str], ...], index_path: Path | None, k: int, offset: int,
+           concept: str | None,
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
@@ -481,44 +477,27 @@ def search(ctx: click.Context, query: str | None, images: tuple[Path, ...], plus
     Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
     and generated captions are searched as words too (--mode).
     """
-    from .query import Filters, Query, parse_near
+    from .request import search_request
 
     if as_json + paths_only + null > 1:
         raise click.UsageError("choose one of --json, --paths and --null")
-    if query is None and not images and not plus and not plus_weighted:
-        raise click.UsageError("give a text QUERY, --image PATH, or --plus TERM")
-    cut = _threshold(threshold)
-    if isinstance(cut, float):
-        if not -1 <= cut <= 1:
-            raise click.BadParameter("a score threshold is between -1 and 1", param_hint="--threshold")
-        min_score = cut if min_score is None else max(min_score, cut)
-        cut = None
-    limit: int | None = k
-    if (cut or min_score is not None) and ctx.get_parameter_source("k") is click.core.ParameterSource.DEFAULT:
-        limit = None
+    explicit_k = ctx.get_parameter_source("k") is not click.core.ParameterSource.DEFAULT
+
+    def build(idx: Index | None) -> SearchRequest:
+        return search_request(
+            idx, query, images=[str(p) for p in images], plus=plus, minus=minus, plus_weighted=plus_weighted,
+            minus_weighted=minus_weighted, k=k if explicit_k else None, offset=offset, threshold=threshold,
+            min_score=min_score, paths=path_globs, exclude=exclude_globs, min_width=min_width,
+            min_height=min_height, after=after, before=before, cameras=cameras, near=near, radius=radius_km,
+            sort=sort, tag=tag, like=like, unlike=unlike, pool=pool, mode=mode, rerank=rerank,
+            rerank_top=rerank_top, rerank_model=rerank_model, concept=concept)
+
     with _errors():
-        q = Query.parse(query, plus=plus, minus=minus, plus_weighted=plus_weighted,
-                        minus_weighted=minus_weighted, images=[str(p) for p in images])
-        if radius_km is not None and near is None:
-            raise click.UsageError("--radius needs --near LAT,LON")
-        filters = Filters(paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height,
-                          after=after, before=before, cameras=cameras,
-                          near=parse_near(near) if near is not None else None, radius_km=radius_km,
-                          cwd=os.getcwd())
+        request = build(None) if concept is None else None  # bad options fail before the index opens
         with _open_index(index_path, device=device) as idx:
-            results = idx.search(q, k=limit, filters=filters, min_score=min_score, threshold=cut, sort=sort,
-                                 tag=tag, like=[_shot(v) for v in like], unlike=[_shot(v) for v in unlike],
-                                 pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top,
-                                 rerank_model=rerank_model)
-    empty = "No results (the index is empty)."
-    if filters.active or tag is not None:
-        empty = "No results: no indexed image matches the filters, or none scores high enough."
-    if cut == "auto":
-        empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
-    elif min_score is not None:
-        empty = f"No result scores {min_score} or more."
-    if mode == "text":
-        empty = "No image's keywords, captions or file name contain the query's words."
+            request = request or build(idx)
+            results = request.run(idx)
+    empty = request.empty_message()
     _print_results(results, as_json, paths_only, null, empty)
 
 
@@ -659,6 +638,47 @@ def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) 
     elif not as_json:
         copies = sum(len(g.images) - 1 for g in groups)
         click.echo(f"{len(groups)} groups, {copies} copies besides the best ones.", err=True)
+
+
+@cli.command()
+@_index_option
+@click.option("--host", default=DEFAULT_HOST, show_default=True,
+              help="Address to listen on. Anything but a loopback address needs a token (see --token).")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@click.option("--token", default=None, envvar="SEARCHINDEX_TOKEN",
+              help="Secret every request must carry (?token=, a cookie, or Authorization: Bearer). Generated "
+                   "when --host is not a loopback address and none is given.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default web browser.")
+@click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
+def serve(index_path: Path | None, host: str, port: int, token: str | None, open_browser: bool,
+          device: str) -> None:
+    """Serve a search page and a JSON API for the index (needs pip install 'searchindex[web]').
+
+    The page: a thumbnail grid, a detail view, "more like this", like/unlike
+    to teach the search, saved concepts, filters, tags, duplicates, errors.
+    The API is documented at /docs. Ctrl-C stops the server.
+    """
+    from .web import is_loopback, serve_app
+
+    path = _resolve_index_path(index_path)
+    if not is_loopback(host):
+        if token is None:
+            import secrets
+
+            token = secrets.token_urlsafe(24)
+        click.echo(f"Warning: listening on {host}, reachable from other machines: every request needs the "
+                   "token.", err=True)
+
+    def ready(url: str) -> None:
+        click.echo(f"Serving {path} at {url}  (Ctrl-C stops)", err=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    with _errors():
+        serve_app(path, host=host, port=port, token=token, device=device, on_ready=ready)
 
 
 @cli.command()

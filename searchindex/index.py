@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import sqlalchemy.exc
 
-from .catalog import CATALOG_FILE, Catalog, FailureRecord
+from .catalog import CATALOG_FILE, Catalog, Concept, FailureRecord
 from .defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP
 from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
 from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
@@ -29,6 +29,7 @@ from .errors import (
     IndexNotFoundError,
     IndexWriteError,
     ModelMismatchError,
+    NotFoundError,
     QueryError,
 )
 from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
     from .captioning import Captioner, CaptionProgress, CaptionSummary
     from .tagging import LabelReport
 
-__all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "default_index_path"]
+__all__ = ["DEFAULT_POOL", "Concept", "ImageDetails", "Index", "IndexInfo", "SearchResult", "Shot",
+           "default_index_path"]
 
 # An example image for few-shot search: a path, or the id of an indexed image.
 Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
@@ -147,6 +149,42 @@ class SearchResult:
     keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote (XMP, IPTC, sidecars)
     vector_score: float | None = None  # CLIP cosine similarity (None in text mode)
     text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON form of a result: ``searchindex search --json`` and the HTTP API both print this."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageDetails:
+    """Everything the index knows about one image (see :meth:`Index.image`)."""
+
+    image_id: int
+    path: str
+    width: int
+    height: int
+    format: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    indexed_at: float
+    taken_at: str | None = None
+    taken_offset: str | None = None
+    date_source: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    orientation: int | None = None  # EXIF orientation (1-8), None when unknown
+    tags: tuple[str, ...] = ()
+    caption: str | None = None
+    captions: dict[str, str] = dataclasses.field(default_factory=dict)  # captioning model -> caption
+    keywords: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the HTTP API's ``/api/images/{id}``)."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -1201,6 +1239,70 @@ class Index:
     def count(self) -> int:
         """Number of indexed images."""
         return self._catalog.count()
+
+    def image(self, image_id: int) -> ImageDetails:
+        """The catalog facts, tags, captions and keywords of one indexed image.
+
+        Raises:
+            NotFoundError: no image with this id (never indexed, or removed since).
+        """
+        image_id = int(image_id)
+        row = self._catalog.images_by_id([image_id]).get(image_id)
+        if row is None:
+            raise NotFoundError(f"no image with id {image_id} in this index")
+        captions = self._catalog.captions_by_id([image_id]).get(image_id, [])
+        return ImageDetails(
+            row.id, row.path, row.width, row.height, row.format, row.size, row.mtime_ns, row.sha256,
+            row.indexed_at, row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model,
+            row.lens, row.gps_lat, row.gps_lon, row.orientation,
+            tags=tuple(name for name, _ in self._catalog.tags_by_id([image_id]).get(image_id, ())),
+            caption=_first_caption(captions), captions=dict(captions),
+            keywords=_keywords(self._catalog.texts_by_id([image_id]).get(image_id)),
+        )
+
+    # -- concepts: saved relevance feedback ----------------------------------
+
+    def save_concept(self, name: str, query: str | None = None, like: Sequence[int] = (),
+                     unlike: Sequence[int] = ()) -> Concept:
+        """Save (or replace) a named concept: a query text and example image ids that teach it.
+
+        ``search(concept=...)`` in the CLI (``--concept NAME``) and the HTTP API runs it again.
+
+        Raises:
+            QueryError: an empty name, nothing to search for, or an example id not in the index.
+        """
+        name = name.strip()
+        if not name:
+            raise QueryError("a concept needs a name")
+        query = query.strip() if query and query.strip() else None
+        if query is None and not like:
+            raise QueryError("a concept needs a query text or at least one liked example")
+        ids = [int(i) for i in (*like, *unlike)]
+        known = self._catalog.images_by_id(ids)
+        for i in ids:
+            if i not in known:
+                raise QueryError(f"no image with id {i} in this index (concept example)")
+        return self._catalog.save_concept(name, query, list(dict.fromkeys(like)), list(dict.fromkeys(unlike)))
+
+    def concepts(self) -> list[Concept]:
+        """Every saved concept, by name (example images removed since are left out)."""
+        return self._catalog.concepts()
+
+    def concept(self, name: str) -> Concept:
+        """The saved concept called ``name``.
+
+        Raises:
+            NotFoundError: no concept of that name.
+        """
+        for c in self._catalog.concepts():
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in self._catalog.concepts()) or "none yet"
+        raise NotFoundError(f"no concept named {name!r} (concepts in this index: {known})")
+
+    def remove_concept(self, name: str) -> bool:
+        """Forget a concept; False when there was none of that name."""
+        return self._catalog.remove_concept(name)
 
     def failures(self) -> list[Any]:
         """Files that could not be indexed, with their reasons."""

@@ -147,6 +147,14 @@ def _text_states(db: sqlite3.Connection) -> None:
     )
 
 
+def _concepts(db: sqlite3.Connection) -> None:
+    """v7: saved concepts: a name for a query text with the example images that teach it."""
+    db.execute(
+        "CREATE TABLE concepts (name VARCHAR NOT NULL, query VARCHAR, like_ids VARCHAR NOT NULL, "
+        "unlike_ids VARCHAR NOT NULL, updated_at FLOAT NOT NULL, PRIMARY KEY (name))"
+    )
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -161,6 +169,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "filter_indexes", _filter_indexes),
     Migration(5, "text_search", _text_search),
     Migration(6, "text_states", _text_states),
+    Migration(7, "concepts", _concepts),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 
