@@ -79,4 +79,7 @@ def serve_app(index_path: str | PathLike[str], *, host: str = "127.0.0.1", port:
             on_ready(url + (f"?token={token}" if token else ""))
 
         server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly
+        pass
