@@ -109,7 +109,8 @@ def test_paging_keeps_ranks(client: TestClient) -> None:
 @pytest.mark.parametrize(("params", "args", "message"), [
     ({"q": "x", "k": "0"}, ["x", "-k", "0"], "-k must be at least 1, not 0"),
     ({"q": "x", "offset": "-1"}, ["x", "--offset", "-1"], "--offset must be at least 0, not -1"),
-    ({"q": "x", "threshold": "high"}, ["x", "--threshold", "high"], "--threshold 'high' is neither 'auto' nor a number"),
+    ({"q": "x", "threshold": "high"}, ["x", "--threshold", "high"],
+     "--threshold 'high' is neither 'auto' nor a number"),
     ({"q": "x", "threshold": "2"}, ["x", "--threshold", "2"], "a score threshold is between -1 and 1"),
     ({"q": "x", "min_score": "1.5"}, ["x", "--min-score", "1.5"], "between -1 and 1, not 1.5"),
     ({"q": "x", "radius": "3"}, ["x", "--radius", "3"], "--radius needs --near LAT,LON"),
@@ -420,8 +421,8 @@ def test_real_server_refuses_rebinding_and_traversal(server: Server) -> None:
         status, _, body = server.raw(path)
         assert status == 404, (path, status)
         assert b"root:" not in body
-    status, _, _ = server.raw("/api/concepts", "POST", {"Origin": "http://evil.example",
-                                                        "Content-Type": "application/json"}, b'{"name": "x", "query": "y"}')
+    headers = {"Origin": "http://evil.example", "Content-Type": "application/json"}
+    status, _, _ = server.raw("/api/concepts", "POST", headers, b'{"name": "x", "query": "y"}')
     assert status == 403
 
 
@@ -431,12 +432,13 @@ def test_real_server_handles_a_grid_of_concurrent_requests(server: Server) -> No
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(server.raw, urls))
     assert [a[0] for a in answers] == [200] * len(urls)
-    for status, headers, body in answers[:60]:
+    for _, headers, body in answers[:60]:
         assert headers["content-type"] in ("image/webp", "image/jpeg")
         Image.open(io.BytesIO(body)).load()
 
 
-def test_real_server_never_serves_replaced_removed_or_unindexed_files(tamper: tuple[Path, Path, dict[str, int]]) -> None:
+def test_real_server_never_serves_replaced_removed_or_unindexed_files(
+        tamper: tuple[Path, Path, dict[str, int]]) -> None:
     root, folder, ids = tamper
     names = sorted(ids)
     s = Server(root / "t.idx")
