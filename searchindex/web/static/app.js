@@ -126,9 +126,9 @@ function renderTiles(results, start, s) {
       el("img", { src: thumb(id), alt: label(r), loading: start + n < 24 ? "eager" : "lazy", decoding: "async", onclick: () => openLightbox(start + n) }),
       el("span", { class: "score", "aria-hidden": "true" }, r.score.toFixed(3)),
       el("div", { class: "acts" },
-        el("button", { type: "button", class: "like", "aria-pressed": String(liked), title: "Like: more like this (l)", onclick: () => toggle("like", id) }, "👍"),
-        el("button", { type: "button", class: "unlike", "aria-pressed": String(unliked), title: "Not like this (u)", onclick: () => toggle("unlike", id) }, "👎"),
-        el("button", { type: "button", class: "similar", title: "More like this (m)", onclick: () => similar(id) }, "≈")));
+        el("button", { type: "button", class: "like", "aria-pressed": String(liked), title: "Like: more like this (l)", onclick: () => toggle("like", id) }, "Like"),
+        el("button", { type: "button", class: "unlike", "aria-pressed": String(unliked), title: "Not like this (u)", onclick: () => toggle("unlike", id) }, "Not"),
+        el("button", { type: "button", class: "similar", title: "More like this (m)", onclick: () => similar(id) }, "Similar")));
     frag.append(tile);
   });
   grid.append(frag);
