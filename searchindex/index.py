@@ -151,8 +151,15 @@ class SearchResult:
     text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
 
     def to_dict(self) -> dict[str, Any]:
-        """The one JSON form of a result: ``searchindex search --json`` and the HTTP API both print this."""
-        return dataclasses.asdict(self)
+        """The one JSON form of a result: ``searchindex search --json`` and the HTTP API both print this.
+
+        The fields in their declared order (what ``dataclasses.asdict`` gives for these flat values, at a
+        fraction of its cost: a page of 60 results is serialised per request).
+        """
+        return {name: getattr(self, name) for name in _RESULT_FIELDS}
+
+
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(SearchResult))
 
 
 @dataclass(frozen=True)
