@@ -36,7 +36,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +187,8 @@ MEASURE = """() => {
   document.addEventListener('load', e => {
     const t = e.target;
     if (t.tagName !== 'IMG' || !t.closest('#grid .tile') || window.__bench.t0 === undefined) return;
-    const n = [...document.querySelectorAll('#grid .tile img')].slice(0, 10).filter(i => i.complete && i.naturalWidth).length;
+    const n = [...document.querySelectorAll('#grid .tile img')].slice(0, 10)
+      .filter(i => i.complete && i.naturalWidth).length;
     if (window.__bench.first === undefined) window.__bench.first = performance.now() - window.__bench.t0;
     if (n >= 10 && window.__bench.ten === undefined) window.__bench.ten = performance.now() - window.__bench.t0;
   }, true);
@@ -226,9 +226,8 @@ def browser(server: ServeProcess, chromium: str, queries: int) -> dict[str, floa
 
 def screenshots(server: ServeProcess, chromium: str, folder: Path) -> list[Path]:
     """The search grid, the lightbox, and the liked strip, as small PNGs."""
-    from playwright.sync_api import sync_playwright
-
     from PIL import Image
+    from playwright.sync_api import sync_playwright
 
     folder.mkdir(parents=True, exist_ok=True)
     shots = []
@@ -292,7 +291,8 @@ def main() -> None:
     server = ServeProcess(path)
     try:
         t = thumbnails(server, path, args.rounds)
-        print(f"60 thumbnails (256 px, 6 connections, {args.rounds} rounds): cold median {t['cold_median'] * 1e3:.0f} ms "
+        print(f"60 thumbnails (256 px, 6 connections, {args.rounds} rounds): "
+              f"cold median {t['cold_median'] * 1e3:.0f} ms "
               f"(min {t['cold_min'] * 1e3:.0f}), warm median {t['warm_median'] * 1e3:.0f} ms "
               f"(min {t['warm_min'] * 1e3:.0f}); ratio {t['cold_median'] / t['warm_median']:.1f}; "
               f"load {os.getloadavg()[0]:.1f}")
