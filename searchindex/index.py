@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import sqlalchemy.exc
 
-from .catalog import CATALOG_FILE, Catalog, Concept, FailureRecord
+from .catalog import CATALOG_FILE, Catalog, Concept, FailureRecord, ImageRecord
 from .defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP
 from .duplicates import DEFAULT_THRESHOLD as DEFAULT_DUPLICATE_THRESHOLD
 from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
@@ -163,35 +163,18 @@ _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(SearchResult))
 
 
 @dataclass(frozen=True)
-class ImageDetails:
-    """Everything the index knows about one image (see :meth:`Index.image`)."""
+class ImageDetails(ImageRecord):
+    """Everything the index knows about one image (see :meth:`Index.image`): its catalog row and words."""
 
-    image_id: int
-    path: str
-    width: int
-    height: int
-    format: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    indexed_at: float
-    taken_at: str | None = None
-    taken_offset: str | None = None
-    date_source: str | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens: str | None = None
-    gps_lat: float | None = None
-    gps_lon: float | None = None
-    orientation: int | None = None  # EXIF orientation (1-8), None when unknown
-    tags: tuple[str, ...] = ()
-    caption: str | None = None
+    tags: tuple[str, ...] = ()  # zero-shot labels, strongest first
+    caption: str | None = None  # the first generated caption
     captions: dict[str, str] = dataclasses.field(default_factory=dict)  # captioning model -> caption
-    keywords: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the HTTP API's ``/api/images/{id}``)."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (the HTTP API's ``/api/images/{id}``); the id is ``image_id``, as in results."""
+        data = dataclasses.asdict(self)
+        return {"image_id": data.pop("id"), **data}
 
 
 @dataclass(frozen=True)
@@ -1259,9 +1242,7 @@ class Index:
             raise NotFoundError(f"no image with id {image_id} in this index")
         captions = self._catalog.captions_by_id([image_id]).get(image_id, [])
         return ImageDetails(
-            row.id, row.path, row.width, row.height, row.format, row.size, row.mtime_ns, row.sha256,
-            row.indexed_at, row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model,
-            row.lens, row.gps_lat, row.gps_lon, row.orientation,
+            **dataclasses.asdict(row),
             tags=tuple(name for name, _ in self._catalog.tags_by_id([image_id]).get(image_id, ())),
             caption=_first_caption(captions), captions=dict(captions),
             keywords=_keywords(self._catalog.texts_by_id([image_id]).get(image_id)),

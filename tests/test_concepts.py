@@ -96,7 +96,7 @@ def test_image_details(index_path: Path, small_folder: Path) -> None:
             index.image(424242)
     assert (details.path, details.sha256, details.size, details.width) == (hit.path, hit.sha256, hit.size, hit.width)
     assert details.mtime_ns == Path(hit.path).stat().st_mtime_ns and details.tags == hit.tags
-    assert list(details.to_dict())[:3] == ["image_id", "path", "width"]
+    assert list(details.to_dict())[:3] == ["image_id", "path", "size"]
 
 
 def test_paging_with_offset_in_the_cli(index_path: Path) -> None:

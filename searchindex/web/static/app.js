@@ -35,27 +35,29 @@ function readUrl() {
   };
 }
 
-function writeUrl(s, replace = false) {
+// The search as query parameters: for the address bar (defaults left out, the open view kept)
+// or for /api/search.
+function toParams(s, forUrl) {
   const p = new URLSearchParams();
   if (s.q) p.set("q", s.q);
   for (const i of s.image) p.append("image", i);
   if (s.concept) p.set("concept", s.concept);
   for (const i of s.like) p.append("like", i);
   for (const i of s.unlike) p.append("unlike", i);
-  for (const f of FILTERS) if (s.filters[f] && !(f === "mode" && s.filters[f] === "auto") && !(f === "sort" && s.filters[f] === "score")) p.set(f, s.filters[f]);
-  if (s.view) p.set("view", s.view);
+  const defaults = forUrl ? { mode: "auto", sort: "score" } : {};
+  for (const f of FILTERS) if (s.filters[f] && s.filters[f] !== defaults[f]) p.set(f, s.filters[f]);
+  if (forUrl && s.view) p.set("view", s.view);
+  return p;
+}
+
+function writeUrl(s, replace = false) {
+  const p = toParams(s, true);
   const url = p.toString() ? `?${p}` : location.pathname;
   if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
 }
 
 function apiParams(s, offset) {
-  const p = new URLSearchParams();
-  if (s.q) p.set("q", s.q);
-  for (const i of s.image) p.append("image", i);
-  if (s.concept) p.set("concept", s.concept);
-  for (const i of s.like) p.append("like", i);
-  for (const i of s.unlike) p.append("unlike", i);
-  for (const f of FILTERS) if (s.filters[f]) p.set(f, s.filters[f]);
+  const p = toParams(s, false);
   p.set("k", PAGE);
   p.set("offset", offset);
   return p;
