@@ -198,6 +198,27 @@ def test_image_info_tags_duplicates_errors(client: TestClient, web_index: Path) 
     assert client.get("/api/duplicates", params={"threshold": "2"}).status_code == 400
 
 
+def test_tagging_from_the_api_then_filtering_by_tag(client: TestClient, web_index: Path) -> None:
+    same = {"Origin": BASE}
+    assert client.post("/api/tags", json={"labels": ["red"]}, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.post("/api/tags", json={"labels": ["red"], "templates": "/etc/passwd"}).status_code == 400
+    r = client.post("/api/tags", json={"labels": ["red", "circle"], "templates": "single"}, headers=same)
+    assert r.status_code == 200, r.text
+    reports = {x["label"]: x["tagged"] for x in r.json()["labels"]}
+    assert set(reports) == {"red", "circle"} and all(n > 0 for n in reports.values())
+    assert client.get("/api/tags").json()["tags"] == [{"label": "circle", "images": reports["circle"]},
+                                                      {"label": "red", "images": reports["red"]}]
+    api = client.get("/api/search", params={"q": "a shape", "tag": "red", "k": "10"}).json()["results"]
+    assert api == _cli_rows(web_index, "a shape", "--tag", "red", "-k", "10")
+    assert all("red" in r["tags"] for r in api)
+    r = client.get("/api/search", params={"q": "a shape", "tag": "blue"})
+    assert r.status_code == 400 and "unknown tag 'blue'" in r.json()["error"]
+    assert client.delete("/api/tags/red", headers=same).status_code == 204
+    assert client.delete("/api/tags/circle", headers=same).status_code == 204
+    assert client.delete("/api/tags/circle", headers=same).status_code == 404
+    assert client.get("/api/tags").json() == {"tags": []}
+
+
 def test_thumbnails_decode_and_are_cached(client: TestClient, web_index: Path) -> None:
     top = client.get("/api/search", params={"q": "a red circle", "k": "1"}).json()["results"][0]
     url = f"/api/images/{top['image_id']}/thumbnail"

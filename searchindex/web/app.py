@@ -29,7 +29,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_HOST
-from ..errors import NotFoundError, ParameterError, QueryError, SearchIndexError
+from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError, SearchIndexError
 from ..index import Index
 from ..request import example_ids, search_request
 from .files import StaleFileError, ThumbnailCache, mime_type, open_indexed, thumbnail_size
@@ -113,6 +113,11 @@ class WebApp:
             results = request.run(self.index)
         return [r.to_dict() for r in results], request
 
+    def locked(self, fn: Callable[[], T]) -> T:
+        """``fn()`` while no search runs (it uses the vector index or the model, which searches update)."""
+        with self._search_lock:
+            return fn()
+
     def warm_up(self) -> None:
         try:
             with self._search_lock:
@@ -152,6 +157,8 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
             return _error(400, str(exc), exc.param)
         if isinstance(exc, QueryError):
             return _error(400, str(exc))
+        if isinstance(exc, IndexLockedError):
+            return _error(409, str(exc))
         return _error(500, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -296,10 +303,27 @@ def _api_routes(app: FastAPI, state: WebApp) -> None:
         counts = await state.run(state.index.tags)
         return _json({"tags": [{"label": label, "images": n} for label, n in counts]})
 
+    @app.post("/api/tags", tags=["index"])
+    async def tag(labels: Annotated[list[str], Body()],
+                  templates: Annotated[str, Body(pattern="^(default|single)$")] = "default") -> Response:
+        """Define zero-shot labels and tag every image (as ``searchindex tag --labels``); one report per label."""
+        from ..tagging import parse_labels
+
+        names = parse_labels(",".join(labels))
+        reports = await state.run(state.locked, lambda: state.index.tag(names, templates=templates))
+        return _json({"labels": [dataclasses.asdict(r) for r in reports]})
+
+    @app.delete("/api/tags/{label}", tags=["index"])
+    async def untag(label: str) -> Response:
+        """Forget a label and its tags (as ``searchindex tag --remove``)."""
+        if not await state.run(state.locked, lambda: state.index.untag([label])):
+            raise NotFoundError(f"no label {label!r} in this index")
+        return Response(status_code=204)
+
     @app.get("/api/duplicates", tags=["index"])
     async def duplicates(threshold: Annotated[float, Query(gt=0, le=1)] = DEFAULT_DUPLICATE_THRESHOLD) -> Response:
         """Groups of near-identical images, best copy first (as ``searchindex duplicates --json``)."""
-        groups = await state.run(state.index.duplicates, threshold)
+        groups = await state.run(state.locked, lambda: state.index.duplicates(threshold))
         return _json({"groups": [{"group": n, "images": [dataclasses.asdict(im) for im in g.images]}
                                  for n, g in enumerate(groups, 1)]})
 

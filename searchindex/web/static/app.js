@@ -278,9 +278,13 @@ async function showView(view) {
   try {
     if (view === "tags") {
       const tags = await loadTags();
-      box.replaceChildren(el("h2", {}, "Tags"), tags.length ? el("ul", { class: "tag-list" }, ...tags.map((t) => el("li", {},
-        el("button", { type: "button", onclick: () => { const s = readUrl(); s.view = ""; s.filters.tag = t.label; if (!hasQuery(s)) s.q = t.label; writeUrl(s); run(); } }, `${t.label} (${t.images})`))))
-        : el("p", {}, "No labels yet: add some with searchindex tag --labels a,b,c."));
+      const form = el("form", { class: "add-tags", onsubmit: addTags },
+        el("label", {}, "Add labels ", el("input", { name: "labels", placeholder: "beach, dog, sunset", required: true })),
+        el("button", { type: "submit" }, "Tag all images"));
+      box.replaceChildren(el("h2", {}, "Tags"), form, tags.length ? el("ul", { class: "tag-list" }, ...tags.map((t) => el("li", {},
+        el("button", { type: "button", onclick: () => { const s = readUrl(); s.view = ""; s.filters.tag = t.label; if (!hasQuery(s)) s.q = t.label; writeUrl(s); run(); } }, `${t.label} (${t.images})`),
+        el("button", { type: "button", class: "del", "aria-label": `Remove label ${t.label}`, onclick: () => removeTag(t.label) }, "×"))))
+        : el("p", {}, "No labels yet."));
     } else if (view === "duplicates") {
       const { groups } = await getJson("/api/duplicates");
       box.replaceChildren(el("h2", {}, `Duplicates: ${groups.length} groups`), ...groups.map((g) => el("div", { class: "group" },
@@ -296,6 +300,22 @@ async function showView(view) {
           el("tbody", {}, ...errors.map((e) => el("tr", {}, el("td", {}, e.path), el("td", {}, e.reason))))));
     }
   } catch (err) { box.replaceChildren(el("p", {}, err.message)); }
+}
+
+async function addTags(ev) {
+  ev.preventDefault();
+  const labels = ev.target.elements.labels.value.split(",").map((x) => x.trim()).filter(Boolean);
+  status("Tagging every image…");
+  try {
+    const { labels: reports } = await getJson("/api/tags", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ labels }) });
+    await showView("tags");
+    status(reports.map((r) => `${r.label}: ${r.tagged} images`).join("; "));
+  } catch (err) { status(err.message); }
+}
+
+async function removeTag(label) {
+  try { await getJson(`/api/tags/${encodeURIComponent(label)}`, { method: "DELETE" }); showView("tags"); } catch (err) { status(err.message); }
 }
 
 // -- keyboard --------------------------------------------------------------------------------------
