@@ -774,16 +774,27 @@ class Index:
         return self.search(Term.of_image(path), k, **options)
 
     def embed(self, query: str | Term | Query | Sequence[Term]) -> np.ndarray:
-        """The unit-length query vector of a text, term, query or list of terms."""
+        """The unit-length query vector of a text, term, query or list of terms.
+
+        An image term naming an indexed file uses its stored embedding (as like/unlike
+        examples do): "more like this" on a result needs neither decoding nor the image model.
+        """
         q = Query.coerce(query)
         texts = [t.text for t in q.terms if t.text is not None]
         text_vecs = iter(self.encode_texts(texts)) if texts else iter(())
+        images = [os.fspath(Path(t.image).expanduser().absolute()) for t in q.terms if t.image is not None]
+        by_path = self._catalog.image_ids_by_path(images) if images else {}
+        stored = self._catalog.embeddings_by_id(list(by_path.values()), self.dim) if by_path else {}
         vectors = []
         for term in q.terms:
             if term.text is not None:
                 vectors.append(next(text_vecs))
+                continue
+            assert term.image is not None
+            image_id = by_path.get(os.fspath(Path(term.image).expanduser().absolute()))
+            if image_id is not None and image_id in stored:
+                vectors.append(stored[image_id])
             else:
-                assert term.image is not None
                 vectors.append(self._encode_file(term.image, "query image"))
         return combine(np.stack(vectors), [t.weight for t in q.terms])
 
