@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,8 +148,19 @@ def _text_states(db: sqlite3.Connection) -> None:
     )
 
 
+def _index_identity(db: sqlite3.Connection) -> None:
+    """v7: a random id for the index, recorded in its vector file too.
+
+    A vector file is used only when it carries the catalog's id (and its
+    generation, dimension and count); existing files carry none, so the next
+    open rebuilds the vector index from the catalog's embeddings and the next
+    ``index`` run saves it with the id.
+    """
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?)", (uuid.uuid4().hex,))
+
+
 def _concepts(db: sqlite3.Connection) -> None:
-    """v7: saved concepts: a name for a query text with the example images that teach it."""
+    """v8: saved concepts: a name for a query text with the example images that teach it."""
     db.execute(
         "CREATE TABLE concepts (name VARCHAR NOT NULL, query VARCHAR, like_ids VARCHAR NOT NULL, "
         "unlike_ids VARCHAR NOT NULL, updated_at FLOAT NOT NULL, PRIMARY KEY (name))"
@@ -169,7 +181,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "filter_indexes", _filter_indexes),
     Migration(5, "text_search", _text_search),
     Migration(6, "text_states", _text_states),
-    Migration(7, "concepts", _concepts),
+    Migration(7, "index_identity", _index_identity),
+    Migration(8, "concepts", _concepts),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 
