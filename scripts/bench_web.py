@@ -224,6 +224,10 @@ def browser(server: ServeProcess, chromium: str, queries: int) -> dict[str, floa
     return out
 
 
+SHOWN = """() => { const imgs = [...document.querySelectorAll('#grid .tile img')].slice(0, 30);
+                   return imgs.length === 30 && imgs.every(i => i.complete && i.naturalWidth); }"""
+
+
 def screenshots(server: ServeProcess, chromium: str, folder: Path) -> list[Path]:
     """The search grid, the lightbox, and the liked strip, as small PNGs."""
     from PIL import Image
@@ -242,8 +246,7 @@ def screenshots(server: ServeProcess, chromium: str, folder: Path) -> list[Path]
             shots.append(out)
 
         page.goto(server.url + "/?q=a+photo+of+a+red+circle")
-        page.wait_for_function("() => [...document.querySelectorAll('#grid .tile img')].slice(0, 30)"
-                               ".every(i => i.complete && i.naturalWidth)")
+        page.wait_for_function(SHOWN)
         shot("web-grid.png")
         page.click("#grid .tile:nth-child(2) img")
         page.wait_for_function("() => document.querySelector('#lb-img').naturalWidth > 0")
@@ -253,8 +256,7 @@ def screenshots(server: ServeProcess, chromium: str, folder: Path) -> list[Path]
         ids = page.eval_on_selector_all("#grid .tile", "ts => ts.map(t => t.dataset.imageId)")
         page.goto(server.url + "/?" + urlencode([("q", "a photo of a circle"), ("like", ids[3]), ("like", ids[5]),
                                                  ("unlike", ids[8])]))
-        page.wait_for_function("() => [...document.querySelectorAll('#grid .tile img')].slice(0, 30)"
-                               ".every(i => i.complete && i.naturalWidth)")
+        page.wait_for_function(SHOWN)
         page.wait_for_function("() => [...document.querySelectorAll('#teach img')].every(i => i.complete)")
         shot("web-liked.png")
         b.close()

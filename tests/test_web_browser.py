@@ -209,7 +209,7 @@ def test_filters_views_and_phone_width(page: Any, tmp_path: Path) -> None:
         page.click("#filters button[type=submit]")
         page.wait_for_url("**min_width=100000**")
         page.wait_for_selector("#status:has-text('No results')")
-        assert tile_ids(page) == []
+        assert tile_ids(page) == [] and page.is_hidden("#more")
         page.click("nav [data-view=errors]")
         page.wait_for_selector("#view h2:has-text('could not be indexed')")
         page.click("nav [data-view=duplicates]")
