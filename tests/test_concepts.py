@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from searchindex import Index, QueryError
 from searchindex.cli import cli
 from searchindex.errors import NotFoundError, ParameterError
-from searchindex.request import search_request
+from searchindex.search.params import search_params
 
 
 @pytest.fixture()
@@ -26,19 +26,19 @@ def index_path(small_folder: Path, tmp_path: Path) -> Path:
 
 def test_concepts_are_saved_listed_run_and_removed(index_path: Path, small_folder: Path) -> None:
     with Index.open(index_path, device="cpu") as index:
-        ids = sorted(index._catalog.image_ids_by_path([str(p) for p in small_folder.glob("*.png")]).values())
+        ids = sorted(index.catalog.images.ids_by_path([str(p) for p in small_folder.glob("*.png")]).values())
         saved = index.save_concept("reds", "a red circle", like=[ids[0], ids[1], ids[0]], unlike=[ids[2]])
         assert (saved.name, saved.query, saved.like, saved.unlike) == ("reds", "a red circle", tuple(ids[:2]),
                                                                       (ids[2],))
         assert index.concept("reds") == saved
         assert [c.name for c in index.concepts()] == ["reds"]
         direct = index.search("a red circle", k=5, like=ids[:2], unlike=[ids[2]])
-        via = search_request(index, concept="reds", k=5).run(index)
+        via = search_params(index, concept="reds", k=5).run(index)
         assert [(r.image_id, r.score) for r in via] == [(r.image_id, r.score) for r in direct]
         # Replacing keeps one concept of that name; a text given with the concept replaces its text.
         index.save_concept("reds", "a blue star", like=[ids[3]])
         assert len(index.concepts()) == 1 and index.concept("reds").like == (ids[3],)
-        other = search_request(index, "a green square", concept="reds", k=5).run(index)
+        other = search_params(index, "a green square", concept="reds", k=5).run(index)
         assert [r.image_id for r in other] == [r.image_id for r in index.search("a green square", k=5,
                                                                                    like=[ids[3]])]
         for bad, message in (({"name": " ", "query": "x"}, "needs a name"),
@@ -54,13 +54,13 @@ def test_concepts_are_saved_listed_run_and_removed(index_path: Path, small_folde
 
 def test_examples_of_removed_images_leave_the_concept(index_path: Path, small_folder: Path) -> None:
     with Index.open(index_path, device="cpu") as index:
-        by_path = index._catalog.image_ids_by_path([str(p) for p in sorted(small_folder.glob("*.png"))])
+        by_path = index.catalog.images.ids_by_path([str(p) for p in sorted(small_folder.glob("*.png"))])
         paths = sorted(by_path)
         index.save_concept("c", "a shape", like=[by_path[paths[0]], by_path[paths[1]]])
         Path(paths[0]).unlink()
         index.add_folder(small_folder)
         assert index.concept("c").like == (by_path[paths[1]],)
-        assert search_request(index, concept="c").run(index)
+        assert search_params(index, concept="c").run(index)
 
 
 def test_concepts_survive_reopening_and_the_cli_runs_them(index_path: Path) -> None:
@@ -125,16 +125,16 @@ def test_paging_with_offset_in_the_cli(index_path: Path) -> None:
 ])
 def test_request_errors_name_the_parameter(options: dict, param: str, message: str) -> None:
     with pytest.raises(ParameterError) as info:
-        search_request(None, **options)
+        search_params(None, **options)
     assert message in str(info.value) and info.value.param == param
 
 
 def test_request_defaults_follow_the_cli() -> None:
-    assert search_request(None, "x").k == 10
-    assert search_request(None, "x", threshold="auto").k is None
-    cut = search_request(None, "x", threshold="0.3", min_score="0.2")
-    assert (cut.k, cut.min_score, cut.threshold) == (None, 0.3, None)
-    assert search_request(None, "x", k="3", threshold="auto").k == 3
+    assert search_params(None, "x").k == 10
+    assert search_params(None, "x", threshold="auto").k is None
+    cut = search_params(None, "x", threshold="0.3", min_score="0.2")
+    assert (cut.k, cut.request.min_score, cut.request.threshold) == (None, 0.3, None)
+    assert search_params(None, "x", k="3", threshold="auto").k == 3
 
 
 def test_an_indexed_query_image_uses_its_stored_embedding(index_path: Path, small_folder: Path,
@@ -142,10 +142,10 @@ def test_an_indexed_query_image_uses_its_stored_embedding(index_path: Path, smal
     first = sorted(small_folder.glob("*.png"))[0]
     with Index.open(index_path, device="cpu") as index:
         hits = index.search_image(first, k=3)
-        assert index._encoder is None  # no decoding, no image model: "more like this" is a lookup
+        assert index.models._encoder is None  # no decoding, no image model: "more like this" is a lookup
         assert hits[0].path == str(first) and hits[0].score == pytest.approx(1.0, abs=1e-5)
         copy = tmp_path / "copy.png"  # not indexed: encoded from its pixels, the same picture
         shutil.copy2(first, copy)
         again = index.search_image(copy, k=3)
-        assert index._encoder is not None
+        assert index.models._encoder is not None
     assert [r.image_id for r in again][:1] == [hits[0].image_id]

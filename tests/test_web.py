@@ -110,7 +110,7 @@ def test_paging_keeps_ranks(client: TestClient) -> None:
     ({"q": "x", "k": "0"}, ["x", "-k", "0"], "-k must be at least 1, not 0"),
     ({"q": "x", "offset": "-1"}, ["x", "--offset", "-1"], "--offset must be at least 0, not -1"),
     ({"q": "x", "threshold": "high"}, ["x", "--threshold", "high"],
-     "--threshold 'high' is neither 'auto' nor a number"),
+     "'high' is neither 'auto' nor a number"),
     ({"q": "x", "threshold": "2"}, ["x", "--threshold", "2"], "a score threshold is between -1 and 1"),
     ({"q": "x", "min_score": "1.5"}, ["x", "--min-score", "1.5"], "between -1 and 1, not 1.5"),
     ({"q": "x", "radius": "3"}, ["x", "--radius", "3"], "--radius needs --near LAT,LON"),
@@ -135,7 +135,7 @@ def test_bad_parameters_get_the_cli_message(client: TestClient, web_index: Path,
 def test_like_and_unlike_by_id_improve_precision_as_in_the_cli(client: TestClient, web_index: Path,
                                                                 shapes: Shapes) -> None:
     with Index.open(web_index) as index:
-        ids = index._catalog.image_ids_by_path(sorted(shapes.labels))
+        ids = index.catalog.images.ids_by_path(sorted(shapes.labels))
     by_label = sorted(shapes.labels)
     likes = [ids[p] for p in by_label if _intent(shapes.labels[p])][:4]
     unlikes = [ids[p] for p in by_label if shapes.labels[p]["shape"] == "circle" and not _intent(shapes.labels[p])][:4]
@@ -160,7 +160,7 @@ def test_more_like_this_is_an_image_query(client: TestClient, web_index: Path) -
 
 def test_concepts_round_trip_through_api_and_cli(client: TestClient, web_index: Path, shapes: Shapes) -> None:
     with Index.open(web_index) as index:
-        ids = index._catalog.image_ids_by_path(sorted(shapes.labels))
+        ids = index.catalog.images.ids_by_path(sorted(shapes.labels))
     likes = [ids[p] for p in sorted(shapes.labels) if _intent(shapes.labels[p])][:3]
     r = client.post("/api/concepts", json={"name": "sandy circles", "query": QUERY, "like": likes})
     assert r.status_code == 201, r.text
@@ -249,7 +249,7 @@ def test_exif_orientation_applied_and_broken_files_get_a_placeholder(tmp_path: P
     Image.new("RGB", (50, 50), (30, 200, 30)).save(folder / "broken.png")
     with Index.create(tmp_path / "i.idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(folder)
-        ids = {Path(p).name: i for p, i in index._catalog.image_ids_by_path(
+        ids = {Path(p).name: i for p, i in index.catalog.images.ids_by_path(
             [str(folder / n) for n in ("rotated.jpg", "gone.png", "broken.png")]).items()}
     (folder / "gone.png").unlink()
     st = os.stat(folder / "broken.png")
@@ -349,7 +349,7 @@ def tamper(shapes: Shapes, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     shutil.copy2(sorted(shapes.folder.glob("*.png"))[50], secret)
     with Index.create(root / "t.idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(folder)
-        ids = {Path(p).name: i for p, (i, *_) in index._catalog.image_states().items()}
+        ids = {Path(p).name: i for p, (i, *_) in index.catalog.images.states().items()}
     return root, folder, ids
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_HOST
 from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError, SearchIndexError
 from ..index import Index
-from ..request import example_ids, search_request
+from ..results import TagCount
+from ..search.params import example_ids, search_params
 from .files import StaleFileError, ThumbnailCache, mime_type, open_indexed, thumbnail_size
 from .security import RequestGuard
 
@@ -109,9 +109,9 @@ class WebApp:
 
     def search(self, **params: Any) -> tuple[list[dict[str, Any]], Any]:
         with self._search_lock:
-            request = search_request(self.index, **params)
-            results = request.run(self.index)
-        return [r.to_dict() for r in results], request
+            search = search_params(self.index, **params)
+            results = search.run(self.index)
+        return [r.to_dict() for r in results], search
 
     def locked(self, fn: Callable[[], T]) -> T:
         """``fn()`` while no search runs (it uses the vector index or the model, which searches update)."""
@@ -241,12 +241,12 @@ def _api_routes(app: FastAPI, state: WebApp) -> None:
         )
         if pool not in (None, ""):
             params["pool"] = pool
-        results, request = await state.run(lambda: state.search(**params))
-        more = request.k is not None and len(results) == request.k
+        results, search = await state.run(lambda: state.search(**params))
+        more = search.k is not None and len(results) == search.k
         body: dict[str, Any] = {"results": results,
-                                "next_offset": request.offset + len(results) if more else None}
+                                "next_offset": search.offset + len(results) if more else None}
         if not results:
-            body["message"] = request.empty_message()
+            body["message"] = search.empty_message()
         return _json(body)
 
     @app.get("/api/images/{image_id:int}", tags=["images"])
@@ -295,23 +295,23 @@ def _api_routes(app: FastAPI, state: WebApp) -> None:
     @app.get("/api/info", tags=["index"])
     async def info() -> Response:
         """The index: model, image count, vector index type and sizes (as ``searchindex info --json``)."""
-        return _json(dataclasses.asdict(await state.run(state.index.info)))
+        return _json((await state.run(state.index.info)).to_dict())
 
     @app.get("/api/tags", tags=["index"])
     async def tags() -> Response:
         """Zero-shot labels with how many images carry each (as ``searchindex tags --json``)."""
         counts = await state.run(state.index.tags)
-        return _json({"tags": [{"label": label, "images": n} for label, n in counts]})
+        return _json({"tags": [TagCount(label, n).to_dict() for label, n in counts]})
 
     @app.post("/api/tags", tags=["index"])
     async def tag(labels: Annotated[list[str], Body()],
                   templates: Annotated[str, Body(pattern="^(default|single)$")] = "default") -> Response:
         """Define zero-shot labels and tag every image (as ``searchindex tag --labels``); one report per label."""
-        from ..tagging import parse_labels
+        from ..enrich.tagging import parse_labels
 
         names = parse_labels(",".join(labels))
         reports = await state.run(state.locked, lambda: state.index.tag(names, templates=templates))
-        return _json({"labels": [dataclasses.asdict(r) for r in reports]})
+        return _json({"labels": [r.to_dict() for r in reports]})
 
     @app.delete("/api/tags/{label}", tags=["index"])
     async def untag(label: str) -> Response:
@@ -324,18 +324,17 @@ def _api_routes(app: FastAPI, state: WebApp) -> None:
     async def duplicates(threshold: Annotated[float, Query(gt=0, le=1)] = DEFAULT_DUPLICATE_THRESHOLD) -> Response:
         """Groups of near-identical images, best copy first (as ``searchindex duplicates --json``)."""
         groups = await state.run(state.locked, lambda: state.index.duplicates(threshold))
-        return _json({"groups": [{"group": n, "images": [dataclasses.asdict(im) for im in g.images]}
-                                 for n, g in enumerate(groups, 1)]})
+        return _json({"groups": [{"group": n, **g.to_dict()} for n, g in enumerate(groups, 1)]})
 
     @app.get("/api/errors", tags=["index"])
     async def errors() -> Response:
         """Files that could not be indexed, with the reason (as ``searchindex errors --json``)."""
-        return _json({"errors": [dataclasses.asdict(f) for f in await state.run(state.index.failures)]})
+        return _json({"errors": [f.to_dict() for f in await state.run(state.index.failures)]})
 
     @app.get("/api/concepts", tags=["concepts"])
     async def concepts() -> Response:
         """Saved concepts: a name, a query text, liked and unliked example image ids."""
-        return _json({"concepts": [dataclasses.asdict(c) for c in await state.run(state.index.concepts)]})
+        return _json({"concepts": [c.to_dict() for c in await state.run(state.index.concepts)]})
 
     @app.post("/api/concepts", tags=["concepts"])
     async def save_concept(
@@ -344,7 +343,7 @@ def _api_routes(app: FastAPI, state: WebApp) -> None:
     ) -> Response:
         """Save (or replace) a concept; then ``search?concept=NAME`` or ``searchindex search --concept NAME``."""
         saved = await state.run(lambda: state.index.save_concept(name, query, like, unlike))
-        return _json(dataclasses.asdict(saved), 201)
+        return _json(saved.to_dict(), 201)
 
     @app.delete("/api/concepts/{name}", tags=["concepts"])
     async def remove_concept(name: str) -> Response:

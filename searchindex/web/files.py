@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..images import decode_image
+from ..models.images import decode_image
 
 if TYPE_CHECKING:
-    from ..index import ImageDetails
+    from ..store.records import ImageDetails
 
 __all__ = ["THUMBNAIL_SIZES", "StaleFileError", "ThumbnailCache", "open_indexed", "thumbnail_size"]
 
