@@ -62,7 +62,10 @@ def _image_id(value: Any, flag: str, param: str) -> int:
 
 def _shot(value: Any) -> str | int:
     """An example image: an int id as is; text as ``--like`` reads it (a file, else digits as an id)."""
-    return value if isinstance(value, int) else parse_shot(os.fspath(value))
+    if isinstance(value, int):
+        return value
+    shot = parse_shot(os.fspath(value))
+    return shot if isinstance(shot, int) else os.fspath(shot)
 
 
 @dataclass(frozen=True)

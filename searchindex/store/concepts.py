@@ -58,4 +58,6 @@ class ConceptRepository:
     def remove(self, name: str) -> bool:
         """Forget a concept; False when there was none of that name."""
         with Session(self._engine) as s, s.begin():
-            return bool(s.execute(delete(ConceptRow).where(ConceptRow.name == name)).rowcount)
+            existed = s.get(ConceptRow, name) is not None
+            s.execute(delete(ConceptRow).where(ConceptRow.name == name))
+        return existed
