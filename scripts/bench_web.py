@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
-from searchindex.synthetic import write_dataset  # noqa: E402
+from searchindex.demo.synthetic import write_dataset  # noqa: E402
 
 COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white"]
 SHAPES = ["circle", "square", "triangle", "star", "cross"]
