@@ -24,6 +24,8 @@ from .errors import (
     MissingExtraError,
     ModelError,
     ModelMismatchError,
+    NotFoundError,
+    ParameterError,
     QueryError,
     SearchIndexError,
     UnknownModelError,
@@ -41,7 +43,7 @@ _LAZY = {
     "SearchResult": "results", "IndexInfo": "results", "IndexProgress": "results", "IndexSummary": "results",
     "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
     "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
-    "CaptionFailure": "results",
+    "CaptionFailure": "results", "Concept": "results", "ImageDetails": "store.records",
     "ModelSpec": "models.spec", "Filters": "store.filters", "Query": "search.query", "Term": "search.query",
     "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
         CaptionFailure,
         CaptionProgress,
         CaptionSummary,
+        Concept,
         DuplicateGroup,
         DuplicateImage,
         FailureRecord,
@@ -84,9 +87,11 @@ if TYPE_CHECKING:
     from .search.query import Query, Term
     from .search.request import SearchRequest
     from .store.filters import Filters
+    from .store.records import ImageDetails
 
 __all__ = [
     "CaptionFailure",
+    "Concept",
     "CaptionProgress",
     "CaptionSummary",
     "Captioner",
@@ -97,6 +102,7 @@ __all__ = [
     "FewShotReranker",
     "Filters",
     "FolderNotFoundError",
+    "ImageDetails",
     "ImageDecodeError",
     "Index",
     "IndexExistsError",
@@ -115,6 +121,8 @@ __all__ = [
     "ModelMismatchError",
     "ModelSpec",
     "Query",
+    "NotFoundError",
+    "ParameterError",
     "QueryError",
     "SearchIndexError",
     "SearchRequest",

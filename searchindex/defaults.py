@@ -6,8 +6,11 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_CAPTION_MODEL",
     "DEFAULT_DUPLICATE_THRESHOLD",
+    "DEFAULT_HOST",
     "DEFAULT_ITM_MODEL",
+    "DEFAULT_K",
     "DEFAULT_MAX_MEGAPIXELS",
+    "DEFAULT_PORT",
     "DEFAULT_POOL",
     "DEFAULT_RERANK_TOP",
     "DEVICES",
@@ -62,3 +65,10 @@ FUSIONS: dict[str, tuple[str, float]] = {
     "wrrf": ("rrf", 2.0),
     "blend": ("blend", 0.5),
 }
+
+# Results per search when no -k is given (and no score cutoff asks for all that pass).
+DEFAULT_K = 10
+
+# `searchindex serve`: loopback only unless --host says otherwise.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765

@@ -70,3 +70,15 @@ class IndexTypeError(SearchIndexError):
 
 class MissingExtraError(SearchIndexError):
     """An optional feature's dependencies are not installed; the message names the extra to install."""
+
+
+class ParameterError(QueryError):
+    """A search parameter has a bad value; ``param`` names it as the CLI does (``-k``, ``--threshold``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class NotFoundError(SearchIndexError):
+    """Something asked for by id or name is not in the index (an image id, a concept name)."""

@@ -28,7 +28,7 @@ import numpy as np
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .enrich.duplicates import find_duplicates
 from .enrich.tagging import define_labels, tag_catalog, tag_new_images
-from .errors import IndexExistsError, IndexNotFoundError, QueryError
+from .errors import IndexExistsError, IndexNotFoundError, NotFoundError, QueryError
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
@@ -37,7 +37,8 @@ from .models.cache import tower_key
 from .models.encoders import Encoder
 from .models.session import ModelSession
 from .models.spec import ModelSpec, resolve_model
-from .results import DuplicateGroup, FailureRecord, IndexInfo, IndexSummary, SearchResult
+from .results import Concept, DuplicateGroup, FailureRecord, IndexInfo, IndexSummary, SearchResult
+from .search.present import image_details
 from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
@@ -47,6 +48,7 @@ from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
 from .store.querycache import QueryCache
+from .store.records import ImageDetails
 from .store.vector_store import VectorStore
 from .store.vectors import DEFAULT_FACTORY, canonical_factory
 
@@ -449,6 +451,48 @@ class Index:
     def count(self) -> int:
         """Number of indexed images."""
         return self.catalog.images.count()
+
+    def image(self, image_id: int) -> ImageDetails:
+        """The catalog facts, tags, captions and keywords of one indexed image.
+
+        Raises:
+            NotFoundError: no image with this id (never indexed, or removed since).
+        """
+        return image_details(self.catalog, image_id)
+
+    # -- concepts: saved relevance feedback ----------------------------------
+
+    def save_concept(self, name: str, query: str | None = None, like: Sequence[int] = (),
+                     unlike: Sequence[int] = ()) -> Concept:
+        """Save (or replace) a named concept: a query text and example image ids that teach it.
+
+        ``searchindex search --concept NAME`` and the web API's ``concept`` run it again.
+
+        Raises:
+            QueryError: an empty name, nothing to search for, or an example id not in the index.
+        """
+        return self.catalog.concepts.save(name, query, like, unlike)
+
+    def concepts(self) -> list[Concept]:
+        """Every saved concept, by name (example images removed since are left out)."""
+        return self.catalog.concepts.all()
+
+    def concept(self, name: str) -> Concept:
+        """The saved concept called ``name``.
+
+        Raises:
+            NotFoundError: no concept of that name.
+        """
+        saved = self.concepts()
+        for c in saved:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in saved) or "none yet"
+        raise NotFoundError(f"no concept named {name!r} (concepts in this index: {known})")
+
+    def remove_concept(self, name: str) -> bool:
+        """Forget a concept; False when there was none of that name."""
+        return self.catalog.concepts.remove(name)
 
     def failures(self) -> list[FailureRecord]:
         """Files that could not be indexed, with their reasons."""

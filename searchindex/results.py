@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "CaptionFailure",
+    "Concept",
     "CaptionProgress",
     "CaptionSummary",
     "DuplicateGroup",
@@ -232,3 +233,14 @@ class CaptionSummary(JsonForm):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "images_per_s": self.images_per_s}
+
+
+@dataclass(frozen=True)
+class Concept(JsonForm):
+    """A saved concept: a query text (or none) with example images that show / do not show it."""
+
+    name: str
+    query: str | None
+    like: tuple[int, ...] = ()
+    unlike: tuple[int, ...] = ()
+    updated_at: float = 0.0

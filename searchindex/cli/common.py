@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..defaults import DEVICES, PRECISIONS
-from ..errors import SearchIndexError
+from ..errors import ParameterError, SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
     from ..index import Index
@@ -45,6 +45,8 @@ def errors_as_click() -> Iterator[None]:
     """Turn library errors into click errors (message on stderr, exit code 1)."""
     try:
         yield
+    except ParameterError as exc:  # a bad option value: a usage error (exit code 2), as click's own checks
+        raise click.UsageError(str(exc)) from None
     except SearchIndexError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -14,19 +14,10 @@ from ..defaults import DEFAULT_ITM_MODEL, DEFAULT_POOL, DEFAULT_RERANK_TOP, RERA
 from .common import DEVICE, display, errors_as_click, index_option, open_index
 
 if TYPE_CHECKING:
+    from ..index import Index
     from ..results import SearchResult
+    from ..search.params import SearchParams
 
-
-
-def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> str | float | None:
-    """--threshold checked by the library's rule, as a usage error (exit code 2)."""
-    from ..errors import QueryError
-    from ..search.request import parse_threshold
-
-    try:
-        return parse_threshold(value)
-    except QueryError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg (prefix text: or image: "
@@ -44,20 +35,25 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
 @click.option("--minus-weight", "minus_weighted", type=(float, str), multiple=True, metavar="W TERM",
               help="Subtract TERM with weight W (same as --minus W:TERM). Repeatable.")
 @index_option
-@click.option("-k", "k", default=None, type=click.IntRange(min=1),
+@click.option("-k", "k", default=None, type=int,
               help="Number of results. [default: 10; with --threshold/--min-score: no limit]")
-@click.option("--threshold", default=None, metavar="auto|X", callback=_threshold,
+@click.option("--offset", default=0, show_default=True, type=int,
+              help="Skip this many results first (paging: -k 20 --offset 20 is the second page).")
+@click.option("--concept", default=None, metavar="NAME",
+              help="Run a saved concept (its text and liked/unliked examples; saved from `searchindex serve`). "
+                   "A QUERY given too replaces its text.")
+@click.option("--threshold", default=None, metavar="auto|X",
               help="'auto': only the results that stand out for this query (see README). A number: "
                    "same as --min-score.")
-@click.option("--min-score", type=click.FloatRange(-1, 1), default=None,
+@click.option("--min-score", type=float, default=None,
               help="Only results with at least this cosine similarity.")
 @click.option("--path", "path_globs", multiple=True, metavar="GLOB",
               help="Only images whose absolute path matches (a folder, or a pattern with * ? [...]; * also "
                    "matches /). Repeatable: any of them.")
 @click.option("--exclude", "exclude_globs", multiple=True, metavar="GLOB",
               help="Leave out images whose path matches (as --path). Repeatable.")
-@click.option("--min-width", type=click.IntRange(min=1), default=None, help="Only images at least this wide (px).")
-@click.option("--min-height", type=click.IntRange(min=1), default=None,
+@click.option("--min-width", type=int, default=None, help="Only images at least this wide (px).")
+@click.option("--min-height", type=int, default=None,
               help="Only images at least this tall (px).")
 @click.option("--after", metavar="DATE", default=None,
               help="Only images taken at or after DATE (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM, "
@@ -68,7 +64,7 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
               help="Only images whose camera make and model contain TEXT (case-insensitive). Repeatable: any.")
 @click.option("--near", metavar="LAT,LON", default=None,
               help="Only images taken near this GPS position (decimal degrees), within --radius.")
-@click.option("--radius", "radius_km", type=click.FloatRange(0, min_open=True), default=None, metavar="KM",
+@click.option("--radius", "radius_km", type=float, default=None, metavar="KM",
               help="Distance for --near in km. [default: 10]")
 @click.option("--sort", type=click.Choice(list(SORT_KEYS)), default="score", show_default=True,
               help="Order of the results: by score, or by date taken (newest first; same results).")
@@ -82,20 +78,21 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
               help="An example of what you mean (an image file, or an image_id from --json results); repeatable.")
 @click.option("--unlike", "unlike", multiple=True, metavar="PATH|ID",
               help="An example of what you do not mean; repeatable.")
-@click.option("--pool", default=DEFAULT_POOL, show_default=True, type=click.IntRange(min=1),
+@click.option("--pool", default=DEFAULT_POOL, show_default=True, type=int,
               help="CLIP candidates reranked with --like/--unlike.")
 @click.option("--mode", type=click.Choice(list(SEARCH_MODES)), default="auto", show_default=True,
               help="vector: CLIP only; text: words only (keywords, descriptions, captions, file names); hybrid: "
                    "both rankings fused; auto: hybrid when some image's words match all the query's words.")
 @click.option("--rerank", type=click.Choice(list(RERANKERS)), default=None,
               help="itm: re-score the top results with BLIP's image-text matching head (needs the caption extra).")
-@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=click.IntRange(min=1),
+@click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=int,
               help="How many of the top results --rerank re-scores.")
 @click.option("--rerank-model", default=None, metavar="MODEL",
               help=f"ITM model for --rerank itm: a hub id or local folder. [default: {DEFAULT_ITM_MODEL}]")
 def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            minus: tuple[str, ...], plus_weighted: tuple[tuple[float, str], ...],
-           minus_weighted: tuple[tuple[float, str], ...], index_path: Path | None, k: int,
+           minus_weighted: tuple[tuple[float, str], ...], index_path: Path | None, k: int | None, offset: int,
+           concept: str | None,
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
@@ -113,38 +110,26 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
     Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
     and generated captions are searched as words too (--mode).
     """
-    from ..search.query import Query
-    from ..search.request import SearchRequest, parse_shot
-    from ..store.filters import Filters, parse_near
+    from ..search.params import search_params
 
     if as_json + paths_only + null > 1:
         raise click.UsageError("choose one of --json, --paths and --null")
-    if query is None and not images and not plus and not plus_weighted:
-        raise click.UsageError("give a text QUERY, --image PATH, or --plus TERM")
+
+    def build(idx: Index | None) -> SearchParams:
+        return search_params(
+            idx, query, images=[str(p) for p in images], plus=plus, minus=minus, plus_weighted=plus_weighted,
+            minus_weighted=minus_weighted, k=k, offset=offset, threshold=threshold, min_score=min_score,
+            paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height, after=after,
+            before=before, cameras=cameras, near=near, radius=radius_km, sort=sort, tag=tag, like=like,
+            unlike=unlike, pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top, rerank_model=rerank_model,
+            concept=concept)
+
     with errors_as_click():
-        q = Query.parse(query, plus=plus, minus=minus, plus_weighted=plus_weighted,
-                        minus_weighted=minus_weighted, images=[str(p) for p in images])
-        if radius_km is not None and near is None:
-            raise click.UsageError("--radius needs --near LAT,LON")
-        filters = Filters(paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height,
-                          after=after, before=before, cameras=cameras,
-                          near=parse_near(near) if near is not None else None, radius_km=radius_km,
-                          cwd=os.getcwd())
-        request = SearchRequest.from_options(
-            k=k, threshold=threshold, min_score=min_score, filters=filters, sort=sort, tag=tag,
-            like=tuple(parse_shot(v) for v in like), unlike=tuple(parse_shot(v) for v in unlike), pool=pool,
-            mode=mode, rerank=rerank, rerank_top=rerank_top, rerank_model=rerank_model)
+        params = build(None) if concept is None else None  # bad options fail before the index opens
         with open_index(index_path, device=device) as idx:
-            results = idx.search(q, request=request)
-    empty = "No results (the index is empty)."
-    if filters.active or tag is not None:
-        empty = "No results: no indexed image matches the filters, or none scores high enough."
-    if request.threshold == "auto":
-        empty = "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
-    elif request.min_score is not None:
-        empty = f"No result scores {request.min_score} or more."
-    if mode == "text":
-        empty = "No image's keywords, captions or file name contain the query's words."
+            params = params or build(idx)
+            results = params.run(idx)
+    empty = params.empty_message()
     _print_results(results, as_json, paths_only, null, empty)
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import NotFoundError
 from ..results import SearchResult
 from ..store.catalog import Catalog
+from ..store.records import ImageDetails
 from ..store.vector_store import VectorStore
 from .hybrid import TextRanking
 
-__all__ = ["build_results", "keywords", "sort_results"]
+__all__ = ["build_results", "image_details", "keywords", "sort_results"]
 
 # Keyword-list sources whose text is "a, b, c": shown as separate keywords.
 _LIST_SOURCES = frozenset({"xmp:subject", "iptc:keywords"})
@@ -71,3 +74,22 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
             vector_score=vector_score, text_score=bm25.get(image_id),
         ))
     return out
+
+
+def image_details(catalog: Catalog, image_id: int) -> ImageDetails:
+    """One image's catalog row with its tags, captions and keywords.
+
+    Raises:
+        NotFoundError: no image with this id (never indexed, or removed since).
+    """
+    image_id = int(image_id)
+    row = catalog.images.by_id([image_id]).get(image_id)
+    if row is None:
+        raise NotFoundError(f"no image with id {image_id} in this index")
+    captions = catalog.captions.by_id([image_id]).get(image_id, [])
+    return ImageDetails(
+        **dataclasses.asdict(row),
+        tags=tuple(name for name, _ in catalog.tags.by_id([image_id]).get(image_id, ())),
+        caption=captions[0][1] if captions else None, captions=dict(captions),
+        keywords=keywords(catalog.texts.by_id([image_id]).get(image_id)),
+    )

@@ -17,15 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
+from ..defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
 from ..errors import QueryError
 from ..store.filters import Filters
 from .hybrid import DEFAULT_FUSION
 
 __all__ = ["DEFAULT_K", "SearchRequest", "Shot", "parse_shot", "parse_threshold"]
-
-#: Results returned when nothing else is asked for.
-DEFAULT_K = 10
 
 # An example image for few-shot search: a path, or the id of an indexed image.
 Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)

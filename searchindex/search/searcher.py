@@ -9,7 +9,9 @@ stop standing out) and the word ranking from the catalog's full-text index
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -51,16 +53,27 @@ class Searcher:
         self.models = models
 
     def embed(self, query: str | Term | Query | Sequence[Term]) -> np.ndarray:
-        """The unit-length query vector of a text, term, query or list of terms."""
+        """The unit-length query vector of a text, term, query or list of terms.
+
+        An image term naming an indexed file uses its stored embedding (as like/unlike
+        examples do): "more like this" on a result needs neither decoding nor the image model.
+        """
         q = Query.coerce(query)
         texts = [t.text for t in q.terms if t.text is not None]
         text_vecs = iter(self.models.encode_texts(texts)) if texts else iter(())
+        key = {t.image: os.fspath(Path(t.image).expanduser().absolute()) for t in q.terms if t.image is not None}
+        by_path = self.catalog.images.ids_by_path(list(key.values())) if key else {}
+        stored = self.catalog.images.embeddings(list(by_path.values()), self.models.dim) if by_path else {}
         vectors = []
         for term in q.terms:
             if term.text is not None:
                 vectors.append(next(text_vecs))
+                continue
+            assert term.image is not None
+            image_id = by_path.get(key[term.image])
+            if image_id is not None and image_id in stored:
+                vectors.append(stored[image_id])
             else:
-                assert term.image is not None
                 vectors.append(self.models.encode_image_file(term.image, "query image"))
         return combine(np.stack(vectors), [t.weight for t in q.terms])
 

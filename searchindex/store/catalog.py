@@ -9,7 +9,7 @@ FAISS file (a cache) can be caught up from exactly what changed since it was sav
 :class:`Catalog` owns the file's lifecycle, its metadata and the one batch
 writer; reads and the smaller writes go through one repository per concern, in
 the way sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.images`,
-:attr:`Catalog.texts`, :attr:`Catalog.captions` and :attr:`Catalog.tags`.
+:attr:`Catalog.texts`, :attr:`Catalog.captions`, :attr:`Catalog.tags` and :attr:`Catalog.concepts`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from ..errors import IndexSchemaError
 from ..models.spec import ModelSpec
 from .captions import CaptionRepository
+from .concepts import ConceptRepository
 from .images import ImageRepository
 from .migrations import SCHEMA_VERSION, pending, refresh_text_index, upgrade
 from .records import FailureRecord, ImageRecord, NewImage, PhotoMetadata, TagLabel
@@ -69,6 +70,7 @@ class Catalog:
         self.texts = TextRepository(engine)
         self.captions = CaptionRepository(engine)
         self.tags = TagRepository(engine)
+        self.concepts = ConceptRepository(engine)
 
     @classmethod
     def create(

@@ -159,6 +159,14 @@ def _index_identity(db: sqlite3.Connection) -> None:
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?)", (uuid.uuid4().hex,))
 
 
+def _concepts(db: sqlite3.Connection) -> None:
+    """v8: saved concepts: a name for a query text with the example images that teach it."""
+    db.execute(
+        "CREATE TABLE concepts (name VARCHAR NOT NULL, query VARCHAR, like_ids VARCHAR NOT NULL, "
+        "unlike_ids VARCHAR NOT NULL, updated_at FLOAT NOT NULL, PRIMARY KEY (name))"
+    )
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -174,6 +182,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "text_search", _text_search),
     Migration(6, "text_states", _text_states),
     Migration(7, "index_identity", _index_identity),
+    Migration(8, "concepts", _concepts),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -6,14 +6,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..results import FailureRecord
+from ..results import FailureRecord, JsonForm
 
-__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel"]
+__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,21 @@ class ImageRecord:
     gps_lat: float | None = None
     gps_lon: float | None = None
     orientation: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageDetails(ImageRecord, JsonForm):
+    """Everything the index knows about one image (see :meth:`searchindex.Index.image`): its row and words."""
+
+    tags: tuple[str, ...] = ()  # zero-shot labels, strongest first
+    caption: str | None = None  # the first generated caption
+    captions: dict[str, str] = field(default_factory=dict)  # captioning model -> caption
+    keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote
+
+    def to_dict(self) -> dict[str, Any]:
+        """The HTTP API's ``/api/images/{id}``; the id is ``image_id``, as in search results."""
+        data = super().to_dict()
+        return {"image_id": data.pop("id"), **data}
 
 
 RECORD_COLUMNS = (

@@ -168,6 +168,17 @@ class TextStateRow(Base):
 event.listen(Base.metadata, "after_create", DDL(FTS_TABLE_SQL))  # type: ignore[no-untyped-call]
 
 
+class ConceptRow(Base):
+    """A saved concept: a query text and the example images that teach it (schema 8)."""
+
+    __tablename__ = "concepts"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    query: Mapped[str | None] = mapped_column(String)
+    like_ids: Mapped[str] = mapped_column(String)  # JSON list of image ids
+    unlike_ids: Mapped[str] = mapped_column(String)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class RemovalRow(Base):
     """Image ids whose vectors must leave the vector index (kept for catch-up)."""
 

@@ -1,0 +1,133 @@
+"""Request checks for a server that can read a person's whole photo collection.
+
+- Host: on a loopback address, a request must name a loopback host (DNS rebinding:
+  a web page on evil.example whose name is made to resolve to 127.0.0.1 sends
+  ``Host: evil.example``).
+- Token: when one is set (always when listening beyond loopback), every request
+  carries it: ``Authorization: Bearer``, the ``searchindex_token`` cookie, or
+  ``?token=`` (which sets the cookie, so links from the printed URL work).
+- Same origin: requests that change something (POST, PUT, PATCH, DELETE) must come
+  from the page itself: an ``Origin`` naming this server (or, without one,
+  ``Sec-Fetch-Site: same-origin``/``none``), and a JSON body, which a cross-site
+  form cannot send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import is_loopback
+
+__all__ = ["TOKEN_COOKIE", "RequestGuard"]
+
+TOKEN_COOKIE = "searchindex_token"
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _host_name(host: str) -> str:
+    """``example.org`` from ``example.org:8765``, ``::1`` from ``[::1]:8765``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class RequestGuard:
+    """ASGI middleware refusing requests that fail the checks above (JSON error, 400/401/403)."""
+
+    def __init__(self, app: Any, *, bind_host: str, token: str | None = None,
+                 allowed_hosts: Iterable[str] | None = None) -> None:
+        self.app = app
+        self.token = token
+        if allowed_hosts is not None:
+            self.allowed: set[str] | None = {_host_name(h) for h in allowed_hosts}
+        elif is_loopback(bind_host):
+            self.allowed = {"localhost", "127.0.0.1", "::1", _host_name(bind_host)}
+        else:
+            self.allowed = None  # reachable under any name: the token is the guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if self.allowed is not None and _host_name(host) not in self.allowed:
+            await _refuse(send, 400, "this server answers only to a loopback host name (DNS-rebinding guard)")
+            return
+        set_cookie = False
+        if self.token is not None:
+            given = _bearer(headers.get("authorization", ""))
+            if given is None:
+                given = _cookie(headers.get("cookie", ""))
+            if given is None:
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                given = query.get("token", [None])[0]
+                set_cookie = given is not None
+            if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+                await _refuse(send, 401, "a valid token is needed (printed by searchindex serve)")
+                return
+        if scope["method"] in _UNSAFE:
+            problem = _cross_origin(headers, scope.get("scheme", "http"))
+            if problem:
+                await _refuse(send, 403, problem)
+                return
+        if not set_cookie:
+            await self.app(scope, receive, send)
+            return
+        assert self.token is not None
+        cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+
+        async def send_with_cookie(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _bearer(value: str) -> str | None:
+    scheme, _, credentials = value.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def _cookie(value: str) -> str | None:
+    if not value:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(value)
+    except Exception:
+        return None
+    morsel = jar.get(TOKEN_COOKIE)
+    return morsel.value if morsel is not None else None
+
+
+def _cross_origin(headers: dict[str, str], scheme: str) -> str | None:
+    """Why a state-changing request does not look same-origin, or None when it does."""
+    origin = headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        if origin == "null" or parts.netloc.lower() != headers.get("host", "").lower() or parts.scheme != scheme:
+            return "cross-origin request refused (Origin does not name this server)"
+    elif headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return "cross-site request refused"
+    if not headers.get("content-type", "application/json").lower().startswith("application/json"):
+        return "send JSON (Content-Type: application/json)"
+    return None
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
