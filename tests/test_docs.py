@@ -130,7 +130,12 @@ def test_public_api_is_on_the_api_page() -> None:
 
     page = (DOCS / "api.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^::: searchindex\.(\w+)\s*$", page, re.M))
-    missing = sorted(name for name in searchindex.__all__ if not name.startswith("_") and name not in documented)
+    assert "errors" in documented, "docs/api.md renders the whole searchindex.errors module"
+    missing = [
+        name for name in searchindex.__all__
+        if not name.startswith("_") and name not in documented
+        and getattr(getattr(searchindex, name), "__module__", "") != "searchindex.errors"
+    ]
     assert not missing, f"public names without a `::: searchindex.NAME` entry in docs/api.md: {missing}"
 
 
