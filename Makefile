@@ -20,11 +20,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/searchindex demo
 
-test: $(STAMP)
+# The checks first (style, import layers, types), then the tests.
+test: lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check searchindex scripts tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # The documentation site into site/; --strict (also set in mkdocs.yml) turns a
 # broken link, a missing page or a failing directive into an error.
