@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test lint docs bench clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,10 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# The documentation site into site/; --strict (also set in mkdocs.yml) turns a
+# broken link, a missing page or a failing directive into an error.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) indexes/demo
+	rm -rf $(VENV) indexes/demo site

@@ -111,6 +111,22 @@ def test_a_leftover_staging_folder_with_strangers_is_not_emptied(small_folder: P
         assert index.count() == 40 and index.spec.pretrained != "none"
 
 
+def test_the_thumbnail_cache_is_the_index_s_own_but_nothing_else_in_it(tmp_path: Path) -> None:
+    from searchindex.store.folder import THUMBNAIL_FOLDER, remove_index_files, strangers
+
+    folder = tmp_path / "idx"
+    shard = folder / THUMBNAIL_FOLDER / "ab"
+    shard.mkdir(parents=True)
+    thumb = shard / ("ab" + "0" * 62 + "-256.webp")
+    thumb.write_bytes(b"thumb")
+    assert strangers(folder) == []  # what `serve` made does not block a reindex
+    (shard / "holiday.jpg").write_bytes(b"a photo someone put there")
+    assert strangers(folder) == [THUMBNAIL_FOLDER]
+    assert remove_index_files(folder) == [THUMBNAIL_FOLDER]
+    assert not thumb.exists()  # the cache's own file went
+    assert (shard / "holiday.jpg").read_bytes() == b"a photo someone put there"  # the stranger stayed
+
+
 # -- 2: two first-time runs on the same new index ------------------------------------------------
 
 

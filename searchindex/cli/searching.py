@@ -43,7 +43,7 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
               help="Run a saved concept (its text and liked/unliked examples; saved from `searchindex serve`). "
                    "A QUERY given too replaces its text.")
 @click.option("--threshold", default=None, metavar="auto|X",
-              help="'auto': only the results that stand out for this query (see README). A number: "
+              help="'auto': only the results that stand out for this query (see docs/queries.md). A number: "
                    "same as --min-score.")
 @click.option("--min-score", type=float, default=None,
               help="Only results with at least this cosine similarity.")
@@ -69,7 +69,7 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
 @click.option("--sort", type=click.Choice(list(SORT_KEYS)), default="score", show_default=True,
               help="Order of the results: by score, or by date taken (newest first; same results).")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per result (rank, score, path, size and date fields; see README).")
+              help="One JSON object per result (rank, score, path, size and date fields; see docs/queries.md).")
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")

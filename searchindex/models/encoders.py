@@ -53,7 +53,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 # What `auto` means on a CPU, chosen with scripts/bench_index.py (figures in the
-# README's performance section): int8 -- every linear layer of the image tower,
+# docs/performance.md): int8 -- every linear layer of the image tower,
 # attention projections included, with per-channel int8 weights and per-token int8
 # activations (searchindex.models.quantize).  On the 2-core AVX2 machine it encodes ViT-B-32
 # ~1.5x faster than fp32 and meets the quality guard (cosine >= 0.9997 against the fp32

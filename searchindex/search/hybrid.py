@@ -153,7 +153,7 @@ def _blend(vector_ids: np.ndarray, vector_scores: np.ndarray, text: TextRanking,
 # rank fusion with equal weights; ``wrrf``: text ranks count twice; ``blend``: cosine + 0.5 x normalised BM25.
 
 # Chosen by scripts/eval_hybrid.py (tiny-shapes, 1,000 held-out images, seed 2026; 10 groups
-# of 10 images with keywords no pixel shows; README "Keywords, captions and hybrid search"):
+# of 10 images with keywords no pixel shows; docs/hybrid.md, "Fusion"):
 #
 #   fusion   keyword recall@10 (worst group)   colour-shape P@10 with keywords / without
 #   vector   0.000 (0.000)                     1.000 / 1.000

@@ -73,17 +73,63 @@ _OWNED_PATTERNS = (
 )
 
 
+#: The thumbnail cache of ``searchindex serve``: ``thumbnails/<sha[:2]>/<sha>-<edge>.<webp|jpg>``.
+THUMBNAIL_FOLDER = "thumbnails"
+_THUMB_SHARD = re.compile(r"^[0-9a-f]{2}$")
+_THUMB_FILE = re.compile(r"^\.?[0-9a-f]{64}-\d+\.(webp|jpg)(\.\d+\.\d+\.tmp)?$")
+
+
 def owned(name: str) -> bool:
     """True for the names of files an index folder's index made (and may delete)."""
-    return name in _OWNED_NAMES or any(p.match(name) for p in _OWNED_PATTERNS)
+    return name in _OWNED_NAMES or name == THUMBNAIL_FOLDER or any(p.match(name) for p in _OWNED_PATTERNS)
+
+
+def _remove_thumbnails(folder: Path) -> None:
+    """Delete the thumbnail cache's own files and then its folders, if nothing else is in them."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for shard in os.listdir(folder):
+        sub = folder / shard
+        if not _THUMB_SHARD.match(shard) or sub.is_symlink() or not sub.is_dir():
+            continue
+        for name in os.listdir(sub):
+            if _THUMB_FILE.match(name) and not (sub / name).is_symlink():
+                try:
+                    os.unlink(sub / name)
+                except FileNotFoundError:
+                    pass
+        try:
+            os.rmdir(sub)
+        except OSError:  # something else lives there: leave it
+            pass
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
 
 
 def strangers(folder: Path) -> list[str]:
-    """Names in ``folder`` that are not the index's own files (sorted); none when it does not exist."""
+    """Names in ``folder`` that are not the index's own files (sorted); none when it does not exist.
+
+    A thumbnail folder holding anything the cache did not make counts as a stranger.
+    """
     try:
-        return sorted(n for n in os.listdir(folder) if not owned(n))
+        names = os.listdir(folder)
     except FileNotFoundError:
         return []
+    return sorted(n for n in names if not owned(n) or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n)))
+
+
+def _foreign_thumbnails(folder: Path) -> bool:
+    if folder.is_symlink() or not folder.is_dir():
+        return True
+    for shard in os.listdir(folder):
+        sub = folder / shard
+        if not _THUMB_SHARD.match(shard) or sub.is_symlink() or not sub.is_dir():
+            return True
+        if any(not _THUMB_FILE.match(n) or (sub / n).is_symlink() for n in os.listdir(sub)):
+            return True
+    return False
 
 
 def remove_index_files(folder: Path) -> list[str]:
@@ -92,7 +138,9 @@ def remove_index_files(folder: Path) -> list[str]:
     Returns the names left (other people's files, never touched).
     """
     for name in os.listdir(folder):
-        if owned(name):
+        if name == THUMBNAIL_FOLDER:
+            _remove_thumbnails(folder / name)
+        elif owned(name):
             try:
                 os.unlink(folder / name)
             except FileNotFoundError:

@@ -32,6 +32,7 @@ from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError
 from ..index import Index
 from ..results import TagCount
 from ..search.params import example_ids, search_params
+from ..store.folder import THUMBNAIL_FOLDER
 from .files import StaleFileError, ThumbnailCache, mime_type, open_indexed, thumbnail_size
 from .security import RequestGuard
 
@@ -95,7 +96,7 @@ class WebApp:
         self.token = token
         self.allowed_hosts = allowed_hosts
         self.cors_origins = list(cors_origins or [])
-        self.thumbnails = ThumbnailCache(self.index.path / "thumbnails", max_bytes=thumbnail_cache_mb * 2**20)
+        self.thumbnails = ThumbnailCache(self.index.path / THUMBNAIL_FOLDER, max_bytes=thumbnail_cache_mb * 2**20)
         self.warm = warm
         self._search_lock = threading.Lock()
         self._thumb_pool = ThreadPoolExecutor(thumbnail_workers or min(4, os.cpu_count() or 1),
