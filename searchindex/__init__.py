@@ -12,6 +12,7 @@ torch, open_clip and faiss are imported only when a model or the vector index is
 from typing import TYPE_CHECKING
 
 from .errors import (
+    EmbeddingFileError,
     FolderNotFoundError,
     ImageDecodeError,
     IndexExistsError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Index": "index", "IndexInfo": "index", "SearchResult": "index",
     "IndexProgress": "indexer", "IndexSummary": "indexer",
+    "ExportSummary": "exchange", "ImportSummary": "exchange",
     "Filters": "query", "Query": "query", "Term": "query",
     "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
     "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
@@ -61,6 +63,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .captioning import Captioner, CaptionProgress, CaptionSummary, ItmScorer
     from .duplicates import DuplicateGroup, DuplicateImage
+    from .exchange import ExportSummary, ImportSummary
     from .fewshot import FewShotFit, FewShotReranker
     from .index import Index, IndexInfo, SearchResult
     from .indexer import IndexProgress, IndexSummary
@@ -68,6 +71,9 @@ if TYPE_CHECKING:
     from .tagging import LabelReport
 
 __all__ = [
+    "EmbeddingFileError",
+    "ExportSummary",
+    "ImportSummary",
     "CaptionProgress",
     "CaptionSummary",
     "Captioner",

@@ -66,3 +66,7 @@ class IndexTypeError(SearchIndexError):
 
 class MissingExtraError(SearchIndexError):
     """An optional feature's dependencies are not installed; the message names the extra to install."""
+
+
+class EmbeddingFileError(SearchIndexError):
+    """An embedding file to import (or a folder to export into) cannot be used."""

@@ -52,6 +52,7 @@ from .vectors import (
 
 if TYPE_CHECKING:
     from .captioning import Captioner, CaptionProgress, CaptionSummary
+    from .exchange import ExportSummary, ImportProgress, ImportSummary
     from .tagging import LabelReport
 
 __all__ = ["DEFAULT_POOL", "Index", "IndexInfo", "SearchResult", "Shot", "default_index_path"]
@@ -1195,6 +1196,54 @@ class Index:
     def caption_counts(self) -> dict[str, int]:
         """Model -> number of images it has captioned."""
         return dict(self._catalog.caption_counts())
+
+    # -- embeddings as Parquet ----------------------------------------------
+
+    def export_embeddings(self, out: str | os.PathLike[str], *, layout: str = "parquet",
+                          rows_per_file: int | None = None) -> ExportSummary:
+        """Write every image's embedding, path, hash and metadata as Parquet under the new folder ``out``.
+
+        Args:
+            layout: ``parquet`` (one table with an ``embedding`` column) or
+                ``clip-retrieval`` (``img_emb/*.npy`` + ``metadata/*.parquet``);
+                see :mod:`searchindex.exchange`.
+
+        Raises:
+            EmbeddingFileError: ``out`` exists and is not empty.
+            MissingExtraError: pyarrow is not installed (``searchindex[parquet]``).
+        """
+        from .exchange import ROWS_PER_FILE, export_embeddings
+
+        return export_embeddings(self._catalog, self.spec, self.dim, out, layout=layout,
+                                 rows_per_file=rows_per_file or ROWS_PER_FILE)
+
+    def import_embeddings(
+        self, files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, model: str | None = None,
+        pretrained: str | None = None, base: str | os.PathLike[str] | None = None,
+        progress: Callable[[ImportProgress], None] | None = None,
+    ) -> ImportSummary:
+        """Add embeddings computed elsewhere (Parquet files or folders, either layout) to this index.
+
+        Rows are joined to the files on disk by ``image_path`` (relative paths
+        against ``base``), checked against ``sha256`` when the file has it; missing
+        or changed files are recorded as failures.  The files' model must be this
+        index's; files that do not record it (clip-retrieval's) need ``model``
+        (and ``pretrained``) to say which model made them.
+
+        Raises:
+            ModelMismatchError: another model or vector size (nothing is written).
+            EmbeddingFileError: a file is not a readable embedding file.
+            IndexLockedError, IndexWriteError, MissingExtraError.
+        """
+        from .exchange import import_embeddings
+
+        declared = resolve_model(model, pretrained) if model else None
+        paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+        with self._writing(), WriterLock(self.path):
+            summary = import_embeddings(self._catalog, self.spec, self.dim, paths, declared=declared, base=base,
+                                        progress=progress)
+            self._save_vectors()
+        return summary
 
     # -- facts ------------------------------------------------------------
 
