@@ -13,7 +13,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,16 @@ __all__ = [
     "GATHER_MAX",
     "BuildReport",
     "VectorIndex",
+    "add_shard",
     "build_index",
     "canonical_factory",
     "choose_factory",
     "estimate_bytes",
     "ivf_nlist",
     "latest_vector_file",
+    "merge_shards",
     "planned_factory",
+    "serialize_trained",
     "train_size",
 ]
 
@@ -267,6 +271,7 @@ def build_index(
     k: int = 10,
     tune_queries: int = TUNE_QUERIES,
     tune_seconds: float = TUNE_SECONDS,
+    shards: int = 1,
 ) -> tuple[VectorIndex, BuildReport]:
     """Build an index of type ``factory`` from ``(ids, vectors)`` chunks, tuned to a recall target.
 
@@ -278,6 +283,10 @@ def build_index(
         recall_target: an IVF index gets the smallest ``nprobe`` whose recall@k
             on the tuning queries (each excluded from its own answers) reaches it
             plus :data:`TUNE_MARGIN`.
+        shards: for IVF types, the coarse quantizer is trained once and the chunks
+            are added to this many copies of the trained index in parallel threads,
+            merged at the end (:func:`add_shard` and :func:`merge_shards` are the
+            same steps for shards built on other machines).
     """
     index = _make(factory, dim)
     ivf = _ivf(index)
@@ -295,10 +304,20 @@ def build_index(
     top_s = np.full((len(q), 0), -np.inf, np.float32)
     top_i = np.zeros((len(q), 0), np.int64)
     t0 = time.perf_counter()
-    for ids, x in chunks:
+    sharded = ivf is not None and shards > 1
+    parts = [_faiss().clone_index(index) for _ in range(shards)] if sharded else []
+    pool = ThreadPoolExecutor(max_workers=shards, thread_name_prefix="shard") if sharded else None
+    pending: list[Future[None] | None] = [None] * len(parts)
+    for n_chunk, (ids, x) in enumerate(chunks):
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        index.add_with_ids(x, ids)
+        if pool is not None:  # round robin; a shard takes its next chunk when done with the last
+            slot = n_chunk % len(parts)
+            if pending[slot] is not None:
+                pending[slot].result()  # type: ignore[union-attr]
+            pending[slot] = pool.submit(parts[slot].add_with_ids, x, ids)
+        else:
+            index.add_with_ids(x, ids)
         if len(q):  # exact neighbours of the tuning queries: the chunk's best k+1, merged with the best so far
             s = q @ x.T
             best = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
@@ -306,6 +325,13 @@ def build_index(
             i = np.concatenate([top_i, ids[best]], axis=1)
             keep = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
             top_s, top_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
+    if pool is not None:
+        with pool:
+            for f in pending:
+                if f is not None:
+                    f.result()
+        index = merge_shards(parts)
+        ivf = _ivf(index)
     t_add = time.perf_counter() - t0
     vecs = VectorIndex(index)
     nprobe = recall = None
@@ -320,6 +346,49 @@ def build_index(
     report = BuildReport(vecs.factory, vecs.ntotal, nprobe, recall, t_train, t_add, time.perf_counter() - t0)
     log.info("built %s", report)
     return vecs, report
+
+
+def add_shard(trained: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """A shard: the serialized trained (empty) index ``trained`` with ``vectors`` added under ``ids``.
+
+    Pure and picklable in and out, so it runs wherever vectors are (a thread, a Ray
+    task on the node that encoded them); :func:`merge_shards` joins the results.
+    """
+    faiss = _faiss()
+    index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    return faiss.serialize_index(index).tobytes()
+
+
+def serialize_trained(factory: str, dim: int, sample: np.ndarray) -> bytes:
+    """An empty index of type ``factory`` trained on ``sample``, serialized for :func:`add_shard`."""
+    index = _make(factory, dim)
+    ivf = _ivf(index)
+    if ivf is not None:
+        ivf.cp.niter = 10
+    if not index.is_trained:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return _faiss().serialize_index(index).tobytes()
+
+
+def merge_shards(shards: Sequence[Any]) -> Any:
+    """One IVF index holding every shard's vectors (FAISS ``merge_from``; ids kept).
+
+    ``shards``: FAISS indexes or their serialized bytes, all from the same trained
+    index.  Each shard's inverted lists are moved into the first, so peak memory is
+    about one copy of the data.
+    """
+    faiss = _faiss()
+    parts = [faiss.deserialize_index(np.frombuffer(p, dtype=np.uint8)) if isinstance(p, bytes) else p
+             for p in shards]
+    first = parts[0]
+    target = _ivf(first)
+    if target is None:
+        raise IndexTypeError("only IVF indexes can be built from shards")
+    for part in parts[1:]:
+        target.merge_from(_ivf(part), 0)
+    first.ntotal = target.ntotal
+    return first
 
 
 def _recall_without_self(found: np.ndarray, truth: np.ndarray, self_ids: np.ndarray, k: int) -> float:
