@@ -33,7 +33,7 @@ from .errors import (
 )
 from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
-from .indexer import IndexSummary, ProgressCallback, index_entries
+from .indexer import IndexSummary, Producer, ProgressCallback, index_entries
 from .lock import WriterLock
 from .onnxmodels import TextEncoder, export_text_tower, load_text_encoder, text_backend, tower_key
 from .query import Filters, Query, Term, auto_cutoff, combine
@@ -446,6 +446,7 @@ class Index:
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         stop: threading.Event | None = None,
         index_type: str | None = None,
+        engine: str | Producer = "local",
     ) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
@@ -468,22 +469,43 @@ class Index:
                 string; ``None`` keeps it).  At the end of every run the vector index
                 is rebuilt if the recorded type (for ``auto``: the size policy) wants
                 another one than it has.
+            engine: where files are read, decoded and encoded: ``local`` (this
+                machine's worker pool), ``ray`` (a local Ray instance, started and
+                stopped here), or an engine object such as
+                :class:`searchindex.ray_engine.RayEngine` (a cluster, GPUs, actor
+                count).  Scanning, change detection, the lock and the commits stay here.
 
         Raises:
             FolderNotFoundError: a folder does not exist.
             IndexLockedError: another process is writing to this index.
             IndexWriteError: the index folder cannot be written (disk full, read-only).
             IndexTypeError: FAISS cannot build ``index_type``.
+            ModelMismatchError: an engine's workers load other weights than the index's.
+            MissingExtraError: ``engine="ray"`` without Ray installed (``searchindex[ray]``).
         """
         t0 = time.perf_counter()
         wanted = self._check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        owned = None
+        if engine == "ray":
+            from .ray_engine import RayEngine
+
+            engine = owned = RayEngine()
+        elif isinstance(engine, str) and engine != "local":
+            raise ValueError(f"unknown engine {engine!r}; use 'local', 'ray' or an engine object")
+        producer = None if isinstance(engine, str) else engine
+        if producer is not None and hasattr(producer, "bind"):
+            producer.bind(self.spec, self.dim, self._device, self._precision)
         entries = list(scan_folders(folders))
-        with self._writing(), WriterLock(self.path):
-            self._set_index_type(wanted)
-            return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
-                                       workers=workers, max_megapixels=max_megapixels, progress=progress,
-                                       stop=stop)
+        try:
+            with self._writing(), WriterLock(self.path):
+                self._set_index_type(wanted)
+                return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
+                                           workers=workers, max_megapixels=max_megapixels, progress=progress,
+                                           stop=stop, engine=producer)
+        finally:
+            if owned is not None:
+                owned.close()
 
     def optimize(self, index_type: str | None = None) -> BuildReport | None:
         """Bring the vector index up to date and rebuild it if its type should change.

@@ -20,6 +20,7 @@ some file actually needs encoding.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -28,10 +29,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from .metadata import PhotoMetadata, read_metadata
 from .pixels import PixelSpec, to_pixels
 from .scan import FileEntry
 
-__all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "index_entries"]
+__all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "Producer", "index_entries", "load_file"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,18 @@ class IndexProgress:
 
 
 ProgressCallback = Callable[[IndexProgress], None]
+
+
+class Producer(Protocol):
+    """Reads, hashes, decodes and encodes files somewhere else (a cluster), streaming results back.
+
+    ``produce`` yields lists of results, in any order and grouping: for each file a
+    ``FailureRecord``, a hashed-only record (its content is in ``known``), or a
+    decoded record with its ``vector`` set.  Each list is committed as one batch.
+    """
+
+    def produce(self, entries: Sequence[FileEntry], known: set[str], batch_size: int,
+                max_megapixels: float) -> Iterator[list[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ class _Decoded:
     height: int
     format: str
     pixels: Any  # uint8 HWC array (with a PixelSpec) or the model's input tensor
+    vector: np.ndarray | None = None  # already encoded (by a distributed engine's workers)
 
 
 # Below this many files to decode, threads (no start-up cost) beat worker processes.
@@ -183,6 +197,12 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
     return _Decoded(entry, sha, meta, texts, sidecars, decoded.width, decoded.height, decoded.format, pixels)
 
 
+def load_file(entry: FileEntry, known: set[str], spec: PixelSpec | Encoder,
+              max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
+    """Read, hash, and (for content not in ``known``) decode and preprocess one file, as indexing does."""
+    return _load(entry, known, spec, max_megapixels)
+
+
 def _listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
     """The names in ``path``'s folder, listed once per run (sidecar lookups then cost no stat)."""
     folder = os.path.dirname(path)
@@ -225,11 +245,14 @@ def index_entries(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    engine: Producer | None = None,
 ) -> tuple[_Counts, int, bool]:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
     ``workers``: decode processes (default :func:`default_workers`); 0 decodes in
-    threads of this process.  Returns (counts, unchanged, interrupted).
+    threads of this process.  ``engine``: another producer of read, decoded and
+    encoded files (e.g. :class:`searchindex.ray_engine.RayEngine`); this function
+    keeps the plan and the batched commits.  Returns (counts, unchanged, interrupted).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -273,11 +296,17 @@ def index_entries(
     interrupted = False
 
     # The model is needed to know its input (and to encode): load it once there is work.
-    encoder = get_encoder() if todo else None
+    # An engine loads it on its own workers (and checks it against the index's first).
+    encoder = get_encoder() if todo and engine is None else None
     spec = encoder.pixel_spec if encoder is not None else None
     prepare: PixelSpec | Encoder | None = spec or encoder
     pool: Executor
-    if workers > 0 and spec is not None and len(todo) >= PROCESS_MIN_FILES:
+    if engine is not None:
+        pool = ThreadPoolExecutor(max_workers=1)  # unused: the engine produces
+
+        def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
+            raise AssertionError("not used with an engine")
+    elif workers > 0 and spec is not None and len(todo) >= PROCESS_MIN_FILES:
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                                    initializer=_worker_init, initargs=(known,))
@@ -294,11 +323,18 @@ def index_entries(
         ids = by_sha.get(sha) or []
         return ids[0] if ids else None
 
-    with pool:
+    def produced() -> Iterator[list[Any]]:
+        """Each batch's results, the next batch submitted before this one is handed over."""
         ahead = submit(pool, batches[0]) if batches else []
         for i in range(len(batches)):
             results = [f.result() for f in ahead]
             ahead = submit(pool, batches[i + 1]) if i + 1 < len(batches) else []
+            yield results
+
+    results_iter = engine.produce(todo, known, batch_size, max_megapixels) if engine is not None else produced()
+    done = 0
+    with pool, contextlib.closing(results_iter):
+        for results in results_iter:
             rows: list[NewImage] = []
             touched: list[tuple[int, int, int]] = []
             moved: list[tuple[int, str, int, int]] = []
@@ -337,7 +373,11 @@ def index_entries(
                 elif isinstance(r, _Decoded):
                     to_encode.append(r)
                 else:  # content known when the batch was read, gone since: decode now
-                    again = _load(e, set(), prepare, max_megapixels)  # type: ignore[arg-type]
+                    if prepare is None:  # an engine's run: the model is needed here after all
+                        encoder = get_encoder()
+                        spec = encoder.pixel_spec
+                        prepare = spec or encoder
+                    again = _load(e, set(), prepare, max_megapixels)
                     if isinstance(again, _Decoded):
                         to_encode.append(again)
                     else:
@@ -349,9 +389,16 @@ def index_entries(
                     counts.modified += 1
 
             if to_encode:
-                assert encoder is not None
-                inputs = [d.pixels for d in to_encode]
-                vectors = encoder.encode_pixels(inputs) if spec is not None else encoder.encode_batch(inputs)
+                raw = [d for d in to_encode if d.vector is None]
+                if raw:
+                    if encoder is None:
+                        encoder = get_encoder()
+                        spec = encoder.pixel_spec
+                    inputs = [d.pixels for d in raw]
+                    encoded = encoder.encode_pixels(inputs) if spec is not None else encoder.encode_batch(inputs)
+                    for d, v in zip(raw, encoded, strict=True):
+                        d.vector = v
+                vectors = [d.vector for d in to_encode]
                 for d, v in zip(to_encode, vectors, strict=True):
                     run_vectors[d.sha256] = (v, d.width, d.height, d.format)
                     known.add(d.sha256)  # later copies of this content are hashed, not decoded
@@ -376,10 +423,10 @@ def index_entries(
             counts.failures.extend(bad)
             for f in bad:
                 log.info("skipped %s: %s", f.path, f.reason)
+            done += len(results)
             if progress:
-                done = sum(len(b) for b in batches[: i + 1])
                 progress(IndexProgress(done, len(todo), counts.indexed, len(counts.failures)))
-            if stop is not None and stop.is_set() and i + 1 < len(batches):
+            if stop is not None and stop.is_set() and done < len(todo):
                 interrupted = True
                 pool.shutdown(wait=True, cancel_futures=True)
                 break
