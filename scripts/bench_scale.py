@@ -10,6 +10,11 @@ with exact search (recall@k of each build) and with each other (overlap), and
 prints times, ratios and the load average.
 
     python scripts/bench_scale.py [--n 1000000] [--dim 512] [--shards 4] [--rounds 1] [--nprobe 32]
+
+``--memory`` instead measures the memory of each index type the 100M plan weighs
+(docs/scaling.md): FAISS's serialized size (what it holds in RAM) divided by the
+vectors, for Flat, IVF-SQfp16/SQ8/PQ at N and HNSW at ``--hnsw-n`` (its per-vector
+cost does not depend on N; building it at 1M takes hours on 2 cores).
 """
 
 from __future__ import annotations
@@ -73,6 +78,34 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps({"mode": args.child, "add_s": seconds, "ntotal": int(index.ntotal)}))
 
 
+MEMORY_TYPES = ("IDMap2,Flat", "IVF4096,SQfp16", "IVF4096,SQ8", "IVF4096,PQ64", "IVF4096,PQ32")
+HNSW_TYPES = ("IDMap2,HNSW32,Flat", "IDMap2,HNSW32,SQ8")
+
+
+def _memory(args: argparse.Namespace) -> None:
+    import faiss
+
+    print(f"bytes per vector (serialized FAISS index / vectors), {args.dim}-d random unit vectors; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    x = _vectors(args.n, args.dim, args.seed)
+    ids = np.arange(args.n, dtype=np.int64)
+    for factory, n in [(f, args.n) for f in MEMORY_TYPES] + [(f, args.hnsw_n) for f in HNSW_TYPES]:
+        index = faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        t0 = time.perf_counter()
+        if not index.is_trained:
+            try:
+                faiss.extract_index_ivf(index).cp.niter = 4  # memory does not depend on training quality
+            except RuntimeError:
+                pass
+            index.train(x[: min(n, 160_000)])
+        for start in range(0, n, CHUNK):
+            index.add_with_ids(x[start:min(n, start + CHUNK)], ids[start:min(n, start + CHUNK)])
+        size = faiss.serialize_index(index).nbytes
+        print(f"  {factory:<22} n={n:>9,}  {size / n:8.1f} B/vector  ({size / 2**20:8.1f} MiB, "
+              f"built in {time.perf_counter() - t0:.0f} s)")
+        del index
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors (default 1M)")
@@ -84,12 +117,17 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--memory", action="store_true", help="measure bytes per vector per index type instead")
+    ap.add_argument("--hnsw-n", type=int, default=100_000, help="vectors of the HNSW memory measurement")
     ap.add_argument("--child", choices=["single", "sharded"], help=argparse.SUPPRESS)
     ap.add_argument("--trained", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _child(args)
+        return
+    if args.memory:
+        _memory(args)
         return
     factory = args.factory or choose_factory(args.n, args.dim)
     if not factory.startswith("IVF"):
