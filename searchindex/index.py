@@ -222,6 +222,10 @@ class Index:
         self._vectors: VectorIndex | None = None
         self._lock = threading.RLock()
         self._itm: dict[str, Any] = {}  # rerank model name -> ITM scorer
+        #: Shards an IVF rebuild fills in parallel (trained once, merged).  1: on the 2-core reference
+        #: box 4 threaded shards added 1M vectors slower than one index (scripts/bench_scale.py), as
+        #: FAISS already spreads one add over the cores; more pays on machines with many idle cores.
+        self.build_shards = 1
 
     # -- lifecycle --------------------------------------------------------
 
@@ -378,7 +382,7 @@ class Index:
         vecs.generation = generation
         log.debug("vector index caught up from generation %d to %d (%d vectors)", since, generation, n)
 
-    def _save_vectors(self) -> BuildReport | None:
+    def _save_vectors(self, shards: int | None = None) -> BuildReport | None:
         """Save the caught-up vector index, then rebuild it if the index-type policy wants another type.
 
         Called under the writer lock at the end of every indexing run.
@@ -392,7 +396,7 @@ class Index:
         if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
             self._record(vecs, built_at=vecs.ntotal, recall=None)
         target = self._planned()
-        return self._rebuild_vectors(target) if target is not None else None
+        return self._rebuild_vectors(target, shards or self.build_shards) if target is not None else None
 
     def _planned(self) -> str | None:
         meta = self._catalog.meta()
@@ -405,7 +409,7 @@ class Index:
                                faiss_built_at=str(built_at), faiss_recall="" if recall is None else f"{recall:.4f}")
         self._factory = vecs.factory
 
-    def _rebuild_vectors(self, factory: str) -> BuildReport | None:
+    def _rebuild_vectors(self, factory: str, shards: int = 1) -> BuildReport | None:
         """Build a ``factory`` index from the catalog's embeddings and swap it in atomically.
 
         The new index is written under a temporary name and renamed over the old
@@ -420,7 +424,7 @@ class Index:
             sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
             try:
                 new, report = build_index(factory, self.dim, self._catalog.embeddings_since(0, self.dim),
-                                          (sample_ids, self._fetch_vectors(sample_ids)))
+                                          (sample_ids, self._fetch_vectors(sample_ids)), shards=shards)
             except (RuntimeError, MemoryError) as exc:
                 log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,
                             str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
@@ -507,12 +511,16 @@ class Index:
             if owned is not None:
                 owned.close()
 
-    def optimize(self, index_type: str | None = None) -> BuildReport | None:
+    def optimize(self, index_type: str | None = None, *, shards: int | None = None) -> BuildReport | None:
         """Bring the vector index up to date and rebuild it if its type should change.
 
         What every indexing run does at its end, on its own: with ``index_type``
         (``auto`` or a factory string) the recorded choice changes first.  Returns
         how the index was rebuilt, or ``None`` when it kept its type.
+
+        Args:
+            shards: an IVF rebuild trains once and fills this many shards in parallel
+                threads, merged before the atomic save (default :attr:`build_shards`).
 
         Raises:
             IndexTypeError, IndexLockedError, IndexWriteError.
@@ -520,7 +528,7 @@ class Index:
         wanted = self._check_index_type(index_type)
         with self._writing(), WriterLock(self.path):
             self._set_index_type(wanted)
-            return self._save_vectors()
+            return self._save_vectors(shards)
 
     def _check_index_type(self, index_type: str | None) -> str | None:
         if index_type is None or index_type == "auto":

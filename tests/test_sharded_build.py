@@ -55,3 +55,23 @@ def test_only_ivf_merges() -> None:
     flat = VectorIndex.empty(x.shape[1])
     with pytest.raises(IndexTypeError, match="only IVF"):
         merge_shards([flat._index, flat._index])
+
+
+def test_index_rebuilds_ivf_from_shards(tmp_path) -> None:
+    from searchindex import Index
+    from searchindex.catalog import NewImage
+
+    ids, x = _data(3000, 64)
+    with Index.create(tmp_path / "s.idx", model="tiny-shapes", device="cpu") as index:
+        rows = [NewImage(f"/p/{i}.png", 1, 1, f"{i:064x}", 8, 8, "PNG", v) for i, v in zip(ids, x, strict=True)]
+        for start in range(0, len(rows), 1000):
+            index._catalog.commit_batch(rows[start:start + 1000])
+        report = index.optimize("IVF16,SQfp16", shards=3)
+        assert report is not None and report.factory == "IVF16,SQfp16" and report.vectors == 3000
+        generation = index._catalog.generation()
+    with Index.open(tmp_path / "s.idx") as index:  # the merged index was saved with its generation
+        vecs = index._fresh_vectors()
+        assert (vecs.factory, vecs.ntotal, vecs.generation) == ("IVF16,SQfp16", 3000, generation)
+        scores, found = vecs.search(x[:5], 1)
+        assert found[:, 0].tolist() == sorted(index._catalog.image_ids_by_path([f"/p/{i}.png" for i in ids[:5]])
+                                              .values())
