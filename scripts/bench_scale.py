@@ -49,7 +49,7 @@ def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
 def _child(args: argparse.Namespace) -> None:
     import faiss
 
-    from searchindex.vectors import merge_shards
+    from searchindex.vectors import _add_single_threaded, merge_shards
 
     x = _vectors(args.n, args.dim, args.seed)
     q = _vectors(args.queries, args.dim, args.seed + 1)
@@ -65,9 +65,11 @@ def _child(args: argparse.Namespace) -> None:
 
         parts = [faiss.deserialize_index(np.frombuffer(trained, np.uint8)) for _ in range(args.shards)]
         with ThreadPoolExecutor(args.shards) as pool:
-            futures = [pool.submit(lambda p, s: [p.add_with_ids(x[c:c + CHUNK], ids[c:c + CHUNK])
-                                                 for c in range(s * CHUNK, args.n, args.shards * CHUNK)], part, k)
-                       for k, part in enumerate(parts)]
+            def fill(part: object, k: int) -> None:
+                for c in range(k * CHUNK, args.n, args.shards * CHUNK):
+                    _add_single_threaded(part, x[c:c + CHUNK], ids[c:c + CHUNK])
+
+            futures = [pool.submit(fill, part, k) for k, part in enumerate(parts)]
             for f in futures:
                 f.result()
         index = merge_shards(parts)
@@ -110,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors (default 1M)")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--shards", type=int, default=4, help="shards (threads) of the sharded build")
+    ap.add_argument("--shards", type=int, default=2, help="shards (threads) of the sharded build")
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds of both builds")
     ap.add_argument("--factory", default=None, help="default: the policy's choice for N vectors")
     ap.add_argument("--nprobe", type=int, default=32, help="IVF lists probed when comparing answers")
