@@ -99,7 +99,7 @@ def _memory(args: argparse.Namespace) -> None:
                 faiss.extract_index_ivf(index).cp.niter = 4  # memory does not depend on training quality
             except RuntimeError:
                 pass
-            index.train(x[: min(n, 160_000)])
+            index.train(x[: min(n, 40_000)])  # 10 a list: enough to fill every list
         for start in range(0, n, CHUNK):
             index.add_with_ids(x[start:min(n, start + CHUNK)], ids[start:min(n, start + CHUNK)])
         size = faiss.serialize_index(index).nbytes

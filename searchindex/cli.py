@@ -34,6 +34,7 @@ from .errors import SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
     from .captioning import CaptionProgress, CaptionSummary
+    from .exchange import ImportProgress
     from .index import Index, SearchResult
     from .indexer import IndexProgress, IndexSummary
 
@@ -73,12 +74,12 @@ def _open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
 
 
 @contextmanager
-def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgress], None]]:
+def _progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgress | ImportProgress], None]]:
     from tqdm import tqdm
 
     bar: Any = None
 
-    def update(p: IndexProgress | CaptionProgress) -> None:
+    def update(p: IndexProgress | CaptionProgress | ImportProgress) -> None:
         nonlocal bar
         if bar is None:
             # disable=None: no bar when stderr is not a terminal (CI, pipes).

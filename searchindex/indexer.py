@@ -310,9 +310,10 @@ def index_entries(
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
                                    initializer=_worker_init, initargs=(known,))
+        worker_spec: PixelSpec = spec
 
         def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
-            return [pool.submit(_load_in_worker, e, spec, max_megapixels) for e in batch]
+            return [pool.submit(_load_in_worker, e, worker_spec, max_megapixels) for e in batch]
     else:
         pool = ThreadPoolExecutor(max_workers=max(1, workers or default_workers()), thread_name_prefix="decode")
 
@@ -333,7 +334,9 @@ def index_entries(
 
     results_iter = engine.produce(todo, known, batch_size, max_megapixels) if engine is not None else produced()
     done = 0
-    with pool, contextlib.closing(results_iter):
+    with pool, contextlib.ExitStack() as stack:
+        if hasattr(results_iter, "close"):  # a generator: stopping early lets the engine clean up at once
+            stack.callback(results_iter.close)
         for results in results_iter:
             rows: list[NewImage] = []
             touched: list[tuple[int, int, int]] = []
@@ -398,7 +401,7 @@ def index_entries(
                     encoded = encoder.encode_pixels(inputs) if spec is not None else encoder.encode_batch(inputs)
                     for d, v in zip(raw, encoded, strict=True):
                         d.vector = v
-                vectors = [d.vector for d in to_encode]
+                vectors = [d.vector for d in to_encode if d.vector is not None]  # all of them, by now
                 for d, v in zip(to_encode, vectors, strict=True):
                     run_vectors[d.sha256] = (v, d.width, d.height, d.format)
                     known.add(d.sha256)  # later copies of this content are hashed, not decoded
