@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,8 @@ class RayEngine:
         encoder_workers: encoder actors (each loads the model once).
         num_gpus_per_worker: GPUs per encoder actor (0: CPU); the model then runs on ``cuda``.
         cpus_per_worker: CPUs each encoder actor reserves.
+        decode_cpus: CPUs each read/decode task reserves (0.5: two tasks per core, as the
+            local pipeline runs its decode processes beside the encoder).
         num_cpus: CPUs of a local instance (default: all).
         object_store_memory: bytes of a local instance's object store (default: Ray's).
         device, precision: as for the local path; ``None`` takes the index's.
@@ -134,6 +137,7 @@ class RayEngine:
     encoder_workers: int = 1
     num_gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
+    decode_cpus: float = 0.5
     num_cpus: int | None = None
     object_store_memory: int | None = None
     device: str | None = None
@@ -160,9 +164,11 @@ class RayEngine:
                                            os.environ.get("PYTHONPATH")) if p)
         if self.address is None:
             options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+        t0 = time.perf_counter()
         ray.init(**options)
         self._started = True
-        log.info("Ray: %s", "local instance started" if self.address is None else f"connected to {self.address}")
+        log.info("Ray: %s in %.1f s", "local instance started" if self.address is None else
+                 f"connected to {self.address}", time.perf_counter() - t0)
 
     def close(self) -> None:
         """Stop the local Ray instance this engine started (a cluster it joined keeps running)."""
@@ -198,6 +204,7 @@ class RayEngine:
             raise RuntimeError("RayEngine.bind must name the index's model first")
         spec, dim, device, precision = self._bound
         self.start()
+        t0 = time.perf_counter()
         probe = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.num_gpus_per_worker or None)(_probe_model)
         try:
             found, found_dim, pixel_spec = ray.get(probe.remote(spec, device, precision))
@@ -211,6 +218,7 @@ class RayEngine:
             raise ModelMismatchError(f"{spec.describe()} makes {found_dim}-d vectors on the Ray workers; "
                                      f"the index holds {dim}-d")
         self._model = (spec, dim, device, precision, pixel_spec)
+        log.info("Ray: the workers load %s (%d-d), checked in %.1f s", found.describe(), dim, time.perf_counter() - t0)
 
     def produce(self, entries: Sequence[FileEntry], known: set[str], batch_size: int,
                 max_megapixels: float) -> Iterator[list[Any]]:
@@ -231,7 +239,10 @@ class RayEngine:
         blocks = max(1, min(len(items) // max(1, batch_size), 1000))
         ds = ray.data.from_items(items, override_num_blocks=blocks)
         if pixel_spec is not None:
+            # Its own resources keep Ray Data from fusing decoding into the encoder actors, where it
+            # would run one file at a time per actor (on GPU nodes, too) instead of in parallel tasks.
             ds = ds.map_batches(_read_decode, batch_size=batch_size, batch_format="numpy",
+                                num_cpus=self.decode_cpus,
                                 fn_kwargs={"known": known, "pixel_spec": pixel_spec,
                                            "max_megapixels": max_megapixels})
         ds = ds.map_batches(
@@ -242,5 +253,11 @@ class RayEngine:
                                    "known": known if pixel_spec is None else set(),
                                    "max_megapixels": max_megapixels},
         )  # Ray Data restarts lost actors and retries their batches (max_restarts=-1 by default)
+        t0 = time.perf_counter()
+        first = True
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+            if first:
+                log.info("Ray: first batch back %.1f s after the pipeline started", time.perf_counter() - t0)
+                first = False
             yield [pickle.loads(b) for b in batch["record"]]
+        log.info("Ray: %d files through the pipeline in %.1f s", len(entries), time.perf_counter() - t0)
