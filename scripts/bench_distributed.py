@@ -48,9 +48,9 @@ def _index(folder: Path, index: Path, args: argparse.Namespace, engine: str) -> 
 def _commit_rate(dim: int, n: int = 5000, batch: int = 64) -> tuple[float, float]:
     """Images/s of the driver's catalog commits with vectors already computed (no decode, no model),
     and the catalog's bytes per image."""
-    from searchindex.catalog import Catalog, NewImage
-    from searchindex.encoders import ModelSpec
-    from searchindex.metadata import PhotoMetadata
+    from searchindex.models.spec import ModelSpec
+    from searchindex.store.catalog import Catalog
+    from searchindex.store.records import NewImage, PhotoMetadata
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--nodes", default="1,2,4,8,16,32,64", help="node counts of the scaling table")
     args = ap.parse_args()
 
-    from searchindex.synthetic import write_dataset
+    from searchindex.demo.synthetic import write_dataset
 
     print(f"{args.count} images of {args.size} px, model {args.model}/{args.pretrained or 'default'}, "
           f"Ray: local instance, {args.ray_cpus} CPUs, {args.encoder_workers} encoder worker(s); "

@@ -54,7 +54,7 @@ def test_round_trip_gives_identical_search_results(indexed: Path, tmp_path: Path
 def test_parquet_schema_is_what_other_tools_read(indexed: Path, tmp_path: Path) -> None:
     with Index.open(indexed) as a:
         a.export_embeddings(tmp_path / "e")
-        stored = a._catalog.embeddings_by_id([1], a.dim)[1]
+        stored = a.catalog.images.embeddings([1], a.dim)[1]
         dim = a.dim
     table = pq.read_table(tmp_path / "e" / "part-00000.parquet")
     kind = table.schema.field("embedding").type
@@ -70,8 +70,8 @@ def test_parquet_schema_is_what_other_tools_read(indexed: Path, tmp_path: Path) 
 def test_clip_retrieval_output_needs_its_model_stated(indexed: Path, tmp_path: Path) -> None:
     """clip-retrieval writes img_emb/*.npy and metadata/*.parquet with image_path and no model."""
     with Index.open(indexed) as a:
-        ids, vecs = next(a._catalog.embeddings_since(0, a.dim))
-        paths = [a._catalog.images_by_id([int(i)])[int(i)].path for i in ids]
+        ids, vecs = next(a.catalog.images.embeddings_since(0, a.dim))
+        paths = [a.catalog.images.by_id([int(i)])[int(i)].path for i in ids]
     out = tmp_path / "clip"
     (out / "img_emb").mkdir(parents=True)
     (out / "metadata").mkdir()
@@ -86,7 +86,7 @@ def test_clip_retrieval_output_needs_its_model_stated(indexed: Path, tmp_path: P
             c.import_embeddings(out, model="ViT-B-32", pretrained="none")
         summary = c.import_embeddings(out, model="tiny-shapes")
         assert (summary.imported, summary.failed) == (40, 0)
-        got = c._catalog.embeddings_by_id([1], c.dim)[1]
+        got = c.catalog.images.embeddings([1], c.dim)[1]
         assert float(got @ vecs[0]) > 0.999
 
 

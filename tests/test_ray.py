@@ -13,12 +13,12 @@ from click.testing import CliRunner
 
 from searchindex import Index, ModelMismatchError
 from searchindex.cli import cli
-from searchindex.synthetic import write_dataset
+from searchindex.demo.synthetic import write_dataset
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from searchindex.ray_engine import RayEngine  # noqa: E402
+from searchindex.ingest.ray_engine import RayEngine  # noqa: E402
 
 N_IMAGES = 200
 QUERIES = ("a red circle", "a blue square", "a green triangle", "a yellow star", "a purple heart")
@@ -43,8 +43,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def vectors_by_path(index: Index) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for ids, vecs in index._catalog.embeddings_since(0, index.dim):
-        facts = index._catalog.images_by_id(ids.tolist())
+    for ids, vecs in index.catalog.images.embeddings_since(0, index.dim):
+        facts = index.catalog.images.by_id(ids.tolist())
         out.update({facts[int(i)].path: v for i, v in zip(ids, vecs, strict=True)})
     return out
 
@@ -83,10 +83,10 @@ def test_other_weights_on_the_workers_are_refused_before_any_work(photos: Path, 
                                                                    local_ray: None) -> None:
     from safetensors.numpy import load_file, save_file
 
-    from searchindex.encoders import _builtin_models
+    from searchindex.models.spec import builtin_models
 
     model_dir = tmp_path / "model"
-    shutil.copytree(_builtin_models()["tiny-shapes"], model_dir)
+    shutil.copytree(builtin_models()["tiny-shapes"], model_dir)
     with Index.create(tmp_path / "m.idx", model=f"local-dir:{model_dir}", device="cpu") as index:
         weights = next(model_dir.glob("*.safetensors"))
         tensors = load_file(weights)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from searchindex import Index
-from searchindex.synthetic import write_dataset
+from searchindex.demo.synthetic import write_dataset
 
 from .test_ray import vectors_by_path
 
@@ -29,7 +29,7 @@ BATCH = 16
 DRIVER = """
 import sys
 from searchindex import Index
-from searchindex.ray_engine import RayEngine
+from searchindex.ingest.ray_engine import RayEngine
 with Index.create(sys.argv[2], model="tiny-shapes", device="cpu") as index:
     index.add_folder(sys.argv[1], batch_size={batch},
                      engine=RayEngine(num_cpus=2, object_store_memory=400 * 2**20))
@@ -89,7 +89,7 @@ def test_sigkilled_driver_resumes_without_redoing_committed_batches(tmp_path: Pa
     with Index.open(index) as resumed:
         assert resumed.count() == N_IMAGES
         got = vectors_by_path(resumed)
-        np.testing.assert_array_equal(resumed._fresh_vectors().ids(), np.sort(np.array(
-            [i for i, *_ in resumed._catalog.image_states().values()])))
+        np.testing.assert_array_equal(resumed.vectors.current().ids(), np.sort(np.array(
+            [i for i, *_ in resumed.catalog.images.states().values()])))
     assert got.keys() == want.keys()
     assert min(float(got[p] @ want[p]) for p in want) >= 0.999

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from searchindex.errors import IndexTypeError
-from searchindex.vectors import VectorIndex, add_shard, build_index, merge_shards, serialize_trained
+from searchindex.store.index_build import add_shard, build_index, merge_shards, serialize_trained
+from searchindex.store.vectors import VectorIndex
 
 
 def _data(n: int = 6000, dim: int = 32, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -59,19 +60,19 @@ def test_only_ivf_merges() -> None:
 
 def test_index_rebuilds_ivf_from_shards(tmp_path) -> None:
     from searchindex import Index
-    from searchindex.catalog import NewImage
+    from searchindex.store.records import NewImage
 
     ids, x = _data(3000, 64)
     with Index.create(tmp_path / "s.idx", model="tiny-shapes", device="cpu") as index:
         rows = [NewImage(f"/p/{i}.png", 1, 1, f"{i:064x}", 8, 8, "PNG", v) for i, v in zip(ids, x, strict=True)]
         for start in range(0, len(rows), 1000):
-            index._catalog.commit_batch(rows[start:start + 1000])
+            index.catalog.commit_batch(rows[start:start + 1000])
         report = index.optimize("IVF16,SQfp16", shards=3)
         assert report is not None and report.factory == "IVF16,SQfp16" and report.vectors == 3000
-        generation = index._catalog.generation()
+        generation = index.catalog.generation()
     with Index.open(tmp_path / "s.idx") as index:  # the merged index was saved with its generation
-        vecs = index._fresh_vectors()
+        vecs = index.vectors.current()
         assert (vecs.factory, vecs.ntotal, vecs.generation) == ("IVF16,SQfp16", 3000, generation)
         scores, found = vecs.search(x[:5], 1)
-        assert found[:, 0].tolist() == sorted(index._catalog.image_ids_by_path([f"/p/{i}.png" for i in ids[:5]])
+        assert found[:, 0].tolist() == sorted(index.catalog.images.ids_by_path([f"/p/{i}.png" for i in ids[:5]])
                                               .values())
