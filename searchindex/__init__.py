@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import _compat
 from .errors import (
+    EmbeddingFileError,
     FolderNotFoundError,
     ImageDecodeError,
     IndexExistsError,
@@ -47,6 +48,7 @@ _LAZY = {
     "ModelSpec": "models.spec", "Filters": "store.filters", "Query": "search.query", "Term": "search.query",
     "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
+    "ExportSummary": "ingest.exchange", "ImportSummary": "ingest.exchange",
 }
 
 
@@ -66,6 +68,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .index import Index
+    from .ingest.exchange import ExportSummary, ImportSummary
     from .models.captioners import Captioner, ItmScorer
     from .models.spec import ModelSpec
     from .results import (
@@ -90,6 +93,9 @@ if TYPE_CHECKING:
     from .store.records import ImageDetails
 
 __all__ = [
+    "EmbeddingFileError",
+    "ExportSummary",
+    "ImportSummary",
     "CaptionFailure",
     "Concept",
     "CaptionProgress",

@@ -82,3 +82,7 @@ class ParameterError(QueryError):
 
 class NotFoundError(SearchIndexError):
     """Something asked for by id or name is not in the index (an image id, a concept name)."""
+
+
+class EmbeddingFileError(SearchIndexError):
+    """An embedding file to import (or a folder to export into) cannot be used."""

@@ -53,6 +53,8 @@ from .store.vector_store import VectorStore
 from .store.vectors import DEFAULT_FACTORY, canonical_factory
 
 if TYPE_CHECKING:
+    from .ingest.exchange import ExportSummary, ImportProgress, ImportSummary
+    from .ingest.produce import Producer
     from .models.captioners import Captioner
     from .results import CaptionProgress, CaptionSummary, LabelReport
 
@@ -231,7 +233,8 @@ class Index:
     # -- indexing ---------------------------------------------------------
 
     def add_folder(self, folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
-                   index_type: str | None = None, **options: Any) -> IndexSummary:
+                   index_type: str | None = None, engine: str | Producer = "local",
+                   **options: Any) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
         New and modified files are encoded; unchanged ones (same path, size and mtime)
@@ -243,6 +246,11 @@ class Index:
             index_type: change the recorded FAISS index type (``auto`` or a factory
                 string; ``None`` keeps it); the vector index is rebuilt at the end of a
                 run when the recorded type wants another one than it has.
+            engine: where files are read, decoded and encoded: ``local`` (this
+                machine's worker pool), ``ray`` (a local Ray instance, started and
+                stopped here), or an engine object such as
+                :class:`searchindex.ingest.ray_engine.RayEngine` (a cluster, GPUs, actor
+                count).  Scanning, change detection, the lock and the commits stay here.
             options: ``progress``, ``batch_size``, ``workers``, ``max_megapixels``, ``stop``
                 and ``producer``, as for :func:`searchindex.ingest.indexer.index_entries`.
 
@@ -251,10 +259,23 @@ class Index:
             IndexLockedError: another process is writing to this index.
             IndexWriteError: the index folder cannot be written (disk full, read-only).
             IndexTypeError: FAISS cannot build ``index_type``.
+            ModelMismatchError: an engine's workers load other weights than the index's.
+            MissingExtraError: ``engine="ray"`` without Ray installed (``searchindex[ray]``).
         """
         t0 = time.perf_counter()
         wanted = self.vectors.check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        if engine == "ray":
+            from .ingest.ray_engine import RayEngine
+
+            engine = RayEngine()  # closed by the run when it ends (Producer.close)
+        elif isinstance(engine, str) and engine != "local":
+            raise ValueError(f"unknown engine {engine!r}; use 'local', 'ray' or an engine object")
+        if not isinstance(engine, str):
+            bind = getattr(engine, "bind", None)
+            if bind is not None:
+                bind(self.spec, self.dim, self.models.device, self.models.precision)
+            options["producer"] = engine
         skipped: list[str] = []
         entries = list(scan_folders(folders, skipped))
         with self._writing():
@@ -280,12 +301,16 @@ class Index:
         self.models.after_indexing()
         return summary
 
-    def optimize(self, index_type: str | None = None) -> BuildReport | None:
+    def optimize(self, index_type: str | None = None, *, shards: int | None = None) -> BuildReport | None:
         """Bring the vector index up to date and rebuild it if its type should change.
 
         What every indexing run does at its end, on its own: with ``index_type``
         (``auto`` or a factory string) the recorded choice changes first.  Returns
         how the index was rebuilt, or ``None`` when it kept its type.
+
+        Args:
+            shards: an IVF rebuild trains once and fills this many shards in parallel
+                threads, merged before the atomic save (default ``vectors.build_shards``, 1).
 
         Raises:
             IndexTypeError, IndexLockedError, IndexWriteError.
@@ -293,7 +318,12 @@ class Index:
         wanted = self.vectors.check_index_type(index_type)
         with self._writing():
             self.vectors.set_index_type(wanted)
-            return self.vectors.save()
+            before = self.vectors.build_shards
+            self.vectors.build_shards = shards or before
+            try:
+                return self.vectors.save()
+            finally:
+                self.vectors.build_shards = before
 
     @classmethod
     def reindex(cls, path: str | os.PathLike[str], model: str | None, pretrained: str | None = None, *,
@@ -445,6 +475,54 @@ class Index:
     def caption_counts(self) -> dict[str, int]:
         """Model -> number of images it has captioned."""
         return dict(self.catalog.captions.counts())
+
+    # -- embeddings as Parquet ----------------------------------------------
+
+    def export_embeddings(self, out: str | os.PathLike[str], *, layout: str = "parquet",
+                          rows_per_file: int | None = None) -> ExportSummary:
+        """Write every image's embedding, path, hash and metadata as Parquet under the new folder ``out``.
+
+        Args:
+            layout: ``parquet`` (one table with an ``embedding`` column) or
+                ``clip-retrieval`` (``img_emb/*.npy`` + ``metadata/*.parquet``);
+                see :mod:`searchindex.ingest.exchange`.
+
+        Raises:
+            EmbeddingFileError: ``out`` exists and is not empty.
+            MissingExtraError: pyarrow is not installed (``searchindex[parquet]``).
+        """
+        from .ingest.exchange import ROWS_PER_FILE, export_embeddings
+
+        return export_embeddings(self.catalog, self.spec, self.dim, out, layout=layout,
+                                 rows_per_file=rows_per_file or ROWS_PER_FILE)
+
+    def import_embeddings(
+        self, files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, model: str | None = None,
+        pretrained: str | None = None, base: str | os.PathLike[str] | None = None,
+        progress: Callable[[ImportProgress], None] | None = None,
+    ) -> ImportSummary:
+        """Add embeddings computed elsewhere (Parquet files or folders, either layout) to this index.
+
+        Rows are joined to the files on disk by ``image_path`` (relative paths
+        against ``base``), checked against ``sha256`` when the file has it; missing
+        or changed files are recorded as failures.  The files' model must be this
+        index's; files that do not record it (clip-retrieval's) need ``model``
+        (and ``pretrained``) to say which model made them.
+
+        Raises:
+            ModelMismatchError: another model or vector size (nothing is written).
+            EmbeddingFileError: a file is not a readable embedding file.
+            IndexLockedError, IndexWriteError, MissingExtraError.
+        """
+        from .ingest.exchange import import_embeddings
+
+        declared = resolve_model(model, pretrained) if model else None
+        paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+        with self._writing():
+            summary = import_embeddings(self.catalog, self.spec, self.dim, paths, declared=declared, base=base,
+                                        progress=progress)
+            self.vectors.save()
+        return summary
 
     # -- facts ------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Each command parses options, calls the library, and formats what comes back;
 library errors become one-line messages with a non-zero exit code.  One module
 per command group: :mod:`.indexing` (index, reindex, caption), :mod:`.searching`
 (search), :mod:`.tagging` (tag, tags), :mod:`.inspect` (info, errors,
-duplicates), :mod:`.serving` (serve), :mod:`.demo`; :mod:`.common` holds what they share.
+duplicates), :mod:`.serving` (serve), :mod:`.exchange` (export, import-embeddings),
+:mod:`.demo`; :mod:`.common` holds what they share.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import click
 
 from .. import __version__
-from . import demo, indexing, inspect, searching, serving, tagging
+from . import demo, exchange, indexing, inspect, searching, serving, tagging
 
 __all__ = ["cli", "main"]
 
@@ -42,7 +43,8 @@ def cli(verbose: int) -> None:
 
 
 for _command in (indexing.index, indexing.reindex, indexing.caption, searching.search, tagging.tag, tagging.tags,
-                 inspect.info, inspect.errors, inspect.duplicates, serving.serve, demo.demo):
+                 inspect.info, inspect.errors, inspect.duplicates, serving.serve, exchange.export,
+                 exchange.import_embeddings, demo.demo):
     cli.add_command(_command)
 
 

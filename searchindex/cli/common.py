@@ -18,6 +18,7 @@ from ..errors import ParameterError, SearchIndexError
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
     from ..index import Index
+    from ..ingest.exchange import ImportProgress
     from ..results import CaptionProgress, IndexProgress
 
 __all__ = ["DEVICE", "PRECISION", "display", "errors_as_click", "human_bytes", "index_option", "open_index",
@@ -61,12 +62,12 @@ def open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
 
 
 @contextmanager
-def progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgress], None]]:
+def progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgress | ImportProgress], None]]:
     from tqdm import tqdm
 
     bar: Any = None
 
-    def update(p: IndexProgress | CaptionProgress) -> None:
+    def update(p: IndexProgress | CaptionProgress | ImportProgress) -> None:
         nonlocal bar
         if bar is None:
             # disable=None: no bar when stderr is not a terminal (CI, pipes).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -56,11 +57,23 @@ if TYPE_CHECKING:
               help=f"Image-to-text model for --caption: hub id or local folder. Default: {DEFAULT_CAPTION_MODEL}.")
 @click.option("--caption-prompt", default=None,
               help="Prompt for --caption (conditional captioning, e.g. 'a photo of').")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where files are read, decoded and encoded: this machine's worker pool, or Ray Data "
+                   "(needs searchindex[ray]); scanning, change detection and commits stay here.")
+@click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+              help="With --engine ray: the cluster to join. Default: start a local Ray instance.")
+@click.option("--encoder-workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="With --engine ray: encoder actors (each loads the model once).")
+@click.option("--num-gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --engine ray: GPUs per encoder actor (the model then runs on CUDA).")
+@click.option("--ray-cpus", default=None, type=click.IntRange(min=1),
+              help="With --engine ray and no --ray-address: CPUs of the local instance (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
           index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
-          caption_prompt: str | None, as_json: bool) -> None:
+          caption_prompt: str | None, engine: str, ray_address: str | None, encoder_workers: int,
+          num_gpus_per_worker: float, ray_cpus: int | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
@@ -80,16 +93,29 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
 
     if (caption_model or caption_prompt) and not caption_after:
         raise click.UsageError("--caption-model and --caption-prompt need --caption")
+    ray_options = {"--ray-address": ray_address, "--encoder-workers": encoder_workers != 1,
+                   "--num-gpus-per-worker": num_gpus_per_worker, "--ray-cpus": ray_cpus}
+    if engine != "ray" and any(ray_options.values()):
+        raise click.UsageError(f"{', '.join(k for k, v in ray_options.items() if v)} need --engine ray")
     path = resolve_index_path(index_path)
     captions = None
-    with errors_as_click():
+    runner: Any = "local"
+    if engine == "ray":
+        from ..ingest.ray_engine import RayEngine
+
+        runner = RayEngine(address=ray_address, encoder_workers=encoder_workers,
+                           num_gpus_per_worker=num_gpus_per_worker, num_cpus=ray_cpus)
+    with errors_as_click(), contextlib.ExitStack() as cleanup:
+        if runner != "local":
+            cleanup.callback(runner.close)
         check_folders(folders)  # before an index is created for a mistyped folder
         idx = Index.open_or_create(path, model, pretrained, device=device, precision=precision,
                                    index_type=index_type)
         with idx, stop_on_sigint() as stop:
             with progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
-                                         max_megapixels=max_megapixels, stop=stop, index_type=index_type)
+                                         max_megapixels=max_megapixels, stop=stop, index_type=index_type,
+                                         engine=runner)
             if caption_after and not summary.interrupted:
                 with progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,

@@ -56,6 +56,10 @@ class VectorStore:
         self._current: VectorIndex | None = None
         self._saved = False  # whether the folder's vector file was checked and is current
         self._lock = threading.RLock()
+        #: Shards an IVF rebuild fills in parallel (trained once, merged).  1: on the 2-core reference
+        #: box 2 and 4 threaded shards added 1M vectors 1.4-2.5x slower than one index
+        #: (scripts/bench_scale.py), as FAISS already spreads one add over the cores.
+        self.build_shards = 1
 
     @property
     def index_type(self) -> str:
@@ -212,7 +216,7 @@ class VectorStore:
             sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
             try:
                 new, report = build_index(factory, self.dim, self.catalog.images.embeddings_since(0, self.dim),
-                                          (sample_ids, self.fetch(sample_ids)))
+                                          (sample_ids, self.fetch(sample_ids)), shards=self.build_shards)
             except (RuntimeError, MemoryError) as exc:
                 log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,
                             str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,

@@ -1,0 +1,111 @@
+"""Indexing on a local Ray instance (2 CPUs): same vectors, failures and results as the local path;
+another model on the workers is refused before any work."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from searchindex import Index, ModelMismatchError
+from searchindex.cli import cli
+from searchindex.demo.synthetic import write_dataset
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from searchindex.ingest.ray_engine import RayEngine  # noqa: E402
+
+N_IMAGES = 200
+QUERIES = ("a red circle", "a blue square", "a green triangle", "a yellow star", "a purple heart")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 2**20, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ray-photos")
+    write_dataset(folder, count=N_IMAGES, seed=21, size=64)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a truncated PNG
+    (folder / "empty.jpg").write_bytes(b"")
+    return folder
+
+
+def vectors_by_path(index: Index) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for ids, vecs in index.catalog.images.embeddings_since(0, index.dim):
+        facts = index.catalog.images.by_id(ids.tolist())
+        out.update({facts[int(i)].path: v for i, v in zip(ids, vecs, strict=True)})
+    return out
+
+
+def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: None) -> None:
+    with Index.create(tmp_path / "local.idx", model="tiny-shapes", device="cpu") as local:
+        expected = local.add_folder(photos, batch_size=32)
+        want = vectors_by_path(local)
+        want_hits = [[r.path for r in local.search(q, k=10)] for q in QUERIES]
+        want_failures = [(f.path, f.reason) for f in local.failures()]
+    progress: list = []
+    with Index.create(tmp_path / "ray.idx", model="tiny-shapes", device="cpu") as remote:
+        got_summary = remote.add_folder(photos, batch_size=32, progress=progress.append,
+                                        engine=RayEngine(encoder_workers=1))
+        got = vectors_by_path(remote)
+        got_hits = [[r.path for r in remote.search(q, k=10)] for q in QUERIES]
+        got_failures = [(f.path, f.reason) for f in remote.failures()]
+    assert (got_summary.indexed, got_summary.failed, got_summary.new) == (expected.indexed, expected.failed,
+                                                                          expected.new) == (N_IMAGES, 2, N_IMAGES)
+    assert got.keys() == want.keys()
+    cosines = np.array([float(got[p] @ want[p]) for p in want])
+    assert cosines.min() >= 0.999, cosines.min()
+    assert got_hits == want_hits
+    # Decode failures on the workers are recorded with the local path's reasons.
+    assert got_failures == want_failures and len(got_failures) == 2
+    assert any("empty file" in r for _, r in got_failures)
+    # Progress as locally: after every commit, ending with every file done.
+    assert progress[-1].done == progress[-1].total == N_IMAGES + 2 and len(progress) >= N_IMAGES // 32
+    # A re-run through Ray has nothing to do (committed files are unchanged).
+    with Index.open(tmp_path / "ray.idx") as remote:
+        again = remote.add_folder(photos, engine=RayEngine())
+    assert (again.indexed, again.unchanged) == (0, N_IMAGES + 2)
+
+
+def test_other_weights_on_the_workers_are_refused_before_any_work(photos: Path, tmp_path: Path,
+                                                                   local_ray: None) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    from searchindex.models.spec import builtin_models
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(builtin_models()["tiny-shapes"], model_dir)
+    with Index.create(tmp_path / "m.idx", model=f"local-dir:{model_dir}", device="cpu") as index:
+        weights = next(model_dir.glob("*.safetensors"))
+        tensors = load_file(weights)
+        name = sorted(tensors)[0]
+        tensors[name] = tensors[name] + 0.5  # the checkpoint changed where the workers load it
+        save_file(tensors, weights)
+        with pytest.raises(ModelMismatchError, match="Ray workers load"):
+            index.add_folder(photos, engine=RayEngine())
+        assert (index.count(), len(index.failures())) == (0, 0)
+
+
+def test_cli_engine_options(photos: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(cli, ["index", str(photos), "--index", str(tmp_path / "x.idx"), "--encoder-workers", "2"])
+    assert r.exit_code == 2 and "--encoder-workers need --engine ray" in r.output
+    with Index.create(tmp_path / "y.idx", model="tiny-shapes", device="cpu"):
+        pass
+    r = runner.invoke(cli, ["index", str(photos), "--index", str(tmp_path / "y.idx"), "--engine", "ray",
+                            "--model", "tiny-shapes", "--pretrained", "none"])
+    assert r.exit_code == 1 and "this index was built with tiny-shapes / builtin" in r.output
+    with Index.open(tmp_path / "y.idx") as index:
+        assert index.count() == 0
