@@ -49,7 +49,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .encoders import ModelSpec
-from .errors import IndexSchemaError
+from .errors import IndexCorruptError, IndexSchemaError
 from .metadata import PhotoMetadata
 from .migrations import FTS_TABLE_SQL, SCHEMA_VERSION, pending, refresh_text_index, upgrade
 from .query import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
@@ -332,7 +332,42 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur.execute(f"PRAGMA {pragma}")
         except sqlite3.OperationalError as exc:
             log.debug("PRAGMA %s refused: %s", pragma, exc)
+        except sqlite3.DatabaseError as exc:  # a damaged file: the first real statement reports it
+            log.debug("PRAGMA %s failed: %s", pragma, exc)
+            break
     cur.close()
+
+
+# SQLite's primary result codes for a damaged file (sqlite3 errors carry them since Python 3.11).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_DAMAGE_WORDS = ("malformed", "not a database", "corrupt")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True when ``exc`` (sqlite3 or SQLAlchemy) says the database file itself is damaged."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return True
+    return isinstance(orig, sqlite3.DatabaseError) and any(w in str(orig).lower() for w in _DAMAGE_WORDS)
+
+
+def damaged(path: Path, detail: object) -> IndexCorruptError:
+    """The one error users see for a damaged catalog: which file, and what to run."""
+    folder = path.parent
+    text = str(detail).strip()
+    return IndexCorruptError(
+        f"the catalog {path} is damaged ({text.splitlines()[0] if text else 'unreadable'}); "
+        f"run `searchindex check --index {folder}` for details and `searchindex repair --index {folder}` "
+        "to recover what can be read (the damaged file is kept aside)"
+    )
+
+
+def _raise_damage(path: Path) -> Callable[[Any], None]:
+    def handle_error(context: Any) -> None:
+        if is_damage(context.original_exception):
+            raise damaged(path, context.original_exception) from context.original_exception
+    return handle_error
 
 
 class Catalog:
@@ -353,6 +388,8 @@ class Catalog:
             url = f"sqlite:///{path}"
         engine = create_engine(url, future=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+        # Any statement that meets a damaged file raises IndexCorruptError naming it, not a traceback.
+        event.listen(engine, "handle_error", _raise_damage(path))
         return engine
 
     @classmethod
@@ -407,15 +444,30 @@ class Catalog:
             try:  # take (and drop) the write lock: fails at once on a read-only file or folder
                 raw.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
                 raw.rollback()
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc):
+                    engine.dispose()
+                    raise damaged(path, exc) from exc
+                raise
             finally:
                 raw.close()
-        except (OperationalError, sqlite3.OperationalError):
+        except (OperationalError, sqlite3.OperationalError) as exc:
             engine.dispose()
+            if is_damage(exc):
+                raise damaged(path, getattr(exc, "orig", exc)) from exc
             engine = cls._engine_for(path, read_only=True)
             writable = False
             log.info("%s is not writable: opened read-only", path)
         try:
             cls._upgrade(path, writable)
+        except IndexCorruptError as exc:
+            engine.dispose()
+            raise damaged(path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            engine.dispose()
+            if is_damage(exc):
+                raise damaged(path, exc) from exc
+            raise
         except BaseException:
             engine.dispose()
             raise

@@ -320,7 +320,11 @@ def _print_caption_summary(summary: CaptionSummary) -> None:
 
 @contextmanager
 def _stop_on_sigint() -> Iterator[threading.Event]:
-    """First Ctrl-C: finish the batch in flight, then stop. Second Ctrl-C: stop now."""
+    """First Ctrl-C or SIGTERM: finish the batch in flight, then stop. A second one: stop now.
+
+    SIGTERM (``kill``, a service manager, a container stopping) gets the same orderly
+    stop as Ctrl-C: the batch in flight is committed and the command says how to resume.
+    """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -330,13 +334,16 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo("\nStopping after the batch in flight is committed (Ctrl-C again to abort now)...", err=True)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        click.echo(f"\n{what}: stopping after the batch in flight is committed ({what} again to abort now)...",
+                   err=True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _display(path: str) -> str:

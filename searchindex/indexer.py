@@ -21,15 +21,11 @@ some file actually needs encoding.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
-import multiprocessing
 import os
-import signal
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,11 +34,13 @@ import numpy as np
 from .catalog import Catalog, FailureRecord, NewImage
 from .encoders import Encoder
 from .errors import ImageDecodeError
-from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
+from .fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileError, read_bounded
+from .images import DEFAULT_MAX_MEGAPIXELS, check_megapixels, decode_image
 from .keywords import read_texts, sidecar_signature
 from .metadata import PhotoMetadata, read_metadata
 from .pixels import PixelSpec, to_pixels
 from .scan import FileEntry
+from .workerpool import worker_pool
 
 __all__ = ["IndexProgress", "IndexSummary", "ProgressCallback", "index_entries"]
 
@@ -125,11 +123,10 @@ _worker_known: set[str] = set()
 def _worker_init(known: set[str]) -> None:
     global _worker_known
     _worker_known = known
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
-def _load_in_worker(entry: FileEntry, spec: PixelSpec, max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
-    return _load(entry, _worker_known, spec, max_megapixels)
+def _load_in_worker(entry: FileEntry, spec: PixelSpec, limits: ReadLimits) -> _Hashed | _Decoded | FailureRecord:
+    return _load(entry, _worker_known, spec, limits)
 
 
 def default_workers() -> int:
@@ -137,22 +134,49 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one file may cost: its size on disk and its pixel count."""
+
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+    def __post_init__(self) -> None:
+        check_megapixels(self.max_megapixels)
+        if self.max_file_bytes < 1:
+            raise ValueError(f"the file size limit must be positive, not {self.max_file_bytes}")
+
+
 def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
-          max_megapixels: float) -> _Hashed | _Decoded | FailureRecord:
+          limits: ReadLimits) -> _Hashed | _Decoded | FailureRecord:
     """Read and hash one file; decode and preprocess it only if its content is new.
 
     ``prepare`` is a :class:`PixelSpec` (pixels as ``uint8`` arrays, what worker
     processes do) or, for models whose preprocessing only open_clip knows, the
-    encoder itself (its tensor, in a thread of the encoder's process).
+    encoder itself (its tensor, in a thread of the encoder's process).  Never
+    raises: whatever goes wrong with this one file becomes its failure record.
     """
+    try:
+        return _load_one(entry, known, prepare, limits)
+    except MemoryError:
+        return FailureRecord(entry.path, entry.size, entry.mtime_ns, "out of memory while reading this file")
+    except Exception as exc:  # a reader or decoder bug must not stop a 200k-photo run
+        log.exception("unexpected error reading %s", entry.path)
+        return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"read error: {type(exc).__name__}: {exc}")
+
+
+def _load_one(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
+              limits: ReadLimits) -> _Hashed | _Decoded | FailureRecord:
     def fail(reason: str) -> FailureRecord:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, reason)
 
     try:
         if os.path.isdir(entry.path):
             return fail("a directory named like an image (its contents are scanned as a folder)")
-        with open(entry.path, "rb") as fh:
-            data = fh.read()
+        # Regular files only (a FIFO would block forever, /dev/zero never ends), of bounded size.
+        data, sha = read_bounded(entry.path, limits.max_file_bytes, digest=True)
+    except (NotRegularFileError, FileTooLargeError) as exc:
+        return fail(exc.strerror)
     except FileNotFoundError:
         if os.path.islink(entry.path):
             return fail(f"broken symbolic link (to {os.readlink(entry.path)})")
@@ -161,7 +185,7 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
         if exc.errno == errno.ELOOP:
             return fail("symbolic link loop")
         return fail(f"unreadable: {exc.strerror or exc}")
-    sha = hashlib.sha256(data).hexdigest()
+    assert sha is not None
     meta = read_metadata(data, entry.mtime_ns)
     # Signature first: a sidecar edited while it is being read is read again next run.
     sidecars = sidecar_signature(entry.path)
@@ -170,7 +194,8 @@ def _load(entry: FileEntry, known: set[str], prepare: PixelSpec | Encoder,
         return _Hashed(entry, sha, meta, texts, sidecars)
     try:
         min_side = prepare.min_side if isinstance(prepare, PixelSpec) else prepare.image_size
-        decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=min_side)
+        decoded = decode_image(data, entry.path, max_megapixels=limits.max_megapixels, min_side=min_side)
+        del data  # the pixels are what is needed from here on
         if isinstance(prepare, PixelSpec):
             pixels = to_pixels(decoded.image, prepare)
         else:
@@ -223,6 +248,7 @@ def index_entries(
     batch_size: int = 64,
     workers: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[_Counts, int, bool]:
@@ -233,6 +259,7 @@ def index_entries(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    limits = ReadLimits(max_megapixels, max_file_bytes)
     if workers is None:
         workers = default_workers()
     roots = [os.path.abspath(r) for r in roots]
@@ -277,27 +304,42 @@ def index_entries(
     spec = encoder.pixel_spec if encoder is not None else None
     prepare: PixelSpec | Encoder | None = spec or encoder
     pool: Executor
-    if workers > 0 and spec is not None and len(todo) >= PROCESS_MIN_FILES:
-        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                                   initializer=_worker_init, initargs=(known,))
+    n_threads = max(1, workers or default_workers())
+    in_processes = workers > 0 and spec is not None and len(todo) >= PROCESS_MIN_FILES
+    pool = worker_pool(workers, _worker_init, (known,)) if in_processes else \
+        ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="decode")
 
-        def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
-            return [pool.submit(_load_in_worker, e, spec, max_megapixels) for e in batch]
-    else:
-        pool = ThreadPoolExecutor(max_workers=max(1, workers or default_workers()), thread_name_prefix="decode")
+    def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
+        if isinstance(pool, ThreadPoolExecutor):
+            return [pool.submit(_load, e, known, prepare, limits) for e in batch]
+        return [pool.submit(_load_in_worker, e, spec, limits) for e in batch]
 
-        def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
-            return [pool.submit(_load, e, known, prepare, max_megapixels) for e in batch]
+    def collect(futures: list[Future[Any]], batch: Sequence[FileEntry]) -> list[Any]:
+        out = []
+        for f, e in zip(futures, batch, strict=True):
+            try:
+                out.append(f.result())
+            except BrokenExecutor:
+                raise
+            except Exception as exc:  # e.g. a result that cannot be sent back from a worker
+                out.append(FailureRecord(e.path, e.size, e.mtime_ns, f"read error: {type(exc).__name__}: {exc}"))
+        return out
 
     def source_for(sha: str) -> int | None:
         ids = by_sha.get(sha) or []
         return ids[0] if ids else None
 
-    with pool:
+    try:
         ahead = submit(pool, batches[0]) if batches else []
         for i in range(len(batches)):
-            results = [f.result() for f in ahead]
+            try:
+                results = collect(ahead, batches[i])
+            except BrokenExecutor:
+                # A worker was killed (the OOM killer, a signal): go on in threads rather than lose the run.
+                log.warning("a decode worker process died; decoding the rest of this run in threads")
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="decode")
+                results = collect(submit(pool, batches[i]), batches[i])
             ahead = submit(pool, batches[i + 1]) if i + 1 < len(batches) else []
             rows: list[NewImage] = []
             touched: list[tuple[int, int, int]] = []
@@ -337,7 +379,7 @@ def index_entries(
                 elif isinstance(r, _Decoded):
                     to_encode.append(r)
                 else:  # content known when the batch was read, gone since: decode now
-                    again = _load(e, set(), prepare, max_megapixels)  # type: ignore[arg-type]
+                    again = _load(e, set(), prepare, limits)  # type: ignore[arg-type]
                     if isinstance(again, _Decoded):
                         to_encode.append(again)
                     else:
@@ -381,8 +423,9 @@ def index_entries(
                 progress(IndexProgress(done, len(todo), counts.indexed, len(counts.failures)))
             if stop is not None and stop.is_set() and i + 1 < len(batches):
                 interrupted = True
-                pool.shutdown(wait=True, cancel_futures=True)
                 break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
     # Rows indexed before photo metadata existed: read headers only, never re-encode.
     if backfill and not interrupted:
