@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .errors import (
     FolderNotFoundError,
     ImageDecodeError,
+    IndexCorruptError,
     IndexExistsError,
     IndexLockedError,
     IndexNotFoundError,
@@ -41,6 +42,7 @@ _LAZY = {
     "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
     "Captioner": "captioning", "CaptionProgress": "captioning", "CaptionSummary": "captioning",
     "ItmScorer": "captioning",
+    "CheckReport": "integrity", "Finding": "integrity", "RepairReport": "integrity",
 }
 
 
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from .fewshot import FewShotFit, FewShotReranker
     from .index import Index, IndexInfo, SearchResult
     from .indexer import IndexProgress, IndexSummary
+    from .integrity import CheckReport, Finding, RepairReport
     from .query import Filters, Query, Term
     from .tagging import LabelReport
 
@@ -71,14 +74,17 @@ __all__ = [
     "CaptionProgress",
     "CaptionSummary",
     "Captioner",
+    "CheckReport",
     "DuplicateGroup",
     "DuplicateImage",
     "FewShotFit",
     "FewShotReranker",
     "Filters",
+    "Finding",
     "FolderNotFoundError",
     "ImageDecodeError",
     "Index",
+    "IndexCorruptError",
     "IndexExistsError",
     "IndexInfo",
     "IndexLockedError",
@@ -95,6 +101,7 @@ __all__ = [
     "ModelMismatchError",
     "Query",
     "QueryError",
+    "RepairReport",
     "SearchIndexError",
     "SearchResult",
     "Term",

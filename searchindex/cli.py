@@ -25,6 +25,7 @@ from .defaults import (
     DEFAULT_CAPTION_MODEL,
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_ITM_MODEL,
+    DEFAULT_MAX_FILE_MB,
     DEFAULT_MAX_MEGAPIXELS,
     DEFAULT_POOL,
     DEFAULT_RERANK_TOP,
@@ -35,9 +36,19 @@ if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a c
     from .captioning import CaptionProgress, CaptionSummary
     from .index import Index, SearchResult
     from .indexer import IndexProgress, IndexSummary
+    from .integrity import CheckReport
 
 _DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _PRECISION = click.Choice(["auto", "fp32", "bf16", "int8", "fp16", "onnx"])
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse nan and inf, which click's FloatRange lets through (nan compares false with every bound)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def _index_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,7 +141,9 @@ def cli(verbose: int) -> None:
               help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32.")
 @click.option("--device", type=_DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
-              help="Larger images are recorded as failures (decompression-bomb guard).")
+              callback=_finite, help="Larger images are recorded as failures (decompression-bomb guard).")
+@click.option("--max-file-mb", default=DEFAULT_MAX_FILE_MB, show_default=True, type=click.IntRange(min=1),
+              help="Larger files are recorded as failures without being read.")
 @click.option("--index-type", default=None, metavar="FACTORY_STRING",
               help="FAISS index type: 'auto' (exact below 100k images, IVF above; the default for new indexes) "
                    "or an index_factory string such as IVF1024,SQ8. Recorded in the index; the vector index "
@@ -145,7 +158,7 @@ def cli(verbose: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
-          index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
+          max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
           caption_prompt: str | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
@@ -175,7 +188,8 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
         with idx, _stop_on_sigint() as stop:
             with _progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
-                                         max_megapixels=max_megapixels, stop=stop, index_type=index_type)
+                                         max_megapixels=max_megapixels, stop=stop, index_type=index_type,
+                                         max_file_bytes=max_file_mb * 1024 * 1024)
             if caption_after and not summary.interrupted:
                 with _progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
@@ -666,6 +680,81 @@ def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) 
     elif not as_json:
         copies = sum(len(g.images) - 1 for g in groups)
         click.echo(f"{len(groups)} groups, {copies} copies besides the best ones.", err=True)
+
+
+def _print_findings(report: CheckReport) -> None:
+    for f in report.findings:
+        click.echo(f"{f.severity}: {f.area}: {_display(f.message)}")
+        for p in f.paths:
+            click.echo(f"    {_display(p)}")
+        if f.count > len(f.paths) and f.paths:
+            click.echo(f"    ... and {f.count - len(f.paths)} more")
+
+
+@cli.command()
+@_index_option
+@click.option("--no-files", is_flag=True, help="Skip comparing the catalog with the files on disk (a stat per image).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def check(index_path: Path | None, no_files: bool, as_json: bool) -> None:
+    """Check an index for damage without changing it; exit code 1 when something is damaged.
+
+    Runs SQLite's integrity check on the catalog, compares the vector file with the
+    catalog (generation, dimension, count, ids, the vectors themselves), the catalog
+    with the disk (missing, changed, unreadable files), and lists temporary files
+    left by an interrupted writer. Errors need `searchindex repair`; warnings are
+    dealt with by the next `index` run (or by repair).
+    """
+    from .index import Index
+
+    path = _resolve_index_path(index_path)
+    with _errors():
+        report = Index.check(path, files=not no_files)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        _print_findings(report)
+        errors_ = sum(f.severity == "error" for f in report.findings)
+        warnings_ = len(report.findings) - errors_
+        state = "OK" if report.ok else "DAMAGED: run `searchindex repair`"
+        click.echo(f"{path}: {state} ({report.images if report.images is not None else '?'} images, "
+                   f"{report.vectors if report.vectors is not None else '?'} vectors, {errors_} errors, "
+                   f"{warnings_} warnings).")
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def repair(index_path: Path | None, as_json: bool) -> None:
+    """Repair an index: recover a damaged catalog, rebuild the vector file, remove leftovers.
+
+    A damaged catalog is kept aside as catalog.sqlite.damaged-TIME and every row that
+    can still be read is copied into a fresh one; the vector file is rebuilt from the
+    catalog; temporary files of interrupted writers are removed. Photos are never
+    touched. Ends with a check of the result (exit code 1 if it still finds damage).
+    """
+    from .index import Index
+
+    path = _resolve_index_path(index_path)
+    with _errors():
+        report = Index.repair(path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        if report.catalog_recovered:
+            lost = sum(report.rows_lost.values())
+            click.echo(f"Catalog recovered: {report.rows_recovered.get('images', 0)} images"
+                       + (f"; {lost} unreadable rows lost (index the photo folders again to add back "
+                          "images whose rows were lost)" if lost else "")
+                       + f". The damaged file is kept as {report.damaged_copy}.")
+        click.echo(f"Vector file rebuilt from the catalog ({report.vectors_rebuilt} vectors).")
+        if report.removed:
+            click.echo(f"Removed {len(report.removed)} leftover files of the index: {', '.join(report.removed)}")
+        if report.check is not None:
+            _print_findings(report.check)
+    if report.check is not None and not report.check.ok:
+        sys.exit(1)
 
 
 @cli.command()

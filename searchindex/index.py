@@ -31,9 +31,11 @@ from .errors import (
     ModelMismatchError,
     QueryError,
 )
+from .fileio import DEFAULT_MAX_FILE_BYTES
 from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
-from .indexer import IndexSummary, ProgressCallback, index_entries
+from .indexer import IndexSummary, ProgressCallback, ReadLimits, index_entries
+from .integrity import CheckReport, RepairReport, check_index, repair_index
 from .lock import WriterLock
 from .onnxmodels import TextEncoder, export_text_tower, load_text_encoder, text_backend, tower_key
 from .query import Filters, Query, Term, auto_cutoff, combine
@@ -294,6 +296,28 @@ class Index:
             raise IndexNotFoundError(f"no index at {folder} (create one with `searchindex index FOLDER`)")
         return cls(folder, Catalog.open(folder), device=device, precision=precision)
 
+    @staticmethod
+    def check(path: str | os.PathLike[str], *, files: bool = True) -> CheckReport:
+        """Check the index at ``path`` without changing it: the catalog's integrity, the vector
+        file against the catalog, the catalog against the disk (unless ``files=False``), and
+        leftover temporary files.  Works on an index too damaged to open.
+
+        Raises:
+            IndexNotFoundError: no index at ``path``.
+        """
+        return check_index(path, files=files)
+
+    @staticmethod
+    def repair(path: str | os.PathLike[str]) -> RepairReport:
+        """Repair the index at ``path``: recover a damaged catalog into a fresh one (the damaged
+        file is kept aside), rebuild the vector file, remove the index's own leftovers; never
+        touches a photo.  Returns what was done and a check of the result.
+
+        Raises:
+            IndexNotFoundError, IndexLockedError, IndexCorruptError (nothing readable to recover).
+        """
+        return repair_index(path)
+
     def check_model(self, model: str | None, pretrained: str | None) -> None:
         """Raise :class:`ModelMismatchError` unless ``model``/``pretrained`` match this index.
 
@@ -445,6 +469,7 @@ class Index:
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         stop: threading.Event | None = None,
         index_type: str | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
@@ -460,7 +485,10 @@ class Index:
             batch_size: images encoded per model call and committed per transaction.
             workers: decoding processes (default: one per CPU, at most 8; runs of
                 fewer than 256 files use threads); 0 decodes in threads.
-            max_megapixels: larger images are recorded as failures (decompression bombs).
+            max_megapixels: larger images are recorded as failures (decompression bombs);
+                a positive, finite number (Pillow's own limit is raised to it).
+            max_file_bytes: larger files are recorded as failures without being read
+                (default :data:`searchindex.fileio.DEFAULT_MAX_FILE_BYTES`, 1 GiB).
             stop: when set (e.g. from a SIGINT handler), the run ends after the batch
                 in flight is committed; the summary says ``interrupted``.
             index_type: change the recorded FAISS index type (``auto`` or a factory
@@ -475,13 +503,15 @@ class Index:
             IndexTypeError: FAISS cannot build ``index_type``.
         """
         t0 = time.perf_counter()
+        ReadLimits(max_megapixels, max_file_bytes)  # ValueError before any work
         wanted = self._check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         entries = list(scan_folders(folders))
         with self._writing(), WriterLock(self.path):
             self._set_index_type(wanted)
             return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
-                                       workers=workers, max_megapixels=max_megapixels, progress=progress,
+                                       workers=workers, max_megapixels=max_megapixels,
+                                       max_file_bytes=max_file_bytes, progress=progress,
                                        stop=stop)
 
     def optimize(self, index_type: str | None = None) -> BuildReport | None:

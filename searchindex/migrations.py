@@ -176,12 +176,12 @@ def _version(db: sqlite3.Connection) -> int:
     if row is None:
         columns = {r[1] for r in db.execute("PRAGMA table_info(images)")}
         if "taken_at" in columns:
-            raise IndexCorruptError("its schema_version record is missing")
+            raise IndexCorruptError("the schema_version record is missing")
         return 1
     try:
         return int(row[0])
     except (TypeError, ValueError):
-        raise IndexCorruptError(f"its schema_version record is {str(row[0])[:40]!r}, not a number") from None
+        raise IndexCorruptError(f"the schema_version record is {str(row[0])[:40]!r}, not a number") from None
 
 
 def pending(db: sqlite3.Connection) -> list[Migration]:
