@@ -183,8 +183,11 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             idx = Index.open(path, device=device, precision=precision)
             idx.check_model(model, pretrained)
         else:
-            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision,
-                               index_type=index_type or "auto")
+            if index_type not in (None, "auto"):
+                from .vectors import canonical_factory
+
+                canonical_factory(index_type)  # a bad type creates nothing; add_folder records a good one
+            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision)
         with idx, _stop_on_sigint() as stop:
             with _progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
@@ -576,8 +579,11 @@ def tag(index_path: Path | None, labels: str | None, labels_file: Path | None, t
         if labels is not None or labels_file is not None:
             text = labels or ""
             if labels_file is not None:
+                from .fileio import read_bounded
+
                 try:
-                    text += "\n" + labels_file.read_text(encoding="utf-8")
+                    data, _ = read_bounded(labels_file, 1024 * 1024)  # a list of labels, not /dev/zero
+                    text += "\n" + data.decode("utf-8", "replace")
                 except OSError as exc:
                     raise click.ClickException(f"cannot read {labels_file}: {exc.strerror or exc}") from None
             names = parse_labels(text)

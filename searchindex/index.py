@@ -31,7 +31,7 @@ from .errors import (
     ModelMismatchError,
     QueryError,
 )
-from .fileio import DEFAULT_MAX_FILE_BYTES
+from .fileio import DEFAULT_MAX_FILE_BYTES, INT64_MAX, read_bounded
 from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .indexer import IndexSummary, ProgressCallback, ReadLimits, index_entries
@@ -47,6 +47,7 @@ from .vectors import (
     VectorIndex,
     build_index,
     canonical_factory,
+    check_trainable,
     latest_vector_file,
     planned_factory,
     train_size,
@@ -267,6 +268,8 @@ class Index:
         folder = Path(path).expanduser()
         if cls.exists(folder):
             raise IndexExistsError(f"an index already exists at {folder}")
+        if folder.exists() and not folder.is_dir():  # fail before loading the model
+            raise IndexWriteError(f"cannot create an index at {folder}: it exists and is not a folder")
         if index_type != "auto":
             canonical_factory(index_type)  # fail before loading the model
         spec = resolve_model(model, pretrained)
@@ -274,11 +277,17 @@ class Index:
         encoder = load_encoder(spec, device, precision)
         if index_type != "auto":
             index_type = canonical_factory(index_type, encoder.dim)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Every index starts exact and empty; the first run that ends with enough
-        # vectors builds the requested (or auto-chosen) type.
-        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
-                                 meta={"faiss_index_type": index_type})
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # Every index starts exact and empty; the first run that ends with enough
+            # vectors builds the requested (or auto-chosen) type.
+            catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
+                                     meta={"faiss_index_type": index_type})
+        except (OSError, sqlalchemy.exc.OperationalError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "orig", exc)
+            if isinstance(exc, FileExistsError) or (folder.exists() and not folder.is_dir()):
+                reason = "it exists and is not a folder"
+            raise IndexWriteError(f"cannot create an index at {folder}: {reason}") from exc
         index = cls(folder, catalog, device=device, precision=precision)
         index._encoder = encoder
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
@@ -504,9 +513,9 @@ class Index:
         """
         t0 = time.perf_counter()
         ReadLimits(max_megapixels, max_file_bytes)  # ValueError before any work
-        wanted = self._check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         entries = list(scan_folders(folders))
+        wanted = self._check_index_type(index_type, self._catalog.count() + len(entries))
         with self._writing(), WriterLock(self.path):
             self._set_index_type(wanted)
             return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
@@ -529,10 +538,14 @@ class Index:
             self._set_index_type(wanted)
             return self._save_vectors()
 
-    def _check_index_type(self, index_type: str | None) -> str | None:
+    def _check_index_type(self, index_type: str | None, most: int | None = None) -> str | None:
+        """``index_type`` checked (without building it) and canonical; ``most``: the most vectors the
+        index can hold once the operation is done, refused when too few to ever train the type."""
         if index_type is None or index_type == "auto":
             return index_type
-        return canonical_factory(index_type, self.dim)
+        factory = canonical_factory(index_type, self.dim)
+        check_trainable(factory, self._catalog.count() if most is None else most)
+        return factory
 
     def _set_index_type(self, index_type: str | None) -> None:
         if index_type is not None and index_type != self._index_type:
@@ -830,7 +843,7 @@ class Index:
 
     def _encode_file(self, path: str | os.PathLike[str], what: str) -> np.ndarray:
         try:
-            data = Path(path).expanduser().read_bytes()
+            data, _ = read_bounded(Path(path).expanduser())  # a regular file of bounded size only
         except OSError as exc:
             raise QueryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
         try:
@@ -846,6 +859,9 @@ class Index:
         vectors: list[np.ndarray] = []
         ids: list[int] = []
         wanted_ids = [int(x) for x in shots if isinstance(x, (int, np.integer))]
+        for i in wanted_ids:
+            if not 0 <= i <= INT64_MAX:
+                raise QueryError(f"no image with id {i} in this index ({what} example)")
         stored = self._catalog.embeddings_by_id(wanted_ids, self.dim) if wanted_ids else {}
         paths = [x for x in shots if not isinstance(x, (int, np.integer))]
         by_path = self._catalog.image_ids_by_path(

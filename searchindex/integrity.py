@@ -41,6 +41,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .errors import IndexCorruptError, IndexNotFoundError, IndexSchemaError
+from .fileio import clamp_int64
 
 __all__ = ["CheckReport", "Finding", "RepairReport", "check_index", "repair_index"]
 
@@ -248,7 +249,7 @@ def _file_findings(rows: list[tuple[str, int, int]]) -> list[Finding]:
             continue
         if not stat.S_ISREG(st.st_mode) or not os.access(path, os.R_OK):
             unreadable.append(path)
-        elif st.st_size != size or min(st.st_mtime_ns, 2**63 - 1) != mtime_ns:
+        elif st.st_size != size or clamp_int64(st.st_mtime_ns) != mtime_ns:
             changed.append(path)
     out = []
     for paths, what in ((missing, "indexed files are missing"), (changed, "indexed files changed since"),
