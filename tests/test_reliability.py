@@ -343,7 +343,7 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(small_folder: Path, tmp_pa
         subprocess.run(["umount", str(disk)], check=False)
 
 
-# -- check and repair ---------------------------------------------------------------------------------------------------
+# -- check and repair ----------------------------------------------------------------------------------------------
 
 
 def test_check_finds_nothing_on_a_healthy_index_and_json(built: Path, runner: CliRunner) -> None:
