@@ -92,8 +92,9 @@ def decode_image(
     if not data:
         raise ImageDecodeError(name, "empty file")
     _lift_pillow_limit(max_megapixels)
-    if data[:8] == _PNG_SIGNATURE and png_text_bytes(data) > MAX_METADATA_BYTES:
-        # Pillow would read (and copy) every text chunk before the pixels; they carry nothing we decode.
+    if data[:8] == _PNG_SIGNATURE and _png_text_costly(data):
+        # Pillow reads (and copies, or inflates) every text chunk before the pixels, and refuses the
+        # whole image over a compressed one that inflates too far; they carry nothing we decode.
         data = strip_png_text(data)
     if data[8:12] in _HEIF_BRANDS and data[4:8] == b"ftyp" and not _register_heif():
         raise ImageDecodeError(
@@ -164,6 +165,13 @@ def png_text_bytes(data: bytes) -> int:
     if data[:8] != _PNG_SIGNATURE:
         return 0
     return sum(end - start for kind, start, end in _png_chunks(data) if kind in _PNG_TEXT_CHUNKS)
+
+
+def _png_text_costly(data: bytes) -> bool:
+    """Large text chunks, or compressed ones (which may inflate without bound)."""
+    chunks = _png_chunks(data)
+    return (any(kind in (b"zTXt", b"iTXt") for kind, _, _ in chunks)
+            or sum(end - start for kind, start, end in chunks if kind in _PNG_TEXT_CHUNKS) > MAX_METADATA_BYTES)
 
 
 def strip_png_text(data: bytes) -> bytes:

@@ -168,6 +168,17 @@ def test_a_huge_png_text_chunk_is_not_read(tmp_path: Path) -> None:
     assert peak < 2 * len(data)  # Pillow alone made several 30 MB copies
 
 
+def test_a_compressed_text_bomb_does_not_cost_the_image() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(buf, "PNG")
+    png = buf.getvalue()
+    body = b"Comment\0\0" + zlib.compress(b"x" * (64 << 20), 9)  # 64 KB that inflate to 64 MB
+    chunk = len(body).to_bytes(4, "big") + b"zTXt" + body + zlib.crc32(b"zTXt" + body).to_bytes(4, "big")
+    data = png[:33] + chunk + png[33:]
+    assert decode_image(data, "bomb.png").image.getpixel((0, 0)) == (0, 0, 255)
+    assert read_embedded_texts(data) == []
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims ``width`` x ``height`` (greyscale) with one tiny, truncated IDAT."""
     def chunk(kind: bytes, body: bytes) -> bytes:
