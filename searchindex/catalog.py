@@ -370,6 +370,21 @@ def _raise_damage(path: Path) -> Callable[[Any], None]:
     return handle_error
 
 
+def check_meta(db: sqlite3.Connection) -> None:
+    """Raise :class:`IndexCorruptError` unless the records every index has are there and well-formed."""
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError as exc:  # an empty file is a valid, empty SQLite database
+        raise IndexCorruptError(f"it has no readable meta table ({exc})") from None
+    missing = [k for k in ("model", "pretrained", "dim") if k not in meta]
+    if missing:
+        raise IndexCorruptError(f"the {', '.join(missing)} record(s) are missing")
+    for key in ("dim", "generation"):
+        value = str(meta.get(key, "0"))
+        if not value.isdigit() or (key == "dim" and int(value) == 0):
+            raise IndexCorruptError(f"the {key} record is {value[:40]!r}, not a valid number")
+
+
 class Catalog:
     """SQLite catalog of one index folder."""
 
@@ -480,6 +495,7 @@ class Catalog:
         else:
             db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True)
         try:
+            check_meta(db)
             todo = pending(db)
             if todo and not writable:
                 raise IndexSchemaError(

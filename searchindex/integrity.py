@@ -149,11 +149,15 @@ def _catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]
             found.append(Finding("error", "catalog", f"the schema cannot be read: {exc}"))
     finally:
         db.close()
-    for key in ("model", "pretrained", "dim"):
-        if key not in meta:
-            found.append(Finding("error", "catalog", f"the {key!r} record is missing"))
-    if not (meta.get("dim") or "").isdigit() or not (meta.get("generation") or "0").isdigit():
-        found.append(Finding("error", "catalog", "the dim or generation record is not a number"))
+    from .catalog import check_meta
+
+    db = _connect_ro(path)
+    try:
+        check_meta(db)
+    except IndexCorruptError as exc:
+        found.append(Finding("error", "catalog", str(exc)))
+    finally:
+        db.close()
     if any(f.severity == "error" for f in found):
         return found, None
     return found, meta
@@ -432,6 +436,16 @@ def _recover_catalog(folder: Path) -> tuple[Path, dict[str, int], dict[str, int]
                     continue
                 recovered[table], lost[table] = _salvage(src, dst, table, columns)
             meta = dict(dst.execute("SELECT key, value FROM meta").fetchall())
+            if not str(meta.get("dim", "")).isdigit() or int(meta["dim"]) == 0:
+                # The embeddings say what the dimension is (4 bytes per float32).
+                row = dst.execute("SELECT length(embedding), count(*) FROM images GROUP BY 1 "
+                                  "ORDER BY 2 DESC LIMIT 1").fetchone()
+                if row and row[0] and row[0] % 4 == 0:
+                    meta["dim"] = str(row[0] // 4)
+                    dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dim', ?)", (meta["dim"],))
+                    dst.execute("DELETE FROM images WHERE length(embedding) != ?", (row[0],))
+                else:
+                    meta.pop("dim", None)
             missing = [k for k in ("model", "pretrained", "dim") if k not in meta]
             if missing:
                 raise IndexCorruptError(f"the catalog's {', '.join(missing)} record(s) cannot be read, so the index "
@@ -483,7 +497,7 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
         recovered: dict[str, int] = {}
         lost: dict[str, int] = {}
         if meta is None:
-            log.warning("catalog damaged (%s); recovering its readable rows", findings[0].message)
+            log.info("catalog damaged (%s); recovering its readable rows", findings[0].message)
             aside, recovered, lost = _recover_catalog(folder)
         catalog = Catalog.open(folder)
         try:

@@ -246,12 +246,16 @@ def _damage(path: Path, how: str) -> None:
     elif how == "pages":
         data[4096 * 3: 4096 * 6] = np.random.default_rng(2).bytes(4096 * 3)
         catalog.write_bytes(bytes(data))
+    elif how == "empty":
+        catalog.write_bytes(b"")  # a valid, empty SQLite database
     else:
         db = sqlite3.connect(catalog)
-        if how == "garbage-version":
-            db.execute("UPDATE meta SET value = 'x1' WHERE key = 'schema_version'")
-        else:
-            db.execute("DELETE FROM meta WHERE key = 'schema_version'")
+        db.execute({
+            "garbage-version": "UPDATE meta SET value = 'x1' WHERE key = 'schema_version'",
+            "missing-version": "DELETE FROM meta WHERE key = 'schema_version'",
+            "garbage-dim": "UPDATE meta SET value = 'sixty' WHERE key = 'dim'",
+            "missing-model": "DELETE FROM meta WHERE key = 'model'",
+        }[how])
         db.commit()
         db.close()
 
@@ -263,7 +267,8 @@ def built(small_folder: Path, tmp_path: Path) -> Path:
     return tmp_path / "idx"
 
 
-@pytest.mark.parametrize("how", ["truncate", "random", "pages", "garbage-version", "missing-version"])
+@pytest.mark.parametrize("how", ["truncate", "random", "pages", "empty", "garbage-version", "missing-version",
+                                 "garbage-dim", "missing-model"])
 def test_a_damaged_catalog_is_one_clear_error(built: Path, how: str, runner: CliRunner) -> None:
     _damage(built, how)
     with pytest.raises(IndexCorruptError) as caught:
@@ -401,6 +406,14 @@ def test_repair_recovers_a_catalog_keeps_the_damaged_file_and_touches_no_photo(b
         assert index.add_folder(small_folder, workers=0).unchanged == 40
 
 
+def test_repair_infers_a_garbage_dimension_from_the_embeddings(built: Path) -> None:
+    _damage(built, "garbage-dim")
+    report = Index.repair(built)
+    assert report.catalog_recovered and report.rows_recovered["images"] == 40
+    with Index.open(built) as index:
+        assert index.dim == 64 and len(index.search("a red circle", k=3)) == 3
+
+
 def test_repair_of_overwritten_pages_recovers_what_it_can(built: Path, small_folder: Path) -> None:
     _damage(built, "pages")
     report = Index.repair(built)
@@ -412,8 +425,9 @@ def test_repair_of_overwritten_pages_recovers_what_it_can(built: Path, small_fol
         assert index.count() == 40 and summary.indexed + summary.duplicates + summary.unchanged >= 40 - recovered
 
 
-def test_repair_of_an_unreadable_catalog_changes_nothing(built: Path) -> None:
-    _damage(built, "random")
+@pytest.mark.parametrize("how", ["random", "missing-model"])
+def test_repair_of_an_unrecoverable_catalog_changes_nothing(built: Path, how: str) -> None:
+    _damage(built, how)
     before = (built / "catalog.sqlite").read_bytes()
     with pytest.raises(IndexCorruptError, match="cannot be recovered"):
         Index.repair(built)
