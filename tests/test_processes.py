@@ -63,6 +63,32 @@ def test_python_c_and_exec_in_a_notebook_like_namespace(many: Path, tmp_path: Pa
     assert done.returncode == 0 and done.stdout.strip() == f"indexed {N} failed 0", done.stderr
 
 
+SERVER = """\
+import threading, time
+from concurrent.futures import ThreadPoolExecutor
+from searchindex import Index
+
+busy = threading.Event()
+def spin():  # another request being served meanwhile
+    while not busy.is_set():
+        sum(range(1000))
+threading.Thread(target=spin, daemon=True).start()
+with ThreadPoolExecutor(2) as handlers:  # a request handler thread runs the indexing, as a web server would
+    summary = handlers.submit(lambda: Index.create({index!r}, model="tiny-shapes", device="cpu")
+                              .add_folder({folder!r}, workers=2)).result()
+busy.set()
+print("indexed", summary.indexed, "failed", summary.failed)
+"""
+
+
+def test_indexing_from_a_handler_thread_of_a_busy_process(many: Path, tmp_path: Path) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(SERVER.format(index=str(tmp_path / "s.idx"), folder=str(many)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_env(),
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == f"indexed {N} failed 0", done.stderr
+
+
 def _children(pid: int) -> set[int]:
     """Every descendant of ``pid`` (from /proc)."""
     parents: dict[int, int] = {}
