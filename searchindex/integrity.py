@@ -202,7 +202,9 @@ def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                                                  f"rows ({missing} rows without a vector, {extra} vectors without "
                                                  "a row)", count=missing + extra))
         return found, vi.ntotal
-    if vi.factory.startswith("IVF") or "IVF" in vi.factory:
+    if "IVF" in vi.factory:
+        if (meta.get("faiss_nprobe") or "").isdigit():
+            vi.nprobe = int(meta["faiss_nprobe"])  # the tuned setting searches use
         found += _ivf_sample(vi, embeddings, file.name)
     else:
         found += _flat_compare(vi, embeddings, file.name)
