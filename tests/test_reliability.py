@@ -447,3 +447,15 @@ def test_check_reports_files_changed_or_missing_on_disk(built: Path, small_folde
     assert by_message["1 indexed files changed since"].paths == (str(photos[1]),)
     if os.geteuid() != 0:  # root reads anything
         assert by_message["1 indexed files are unreadable or no longer regular files"].paths == (str(photos[3]),)
+
+
+def test_check_of_an_ivf_index_and_of_photos_gone(built: Path, small_folder: Path) -> None:
+    with Index.open(built) as index:
+        assert index.optimize("IVF4,Flat") is not None
+    report = Index.check(built)
+    assert report.ok and report.vectors == 40, report.findings  # no false alarm from lossy IVF codes
+    shutil.rmtree(small_folder)
+    report = Index.check(built)
+    assert report.ok  # out of date, not damaged
+    (missing,) = [f for f in report.findings if f.area == "files"]
+    assert missing.severity == "warning" and missing.count == 40 and len(missing.paths) == 10
