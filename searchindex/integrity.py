@@ -32,6 +32,7 @@ import re
 import sqlite3
 import stat
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ def _catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]
 
 def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                      embeddings: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[list[Finding], int | None]:
-    from .vectors import VectorIndex, latest_vector_file
+    from .vectors import VectorFileError, VectorIndex, latest_vector_file, read_vector_file
 
     found: list[Finding] = []
     latest = latest_vector_file(folder)
@@ -176,17 +177,30 @@ def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                                                        "index is next opened"))
         return found, None
     file, file_generation = latest
-    try:
-        import faiss
-
-        vi = VectorIndex(faiss.read_index(str(file)), file_generation)
-    except (RuntimeError, MemoryError) as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        found.append(Finding("error", "vectors", f"{file.name} cannot be read ({detail})", paths=(str(file),)))
-        return found, None
     if file_generation > generation:
         found.append(Finding("error", "vectors", f"{file.name} is from generation {file_generation}, newer than "
                                                  f"the catalog's {generation}: it belongs to another catalog"))
+        return found, None
+    try:
+        import faiss
+
+        # The header check the index itself makes on open (identity, generation, dimension, checksum).
+        payload, header = read_vector_file(file, file_generation, meta.get("index_id") or None, dim)
+        vi = VectorIndex(faiss.deserialize_index(payload), file_generation)
+    except VectorFileError as exc:
+        severity = "warning" if "older searchindex" in str(exc) else "error"
+        found.append(Finding(severity, "vectors", f"{file.name} cannot be used: {exc} (it is rebuilt from the "
+                                                  "catalog when the index is next opened; `repair` does it now)",
+                             paths=(str(file),)))
+        return found, None
+    except (OSError, RuntimeError, MemoryError) as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        found.append(Finding("error", "vectors", f"{file.name} cannot be read ({detail})", paths=(str(file),)))
+        return found, None
+    if vi.ntotal != header["count"]:
+        found.append(Finding("error", "vectors", f"{file.name} holds {vi.ntotal} vectors, its header says "
+                                                 f"{header['count']}"))
+        return found, vi.ntotal
     if vi.dim != dim:
         found.append(Finding("error", "vectors", f"{file.name} holds {vi.dim}-d vectors, the catalog {dim}-d"))
         return found, vi.ntotal
@@ -408,7 +422,7 @@ def _recover_catalog(folder: Path) -> tuple[Path, dict[str, int], dict[str, int]
     while aside.exists():
         aside = aside.with_name(f"{aside.name.split('.damaged-')[0]}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
         n += 1
-    fresh = folder / f".{CATALOG_FILE}.repair.tmp"
+    fresh = folder / f".{CATALOG_FILE}.{os.getpid()}.tmp"  # a name the index owns (cleaned up if left)
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{fresh}{suffix}").unlink(missing_ok=True)
     engine = create_engine(f"sqlite:///{fresh}")
@@ -455,7 +469,10 @@ def _recover_catalog(folder: Path) -> tuple[Path, dict[str, int], dict[str, int]
             top = dst.execute("SELECT max(generation) FROM images").fetchone()[0] or 0
             old = int(meta["generation"]) if str(meta.get("generation", "")).isdigit() else 0
             # A new generation: every vector file of the old catalog is now stale and is rebuilt.
-            for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(max(old, top) + 1))):
+            # The identity stays (a copy of this index elsewhere is still the same index); a lost one is new.
+            identity = meta.get("index_id") or uuid.uuid4().hex
+            for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(max(old, top) + 1)),
+                               ("index_id", identity)):
                 dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
             refresh_text_index(dst.execute, None)
             dst.execute("COMMIT")
@@ -509,7 +526,7 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
             for ids, chunk in catalog.embeddings_since(0, dim):
                 vecs.upsert(ids, chunk)
             vecs.generation = catalog.generation()
-            vecs.save(folder)
+            vecs.save(folder, catalog.meta().get("index_id", ""))
             catalog.set_meta(faiss_factory=factory, faiss_nprobe="", faiss_built_at=str(vecs.ntotal),
                              faiss_recall="")
             rebuilt = vecs.ntotal

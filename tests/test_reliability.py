@@ -309,8 +309,8 @@ def test_cli_errors_are_one_line(runner: CliRunner, built: Path, small_folder: P
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases = [
-        (["index", str(small_folder), "--index", str(afile)], "it exists and is not a folder"),
-        (["index", str(small_folder), "--index", "/dev/null"], "it exists and is not a folder"),
+        (["index", str(small_folder), "--index", str(afile)], "exists and is not a folder"),
+        (["index", str(small_folder), "--index", "/dev/null"], "exists and is not a folder"),
         (["search", "x", "--index", str(built), "--like", "99999999999999999999999"], "no image with id"),
         (["search", "x", "--index", str(built), "--min-width", "99999999999999999999"], "larger than any image"),
         (["tag", "--index", str(built), "--labels-file", "/dev/zero"], "not a regular file: a character device"),
