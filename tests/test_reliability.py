@@ -459,3 +459,16 @@ def test_check_of_an_ivf_index_and_of_photos_gone(built: Path, small_folder: Pat
     assert report.ok  # out of date, not damaged
     (missing,) = [f for f in report.findings if f.area == "files"]
     assert missing.severity == "warning" and missing.count == 40 and len(missing.paths) == 10
+
+
+def test_check_finds_a_vector_file_of_another_index(built: Path, small_folder: Path, tmp_path: Path) -> None:
+    other, _ = _index(small_folder, tmp_path / "other.idx")  # same photos, so the same ids and vectors
+    other.close()
+    (mine,) = built.glob("vectors-*.faiss")
+    (theirs,) = (tmp_path / "other.idx").glob("vectors-*.faiss")
+    shutil.copy(theirs, mine)
+    report = Index.check(built)
+    assert not report.ok
+    (finding,) = [f for f in report.findings if f.area == "vectors"]
+    assert "belongs to another index" in finding.message
+    assert Index.repair(built).check.ok  # type: ignore[union-attr]
