@@ -356,7 +356,8 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(small_folder: Path, tmp_pa
             Index.create(disk / "idx2", model="tiny-shapes", device="cpu")
         assert not (disk / "idx2" / "catalog.sqlite").exists()
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], check=False)  # busy: detach now, freed when closed
 
 
 # -- check and repair ----------------------------------------------------------------------------------------------
