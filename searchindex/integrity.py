@@ -188,7 +188,7 @@ def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
         payload, header = read_vector_file(file, file_generation, meta.get("index_id") or None, dim)
         vi = VectorIndex(faiss.deserialize_index(payload), file_generation)
     except VectorFileError as exc:
-        severity = "warning" if "older searchindex" in str(exc) else "error"
+        severity = "warning" if "older searchindex" in str(exc) and _plain_faiss(file) else "error"
         found.append(Finding(severity, "vectors", f"{file.name} cannot be used: {exc} (it is rebuilt from the "
                                                   "catalog when the index is next opened; `repair` does it now)",
                              paths=(str(file),)))
@@ -223,6 +223,17 @@ def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
     else:
         found += _flat_compare(vi, embeddings, file.name)
     return found, vi.ntotal
+
+
+def _plain_faiss(file: Path) -> bool:
+    """True for a vector file as searchindex wrote it before files had a header (FAISS data only)."""
+    import faiss
+
+    try:
+        faiss.read_index(str(file))
+    except (RuntimeError, MemoryError):
+        return False
+    return True
 
 
 def _flat_compare(vi: Any, embeddings: Iterator[tuple[np.ndarray, np.ndarray]], name: str) -> list[Finding]:

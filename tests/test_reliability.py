@@ -473,3 +473,19 @@ def test_check_finds_a_vector_file_of_another_index(built: Path, small_folder: P
     (finding,) = [f for f in report.findings if f.area == "vectors"]
     assert "belongs to another index" in finding.message
     assert Index.repair(built).check.ok  # type: ignore[union-attr]
+
+
+def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> None:
+    import faiss
+
+    from searchindex.vectors import VECTOR_MAGIC
+
+    (vector_file,) = built.glob("vectors-*.faiss")
+    data = vector_file.read_bytes()
+    payload = data[data.index(b"\n", len(VECTOR_MAGIC)) + 1:]  # the FAISS data after the header line
+    vector_file.write_bytes(b"")
+    (finding,) = Index.check(built).findings
+    assert finding.severity == "error" and "no identity header" in finding.message
+    faiss.write_index(faiss.deserialize_index(np.frombuffer(payload, np.uint8)), str(vector_file))
+    (finding,) = Index.check(built).findings  # as written before vector files had a header
+    assert finding.severity == "warning"
