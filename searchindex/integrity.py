@@ -140,7 +140,7 @@ def _catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]
         except sqlite3.DatabaseError as exc:
             found.append(Finding("error", "catalog", f"the meta table cannot be read: {exc}"))
             return found, None
-        from .migrations import pending
+        from .store.migrations import pending
 
         try:
             pending(db)  # the schema_version record: a number, not newer than this code, present if needed
@@ -150,7 +150,7 @@ def _catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]
             found.append(Finding("error", "catalog", f"the schema cannot be read: {exc}"))
     finally:
         db.close()
-    from .catalog import check_meta
+    from .store.schema import check_meta
 
     db = _connect_ro(path)
     try:
@@ -166,7 +166,8 @@ def _catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]
 
 def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                      embeddings: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[list[Finding], int | None]:
-    from .vectors import VectorFileError, VectorIndex, latest_vector_file, read_vector_file
+    from .store.vector_file import VectorFileError, latest_vector_file, read_vector_file
+    from .store.vectors import VectorIndex
 
     found: list[Finding] = []
     latest = latest_vector_file(folder)
@@ -309,7 +310,7 @@ def _writer_active(folder: Path) -> bool:
 
 def _leftovers(folder: Path) -> list[Path]:
     """Temporary files of killed writers, and vector files superseded by a newer one."""
-    from .vectors import latest_vector_file
+    from .store.vector_file import latest_vector_file
 
     latest = latest_vector_file(folder)
     out = []
@@ -353,7 +354,7 @@ def check_index(path: str | os.PathLike[str], *, files: bool = True) -> CheckRep
                 vector_findings, vectors = _vector_findings(folder, meta, ids, embeddings())
                 findings += vector_findings
                 if files:
-                    from .catalog import FsPath
+                    from .store.schema import FsPath
 
                     rows = db.execute("SELECT path, size, mtime_ns FROM images").fetchall()
                     decode = FsPath().process_result_value
@@ -424,8 +425,8 @@ def _recover_catalog(folder: Path) -> tuple[Path, dict[str, int], dict[str, int]
     """Move the damaged catalog aside and build a fresh one from its readable rows."""
     from sqlalchemy import create_engine
 
-    from .catalog import Base
-    from .migrations import SCHEMA_VERSION, refresh_text_index
+    from .store.migrations import SCHEMA_VERSION, refresh_text_index
+    from .store.schema import Base
 
     catalog = folder / CATALOG_FILE
     aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -514,9 +515,9 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
         IndexLockedError: another process is writing to the index.
         IndexCorruptError: too little of the catalog is readable to recover it.
     """
-    from .catalog import Catalog
-    from .lock import WriterLock
-    from .vectors import VectorIndex
+    from .store.catalog import Catalog
+    from .store.lock import WriterLock
+    from .store.vectors import VectorIndex
 
     folder = Path(path).expanduser()
     if not (folder / CATALOG_FILE).is_file():
@@ -534,7 +535,7 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
             dim = int(catalog.meta()["dim"])
             factory = "IDMap2,Flat"
             vecs = VectorIndex.empty(dim, factory)
-            for ids, chunk in catalog.embeddings_since(0, dim):
+            for ids, chunk in catalog.images.embeddings_since(0, dim):
                 vecs.upsert(ids, chunk)
             vecs.generation = catalog.generation()
             vecs.save(folder, catalog.meta().get("index_id", ""))

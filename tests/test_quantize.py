@@ -1,4 +1,4 @@
-"""int8 image towers (searchindex.quantize) and the encoder's int8 default on CPU."""
+"""int8 image towers (searchindex.models.quantize) and the encoder's int8 default on CPU."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from open_clip.transformer import VisionTransformer
 from PIL import Image
 from torch import nn
 
-from searchindex import encoders
-from searchindex.encoders import load_encoder, resolve_model, resolve_precision
-from searchindex.quantize import Int8Linear, Int8SelfAttention, quantize_image_tower
+from searchindex.models import encoders
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import resolve_model, resolve_precision
+from searchindex.models.quantize import Int8Linear, Int8SelfAttention, quantize_image_tower
 
 from .conftest import Shapes
 
@@ -136,7 +137,7 @@ def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, mon
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:12]]
     auto = load_encoder(resolve_model("tiny-shapes"), "cpu", "auto")
     reference = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")
-    with caplog.at_level(logging.WARNING, logger="searchindex.encoders"):
+    with caplog.at_level(logging.WARNING, logger="searchindex.models.encoders"):
         first = auto.encode_images(images)
     assert auto.precision == "fp32"
     assert "encoding in fp32 instead" in caplog.text
@@ -145,7 +146,7 @@ def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, mon
     assert np.allclose(auto.encode_images(images[:5]), expected[:5], atol=1e-5)
     # The next encoder of this model reads the verdict and starts in fp32.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="searchindex.encoders"):
+    with caplog.at_level(logging.WARNING, logger="searchindex.models.encoders"):
         again = load_encoder(resolve_model("tiny-shapes"), "cpu", "auto")
     assert again.precision == "fp32" and "an earlier check" in caplog.text
     assert np.allclose(again.encode_images(images), expected, atol=1e-5)

@@ -23,12 +23,13 @@ from searchindex import Index
 from searchindex.cli import cli
 from searchindex.errors import IndexCorruptError, IndexTypeError, IndexWriteError, QueryError
 from searchindex.fileio import FileTooLargeError, NotRegularFileError, read_bounded
-from searchindex.images import decode_image
-from searchindex.keywords import read_embedded_texts, read_sidecar_texts
-from searchindex.metadata import read_metadata
-from searchindex.query import Filters, Query, parse_term
-from searchindex.querycache import CACHE_FILE
-from searchindex.vectors import canonical_factory
+from searchindex.ingest.keywords import read_embedded_texts, read_sidecar_texts
+from searchindex.ingest.metadata import read_metadata
+from searchindex.models.images import decode_image
+from searchindex.search.query import Query, parse_term
+from searchindex.store.filters import Filters
+from searchindex.store.index_types import canonical_factory
+from searchindex.store.querycache import CACHE_FILE
 
 
 @pytest.fixture()
@@ -478,7 +479,7 @@ def test_check_finds_a_vector_file_of_another_index(built: Path, small_folder: P
 def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> None:
     import faiss
 
-    from searchindex.vectors import VECTOR_MAGIC
+    from searchindex.store.vector_file import VECTOR_MAGIC
 
     (vector_file,) = built.glob("vectors-*.faiss")
     data = vector_file.read_bytes()
