@@ -304,7 +304,7 @@ class Index:
         skipped: list[str] = []
         entries = list(scan_folders(folders, skipped))
         # Refused (without building it) when even this run could not give it enough vectors to train.
-        wanted = self.vectors.check_index_type(index_type, self.catalog.count() + len(entries))
+        wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
             return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)

@@ -154,7 +154,7 @@ class VectorStore:
         if index_type is None or index_type == "auto":
             return index_type
         factory = canonical_factory(index_type, self.dim)
-        check_trainable(factory, self.catalog.count() if most is None else most)
+        check_trainable(factory, self.catalog.images.count() if most is None else most)
         return factory
 
     def set_index_type(self, index_type: str | None) -> None:
