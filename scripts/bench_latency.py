@@ -85,7 +85,7 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
 
     t0 = time.perf_counter()
     catalog = Catalog.open(path)
-    dim, generation = int(catalog.meta()["dim"]), catalog.generation()
+    dim, generation, index_id = int(catalog.meta()["dim"]), catalog.generation(), catalog.meta()["index_id"]
     if vectors is None:
         chunks = list(catalog.images.embeddings_since(0, dim))
         ids = np.concatenate([c[0] for c in chunks]).astype(np.int64)
@@ -99,7 +99,7 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
         index.train(vectors[np.sort(sample)])
     index.add_with_ids(vectors, ids)
     _set_nprobe(index, nprobe)
-    VectorIndex(index, generation).save(path)
+    VectorIndex(index, generation).save(path, index_id)  # the catalog's identity: else the file is not used
     print(f"FAISS {factory} over {len(vectors):,} vectors in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
@@ -135,13 +135,13 @@ def measure(path: Path, texts: list[str], backend: str, nprobe: int, k: int) -> 
     os.environ["SEARCHINDEX_TEXT_BACKEND"] = backend
     with Index.open(path, device="cpu") as index:
         vecs = index.vectors.current()
-        _set_nprobe(vecs._index, nprobe)
+        vecs.nprobe = nprobe  # no effect on an exact index
         # Time the three stages inside the real Index.search call (instance attributes shadow methods).
-        encode = Stopwatch(index.encode_texts)
-        index.encode_texts = encode  # type: ignore[method-assign]
+        encode = Stopwatch(index.models.encode_texts)
+        index.models.encode_texts = encode  # type: ignore[method-assign]
         catalog = index.catalog
-        join_rows, join_tags = Stopwatch(catalog.images_by_id), Stopwatch(catalog.tags_by_id)
-        catalog.images_by_id, catalog.tags_by_id = join_rows, join_tags  # type: ignore[method-assign]
+        join_rows, join_tags = Stopwatch(catalog.images.by_id), Stopwatch(catalog.tags.by_id)
+        catalog.images.by_id, catalog.tags.by_id = join_rows, join_tags  # type: ignore[method-assign]
         search = Stopwatch(vecs.top_k)
         vecs.top_k = search  # type: ignore[method-assign]
         t0 = time.perf_counter()

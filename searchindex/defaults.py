@@ -14,6 +14,7 @@ __all__ = [
     "DEVICES",
     "FUSIONS",
     "PRECISIONS",
+    "RERANKERS",
     "SEARCH_MODES",
     "SORT_KEYS",
 ]
@@ -54,6 +55,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
 
 #: Search modes (see :meth:`searchindex.Index.search`).
 SEARCH_MODES = ("auto", "vector", "text", "hybrid")
+
+#: Rerankers a search can ask for (``itm``: BLIP image-text matching, the ``caption`` extra).
+RERANKERS = ("itm",)
 
 #: Orders in which search results can be returned.
 SORT_KEYS = ("score", "date")

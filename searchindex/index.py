@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy.exc
 
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .enrich.duplicates import find_duplicates
 from .enrich.tagging import define_labels, tag_catalog, tag_new_images
-from .errors import IndexExistsError, IndexNotFoundError, IndexWriteError, QueryError
+from .errors import IndexExistsError, IndexNotFoundError, QueryError
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
 from .integrity import CheckReport, RepairReport, check_index, repair_index
 from .models.backends import load_encoder
+from .models.cache import tower_key
 from .models.encoders import Encoder
 from .models.session import ModelSession
 from .models.spec import ModelSpec, resolve_model
@@ -43,7 +43,7 @@ from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import Catalog
-from .store.folder import create_catalog, file_key, holds_index, refuse_strangers
+from .store.folder import create_catalog, default_index_path, file_key, holds_index, refuse_strangers, write_errors
 from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
@@ -61,27 +61,6 @@ log = logging.getLogger(__name__)
 
 #: The options :meth:`Index.search_vector` takes (no words, so no mode, fusion or rerank).
 _VECTOR_OPTIONS = ("filters", "min_score", "threshold", "sort", "tag", "like", "unlike", "pool")
-
-
-@contextmanager
-def _write_errors(path: Path) -> Iterator[None]:
-    """Turn failures to write the index folder into :class:`IndexWriteError`."""
-    try:
-        yield
-    except OSError as exc:
-        raise IndexWriteError(f"cannot write the index at {path}: {exc.strerror or exc}") from exc
-    except sqlalchemy.exc.OperationalError as exc:
-        raise IndexWriteError(f"cannot write the index at {path}: {exc.orig}") from exc
-
-
-def default_index_path() -> Path:
-    """``$SEARCHINDEX_HOME`` if set, else the platform's user-data folder for searchindex."""
-    home = os.environ.get("SEARCHINDEX_HOME")
-    if home:
-        return Path(home).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("searchindex")
 
 
 class Index:
@@ -108,7 +87,7 @@ class Index:
         self.spec: ModelSpec = catalog.model_spec()
         self.dim = int(catalog.meta()["dim"])
         self.models = ModelSession(self.spec, self.dim, device=self._device, precision=self._precision,
-                                   cache=lambda: QueryCache(self.path, self._tower_key(), self.dim))
+                                   cache=lambda: QueryCache(self.path, tower_key(self.spec), self.dim))
         if old is not None:
             old.close()  # its query cache
             if old.spec.same_weights(self.spec) and old.dim == self.dim:
@@ -137,11 +116,6 @@ class Index:
     def id(self) -> str:
         """The index's identity: a random id recorded at creation (and in its vector file)."""
         return self.vectors.index_id
-
-    def _tower_key(self) -> str:
-        from .models.cache import tower_key
-
-        return tower_key(self.spec)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -271,7 +245,7 @@ class Index:
     def _writing(self) -> Iterator[None]:
         """Hold the writer lock on the index as it is now (reopened if another process replaced it);
         turn failures to write the index folder into :class:`IndexWriteError`."""
-        with _write_errors(self.path), WriterLock(self.path):
+        with write_errors(self.path), WriterLock(self.path):
             self._follow_swap()
             yield
 
@@ -357,7 +331,7 @@ class Index:
         Raises:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
         """
-        with _write_errors(Path(path)):
+        with write_errors(Path(path)):
             return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision, **options)
 
     # -- searching --------------------------------------------------------

@@ -35,7 +35,7 @@ def index_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def resolve_index_path(path: Path | None) -> Path:
-    from ..index import default_index_path
+    from ..store.folder import default_index_path
 
     return path if path is not None else default_index_path()
 

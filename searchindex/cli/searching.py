@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..defaults import DEFAULT_ITM_MODEL, DEFAULT_POOL, DEFAULT_RERANK_TOP, SEARCH_MODES, SORT_KEYS
+from ..defaults import DEFAULT_ITM_MODEL, DEFAULT_POOL, DEFAULT_RERANK_TOP, RERANKERS, SEARCH_MODES, SORT_KEYS
 from .common import DEVICE, display, errors_as_click, index_option, open_index
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
 @click.option("--mode", type=click.Choice(list(SEARCH_MODES)), default="auto", show_default=True,
               help="vector: CLIP only; text: words only (keywords, descriptions, captions, file names); hybrid: "
                    "both rankings fused; auto: hybrid when some image's words match all the query's words.")
-@click.option("--rerank", type=click.Choice(["itm"]), default=None,
+@click.option("--rerank", type=click.Choice(list(RERANKERS)), default=None,
               help="itm: re-score the top results with BLIP's image-text matching head (needs the caption extra).")
 @click.option("--rerank-top", default=DEFAULT_RERANK_TOP, show_default=True, type=click.IntRange(min=1),
               help="How many of the top results --rerank re-scores.")

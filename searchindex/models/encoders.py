@@ -232,7 +232,7 @@ class OpenClipEncoder(Encoder):
         if self._onnx_visual is not None:
             x = torch.stack(list(batch)).numpy()
             feats = self._onnx_visual.run(None, {"pixels": x})[0].astype(np.float32)
-            return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+            return np.asarray(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
         with torch.inference_mode():
             x = torch.stack(list(batch)).to(self.device)
             if self.precision in ("bf16", "fp16"):
@@ -244,7 +244,7 @@ class OpenClipEncoder(Encoder):
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
             if self._int8_unchecked:
                 feats = self._check_int8(x, feats)
-        return feats.cpu().numpy()
+        return np.asarray(feats.cpu().numpy())
 
     def _check_int8(self, x: Any, feats: Any) -> Any:
         """Compare the first int8 batch with fp32; fall back to fp32 for good if it drifts."""

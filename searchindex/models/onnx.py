@@ -143,7 +143,7 @@ class OnnxTextEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self._session.run(None, {"tokens": self._tokenizer(list(texts))})[0].astype(np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.asarray(out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12))
 
 
 def load_text_encoder(spec: ModelSpec) -> OnnxTextEncoder | None:

@@ -137,7 +137,7 @@ class ModelSession:
             image = decode_image(data, str(path)).image
         except Exception as exc:
             raise QueryError(f"cannot use {what} {path}: {getattr(exc, 'reason', exc)}") from None
-        return self.encoder.encode_images([image])[0]
+        return np.asarray(self.encoder.encode_images([image])[0])
 
     def itm_scorer(self, model: str | None) -> ItmScorer:
         """BLIP's image-text matching scorer ``model`` (default model when ``None``), loaded once.

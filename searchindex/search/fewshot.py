@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def rocchio_scores(
         v += np.asarray(likes, dtype=np.float64).mean(0)
     if len(unlikes):
         v -= np.asarray(unlikes, dtype=np.float64).mean(0)
-    return np.asarray(candidates, dtype=np.float64) @ v
+    return np.asarray(np.asarray(candidates, dtype=np.float64) @ v)
 
 
 def _softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -188,7 +189,7 @@ class FewShotReranker:
         att = _softmax_rows(np.concatenate(logits, axis=1))
         return att @ np.concatenate(values)
 
-    def _groups(self, keys: np.ndarray, like_idx: np.ndarray, unlike_idx: np.ndarray) -> list:
+    def _groups(self, keys: np.ndarray, like_idx: np.ndarray, unlike_idx: np.ndarray) -> list[Any]:
         out = []
         for idx, value in ((like_idx, 1.0), (unlike_idx, -1.0)):
             if len(idx):

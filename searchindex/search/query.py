@@ -255,4 +255,4 @@ def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:
         raise QueryError("the query's terms cancel each other out")
-    return (total / norm).astype(np.float32)
+    return np.asarray(total / norm, dtype=np.float32)

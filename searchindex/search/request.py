@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, SEARCH_MODES, SORT_KEYS
+from ..defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
 from ..errors import QueryError
 from ..store.filters import Filters
 from .hybrid import DEFAULT_FUSION
@@ -101,8 +101,8 @@ class SearchRequest:
             raise QueryError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {self.mode!r}")
         if self.fusion not in FUSIONS:
             raise QueryError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
-        if self.rerank not in (None, "itm"):
-            raise QueryError(f"rerank must be 'itm' or None, not {self.rerank!r}")
+        if self.rerank is not None and self.rerank not in RERANKERS:
+            raise QueryError(f"rerank must be one of {', '.join(RERANKERS)} or None, not {self.rerank!r}")
         if self.rerank_top < 1:
             raise QueryError("rerank_top must be at least 1")
         if self.mode == "text":

@@ -144,7 +144,7 @@ def haversine_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> 
     p1, p2 = np.radians(lat), math.radians(lat0)
     dlat, dlon = p1 - p2, np.radians(lon) - math.radians(lon0)
     a = np.sin(dlat / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+    return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1))))
 
 
 _MAX_SIDE = 2**31 - 1

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import OperationalError
+import sqlalchemy.exc
 
 from ..errors import IndexExistsError, IndexFolderError, IndexWriteError
 from .catalog import Catalog
@@ -24,8 +26,8 @@ from .schema import CATALOG_FILE
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec
 
-__all__ = ["create_catalog", "file_key", "holds_index", "owned", "refuse_strangers", "remove_index_files",
-           "strangers"]
+__all__ = ["create_catalog", "default_index_path", "file_key", "holds_index", "owned", "refuse_strangers",
+           "remove_index_files", "strangers", "write_errors"]
 
 
 def holds_index(folder: Path) -> bool:
@@ -60,7 +62,7 @@ def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_
                 raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
             refuse_strangers(folder)
             return Catalog.create(folder, spec, dim, factory, meta={"faiss_index_type": index_type})
-    except (OSError, OperationalError) as exc:
+    except (OSError, sqlalchemy.exc.OperationalError) as exc:
         # A full disk, a read-only place, /proc or /sys: one clear error, nothing half-made left behind.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "orig", exc)
         raise IndexWriteError(f"cannot create an index at {folder}: {reason}") from exc
@@ -118,3 +120,25 @@ def refuse_strangers(folder: Path) -> None:
             f"{folder} is not empty ({len(found)} entries: {shown}); an index needs a folder of its own "
             "(a new or empty folder, or an existing index); give another --index"
         )
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn failures to write the index folder (full disk, read-only folder, SQLite refusing a write)
+    into :class:`~searchindex.errors.IndexWriteError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise IndexWriteError(f"cannot write the index at {path}: {exc.strerror or exc}") from exc
+    except sqlalchemy.exc.OperationalError as exc:
+        raise IndexWriteError(f"cannot write the index at {path}: {exc.orig}") from exc
+
+
+def default_index_path() -> Path:
+    """``$SEARCHINDEX_HOME`` if set, else the platform's user-data folder for searchindex."""
+    home = os.environ.get("SEARCHINDEX_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path("searchindex")

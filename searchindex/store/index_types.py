@@ -78,7 +78,7 @@ def ivf_nlist(n: int) -> int:
     nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n, 1)), 16)))
     while nlist > 1 and n / nlist < 39:
         nlist //= 2
-    return nlist
+    return int(nlist)
 
 
 def codec_bytes(codec: str, dim: int) -> float:
@@ -138,7 +138,7 @@ def describe(index: Any) -> str:
     from faiss.contrib.factory_tools import reverse_index_factory
 
     try:
-        return str(reverse_index_factory(index))
+        return str(reverse_index_factory(index))  # type: ignore[no-untyped-call]
     except (NotImplementedError, RuntimeError, AssertionError, KeyError, AttributeError):
         return type(index).__name__
 

@@ -166,7 +166,7 @@ class TextStateRow(Base):
 # The full-text index over file names, image texts and captions lives in an FTS5
 # virtual table, which SQLAlchemy's metadata cannot declare: it is created right
 # after the ORM tables, with the same statement the migration uses.
-event.listen(Base.metadata, "after_create", DDL(FTS_TABLE_SQL))
+event.listen(Base.metadata, "after_create", DDL(FTS_TABLE_SQL))  # type: ignore[no-untyped-call]
 
 
 class RemovalRow(Base):

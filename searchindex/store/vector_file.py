@@ -62,7 +62,7 @@ def read_vector_file(path: Path, generation: int, index_id: str | None = None,
         except (ValueError, KeyError, TypeError) as exc:
             raise VectorFileError("damaged header") from exc
         payload = np.frombuffer(fh.read(), dtype=np.uint8)
-    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+    if hashlib.sha256(payload.data).hexdigest() != header["sha256"]:
         raise VectorFileError("checksum mismatch: the file is damaged")
     if index_id is not None and header["index_id"] != index_id:
         raise VectorFileError(f"it belongs to another index ({header['index_id'] or 'no id'}, not {index_id})")
@@ -82,10 +82,10 @@ def write_vector_file(folder: Path, payload: np.ndarray, *, index_id: str, gener
         leftover.unlink(missing_ok=True)
     try:
         header = {"index_id": index_id, "generation": generation, "dim": dim, "count": count,
-                  "sha256": hashlib.sha256(payload).hexdigest()}
+                  "sha256": hashlib.sha256(payload.data).hexdigest()}
         with open(tmp, "wb") as fh:
             fh.write(VECTOR_MAGIC + json.dumps(header).encode() + b"\n")
-            fh.write(memoryview(payload))
+            fh.write(payload.data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)

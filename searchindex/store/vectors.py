@@ -169,7 +169,7 @@ class VectorIndex:
     def _stored_ids(self) -> np.ndarray:
         faiss = load_faiss()
         if self._ivf is None:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            return np.asarray(faiss.vector_to_array(self._index.id_map), dtype=np.int64)
         lists = self._ivf.invlists
         parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
                  for i in range(self._ivf.nlist) if lists.list_size(i)]
@@ -182,10 +182,10 @@ class VectorIndex:
         if len(have) == 0 or len(ids) == 0:
             return np.zeros(len(ids), dtype=bool)
         pos = np.minimum(np.searchsorted(have, ids), len(have) - 1)
-        return have[pos] == ids
+        return np.asarray(have[pos] == ids)
 
     def reconstruct(self, image_id: int) -> np.ndarray:
-        return self.vectors(np.array([image_id], dtype=np.int64))[0]
+        return np.asarray(self.vectors(np.array([image_id], dtype=np.int64))[0])
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (each must be present), one row per id."""
@@ -196,7 +196,7 @@ class VectorIndex:
             if self.fetch is None:
                 raise RuntimeError("an IVF vector index needs a fetch function to give back vectors")
             return np.asarray(self.fetch(ids), dtype=np.float32).reshape(len(ids), self.dim)
-        return self._index.reconstruct_batch(ids)
+        return np.asarray(self._index.reconstruct_batch(ids))
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of everything stored, in storage order."""
