@@ -16,6 +16,7 @@ from .errors import (
     EmbeddingFileError,
     FolderNotFoundError,
     ImageDecodeError,
+    IndexCorruptError,
     IndexExistsError,
     IndexLockedError,
     IndexNotFoundError,
@@ -49,6 +50,7 @@ _LAZY = {
     "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
     "ExportSummary": "ingest.exchange", "ImportSummary": "ingest.exchange",
+    "CheckReport": "integrity", "Finding": "integrity", "RepairReport": "integrity",
 }
 
 
@@ -69,6 +71,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .index import Index
     from .ingest.exchange import ExportSummary, ImportSummary
+    from .integrity import CheckReport, Finding, RepairReport
     from .models.captioners import Captioner, ItmScorer
     from .models.spec import ModelSpec
     from .results import (
@@ -101,16 +104,19 @@ __all__ = [
     "CaptionProgress",
     "CaptionSummary",
     "Captioner",
+    "CheckReport",
     "DuplicateGroup",
     "DuplicateImage",
     "FailureRecord",
     "FewShotFit",
     "FewShotReranker",
     "Filters",
+    "Finding",
     "FolderNotFoundError",
     "ImageDetails",
     "ImageDecodeError",
     "Index",
+    "IndexCorruptError",
     "IndexExistsError",
     "IndexInfo",
     "IndexLockedError",
@@ -130,6 +136,7 @@ __all__ = [
     "NotFoundError",
     "ParameterError",
     "QueryError",
+    "RepairReport",
     "SearchIndexError",
     "SearchRequest",
     "SearchResult",

@@ -9,6 +9,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_ITM_MODEL",
     "DEFAULT_K",
+    "DEFAULT_MAX_FILE_MB",
     "DEFAULT_MAX_MEGAPIXELS",
     "DEFAULT_PORT",
     "DEFAULT_POOL",
@@ -24,6 +25,11 @@ __all__ = [
 # Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
 # small enough that a crafted "decompression bomb" cannot exhaust memory.
 DEFAULT_MAX_MEGAPIXELS = 250.0
+
+# Files larger than this are recorded as failures without being read: a 250-megapixel
+# JPEG is ~100 MB and an uncompressed 8-bit TIFF of that size ~750 MB; anything bigger
+# (an 8 GB sparse file named .jpg) would only cost the run its memory.
+DEFAULT_MAX_FILE_MB = 1024
 
 # Cosine similarity from which two images count as near-identical (scripts/eval_duplicates.py).
 DEFAULT_DUPLICATE_THRESHOLD = 0.98

@@ -47,6 +47,11 @@ class IndexSchemaError(SearchIndexError):
     """The catalog's schema is newer than this code, or old and cannot be upgraded here."""
 
 
+class IndexCorruptError(SearchIndexError):
+    """An index file is damaged (the catalog is not a readable SQLite database, or its records
+    contradict each other); ``searchindex check`` tells more, ``searchindex repair`` recovers."""
+
+
 class FolderNotFoundError(SearchIndexError):
     """A folder to index does not exist or is not a directory."""
 

@@ -32,6 +32,7 @@ from .errors import IndexExistsError, IndexNotFoundError, NotFoundError, QueryEr
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
+from .integrity import CheckReport, RepairReport, check_index, repair_index
 from .models.backends import load_encoder
 from .models.cache import tower_key
 from .models.encoders import Encoder
@@ -200,6 +201,28 @@ class Index:
             raise
         return index
 
+    @staticmethod
+    def check(path: str | os.PathLike[str], *, files: bool = True) -> CheckReport:
+        """Check the index at ``path`` without changing it: the catalog's integrity, the vector
+        file against the catalog, the catalog against the disk (unless ``files=False``), and
+        leftover temporary files.  Works on an index too damaged to open.
+
+        Raises:
+            IndexNotFoundError: no index at ``path``.
+        """
+        return check_index(path, files=files)
+
+    @staticmethod
+    def repair(path: str | os.PathLike[str]) -> RepairReport:
+        """Repair the index at ``path``: recover a damaged catalog into a fresh one (the damaged
+        file is kept aside), rebuild the vector file, remove the index's own leftovers; never
+        touches a photo.  Returns what was done and a check of the result.
+
+        Raises:
+            IndexNotFoundError, IndexLockedError, IndexCorruptError (nothing readable to recover).
+        """
+        return repair_index(path)
+
     def check_model(self, model: str | None, pretrained: str | None) -> None:
         """Raise :class:`ModelMismatchError` unless ``model``/``pretrained`` (``None``: any) match this index."""
         self.spec.require(model, pretrained)
@@ -251,8 +274,8 @@ class Index:
                 stopped here), or an engine object such as
                 :class:`searchindex.ingest.ray_engine.RayEngine` (a cluster, GPUs, actor
                 count).  Scanning, change detection, the lock and the commits stay here.
-            options: ``progress``, ``batch_size``, ``workers``, ``max_megapixels``, ``stop``
-                and ``producer``, as for :func:`searchindex.ingest.indexer.index_entries`.
+            options: ``progress``, ``batch_size``, ``workers``, ``max_megapixels``,
+                ``max_file_bytes``, ``stop`` and ``producer``, as for :func:`searchindex.ingest.indexer.index_entries`.
 
         Raises:
             FolderNotFoundError: a folder does not exist.
@@ -263,7 +286,6 @@ class Index:
             MissingExtraError: ``engine="ray"`` without Ray installed (``searchindex[ray]``).
         """
         t0 = time.perf_counter()
-        wanted = self.vectors.check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         if engine == "ray":
             from .ingest.ray_engine import RayEngine
@@ -272,12 +294,17 @@ class Index:
         elif isinstance(engine, str) and engine != "local":
             raise ValueError(f"unknown engine {engine!r}; use 'local', 'ray' or an engine object")
         if not isinstance(engine, str):
+            for limit in ("max_megapixels", "max_file_bytes"):  # the run's read limits apply there too
+                if limit in options and hasattr(engine, limit):
+                    setattr(engine, limit, options[limit])
             bind = getattr(engine, "bind", None)
             if bind is not None:
                 bind(self.spec, self.dim, self.models.device, self.models.precision)
             options["producer"] = engine
         skipped: list[str] = []
         entries = list(scan_folders(folders, skipped))
+        # Refused (without building it) when even this run could not give it enough vectors to train.
+        wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
             return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)

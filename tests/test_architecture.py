@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from searchindex import FailureRecord, Index, QueryError, SearchRequest, SearchResult
 from searchindex._compat import ALIASES
 from searchindex.cli import cli
-from searchindex.ingest.produce import Result, read_file
+from searchindex.ingest.produce import ReadLimits, Result, read_file
 from searchindex.ingest.scan import FileEntry
 from searchindex.models.encoders import Encoder
 from searchindex.results import DuplicateGroup, DuplicateImage, IndexSummary
@@ -143,7 +143,7 @@ class SerialProducer:
             out: list[Result] = []
             spec = self.encoder.pixel_spec
             for entry in batch:
-                read = read_file(entry, known, spec or self.encoder, 250.0)
+                read = read_file(entry, known, spec or self.encoder, ReadLimits())
                 if isinstance(read, FailureRecord):
                     out.append(read)
                 elif read.pixels is None:

@@ -137,15 +137,18 @@ def test_search_falls_back_to_torch_without_onnxruntime(shapes_index: Path, tmp_
 def test_query_cache_is_bounded_and_keyed_by_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(querycache, "MAX_ENTRIES", 5)
     cache = QueryCache(tmp_path, "model-a", 4)
+    def unit(i: int) -> np.ndarray:  # the cache keeps only what can be a text embedding: unit vectors
+        return np.array([np.cos(i), np.sin(i), 0, 0], dtype=np.float32)
+
     for i in range(12):
-        cache.put_many({f"q{i}": np.full(4, i, dtype=np.float32)})
+        cache.put_many({f"q{i}": unit(i)})
     cache.close()
     with sqlite3.connect(tmp_path / CACHE_FILE) as db:
         kept = {r[0] for r in db.execute("SELECT text FROM queries")}
     assert kept == {f"q{i}" for i in range(7, 12)}
     fresh = QueryCache(tmp_path, "model-a", 4)
     assert set(fresh.get_many(["q3", "q11"])) == {"q11"}
-    assert np.array_equal(fresh.get_many(["q11"])["q11"], np.full(4, 11, dtype=np.float32))
+    assert np.array_equal(fresh.get_many(["q11"])["q11"], unit(11))
     assert QueryCache(tmp_path, "model-b", 4).get_many(["q11"]) == {}
 
 

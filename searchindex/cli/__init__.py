@@ -43,8 +43,8 @@ def cli(verbose: int) -> None:
 
 
 for _command in (indexing.index, indexing.reindex, indexing.caption, searching.search, tagging.tag, tagging.tags,
-                 inspect.info, inspect.errors, inspect.duplicates, serving.serve, exchange.export,
-                 exchange.import_embeddings, demo.demo):
+                 inspect.info, inspect.errors, inspect.duplicates, inspect.check, inspect.repair,
+                 serving.serve, exchange.export, exchange.import_embeddings, demo.demo):
     cli.add_command(_command)
 
 

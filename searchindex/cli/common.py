@@ -85,7 +85,11 @@ def progress_bar(desc: str) -> Iterator[Callable[[IndexProgress | CaptionProgres
 
 @contextmanager
 def stop_on_sigint() -> Iterator[threading.Event]:
-    """First Ctrl-C: finish the batch in flight, then stop. Second Ctrl-C: stop now."""
+    """First Ctrl-C or SIGTERM: finish the batch in flight, then stop. A second one: stop now.
+
+    SIGTERM (``kill``, a service manager, a container stopping) gets the same orderly
+    stop as Ctrl-C: the batch in flight is committed and the command says how to resume.
+    """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -95,13 +99,25 @@ def stop_on_sigint() -> Iterator[threading.Event]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo("\nStopping after the batch in flight is committed (Ctrl-C again to abort now)...", err=True)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        click.echo(f"\n{what}: stopping after the batch in flight is committed ({what} again to abort now)...",
+                   err=True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse nan and inf, which click's FloatRange lets through (nan compares false with every bound)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def display(path: str) -> str:

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..defaults import DEFAULT_CAPTION_MODEL, DEFAULT_MAX_MEGAPIXELS
+from ..defaults import DEFAULT_CAPTION_MODEL, DEFAULT_MAX_FILE_MB, DEFAULT_MAX_MEGAPIXELS
 from .common import (
     DEVICE,
     PRECISION,
     display,
     errors_as_click,
+    finite,
     index_option,
     open_index,
     progress_bar,
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
               help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
-              help="Larger images are recorded as failures (decompression-bomb guard).")
+              callback=finite, help="Larger images are recorded as failures (decompression-bomb guard).")
+@click.option("--max-file-mb", default=DEFAULT_MAX_FILE_MB, show_default=True, type=click.IntRange(min=1),
+              help="Larger files are recorded as failures without being read.")
 @click.option("--index-type", default=None, metavar="FACTORY_STRING",
               help="FAISS index type: 'auto' (exact below 100k images, IVF above; the default for new indexes) "
                    "or an index_factory string such as IVF1024,SQ8. Recorded in the index; the vector index "
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
-          index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
+          max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
           caption_prompt: str | None, engine: str, ray_address: str | None, encoder_workers: int,
           num_gpus_per_worker: float, ray_cpus: int | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
@@ -115,7 +118,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             with progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
                                          max_megapixels=max_megapixels, stop=stop, index_type=index_type,
-                                         engine=runner)
+                                         engine=runner, max_file_bytes=max_file_mb * 1024 * 1024)
             if caption_after and not summary.interrupted:
                 with progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,

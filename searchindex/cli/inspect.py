@@ -1,14 +1,19 @@
-"""Commands that describe an index: info, errors, duplicates."""
+"""Commands that describe an index: info, errors, duplicates, check, repair."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
-from .common import display, human_bytes, index_option, open_index
+from .common import display, errors_as_click, human_bytes, index_option, open_index, resolve_index_path
+
+if TYPE_CHECKING:
+    from ..integrity import CheckReport
 
 
 @click.command()
@@ -78,3 +83,78 @@ def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) 
     elif not as_json:
         copies = sum(len(g.images) - 1 for g in groups)
         click.echo(f"{len(groups)} groups, {copies} copies besides the best ones.", err=True)
+
+
+def _print_findings(report: CheckReport) -> None:
+    for f in report.findings:
+        click.echo(f"{f.severity}: {f.area}: {display(f.message)}")
+        for p in f.paths:
+            click.echo(f"    {display(p)}")
+        if f.count > len(f.paths) and f.paths:
+            click.echo(f"    ... and {f.count - len(f.paths)} more")
+
+
+@click.command()
+@index_option
+@click.option("--no-files", is_flag=True, help="Skip comparing the catalog with the files on disk (a stat per image).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def check(index_path: Path | None, no_files: bool, as_json: bool) -> None:
+    """Check an index for damage without changing it; exit code 1 when something is damaged.
+
+    Runs SQLite's integrity check on the catalog, compares the vector file with the
+    catalog (identity, generation, dimension, count, ids, the vectors themselves), the
+    catalog with the disk (missing, changed, unreadable files), and lists temporary
+    files left by an interrupted writer. Errors need `searchindex repair`; warnings are
+    dealt with by the next `index` run (or by repair).
+    """
+    from ..index import Index
+
+    path = resolve_index_path(index_path)
+    with errors_as_click():
+        report = Index.check(path, files=not no_files)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        _print_findings(report)
+        errors_ = sum(f.severity == "error" for f in report.findings)
+        warnings_ = len(report.findings) - errors_
+        state = "OK" if report.ok else "DAMAGED: run `searchindex repair`"
+        click.echo(f"{path}: {state} ({report.images if report.images is not None else '?'} images, "
+                   f"{report.vectors if report.vectors is not None else '?'} vectors, {errors_} errors, "
+                   f"{warnings_} warnings).")
+    if not report.ok:
+        sys.exit(1)
+
+
+@click.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def repair(index_path: Path | None, as_json: bool) -> None:
+    """Repair an index: recover a damaged catalog, rebuild the vector file, remove leftovers.
+
+    A damaged catalog is kept aside as catalog.sqlite.damaged-TIME and every row that
+    can still be read is copied into a fresh one; the vector file is rebuilt from the
+    catalog; temporary files of interrupted writers are removed. Photos are never
+    touched. Ends with a check of the result (exit code 1 if it still finds damage).
+    """
+    from ..index import Index
+
+    path = resolve_index_path(index_path)
+    with errors_as_click():
+        report = Index.repair(path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        if report.catalog_recovered:
+            lost = sum(report.rows_lost.values())
+            click.echo(f"Catalog recovered: {report.rows_recovered.get('images', 0)} images"
+                       + (f"; {lost} unreadable rows lost (index the photo folders again to add back "
+                          "images whose rows were lost)" if lost else "")
+                       + f". The damaged file is kept as {report.damaged_copy}.")
+        click.echo(f"Vector file rebuilt from the catalog ({report.vectors_rebuilt} vectors).")
+        if report.removed:
+            click.echo(f"Removed {len(report.removed)} leftover files of the index: {', '.join(report.removed)}")
+        if report.check is not None:
+            _print_findings(report.check)
+    if report.check is not None and not report.check.ok:
+        sys.exit(1)

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QueryError
+from ..fileio import read_bounded
 from ..models.encoders import Encoder
 from ..results import LabelReport
 from ..store.catalog import Catalog, TagLabel
@@ -98,6 +99,9 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
+_TEXT_FILE_MAX = 1024 * 1024
+
+
 def read_labels(text: str | None = None, files: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
     """Labels from a comma/newline-separated ``text`` and label files (one per line, or comma-separated).
 
@@ -107,7 +111,8 @@ def read_labels(text: str | None = None, files: Sequence[str | os.PathLike[str]]
     parts = [text or ""]
     for f in files:
         try:
-            parts.append(Path(f).expanduser().read_text(encoding="utf-8"))
+            # A list of labels, not /dev/zero or a FIFO: a regular file of at most 1 MB.
+            parts.append(read_bounded(Path(f).expanduser(), _TEXT_FILE_MAX)[0].decode("utf-8", "replace"))
         except OSError as exc:
             raise QueryError(f"cannot read {f}: {exc.strerror or exc}") from None
     return parse_labels("\n".join(parts))
@@ -127,7 +132,7 @@ def load_templates(spec: str | os.PathLike[str] | Sequence[str] | None) -> tuple
         return SINGLE_TEMPLATE
     if isinstance(spec, (str, os.PathLike)):
         try:
-            text = Path(spec).expanduser().read_text(encoding="utf-8")
+            text = read_bounded(Path(spec).expanduser(), _TEXT_FILE_MAX)[0].decode("utf-8", "replace")
         except OSError as exc:
             raise QueryError(f"cannot read templates file {spec}: {exc.strerror or exc}") from None
         templates = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
+from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.encoders import Encoder
 from ..results import IndexProgress, IndexSummary
 from ..store.catalog import Catalog
 from .backfill import backfill_keywords, backfill_metadata
 from .commit import Committer
 from .plan import plan_run
-from .produce import PROCESS_MIN_FILES, LocalProducer, Producer, default_workers
+from .produce import PROCESS_MIN_FILES, LocalProducer, Producer, ReadLimits, default_workers
 from .scan import FileEntry
 
 __all__ = ["PROCESS_MIN_FILES", "IndexProgress", "IndexSummary", "ProgressCallback", "default_workers",
@@ -48,6 +49,7 @@ def index_entries(
     batch_size: int = 64,
     workers: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     producer: Producer | None = None,
@@ -62,7 +64,10 @@ def index_entries(
         workers: decode processes of the local producer (default :func:`default_workers`);
             0 decodes in threads of this process.
         batch_size: images encoded per model call and committed per transaction.
-        max_megapixels: larger images are recorded as failures (decompression bombs).
+        max_megapixels: larger images are recorded as failures (decompression bombs);
+            a positive, finite number (Pillow's own limit is raised to it).
+        max_file_bytes: larger files are recorded as failures without being read
+            (default :data:`searchindex.fileio.DEFAULT_MAX_FILE_BYTES`, 1 GiB).
         progress: called with an :class:`~searchindex.results.IndexProgress` after every committed batch.
         stop: when set (e.g. from a SIGINT handler), the run ends after the batch in
             flight is committed; the summary says ``interrupted``.
@@ -74,10 +79,12 @@ def index_entries(
     t0 = time.perf_counter() if t0 is None else t0
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    ReadLimits(max_megapixels, max_file_bytes)  # ValueError (nan, 0, ...) before any work
     threads = workers or default_workers()
     plan = plan_run(catalog, entries, roots, skipped)
     if producer is None:
-        producer = LocalProducer(get_encoder, workers=workers, max_megapixels=max_megapixels)
+        producer = LocalProducer(get_encoder, workers=workers, max_megapixels=max_megapixels,
+                                 max_file_bytes=max_file_bytes)
     committer = Committer(catalog, plan, dim, producer)
     batches = plan.batches(batch_size)
     interrupted = False

@@ -29,6 +29,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from ..fileio import read_bounded
+
 __all__ = [
     "SIDECAR_SUFFIXES",
     "SOURCES",
@@ -183,12 +185,17 @@ def read_embedded_texts(source: bytes | str | os.PathLike[str]) -> Texts:
     """
     from PIL import Image
 
+    from ..models.images import MAX_METADATA_BYTES, png_text_bytes
+
     out: Texts = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fh = io.BytesIO(source) if isinstance(source, bytes) else source
-            with Image.open(fh) as im:
+            data = source if isinstance(source, bytes) else read_bounded(source)[0]
+            if png_text_bytes(data) > MAX_METADATA_BYTES:
+                log.debug("ignoring embedded texts: more than %d bytes of PNG text chunks", MAX_METADATA_BYTES)
+                return out
+            with Image.open(io.BytesIO(data)) as im:
                 packet = _xmp_packet(im)
                 if packet:
                     try:
@@ -251,15 +258,11 @@ def sidecar_signature(image_path: str, names: Collection[str] | None = None) -> 
 
 def _read_small(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SIDECAR_BYTES + 1)
+        # A regular file only: a FIFO named photo.txt would block the run forever.
+        return read_bounded(path, MAX_SIDECAR_BYTES)[0]
     except OSError as exc:
-        log.debug("cannot read sidecar %s: %s", path, exc)
+        log.debug("ignoring sidecar %s: %s", path, exc.strerror or exc)
         return None
-    if len(data) > MAX_SIDECAR_BYTES:
-        log.debug("ignoring sidecar %s: larger than %d bytes", path, MAX_SIDECAR_BYTES)
-        return None
-    return data
 
 
 def read_sidecar_texts(image_path: str, names: Collection[str] | None = None) -> Texts:

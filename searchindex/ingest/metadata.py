@@ -19,6 +19,8 @@ from typing import Any
 
 from PIL import Image
 
+from ..fileio import read_bounded
+from ..models.images import MAX_METADATA_BYTES, png_text_bytes, strip_png_text
 from ..store.records import PhotoMetadata
 
 __all__ = ["PhotoMetadata", "read_metadata"]
@@ -90,7 +92,11 @@ def _degrees(dms: Any, ref: Any) -> float | None:
 
 
 def _from_mtime(mtime_ns: int) -> tuple[str, str | None]:
-    local = datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
+    try:
+        local = datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
+    except (OverflowError, ValueError, OSError):
+        # Beyond what datetime holds (years 1-9999; tmpfs allows 11476 or -1199): the nearest end.
+        return ("9999-12-31T23:59:59" if mtime_ns > 0 else "0001-01-01T00:00:00"), None
     offset = local.strftime("%z")
     return local.replace(tzinfo=None, microsecond=0).isoformat(), f"{offset[:3]}:{offset[3:]}" if offset else None
 
@@ -100,7 +106,11 @@ def _exif_of(source: bytes | str | Image.Image) -> Any:
         warnings.simplefilter("ignore")
         if isinstance(source, Image.Image):
             return source.getexif()
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        if not isinstance(source, bytes):
+            source, _ = read_bounded(source)  # a regular file only, of bounded size
+        if png_text_bytes(source) > MAX_METADATA_BYTES:
+            source = strip_png_text(source)  # EXIF is not in text chunks; their size is unbounded
+        with Image.open(io.BytesIO(source)) as img:
             return img.getexif()
 
 

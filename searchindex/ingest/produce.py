@@ -28,14 +28,10 @@ model's preprocessing one batch ahead of the encoder, which runs in this process
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
-import multiprocessing
 import os
-import signal
-import sys
 from collections.abc import Callable, Iterator, Sequence, Set
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Union
 
@@ -43,13 +39,15 @@ import numpy as np
 
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..errors import ImageDecodeError
+from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileError, read_bounded
 from ..models.encoders import Encoder
-from ..models.images import decode_image
+from ..models.images import check_megapixels, decode_image
 from ..models.pixels import PixelSpec, to_pixels
 from ..store.records import FailureRecord, PhotoMetadata
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
 from .scan import FileEntry
+from .workerpool import worker_pool
 
 __all__ = ["PROCESS_MIN_FILES", "LocalProducer", "Produced", "Producer", "ReadFile", "Result", "default_workers",
            "read_file"]
@@ -105,22 +103,49 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one file may cost: its size on disk and its pixel count."""
+
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+    def __post_init__(self) -> None:
+        check_megapixels(self.max_megapixels)
+        if self.max_file_bytes < 1:
+            raise ValueError(f"the file size limit must be positive, not {self.max_file_bytes}")
+
+
 def read_file(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
-              max_megapixels: float) -> ReadFile | FailureRecord:
+              limits: ReadLimits) -> ReadFile | FailureRecord:
     """Read and hash one file; decode and preprocess it only if its content is new.
 
     ``prepare`` is a :class:`PixelSpec` (pixels as ``uint8`` arrays, what worker
     processes do) or, for models whose preprocessing only open_clip knows, the
-    encoder itself (its tensor, in a thread of the encoder's process).
+    encoder itself (its tensor, in a thread of the encoder's process).  Never
+    raises: whatever goes wrong with this one file becomes its failure record.
     """
+    try:
+        return _read_one(entry, known, prepare, limits)
+    except MemoryError:
+        return FailureRecord(entry.path, entry.size, entry.mtime_ns, "out of memory while reading this file")
+    except Exception as exc:  # a reader or decoder bug must not stop a 200k-photo run
+        log.exception("unexpected error reading %s", entry.path)
+        return FailureRecord(entry.path, entry.size, entry.mtime_ns, f"read error: {type(exc).__name__}: {exc}")
+
+
+def _read_one(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
+              limits: ReadLimits) -> ReadFile | FailureRecord:
     def fail(reason: str) -> FailureRecord:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, reason)
 
     try:
         if os.path.isdir(entry.path):
             return fail("a directory named like an image (its contents are scanned as a folder)")
-        with open(entry.path, "rb") as fh:
-            data = fh.read()
+        # Regular files only (a FIFO would block forever, /dev/zero never ends), of bounded size.
+        data, sha = read_bounded(entry.path, limits.max_file_bytes, digest=True)
+    except (NotRegularFileError, FileTooLargeError) as exc:
+        return fail(exc.strerror or str(exc))
     except FileNotFoundError:
         if os.path.islink(entry.path):
             return fail(f"broken symbolic link (to {os.readlink(entry.path)})")
@@ -129,7 +154,7 @@ def read_file(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
         if exc.errno == errno.ELOOP:
             return fail("symbolic link loop")
         return fail(f"unreadable: {exc.strerror or exc}")
-    sha = hashlib.sha256(data).hexdigest()
+    assert sha is not None
     meta = read_metadata(data, entry.mtime_ns)
     # Signature first: a sidecar edited while it is being read is read again next run.
     sidecars = sidecar_signature(entry.path)
@@ -139,7 +164,8 @@ def read_file(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
         return ReadFile(produced)
     try:
         min_side = prepare.min_side if isinstance(prepare, PixelSpec) else prepare.image_size
-        decoded = decode_image(data, entry.path, max_megapixels=max_megapixels, min_side=min_side)
+        decoded = decode_image(data, entry.path, max_megapixels=limits.max_megapixels, min_side=min_side)
+        del data  # the pixels are what is needed from here on
         if isinstance(prepare, PixelSpec):
             pixels = to_pixels(decoded.image, prepare)
         else:
@@ -158,11 +184,10 @@ _worker_known: Set[str] = frozenset()
 def _worker_init(known: Set[str]) -> None:
     global _worker_known
     _worker_known = known
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
-def _read_in_worker(entry: FileEntry, spec: PixelSpec, max_megapixels: float) -> ReadFile | FailureRecord:
-    return read_file(entry, _worker_known, spec, max_megapixels)
+def _read_in_worker(entry: FileEntry, spec: PixelSpec, limits: ReadLimits) -> ReadFile | FailureRecord:
+    return read_file(entry, _worker_known, spec, limits)
 
 
 class LocalProducer:
@@ -177,10 +202,11 @@ class LocalProducer:
     """
 
     def __init__(self, get_encoder: Callable[[], Encoder], *, workers: int | None = None,
-                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         self._get_encoder = get_encoder
         self.workers = default_workers() if workers is None else workers
-        self.max_megapixels = max_megapixels
+        self.limits = ReadLimits(max_megapixels, max_file_bytes)
         self._pools: list[Executor] = []
 
     def produce(self, batches: Sequence[Sequence[FileEntry]], known: Set[str]) -> Iterator[list[Result]]:
@@ -191,28 +217,47 @@ class LocalProducer:
         spec = encoder.pixel_spec
         seen = set(known)  # content encoded by this run joins it: later copies are only hashed
         total = sum(len(b) for b in batches)
-        submit: Callable[[Executor, Sequence[FileEntry]], list[Future[Any]]]
+        limits = self.limits
+        prepare: PixelSpec | Encoder = spec or encoder
+        n_threads = max(1, self.workers or default_workers())
+        pool: Executor
         if self.workers > 0 and spec is not None and total >= PROCESS_MIN_FILES:
-            method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-            pool: Executor = ProcessPoolExecutor(max_workers=self.workers,
-                                                 mp_context=multiprocessing.get_context(method),
-                                                 initializer=_worker_init, initargs=(frozenset(seen),))
-
-            def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
-                return [pool.submit(_read_in_worker, e, spec, self.max_megapixels) for e in batch]
+            # Forked workers that die with this process and re-run no main script (see workerpool).
+            pool = worker_pool(self.workers, _worker_init, (frozenset(seen),))
         else:
-            pool = ThreadPoolExecutor(max_workers=max(1, self.workers or default_workers()),
-                                      thread_name_prefix="decode")
-            prepare: PixelSpec | Encoder = spec or encoder
+            pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="decode")
 
-            def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
-                return [pool.submit(read_file, e, seen, prepare, self.max_megapixels) for e in batch]
+        def submit(pool: Executor, batch: Sequence[FileEntry]) -> list[Future[Any]]:
+            if isinstance(pool, ThreadPoolExecutor):
+                return [pool.submit(read_file, e, seen, prepare, limits) for e in batch]
+            assert spec is not None  # worker processes are used only with a PixelSpec
+            return [pool.submit(_read_in_worker, e, spec, limits) for e in batch]
+
+        def collect(futures: list[Future[Any]], batch: Sequence[FileEntry]) -> list[Any]:
+            out = []
+            for f, e in zip(futures, batch, strict=True):
+                try:
+                    out.append(f.result())
+                except BrokenExecutor:
+                    raise
+                except Exception as exc:  # e.g. a result that cannot be sent back from a worker
+                    out.append(FailureRecord(e.path, e.size, e.mtime_ns, f"read error: {type(exc).__name__}: {exc}"))
+            return out
 
         self._pools.append(pool)
         try:
             ahead = submit(pool, batches[0])
             for i in range(len(batches)):
-                read = [f.result() for f in ahead]
+                try:
+                    read = collect(ahead, batches[i])
+                except BrokenExecutor:
+                    # A worker was killed (the OOM killer, a signal): go on in threads rather than lose the run.
+                    log.warning("a decode worker process died; decoding the rest of this run in threads")
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pools.remove(pool)
+                    pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="decode")
+                    self._pools.append(pool)
+                    read = collect(submit(pool, batches[i]), batches[i])
                 ahead = submit(pool, batches[i + 1]) if i + 1 < len(batches) else []
                 yield self._encode(encoder, read, seen)
         finally:

@@ -34,8 +34,9 @@ import numpy as np
 
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..errors import MissingExtraError, ModelMismatchError
+from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.spec import ModelSpec
-from .produce import Result
+from .produce import ReadLimits, Result
 from .scan import FileEntry
 
 __all__ = ["RayEngine"]
@@ -71,14 +72,14 @@ def _probe_model(spec: ModelSpec, device: str, precision: str) -> tuple[ModelSpe
 
 
 def _read_decode(batch: dict[str, np.ndarray], known: Set[str], pixel_spec: Any,
-                 max_megapixels: float) -> dict[str, np.ndarray]:
+                 limits: ReadLimits) -> dict[str, np.ndarray]:
     """Ray Data task: read, hash, decode and preprocess a block of files (as the local workers do)."""
     from .produce import read_file
 
     out = []
     for path, size, mtime_ns in zip(batch["path"], batch["size"], batch["mtime_ns"], strict=True):
         entry = FileEntry(str(path), int(size), int(mtime_ns))
-        out.append(pickle.dumps(read_file(entry, known, pixel_spec, max_megapixels)))
+        out.append(pickle.dumps(read_file(entry, known, pixel_spec, limits)))
     return {"record": np.array(out, dtype=object), "order": batch["order"]}
 
 
@@ -86,7 +87,7 @@ class _EncodeActor:
     """Ray Data actor: loads the index's model once, then encodes the decoded records it is given."""
 
     def __init__(self, spec: ModelSpec, dim: int, device: str, precision: str, known: Set[str],
-                 max_megapixels: float) -> None:
+                 limits: ReadLimits) -> None:
         from ..models.backends import load_encoder
 
         self.encoder = load_encoder(spec, device, precision)
@@ -94,7 +95,7 @@ class _EncodeActor:
             raise ModelMismatchError(f"{spec.describe()} makes {self.encoder.dim}-d vectors on this worker, "
                                      f"the index holds {dim}-d")
         self.known = known
-        self.max_megapixels = max_megapixels
+        self.limits = limits
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .produce import ReadFile, read_file
@@ -102,7 +103,7 @@ class _EncodeActor:
         if "record" in batch:
             records = [pickle.loads(item) for item in batch["record"]]
         else:  # a model whose preprocessing only open_clip knows: decode here, with the model
-            records = [read_file(FileEntry(str(p), int(s), int(m)), self.known, self.encoder, self.max_megapixels)
+            records = [read_file(FileEntry(str(p), int(s), int(m)), self.known, self.encoder, self.limits)
                        for p, s, m in zip(batch["path"], batch["size"], batch["mtime_ns"], strict=True)]
         todo = [r for r in records if isinstance(r, ReadFile) and r.pixels is not None]
         out: list[Any] = []
@@ -138,6 +139,8 @@ class RayEngine:
         object_store_memory: bytes of a local instance's object store (default: Ray's).
         device, precision: as for the local path; ``None`` takes the index's.
         max_megapixels: larger images are failures (decompression bombs), as locally.
+        max_file_bytes: larger files are failures without being read, as locally.
+        max_file_bytes: larger files are failures without being read, as locally.
     """
 
     address: str | None = None
@@ -146,6 +149,7 @@ class RayEngine:
     cpus_per_worker: float = 1.0
     decode_cpus: float = 0.5
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     num_cpus: int | None = None
     object_store_memory: int | None = None
     device: str | None = None
@@ -256,14 +260,14 @@ class RayEngine:
             ds = ds.map_batches(_read_decode, batch_size=batch_size, batch_format="numpy",
                                 num_cpus=self.decode_cpus,
                                 fn_kwargs={"known": known, "pixel_spec": pixel_spec,
-                                           "max_megapixels": self.max_megapixels})
+                                           "limits": ReadLimits(self.max_megapixels, self.max_file_bytes)})
         ds = ds.map_batches(
             _EncodeActor, batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.encoder_workers),
             num_cpus=self.cpus_per_worker, num_gpus=self.num_gpus_per_worker or None,
             fn_constructor_kwargs={"spec": spec, "dim": dim, "device": device, "precision": precision,
                                    "known": known if pixel_spec is None else frozenset(),
-                                   "max_megapixels": self.max_megapixels},
+                                   "limits": ReadLimits(self.max_megapixels, self.max_file_bytes)},
         )  # Ray Data restarts lost actors and retries their batches (max_restarts=-1 by default)
         starts = [0]
         for b in batches:

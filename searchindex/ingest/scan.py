@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import FolderNotFoundError
+from ..fileio import clamp_int64
 from ..models.images import IMAGE_EXTENSIONS
 
 __all__ = ["FileEntry", "check_folders", "scan_folders"]
@@ -97,4 +98,5 @@ def scan_folders(folders: Iterable[str | os.PathLike[str]], skipped: list[str] |
                     # such files, so hand it over with an impossible size.
                     yield FileEntry(path, -1, 0)
                     continue
-                yield FileEntry(path, st.st_size, st.st_mtime_ns)
+                # Clamped to SQLite's 64-bit integers (ext4 allows mtimes up to 2446, tmpfs more).
+                yield FileEntry(path, st.st_size, clamp_int64(st.st_mtime_ns))

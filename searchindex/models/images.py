@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -11,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..errors import ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "DecodedImage", "decode_image"]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "DecodedImage", "check_megapixels", "decode_image"]
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",
@@ -33,6 +35,27 @@ def _register_heif() -> bool:
         register_heif_opener()
         _heif_registered = True
     return True
+
+
+def check_megapixels(value: float) -> float:
+    """``value`` as a megapixel limit, or :class:`ValueError` (``nan`` would switch the guard off)."""
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"the megapixel limit must be a positive number, not {value}")
+    return value
+
+
+def _lift_pillow_limit(max_megapixels: float) -> None:
+    """Make our limit the one that applies: Pillow refuses at twice its own ``MAX_IMAGE_PIXELS``
+    (~179 MP by default) before we see the image's size, so raise it to ours where it is lower.
+
+    Only ever raised, never lowered or disabled: a program that set a larger limit (or none)
+    keeps it, and ours is still enforced on the size Pillow reads from the header.
+    """
+    wanted = int(max_megapixels * 1e6)
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < wanted:
+        Image.MAX_IMAGE_PIXELS = wanted
 
 
 # EXIF orientations 5-8 swap width and height.
@@ -65,8 +88,14 @@ def decode_image(
             sides are both at least this many pixels (Pillow's draft mode), which is
             much faster for large photos and loses nothing the model would see.
     """
+    max_megapixels = check_megapixels(max_megapixels)
     if not data:
         raise ImageDecodeError(name, "empty file")
+    _lift_pillow_limit(max_megapixels)
+    if data[:8] == _PNG_SIGNATURE and _png_text_costly(data):
+        # Pillow reads (and copies, or inflates) every text chunk before the pixels, and refuses the
+        # whole image over a compressed one that inflates too far; they carry nothing we decode.
+        data = strip_png_text(data)
     if data[8:12] in _HEIF_BRANDS and data[4:8] == b"ftyp" and not _register_heif():
         raise ImageDecodeError(
             name, "unsupported format HEIC/HEIF: install the optional extra with pip install 'searchindex[heif]'"
@@ -105,6 +134,53 @@ def decode_image(
         # Pillow reports truncated data, bad checksums and broken headers this way.
         raise ImageDecodeError(name, f"corrupt image: {exc}") from None
     return DecodedImage(image=img, width=width, height=height, format=fmt)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+#: Embedded metadata (PNG text chunks) above this total is not read: a photo's notes,
+#: keywords and XMP fit in far less, and a 30 MB text chunk would be copied several times.
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk of a PNG, walking the headers only; stops at damage."""
+    chunks = []
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        chunks.append((kind, pos, end))
+        if kind == b"IEND":
+            break
+        pos = end
+    return chunks
+
+
+def png_text_bytes(data: bytes) -> int:
+    """Total size of the text chunks (tEXt, zTXt, iTXt) of PNG ``data``; 0 for other formats."""
+    if data[:8] != _PNG_SIGNATURE:
+        return 0
+    return sum(end - start for kind, start, end in _png_chunks(data) if kind in _PNG_TEXT_CHUNKS)
+
+
+def _png_text_costly(data: bytes) -> bool:
+    """Large text chunks, or compressed ones (which may inflate without bound)."""
+    chunks = _png_chunks(data)
+    return (any(kind in (b"zTXt", b"iTXt") for kind, _, _ in chunks)
+            or sum(end - start for kind, start, end in chunks if kind in _PNG_TEXT_CHUNKS) > MAX_METADATA_BYTES)
+
+
+def strip_png_text(data: bytes) -> bytes:
+    """PNG ``data`` without its text chunks (the pixels and every other chunk unchanged)."""
+    chunks = _png_chunks(data)
+    if not chunks:
+        return data
+    kept = [data[start:end] for kind, start, end in chunks if kind not in _PNG_TEXT_CHUNKS]
+    return _PNG_SIGNATURE + b"".join(kept) + data[chunks[-1][2]:]
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..errors import ModelMismatchError, QueryError
+from ..fileio import read_bounded
 from .backends import load_encoder
 from .encoders import Encoder
 from .images import decode_image
@@ -129,7 +130,7 @@ class ModelSession:
             QueryError: the file cannot be read or decoded.
         """
         try:
-            data = Path(path).expanduser().read_bytes()
+            data, _ = read_bounded(Path(path).expanduser())  # a regular file of bounded size only
         except OSError as exc:
             raise QueryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
         try:

@@ -139,18 +139,53 @@ def parse_term(spec: str, *, sign: float = 1.0, weight: float | None = None) -> 
     if value.startswith("text:"):
         return Term.of_text(value[5:], w) if value[5:].strip() else _empty(spec)
     if value.startswith("image:"):
-        path = Path(value[6:]).expanduser()
-        if not path.is_file():
-            raise QueryError(f"image term file not found: {value[6:]}")
-        return Term.of_image(path, w)
+        return Term.of_image(image_file(value[6:]), w)
     if not value.strip():
         _empty(spec)
-    path = Path(value).expanduser()
-    if path.is_file():
-        return Term.of_image(path, w)
-    if path.suffix.lower() in _IMAGE_SUFFIXES and "\n" not in value:
+    kind = _file_kind(value)
+    if kind == "file":
+        return Term.of_image(Path(value).expanduser(), w)
+    if kind == "other":
+        image_file(value)  # raises: it names a FIFO, device or folder
+    if Path(value).suffix.lower() in _IMAGE_SUFFIXES and "\n" not in value and kind is not None:
         raise QueryError(f"image term file not found: {value} (write text:{value} to search for the words)")
     return Term.of_text(value, w)
+
+
+# Linux's PATH_MAX and NAME_MAX: a longer text cannot name a file, so it is never probed.
+_PATH_MAX, _NAME_MAX = 4096, 255
+
+
+def _file_kind(value: str) -> str | None:
+    """``"file"`` (a regular file), ``"other"`` (exists, not a regular file), ``"none"`` (could be a
+    path, nothing there) or ``None`` (cannot be a path: too long, NUL bytes; a text for sure).
+
+    An OS error while probing (permissions, a name too long for this filesystem) means "none":
+    whether a text happens to be a path is never a reason for a query to fail.
+    """
+    raw = os.fsencode(os.path.expanduser(value)) if "\0" not in value else None
+    if raw is None or len(raw) > _PATH_MAX or any(len(part) > _NAME_MAX for part in raw.split(b"/")):
+        return None
+    try:
+        st = os.stat(raw)
+    except (OSError, ValueError):
+        return "none"
+    import stat as _stat
+
+    return "file" if _stat.S_ISREG(st.st_mode) else "other"
+
+
+def image_file(value: str | os.PathLike[str]) -> Path:
+    """``value`` as the path of an example image, or a :class:`QueryError` saying why it cannot be one."""
+    text = os.fspath(value)
+    kind = _file_kind(text)
+    if kind == "file":
+        return Path(text).expanduser()
+    if kind == "other":
+        from ..fileio import describe_type
+
+        raise QueryError(f"image term {text}: not a regular file ({describe_type(os.stat(text).st_mode)})")
+    raise QueryError(f"image term file not found: {text[:200]}")
 
 
 def _empty(spec: str) -> Term:
@@ -185,10 +220,7 @@ class Query:
         if text is not None:
             terms.append(parse_term(text))
         for image in images:
-            path = Path(image).expanduser()
-            if not path.is_file():
-                raise QueryError(f"image term file not found: {image}")
-            terms.append(Term.of_image(path))
+            terms.append(Term.of_image(image_file(image)))
         terms += [parse_term(s) for s in plus]
         terms += [parse_term(s, weight=w) for w, s in plus_weighted]
         terms += [parse_term(s, sign=-1) for s in minus]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QueryError
+from ..fileio import INT64_MAX
 from ..models.session import ModelSession
 from ..store.catalog import Catalog
 from .request import Shot
@@ -32,6 +33,9 @@ def shot_vectors(catalog: Catalog, models: ModelSession, shots: Sequence[Shot],
     vectors: list[np.ndarray] = []
     ids: list[int] = []
     wanted_ids = [int(x) for x in shots if isinstance(x, (int, np.integer))]
+    for i in wanted_ids:
+        if not 0 <= i <= INT64_MAX:
+            raise QueryError(f"no image with id {i} in this index ({what} example)")
     stored = catalog.images.embeddings(wanted_ids, dim) if wanted_ids else {}
     paths = [x for x in shots if not isinstance(x, (int, np.integer))]
     by_path = catalog.images.ids_by_path(

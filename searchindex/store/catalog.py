@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ..errors import IndexSchemaError
+from ..errors import IndexCorruptError, IndexSchemaError
 from ..models.spec import ModelSpec
 from .captions import CaptionRepository
 from .concepts import ConceptRepository
@@ -49,8 +49,11 @@ from .schema import (
     MetaRow,
     RemovalRow,
     TextStateRow,
+    check_meta,
+    damaged,
     engine_for,
     executor,
+    is_damage,
 )
 from .tags import TagRepository
 from .texts import TextRepository
@@ -125,15 +128,30 @@ class Catalog:
             try:  # take (and drop) the write lock: fails at once on a read-only file or folder
                 raw.execute("BEGIN IMMEDIATE")
                 raw.rollback()
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc):
+                    engine.dispose()
+                    raise damaged(path, exc) from exc
+                raise
             finally:
                 raw.close()
-        except (OperationalError, sqlite3.OperationalError):
+        except (OperationalError, sqlite3.OperationalError) as exc:
             engine.dispose()
+            if is_damage(exc):
+                raise damaged(path, getattr(exc, "orig", exc)) from exc
             engine = engine_for(path, read_only=True)
             writable = False
             log.info("%s is not writable: opened read-only", path)
         try:
             cls._upgrade(path, writable)
+        except IndexCorruptError as exc:
+            engine.dispose()
+            raise damaged(path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            engine.dispose()
+            if is_damage(exc):
+                raise damaged(path, exc) from exc
+            raise
         except BaseException:
             engine.dispose()
             raise
@@ -146,6 +164,7 @@ class Catalog:
         else:
             db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True)
         try:
+            check_meta(db)
             todo = pending(db)
             if todo and not writable:
                 raise IndexSchemaError(

@@ -147,6 +147,9 @@ def haversine_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> 
     return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1))))
 
 
+_MAX_SIDE = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Filters:
     """Conditions a result must meet; every set field must hold (AND).
@@ -183,6 +186,9 @@ class Filters:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise QueryError(f"{name} must not be negative")
+            if value is not None and value > _MAX_SIDE:
+                # SQLite integers stop at 2^63; no image is anywhere near this wide.
+                raise QueryError(f"{name} {value} is larger than any image can be (at most {_MAX_SIDE:,})")
         # Validate now: bad input is an input error, not a search-time surprise.
         for p in (*self.paths, *self.exclude):
             glob_to_sqlite(p, self.cwd)

@@ -50,16 +50,22 @@ def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_
     Raises:
         IndexFolderError: ``folder`` is a file, or holds files that are not an index's.
         IndexExistsError: another process made an index there meanwhile.
+        IndexWriteError: the folder or catalog cannot be written (disk full, read-only, /proc).
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
-    with WriterLock(folder):
-        if holds_index(folder):
-            raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
-        refuse_strangers(folder)
-        return Catalog.create(folder, spec, dim, factory, meta={"faiss_index_type": index_type})
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
+        with WriterLock(folder):
+            if holds_index(folder):
+                raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
+            refuse_strangers(folder)
+            return Catalog.create(folder, spec, dim, factory, meta={"faiss_index_type": index_type})
+    except (OSError, sqlalchemy.exc.OperationalError) as exc:
+        # A full disk, a read-only place, /proc or /sys: one clear error, nothing half-made left behind.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "orig", exc)
+        raise IndexWriteError(f"cannot create an index at {folder}: {reason}") from exc
 
 # The names an index folder's own files have: SQLite's journals, the writer lock, the
 # query cache, vector files and the temporary files of killed writers included.
@@ -117,6 +123,8 @@ def strangers(folder: Path) -> list[str]:
         names = os.listdir(folder)
     except FileNotFoundError:
         return []
+    except NotADirectoryError:  # lost in the move to store/: --index pointing at a file is a clear error
+        raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
     return sorted(n for n in names if not owned(n) or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n)))
 
 

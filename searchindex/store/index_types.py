@@ -29,6 +29,7 @@ __all__ = [
     "ivf_of",
     "load_faiss",
     "make_index",
+    "check_trainable",
     "min_train",
     "planned_factory",
     "train_size",
@@ -153,21 +154,46 @@ def canonical_factory(spec: str, dim: int | None = None) -> str:
         IndexTypeError: FAISS cannot build ``spec``.
     """
     spec = spec.strip()
+    if "HNSW" in spec or "NSG" in spec:
+        raise IndexTypeError(f"index type {spec!r}: graph indexes cannot remove vectors, which the index "
+                             "needs when images are deleted; use IVF or Flat types")
+    # Validate the structure on a one-list stand-in: FAISS allocates every list of an IVF index
+    # when it builds one, so checking IVF99999999 as given would cost gigabytes.
+    lists = [int(n) for n in _LISTS_RE.findall(spec)]
+    if any(not 1 <= n <= MAX_NLIST for n in lists):
+        raise IndexTypeError(f"index type {spec!r}: an IVF list count is between 1 and {MAX_NLIST:,} "
+                             "(about 4 x sqrt(images) is right; 'auto' picks it)")
+    probe = _LISTS_RE.sub("IVF1", spec)
     last: Exception | None = None
     for d in (dim,) if dim else (512, 768, 1024, 64):
         try:
-            index = make_index(spec, d)
+            index = make_index(probe, d)
         except RuntimeError as exc:
             last = exc
             continue
-        if "HNSW" in spec or "NSG" in spec:
-            raise IndexTypeError(f"index type {spec!r}: graph indexes cannot remove vectors, which the index "
-                                 "needs when images are deleted; use IVF or Flat types")
-        return describe(index)
+        described = describe(index)
+        for n in lists:
+            described = described.replace("IVF1,", f"IVF{n}\0,", 1)
+        return described.replace("\0", "")
     detail = str(last).strip().splitlines()[-1] if last else ""
     where = f" for {dim}-d vectors" if dim else ""
     raise IndexTypeError(f"FAISS cannot build index type {spec!r}{where} ({detail}); "
                          "give an index_factory string such as 'IDMap2,Flat' or 'IVF1024,SQ8', or 'auto'")
+
+
+#: The most IVF lists an index type may ask for (a billion vectors use ~2^16-2^18).
+MAX_NLIST = 1 << 20
+_LISTS_RE = re.compile(r"IVF(\d+)")
+
+
+def check_trainable(factory: str, n_vectors: int) -> None:
+    """Raise :class:`IndexTypeError` when ``n_vectors`` are too few to ever train ``factory``."""
+    need = min_train(factory)
+    if need > n_vectors:
+        raise IndexTypeError(
+            f"index type {factory!r} needs at least {need:,} images to train, but the index would hold at most "
+            f"{n_vectors:,}: use fewer lists (IVF{ivf_nlist(max(n_vectors, 1))},...) or 'auto'"
+        )
 
 
 def min_train(factory: str) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import IndexSchemaError
+from ..errors import IndexCorruptError, IndexSchemaError
 
 __all__ = ["FTS_TABLE_SQL", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "refresh_text_index", "upgrade"]
 
@@ -188,8 +188,22 @@ SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 
 
 def _version(db: sqlite3.Connection) -> int:
+    """The catalog's schema version (1 when unrecorded: the first schema did not record it).
+
+    Raises:
+        IndexCorruptError: the record is not a number, or missing from a catalog that has
+            later schemas' columns (so running the migrations again would fail half-way).
+    """
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 1
+    if row is None:
+        columns = {r[1] for r in db.execute("PRAGMA table_info(images)")}
+        if "taken_at" in columns:
+            raise IndexCorruptError("the schema_version record is missing")
+        return 1
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise IndexCorruptError(f"the schema_version record is {str(row[0])[:40]!r}, not a number") from None
 
 
 def pending(db: sqlite3.Connection) -> list[Migration]:

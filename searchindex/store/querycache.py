@@ -31,6 +31,21 @@ MAX_ENTRIES = 2000
 _MEMORY_ENTRIES = 256
 
 
+#: A cached embedding is used only if its norm is this close to 1 (the encoders return unit vectors).
+UNIT_TOLERANCE = 1e-3
+
+
+def _valid(blob: object, dim: int) -> np.ndarray | None:
+    """The stored vector if it can be a query embedding of this model: a ``dim``-long, finite,
+    unit-length float32 vector (a NaN, zero or tampered entry would silently empty or skew results)."""
+    if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+        return None
+    vec = np.frombuffer(blob, dtype=np.float32)
+    if not np.all(np.isfinite(vec)) or abs(float(np.linalg.norm(vec)) - 1.0) > UNIT_TOLERANCE:
+        return None
+    return vec
+
+
 class QueryCache:
     """Query text -> unit embedding for one model, in memory and in ``folder/query_cache.sqlite``."""
 
@@ -77,12 +92,24 @@ class QueryCache:
             except sqlite3.Error as exc:
                 log.debug("query cache %s unreadable: %s", self._file, exc)
                 rows = []
+            bad = []
             for text, blob in rows:
-                vec = np.frombuffer(blob, dtype=np.float32)
-                if vec.shape[0] == self._dim:
-                    found[text] = vec
-                    self._remember(text, vec)
+                vec = _valid(blob, self._dim)
+                if vec is None:
+                    bad.append(text)
+                    continue
+                found[text] = vec
+                self._remember(text, vec)
+            if bad:
+                log.warning("query cache %s: dropping %d invalid entries", self._file, len(bad))
+                self._drop(db, bad)
         return found
+
+    def _drop(self, db: sqlite3.Connection, texts: Sequence[str]) -> None:
+        try:
+            db.executemany("DELETE FROM queries WHERE model = ? AND text = ?", [(self._key, t) for t in texts])
+        except sqlite3.Error as exc:
+            log.debug("query cache %s: invalid entries not removed: %s", self._file, exc)
 
     def put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
         """Store new embeddings; failures (read-only folder, locked file) are ignored."""
@@ -90,8 +117,10 @@ class QueryCache:
             self._put_many(vectors)
 
     def _put_many(self, vectors: Mapping[str, np.ndarray]) -> None:
+        vectors = {t: np.asarray(v, dtype=np.float32) for t, v in vectors.items()
+                   if _valid(np.asarray(v, dtype=np.float32).tobytes(), self._dim) is not None}
         for text, vec in vectors.items():
-            self._remember(text, np.asarray(vec, dtype=np.float32))
+            self._remember(text, vec)
         db = self._connect(create=True)
         if db is None or not vectors:
             return

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from ..errors import IndexCorruptError
 from .migrations import FTS_TABLE_SQL
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,57 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur.execute(f"PRAGMA {pragma}")
         except sqlite3.OperationalError as exc:
             log.debug("PRAGMA %s refused: %s", pragma, exc)
+        except sqlite3.DatabaseError as exc:  # a damaged file: the first real statement reports it
+            log.debug("PRAGMA %s failed: %s", pragma, exc)
+            break
     cur.close()
+
+
+# SQLite's primary result codes for a damaged file (sqlite3 errors carry them since Python 3.11).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_DAMAGE_WORDS = ("malformed", "not a database", "corrupt")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True when ``exc`` (sqlite3 or SQLAlchemy) says the database file itself is damaged."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return True
+    return isinstance(orig, sqlite3.DatabaseError) and any(w in str(orig).lower() for w in _DAMAGE_WORDS)
+
+
+def damaged(path: Path, detail: object) -> IndexCorruptError:
+    """The one error users see for a damaged catalog: which file, and what to run."""
+    folder = path.parent
+    text = str(detail).strip()
+    return IndexCorruptError(
+        f"the catalog {path} is damaged ({text.splitlines()[0] if text else 'unreadable'}); "
+        f"run `searchindex check --index {folder}` for details and `searchindex repair --index {folder}` "
+        "to recover what can be read (the damaged file is kept aside)"
+    )
+
+
+def _raise_damage(path: Path) -> Callable[[Any], None]:
+    def handle_error(context: Any) -> None:
+        if is_damage(context.original_exception):
+            raise damaged(path, context.original_exception) from context.original_exception
+    return handle_error
+
+
+def check_meta(db: sqlite3.Connection) -> None:
+    """Raise :class:`IndexCorruptError` unless the records every index has are there and well-formed."""
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError as exc:  # an empty file is a valid, empty SQLite database
+        raise IndexCorruptError(f"it has no readable meta table ({exc})") from None
+    missing = [k for k in ("model", "pretrained", "dim") if k not in meta]
+    if missing:
+        raise IndexCorruptError(f"the {', '.join(missing)} record(s) are missing")
+    for key in ("dim", "generation"):
+        value = str(meta.get(key, "0"))
+        if not value.isdigit() or (key == "dim" and int(value) == 0):
+            raise IndexCorruptError(f"the {key} record is {value[:40]!r}, not a valid number")
 
 
 def engine_for(path: Path, read_only: bool = False) -> Engine:
@@ -221,6 +272,8 @@ def engine_for(path: Path, read_only: bool = False) -> Engine:
         url = f"sqlite:///{path}"
     engine = create_engine(url, future=True)
     event.listen(engine, "connect", _sqlite_pragmas)
+    # Any statement that meets a damaged file raises IndexCorruptError naming it, not a traceback.
+    event.listen(engine, "handle_error", _raise_damage(path))
     return engine
 
 

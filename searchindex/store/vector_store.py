@@ -23,6 +23,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .index_build import BuildReport, build_index
+from .index_types import check_trainable
 from .vectors import (
     DEFAULT_FACTORY,
     VectorFileError,
@@ -146,15 +147,19 @@ class VectorStore:
 
     # -- index type ---------------------------------------------------------
 
-    def check_index_type(self, index_type: str | None) -> str | None:
-        """``index_type`` in canonical form (``None`` and ``auto`` as they are).
+    def check_index_type(self, index_type: str | None, most: int | None = None) -> str | None:
+        """``index_type`` in canonical form (``None`` and ``auto`` as they are), checked without
+        building it; ``most``: the most vectors the index can hold once the operation is done
+        (default: the catalog's count), refused when too few to ever train the type.
 
         Raises:
-            IndexTypeError: FAISS cannot build it.
+            IndexTypeError: FAISS cannot build it, or the collection cannot train it.
         """
         if index_type is None or index_type == "auto":
             return index_type
-        return canonical_factory(index_type, self.dim)
+        factory = canonical_factory(index_type, self.dim)
+        check_trainable(factory, self.catalog.images.count() if most is None else most)
+        return factory
 
     def set_index_type(self, index_type: str | None) -> None:
         """Record another index type (a checked one; ``None`` keeps it).  Call under the writer lock."""
