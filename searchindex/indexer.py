@@ -357,6 +357,8 @@ def index_entries(
                     known.add(d.sha256)  # later copies of this content are hashed, not decoded
                     rows.append(NewImage(d.entry.path, d.entry.size, d.entry.mtime_ns, d.sha256, d.width,
                                          d.height, d.format, v, d.meta))
+                if not counts.indexed:
+                    log.debug("first images encoded (%d)", len(to_encode))  # scripts/bench_peers.py times this
                 counts.indexed += len(to_encode)
             if copies:
                 src_ids = [s for _, _, s, _ in copies if s >= 0]
