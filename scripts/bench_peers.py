@@ -223,9 +223,12 @@ def make_sets(work: Path, args: argparse.Namespace) -> dict[str, Path]:
         if n and not (folder / ".complete").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             t0 = time.perf_counter()
-            if name == "naive" and n <= args.n12:  # the first photos of the 12 MP set, linked
+            # A larger set of the same kind made earlier (or the 12 MP set, for the naive loop): link its first files.
+            bigger = sorted((p for p in work.glob(f"{'12mp' if name == 'naive' else name}-*")
+                             if (p / ".complete").is_file() and int(p.name.rsplit("-", 1)[1]) >= n), key=str)
+            if bigger:
                 folder.mkdir()
-                for f in sorted(out["12mp"].glob("*.jpg"))[:n]:
+                for f in sorted(bigger[0].glob("*.jpg"))[:n]:
                     os.link(f, folder / f.name)
             else:
                 make_set(folder, n, w, h, seed)
@@ -278,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None,
                     help="keep generated images, rclip's model files and the model cache here (reused next time)")
     ap.add_argument("--only", default="index,search,naive", help="comma-separated subset of index,search,naive")
+    ap.add_argument("--searchindex-src", type=Path, default=REPO,
+                    help="the searchindex source tree to run (default: this checkout), e.g. an older commit's export")
     ap.add_argument("--export-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.export_only:
@@ -291,11 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "SEARCHINDEX_CACHE": str(work / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(args.searchindex_src.resolve()), "HF_HUB_OFFLINE": "1", "SEARCHINDEX_CACHE": str(work / f"cache-{args.searchindex_src.resolve().name}")}
     rclip_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     rclip_env["HF_HUB_OFFLINE"] = "1"
 
-    print(f"{os.cpu_count()} CPUs, {load()}; {MODEL} / {PRETRAINED} on both sides; rclip: {rclip}", flush=True)
+    print(f"{os.cpu_count()} CPUs, {load()}; {MODEL} / {PRETRAINED} on both sides; rclip: {rclip}; "
+          f"searchindex from {args.searchindex_src}", flush=True)
     models = work / "rclip-models"
     if rclip:
         t0 = time.perf_counter()

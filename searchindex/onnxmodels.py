@@ -40,12 +40,14 @@ if TYPE_CHECKING:
     from .encoders import Encoder, ModelSpec, OpenClipEncoder
 
 __all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
-           "model_cache_dir", "onnx_available", "text_backend", "tower_key"]
+           "model_cache_dir", "onnx_available", "short_text_forward", "supports_short_text", "text_backend",
+           "tower_key", "trim_tokens"]
 
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph or its sidecar change meaning: old files are then ignored.
-_FORMAT = 2
+# 3: the text tower takes any token count (see short_text_forward).
+_FORMAT = 3
 _PROBE = ["a photo of a red circle", "", "x " * 200, "naïve café, 日本 🐱"]
 _MIN_COSINE = 0.999
 
@@ -152,29 +154,120 @@ def _weights_apart(model_file: Path) -> None:
                     location=_data_name(model_file), size_threshold=1024)
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, spin: bool = True) -> Any:
+    """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning.
+
+    Spinning wins microseconds on an idle machine, but when other processes hold the
+    cores, spinning threads steal the time the working ones need.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxTextEncoder:
-    """A model's text tower under ONNX Runtime (CPU): texts to unit vectors, like ``Encoder.encode_texts``."""
+    """A model's text tower under ONNX Runtime (CPU): texts to unit vectors, like ``Encoder.encode_texts``.
 
-    def __init__(self, model_file: Path, context_length: int, dim: int) -> None:
+    ``trim``: the graph takes any token count (:func:`short_text_forward`), so a batch is
+    cut to its longest text instead of padded to the context length.
+    """
+
+    def __init__(self, model_file: Path, context_length: int, dim: int, trim: bool = False) -> None:
         from .tokenizer import clip_tokenizer
 
         self._session = _session(model_file)
         self._tokenizer = clip_tokenizer(context_length)
+        self._trim = trim
         self.dim = dim
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self._session.run(None, {"tokens": self._tokenizer(list(texts))})[0].astype(np.float32)
+        tokens = self._tokenizer(list(texts))
+        if self._trim:
+            tokens = trim_tokens(tokens)
+        out = self._session.run(None, {"tokens": tokens})[0].astype(np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def trim_tokens(tokens: Any) -> Any:
+    """Cut a token batch (numpy or torch) after its last end-of-text token.
+
+    The end-of-text id is the largest in the vocabulary, so each row's argmax is where
+    pooling reads (padding is id 0, which is also a real token, "!": zeros cannot tell).
+    """
+    return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+
+
+def supports_short_text(model: Any) -> bool:
+    """True when ``model``'s text tower gives the same vector for any padding length.
+
+    That holds for open_clip's ``CLIP`` text tower with a causal mask and end-of-text
+    (argmax) pooling: no token attends to a later one, so the padding after the
+    end-of-text token cannot change it, and pooling reads that token alone.
+    """
+    if not (
+        all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final"))
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) == "argmax"
+        and getattr(model, "cls_emb", None) is None
+        and getattr(model.transformer, "batch_first", False)
+    ):
+        return False
+    from torch import nn
+
+    for block in getattr(model.transformer, "resblocks", [None]):
+        attn = getattr(block, "attn", None)
+        if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim
+                and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
+                and all(hasattr(block, a) for a in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+                and not hasattr(block, "ln_1_kv")):
+            return False
+    return True
+
+
+def _block(block: Any, x: Any, mask: Any) -> Any:
+    """One open_clip ``ResidualAttentionBlock`` (self-attention) with no sequence length baked in.
+
+    The same arithmetic as ``nn.MultiheadAttention``, written with reshapes that leave the
+    batch and length axes to the input, so an ONNX export traced at one length runs at any.
+    """
+    import torch.nn.functional as F  # noqa: N812
+
+    attn = block.attn
+    h = block.ln_1(x)
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, attn.num_heads, -1))
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n, heads, length, head_dim)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).flatten(2)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def short_text_forward(model: Any, tokens: Any) -> Any:
+    """``model.encode_text(tokens, normalize=True)`` for tokens of any length up to the context.
+
+    open_clip's own method adds all 77 positional embeddings, so it needs 77 columns;
+    here positions and the causal mask are cut to the columns given.  Only for models
+    where :func:`supports_short_text` holds (equal to the padded result to float
+    rounding; ``tests/test_textpath.py`` checks it).
+    """
+    import torch
+
+    length = tokens.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    mask = model.attn_mask[:length, :length].to(cast)
+    for block in model.transformer.resblocks:
+        x = _block(block, x, mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return torch.nn.functional.normalize(x, dim=-1)
 
 
 def load_text_encoder(spec: ModelSpec) -> OnnxTextEncoder | None:
@@ -188,7 +281,8 @@ def load_text_encoder(spec: ModelSpec) -> OnnxTextEncoder | None:
         if "error" in facts:
             log.debug("no ONNX text tower for %s: %s", spec.describe(), facts["error"])
             return None
-        return OnnxTextEncoder(model_file, int(facts["context_length"]), int(facts["dim"]))
+        return OnnxTextEncoder(model_file, int(facts["context_length"]), int(facts["dim"]),
+                               trim=bool(facts.get("any_length")))
     except FileNotFoundError:
         log.debug("no ONNX text tower for %s yet (%s)", spec.describe(), sidecar)
     except Exception as exc:  # a damaged file must never stop a search: torch still works
@@ -247,26 +341,35 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
 
     from .tokenizer import ClipTokenizer
 
+    short = supports_short_text(encoder._model)
+
     class TextTower(torch.nn.Module):  # encode_text as forward(), which the exporter traces
         def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, tokens: Any) -> Any:
+            if short:
+                return short_text_forward(self.model, tokens)
             return self.model.encode_text(tokens, normalize=True)
 
     tokens = ClipTokenizer(context_length)(_PROBE)
-    _export_graph(encoder, TextTower(encoder._model), tokens, "tokens", model_file)
+    # Traced on a trimmed batch, so the length axis is not folded into a constant of 77.
+    _export_graph(encoder, TextTower(encoder._model), trim_tokens(tokens[:2]) if short else tokens, "tokens",
+                  model_file, length_axis=short, checks=[tokens, trim_tokens(tokens[:1])] if short else [])
     facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
-             "dim": encoder.dim, "tokenizer": "clip-bpe"}
+             "dim": encoder.dim, "tokenizer": "clip-bpe", "any_length": short}
     _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
     log.info("exported the %s text tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
     return model_file
 
 
 def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, input_name: str,
-                  model_file: Path) -> None:
-    """Trace ``module`` on ``example`` (batch axis dynamic), check it against torch, move it into place."""
+                  model_file: Path, length_axis: bool = False, checks: Sequence[np.ndarray] = ()) -> None:
+    """Trace ``module`` on ``example`` (batch axis dynamic), check it against torch, move it into place.
+
+    ``length_axis``: axis 1 is dynamic too; ``checks``: more inputs the export must reproduce.
+    """
     import warnings
 
     import torch
@@ -290,21 +393,25 @@ def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, in
             try:
                 with warnings.catch_warnings(), torch.no_grad():
                     warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
+                    axes = {0: "n", 1: "length"} if length_axis else {0: "n"}
                     torch.onnx.export(module, (x,), str(staged), input_names=[input_name],
                                       output_names=["embedding"],
-                                      dynamic_axes={input_name: {0: "n"}, "embedding": {0: "n"}},
+                                      dynamic_axes={input_name: axes, "embedding": {0: "n"}},
                                       opset_version=17, dynamo=False)
             finally:
                 torch.backends.mha.set_fastpath_enabled(fastpath)
-            with torch.inference_mode():
-                want = module(x).float().numpy()
             _weights_apart(staged)
-            got = _session(staged).run(None, {input_name: example})[0]
-            want /= np.linalg.norm(want, axis=1, keepdims=True)
-            got /= np.linalg.norm(got, axis=1, keepdims=True)
-            cosine = float(np.min(np.sum(got * want, axis=1)))
-            if cosine < _MIN_COSINE:
-                raise ValueError(f"exported tower disagrees with torch (min cosine {cosine:.5f})")
+            session = _session(staged)
+            for probe in [example, *checks]:
+                with torch.inference_mode():
+                    want = module(torch.from_numpy(probe)).float().numpy()
+                got = session.run(None, {input_name: probe})[0]
+                want /= np.linalg.norm(want, axis=1, keepdims=True)
+                got /= np.linalg.norm(got, axis=1, keepdims=True)
+                cosine = float(np.min(np.sum(got * want, axis=1)))
+                if cosine < _MIN_COSINE:
+                    raise ValueError(f"exported tower disagrees with torch (min cosine {cosine:.5f})")
+            del session
             for name in (_data_name(model_file), model_file.name):  # weights first: the graph names them
                 os.chmod(Path(tmp) / name, 0o644)
                 os.replace(Path(tmp) / name, model_file.parent / name)
@@ -340,3 +447,137 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
         log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
     return _session(model_file)
+
+
+# --- the prepared int8 image tower -------------------------------------------------------------
+#
+# Built once per model and machine by a process that has the open_clip model loaded (the
+# first int8 indexing run): the image tower is exported to ONNX, its matrix multiplies are
+# rewritten to per-token int8 (searchindex.quantize), and the result is checked against
+# torch fp32 on probe scenes.  Later runs load only this file into ONNX Runtime: no torch,
+# no open_clip, no model construction, no self-check.  The sidecar records what made it;
+# a different ONNX Runtime, onnx, torch or open_clip version, another CPU kind or a new
+# format makes it stale, and it is built again.
+
+_INT8_FORMAT = 1
+_INT8_PROBES = 16
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def int8_weight_levels() -> int:
+    """127 where the CPU has VNNI (u8 x s8 dot products accumulate in 32 bits), else 63.
+
+    Without VNNI, x86 int8 kernels add pairs of u8 x s8 products in 16 bits, which
+    saturates with full-range weights; 7-bit weights keep every pair sum in range.
+    """
+    flags = _cpu_flags()
+    return 127 if flags & {"avx512_vnni", "avx_vnni", "avx512vnni"} else 63
+
+
+def _int8_ident() -> dict[str, Any]:
+    return {"format": _INT8_FORMAT, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
+            "torch": _version("torch"), "open_clip": _version("open_clip_torch"),
+            "weight_levels": int8_weight_levels()}
+
+
+def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
+    stem = model_cache_dir() / f"{tower_key(spec)}-image-int8"
+    return stem.with_suffix(".onnx"), stem.with_suffix(".json")
+
+
+def _probe_pixels(pixel_spec: Any, count: int = _INT8_PROBES) -> np.ndarray:
+    """Seeded synthetic scenes at the model's input size: what the int8 tower is checked on."""
+    import random
+
+    from .pixels import to_pixels
+    from .synthetic import random_scene, render
+
+    rng = random.Random(2026)
+    side = max(pixel_spec.height, pixel_spec.width)
+    return pixel_spec.normalise([to_pixels(render(random_scene(rng), size=side), pixel_spec) for _ in range(count)])
+
+
+def load_int8_tower(spec: ModelSpec) -> tuple[Any, dict[str, Any]] | None:
+    """The prepared int8 image tower of ``spec`` and its facts, or None (none yet, stale, or rejected)."""
+    if not onnx_available():
+        return None
+    model_file, sidecar = _int8_paths(spec)
+    try:
+        facts = json.loads(sidecar.read_text())
+        if facts.get("ident") != _int8_ident() or not facts.get("accepted"):
+            return None
+        return _session(model_file, spin=False), facts
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged file must never stop indexing: it is built again
+        log.debug("cannot use the prepared int8 tower %s: %s", model_file, exc)
+        return None
+
+
+def int8_verdict(spec: ModelSpec) -> float | None:
+    """The recorded int8-vs-fp32 cosine of ``spec`` on this machine when int8 was rejected, else None."""
+    try:
+        facts = json.loads(_int8_paths(spec)[1].read_text())
+    except (OSError, ValueError):
+        return None
+    if facts.get("ident") == _int8_ident() and not facts.get("accepted") and "cosine" in facts:
+        return float(facts["cosine"])
+    return None
+
+
+def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any, float] | None:
+    """Build (or load) ``encoder``'s prepared int8 image tower; the session and its checked cosine.
+
+    None when onnx/onnxruntime are missing, the model needs open_clip's own preprocessing,
+    the export fails, or the int8 vectors drift from fp32 below ``min_cosine`` (recorded,
+    so later runs do not try again).
+    """
+    import torch
+
+    from .quantize import quantize_onnx_file
+
+    if not onnx_available(export=True) or encoder.pixel_spec is None:
+        return None
+    loaded = load_int8_tower(encoder.spec)
+    if loaded is not None:
+        return loaded[0], float(loaded[1]["cosine"])
+    if int8_verdict(encoder.spec) is not None:
+        return None
+    model_file, sidecar = _int8_paths(encoder.spec)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    probes = _probe_pixels(encoder.pixel_spec)
+    with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".int8-") as tmp:
+        fp32 = Path(tmp) / "image-fp32.onnx"
+        _export_graph(encoder, encoder._model.visual, probes[:2], "pixels", fp32)
+        staged = Path(tmp) / model_file.name
+        converted = quantize_onnx_file(fp32, staged, weight_levels=int8_weight_levels())
+        session = _session(staged, spin=False)
+        with torch.inference_mode():
+            want = encoder._model.visual(torch.from_numpy(probes)).float().numpy()
+        got = session.run(None, {"pixels": probes})[0]
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        cosine = float(np.mean(np.sum(got * want, axis=1)))
+        accepted = cosine >= min_cosine
+        facts = {"ident": _int8_ident(), "model": encoder.spec.describe(), "accepted": accepted,
+                 "cosine": cosine, "converted": converted, "dim": encoder.dim, "image_size": encoder.image_size,
+                 "pixel_spec": encoder.pixel_spec.to_json()}
+        if accepted:
+            os.chmod(staged, 0o644)
+            os.replace(staged, model_file)
+        _write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
+    if not accepted:
+        return None
+    log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",
+             encoder.spec.describe(), converted, cosine, model_file)
+    return _session(model_file, spin=False), cosine
