@@ -355,7 +355,8 @@ class OpenClipEncoder(Encoder):
         return feats.cpu().numpy()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        found = {t: self._text_cache[t] for t in dict.fromkeys(texts) if t in self._text_cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             torch = self._torch
             from .onnxmodels import short_text_forward, supports_short_text, trim_tokens
@@ -367,13 +368,14 @@ class OpenClipEncoder(Encoder):
                 else:
                     feats = self._model.encode_text(tokens, normalize=True)
                 feats = feats.float().cpu().numpy()
-            for t, f in zip(missing, feats, strict=False):
-                self._text_cache[t] = f
-                while len(self._text_cache) > self._TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
-        for t in texts:
+            found.update(zip(missing, feats, strict=True))
+        # A call with more distinct texts than the cache holds must still answer them all.
+        for t, f in found.items():
+            self._text_cache[t] = f
             self._text_cache.move_to_end(t)
-        return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
+        while len(self._text_cache) > self._TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]).astype(np.float32)
 
 
 def _as_array(batch: Sequence[Any]) -> np.ndarray:
