@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,6 +381,7 @@ class Catalog:
                     "dim": str(dim),
                     "faiss_factory": factory,
                     "generation": "0",
+                    "index_id": uuid.uuid4().hex,  # the index's identity: its vector file must carry it
                     "created_at": str(time.time()),
                     **(meta or {}),
                 }.items():
@@ -483,12 +485,18 @@ class Catalog:
         with Session(self._engine) as s:
             return set(s.scalars(select(ImageRow.id).where(ImageRow.date_source.is_(None))))
 
-    def failure_states(self) -> dict[str, tuple[int, int]]:
-        """path -> (size, mtime_ns) of every recorded failure."""
+    def failure_states(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, reason) of every recorded failure."""
         with Session(self._engine) as s:
             return {
-                p: (sz, mt) for p, sz, mt in s.execute(select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns))
+                p: (sz, mt, why) for p, sz, mt, why in s.execute(
+                    select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns, FailureRow.reason))
             }
+
+    def ids(self) -> np.ndarray:
+        """The ids of every indexed image, sorted."""
+        with Session(self._engine) as s:
+            return np.array(sorted(s.scalars(select(ImageRow.id))), dtype=np.int64)
 
     def embeddings_by_id(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}

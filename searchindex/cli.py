@@ -155,7 +155,13 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     the index. Ctrl-C stops after the batch in flight is committed; run the same
     command again to resume. With --caption, the images are then captioned as by
     `searchindex caption`.
+
+    Links to folders are followed (like find -L), each folder once: a link back
+    to a folder already scanned is skipped, and images indexed below a skipped
+    link or an unreadable folder are kept, not taken for deleted. A new index
+    needs a folder of its own (new, or empty).
     """
+    from .errors import IndexExistsError
     from .index import Index
 
     if (caption_model or caption_prompt) and not caption_after:
@@ -170,8 +176,12 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             idx = Index.open(path, device=device, precision=precision)
             idx.check_model(model, pretrained)
         else:
-            idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision,
-                               index_type=index_type or "auto")
+            try:
+                idx = Index.create(path, model=model, pretrained=pretrained, device=device, precision=precision,
+                                   index_type=index_type or "auto")
+            except IndexExistsError:  # another process created it meanwhile: add to it (under its lock)
+                idx = Index.open(path, device=device, precision=precision)
+                idx.check_model(model, pretrained)
         with idx, _stop_on_sigint() as stop:
             with _progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,

@@ -52,15 +52,17 @@ def run_demo(
     folder = Path(index_path).expanduser()
     images = folder / "images"
     labels_file = images / "labels.jsonl"
+    # The index first: it needs a folder of its own, so a folder holding anything else is refused here.
+    index = Index.open(folder) if Index.exists(folder) else Index.create(folder, model=DEMO_MODEL)
     if not labels_file.is_file() or sum(1 for _ in open(labels_file)) != count:
-        shutil.rmtree(images, ignore_errors=True)  # a different --count: start the pictures afresh
+        if labels_file.is_file():  # the demo's own pictures, for a different --count: start afresh
+            shutil.rmtree(images)
         write_dataset(images, count=count, seed=DEMO_SEED, size=64)
     labels = {}
     with open(labels_file, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
             labels[str((images / row["file"]).resolve())] = row
-    index = Index.open(folder) if Index.exists(folder) else Index.create(folder, model=DEMO_MODEL)
     with index:
         index.check_model(DEMO_MODEL, None)
         summary = index.add_folder(images, progress=progress)

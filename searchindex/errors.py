@@ -15,6 +15,10 @@ class IndexExistsError(SearchIndexError):
     """An index already exists where a new one was to be created."""
 
 
+class IndexFolderError(SearchIndexError):
+    """A folder cannot hold a new index: it holds other files (an index needs a folder of its own)."""
+
+
 class ModelError(SearchIndexError):
     """A model cannot be used: unknown name, unreachable weights, bad checkpoint."""
 

@@ -7,7 +7,7 @@ import dataclasses
 import errno
 import logging
 import os
-import shutil
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +26,7 @@ from .duplicates import DuplicateGroup, DuplicateImage, find_pairs, group_pairs
 from .encoders import Encoder, ModelSpec, load_encoder, resolve_model
 from .errors import (
     IndexExistsError,
+    IndexFolderError,
     IndexNotFoundError,
     IndexWriteError,
     ModelMismatchError,
@@ -34,19 +35,21 @@ from .errors import (
 from .hybrid import DEFAULT_FUSION, FUSIONS, TextRanking, fuse, query_words, rank_text
 from .images import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .indexer import IndexSummary, ProgressCallback, index_entries
-from .lock import WriterLock
+from .lock import LOCK_FILE, WriterLock
 from .onnxmodels import TextEncoder, export_text_tower, load_text_encoder, text_backend, tower_key
 from .query import Filters, Query, Term, auto_cutoff, combine
-from .querycache import QueryCache
+from .querycache import CACHE_FILE, QueryCache
 from .scan import FileEntry, scan_folders
 from .vectors import (
     DEFAULT_FACTORY,
     BuildReport,
+    VectorFileError,
     VectorIndex,
     build_index,
     canonical_factory,
     latest_vector_file,
     planned_factory,
+    read_vector_file,
     train_size,
 )
 
@@ -174,6 +177,61 @@ class IndexInfo:
     captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
 
 
+# The names an index folder's own files have: everything else in it is a stranger's
+# and is never deleted (SQLite's journals, the writer lock, the query cache, vector
+# files and the temporary files of killed writers included).
+_OWNED_NAMES = frozenset(
+    [LOCK_FILE] + [base + suffix for base in (CATALOG_FILE, CACHE_FILE) for suffix in ("", "-wal", "-shm", "-journal")]
+)
+_OWNED_PATTERNS = (
+    re.compile(r"^vectors-\d{12}\.faiss$"),
+    re.compile(r"^\.vectors-\d{12}\.faiss\.\d+\.tmp$"),
+    re.compile(r"^\." + re.escape(CATALOG_FILE) + r"\.\d+\.tmp(-wal|-shm|-journal)?$"),
+)
+
+
+def _owned(name: str) -> bool:
+    """True for the names of files an index folder's index made (and may delete)."""
+    return name in _OWNED_NAMES or any(p.match(name) for p in _OWNED_PATTERNS)
+
+
+def _strangers(folder: Path) -> list[str]:
+    """Names in ``folder`` that are not the index's own files (sorted); none when it does not exist."""
+    try:
+        return sorted(n for n in os.listdir(folder) if not _owned(n))
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
+
+
+def _remove_index_files(folder: Path) -> list[str]:
+    """Delete the index's own files in ``folder``, and the folder if nothing else is left in it.
+
+    Returns the names left (other people's files, never touched).
+    """
+    for name in os.listdir(folder):
+        if _owned(name):
+            try:
+                os.unlink(folder / name)
+            except FileNotFoundError:
+                pass
+    left = _strangers(folder)
+    if not left:
+        os.rmdir(folder)
+    return left
+
+
+def _refuse_strangers(folder: Path) -> None:
+    strangers = _strangers(folder)
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        raise IndexFolderError(
+            f"{folder} is not empty ({len(strangers)} entries: {shown}); an index needs a folder of its own "
+            "(a new or empty folder, or an existing index); give another --index"
+        )
+
+
 def _exchange(a: Path, b: Path) -> None:
     """Swap two folders: atomically where the OS can (Linux renameat2), else by two renames."""
     try:
@@ -207,20 +265,59 @@ class Index:
 
     def __init__(self, path: Path, catalog: Catalog, *, device: str = "auto", precision: str = "auto") -> None:
         self.path = path
-        self._catalog = catalog
         self._device = device
         self._precision = precision
-        meta = catalog.meta()
-        self.spec: ModelSpec = catalog.model_spec()
-        self.dim = int(meta["dim"])
-        self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
-        self._index_type = meta.get("faiss_index_type") or "auto"
         self._encoder: Encoder | None = None
         self._text_encoder: TextEncoder | None = None
         self._query_cache: QueryCache | None = None
-        self._vectors: VectorIndex | None = None
         self._lock = threading.RLock()
         self._itm: dict[str, Any] = {}  # rerank model name -> ITM scorer
+        self._attach(catalog)
+
+    def _attach(self, catalog: Catalog) -> None:
+        """Use ``catalog``; what was derived from a previous one (vectors, a model of other weights) is dropped."""
+        self._catalog = catalog
+        meta = catalog.meta()
+        spec: ModelSpec = catalog.model_spec()
+        if getattr(self, "spec", None) is not None and not spec.same_weights(self.spec):
+            self._encoder, self._text_encoder, self._itm = None, None, {}
+        if self._query_cache is not None:
+            self._query_cache.close()
+            self._query_cache = None
+        self.spec = spec
+        self.dim = int(meta["dim"])
+        self._id = meta.get("index_id", "")
+        self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
+        self._index_type = meta.get("faiss_index_type") or "auto"
+        self._vectors: VectorIndex | None = None
+        self._vectors_saved = False  # whether the folder's vector file was checked and is current
+        # Which catalog file this is: another process's reindex swaps the folder's.
+        st = os.stat(catalog.path)
+        self._catalog_key = (st.st_dev, st.st_ino)
+
+    def _follow_swap(self) -> None:
+        """Reopen the catalog when the folder's catalog file is no longer the one open here.
+
+        Another process's ``reindex`` replaces the whole index; writing on through the
+        old catalog would lose every write.
+        """
+        with self._lock:
+            try:
+                st = os.stat(self._catalog.path)
+            except FileNotFoundError:
+                raise IndexNotFoundError(f"the index at {self.path} was removed by another process") from None
+            if (st.st_dev, st.st_ino) == self._catalog_key:
+                return
+            log.warning("the index at %s was replaced by another process (reindex): reopening it", self.path)
+            self._catalog.close()
+            self._attach(Catalog.open(self.path))
+
+    @contextmanager
+    def _write_locked(self) -> Iterator[None]:
+        """Hold the writer lock on the index as it is now (reopened if another process replaced it)."""
+        with self._writing(), WriterLock(self.path):
+            self._follow_swap()
+            yield
 
     # -- lifecycle --------------------------------------------------------
 
@@ -265,6 +362,7 @@ class Index:
         folder = Path(path).expanduser()
         if cls.exists(folder):
             raise IndexExistsError(f"an index already exists at {folder}")
+        _refuse_strangers(folder)  # before loading the model: fail fast
         if index_type != "auto":
             canonical_factory(index_type)  # fail before loading the model
         spec = resolve_model(model, pretrained)
@@ -272,11 +370,20 @@ class Index:
         encoder = load_encoder(spec, device, precision)
         if index_type != "auto":
             index_type = canonical_factory(index_type, encoder.dim)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Every index starts exact and empty; the first run that ends with enough
-        # vectors builds the requested (or auto-chosen) type.
-        catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
-                                 meta={"faiss_index_type": index_type})
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
+        # Under the writer lock: of two processes creating the same index, the
+        # second finds it locked or made, and replaces nothing.
+        with WriterLock(folder):
+            if cls.exists(folder):
+                raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
+            _refuse_strangers(folder)
+            # Every index starts exact and empty; the first run that ends with enough
+            # vectors builds the requested (or auto-chosen) type.
+            catalog = Catalog.create(folder, spec, encoder.dim, DEFAULT_FACTORY,
+                                     meta={"faiss_index_type": index_type})
         index = cls(folder, catalog, device=device, precision=precision)
         index._encoder = encoder
         log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
@@ -340,15 +447,26 @@ class Index:
     def _fresh_vectors(self) -> VectorIndex:
         """The vector index, caught up with the catalog's latest generation."""
         with self._lock:
+            self._follow_swap()
             generation = self._catalog.generation()
             vecs = self._vectors
             if vecs is None:
                 # Without a usable file, start exact: it needs no training, and the
                 # next indexing run rebuilds the recorded type from the catalog.
-                vecs = VectorIndex.load(self.path) or VectorIndex.empty(self.dim)
-                if vecs.generation > generation:  # a file from a newer catalog cannot be trusted
-                    vecs = VectorIndex.empty(self.dim)
+                loaded = VectorIndex.load(self.path, self._id, self.dim)
+                if loaded is not None and loaded.generation > generation:
+                    log.warning("vector file of generation %d is newer than the catalog (%d); rebuilding from "
+                                "the catalog", loaded.generation, generation)
+                    loaded = None
+                vecs = loaded or VectorIndex.empty(self.dim)
                 vecs.fetch = self._fetch_vectors
+                if vecs.generation < generation:
+                    self._catch_up(vecs, generation)
+                if loaded is not None and not self._matches_catalog(vecs):
+                    vecs = VectorIndex.empty(self.dim)
+                    vecs.fetch = self._fetch_vectors
+                    loaded = None
+                self._vectors_saved = loaded is not None  # else the next save must write a file
                 meta = self._catalog.meta()
                 if meta.get("faiss_nprobe") and meta.get("faiss_factory") == vecs.factory:
                     vecs.nprobe = int(meta["faiss_nprobe"])
@@ -356,6 +474,27 @@ class Index:
                 self._catch_up(vecs, generation)
             self._vectors = vecs
             return vecs
+
+    #: Vectors of a loaded (flat) file compared with the catalog's embeddings.
+    _SAMPLE = 32
+
+    def _matches_catalog(self, vecs: VectorIndex) -> bool:
+        """True when ``vecs`` holds exactly the catalog's ids (and, flat, a sample of its vectors)."""
+        ids = self._catalog.ids()
+        have = vecs.ids()
+        why = None
+        if len(have) != len(ids):
+            why = f"{len(have)} vectors for {len(ids)} images"
+        elif not np.array_equal(have, ids):
+            why = "its ids are not the catalog's"
+        elif vecs.nprobe is None and len(ids):  # flat: the stored vectors are the catalog's exactly
+            sample = np.random.default_rng(0).choice(ids, min(self._SAMPLE, len(ids)), replace=False)
+            if not np.allclose(vecs.vectors(sample), self._fetch_vectors(sample), atol=1e-4):
+                why = "its vectors are not the catalog's embeddings"
+        if why is not None:
+            log.warning("the vector file in %s does not match the catalog (%s); rebuilding from the catalog",
+                        self.path, why)
+        return why is None
 
     def _fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of ``ids`` from the catalog (zeros for ids removed meanwhile)."""
@@ -383,15 +522,25 @@ class Index:
         Called under the writer lock at the end of every indexing run.
         """
         found = latest_vector_file(self.path)
-        if found is not None and found[1] == self._catalog.generation() and self._planned() is None:
+        if (self._vectors is None and found is not None and found[1] == self._catalog.generation()
+                and self._planned() is None and self._file_verifies(found[0], found[1])):
             return None  # nothing changed: FAISS need not even be loaded
         vecs = self._fresh_vectors()
-        if found is None or found[1] != vecs.generation:
-            vecs.save(self.path)
+        if found is None or found[1] != vecs.generation or not self._vectors_saved:
+            vecs.save(self.path, self._id)
+            self._vectors_saved = True
         if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
             self._record(vecs, built_at=vecs.ntotal, recall=None)
         target = self._planned()
         return self._rebuild_vectors(target) if target is not None else None
+
+    def _file_verifies(self, path: Path, generation: int) -> bool:
+        """The cheap check of a vector file: header, checksum, identity, dimension and count (no FAISS)."""
+        try:
+            _, header = read_vector_file(path, generation, self._id, self.dim)
+        except (OSError, VectorFileError):
+            return False
+        return bool(header["count"] == self._catalog.count())
 
     def _planned(self) -> str | None:
         meta = self._catalog.meta()
@@ -426,7 +575,7 @@ class Index:
                             old.factory)
                 return None
             new.generation, new.fetch = old.generation, self._fetch_vectors
-            new.save(self.path)
+            new.save(self.path, self._id)
             self._vectors = new
             self._record(new, built_at=new.ntotal, recall=report.recall)
             log.info("vector index rebuilt as %s (%d vectors, nprobe %s)", report.factory, report.vectors,
@@ -477,12 +626,13 @@ class Index:
         t0 = time.perf_counter()
         wanted = self._check_index_type(index_type)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
-        entries = list(scan_folders(folders))
-        with self._writing(), WriterLock(self.path):
+        skipped: list[str] = []
+        entries = list(scan_folders(folders, skipped))
+        with self._write_locked():
             self._set_index_type(wanted)
             return self._index_entries(entries, [os.fspath(f) for f in folders], t0, batch_size=batch_size,
                                        workers=workers, max_megapixels=max_megapixels, progress=progress,
-                                       stop=stop)
+                                       stop=stop, skipped=skipped)
 
     def optimize(self, index_type: str | None = None) -> BuildReport | None:
         """Bring the vector index up to date and rebuild it if its type should change.
@@ -495,7 +645,7 @@ class Index:
             IndexTypeError, IndexLockedError, IndexWriteError.
         """
         wanted = self._check_index_type(index_type)
-        with self._writing(), WriterLock(self.path):
+        with self._write_locked():
             self._set_index_type(wanted)
             return self._save_vectors()
 
@@ -563,7 +713,8 @@ class Index:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
         """
         t0 = time.perf_counter()
-        folder = Path(path).expanduser().absolute()
+        # Through a link to the index: swap the real folder, so the link keeps working.
+        folder = Path(path).expanduser().resolve()
         staging = folder.parent / f".{folder.name}.reindex"
         with cls.open(folder, device=device, precision=precision) as old, old._writing(), WriterLock(folder):
             spec = resolve_model(model, pretrained)
@@ -582,7 +733,8 @@ class Index:
                     new.close()
                     new = None
             if new is None:
-                shutil.rmtree(staging, ignore_errors=True)
+                if staging.is_dir() and not staging.is_symlink():
+                    _remove_index_files(staging)  # only what an index made: strangers make create refuse
                 new = cls.create(staging, model, pretrained, device=device, precision=precision,
                                  index_type=old._index_type)
             else:
@@ -613,7 +765,12 @@ class Index:
                 return summary
             old._catalog.close()
             _exchange(staging, folder)
-        shutil.rmtree(staging, ignore_errors=True)  # now the old index
+            # Other people's files in the index folder stay in it: carry them over.
+            for name in _strangers(staging):
+                os.rename(staging / name, folder / name)
+        left = _remove_index_files(staging)  # now the old index: only its own files go
+        if left:
+            log.warning("left %s in place: it holds files that are not the index's (%s)", staging, ", ".join(left))
         log.info("reindexed %s with %s", folder, spec.describe())
         return dataclasses.replace(summary, failed=summary.failed + len(missing),
                                    failures=tuple(missing) + summary.failures)
@@ -1115,12 +1272,12 @@ class Index:
             null = null_classifier(self.encoder, chosen)
             todo = [TagLabel(name, chosen, label_classifier(self.encoder, name, chosen), null, 0.0, 0, 0)
                     for name in labels]
-        with self._writing(), WriterLock(self.path):
+        with self._write_locked():
             return tag_catalog(self._catalog, self.dim, todo, recalibrate=True)
 
     def untag(self, labels: Sequence[str]) -> int:
         """Forget labels and their tags; returns how many of them existed."""
-        with self._writing(), WriterLock(self.path):
+        with self._write_locked():
             return self._catalog.remove_labels(list(labels))
 
     def tags(self) -> list[tuple[str, int]]:
@@ -1188,7 +1345,7 @@ class Index:
                 return load_captioner(model_id, device=device or self._device, prompt=prompt,
                                       max_new_tokens=max_new_tokens, num_beams=num_beams)
 
-        with self._writing(), WriterLock(self.path):
+        with self._write_locked():
             return caption_catalog(self._catalog, model_id, load, batch_size=batch_size, progress=progress,
                                    stop=stop)
 

@@ -213,6 +213,17 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+#: Failure reasons whose cause can go away while the file's size and mtime stay the same
+#: (permissions, I/O errors, an optional extra installed since): such files are tried
+#: again every run.  Other failures (a corrupt file) are retried once the file changes;
+#: broken links and loops have no size until they are fixed, which changes it.
+RETRIED_FAILURES = ("unreadable:", "install the optional extra")
+
+
+def _retried(reason: str) -> bool:
+    return any(marker in reason for marker in RETRIED_FAILURES)
+
+
 def index_entries(
     catalog: Catalog,
     get_encoder: Callable[[], Encoder],
@@ -225,11 +236,14 @@ def index_entries(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    skipped: Sequence[str] = (),
 ) -> tuple[_Counts, int, bool]:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
     ``workers``: decode processes (default :func:`default_workers`); 0 decodes in
-    threads of this process.  Returns (counts, unchanged, interrupted).
+    threads of this process.  ``skipped``: folders below ``roots`` the scan did not
+    walk (see :func:`~searchindex.scan.scan_folders`); what is indexed below them
+    is kept.  Returns (counts, unchanged, interrupted).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -237,9 +251,12 @@ def index_entries(
         workers = default_workers()
     roots = [os.path.abspath(r) for r in roots]
     images = catalog.image_states()  # path -> (id, size, mtime_ns, sha256)
-    failed_before = catalog.failure_states()
+    failures = catalog.failure_states()
+    # A failure that may have gone away is not "unchanged": it is tried again.
+    failed_before = {p: state[:2] for p, state in failures.items() if not _retried(state[2])}
     seen = {e.path for e in entries}
-    gone = {p for p in list(images) + list(failed_before) if p not in seen and _under(p, roots)}
+    gone = {p for p in list(images) + list(failures)
+            if p not in seen and _under(p, roots) and not _under(p, skipped)}
     by_sha: dict[str, list[int]] = {}
     id_path: dict[int, str] = {}
     for path, (image_id, _, _, sha) in images.items():

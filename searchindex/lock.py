@@ -31,15 +31,26 @@ class WriterLock:
     def acquire(self) -> None:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._read_holder(fd)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read_holder(fd)
+                os.close(fd)
+                raise IndexLockedError(
+                    f"another process is writing to this index ({holder}); wait for it to finish"
+                ) from None
+            # The folder may have been swapped (reindex) between open and flock: then
+            # this lock is on the old folder's file and protects nothing; take it again.
+            try:
+                here = os.stat(self.path)
+            except FileNotFoundError:
+                here = None
+            mine = os.fstat(fd)
+            if here is not None and (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                break
             os.close(fd)
-            raise IndexLockedError(
-                f"another process is writing to this index ({holder}); wait for it to finish"
-            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,17 @@ def _text_states(db: sqlite3.Connection) -> None:
     )
 
 
+def _index_identity(db: sqlite3.Connection) -> None:
+    """v7: a random id for the index, recorded in its vector file too.
+
+    A vector file is used only when it carries the catalog's id (and its
+    generation, dimension and count); existing files carry none, so the next
+    open rebuilds the vector index from the catalog's embeddings and the next
+    ``index`` run saves it with the id.
+    """
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?)", (uuid.uuid4().hex,))
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -161,6 +173,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "filter_indexes", _filter_indexes),
     Migration(5, "text_search", _text_search),
     Migration(6, "text_states", _text_states),
+    Migration(7, "index_identity", _index_identity),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

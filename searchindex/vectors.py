@@ -4,10 +4,15 @@ Each saved file carries in its name the catalog generation it reflects
 (``vectors-000000000042.faiss``).  A file is written under a temporary name and
 renamed into place, so a reader sees either the old complete file or the new
 complete file, never a partial one; older generations are deleted afterwards.
+A header line before the FAISS data records the index's identity (the catalog's
+``index_id``), generation, dimension, count and a SHA-256 of the data: a damaged
+file, or one from another index, is never used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -26,7 +31,9 @@ __all__ = [
     "DEFAULT_FACTORY",
     "FLAT_MAX",
     "GATHER_MAX",
+    "VECTOR_MAGIC",
     "BuildReport",
+    "VectorFileError",
     "VectorIndex",
     "build_index",
     "canonical_factory",
@@ -35,6 +42,7 @@ __all__ = [
     "ivf_nlist",
     "latest_vector_file",
     "planned_factory",
+    "read_vector_file",
     "train_size",
 ]
 
@@ -360,6 +368,45 @@ def latest_vector_file(folder: Path) -> tuple[Path, int] | None:
     return best
 
 
+#: The first bytes of a vector file; a JSON header line follows, then the FAISS data.
+VECTOR_MAGIC = b"searchindex-vectors 1\n"
+
+
+class VectorFileError(Exception):
+    """A vector file that does not belong to, or does not match, its catalog (the message says how)."""
+
+
+def read_vector_file(path: Path, generation: int, index_id: str | None = None,
+                     dim: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The FAISS data of a vector file and its header, once both are checked.
+
+    Raises:
+        VectorFileError: no header (an older searchindex wrote it), a checksum that
+            does not match (the file was damaged), or an identity, generation or
+            dimension other than expected.
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(len(VECTOR_MAGIC))
+        if head != VECTOR_MAGIC:
+            raise VectorFileError("no identity header (written by an older searchindex, or not a vector file)")
+        try:
+            header = json.loads(fh.readline(4096))
+            header = {k: header[k] for k in ("index_id", "generation", "dim", "count", "sha256")}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VectorFileError("damaged header") from exc
+        payload = np.frombuffer(fh.read(), dtype=np.uint8)
+    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+        raise VectorFileError("checksum mismatch: the file is damaged")
+    if index_id is not None and header["index_id"] != index_id:
+        raise VectorFileError(f"it belongs to another index ({header['index_id'] or 'no id'}, not {index_id})")
+    if header["generation"] != generation:
+        raise VectorFileError(f"its header says generation {header['generation']}, its name {generation}")
+    if dim is not None and header["dim"] != dim:
+        raise VectorFileError(f"{header['dim']}-d vectors, the catalog's are {dim}-d")
+    return payload, header
+
+
 class VectorIndex:
     """A FAISS index keyed by catalog image ids.
 
@@ -383,19 +430,37 @@ class VectorIndex:
         return cls(_make(factory, dim))
 
     @classmethod
-    def load(cls, folder: Path) -> VectorIndex | None:
-        """Load the newest saved file in ``folder``; ``None`` when there is none."""
+    def load(cls, folder: Path, index_id: str | None = None, dim: int | None = None) -> VectorIndex | None:
+        """Load the newest saved file in ``folder``; ``None`` when there is none or it cannot be trusted.
+
+        A file is used only when its header's checksum matches its contents and
+        its identity, generation, dimension and count match (``index_id``/``dim``:
+        those of the catalog, when given); otherwise a warning says so and the
+        caller rebuilds the vectors from the catalog.
+        """
         faiss = _faiss()
         for _ in range(3):  # a writer may delete the file between listing and reading it
             found = latest_vector_file(folder)
             if found is None:
                 return None
             try:
-                return cls(faiss.read_index(str(found[0])), found[1])
+                payload, header = read_vector_file(found[0], found[1], index_id, dim)
+            except FileNotFoundError:
+                continue
+            except (OSError, VectorFileError) as exc:
+                log.warning("vector file %s cannot be used (%s); rebuilding the vectors from the catalog",
+                            found[0], exc)
+                return None
+            try:
+                index = faiss.deserialize_index(payload)
             except RuntimeError:
-                if found[0].exists():
-                    log.warning("unreadable vector file %s; rebuilding from the catalog", found[0])
-                    return None
+                log.warning("unreadable vector file %s; rebuilding from the catalog", found[0])
+                return None
+            if int(index.ntotal) != header["count"] or int(index.d) != header["dim"]:
+                log.warning("vector file %s does not hold what its header says; rebuilding from the catalog",
+                            found[0])
+                return None
+            return cls(index, found[1])
         return None
 
     @property
@@ -620,16 +685,25 @@ class VectorIndex:
         order = np.lexsort((ids, -scores))
         return scores[order].astype(np.float32), ids[order]
 
-    def save(self, folder: Path) -> Path:
-        """Write atomically as ``vectors-<generation>.faiss`` and drop older files."""
+    def save(self, folder: Path, index_id: str = "") -> Path:
+        """Write atomically as ``vectors-<generation>.faiss`` and drop older files.
+
+        The file starts with a header: ``index_id`` (the catalog's identity), the
+        generation, dimension, vector count and the SHA-256 of the FAISS data.
+        """
         faiss = _faiss()
         final = folder / f"vectors-{self.generation:012d}.faiss"
         tmp = folder / f".{final.name}.{os.getpid()}.tmp"
         for leftover in folder.glob(".vectors-*.tmp"):  # of a killed writer (there is one writer at a time)
             leftover.unlink(missing_ok=True)
         try:
-            faiss.write_index(self._index, str(tmp))
-            with open(tmp, "rb+") as fh:
+            payload = faiss.serialize_index(self._index)
+            header = {"index_id": index_id, "generation": self.generation, "dim": self.dim, "count": self.ntotal,
+                      "sha256": hashlib.sha256(payload).hexdigest()}
+            with open(tmp, "wb") as fh:
+                fh.write(VECTOR_MAGIC + json.dumps(header).encode() + b"\n")
+                fh.write(memoryview(payload))
+                fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
         finally:
