@@ -67,7 +67,7 @@ root.propagate = False
 root.setLevel = lambda level: None  # the CLI sets its own levels; keep this probe's
 sys.argv = ["searchindex", *sys.argv[1:]]
 runpy.run_module("searchindex.cli", run_name="__main__")
-""" % FIRST_ENCODED
+""".replace("%r", repr(FIRST_ENCODED))
 
 # The naive loop: what a user writes with open_clip in ten lines.
 NAIVE = """
@@ -90,7 +90,7 @@ with torch.inference_mode():
         if first is None:
             first = time.time()
             print("FIRST_ENCODED", first, file=sys.stderr, flush=True)
-""" % MODEL
+""".replace("%r", repr(MODEL))
 
 
 @dataclass
@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
-    env = {**os.environ, "PYTHONPATH": str(args.searchindex_src.resolve()), "HF_HUB_OFFLINE": "1", "SEARCHINDEX_CACHE": str(work / f"cache-{args.searchindex_src.resolve().name}")}
+    src = args.searchindex_src.resolve()
+    env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1",
+           "SEARCHINDEX_CACHE": str(work / f"cache-{src.name}")}
     rclip_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     rclip_env["HF_HUB_OFFLINE"] = "1"
 

@@ -269,8 +269,9 @@ def short_text_forward(model: Any, tokens: Any) -> Any:
         x = _block(block, x, mask)
     x = model.ln_final(x)
     x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-    if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    projection = model.text_projection
+    if projection is not None:
+        x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
     return torch.nn.functional.normalize(x, dim=-1)
 
 
