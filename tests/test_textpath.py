@@ -52,6 +52,19 @@ def test_tokenizer_matches_open_clip_token_for_token(name: str) -> None:
     assert mismatched == []
 
 
+def test_tokenizer_tables_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    texts = FIXED + _random_texts(50, seed=6)
+    want = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    assert np.array_equal(ClipTokenizer(77)(texts), want)  # builds the tables and caches them
+    (cached,) = (tmp_path / "tokenizer").glob("bpe-*.marshal")
+    assert np.array_equal(ClipTokenizer(77)(texts), want)  # from the cache
+    cached.write_bytes(b"not marshal data")
+    assert np.array_equal(ClipTokenizer(77)(texts), want)
+    assert cached.read_bytes() != b"not marshal data"
+
+
 def test_tokenizer_cuts_long_texts_with_end_token() -> None:
     tok = ClipTokenizer(8)
     row = tok("one two three four five six seven eight nine")[0]
