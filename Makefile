@@ -20,11 +20,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/searchindex demo
 
-test: $(STAMP)
+# The checks first (style, import layers, types), then the tests.
+test: lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check searchindex scripts tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) indexes/demo

@@ -10,11 +10,11 @@ forces every caption to exactly ``--max-new-tokens`` tokens anyway
 (``min_new_tokens``), so the figures are for full-length captions: real captions
 (often 8-12 tokens) finish sooner.
 
-Captioning: images/s through :class:`searchindex.captioning.TransformersCaptioner`
+Captioning: images/s through :class:`searchindex.models.captioners.TransformersCaptioner`
 (preprocessing included) for each batch size and beam count, after a one-image warm-up
 image, with the ratio to the first setting (batch 1, greedy) of the same run.
 ITM: seconds per query to score ``--itm-n`` images against one text with
-:class:`searchindex.captioning.ItmScorer`, next to the vision tower alone on the
+:class:`searchindex.models.captioners.ItmScorer`, next to the vision tower alone on the
 same images (the share of the cost that is image encoding).
 
     python scripts/bench_caption.py                          # batches 1,4,16; beams 1,3; N=50
@@ -35,9 +35,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from searchindex.captioning import ItmScorer, TransformersCaptioner
-from searchindex.encoders import resolve_device
-from searchindex.testing import BASE_VOCAB_SIZE, blip_config, blip_processor, write_vocab
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the BLIP builders live with the tests, outside the package
+
+from searchindex.models.captioners import ItmScorer, TransformersCaptioner  # noqa: E402
+from searchindex.models.encoders import resolve_device  # noqa: E402
+from tests.support.blip import BASE_VOCAB_SIZE, blip_config, blip_processor, write_vocab  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from searchindex import Index
-    from searchindex.synthetic import write_dataset
+    from searchindex.demo.synthetic import write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, idx = Path(tmp) / "photos", Path(tmp) / "idx"

@@ -2,14 +2,14 @@
 """Latency of filtered searches next to unfiltered ones on a large synthetic index.
 
 Writes an index of N synthetic rows (real catalog, real FAISS; vectors are
-random unit vectors, no model: ``searchindex.synthetic.write_vector_index``),
+random unit vectors, no model: ``tests/support/vectors.py``),
 then times ``Index.search_vector`` for random queries: unfiltered, filtered to
 one folder of 100 (1 % of the index, a ``--path`` glob), to one of 1,000 folders
 (0.1 %), and by ``min_width`` (about 25 %).  Every filtered answer is checked
 against a brute-force ranking of the matching vectors.  ``--sweep`` also times
 the two restricted-search strategies (scoring the candidates' vectors directly,
 and FAISS's id-selector scan) at several selectivities, the basis of
-``searchindex.vectors.GATHER_MAX``.
+``searchindex.store.vectors.GATHER_MAX``.
 
     python scripts/bench_filters.py                   # 100,000 x 512-d
     python scripts/bench_filters.py --count 20000 --dim 64
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Filters, Index  # noqa: E402
-from searchindex.synthetic import write_vector_index  # noqa: E402
+from tests.support.vectors import write_vector_index  # noqa: E402
 
 
 def _time(fn, repeats: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.count} rows in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         with Index.open(path) as index:
             t0 = time.perf_counter()
-            vecs = index._fresh_vectors()  # load the vectors once, outside the timings
+            vecs = index.vectors.current()  # load the vectors once, outside the timings
             ids, x = vecs.all_vectors()
             print(f"loaded {vecs.ntotal} vectors in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             rng = np.random.default_rng(1)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 matching = None
                 sql_ms = 0.0
                 if filters is not None:
-                    sql_ms, matching = _time(lambda f=filters: index._catalog.filtered_ids(f), args.repeats)
+                    sql_ms, matching = _time(lambda f=filters: index.catalog.images.filtered_ids(f), args.repeats)
                 per_query = []
                 for q in queries:
                     ms, got = _time(lambda q=q, f=filters: index.search_vector(q, args.k, filters=f), args.repeats)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             sweep = []
             if args.sweep:
-                from searchindex import vectors as vmod
+                from searchindex.store import vectors as vmod
 
                 for frac in (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25):
                     cand = np.sort(rng.choice(ids, max(1, int(len(ids) * frac)), replace=False))

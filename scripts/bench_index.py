@@ -41,8 +41,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 
 from searchindex import Index  # noqa: E402
-from searchindex.encoders import load_encoder, resolve_model  # noqa: E402
-from searchindex.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.models.backends import load_encoder  # noqa: E402
+from searchindex.models.encoders import resolve_model  # noqa: E402
 
 
 def photo_like(width: int, height: int, rng: np.random.Generator) -> Image.Image:
@@ -88,8 +89,8 @@ def fast_embeddings(folder: Path, idx: Path, model: str, pretrained: str | None,
         summary = index.add_folder(folder, batch_size=batch)
         seconds = time.perf_counter() - t0
         assert summary.failed == 0, summary.failures
-        states = index._catalog.image_states()
-        vecs = index._catalog.embeddings_by_id([s[0] for s in states.values()], index.dim)
+        states = index.catalog.images.states()
+        vecs = index.catalog.images.embeddings([s[0] for s in states.values()], index.dim)
         return seconds, {p: vecs[s[0]] for p, s in states.items()}, index.encoder.precision
 
 

@@ -32,10 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
-from searchindex.catalog import Catalog, NewImage  # noqa: E402
-from searchindex.encoders import load_encoder, resolve_model  # noqa: E402
-from searchindex.onnxmodels import export_text_tower  # noqa: E402
-from searchindex.vectors import latest_vector_file  # noqa: E402
+from searchindex.models.backends import load_encoder  # noqa: E402
+from searchindex.models.encoders import resolve_model  # noqa: E402
+from searchindex.models.onnx import export_text_tower  # noqa: E402
+from searchindex.store.catalog import Catalog, NewImage  # noqa: E402
+from searchindex.store.vectors import latest_vector_file  # noqa: E402
 
 ADJECTIVES = ["red", "blue", "green", "old", "small", "tall", "happy", "dark", "bright", "wooden"]
 NOUNS = ["car", "dog", "cat", "house", "tree", "boat", "child", "mountain", "beach", "bicycle",
@@ -80,13 +81,13 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
     """Train and fill the FAISS index (from the catalog when no vectors are given) and save it."""
     import faiss
 
-    from searchindex.vectors import VectorIndex
+    from searchindex.store.vectors import VectorIndex
 
     t0 = time.perf_counter()
     catalog = Catalog.open(path)
     dim, generation = int(catalog.meta()["dim"]), catalog.generation()
     if vectors is None:
-        chunks = list(catalog.embeddings_since(0, dim))
+        chunks = list(catalog.images.embeddings_since(0, dim))
         ids = np.concatenate([c[0] for c in chunks]).astype(np.int64)
         vectors = np.concatenate([c[1] for c in chunks])
     catalog.close()
@@ -133,12 +134,12 @@ def pct(xs: list[float], q: float) -> float:
 def measure(path: Path, texts: list[str], backend: str, nprobe: int, k: int) -> None:
     os.environ["SEARCHINDEX_TEXT_BACKEND"] = backend
     with Index.open(path, device="cpu") as index:
-        vecs = index._fresh_vectors()
+        vecs = index.vectors.current()
         _set_nprobe(vecs._index, nprobe)
         # Time the three stages inside the real Index.search call (instance attributes shadow methods).
         encode = Stopwatch(index.encode_texts)
         index.encode_texts = encode  # type: ignore[method-assign]
-        catalog = index._catalog
+        catalog = index.catalog
         join_rows, join_tags = Stopwatch(catalog.images_by_id), Stopwatch(catalog.tags_by_id)
         catalog.images_by_id, catalog.tags_by_id = join_rows, join_tags  # type: ignore[method-assign]
         search = Stopwatch(vecs.top_k)

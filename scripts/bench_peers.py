@@ -165,15 +165,16 @@ def export_for_rclip(datadir: Path) -> None:
 
     import torch
 
-    from searchindex.encoders import load_encoder, resolve_model
-    from searchindex.tokenizer import bpe_vocabulary_path
+    from searchindex.models.backends import load_encoder
+    from searchindex.models.spec import resolve_model
+    from searchindex.models.tokenizer import bpe_vocabulary_path
 
     folder = datadir / RCLIP_SUBDIR
     if (folder / "visual.onnx").is_file() and (folder / "textual.onnx").is_file():
         return
     folder.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(resolve_model(MODEL, PRETRAINED), "cpu", "fp32")
-    model = encoder._model  # the fp32 open_clip model searchindex builds for this spec
+    model = encoder.torch_model  # the fp32 open_clip model searchindex builds for this spec
 
     class Text(torch.nn.Module):
         def __init__(self) -> None:

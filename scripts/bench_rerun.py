@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from searchindex.synthetic import write_dataset  # noqa: E402
+from searchindex.demo.synthetic import write_dataset  # noqa: E402
 
 
 def _run(folder: Path, index: Path, model: str) -> tuple[float, dict]:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
 from searchindex.defaults import DEFAULT_DUPLICATE_THRESHOLD  # noqa: E402
-from searchindex.synthetic import write_duplicate_set, write_vector_index  # noqa: E402
+from searchindex.demo.synthetic import write_duplicate_set  # noqa: E402
+from tests.support.vectors import write_vector_index  # noqa: E402
 
 
 def pair_scores(groups: list[list[str]], truth: dict[str, int]) -> tuple[float, float, int, int]:
@@ -87,7 +88,7 @@ def bench(args: argparse.Namespace, base: Path) -> dict[str, object]:
         np.save(planted_file, planted)
     planted = np.load(planted_file)
     with Index.open(path) as index:
-        index._fresh_vectors()  # load the vectors once, outside the timing
+        index.vectors.current()  # load the vectors once, outside the timing
         t0 = time.perf_counter()
         groups = index.duplicates(args.threshold)
         seconds = time.perf_counter() - t0

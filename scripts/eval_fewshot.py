@@ -9,7 +9,7 @@ query's other matches; the shots are left out of the ranking.  Every method
 reranks the same pool (the query's top ``--pool`` CLIP candidates) and is scored
 by precision@10 for the intent:
 
-- reranker: ``searchindex.fewshot.FewShotReranker`` (gated cross-attention);
+- reranker: ``searchindex.search.fewshot.FewShotReranker`` (gated cross-attention);
 - rocchio:  query + mean(likes) - mean(unlikes);
 - probe:    logistic regression (L2, C=1) fitted on the shots alone.
 
@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 from evalargs import held_out_parser  # noqa: E402
 
 from searchindex import Index  # noqa: E402
-from searchindex.fewshot import FewShotReranker, rocchio_scores  # noqa: E402
-from searchindex.synthetic import write_dataset  # noqa: E402
+from searchindex.demo.synthetic import write_dataset  # noqa: E402
+from searchindex.search.fewshot import FewShotReranker, rocchio_scores  # noqa: E402
 
 Attrs = dict[str, str]
 
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = {str((folder / r["file"]).absolute()): r for r in write_dataset(folder, args.count, args.seed)}
         with Index.create(Path(tmp) / "idx", model=args.model, pretrained=args.pretrained, device="cpu") as index:
             index.add_folder(folder)
-            vecs = index._fresh_vectors()
-            rows = index._catalog.images_by_id(int(i) for i in vecs.ids())
+            vecs = index.vectors.current()
+            rows = index.catalog.images.by_id(int(i) for i in vecs.ids())
             id_truth = {i: truth[r.path] for i, r in rows.items()}
             queries = {text: index.encoder.encode_texts([text])[0] for text, _, _ in intents()}
             pools = {}

@@ -12,7 +12,7 @@ Both folders (with and without keywords) are indexed through
 
 - recall@10 of the 10 keyword queries (each group's keyword, e.g. "Oktoberfest
   2019") for vector-only, text-only and hybrid search, one row per fusion method
-  of :data:`searchindex.hybrid.FUSIONS`;
+  of :data:`searchindex.search.hybrid.FUSIONS`;
 - precision@10 of the 40 queries "a photo of a {color} {shape}" for vector-only
   and hybrid search, on the index without keywords and on the one with them.
 
@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 from evalargs import held_out_parser  # noqa: E402
 
 from searchindex import Index  # noqa: E402
-from searchindex.hybrid import DEFAULT_FUSION, FUSIONS  # noqa: E402
-from searchindex.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.search.hybrid import DEFAULT_FUSION, FUSIONS  # noqa: E402
 
 #: Keywords of the groups: people and events, one naming a colour and a shape.
 GROUPS = (

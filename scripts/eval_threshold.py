@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
-from searchindex.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
 
 
 def _pr(returned: list[str], relevant: set[str]) -> tuple[float, float]:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from evalargs import held_out_parser  # noqa: E402
 
 from searchindex import Index  # noqa: E402
-from searchindex.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
+from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

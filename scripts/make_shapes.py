@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from searchindex.synthetic import write_dataset  # noqa: E402
+from searchindex.demo.synthetic import write_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

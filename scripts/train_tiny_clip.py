@@ -37,7 +37,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from searchindex.synthetic import caption_groups, iter_scenes, render  # noqa: E402
+from searchindex.demo.synthetic import caption_groups, iter_scenes, render  # noqa: E402
 
 MODEL_NAME = "tiny-shapes"
 TRAIN_SEED = 1000
@@ -53,7 +53,7 @@ def build_pool(count: int, seed: int, size: int):
 @torch.no_grad()
 def heldout_precision(model, tokenizer, pixels, scenes, mean, std, device) -> float:
     """Mean precision@10 of "a photo of a {color} {shape}" over every colour and shape."""
-    from searchindex.synthetic import COLORS, SHAPES
+    from searchindex.demo.synthetic import COLORS, SHAPES
 
     was_training = model.training
     model.eval()

@@ -11,6 +11,7 @@ torch, open_clip and faiss are imported only when a model or the vector index is
 
 from typing import TYPE_CHECKING
 
+from . import _compat
 from .errors import (
     FolderNotFoundError,
     ImageDecodeError,
@@ -31,16 +32,19 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+_compat.install()  # old flat module paths (searchindex.fewshot, ...) still import
+
 # The domain classes pull in numpy, SQLAlchemy and Pillow: load them on first
 # use, so that `searchindex --help` and `import searchindex.errors` stay instant.
 _LAZY = {
-    "Index": "index", "IndexInfo": "index", "SearchResult": "index",
-    "IndexProgress": "indexer", "IndexSummary": "indexer",
-    "Filters": "query", "Query": "query", "Term": "query",
-    "DuplicateGroup": "duplicates", "DuplicateImage": "duplicates",
-    "FewShotFit": "fewshot", "FewShotReranker": "fewshot", "LabelReport": "tagging",
-    "Captioner": "captioning", "CaptionProgress": "captioning", "CaptionSummary": "captioning",
-    "ItmScorer": "captioning",
+    "Index": "index", "SearchRequest": "search.request",
+    "SearchResult": "results", "IndexInfo": "results", "IndexProgress": "results", "IndexSummary": "results",
+    "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
+    "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
+    "CaptionFailure": "results",
+    "ModelSpec": "models.spec", "Filters": "store.filters", "Query": "search.query", "Term": "search.query",
+    "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
+    "Captioner": "models.captioners", "ItmScorer": "models.captioners",
 }
 
 
@@ -59,20 +63,36 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .captioning import Captioner, CaptionProgress, CaptionSummary, ItmScorer
-    from .duplicates import DuplicateGroup, DuplicateImage
-    from .fewshot import FewShotFit, FewShotReranker
-    from .index import Index, IndexInfo, SearchResult
-    from .indexer import IndexProgress, IndexSummary
-    from .query import Filters, Query, Term
-    from .tagging import LabelReport
+    from .index import Index
+    from .models.captioners import Captioner, ItmScorer
+    from .models.spec import ModelSpec
+    from .results import (
+        CaptionFailure,
+        CaptionProgress,
+        CaptionSummary,
+        DuplicateGroup,
+        DuplicateImage,
+        FailureRecord,
+        IndexInfo,
+        IndexProgress,
+        IndexSummary,
+        LabelReport,
+        SearchResult,
+        TagCount,
+    )
+    from .search.fewshot import FewShotFit, FewShotReranker
+    from .search.query import Query, Term
+    from .search.request import SearchRequest
+    from .store.filters import Filters
 
 __all__ = [
+    "CaptionFailure",
     "CaptionProgress",
     "CaptionSummary",
     "Captioner",
     "DuplicateGroup",
     "DuplicateImage",
+    "FailureRecord",
     "FewShotFit",
     "FewShotReranker",
     "Filters",
@@ -85,18 +105,21 @@ __all__ = [
     "IndexNotFoundError",
     "IndexProgress",
     "IndexSchemaError",
-    "IndexTypeError",
     "IndexSummary",
+    "IndexTypeError",
     "IndexWriteError",
     "ItmScorer",
     "LabelReport",
     "MissingExtraError",
     "ModelError",
     "ModelMismatchError",
+    "ModelSpec",
     "Query",
     "QueryError",
     "SearchIndexError",
+    "SearchRequest",
     "SearchResult",
+    "TagCount",
     "Term",
     "UnknownModelError",
     "WeightsUnavailableError",

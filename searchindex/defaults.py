@@ -10,6 +10,11 @@ __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "DEFAULT_POOL",
     "DEFAULT_RERANK_TOP",
+    "DEVICES",
+    "FUSIONS",
+    "PRECISIONS",
+    "SEARCH_MODES",
+    "SORT_KEYS",
 ]
 
 # Larger than any camera sensor sold today (a 200 MP phone, a 150 MP medium format back),
@@ -32,3 +37,24 @@ DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 
 # BLIP base's image-text matching head, fine-tuned for COCO retrieval (also --rerank itm's default).
 DEFAULT_ITM_MODEL = "Salesforce/blip-itm-base-coco"
+
+# -- choice lists: the library validates against these, and the CLI offers the same ones.
+
+#: Where a model runs (``cuda:N`` is accepted too).
+DEVICES = ("auto", "cpu", "cuda")
+
+#: Image-encoding precisions (see :func:`searchindex.models.encoders.resolve_precision`).
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16", "onnx")
+
+#: Search modes (see :meth:`searchindex.Index.search`).
+SEARCH_MODES = ("auto", "vector", "text", "hybrid")
+
+#: Orders in which search results can be returned.
+SORT_KEYS = ("score", "date")
+
+#: How the vector and word rankings are fused: method -> (kind, parameter) (see :mod:`searchindex.search.hybrid`).
+FUSIONS: dict[str, tuple[str, float]] = {
+    "rrf": ("rrf", 1.0),
+    "wrrf": ("rrf", 2.0),
+    "blend": ("blend", 0.5),
+}

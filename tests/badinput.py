@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from searchindex.synthetic import iter_scenes, render
+from searchindex.demo.synthetic import iter_scenes, render
 
 Expected = tuple[str, object]
 

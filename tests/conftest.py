@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from searchindex import Index
-from searchindex.synthetic import write_dataset
+from searchindex.demo.synthetic import write_dataset
 
 # Tests never touch the network: model hubs answer "not in the local cache" at once.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from searchindex import Index
 from searchindex.cli import cli
-from searchindex.synthetic import iter_scenes, render
+from searchindex.demo.synthetic import iter_scenes, render
 
 from .badinput import HAVE_HEIF, _photo, build, heic
 

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from searchindex import Index, MissingExtraError, UnknownModelError, WeightsUnavailableError
-from searchindex.captioning import CaptionProgress, load_captioner, load_itm
+from searchindex import CaptionProgress, Index, MissingExtraError, UnknownModelError, WeightsUnavailableError
 from searchindex.cli import cli
-from searchindex.testing import write_tiny_blip, write_tiny_git
+from searchindex.models.captioners import load_captioner, load_itm
+from tests.support.blip import write_tiny_blip, write_tiny_git
 
 from .conftest import Shapes
 
@@ -61,8 +61,8 @@ def _images(folder: Path, n: int) -> list[Image.Image]:
 
 def _all_captions(path: Path) -> dict[int, list[tuple[str, str]]]:
     with Index.open(path) as index:
-        ids = [int(i) for i in index._catalog.image_ids_by_path(index._catalog.all_paths()).values()]
-        return index._catalog.captions_by_id(ids)
+        ids = [int(i) for i in index.catalog.images.ids_by_path(index.catalog.images.all_paths()).values()]
+        return index.catalog.captions.by_id(ids)
 
 
 def test_captioner_writes_one_caption_per_image(tiny_blip: tuple[Path, Path], small_folder: Path) -> None:

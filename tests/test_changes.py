@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from searchindex import Index, IndexLockedError
-from searchindex.lock import WriterLock
-from searchindex.synthetic import iter_scenes, render
+from searchindex.demo.synthetic import iter_scenes, render
+from searchindex.store.lock import WriterLock
 
 
 def _counts(s):  # noqa: ANN001, ANN202
@@ -33,7 +33,7 @@ def index(small_folder: Path, tmp_path: Path) -> Index:
 def _vector(index: Index, path: Path) -> np.ndarray:
     hit = index.search_image(path, k=1)[0]
     assert hit.path == str(path.absolute())
-    return index._catalog.embeddings_by_id([hit.image_id], index.dim)[hit.image_id]
+    return index.catalog.images.embeddings([hit.image_id], index.dim)[hit.image_id]
 
 
 def test_touched_file_is_not_reencoded(index: Index, small_folder: Path) -> None:
@@ -69,7 +69,7 @@ def test_duplicates_are_encoded_once_and_both_paths_found(index: Index, small_fo
     assert _counts(s) == {**ZERO, "new": 3, "duplicates": 2, "indexed": 1, "unchanged": 40}
     found = {r.path for r in index.search_image(small_folder / "brand-new-a.png", k=2)}
     assert found == {str((small_folder / n).absolute()) for n in ("brand-new-a.png", "brand-new-b.png")}
-    np.testing.assert_array_equal(_vector(index, files[0]), index._catalog.embeddings_by_id(
+    np.testing.assert_array_equal(_vector(index, files[0]), index.catalog.images.embeddings(
         [next(r.image_id for r in index.search_image(files[0], k=2) if r.path.endswith("copy-of-existing.png"))],
         index.dim).popitem()[1])
 
@@ -86,7 +86,7 @@ def test_deleted_files_leave_catalog_and_vectors(index: Index, small_folder: Pat
     assert index.count() == 35 and index.failures() == []  # the vanished failure is forgotten too
     assert len(index.search("a shape", k=100)) == 35
     reopened = Index.open(index.path, device="cpu")
-    assert reopened._fresh_vectors().ntotal == 35
+    assert reopened.vectors.current().ntotal == 35
 
 
 def test_files_outside_the_scanned_folder_are_kept(index: Index, small_folder: Path, tmp_path: Path) -> None:

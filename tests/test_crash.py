@@ -47,16 +47,16 @@ def _rows(index: Path) -> int:
 def _state(index_path: Path) -> dict[str, tuple[object, ...]]:
     """Catalog content a clean run must reproduce, after checking the invariants."""
     with Index.open(index_path, device="cpu") as index:
-        cat = index._catalog
-        states = cat.image_states()
+        cat = index.catalog
+        states = cat.images.states()
         ids = sorted(i for i, *_ in states.values())
-        assert len(set(ids)) == len(ids) == cat.count()
-        vectors = index._fresh_vectors()  # caught up from the catalog
+        assert len(set(ids)) == len(ids) == cat.images.count()
+        vectors = index.vectors.current()  # caught up from the catalog
         np.testing.assert_array_equal(vectors.ids(), np.array(ids, dtype=np.int64))
-        stored = cat.embeddings_by_id(ids, index.dim)
+        stored = cat.images.embeddings(ids, index.dim)
         for i in ids[:: max(1, len(ids) // 20)]:
             np.testing.assert_allclose(vectors.reconstruct(i), stored[i], atol=1e-6)
-        facts = cat.images_by_id(ids)
+        facts = cat.images.by_id(ids)
         return {p: (sz, mt, sha, facts[i].width, facts[i].height, tuple(np.round(stored[i], 4)))
                 for p, (i, sz, mt, sha) in states.items()}
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from searchindex import Index
-from searchindex.catalog import CATALOG_FILE
 from searchindex.errors import IndexFolderError
-from searchindex.vectors import VECTOR_MAGIC, VectorIndex, latest_vector_file, read_vector_file
+from searchindex.store.catalog import CATALOG_FILE
+from searchindex.store.vectors import VECTOR_MAGIC, VectorIndex, latest_vector_file, read_vector_file
 
 from .test_write_errors import _cli, _drop_root
 
@@ -137,12 +137,12 @@ def test_two_first_time_index_runs_lose_nothing(small_folder: Path, tmp_path: Pa
 
 def test_create_happens_under_the_writer_lock(tmp_path: Path) -> None:
     from searchindex.errors import IndexLockedError
-    from searchindex.lock import WriterLock
+    from searchindex.store.lock import WriterLock
 
     idx = tmp_path / "new.idx"
     idx.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from searchindex.lock import WriterLock\n"
+        "import sys, time; from pathlib import Path; from searchindex.store.lock import WriterLock\n"
         f"lock = WriterLock(Path({str(idx)!r})); lock.acquire(); print('held', flush=True); time.sleep(60)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -169,14 +169,14 @@ def test_an_open_index_follows_a_reindex_by_another_process(small_folder: Path, 
     idx = tmp_path / "idx"
     _build(small_folder, idx)
     with Index.open(idx) as index:
-        old_id = index._id
+        old_id = index.id
         assert index.search_image(photos[0], k=1)[0].path == str(photos[0])  # vectors loaded
         done = _cli(["reindex", "--index", str(idx), "--model", "tiny-shapes", "--pretrained", "none",
                      "--device", "cpu", "--workers", "0"])
         assert done.returncode == 0, done.stderr
         summary = index.add_folder(later, workers=0)  # through the object opened before the swap
         assert summary.indexed == 10
-        assert index._id != old_id and index.spec.pretrained == "none"
+        assert index.id != old_id and index.spec.pretrained == "none"
         for probe in (photos[0], later / photos[35].name):
             hit = index.search_image(probe, k=1)[0]
             assert hit.path == str(probe) and hit.score > 0.99
@@ -184,7 +184,7 @@ def test_an_open_index_follows_a_reindex_by_another_process(small_folder: Path, 
         assert index.count() == 40 and index.spec.pretrained == "none"
         found = latest_vector_file(idx)
         assert found is not None
-        _, header = read_vector_file(found[0], found[1], index._id, index.dim)
+        _, header = read_vector_file(found[0], found[1], index.id, index.dim)
         assert header["count"] == 40
 
 
@@ -201,8 +201,8 @@ def _search_ok(idx: Path, probes: list[Path]) -> None:
 def _file_ok(idx: Path) -> None:
     with Index.open(idx) as index:
         found = latest_vector_file(idx)
-        assert found is not None and found[1] == index._catalog.generation()
-        _, header = read_vector_file(found[0], found[1], index._id, index.dim)
+        assert found is not None and found[1] == index.catalog.generation()
+        _, header = read_vector_file(found[0], found[1], index.id, index.dim)
         assert header["count"] == index.count()
 
 
@@ -224,7 +224,7 @@ def test_a_vector_file_that_does_not_match_is_rebuilt_from_the_catalog(
     found = latest_vector_file(idx)
     assert found is not None
     with Index.open(idx) as index:
-        index_id, generation = index._id, found[1]
+        index_id, generation = index.id, found[1]
     if damage == "flipped":
         _flip_bytes(found[0])
     elif damage == "foreign":  # another index's file of the same generation, same model
@@ -281,7 +281,7 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
     with Index.create(idx, model="tiny-shapes", device="cpu") as index:
         first = index.add_folder(top, workers=0)
         assert (first.indexed, first.failed) == (40, 0)  # the linked album is indexed, the cycle ends
-        paths = {r for r in index._catalog.all_paths()}
+        paths = {r for r in index.catalog.images.all_paths()}
         assert str(top / "album" / photos[20].name) in paths
         assert not any("/loop/" in p for p in paths)
         album = index.add_folder(top / "album", workers=0)
@@ -295,7 +295,7 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
         assert (via.deleted, via.duplicates, via.indexed) == (0, 40, 0)
         assert index.add_folder(top, workers=0).deleted == 0
         assert index.count() == 80
-        assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index._catalog.all_paths())
+        assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index.catalog.images.all_paths())
 
 
 def test_an_unlistable_folder_is_not_taken_for_deleted(small_folder: Path, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from searchindex import Index, QueryError
 from searchindex.cli import cli
-from searchindex.duplicates import find_pairs, group_pairs
-from searchindex.synthetic import write_duplicate_set
+from searchindex.demo.synthetic import write_duplicate_set
+from searchindex.enrich.duplicates import find_pairs, group_pairs
 
 
 @pytest.fixture(scope="module")

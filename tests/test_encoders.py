@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from searchindex import Index, ModelError, UnknownModelError, WeightsUnavailableError
-from searchindex.encoders import load_encoder, resolve_model
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import resolve_model
 
 TINY = Path(__file__).resolve().parent.parent / "searchindex" / "models" / "tiny-shapes"
 

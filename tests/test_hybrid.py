@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from click.testing import CliRunner
 
 from searchindex import Filters, Index, QueryError, Term
 from searchindex.cli import cli
-from searchindex.hybrid import FUSIONS, TextRanking, fuse, query_words, rank_text
-from searchindex.synthetic import COLORS, SHAPES
+from searchindex.demo.synthetic import COLORS, SHAPES
+from searchindex.search.hybrid import FUSIONS, TextRanking, fuse, query_words, rank_text
+from searchindex.store.catalog import CATALOG_FILE
 
 from .conftest import Shapes
 
@@ -138,7 +140,7 @@ def test_text_mode_needs_no_model(tagged: tuple) -> None:
     with Index.open(index_path) as index:
         got = index.search("grandma", k=None, mode="text")
         assert {r.path for r in got} == truth["grandma"]
-        assert index._encoder is None
+        assert index.models.loaded is None
 
 
 def test_filters_and_negative_terms_apply_to_the_word_ranking(tagged: tuple) -> None:
@@ -233,9 +235,10 @@ def test_texts_of_an_index_without_them_are_backfilled(small_folder: Path, tmp_p
     with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(small_folder)
         # As an index made before keywords were read: no texts, no record of reading them.
-        index._catalog.store_texts({i: [] for i in range(1, 41)})
-        with index._catalog._engine.begin() as conn:
-            conn.exec_driver_sql("DELETE FROM text_states")
+        index.catalog.texts.store({i: [] for i in range(1, 41)})
+        with sqlite3.connect(index.path / CATALOG_FILE) as db:  # the on-disk format, not a private handle
+            db.execute("DELETE FROM text_states")
+        db.close()
         assert index.search("grandma", mode="text") == []
         summary = index.add_folder(small_folder)
         assert summary.indexed == 0
@@ -269,9 +272,9 @@ def test_cli_modes_show_keywords(tagged: tuple) -> None:
 
 def test_rerank_itm_rescores_the_top_results(shapes_index: Path, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from searchindex.captioning import load_itm
-    from searchindex.images import decode_image
-    from searchindex.testing import write_tiny_blip
+    from searchindex.models.captioners import load_itm
+    from searchindex.models.images import decode_image
+    from tests.support.blip import write_tiny_blip
 
     _, itm = write_tiny_blip(tmp_path / "blip")
     with Index.open(shapes_index) as index:
@@ -293,7 +296,7 @@ def test_rerank_itm_rescores_the_top_results(shapes_index: Path, tmp_path: Path)
 
 def test_cli_rerank_itm(shapes_index: Path, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from searchindex.testing import write_tiny_blip
+    from tests.support.blip import write_tiny_blip
 
     _, itm = write_tiny_blip(tmp_path / "blip")
     res = CliRunner().invoke(cli, ["search", "a red circle", "--index", str(shapes_index), "-k", "3", "--json",
@@ -308,7 +311,7 @@ def test_captions_are_searched_and_shown(small_folder: Path, tmp_path: Path) -> 
     with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(small_folder)
         target = index.search("a red circle", k=1, mode="vector")[0]
-        index._catalog.store_captions([(target.image_id, "tiny-blip", "", "a zebra crossing the road")])
+        index.catalog.captions.store([(target.image_id, "tiny-blip", "", "a zebra crossing the road")])
         hits = index.search("zebra", k=5)  # auto: the caption's words match, so hybrid
         assert hits[0].image_id == target.image_id and hits[0].caption == "a zebra crossing the road"
         assert hits[0].text_score is not None

@@ -17,8 +17,8 @@ from searchindex import (
     ModelMismatchError,
     QueryError,
 )
-from searchindex.synthetic import iter_scenes, render
-from searchindex.vectors import latest_vector_file
+from searchindex.demo.synthetic import iter_scenes, render
+from searchindex.store.vectors import latest_vector_file
 
 
 def _create(path: Path) -> Index:
@@ -44,7 +44,7 @@ def test_unchanged_rerun_does_not_load_the_model(small_folder: Path, tmp_path: P
     reopened = Index.open(tmp_path / "idx", device="cpu")
     summary = reopened.add_folder(small_folder)
     assert summary.unchanged == 40
-    assert reopened._encoder is None  # no decode or encode happened
+    assert reopened.models.loaded is None  # no decode or encode happened
 
 
 def test_modified_file_is_reencoded_in_place(small_folder: Path, tmp_path: Path) -> None:

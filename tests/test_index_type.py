@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import searchindex.index as index_module
-import searchindex.vectors as vectors
+import searchindex.store.index_build as index_build
+import searchindex.store.index_types as index_types
+import searchindex.store.vector_store as vector_store
 from searchindex import Filters, Index, IndexTypeError
 from searchindex.cli import cli
-from searchindex.synthetic import write_vector_index
-from searchindex.vectors import (
+from searchindex.store.vectors import (
     DEFAULT_FACTORY,
     FLAT_MAX,
     canonical_factory,
@@ -30,6 +30,7 @@ from searchindex.vectors import (
     latest_vector_file,
     planned_factory,
 )
+from tests.support.vectors import write_vector_index
 
 from .conftest import Shapes
 
@@ -103,7 +104,7 @@ def ivf_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with Index.open(flat) as index:
         assert index.optimize() is None  # 4,000 < FLAT_MAX: stays exact
     mp = pytest.MonkeyPatch()
-    mp.setattr(vectors, "FLAT_MAX", 2000)
+    mp.setattr(index_types, "FLAT_MAX", 2000)
     try:
         with Index.open(ivf) as index:
             report = index.optimize()
@@ -117,7 +118,7 @@ def ivf_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _queries(path: Path, n: int = 40) -> np.ndarray:
     with Index.open(path) as index:
         ids = np.random.default_rng(1).choice(np.arange(1, COUNT + 1), n, replace=False)
-        stored = index._catalog.embeddings_by_id([int(i) for i in ids], DIM)
+        stored = index.catalog.images.embeddings([int(i) for i in ids], DIM)
     rng = np.random.default_rng(2)
     q = np.stack([stored[int(i)] for i in ids]) + 0.05 * rng.standard_normal((n, DIM)).astype(np.float32)
     return q / np.linalg.norm(q, axis=1, keepdims=True)
@@ -139,7 +140,7 @@ def test_ivf_search_matches_exact_search(ivf_pair: tuple[Path, Path]) -> None:
     flat, ivf = ivf_pair
     assert _recall(flat, ivf) >= 0.93
     with Index.open(ivf) as index:
-        assert index._fresh_vectors().factory.startswith("IVF")
+        assert index.vectors.current().factory.startswith("IVF")
 
 
 def test_ivf_filters_return_only_matching_images(ivf_pair: tuple[Path, Path]) -> None:
@@ -169,21 +170,21 @@ def test_ivf_min_score_and_long_result_lists(ivf_pair: tuple[Path, Path]) -> Non
 
 def test_ivf_removal_and_catch_up(ivf_pair: tuple[Path, Path], tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors, "FLAT_MAX", 2000)
+    monkeypatch.setattr(index_types, "FLAT_MAX", 2000)
     path = tmp_path / "ivf"
     shutil.copytree(ivf_pair[1], path)
     with Index.open(path) as index:
         q = _queries(path, 1)[0]
         top = [r for r in index.search_vector(q, 5)]
-        index._catalog.commit_batch(deleted=[r.path for r in top[:3]])
-        vecs = index._fresh_vectors()
+        index.catalog.commit_batch(deleted=[r.path for r in top[:3]])
+        vecs = index.vectors.current()
         assert vecs.factory.startswith("IVF") and vecs.ntotal == COUNT - 3
         assert not vecs.contains(np.array([r.image_id for r in top[:3]])).any()
         after = [r.image_id for r in index.search_vector(q, 2)]
         assert after == [r.image_id for r in top[3:5]]
         assert index.optimize() is None  # saves the caught-up IVF file; 3,997 vectors: no new type
     with Index.open(path) as index:
-        assert index._fresh_vectors().ntotal == COUNT - 3
+        assert index.vectors.current().ntotal == COUNT - 3
         assert index.info().faiss_factory.startswith("IVF")
 
 
@@ -251,8 +252,8 @@ def _copy(shapes: Shapes, folder: Path, start: int, stop: int) -> None:
 def _exact_scores(index: Index, text: str) -> dict[int, float]:
     """Every image's exact score for ``text``, from the catalog's embeddings."""
     q = index.embed(text)
-    ids = [int(i) for i in index._fresh_vectors().ids()]
-    return {i: float(v @ q) for i, v in index._catalog.embeddings_by_id(ids, index.dim).items()}
+    ids = [int(i) for i in index.vectors.current().ids()]
+    return {i: float(v @ q) for i, v in index.catalog.images.embeddings(ids, index.dim).items()}
 
 
 def _top_hits(index: Index, text: str, k: int) -> int:
@@ -263,7 +264,7 @@ def _top_hits(index: Index, text: str, k: int) -> int:
 
 
 def test_crossing_the_threshold_rebuilds(shapes: Shapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors, "FLAT_MAX", 150)
+    monkeypatch.setattr(index_types, "FLAT_MAX", 150)
     photos = tmp_path / "photos"
     _copy(shapes, photos, 0, 100)
     with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as index:
@@ -300,7 +301,7 @@ def grown(tmp_path: Path) -> Path:
 
 def _searchable(path: Path) -> list[int]:
     with Index.open(path) as index:
-        q = index._catalog.embeddings_by_id([7], DIM)[7]
+        q = index.catalog.images.embeddings([7], DIM)[7]
         hits = index.search_vector(q, 5)
         assert hits[0].image_id == 7
         return [r.image_id for r in hits]
@@ -309,12 +310,12 @@ def _searchable(path: Path) -> list[int]:
 def test_failed_rebuild_keeps_the_old_index(grown: Path, monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
     before = _searchable(grown)
-    monkeypatch.setattr(vectors, "FLAT_MAX", 2000)
+    monkeypatch.setattr(index_types, "FLAT_MAX", 2000)
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Error in faiss: out of something")
 
-    monkeypatch.setattr(index_module, "build_index", broken)
+    monkeypatch.setattr(vector_store, "build_index", broken)
     with Index.open(grown) as index:
         assert index.optimize() is None
         assert index.info().faiss_factory == DEFAULT_FACTORY
@@ -327,12 +328,12 @@ def test_failed_rebuild_keeps_the_old_index(grown: Path, monkeypatch: pytest.Mon
     def interrupted(*args: object, **kwargs: object) -> None:
         raise Killed
 
-    monkeypatch.setattr(index_module, "build_index", interrupted)
+    monkeypatch.setattr(vector_store, "build_index", interrupted)
     with Index.open(grown) as index, pytest.raises(Killed):
         index.optimize()
     assert _searchable(grown) == before
     monkeypatch.undo()
-    monkeypatch.setattr(vectors, "FLAT_MAX", 2000)
+    monkeypatch.setattr(index_types, "FLAT_MAX", 2000)
     with Index.open(grown) as index:
         assert index.optimize() is not None and index.info().faiss_factory.startswith("IVF")
     assert _searchable(grown)[0] == 7
@@ -340,14 +341,15 @@ def test_failed_rebuild_keeps_the_old_index(grown: Path, monkeypatch: pytest.Mon
 
 _KILLED_CHILD = """
 import pathlib, sys, time
-import searchindex.vectors as V
-V.FLAT_MAX = 2000
-real = V._tune_nprobe
+import searchindex.store.index_types as T
+import searchindex.store.index_build as V
+T.FLAT_MAX = 2000
+real = V.tune_nprobe
 def slow(*args, **kwargs):
     pathlib.Path(sys.argv[2]).write_text("tuning")
     time.sleep(120)
     return real(*args, **kwargs)
-V._tune_nprobe = slow
+V.tune_nprobe = slow
 from searchindex import Index
 with Index.open(sys.argv[1]) as index:
     index.optimize()
@@ -395,7 +397,7 @@ def test_ivf_answers_are_filled_when_the_nearest_lists_are_small() -> None:
     x = np.concatenate([c + 0.05 * rng.normal(size=(n, 32)) for c, n in zip(centres, sizes, strict=True)])
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     ids = np.arange(len(x), dtype=np.int64) + 100
-    index, _ = vectors.build_index("IVF16,Flat", 32, [(ids, x)], (ids, x), tune_queries=0)
+    index, _ = index_build.build_index("IVF16,Flat", 32, [(ids, x)], (ids, x), tune_queries=0)
     index.nprobe = 1
     query = x[-1:]
     nearest = set(np.argsort(-(x @ query[0]))[:3] + 100)  # the small cluster itself

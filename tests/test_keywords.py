@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
-from searchindex.keywords import (
+from searchindex.ingest.keywords import (
     parse_xmp,
     read_embedded_texts,
     read_sidecar_texts,

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from searchindex import Index, ModelError, indexer
-from searchindex.catalog import CATALOG_FILE
-from searchindex.encoders import load_encoder, resolve_model, resolve_precision
-from searchindex.pixels import to_pixels
+from searchindex import Index, ModelError
+from searchindex.ingest import produce
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import resolve_model, resolve_precision
+from searchindex.models.pixels import to_pixels
+from searchindex.store.catalog import CATALOG_FILE
 
 from .conftest import Shapes
 
@@ -59,7 +61,7 @@ def test_process_and_thread_decoding_store_the_same_vectors(shapes: Shapes, tmp_
         shutil.copy2(src, folder / src.name)
     with Index.create(tmp_path / "threads", model="tiny-shapes", device="cpu") as index:
         index.add_folder(folder, workers=0, batch_size=16)
-    monkeypatch.setattr(indexer, "PROCESS_MIN_FILES", 1)  # use worker processes even for 60 files
+    monkeypatch.setattr(produce, "PROCESS_MIN_FILES", 1)  # use worker processes even for 60 files
     with Index.create(tmp_path / "procs", model="tiny-shapes", device="cpu") as index:
         summary = index.add_folder(folder, workers=2, batch_size=16)
     assert summary.indexed == 60

@@ -15,9 +15,11 @@ import torch
 from open_clip.transformer import VisionTransformer
 from PIL import Image
 
-from searchindex import encoders, onnxmodels
-from searchindex.encoders import PreparedEncoder, load_encoder, resolve_model, resolve_precision
-from searchindex.quantize import quantize_onnx_file
+from searchindex.models import encoders
+from searchindex.models import onnx as onnxmodels
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import PreparedEncoder, resolve_model, resolve_precision
+from searchindex.models.quantize import quantize_onnx_file
 
 from .conftest import Shapes
 
@@ -157,7 +159,7 @@ def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, mon
     expected = load_encoder(spec, "cpu", "fp32").encode_images(images)
     np.testing.assert_allclose(auto.encode_images(images), expected, atol=1e-5)
     # The verdict is kept: the next encoder starts in fp32 without trying again, and says why.
-    with caplog.at_level(logging.WARNING, logger="searchindex.encoders"):
+    with caplog.at_level(logging.WARNING, logger="searchindex.models.encoders"):
         again = load_encoder(spec, "cpu", "auto")
     assert isinstance(again, encoders.OpenClipEncoder) and again.precision == "fp32"
     assert "drift from fp32" in caplog.text

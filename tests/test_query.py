@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from searchindex import Index, Query, QueryError, Term
 from searchindex.cli import cli
-from searchindex.query import combine, parse_term
+from searchindex.search.query import combine, parse_term
 
 from .conftest import Shapes
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from searchindex.synthetic import BACKGROUNDS, COLORS, SHAPES, SIZES
+from searchindex.demo.synthetic import BACKGROUNDS, COLORS, SHAPES, SIZES
 
 ROOT = Path(__file__).resolve().parent.parent
 

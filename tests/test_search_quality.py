@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchindex import Index
-from searchindex.synthetic import COLORS, SHAPES
+from searchindex.demo.synthetic import COLORS, SHAPES
 
 from .conftest import Shapes
 

@@ -14,10 +14,13 @@ import numpy as np
 import open_clip
 import pytest
 
-from searchindex import Index, onnxmodels, querycache
-from searchindex.encoders import load_encoder, resolve_model
-from searchindex.querycache import CACHE_FILE, QueryCache
-from searchindex.tokenizer import ClipTokenizer
+from searchindex import Index
+from searchindex.models import onnx as onnxmodels
+from searchindex.models.backends import load_encoder
+from searchindex.models.encoders import resolve_model
+from searchindex.models.tokenizer import ClipTokenizer
+from searchindex.store import querycache
+from searchindex.store.querycache import CACHE_FILE, QueryCache
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "searchindex" / "models" / "tiny-shapes"
@@ -149,7 +152,7 @@ def test_exporting_leaves_the_encoder_as_it_was(shapes: object, tmp_path: Path,
     before = encoder.encode_images(images)
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))  # an empty cache: a fresh export
     assert onnxmodels.export_text_tower(encoder) is not None
-    assert not encoder._model.training
+    assert not encoder.torch_model.training
     np.testing.assert_allclose(encoder.encode_images(images), before, atol=1e-5)
     np.testing.assert_allclose(encoder.encode_images(images[:1]), before[:1], atol=1e-5)
 
@@ -194,7 +197,7 @@ def test_search_falls_back_to_torch_without_onnxruntime(shapes_index: Path, tmp_
     monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)  # as without the extra
     with Index.open(index, device="cpu") as idx:
         hits = idx.search("a photo of a red circle", k=10)
-        assert idx._text_encoder is None and idx._encoder is not None
+        assert idx.models.loaded == "torch"
         direct = idx.search_vector(idx.encoder.encode_texts(["a photo of a red circle"])[0], k=10)
     assert len(hits) == 10 and [r.path for r in hits] == [r.path for r in direct]
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from searchindex import Index, QueryError
 from searchindex.cli import cli
-from searchindex.query import auto_cutoff
-from searchindex.synthetic import COLORS, SHAPES
+from searchindex.demo.synthetic import COLORS, SHAPES
+from searchindex.search.query import auto_cutoff
 
 from .conftest import Shapes
 

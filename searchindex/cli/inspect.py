@@ -1,0 +1,80 @@
+"""Commands that describe an index: info, errors, duplicates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
+from .common import display, human_bytes, index_option, open_index
+
+
+@click.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
+def info(index_path: Path | None, as_json: bool) -> None:
+    """Show an index's model, image count, captions per model, vector size, FAISS index type and sizes."""
+    with open_index(index_path) as idx:
+        data = idx.info()
+    if as_json:
+        click.echo(json.dumps(data.to_dict()))
+        return
+    sha = f" (sha256 {data.checkpoint_sha256[:12]})" if data.checkpoint_sha256 else ""
+    click.echo(f"index:      {data.path}")
+    click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
+    click.echo(f"images:     {data.images} ({data.failures} failed)")
+    click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory} (index type: {data.index_type})")
+    if data.nprobe is not None:
+        tuned = f", recall@10 {data.tuned_recall:.3f} when tuned" if data.tuned_recall is not None else ""
+        click.echo(f"search:     nprobe {data.nprobe}{tuned} (built at {data.built_at} images)")
+    for model, n in sorted(data.captions.items()):
+        click.echo(f"captions:   {n} by {model}")
+    click.echo(f"catalog:    {human_bytes(data.catalog_bytes)}")
+    click.echo(f"vector file: {human_bytes(data.vector_bytes)}")
+    click.echo(f"FAISS memory: {human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")
+
+
+@click.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per failure (path, reason, size, mtime_ns).")
+def errors(index_path: Path | None, as_json: bool) -> None:
+    """List the files that could not be indexed, with the reason for each."""
+    with open_index(index_path) as idx:
+        failures = idx.failures()
+    for f in failures:
+        click.echo(json.dumps(f.to_dict()) if as_json else f"{display(f.path)}: {f.reason}")
+    if not failures and not as_json:
+        click.echo("No failures recorded.", err=True)
+
+
+@click.command()
+@index_option
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help=f"Cosine similarity from which two images count as near-identical. "
+                   f"[default: {DEFAULT_DUPLICATE_THRESHOLD}]")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per group: {group, images: [{path, image_id, width, height, size, "
+                   "mtime_ns, similarity}]}, best copy first.")
+def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) -> None:
+    """List groups of near-identical images (resized, recompressed, cropped or edited copies).
+
+    Each group shows its best copy first (largest resolution, then oldest), then
+    the other copies with their similarity to it.
+    """
+    with open_index(index_path) as idx:
+        groups = idx.duplicates(DEFAULT_DUPLICATE_THRESHOLD if threshold is None else threshold)
+    for n, group in enumerate(groups, 1):
+        if as_json:
+            click.echo(json.dumps({"group": n, **group.to_dict()}))
+            continue
+        click.echo(f"group {n}: {len(group.images)} images")
+        for i, im in enumerate(group.images):
+            label = "  best" if i == 0 else f"{im.similarity:>6.3f}"
+            click.echo(f"  {label}  {f'{im.width}x{im.height}':>11}  {display(im.path)}")
+    if not groups and not as_json:
+        click.echo("No near-duplicates found.", err=True)
+    elif not as_json:
+        copies = sum(len(g.images) - 1 for g in groups)
+        click.echo(f"{len(groups)} groups, {copies} copies besides the best ones.", err=True)

@@ -1,0 +1,1 @@
+"""Enrichment over an existing index: tags, captions, duplicate groups."""

@@ -1,0 +1,111 @@
+"""Plan: what an indexing run has to do, decided from the scan and the catalog before any file is read.
+
+Every file found is classified against the catalog:
+
+- unchanged: same path, size and mtime as last time (also for files that failed before);
+- to do: anything else; reading it tells whether it is new, modified, touched
+  (same content), moved or a duplicate (see :mod:`searchindex.ingest.commit`);
+- gone: indexed (or failed) below a scanned folder but no longer there.
+
+Unchanged rows may still need their photo metadata read (indexed before metadata
+existed) or their keywords read again (a sidecar was added or edited).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..store.catalog import Catalog
+from .keywords import sidecar_signature
+from .scan import FileEntry
+
+__all__ = ["RETRIED_FAILURES", "Plan", "listing", "plan_run", "retried", "under"]
+
+#: Failure reasons whose cause can go away while the file's size and mtime stay the same
+#: (permissions, I/O errors, an optional extra installed since): such files are tried
+#: again every run.  Other failures (a corrupt file) are retried once the file changes;
+#: broken links and loops have no size until they are fixed, which changes it.
+RETRIED_FAILURES = ("unreadable:", "install the optional extra")
+
+
+@dataclass
+class Plan:
+    """The work of one run, and what the catalog knew when it was planned."""
+
+    todo: list[FileEntry]  # files to read: new, or stat changed
+    unchanged: int
+    gone: set[str]  # paths to remove when the run completes
+    images: dict[str, tuple[int, int, int, str]]  # path -> (id, size, mtime_ns, sha256) before the run
+    by_sha: dict[str, list[int]]  # sha256 -> ids holding that content
+    id_path: dict[int, str]  # id -> path (updated as rows move)
+    backfill: list[tuple[int, FileEntry]] = field(default_factory=list)  # rows without photo metadata
+    reread: list[tuple[int, FileEntry, str]] = field(default_factory=list)  # id, file, sidecar signature now
+    listings: dict[str, frozenset[str]] = field(default_factory=dict)  # folder -> names (one listdir each)
+
+    def batches(self, size: int) -> list[list[FileEntry]]:
+        """``todo`` in batches of ``size`` files."""
+        return [self.todo[i:i + size] for i in range(0, len(self.todo), size)]
+
+
+def under(path: str, roots: Sequence[str]) -> bool:
+    """Whether ``path`` lies below one of the folders ``roots``."""
+    return any(path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def retried(reason: str) -> bool:
+    """Whether a failure with this reason is tried again even when its file did not change."""
+    return any(marker in reason for marker in RETRIED_FAILURES)
+
+
+def listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
+    """The names in ``path``'s folder, listed once per run (sidecar lookups then cost no stat)."""
+    folder = os.path.dirname(path)
+    names = cache.get(folder)
+    if names is None:
+        try:
+            names = frozenset(os.listdir(folder))
+        except OSError:
+            names = frozenset()
+        cache[folder] = names
+    return names
+
+
+def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str],
+             skipped: Sequence[str] = ()) -> Plan:
+    """Classify ``entries`` (found below ``roots``) against the catalog.
+
+    ``skipped``: folders below ``roots`` the scan did not walk (see
+    :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
+    """
+    roots = [os.path.abspath(r) for r in roots]
+    images = catalog.images.states()
+    failures = catalog.images.failure_states()
+    # A failure that may have gone away is not "unchanged": it is tried again.
+    failed_before = {p: state[:2] for p, state in failures.items() if not retried(state[2])}
+    seen = {e.path for e in entries}
+    gone = {p for p in list(images) + list(failures)
+            if p not in seen and under(p, roots) and not under(p, skipped)}
+    by_sha: dict[str, list[int]] = {}
+    id_path: dict[int, str] = {}
+    for path, (image_id, _, _, sha) in images.items():
+        by_sha.setdefault(sha, []).append(image_id)
+        id_path[image_id] = path
+    plan = Plan([], 0, gone, images, by_sha, id_path)
+    without_metadata = catalog.images.ids_without_metadata() if images else set()
+    text_states = catalog.texts.states() if images else {}
+    for e in entries:
+        state = images.get(e.path)
+        if (state and state[1:3] == (e.size, e.mtime_ns)) or failed_before.get(e.path) == (e.size, e.mtime_ns):
+            plan.unchanged += 1
+            if state and state[0] in without_metadata:
+                plan.backfill.append((state[0], e))
+            if state:
+                # Sidecars change without the image changing: compare their stat signature.
+                signature = sidecar_signature(e.path, listing(plan.listings, e.path))
+                if text_states.get(state[0]) != signature:
+                    plan.reread.append((state[0], e, signature))
+        else:
+            plan.todo.append(e)
+    return plan

@@ -1,0 +1,163 @@
+"""Reindex mechanics: re-embedding an index beside itself and swapping it in atomically.
+
+:meth:`searchindex.Index.reindex` builds the new index in a staging folder
+(:func:`staging_folder`) with the public API of both indexes, carries over what
+does not depend on the model (captions describe pictures, zero-shot labels are
+re-derived from their names and templates), then :func:`exchange` swaps the
+two folders.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..models.spec import ModelSpec, resolve_model
+from ..results import IndexSummary
+from ..store.catalog import Catalog
+from ..store.folder import remove_index_files, strangers
+from ..store.lock import WriterLock
+from .scan import FileEntry
+
+__all__ = ["carry_captions", "entries_of", "exchange", "labels_by_templates", "reindex", "staging_folder"]
+
+log = logging.getLogger(__name__)
+
+
+class _Index(Protocol):
+    """What a reindex needs of an index (:class:`searchindex.Index` has it)."""
+
+    spec: ModelSpec
+    catalog: Catalog
+
+    @property
+    def vectors(self) -> Any: ...
+
+    def add_files(self, paths: Iterable[str], **options: Any) -> IndexSummary: ...
+
+    def tag(self, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _IndexClass(Protocol):
+    def exists(self, path: str | os.PathLike[str]) -> bool: ...
+
+    def open(self, path: str | os.PathLike[str], *, device: str = ..., precision: str = ...) -> _Index: ...
+
+    def create(self, path: str | os.PathLike[str], model: str | None = ..., pretrained: str | None = ..., *,
+               device: str = ..., precision: str = ..., index_type: str = ...) -> _Index: ...
+
+
+def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | None, pretrained: str | None,
+            *, device: str, precision: str, **options: Any) -> IndexSummary:
+    """Re-embed the index at ``path`` with another model (see :meth:`searchindex.Index.reindex`).
+
+    Uses only the public API of the two indexes: ``index_cls`` opens and creates them.
+    """
+    # Through a link to the index: swap the real folder, so the link keeps working.
+    folder = Path(path).expanduser().resolve()
+    staging = staging_folder(folder)
+    with index_cls.open(folder, device=device, precision=precision) as old, WriterLock(folder):
+        spec = resolve_model(model, pretrained)
+        new: _Index | None = None
+        if index_cls.exists(staging):
+            new = index_cls.open(staging, device=device, precision=precision)
+            if not new.spec.same_weights(spec):  # a leftover of another reindex: start over
+                new.close()
+                new = None
+        if new is None:
+            if staging.is_dir() and not staging.is_symlink():
+                remove_index_files(staging)  # only what an index made: strangers make create refuse
+            new = index_cls.create(staging, model, pretrained, device=device, precision=precision,
+                                   index_type=old.vectors.index_type)
+        else:
+            log.info("resuming the reindex in %s", staging)
+        with new:
+            summary = new.add_files(old.catalog.images.all_paths(), **options)
+            if not summary.interrupted:
+                # Zero-shot labels are text embeddings of the old model: rebuild them with the new one.
+                for templates, names in labels_by_templates(old.catalog).items():
+                    new.tag(names, templates=list(templates))
+                # Captions describe the pictures, not their vectors: keep them for the same content.
+                carry_captions(old.catalog, new.catalog)
+        if summary.interrupted:
+            return summary
+        old.close()
+        exchange(staging, folder)
+        # Other people's files in the index folder stay in it: carry them over.
+        for name in strangers(staging):
+            os.rename(staging / name, folder / name)
+    left = remove_index_files(staging)  # now the old index: only its own files go
+    if left:
+        log.warning("left %s in place: it holds files that are not the index's (%s)", staging, ", ".join(left))
+    log.info("reindexed %s with %s", folder, spec.describe())
+    return summary
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where the new index of ``folder`` is built: ``.NAME.reindex`` beside it."""
+    return folder.parent / f".{folder.name}.reindex"
+
+
+def entries_of(paths: Iterable[str]) -> list[FileEntry]:
+    """The files at ``paths`` as scan entries; a file that cannot be stat'ed gets an impossible size,
+    so that reading it reports why (as the scan does)."""
+    entries = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            entries.append(FileEntry(p, st.st_size, st.st_mtime_ns))
+        except OSError:
+            entries.append(FileEntry(p, -1, 0))
+    return entries
+
+
+def labels_by_templates(catalog: Catalog) -> dict[tuple[str, ...], list[str]]:
+    """The stored zero-shot labels, grouped by their prompt templates: what a new model re-derives."""
+    grouped: dict[tuple[str, ...], list[str]] = {}
+    for label in catalog.tags.labels():
+        grouped.setdefault(tuple(label.templates), []).append(label.name)
+    return grouped
+
+
+def carry_captions(old: Catalog, new: Catalog, chunk: int = 1000) -> int:
+    """Copy the captions of ``old`` to the images of ``new`` with the same content; returns how many."""
+    new_ids: dict[str, list[int]] = {}
+    for image_id, _, _, sha in new.images.states().values():
+        new_ids.setdefault(sha, []).append(image_id)
+    carried = [(image_id, model, prompt, caption)
+               for sha, model, prompt, caption in old.captions.by_content()
+               for image_id in new_ids.get(sha, ())]
+    for start in range(0, len(carried), chunk):
+        new.captions.store(carried[start : start + chunk])
+    return len(carried)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two folders: atomically where the OS can (Linux renameat2), else by two renames."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(b))
+    aside = b.with_name(b.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)

@@ -1,0 +1,334 @@
+"""Image/text encoders.  open_clip and torch are imported only when a model loads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..defaults import PRECISIONS
+from ..errors import ModelError, WeightsUnavailableError
+from .pixels import PixelSpec
+from .spec import (
+    CHECKPOINT_NAME,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ModelSpec,
+    builtin_models,
+    resolve_model,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_PRETRAINED",
+    "Encoder",
+    "ModelSpec",
+    "OpenClipEncoder",
+    "PreparedEncoder",
+    "resolve_model",
+]
+
+log = logging.getLogger(__name__)
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` picks CUDA when a GPU is visible, else CPU."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device != "auto":
+        return device
+    if not _cuda_possible():  # spares the torch import (seconds) where no GPU can be
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cuda_possible() -> bool:
+    """False only when CUDA certainly cannot be used: Linux without the NVIDIA driver, or macOS."""
+    if platform.system() == "Darwin":
+        return False
+    if platform.system() == "Linux":
+        return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+    return True
+
+
+
+# What `auto` means on a CPU: int8 -- every matrix multiply of the image tower by a
+# weight, attention projections included, with per-channel int8 weights and per-token
+# int8 activations, under ONNX Runtime (searchindex.models.quantize; needs the onnx extra,
+# else fp32).  Per-token ranges keep an image's vector independent of its batch mates.
+# The int8 tower is prepared once per model and machine -- exported, quantised and
+# checked against fp32 on probe scenes (INT8_MIN_COSINE) -- and kept in the shared model
+# cache; later runs load only that file (no torch, no open_clip; see .backends).  A model
+# whose int8 vectors drift is recorded as rejected and encoded in fp32.  Figures:
+# docs/peers.md.  Measured on x86 only; elsewhere (e.g. ARM) auto keeps fp32.
+DEFAULT_CPU_PRECISION = "int8" if platform.machine().lower() in ("x86_64", "amd64") else "fp32"
+INT8_MIN_COSINE = 0.99  # the quality guard's threshold (mean cosine against fp32 on probe scenes)
+ENCODE_CHUNK = 32  # images per encoder call: bigger batches fault in more memory and run slower per image
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` is fp16 on CUDA and :data:`DEFAULT_CPU_PRECISION` on a CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        return "fp16" if cuda else DEFAULT_CPU_PRECISION
+    if precision == "fp16" and not cuda:
+        raise ModelError("fp16 needs a CUDA device; on a CPU use fp32, bf16 or int8")
+    if precision == "int8" and cuda:
+        raise ModelError("int8 runs on the CPU only; on CUDA use fp16")
+    if precision == "onnx" and cuda:
+        raise ModelError("onnx (ONNX Runtime) runs on the CPU only here; on CUDA use fp16")
+    return precision
+
+
+class Encoder(ABC):
+    """Maps images and texts into one normalised vector space.
+
+    Subclasses set ``spec``, ``dim``, ``image_size`` and ``pixel_spec`` and implement
+    the ``encode_*`` methods; everything else in searchindex speaks to this interface.
+    """
+
+    spec: ModelSpec
+    dim: int
+    image_size: int  # the side the model sees; decoders may reduce images down to it
+    # When set, decode workers may produce the model's pixels themselves (see searchindex.models.pixels).
+    pixel_spec: PixelSpec | None = None
+    precision: str = "fp32"
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> Any:
+        """Turn one RGB image into the model's input tensor (safe to call from threads)."""
+
+    @abstractmethod
+    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
+        """Encode preprocessed images: (n, dim) float32, L2-normalised."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts: (n, dim) float32, L2-normalised."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Preprocess and encode RGB images."""
+        return self.encode_batch([self.preprocess(im) for im in images])
+
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """Encode ``uint8`` HWC arrays made by :func:`searchindex.models.pixels.to_pixels` with ``pixel_spec``."""
+        if self.pixel_spec is None:
+            raise ModelError(f"{self.spec.describe()} needs its own preprocessing")
+        return self.encode_batch(list(self.pixel_spec.normalise(pixels)))
+
+
+class OpenClipEncoder(Encoder):
+    """Any open_clip model: built-in, pretrained tag, hub id, or local checkpoint."""
+
+    _TEXT_CACHE_SIZE = 256
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto") -> None:
+        import open_clip
+        import torch
+
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        builtins = builtin_models()
+        if spec.model in builtins:
+            name, pretrained = f"local-dir:{builtins[spec.model]}", None
+            if spec.pretrained == "none":
+                load = False
+            else:
+                load = True
+                actual = sha256_file(builtins[spec.model] / CHECKPOINT_NAME)
+                if spec.checkpoint_sha256 and actual != spec.checkpoint_sha256:
+                    raise WeightsUnavailableError(
+                        f"the shipped {spec.model} weights changed since this index was built "
+                        f"(sha256 {actual[:12]} != {spec.checkpoint_sha256[:12]}); rebuild the index"
+                    )
+        elif spec.pretrained in ("hf-hub", "local-dir"):
+            name, pretrained, load = spec.model, None, True
+        else:
+            name, load = spec.model, spec.pretrained != "none"
+            pretrained = spec.pretrained if load else None
+            if spec.checkpoint_sha256 and not Path(spec.pretrained).is_file():
+                raise WeightsUnavailableError(
+                    f"checkpoint file {spec.pretrained} recorded with this index no longer exists"
+                )
+        if not load:
+            log.warning("%s: no pretrained weights (random init); search results will be meaningless", spec.model)
+        try:
+            # Random weights are seeded, so an index built with them gets the same
+            # model back when it is reopened (without touching the caller's RNG).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=pretrained, device=self.device, load_weights=load
+                )
+        except RuntimeError as exc:
+            text = str(exc)
+            if "download" in text.lower() or "hf hub" in text.lower() or "connect" in text.lower():
+                raise WeightsUnavailableError(
+                    f"could not download the weights for {spec.describe()}: {text}. "
+                    "On a machine without internet access, download the checkpoint elsewhere "
+                    "and pass the file: --pretrained /path/to/open_clip_model.safetensors"
+                ) from exc
+            raise ModelError(f"could not load {spec.describe()}: {text}") from exc
+        except (OSError, ValueError, KeyError, AssertionError) as exc:  # open_clip asserts on shape mismatches
+            raise ModelError(f"could not load {spec.describe()}: {exc}") from exc
+        model.eval()
+        self._torch = torch
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = open_clip.get_tokenizer(name)
+        self.image_size = int(model.visual.preprocess_cfg["size"]
+                              if isinstance(model.visual.preprocess_cfg["size"], int)
+                              else min(model.visual.preprocess_cfg["size"]))
+        self.pixel_spec = PixelSpec.from_open_clip(model.visual.preprocess_cfg)
+        with torch.inference_mode():
+            probe = self._tokenizer(["a"]).to(self.device)
+            self.dim = int(model.encode_text(probe).shape[-1])
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._visual = model.visual
+        self._int8_session: Any = None
+        if self.precision == "int8":
+            from .onnx import int8_verdict, onnx_available, prepare_int8_tower
+
+            try:
+                prepared = prepare_int8_tower(self, INT8_MIN_COSINE)
+            except Exception as exc:  # an export or quantisation bug must not stop indexing: fp32 still works
+                log.warning("%s: could not prepare the int8 image tower (%s); encoding in fp32", spec.describe(), exc)
+                prepared = None
+            if prepared is None:
+                verdict = int8_verdict(spec)
+                if verdict is not None:
+                    log.warning("%s: int8 image vectors drift from fp32 (mean cosine %.4f < %.2f); encoding in fp32",
+                                spec.describe(), verdict, INT8_MIN_COSINE)
+                elif not onnx_available(export=True):
+                    log.info("int8 needs ONNX Runtime (pip install 'searchindex[onnx]'); encoding in fp32")
+                self.precision = "fp32"
+            else:
+                self._int8_session = prepared[0]
+        self._onnx_visual: Any = None  # an ONNX Runtime image tower, attached by the onnx backend
+
+    def attach_image_runtime(self, session: Any) -> None:
+        """Encode images with ``session`` (an ONNX Runtime session of this model's image tower: input
+        ``pixels``, output unnormalised features) instead of torch; see :mod:`searchindex.models.backends`."""
+        self._onnx_visual = session
+
+    @property
+    def torch_model(self) -> Any:
+        """The loaded open_clip model (fp32 weights), for exporters such as :mod:`searchindex.models.onnx`."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """open_clip's tokenizer for this model."""
+        return self._tokenizer
+
+    def preprocess(self, image: Image.Image) -> Any:
+        return self._preprocess(image)
+
+    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
+        torch = self._torch
+        session = self._int8_session or self._onnx_visual
+        if session is not None:
+            return run_image_session(session, as_array(batch))
+        with torch.inference_mode():
+            x = torch.stack([torch.as_tensor(b) for b in batch]).to(self.device)
+            if self.precision in ("bf16", "fp16"):
+                kind = torch.bfloat16 if self.precision == "bf16" else torch.float16
+                with torch.autocast(device_type=x.device.type, dtype=kind):
+                    feats = self._visual(x)
+            else:
+                feats = self._visual(x)
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.cpu().numpy()
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        found = {t: self._text_cache[t] for t in dict.fromkeys(texts) if t in self._text_cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            torch = self._torch
+            from .onnx import short_text_forward, supports_short_text, trim_tokens
+
+            with torch.inference_mode():
+                tokens = self._tokenizer(missing).to(self.device)
+                if supports_short_text(self._model):  # the padding columns cost 77/n times the work
+                    feats = short_text_forward(self._model, trim_tokens(tokens))
+                else:
+                    feats = self._model.encode_text(tokens, normalize=True)
+                feats = feats.float().cpu().numpy()
+            found.update(zip(missing, feats, strict=True))
+        # A call with more distinct texts than the cache holds must still answer them all.
+        for t, f in found.items():
+            self._text_cache[t] = f
+            self._text_cache.move_to_end(t)
+        while len(self._text_cache) > self._TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]).astype(np.float32)
+
+
+def as_array(batch: Sequence[Any]) -> np.ndarray:
+    """Preprocessed images (numpy arrays or torch tensors, CHW) as one float32 NCHW array."""
+    if isinstance(batch, np.ndarray):
+        return batch
+    return np.stack([b if isinstance(b, np.ndarray) else b.numpy() for b in batch]).astype(np.float32, copy=False)
+
+
+def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
+    """Unit vectors of an NCHW batch from an ONNX image tower, :data:`ENCODE_CHUNK` images per call."""
+    parts = [session.run(None, {"pixels": x[i:i + ENCODE_CHUNK]})[0] for i in range(0, len(x), ENCODE_CHUNK)]
+    feats = np.concatenate(parts).astype(np.float32, copy=False)
+    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+
+
+class PreparedEncoder(Encoder):
+    """The int8 image tower prepared earlier for this model and machine, under ONNX Runtime.
+
+    Needs neither torch nor open_clip: preprocessing is :class:`PixelSpec` (Pillow and
+    NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32).  Texts go to
+    the exported ONNX text tower, or -- only if there is none -- to the full model,
+    loaded on first use.
+    """
+
+    precision = "int8"
+
+    def __init__(self, spec: ModelSpec, session: Any, facts: dict[str, Any]) -> None:
+        self.spec = spec
+        self.device = "cpu"
+        self._session = session
+        self.dim = int(facts["dim"])
+        self.image_size = int(facts["image_size"])
+        self.pixel_spec = PixelSpec.from_json(facts["pixel_spec"])
+        self._text: Any = None
+
+    def preprocess(self, image: Image.Image) -> Any:
+        from .pixels import to_pixels
+
+        assert self.pixel_spec is not None
+        return self.pixel_spec.normalise([to_pixels(image.convert("RGB"), self.pixel_spec)])[0]
+
+    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
+        return run_image_session(self._session, as_array(batch))
+
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        assert self.pixel_spec is not None
+        return run_image_session(self._session, self.pixel_spec.normalise(pixels))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self._text is None:
+            from .onnx import load_text_encoder
+
+            self._text = load_text_encoder(self.spec) or OpenClipEncoder(self.spec, "cpu", "fp32")
+        return self._text.encode_texts(texts)

@@ -1,0 +1,564 @@
+"""ONNX Runtime copies of a model's text tower, so a search needs neither torch nor open_clip.
+
+Importing torch and open_clip costs seconds; onnxruntime costs ~0.15 s.  The
+text tower is exported once, by a process that already has the model loaded
+(``index``, ``reindex``, or the first ``search`` that found no export), checked
+against torch on a probe batch, and written atomically.  Searches then run it
+with :class:`searchindex.models.tokenizer.ClipTokenizer`.
+
+Where the files live: a cache folder shared by every index
+(``$SEARCHINDEX_CACHE`` or the platform's user cache folder, under ``onnx/``),
+named by a key of the model's identity (checkpoint SHA-256 where there is a
+file).  ViT-B-32's text tower is ~250 MB in fp32; one copy per model rather
+than per index saves that much for every further index of the same model, and
+a read-only index can still use (or make) it.  The weights stay fp32: the
+export must reproduce torch's vectors (cosine >= 0.999), and fp16 weights would
+need casts in the graph that cost more time than the smaller file saves.
+
+onnxruntime is an optional extra (``searchindex[onnx]``; exporting also needs
+``onnx``); without it everything here reports "not available" and callers fall
+back to torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .cache import KEY_FORMAT, _version, cache_root, tower_key
+from .encoders import Encoder, OpenClipEncoder
+from .spec import ModelSpec
+
+__all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
+           "model_cache_dir", "onnx_available", "short_text_forward", "supports_short_text", "text_backend",
+           "tower_key", "trim_tokens"]
+
+log = logging.getLogger(__name__)
+
+# Sidecars record the key format their files were made under (see .cache.KEY_FORMAT; 3: the
+# text tower takes any token count, see short_text_forward).
+_FORMAT = KEY_FORMAT
+_PROBE = ["a photo of a red circle", "", "x " * 200, "naïve café, 日本 🐱"]
+_MIN_COSINE = 0.999
+
+
+#: ``SEARCHINDEX_TEXT_BACKEND``: ``auto`` (ONNX Runtime for CPU searches when available), ``onnx`` or ``torch``.
+TEXT_BACKENDS = ("auto", "onnx", "torch")
+
+
+class TextEncoder(Protocol):
+    """What a search needs of a model: texts to ``(n, dim)`` unit vectors."""
+
+    dim: int
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def text_backend(device: str) -> str:
+    """``onnx`` or ``torch``: how text queries are encoded when no model is loaded yet.
+
+    ``auto`` takes ONNX Runtime (CPU) unless a CUDA device was asked for; the
+    ``SEARCHINDEX_TEXT_BACKEND`` environment variable overrides it (``torch``
+    reproduces the behaviour before the ONNX path, e.g. for benchmarks).
+    """
+    chosen = os.environ.get("SEARCHINDEX_TEXT_BACKEND", "auto").strip().lower() or "auto"
+    if chosen not in TEXT_BACKENDS:
+        log.debug("ignoring SEARCHINDEX_TEXT_BACKEND=%s (not one of %s)", chosen, ", ".join(TEXT_BACKENDS))
+        chosen = "auto"
+    if chosen == "auto":
+        return "torch" if device.startswith("cuda") else "onnx"
+    return chosen
+
+
+def onnx_available(export: bool = False) -> bool:
+    """True when onnxruntime (and, for ``export``, onnx) can be imported."""
+    names = ["onnxruntime", "onnx"] if export else ["onnxruntime"]
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+def model_cache_dir() -> Path:
+    """Where exported towers live: the ``onnx`` folder of :func:`cache_root`."""
+    return cache_root() / "onnx"
+
+
+def _paths(spec: ModelSpec, tower: str) -> tuple[Path, Path]:
+    stem = model_cache_dir() / f"{tower_key(spec)}-{tower}"
+    return stem.with_suffix(".onnx"), stem.with_suffix(".json")
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _data_name(model_file: Path) -> str:
+    return model_file.name + ".data"
+
+
+def _weights_apart(model_file: Path) -> None:
+    """Move the weights out of the protobuf into ``NAME.data``: ONNX Runtime then loads the
+    session ~3x faster (measured on ViT-B-32's text tower: 1.1 s against 3.2 s on a busy 2-core machine)."""
+    import onnx
+
+    graph = onnx.load(str(model_file))
+    onnx.save_model(graph, str(model_file), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=_data_name(model_file), size_threshold=1024)
+
+
+def _session(path: Path, spin: bool = True) -> Any:
+    """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning.
+
+    Spinning wins microseconds on an idle machine, but when other processes hold the
+    cores, spinning threads steal the time the working ones need.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The MatMulIntegerToFloat fusion mishandles the per-row scales and zero point of the
+    # int8 graphs searchindex.quantize writes (ONNX Runtime 1.32: wrong results); it has
+    # nothing to fuse in fp32 graphs.
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["MatMulIntegerToFloatFusion"])
+
+
+class OnnxTextEncoder:
+    """A model's text tower under ONNX Runtime (CPU): texts to unit vectors, like ``Encoder.encode_texts``.
+
+    ``trim``: the graph takes any token count (:func:`short_text_forward`), so a batch is
+    cut to its longest text instead of padded to the context length.
+    """
+
+    def __init__(self, model_file: Path, context_length: int, dim: int, trim: bool = False) -> None:
+        from .tokenizer import clip_tokenizer
+
+        self._session = _session(model_file)
+        self._tokenizer = clip_tokenizer(context_length)
+        self._trim = trim
+        self.dim = dim
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = self._tokenizer(list(texts))
+        if self._trim:
+            tokens = trim_tokens(tokens)
+        out = self._session.run(None, {"tokens": tokens})[0].astype(np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def trim_tokens(tokens: Any) -> Any:
+    """Cut a token batch (numpy or torch) after its last end-of-text token.
+
+    The end-of-text id is the largest in the vocabulary, so each row's argmax is where
+    pooling reads (padding is id 0, which is also a real token, "!": zeros cannot tell).
+    """
+    return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+
+
+def supports_short_text(model: Any) -> bool:
+    """True when ``model``'s text tower gives the same vector for any padding length.
+
+    That holds for open_clip's ``CLIP`` text tower with a causal mask and end-of-text
+    (argmax) pooling: no token attends to a later one, so the padding after the
+    end-of-text token cannot change it, and pooling reads that token alone.
+    """
+    if not (
+        all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final"))
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) == "argmax"
+        and getattr(model, "cls_emb", None) is None
+        and getattr(model.transformer, "batch_first", False)
+    ):
+        return False
+    from torch import nn
+
+    for block in getattr(model.transformer, "resblocks", [None]):
+        attn = getattr(block, "attn", None)
+        if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim
+                and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
+                and all(hasattr(block, a) for a in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+                and not hasattr(block, "ln_1_kv")):
+            return False
+    return True
+
+
+def _block(block: Any, x: Any, mask: Any) -> Any:
+    """One open_clip ``ResidualAttentionBlock`` (self-attention) with no sequence length baked in.
+
+    The same arithmetic as ``nn.MultiheadAttention``, written with reshapes that leave the
+    batch and length axes to the input, so an ONNX export traced at one length runs at any.
+    """
+    import torch.nn.functional as F  # noqa: N812
+
+    attn = block.attn
+    h = block.ln_1(x)
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, attn.num_heads, -1))
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n, heads, length, head_dim)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).flatten(2)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def short_text_forward(model: Any, tokens: Any) -> Any:
+    """``model.encode_text(tokens, normalize=True)`` for tokens of any length up to the context.
+
+    open_clip's own method adds all 77 positional embeddings, so it needs 77 columns;
+    here positions and the causal mask are cut to the columns given.  Only for models
+    where :func:`supports_short_text` holds (equal to the padded result to float
+    rounding; ``tests/test_textpath.py`` checks it).
+    """
+    import torch
+
+    length = tokens.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    mask = model.attn_mask[:length, :length].to(cast)
+    for block in model.transformer.resblocks:
+        x = _block(block, x, mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is not None:
+        x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def load_text_encoder(spec: ModelSpec) -> OnnxTextEncoder | None:
+    """The exported text tower of ``spec``, or None (no onnxruntime, no export yet, unreadable)."""
+    if not onnx_available():
+        log.debug("onnxruntime is not installed: text queries use torch")
+        return None
+    model_file, sidecar = _paths(spec, "text")
+    try:
+        facts = json.loads(sidecar.read_text())
+        if "error" in facts:
+            log.debug("no ONNX text tower for %s: %s", spec.describe(), facts["error"])
+            return None
+        return OnnxTextEncoder(model_file, int(facts["context_length"]), int(facts["dim"]),
+                               trim=bool(facts.get("any_length")))
+    except FileNotFoundError:
+        log.debug("no ONNX text tower for %s yet (%s)", spec.describe(), sidecar)
+    except Exception as exc:  # a damaged file must never stop a search: torch still works
+        log.debug("cannot use the ONNX text tower %s: %s", model_file, exc)
+    return None
+
+
+def _default_tokenizer(encoder: OpenClipEncoder) -> int | None:
+    """The context length when the model uses CLIP's default BPE tokenizer, else None."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = getattr(encoder, "tokenizer", None)
+    if tok is None or type(tok) is not SimpleTokenizer or tok.reduction_fn is not None:
+        return None
+    if getattr(tok.clean_fn, "__name__", "") != "_clean_lower":
+        return None
+    return int(tok.context_length)
+
+
+def export_text_tower(encoder: Encoder) -> Path | None:
+    """Export ``encoder``'s text tower for ONNX Runtime unless done already; its path, or None.
+
+    None when onnx/onnxruntime are missing, the model uses another tokenizer,
+    the cache folder cannot be written, or the export does not reproduce torch's
+    vectors; the reason is logged at debug level (search then keeps using torch).
+    """
+    if not isinstance(encoder, OpenClipEncoder):
+        return None
+    model_file, sidecar = _paths(encoder.spec, "text")
+    if sidecar.is_file():  # done, or failed before for a reason that does not go away
+        return model_file if model_file.is_file() and "error" not in sidecar.read_text() else None
+    if not onnx_available(export=True):
+        log.debug("onnx/onnxruntime not installed: no ONNX text tower")
+        return None
+    context_length = _default_tokenizer(encoder)
+    if context_length is None:
+        log.debug("%s does not use CLIP's default tokenizer: no ONNX text tower", encoder.spec.describe())
+        return None
+    try:
+        return _export_text(encoder, context_length, model_file, sidecar)
+    except OSError as exc:  # cache folder not writable, disk full: maybe not next time
+        log.debug("cannot write the ONNX text tower of %s: %s", encoder.spec.describe(), exc)
+    except Exception as exc:  # exporting is an optimisation; a failure must not fail indexing or search
+        log.debug("ONNX export of the %s text tower failed: %s", encoder.spec.describe(), exc)
+        # Remember it, so later searches do not spend seconds failing again.
+        with contextlib.suppress(OSError):
+            facts = {"format": _FORMAT, "model": encoder.spec.describe(), "error": str(exc)[:500]}
+            _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+    return None
+
+
+def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path, sidecar: Path) -> Path | None:
+    import torch
+
+    from .tokenizer import ClipTokenizer
+
+    short = supports_short_text(encoder.torch_model)
+
+    class TextTower(torch.nn.Module):  # encode_text as forward(), which the exporter traces
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: Any) -> Any:
+            if short:
+                return short_text_forward(self.model, tokens)
+            return self.model.encode_text(tokens, normalize=True)
+
+    tokens = ClipTokenizer(context_length)(_PROBE)
+    # Traced on a trimmed batch, so the length axis is not folded into a constant of 77.
+    _export_graph(encoder, TextTower(encoder.torch_model), trim_tokens(tokens[:2]) if short else tokens, "tokens",
+                  model_file, length_axis=short, checks=[tokens, trim_tokens(tokens[:1])] if short else [])
+    facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
+             "dim": encoder.dim, "tokenizer": "clip-bpe", "any_length": short}
+    _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+    log.info("exported the %s text tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
+    return model_file
+
+
+def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, input_name: str,
+                  model_file: Path, length_axis: bool = False, checks: Sequence[np.ndarray] = ()) -> None:
+    """Trace ``module`` on ``example`` (batch axis dynamic), check it against torch, move it into place.
+
+    ``length_axis``: axis 1 is dynamic too; ``checks``: more inputs the export must reproduce.
+    """
+    import warnings
+
+    import torch
+
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    model = encoder.torch_model
+    # The exporter puts ``module`` back in the mode it found it in: a fresh wrapper is in
+    # training mode, which would leave the encoder's own model training afterwards
+    # (BatchNorm layers then normalise with batch statistics, changing every later vector).
+    module.eval()
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        model.cpu()
+    try:
+        with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".export-") as tmp:
+            staged = Path(tmp) / model_file.name
+            x = torch.from_numpy(example)
+            # nn.MultiheadAttention's inference fast path is one fused op ONNX has no export for.
+            fastpath = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")  # TorchScript-exporter deprecation notices
+                    axes = {0: "n", 1: "length"} if length_axis else {0: "n"}
+                    torch.onnx.export(module, (x,), str(staged), input_names=[input_name],
+                                      output_names=["embedding"],
+                                      dynamic_axes={input_name: axes, "embedding": {0: "n"}},
+                                      opset_version=17, dynamo=False)
+            finally:
+                torch.backends.mha.set_fastpath_enabled(fastpath)
+            _weights_apart(staged)
+            session = _session(staged)
+            for probe in [example, *checks]:
+                with torch.inference_mode():
+                    want = module(torch.from_numpy(probe)).float().numpy()
+                got = session.run(None, {input_name: probe})[0]
+                want /= np.linalg.norm(want, axis=1, keepdims=True)
+                got /= np.linalg.norm(got, axis=1, keepdims=True)
+                cosine = float(np.min(np.sum(got * want, axis=1)))
+                if cosine < _MIN_COSINE:
+                    raise ValueError(f"exported tower disagrees with torch (min cosine {cosine:.5f})")
+            del session
+            for name in (_data_name(model_file), model_file.name):  # weights first: the graph names them
+                os.chmod(Path(tmp) / name, 0o644)
+                os.replace(Path(tmp) / name, model_file.parent / name)
+    finally:
+        model.eval()
+        if device.type != "cpu":
+            model.to(device)
+
+
+def image_session(encoder: OpenClipEncoder) -> Any:
+    """An ONNX Runtime session of ``encoder``'s image tower (exported first if needed).
+
+    Input ``pixels`` (n, 3, S, S) float32 normalised as the model expects; output
+    the unnormalised image features.
+
+    Raises:
+        ModelError: onnxruntime/onnx are not installed, or the export failed.
+    """
+    from ..errors import ModelError
+
+    if not onnx_available(export=True):
+        raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")
+    model_file, sidecar = _paths(encoder.spec, "image")
+    if not (sidecar.is_file() and model_file.is_file()):
+        size = encoder.image_size
+        rng = np.random.default_rng(0)
+        example = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+        try:
+            _export_graph(encoder, encoder.torch_model.visual, example, "pixels", model_file)
+        except Exception as exc:
+            raise ModelError(f"could not export the {encoder.spec.describe()} image tower to ONNX: {exc}") from exc
+        facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}
+        _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+        log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
+    return _session(model_file)
+
+
+# --- the prepared int8 image tower -------------------------------------------------------------
+#
+# Built once per model and machine by a process that has the open_clip model loaded (the
+# first int8 indexing run): the image tower is exported to ONNX, its matrix multiplies are
+# rewritten to per-token int8 (searchindex.quantize), and the result is checked against
+# torch fp32 on probe scenes.  Later runs load only this file into ONNX Runtime: no torch,
+# no open_clip, no model construction, no self-check.  The sidecar records what made it;
+# a different ONNX Runtime, onnx, torch or open_clip version, another CPU kind or a new
+# format makes it stale, and it is built again.
+
+_INT8_FORMAT = 2  # 2: photo-like probes
+_INT8_PROBES = 16
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def int8_weight_levels() -> int:
+    """127 where the CPU has VNNI (u8 x s8 dot products accumulate in 32 bits), else 63.
+
+    Without VNNI, x86 int8 kernels add pairs of u8 x s8 products in 16 bits, which
+    saturates with full-range weights; 7-bit weights keep every pair sum in range.
+    """
+    flags = _cpu_flags()
+    return 127 if flags & {"avx512_vnni", "avx_vnni", "avx512vnni"} else 63
+
+
+def _int8_ident() -> dict[str, Any]:
+    return {"format": _INT8_FORMAT, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
+            "torch": _version("torch"), "open_clip": _version("open_clip_torch"),
+            "weight_levels": int8_weight_levels()}
+
+
+def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
+    stem = model_cache_dir() / f"{tower_key(spec)}-image-int8"
+    return stem.with_suffix(".onnx"), stem.with_suffix(".json")
+
+
+def _probe_pixels(pixel_spec: Any, count: int = _INT8_PROBES) -> np.ndarray:
+    """Seeded photo-like probes at the model's input size (smooth colour fields, edges, grain):
+    what the int8 tower is checked on."""
+    from PIL import Image, ImageDraw
+
+    from .pixels import to_pixels
+
+    rng = np.random.default_rng(2026)
+    side = max(pixel_spec.height, pixel_spec.width)
+    images = []
+    for _ in range(count):
+        img = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
+        draw = ImageDraw.Draw(img)
+        for _ in range(4):
+            x, y, r = (int(v) for v in rng.integers(0, side, 3) // (1, 1, 3))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 8, (side, side, 1))
+        images.append(to_pixels(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), pixel_spec))
+    return pixel_spec.normalise(images)
+
+
+def load_int8_tower(spec: ModelSpec) -> tuple[Any, dict[str, Any]] | None:
+    """The prepared int8 image tower of ``spec`` and its facts, or None (none yet, stale, or rejected)."""
+    if not onnx_available():
+        return None
+    model_file, sidecar = _int8_paths(spec)
+    try:
+        facts = json.loads(sidecar.read_text())
+        if facts.get("ident") != _int8_ident() or not facts.get("accepted"):
+            return None
+        return _session(model_file, spin=False), facts
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged file must never stop indexing: it is built again
+        log.debug("cannot use the prepared int8 tower %s: %s", model_file, exc)
+        return None
+
+
+def int8_verdict(spec: ModelSpec) -> float | None:
+    """The recorded int8-vs-fp32 cosine of ``spec`` on this machine when int8 was rejected, else None."""
+    try:
+        facts = json.loads(_int8_paths(spec)[1].read_text())
+    except (OSError, ValueError):
+        return None
+    if facts.get("ident") == _int8_ident() and not facts.get("accepted") and "cosine" in facts:
+        return float(facts["cosine"])
+    return None
+
+
+def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any, float] | None:
+    """Build (or load) ``encoder``'s prepared int8 image tower; the session and its checked cosine.
+
+    None when onnx/onnxruntime are missing, the model needs open_clip's own preprocessing,
+    the export fails, or the int8 vectors drift from fp32 below ``min_cosine`` (recorded,
+    so later runs do not try again).
+    """
+    import torch
+
+    from .quantize import quantize_onnx_file
+
+    if not onnx_available(export=True) or encoder.pixel_spec is None:
+        return None
+    loaded = load_int8_tower(encoder.spec)
+    if loaded is not None:
+        return loaded[0], float(loaded[1]["cosine"])
+    if int8_verdict(encoder.spec) is not None:
+        return None
+    model_file, sidecar = _int8_paths(encoder.spec)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    probes = _probe_pixels(encoder.pixel_spec)
+    with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".int8-") as tmp:
+        fp32 = Path(tmp) / "image-fp32.onnx"
+        _export_graph(encoder, encoder.torch_model.visual, probes[:2], "pixels", fp32)
+        staged = Path(tmp) / model_file.name
+        converted = quantize_onnx_file(fp32, staged, weight_levels=int8_weight_levels())
+        session = _session(staged, spin=False)
+        with torch.inference_mode():
+            want = encoder.torch_model.visual(torch.from_numpy(probes)).float().numpy()
+        got = session.run(None, {"pixels": probes})[0]
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        cosine = float(np.mean(np.sum(got * want, axis=1)))
+        accepted = cosine >= min_cosine
+        facts = {"ident": _int8_ident(), "model": encoder.spec.describe(), "accepted": accepted,
+                 "cosine": cosine, "converted": converted, "dim": encoder.dim, "image_size": encoder.image_size,
+                 "pixel_spec": encoder.pixel_spec.to_json()}
+        if accepted:
+            os.chmod(staged, 0o644)
+            os.replace(staged, model_file)
+        _write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
+    if not accepted:
+        return None
+    log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",
+             encoder.spec.describe(), converted, cosine, model_file)
+    return _session(model_file, spin=False), cosine

@@ -1,0 +1,73 @@
+"""Result presentation: ranked ids become :class:`~searchindex.results.SearchResult` rows, in the order asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..results import SearchResult
+from ..store.catalog import Catalog
+from ..store.vector_store import VectorStore
+from .hybrid import TextRanking
+
+__all__ = ["build_results", "keywords", "sort_results"]
+
+# Keyword-list sources whose text is "a, b, c": shown as separate keywords.
+_LIST_SOURCES = frozenset({"xmp:subject", "iptc:keywords"})
+
+
+def sort_results(results: list[SearchResult], sort: str) -> list[SearchResult]:
+    """``results`` in the requested order; ``rank`` stays the rank by score."""
+    if sort != "date":
+        return results
+    # Local wall-clock ISO text sorts chronologically; Python's sort is stable, so
+    # equal dates stay in score order.
+    dated = sorted((r for r in results if r.taken_at), key=lambda r: r.taken_at or "", reverse=True)
+    return dated + [r for r in results if not r.taken_at]
+
+
+def keywords(texts: Sequence[tuple[str, str]] | None) -> tuple[str, ...]:
+    """The words people wrote, as shown with a result: each keyword, each description, once."""
+    out: dict[str, None] = {}
+    for source, text in texts or ():
+        parts = text.split(", ") if source in _LIST_SOURCES else text.splitlines()
+        for part in parts:
+            part = part.strip()
+            if part and part.casefold() not in {o.casefold() for o in out}:
+                out[part] = None
+    return tuple(out)
+
+
+def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, scores: np.ndarray, *,
+                  text: TextRanking | None = None, vector: np.ndarray | None = None) -> list[SearchResult]:
+    """Catalog rows, tags, captions and keywords of ranked ids, as results.
+
+    ``text``: the word ranking (fills ``text_score``); ``vector``: the query
+    vector when ``score`` is not the cosine (fills ``vector_score``).
+    """
+    id_list = [int(i) for i in ids]
+    rows = catalog.images.by_id(id_list)
+    tags = catalog.tags.by_id(id_list)
+    captions = catalog.captions.by_id(id_list)
+    texts = catalog.texts.by_id(id_list)
+    bm25 = dict(zip(text.ids.tolist(), text.scores.tolist(), strict=True)) if text is not None else {}
+    cosines = dict(zip(id_list, vectors.cosines(vector, ids).tolist(), strict=True)) if vector is not None else {}
+    out: list[SearchResult] = []
+    for score, image_id in zip(np.asarray(scores).tolist(), id_list, strict=True):
+        row = rows.get(image_id)
+        if row is None:  # removed by a concurrent writer since the vectors were read
+            continue
+        if text is not None and vector is None:  # text mode: no CLIP score
+            vector_score = None
+        else:
+            vector_score = cosines.get(image_id, score)
+        first_caption = captions[image_id][0][1] if captions.get(image_id) else None
+        out.append(SearchResult(
+            len(out) + 1, score, row.path, row.id, row.width, row.height, row.format, row.size, row.sha256,
+            row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
+            row.gps_lat, row.gps_lon, tuple(name for name, _ in tags.get(image_id, ())),
+            caption=first_caption, keywords=keywords(texts.get(image_id)),
+            vector_score=vector_score, text_score=bm25.get(image_id),
+        ))
+    return out

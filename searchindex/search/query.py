@@ -1,0 +1,226 @@
+"""Queries as data: weighted terms of text and images.
+
+A query is a weighted sum of terms.  Each term is a text or an image file; its
+embedding (unit length) is multiplied by its weight, the products are added,
+and the sum is normalised again.  ``--minus`` terms simply carry a negative
+weight.  Everything here is plain data and NumPy: no model, no FAISS, no SQL,
+so the CLI can validate input before anything heavy is loaded.
+
+Term syntax (CLI and :func:`parse_term`): ``[WEIGHT:][text:|image:]VALUE``.
+
+- ``2:sunset`` is the text "sunset" with weight 2; ``0.5:beach.jpg`` an image
+  term with weight 0.5.
+- Without a prefix, a value that names an existing file is an image term; a
+  value ending in an image extension (``.jpg``, ``.png``...) that names no file is
+  an error (it was surely meant as a file); anything else is text.
+- ``text:`` and ``image:`` force the kind (``text:1:1 scale model`` searches for
+  the literal text "1:1 scale model").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import QueryError
+
+# Filters and the cutoff have their own modules now; their names stay importable from here.
+from ..store.filters import (
+    DEFAULT_RADIUS_KM,
+    EARTH_RADIUS_KM,
+    Filters,
+    glob_to_sqlite,
+    haversine_km,
+    parse_date,
+    parse_near,
+)
+from .cutoff import AUTO_MIN_SIGNIFICANCE, AUTO_WINDOW, AUTO_Z_FALLBACK, auto_cutoff
+
+__all__ = [
+    "AUTO_MIN_SIGNIFICANCE",
+    "AUTO_WINDOW",
+    "AUTO_Z_FALLBACK",
+    "DEFAULT_RADIUS_KM",
+    "EARTH_RADIUS_KM",
+    "Filters",
+    "Query",
+    "Term",
+    "auto_cutoff",
+    "combine",
+    "glob_to_sqlite",
+    "haversine_km",
+    "parse_date",
+    "parse_near",
+    "parse_term",
+]
+
+# Image extensions that make an unprefixed term an image term (mirrors images.IMAGE_EXTENSIONS,
+# without importing Pillow).
+_IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",
+})
+
+# "2:", "0.5:", "1e-1:" ... and anything that starts like a number but is not one ("2..5:").
+_WEIGHT_RE = re.compile(r"^\s*([0-9][0-9.eE+-]*|\.[0-9][0-9.eE+-]*)\s*:(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a composed query: a text or an image file, with a weight.
+
+    Exactly one of ``text`` and ``image`` is set.  A negative weight pulls the
+    results away from the term.
+    """
+
+    text: str | None = None
+    image: str | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.image is None):
+            raise QueryError("a term is either a text or an image, not both or neither")
+        if self.text is not None and not self.text.strip():
+            raise QueryError("a text term is empty")
+        if not math.isfinite(self.weight) or self.weight == 0:
+            raise QueryError(f"a term's weight must be a non-zero number, not {self.weight}")
+
+    @classmethod
+    def of_text(cls, text: str, weight: float = 1.0) -> Term:
+        return cls(text=text.strip(), weight=weight)
+
+    @classmethod
+    def of_image(cls, path: str | os.PathLike[str], weight: float = 1.0) -> Term:
+        return cls(image=os.fspath(Path(path).expanduser()), weight=weight)
+
+    def describe(self) -> str:
+        what = repr(self.text) if self.text is not None else f"image {self.image}"
+        return what if self.weight == 1 else f"{self.weight:g} x {what}"
+
+
+def _parse_weight(raw: str, spec: str) -> float:
+    try:
+        weight = float(raw)
+    except ValueError:
+        raise QueryError(
+            f"bad weight {raw!r} in {spec!r}: write a positive number before the colon, e.g. 2:sunset "
+            "(or text:... for a text that starts with a number and a colon)"
+        ) from None
+    if not math.isfinite(weight) or weight <= 0:
+        raise QueryError(f"bad weight {raw!r} in {spec!r}: weights are positive (use --minus to subtract a term)")
+    return weight
+
+
+def parse_term(spec: str, *, sign: float = 1.0, weight: float | None = None) -> Term:
+    """Parse one CLI term (``[WEIGHT:][text:|image:]VALUE``) into a :class:`Term`.
+
+    Args:
+        sign: ``-1`` for ``--minus`` terms.
+        weight: an explicit weight (``--plus-weight W TERM``); then ``spec`` carries none.
+
+    Raises:
+        QueryError: bad weight, empty term, or an image term whose file is missing.
+    """
+    value = spec
+    if weight is None:
+        m = _WEIGHT_RE.match(spec)
+        if m:
+            weight, value = _parse_weight(m.group(1), spec), m.group(2)
+        else:
+            weight = 1.0
+    elif not math.isfinite(weight) or weight <= 0:
+        raise QueryError(f"bad weight {weight} for {spec!r}: weights are positive (use --minus to subtract a term)")
+    w = sign * weight
+    if value.startswith("text:"):
+        return Term.of_text(value[5:], w) if value[5:].strip() else _empty(spec)
+    if value.startswith("image:"):
+        path = Path(value[6:]).expanduser()
+        if not path.is_file():
+            raise QueryError(f"image term file not found: {value[6:]}")
+        return Term.of_image(path, w)
+    if not value.strip():
+        _empty(spec)
+    path = Path(value).expanduser()
+    if path.is_file():
+        return Term.of_image(path, w)
+    if path.suffix.lower() in _IMAGE_SUFFIXES and "\n" not in value:
+        raise QueryError(f"image term file not found: {value} (write text:{value} to search for the words)")
+    return Term.of_text(value, w)
+
+
+def _empty(spec: str) -> Term:
+    raise QueryError(f"empty query term {spec!r}")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A weighted sum of terms.  Build with :meth:`parse` or ``Query((Term...,))``."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise QueryError("the query is empty: give a text, an image, or --plus terms")
+        if not any(t.weight > 0 for t in self.terms):
+            raise QueryError("a query needs at least one positive term (--minus alone has nothing to subtract from)")
+
+    @classmethod
+    def parse(
+        cls,
+        text: str | None = None,
+        *,
+        plus: Iterable[str] = (),
+        minus: Iterable[str] = (),
+        plus_weighted: Iterable[tuple[float, str]] = (),
+        minus_weighted: Iterable[tuple[float, str]] = (),
+        images: Iterable[str | os.PathLike[str]] = (),
+    ) -> Query:
+        """The CLI's query: ``QUERY``, ``--plus``, ``--minus``, ``--plus-weight``, ``--minus-weight``, ``--image``."""
+        terms: list[Term] = []
+        if text is not None:
+            terms.append(parse_term(text))
+        for image in images:
+            path = Path(image).expanduser()
+            if not path.is_file():
+                raise QueryError(f"image term file not found: {image}")
+            terms.append(Term.of_image(path))
+        terms += [parse_term(s) for s in plus]
+        terms += [parse_term(s, weight=w) for w, s in plus_weighted]
+        terms += [parse_term(s, sign=-1) for s in minus]
+        terms += [parse_term(s, sign=-1, weight=w) for w, s in minus_weighted]
+        return cls(tuple(terms))
+
+    @classmethod
+    def coerce(cls, query: str | Term | Query | Sequence[Term]) -> Query:
+        """Accept what :meth:`searchindex.Index.search` accepts: a text, a term, a query, or terms."""
+        if isinstance(query, Query):
+            return query
+        if isinstance(query, Term):
+            return cls((query,))
+        if isinstance(query, str):
+            if not query.strip():
+                raise QueryError("the query text is empty")
+            return cls((Term.of_text(query),))
+        terms = tuple(query)
+        if not all(isinstance(t, Term) for t in terms):
+            raise QueryError("a query is a text, a Term, a Query, or a sequence of Terms")
+        return cls(terms)
+
+    def describe(self) -> str:
+        return " + ".join(t.describe() for t in self.terms)
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """The unit-length weighted sum of unit-length term embeddings (one row per term)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    total = (np.asarray(weights, dtype=np.float32)[:, None] * v).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise QueryError("the query's terms cancel each other out")
+    return (total / norm).astype(np.float32)

@@ -1,0 +1,162 @@
+"""How to search: every option of a search as one validated value.
+
+:class:`SearchRequest` replaces the fifteen keyword options that
+:meth:`searchindex.Index.search` and :meth:`~searchindex.Index.search_vector`
+used to repeat: both still accept the keywords (and build a request from them),
+and both accept a ready request (``index.search("red car", request=req)``).
+:meth:`SearchRequest.from_options` holds the decisions a front end (the CLI, a
+web form) would otherwise make itself: ``--threshold`` as a number or ``auto``,
+and "no ``k`` given" meaning 10, or no limit with a score cutoff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from ..defaults import DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, SEARCH_MODES, SORT_KEYS
+from ..errors import QueryError
+from ..store.filters import Filters
+from .hybrid import DEFAULT_FUSION
+
+__all__ = ["DEFAULT_K", "SearchRequest", "Shot", "parse_shot", "parse_threshold"]
+
+#: Results returned when nothing else is asked for.
+DEFAULT_K = 10
+
+# An example image for few-shot search: a path, or the id of an indexed image.
+Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
+
+
+def parse_threshold(value: str | float | None) -> str | float | None:
+    """``--threshold``: ``"auto"``, a number (a cosine floor, as ``min_score``), or ``None``.
+
+    Raises:
+        QueryError: neither ``auto`` nor a number, or a number outside -1..1.
+    """
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise QueryError(f"{value!r} is neither 'auto' nor a number") from None
+    if not -1 <= number <= 1:
+        raise QueryError("a score threshold is between -1 and 1")
+    return number
+
+
+def parse_shot(value: str) -> Shot:
+    """A ``--like``/``--unlike`` value: an existing file, else an image id (digits), else a path to report."""
+    if not os.path.exists(value) and value.isdigit():
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """The options of one search (see :meth:`searchindex.Index.search` for what each does).
+
+    Construction validates everything that does not depend on the query or the
+    index, so a bad option is a :class:`~searchindex.errors.QueryError` before
+    any model loads.
+    """
+
+    k: int | None = DEFAULT_K  # None: no limit (with a cutoff)
+    filters: Filters | None = None
+    min_score: float | None = None
+    threshold: str | None = None  # "auto" or None
+    sort: str = "score"
+    tag: str | None = None
+    like: tuple[Shot, ...] = ()
+    unlike: tuple[Shot, ...] = ()
+    pool: int = DEFAULT_POOL
+    mode: str = "auto"
+    rerank: str | None = None
+    rerank_top: int = DEFAULT_RERANK_TOP
+    rerank_model: str | None = None
+    fusion: str = DEFAULT_FUSION
+
+    def __post_init__(self) -> None:
+        for name in ("like", "unlike"):
+            shots = getattr(self, name)
+            if isinstance(shots, (str, int, os.PathLike)):
+                shots = (shots,)
+            object.__setattr__(self, name, tuple(shots))
+        if self.k is not None and self.k < 1:
+            raise QueryError("k must be at least 1")
+        if self.pool < 1:
+            raise QueryError("pool must be at least 1")
+        if self.threshold not in (None, "auto"):
+            raise QueryError(f"threshold must be 'auto' or None, not {self.threshold!r} (use min_score for a number)")
+        if self.sort not in SORT_KEYS:
+            raise QueryError(f"sort must be one of {', '.join(SORT_KEYS)}, not {self.sort!r}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise QueryError(f"min_score is a cosine similarity between -1 and 1, not {self.min_score}")
+        if (self.like or self.unlike) and self.has_cutoff:
+            raise QueryError("a score cutoff (--threshold/--min-score) cannot be combined with --like/--unlike yet")
+        if self.mode not in SEARCH_MODES:
+            raise QueryError(f"mode must be one of {', '.join(SEARCH_MODES)}, not {self.mode!r}")
+        if self.fusion not in FUSIONS:
+            raise QueryError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
+        if self.rerank not in (None, "itm"):
+            raise QueryError(f"rerank must be 'itm' or None, not {self.rerank!r}")
+        if self.rerank_top < 1:
+            raise QueryError("rerank_top must be at least 1")
+        if self.mode == "text":
+            if self.like or self.unlike:
+                raise QueryError("--like/--unlike rerank by pictures: use them with --mode vector or hybrid")
+            if self.has_cutoff:
+                raise QueryError("--min-score/--threshold cut CLIP scores: use them with --mode vector or hybrid")
+
+    @property
+    def has_cutoff(self) -> bool:
+        """Whether a score cutoff (``min_score`` or ``threshold``) decides how many results come back."""
+        return self.min_score is not None or self.threshold is not None
+
+    @classmethod
+    def from_options(cls, *, k: int | None = None, threshold: str | float | None = None,
+                     min_score: float | None = None, **options: Any) -> SearchRequest:
+        """A request from a front end's options, deciding what they leave open.
+
+        Args:
+            k: the most results; ``None`` (not given): :data:`DEFAULT_K`, or no
+                limit when a score cutoff decides.
+            threshold: ``"auto"``, or a number (or its text): a floor like
+                ``min_score`` (with both, the higher one counts).
+            options: the other fields of :class:`SearchRequest`.
+
+        Raises:
+            QueryError: bad values.
+        """
+        cut = parse_threshold(threshold)
+        if isinstance(cut, float):
+            min_score = cut if min_score is None else max(min_score, cut)
+            cut = None
+        if k is None and cut is None and min_score is None:
+            k = DEFAULT_K
+        return cls(k=k, threshold=cut, min_score=min_score, **options)
+
+    def replace(self, **changes: Any) -> SearchRequest:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def of(cls, request: SearchRequest | None, k: int | None, options: dict[str, Any],
+           allowed: Sequence[str] | None = None) -> SearchRequest:
+        """``request``, or one built from keyword options (what ``Index.search`` receives).
+
+        Raises:
+            QueryError: both a request and options, or an option ``allowed`` does not list.
+        """
+        if allowed is not None:
+            unknown = sorted(set(options) - set(allowed))
+            if unknown:
+                raise TypeError(f"unexpected search option(s): {', '.join(unknown)}")
+        if request is None:
+            return cls(k=k, **options)
+        if options:
+            raise QueryError("give either a SearchRequest or keyword options, not both")
+        return request

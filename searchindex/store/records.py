@@ -1,0 +1,98 @@
+"""The catalog's record types: what goes in and what comes out, as plain values.
+
+:class:`~searchindex.results.FailureRecord` is a public result type and lives in
+:mod:`searchindex.results`; it is re-exported here for the store's users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..results import FailureRecord
+
+__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel"]
+
+
+@dataclass(frozen=True)
+class PhotoMetadata:
+    """What the catalog stores about a photo besides its pixels."""
+
+    taken_at: str  # local wall-clock time, ISO 8601 without offset: 2024-07-14T18:03:22
+    date_source: str  # "exif" or "mtime"
+    taken_offset: str | None = None  # "+02:00" when known
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    orientation: int | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The catalog column values."""
+        return {
+            "taken_at": self.taken_at, "taken_offset": self.taken_offset, "date_source": self.date_source,
+            "camera_make": self.camera_make, "camera_model": self.camera_model, "lens": self.lens,
+            "gps_lat": self.gps_lat, "gps_lon": self.gps_lon, "orientation": self.orientation,
+        }
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image decoded and encoded, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    embedding: np.ndarray
+    meta: PhotoMetadata | None = None
+
+
+@dataclass(frozen=True)
+class TagLabel:
+    """A stored zero-shot label."""
+
+    name: str
+    templates: tuple[str, ...]
+    classifier: np.ndarray
+    null_classifier: np.ndarray
+    threshold: float
+    calibrated_images: int
+    scored_generation: int
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image row as the catalog stores it (without its embedding)."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    indexed_at: float
+    taken_at: str | None = None
+    taken_offset: str | None = None
+    date_source: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    orientation: int | None = None
+
+
+RECORD_COLUMNS = (
+    "id", "path", "size", "mtime_ns", "sha256", "width", "height", "format", "indexed_at",
+    "taken_at", "taken_offset", "date_source", "camera_make", "camera_model", "lens", "gps_lat", "gps_lon",
+    "orientation",
+)

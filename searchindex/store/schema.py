@@ -1,0 +1,242 @@
+"""The catalog's tables (SQLAlchemy ORM) and the engine every repository shares.
+
+The schema is versioned: :mod:`searchindex.store.migrations` upgrades older
+files step by step, and creates the FTS5 table the ORM cannot declare.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from sqlalchemy import DDL, Float, Index, Integer, LargeBinary, String, create_engine, event, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from .migrations import FTS_TABLE_SQL
+
+log = logging.getLogger(__name__)
+
+#: The catalog's file name inside an index folder.
+CATALOG_FILE = "catalog.sqlite"
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path as text, losslessly, even when the name is not valid UTF-8.
+
+    Python represents undecodable bytes in file names as lone surrogates, which
+    SQLite's UTF-8 text cannot hold.  Such paths are stored percent-encoded
+    behind a prefix that no absolute path starts with, and decoded on the way out.
+    """
+
+    impl = String
+    cache_ok = True
+    _PREFIX = "?bytes:"
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return self._PREFIX + quote(os.fsencode(value), safe="/")
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        if value is not None and value.startswith(self._PREFIX):
+            return os.fsdecode(unquote_to_bytes(value[len(self._PREFIX):]))
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(String)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    # AUTOINCREMENT: an id is never reused, so a vector can never be confused with
+    # the vector of a deleted image that once had the same id.
+    __table_args__ = (
+        Index("ix_images_camera", "camera_make", "camera_model"),
+        Index("ix_images_gps", "gps_lat", "gps_lon"),
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String, index=True)
+    width: Mapped[int] = mapped_column(Integer, index=True)
+    height: Mapped[int] = mapped_column(Integer, index=True)
+    format: Mapped[str] = mapped_column(String)
+    indexed_at: Mapped[float] = mapped_column(Float)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    # Photo metadata (schema 2); NULL date_source = not read yet (rows from schema 1).
+    taken_at: Mapped[str | None] = mapped_column(String, index=True)
+    taken_offset: Mapped[str | None] = mapped_column(String)
+    date_source: Mapped[str | None] = mapped_column(String)
+    camera_make: Mapped[str | None] = mapped_column(String)
+    camera_model: Mapped[str | None] = mapped_column(String)
+    lens: Mapped[str | None] = mapped_column(String)
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    orientation: Mapped[int | None] = mapped_column(Integer)
+
+
+class SchemaHistoryRow(Base):
+    """Migrations applied to this catalog (empty for a catalog created at the latest schema)."""
+
+    __tablename__ = "schema_history"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    applied_at: Mapped[float] = mapped_column(Float)
+
+
+class TagLabelRow(Base):
+    """A zero-shot label: its text classifier, calibrated threshold, and how far tagging got (schema 3)."""
+
+    __tablename__ = "tag_labels"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    templates: Mapped[str] = mapped_column(String)  # JSON list of prompt templates
+    classifier: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised mean of template embeddings
+    null_classifier: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the generic-caption reference
+    threshold: Mapped[float] = mapped_column(Float)  # on score - null score
+    calibrated_images: Mapped[int] = mapped_column(Integer)  # images the threshold was calibrated on
+    scored_generation: Mapped[int] = mapped_column(Integer)  # every image up to this generation is scored
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ImageTagRow(Base):
+    """A label an image passed, with its cosine score and its margin over the threshold (schema 3)."""
+
+    __tablename__ = "image_tags"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String, primary_key=True, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+
+
+class CaptionRow(Base):
+    """A generated caption: one per image and captioning model (schema 5)."""
+
+    __tablename__ = "captions"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String, primary_key=True)  # the model id or path as given
+    prompt: Mapped[str] = mapped_column(String, server_default="")  # conditional captioning prefix
+    text: Mapped[str] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ImageTextRow(Base):
+    """Text people wrote about an image: embedded XMP/IPTC or a sidecar file (schema 5)."""
+
+    __tablename__ = "image_texts"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String, primary_key=True)  # xmp:subject, iptc:keywords, sidecar:txt, ...
+    text: Mapped[str] = mapped_column(String)
+
+
+class TextStateRow(Base):
+    """That an image's texts were read, and the signature of its sidecars then (schema 6).
+
+    No row: never read (an image indexed before schema 6, or a crash between an
+    image's commit and its texts'); a different signature: a sidecar was added,
+    edited or removed.  Either way the next ``index`` run reads the texts again.
+    """
+
+    __tablename__ = "text_states"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sidecars: Mapped[str] = mapped_column(String)  # see searchindex.ingest.keywords.sidecar_signature
+
+
+# The full-text index over file names, image texts and captions lives in an FTS5
+# virtual table, which SQLAlchemy's metadata cannot declare: it is created right
+# after the ORM tables, with the same statement the migration uses.
+event.listen(Base.metadata, "after_create", DDL(FTS_TABLE_SQL))
+
+
+class RemovalRow(Base):
+    """Image ids whose vectors must leave the vector index (kept for catch-up)."""
+
+    __tablename__ = "removals"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class FailureRow(Base):
+    __tablename__ = "failures"
+    path: Mapped[str] = mapped_column(FsPath, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String)
+    failed_at: Mapped[float] = mapped_column(Float)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: readers never wait for the writer and the writer never waits for readers.
+    # NORMAL is durable across process crashes in WAL mode (only an OS crash can
+    # lose the last commits, and never corrupts the file).  Both are settings a
+    # read-only connection may refuse; the WAL mode is stored in the file anyway.
+    cur = dbapi_conn.cursor()
+    for pragma in ("busy_timeout=30000", "journal_mode=WAL", "synchronous=NORMAL"):
+        try:
+            cur.execute(f"PRAGMA {pragma}")
+        except sqlite3.OperationalError as exc:
+            log.debug("PRAGMA %s refused: %s", pragma, exc)
+    cur.close()
+
+
+def engine_for(path: Path, read_only: bool = False) -> Engine:
+    """A SQLAlchemy engine on the catalog file at ``path`` (WAL, busy timeout)."""
+    if read_only:
+        # A WAL database in a folder where SQLite cannot create its -shm file
+        # opens only as immutable: nobody can write there, so nothing changes
+        # under the reader.
+        url = f"sqlite:///file:{quote(str(path))}?immutable=1&uri=true"
+    else:
+        url = f"sqlite:///{path}"
+    engine = create_engine(url, future=True)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def executor(s: Session) -> Callable[[str, dict[str, Any]], Any]:
+    """Run raw SQL with named parameters inside the session's transaction."""
+    return lambda sql, params: s.execute(text(sql), params)
+
+
+def alive_ids(s: Session, ids: Sequence[int]) -> set[int]:
+    """Which of ``ids`` are still image rows (inside the session's transaction)."""
+    alive: set[int] = set()
+    for start in range(0, len(ids), 500):
+        alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(ids[start : start + 500])))))
+    return alive
+
+
+def texts_by_id(
+    engine: Engine, ids: Iterable[int], key: Any, value: Any, order: Any
+) -> dict[int, list[tuple[str, str]]]:
+    """image id -> [(key, value)] from a per-image text table, ordered by ``order``."""
+    ids = [int(i) for i in ids]
+    table = key.class_
+    out: dict[int, list[tuple[str, str]]] = {}
+    with Session(engine) as s:
+        for start in range(0, len(ids), 500):
+            stmt = (select(table.image_id, key, value).where(table.image_id.in_(ids[start : start + 500]))
+                    .order_by(table.image_id, order))
+            for image_id, k, v in s.execute(stmt):
+                out.setdefault(image_id, []).append((k, v))
+    return out

@@ -1,0 +1,108 @@
+"""Zero-shot labels and the tags they put on images (see :mod:`searchindex.enrich.tagging`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from .records import TagLabel
+from .schema import ImageRow, ImageTagRow, TagLabelRow
+
+__all__ = ["TagRepository"]
+
+
+class TagRepository:
+    """The ``tag_labels`` and ``image_tags`` tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def labels(self) -> list[TagLabel]:
+        """Every stored label, by name."""
+        with Session(self._engine) as s:
+            return [
+                TagLabel(r.name, tuple(json.loads(r.templates)), np.frombuffer(r.classifier, dtype=np.float32),
+                         np.frombuffer(r.null_classifier, dtype=np.float32), r.threshold, r.calibrated_images,
+                         r.scored_generation)
+                for r in s.scalars(select(TagLabelRow).order_by(TagLabelRow.name))
+            ]
+
+    def store(
+        self,
+        label: TagLabel,
+        scored_ids: np.ndarray,
+        tags: Sequence[tuple[int, float, float]],
+        *,
+        replace_all: bool = False,
+    ) -> None:
+        """Save ``label`` and its tagging of ``scored_ids`` in one transaction.
+
+        Args:
+            scored_ids: images that were scored; their old tags of this label go.
+            tags: (image_id, score, margin) of those that passed.
+            replace_all: every image was scored: drop all old tags of the label.
+        """
+        now = time.time()
+        with Session(self._engine) as s, s.begin():
+            s.merge(TagLabelRow(
+                name=label.name, templates=json.dumps(list(label.templates)),
+                classifier=np.ascontiguousarray(label.classifier, dtype=np.float32).tobytes(),
+                null_classifier=np.ascontiguousarray(label.null_classifier, dtype=np.float32).tobytes(),
+                threshold=float(label.threshold), calibrated_images=int(label.calibrated_images),
+                scored_generation=int(label.scored_generation), created_at=now,
+            ))
+            if replace_all:
+                s.execute(delete(ImageTagRow).where(ImageTagRow.label == label.name))
+            else:
+                ids = [int(i) for i in scored_ids]
+                for start in range(0, len(ids), 500):
+                    s.execute(delete(ImageTagRow).where(
+                        ImageTagRow.label == label.name, ImageTagRow.image_id.in_(ids[start : start + 500])))
+            # Only images still in the catalog: a concurrent delete must not leave orphans.
+            alive: set[int] = set()
+            tag_ids = [int(t[0]) for t in tags]
+            for start in range(0, len(tag_ids), 500):
+                alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(tag_ids[start : start + 500]))))
+            s.add_all(ImageTagRow(image_id=int(i), label=label.name, score=float(sc), margin=float(m))
+                      for i, sc, m in tags if int(i) in alive)
+
+    def remove(self, names: Sequence[str]) -> int:
+        """Forget labels and their tags; return how many labels existed."""
+        with Session(self._engine) as s, s.begin():
+            n = len(s.scalars(select(TagLabelRow.name).where(TagLabelRow.name.in_(list(names)))).all())
+            s.execute(delete(ImageTagRow).where(ImageTagRow.label.in_(list(names))))
+            s.execute(delete(TagLabelRow).where(TagLabelRow.name.in_(list(names))))
+        return n
+
+    def counts(self) -> list[tuple[str, int]]:
+        """(label, number of tagged images) for every label, including those with none."""
+        with Session(self._engine) as s:
+            counts = dict(s.execute(select(ImageTagRow.label, func.count()).group_by(ImageTagRow.label)).all())
+            return [(name, int(counts.get(name, 0)))
+                    for name in s.scalars(select(TagLabelRow.name).order_by(TagLabelRow.name))]
+
+    def ids_with(self, label: str) -> np.ndarray:
+        """Sorted ids of the images carrying ``label``."""
+        with Session(self._engine) as s:
+            ids = s.scalars(select(ImageTagRow.image_id).where(ImageTagRow.label == label)).all()
+        return np.asarray(sorted(ids), dtype=np.int64)
+
+    def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
+        """image id -> [(label, margin)], strongest first."""
+        ids = [int(i) for i in ids]
+        out: dict[int, list[tuple[str, float]]] = {}
+        with Session(self._engine) as s:
+            for start in range(0, len(ids), 500):
+                stmt = select(ImageTagRow.image_id, ImageTagRow.label, ImageTagRow.margin).where(
+                    ImageTagRow.image_id.in_(ids[start : start + 500]))
+                for image_id, label, margin in s.execute(stmt):
+                    out.setdefault(image_id, []).append((label, margin))
+        for tags in out.values():
+            tags.sort(key=lambda t: (-t[1], t[0]))
+        return out
