@@ -18,7 +18,8 @@ from PIL import Image
 from searchindex.models import encoders
 from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
-from searchindex.models.encoders import PreparedEncoder, resolve_model, resolve_precision
+from searchindex.models.encoders import resolve_model, resolve_precision
+from searchindex.models.onnx import PreparedEncoder
 from searchindex.models.quantize import quantize_onnx_file
 
 from .conftest import Shapes

@@ -35,7 +35,6 @@ __all__ = [
     "Encoder",
     "ModelSpec",
     "OpenClipEncoder",
-    "PreparedEncoder",
     "resolve_model",
 ]
 
@@ -200,25 +199,6 @@ class OpenClipEncoder(Encoder):
             self.dim = int(model.encode_text(probe).shape[-1])
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._visual = model.visual
-        self._int8_session: Any = None
-        if self.precision == "int8":
-            from .onnx import int8_verdict, onnx_available, prepare_int8_tower
-
-            try:
-                prepared = prepare_int8_tower(self, INT8_MIN_COSINE)
-            except Exception as exc:  # an export or quantisation bug must not stop indexing: fp32 still works
-                log.warning("%s: could not prepare the int8 image tower (%s); encoding in fp32", spec.describe(), exc)
-                prepared = None
-            if prepared is None:
-                verdict = int8_verdict(spec)
-                if verdict is not None:
-                    log.warning("%s: int8 image vectors drift from fp32 (mean cosine %.4f < %.2f); encoding in fp32",
-                                spec.describe(), verdict, INT8_MIN_COSINE)
-                elif not onnx_available(export=True):
-                    log.info("int8 needs ONNX Runtime (pip install 'searchindex[onnx]'); encoding in fp32")
-                self.precision = "fp32"
-            else:
-                self._int8_session = prepared[0]
         self._onnx_visual: Any = None  # an ONNX Runtime image tower, attached by the onnx backend
 
     def attach_image_runtime(self, session: Any) -> None:
@@ -241,9 +221,8 @@ class OpenClipEncoder(Encoder):
 
     def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
         torch = self._torch
-        session = self._int8_session or self._onnx_visual
-        if session is not None:
-            return run_image_session(session, as_array(batch))
+        if self._onnx_visual is not None:
+            return run_image_session(self._onnx_visual, as_array(batch))
         with torch.inference_mode():
             x = torch.stack([torch.as_tensor(b) for b in batch]).to(self.device)
             if self.precision in ("bf16", "fp16"):
@@ -260,7 +239,7 @@ class OpenClipEncoder(Encoder):
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             torch = self._torch
-            from .onnx import short_text_forward, supports_short_text, trim_tokens
+            from .textforward import short_text_forward, supports_short_text, trim_tokens
 
             with torch.inference_mode():
                 tokens = self._tokenizer(missing).to(self.device)
@@ -291,44 +270,3 @@ def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
     parts = [session.run(None, {"pixels": x[i:i + ENCODE_CHUNK]})[0] for i in range(0, len(x), ENCODE_CHUNK)]
     feats = np.concatenate(parts).astype(np.float32, copy=False)
     return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-
-
-class PreparedEncoder(Encoder):
-    """The int8 image tower prepared earlier for this model and machine, under ONNX Runtime.
-
-    Needs neither torch nor open_clip: preprocessing is :class:`PixelSpec` (Pillow and
-    NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32).  Texts go to
-    the exported ONNX text tower, or -- only if there is none -- to the full model,
-    loaded on first use.
-    """
-
-    precision = "int8"
-
-    def __init__(self, spec: ModelSpec, session: Any, facts: dict[str, Any]) -> None:
-        self.spec = spec
-        self.device = "cpu"
-        self._session = session
-        self.dim = int(facts["dim"])
-        self.image_size = int(facts["image_size"])
-        self.pixel_spec = PixelSpec.from_json(facts["pixel_spec"])
-        self._text: Any = None
-
-    def preprocess(self, image: Image.Image) -> Any:
-        from .pixels import to_pixels
-
-        assert self.pixel_spec is not None
-        return self.pixel_spec.normalise([to_pixels(image.convert("RGB"), self.pixel_spec)])[0]
-
-    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
-        return run_image_session(self._session, as_array(batch))
-
-    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        assert self.pixel_spec is not None
-        return run_image_session(self._session, self.pixel_spec.normalise(pixels))
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if self._text is None:
-            from .onnx import load_text_encoder
-
-            self._text = load_text_encoder(self.spec) or OpenClipEncoder(self.spec, "cpu", "fp32")
-        return self._text.encode_texts(texts)

@@ -31,17 +31,23 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .cache import KEY_FORMAT, _version, cache_root, tower_key
-from .encoders import Encoder, OpenClipEncoder
+from .encoders import Encoder, OpenClipEncoder, as_array, run_image_session
+from .pixels import PixelSpec
 from .spec import ModelSpec
+from .textforward import short_text_forward, supports_short_text, trim_tokens
 
-__all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
-           "model_cache_dir", "onnx_available", "short_text_forward", "supports_short_text", "text_backend",
-           "tower_key", "trim_tokens"]
+__all__ = ["OnnxTextEncoder", "PreparedEncoder", "TextEncoder", "export_text_tower", "image_session",
+           "int8_verdict", "load_int8_tower", "load_text_encoder", "model_cache_dir", "onnx_available",
+           "prepare_int8_tower", "short_text_forward", "supports_short_text", "text_backend", "tower_key",
+           "trim_tokens"]
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -165,83 +171,6 @@ class OnnxTextEncoder:
             tokens = trim_tokens(tokens)
         out = self._session.run(None, {"tokens": tokens})[0].astype(np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-def trim_tokens(tokens: Any) -> Any:
-    """Cut a token batch (numpy or torch) after its last end-of-text token.
-
-    The end-of-text id is the largest in the vocabulary, so each row's argmax is where
-    pooling reads (padding is id 0, which is also a real token, "!": zeros cannot tell).
-    """
-    return tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
-
-
-def supports_short_text(model: Any) -> bool:
-    """True when ``model``'s text tower gives the same vector for any padding length.
-
-    That holds for open_clip's ``CLIP`` text tower with a causal mask and end-of-text
-    (argmax) pooling: no token attends to a later one, so the padding after the
-    end-of-text token cannot change it, and pooling reads that token alone.
-    """
-    if not (
-        all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final"))
-        and getattr(model, "attn_mask", None) is not None
-        and getattr(model, "text_pool_type", None) == "argmax"
-        and getattr(model, "cls_emb", None) is None
-        and getattr(model.transformer, "batch_first", False)
-    ):
-        return False
-    from torch import nn
-
-    for block in getattr(model.transformer, "resblocks", [None]):
-        attn = getattr(block, "attn", None)
-        if not (isinstance(attn, nn.MultiheadAttention) and attn.batch_first and attn._qkv_same_embed_dim
-                and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
-                and all(hasattr(block, a) for a in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
-                and not hasattr(block, "ln_1_kv")):
-            return False
-    return True
-
-
-def _block(block: Any, x: Any, mask: Any) -> Any:
-    """One open_clip ``ResidualAttentionBlock`` (self-attention) with no sequence length baked in.
-
-    The same arithmetic as ``nn.MultiheadAttention``, written with reshapes that leave the
-    batch and length axes to the input, so an ONNX export traced at one length runs at any.
-    """
-    import torch.nn.functional as F  # noqa: N812
-
-    attn = block.attn
-    h = block.ln_1(x)
-    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, attn.num_heads, -1))
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n, heads, length, head_dim)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).flatten(2)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
-def short_text_forward(model: Any, tokens: Any) -> Any:
-    """``model.encode_text(tokens, normalize=True)`` for tokens of any length up to the context.
-
-    open_clip's own method adds all 77 positional embeddings, so it needs 77 columns;
-    here positions and the causal mask are cut to the columns given.  Only for models
-    where :func:`supports_short_text` holds (equal to the padded result to float
-    rounding; ``tests/test_textpath.py`` checks it).
-    """
-    import torch
-
-    length = tokens.shape[1]
-    cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
-    mask = model.attn_mask[:length, :length].to(cast)
-    for block in model.transformer.resblocks:
-        x = _block(block, x, mask)
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-    projection = model.text_projection
-    if projection is not None:
-        x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
-    return torch.nn.functional.normalize(x, dim=-1)
 
 
 def load_text_encoder(spec: ModelSpec) -> OnnxTextEncoder | None:
@@ -478,7 +407,8 @@ def _probe_pixels(pixel_spec: Any, count: int = _INT8_PROBES) -> np.ndarray:
     side = max(pixel_spec.height, pixel_spec.width)
     images = []
     for _ in range(count):
-        img = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
+        low = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+        img = low.resize((side, side), Image.Resampling.BICUBIC)
         draw = ImageDraw.Draw(img)
         for _ in range(4):
             x, y, r = (int(v) for v in rng.integers(0, side, 3) // (1, 1, 3))
@@ -562,3 +492,42 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
     log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",
              encoder.spec.describe(), converted, cosine, model_file)
     return _session(model_file, spin=False), cosine
+
+
+class PreparedEncoder(Encoder):
+    """The int8 image tower prepared earlier for this model and machine, under ONNX Runtime.
+
+    Needs neither torch nor open_clip: preprocessing is :class:`PixelSpec` (Pillow and
+    NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32).  Texts go to
+    the exported ONNX text tower, or -- only if there is none -- to the full model,
+    loaded on first use.
+    """
+
+    precision = "int8"
+
+    def __init__(self, spec: ModelSpec, session: Any, facts: dict[str, Any]) -> None:
+        self.spec = spec
+        self.device = "cpu"
+        self._session = session
+        self.dim = int(facts["dim"])
+        self.image_size = int(facts["image_size"])
+        self.pixel_spec = PixelSpec.from_json(facts["pixel_spec"])
+        self._text: Any = None
+
+    def preprocess(self, image: Image.Image) -> Any:
+        from .pixels import to_pixels
+
+        assert self.pixel_spec is not None
+        return self.pixel_spec.normalise([to_pixels(image.convert("RGB"), self.pixel_spec)])[0]
+
+    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
+        return run_image_session(self._session, as_array(batch))
+
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        assert self.pixel_spec is not None
+        return run_image_session(self._session, self.pixel_spec.normalise(pixels))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self._text is None:
+            self._text = load_text_encoder(self.spec) or OpenClipEncoder(self.spec, "cpu", "fp32")
+        return self._text.encode_texts(texts)
