@@ -120,7 +120,8 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
     pixels = [np.asarray(im.resize((64, 64))) for im in images]
     np.testing.assert_allclose(again.encode_pixels(pixels)[:3], again.encode_pixels(pixels[:3]), atol=1e-6)
     # A new process loads it with neither torch nor open_clip.
-    code = ("import sys\nfrom searchindex.encoders import load_encoder, resolve_model\n"
+    code = ("import sys\nfrom searchindex.models.backends import load_encoder\n"
+            "from searchindex.models.spec import resolve_model\n"
             "e = load_encoder(resolve_model('tiny-shapes'), 'cpu')\n"
             "print(type(e).__name__, 'torch' in sys.modules, 'open_clip' in sys.modules)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCHINDEX_CACHE": str(tmp_path)}
