@@ -268,5 +268,6 @@ def as_array(batch: Sequence[Any]) -> np.ndarray:
 def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
     """Unit vectors of an NCHW batch from an ONNX image tower, :data:`ENCODE_CHUNK` images per call."""
     parts = [session.run(None, {"pixels": x[i:i + ENCODE_CHUNK]})[0] for i in range(0, len(x), ENCODE_CHUNK)]
-    feats = np.concatenate(parts).astype(np.float32, copy=False)
-    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    feats: np.ndarray = np.concatenate(parts).astype(np.float32, copy=False)
+    out: np.ndarray = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    return out

@@ -396,7 +396,7 @@ def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
     return stem.with_suffix(".onnx"), stem.with_suffix(".json")
 
 
-def _probe_pixels(pixel_spec: Any, count: int = _INT8_PROBES) -> np.ndarray:
+def _probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarray:
     """Seeded photo-like probes at the model's input size (smooth colour fields, edges, grain):
     what the int8 tower is checked on."""
     from PIL import Image, ImageDraw
@@ -530,4 +530,4 @@ class PreparedEncoder(Encoder):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._text is None:
             self._text = load_text_encoder(self.spec) or OpenClipEncoder(self.spec, "cpu", "fp32")
-        return self._text.encode_texts(texts)
+        return np.asarray(self._text.encode_texts(texts), dtype=np.float32)

@@ -59,7 +59,8 @@ def _block(block: Any, x: Any, mask: Any) -> Any:
 
     attn = block.attn
     h = block.ln_1(x)
-    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, attn.num_heads, -1))
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+    qkv = qkv.unflatten(-1, (3, attn.num_heads, -1))  # type: ignore[no-untyped-call]
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n, heads, length, head_dim)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).flatten(2)))
