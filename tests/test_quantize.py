@@ -1,9 +1,12 @@
-"""int8 image towers (searchindex.models.quantize) and the encoder's int8 default on CPU."""
+"""int8 image towers under ONNX Runtime (searchindex.quantize), prepared once, and the int8 default on CPU."""
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,142 +14,162 @@ import pytest
 import torch
 from open_clip.transformer import VisionTransformer
 from PIL import Image
-from torch import nn
 
 from searchindex.models import encoders
+from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
 from searchindex.models.encoders import resolve_model, resolve_precision
-from searchindex.models.quantize import Int8Linear, Int8SelfAttention, quantize_image_tower
+from searchindex.models.onnx import PreparedEncoder
+from searchindex.models.quantize import quantize_onnx_file
 
 from .conftest import Shapes
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cosine_similarity(a.flatten(0, -2), b.flatten(0, -2), dim=-1)
+onnx_extra = pytest.mark.skipif(not onnxmodels.onnx_available(export=True),
+                                reason="needs the onnx extra (onnxruntime, onnx)")
+int8_default = pytest.mark.skipif(encoders.DEFAULT_CPU_PRECISION != "int8",
+                                  reason="int8 is the default on x86 CPUs only")
 
 
-def _vit(**kwargs: object) -> VisionTransformer:
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=["pixels"], output_names=["out"],
+                              dynamic_axes={"pixels": {0: "n"}, "out": {0: "n"}}, opset_version=17, dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+@onnx_extra
+@pytest.mark.parametrize("levels", [127, 63])
+def test_int8_vit_agrees_with_fp32_and_ignores_batch_mates(tmp_path: Path, levels: int) -> None:
     torch.manual_seed(0)
-    return VisionTransformer(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp_ratio=4.0,
-                             output_dim=32, **kwargs).eval()
+    tower = VisionTransformer(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp_ratio=4.0,
+                              output_dim=32).eval()
+    _export(tower, torch.zeros(2, 3, 32, 32), tmp_path / "fp32.onnx")
+    converted = quantize_onnx_file(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", weight_levels=levels)
+    assert converted == 2 * 4 + 1  # per block: attention in/out, MLP in/out; and the projection
+    fp32 = onnxmodels._session(tmp_path / "fp32.onnx")
+    int8 = onnxmodels._session(tmp_path / "int8.onnx", spin=False)
+    import onnx
 
-
-def test_int8_linear_is_close_to_fp32_and_each_row_stands_alone() -> None:
-    torch.manual_seed(1)
-    linear = nn.Linear(96, 40)
-    q = Int8Linear.from_linear(linear)
-    x = torch.randn(2, 7, 96)
-    x[1, 3, 5] = 300.0  # one outlier activation, as CLIP towers have
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" not in ops  # per row, not per tensor
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 3, 32, 32)).astype(np.float32)
     with torch.inference_mode():
-        exact, fast = linear(x), q(x)
-        assert fast.shape == exact.shape
-        assert _cosine(fast, exact).min() > 0.999
-        # A row's result does not depend on the other rows it is computed with.
-        alone = q(x[0, 2:3])
-        assert torch.equal(alone[0], fast[0, 2])
-        mixed = q(torch.cat([x[0, 2:3], 1000 * torch.randn(5, 96)]))
-        assert torch.equal(mixed[0], fast[0, 2])
+        exact = _unit(tower(torch.from_numpy(x)).numpy())
+    fast = _unit(int8.run(None, {"pixels": x})[0])
+    assert np.allclose(_unit(fp32.run(None, {"pixels": x})[0]), exact, atol=1e-4)
+    assert (fast * exact).sum(axis=1).min() > 0.99
+    # The first image's vector is the same whatever it is batched with: one bright outlier
+    # image, or none at all, does not change it.
+    others = np.concatenate([x[:1], 50 * rng.standard_normal((3, 3, 32, 32)).astype(np.float32)])
+    np.testing.assert_allclose(_unit(int8.run(None, {"pixels": others})[0])[0], fast[0], atol=1e-6)
+    np.testing.assert_allclose(_unit(int8.run(None, {"pixels": x[:1]})[0])[0], fast[0], atol=1e-6)
 
 
-def test_int8_linear_handles_zero_rows_and_no_bias() -> None:
-    linear = nn.Linear(16, 8, bias=False)
-    q = Int8Linear.from_linear(linear)
-    with torch.inference_mode():
-        out = q(torch.zeros(3, 16))
-    assert torch.equal(out, torch.zeros(3, 8))
+@onnx_extra
+def test_int8_gemm_with_transposed_weights_zero_rows_and_bias(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 16)).astype(np.float32)  # (out, in), as nn.Linear stores it
+    b = rng.standard_normal(8).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "g.onnx"))
+    assert quantize_onnx_file(tmp_path / "g.onnx", tmp_path / "q.onnx") == 1
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    x[2] = 0.0
+    got = onnxmodels._session(tmp_path / "q.onnx").run(None, {"x": x})[0]
+    want = x @ w.T + b
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[2], b, atol=1e-6)  # a zero row: no division by zero, only the bias
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_int8_attention_matches_multihead_attention(batch_first: bool) -> None:
-    torch.manual_seed(2)
-    mha = nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
-    assert Int8SelfAttention.supports(mha)
-    q = Int8SelfAttention(mha)
-    x = torch.randn(3, 6, 32) if batch_first else torch.randn(6, 3, 32)
-    causal = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
-    padding = torch.zeros(3, 6, dtype=torch.bool)
-    padding[1, 4:] = True
-    with torch.inference_mode():
-        for kwargs in ({}, {"attn_mask": causal}, {"attn_mask": causal.float() * -1e4},
-                       {"key_padding_mask": padding}):
-            exact = mha(x, x, x, need_weights=False, **kwargs)[0]
-            fast = q(x, x, x, need_weights=False, **kwargs)[0]
-            assert fast.shape == exact.shape
-            assert _cosine(fast, exact).min() > 0.999, kwargs
-        with pytest.raises(NotImplementedError):
-            q(x, x, x)  # attention weights are not computed
-
-
-def test_int8_attention_cross_attention() -> None:
-    torch.manual_seed(3)
-    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
-    q = Int8SelfAttention(mha)
-    queries, context = torch.randn(2, 3, 32), torch.randn(2, 9, 32)
-    with torch.inference_mode():
-        exact = mha(queries, context, context, need_weights=False)[0]
-        fast = q(queries, context, context, need_weights=False)[0]
-    assert _cosine(fast, exact).min() > 0.999
-
-
-@pytest.mark.parametrize("pooled", [False, True])
-def test_quantized_vit_agrees_with_fp32_and_ignores_batch_mates(pooled: bool) -> None:
-    # The attentional pooler's attention maps 64-d tokens to 32-d queries, which the int8
-    # stand-in does not cover: it must stay fp32, projections included.
-    tower = _vit(**({"attentional_pool": True, "attn_pooler_queries": 4, "attn_pooler_heads": 4} if pooled else {}))
-    quantized, converted = quantize_image_tower(tower)
-    assert quantized is not tower and all(p.dtype == torch.float32 for p in tower.parameters())
-    assert sum(isinstance(m, Int8SelfAttention) for m in quantized.modules()) == 2
-    left = [n for n, m in quantized.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    assert left == (["attn_pool.attn"] if pooled else [])
-    linear = [n for n, m in quantized.named_modules() if isinstance(m, nn.Linear)]
-    assert linear == (["attn_pool.attn.out_proj"] if pooled else [])
-    assert converted == 2 * (2 + 2)  # per block: attention in/out, MLP in/out
-    torch.manual_seed(4)
-    x = torch.randn(6, 3, 32, 32)
-    with torch.inference_mode():
-        exact, fast = tower(x), quantized(x)
-        assert _cosine(fast, exact).min() > 0.995
-        # The first image's vector is the same whatever it is batched with (to float
-        # rounding, as in fp32): one bright outlier image does not change it.
-        others = torch.cat([x[:1], 50 * torch.randn(3, 3, 32, 32)])
-        assert torch.allclose(quantized(others)[0], fast[0], atol=1e-5)
-
-
-@pytest.mark.skipif(encoders.DEFAULT_CPU_PRECISION != "int8", reason="int8 is the default on x86 CPUs only")
-def test_cpu_default_is_int8_and_keeps_the_embeddings(shapes: Shapes, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@onnx_extra
+@int8_default
+def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shapes, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
-    assert resolve_precision("auto", "cpu") == encoders.DEFAULT_CPU_PRECISION
+    assert resolve_precision("auto", "cpu") == "int8"
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:24]]
-    auto = load_encoder(resolve_model("tiny-shapes"), "cpu", "auto")
-    reference = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")
-    fast = auto.encode_images(images)
-    assert auto.precision == "int8"  # passed its own check against fp32
+    spec = resolve_model("tiny-shapes")
+    first = load_encoder(spec, "cpu", "auto")  # builds the prepared tower
+    assert isinstance(first, encoders.OpenClipEncoder) and first.precision == "int8"
+    reference = load_encoder(spec, "cpu", "fp32")
+    fast = first.encode_images(images)
     assert float((fast * reference.encode_images(images)).sum(axis=1).min()) > 0.999
-    # The check's result is kept for the next process with this model.
-    (record,) = (tmp_path / "int8").glob("*.json")
-    assert encoders.INT8_MIN_COSINE <= json.loads(record.read_text())["cosine"] <= 1.0 + 1e-6
+    again = load_encoder(spec, "cpu", "auto")
+    assert isinstance(again, PreparedEncoder) and again.dim == first.dim and again.pixel_spec == first.pixel_spec
+    np.testing.assert_allclose(again.encode_images(images), fast, atol=1e-5)
+    # Chunked encoder calls give the same vectors as one call (no batch-mate effects).
+    pixels = [np.asarray(im.resize((64, 64))) for im in images]
+    np.testing.assert_allclose(again.encode_pixels(pixels)[:3], again.encode_pixels(pixels[:3]), atol=1e-6)
+    # A new process loads it with neither torch nor open_clip.
+    code = ("import sys\nfrom searchindex.models.backends import load_encoder\n"
+            "from searchindex.models.spec import resolve_model\n"
+            "e = load_encoder(resolve_model('tiny-shapes'), 'cpu')\n"
+            "print(type(e).__name__, 'torch' in sys.modules, 'open_clip' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCHINDEX_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["PreparedEncoder", "False", "False"]
 
 
-@pytest.mark.skipif(encoders.DEFAULT_CPU_PRECISION != "int8", reason="int8 is the default on x86 CPUs only")
+@onnx_extra
+@int8_default
+@pytest.mark.parametrize("changed", ["onnxruntime", "torch", "open_clip_torch", "onnx"])
+def test_prepared_tower_is_rebuilt_after_an_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    changed: str) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    spec = resolve_model("tiny-shapes")
+    load_encoder(spec, "cpu", "int8")
+    assert onnxmodels.load_int8_tower(spec) is not None
+    assert onnxmodels.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
+    real = onnxmodels._version
+    monkeypatch.setattr(onnxmodels, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    assert onnxmodels.load_int8_tower(spec) is None
+    rebuilt = load_encoder(spec, "cpu", "int8")
+    assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
+    assert isinstance(load_encoder(spec, "cpu", "int8"), PreparedEncoder)
+
+
+@onnx_extra
+@int8_default
 def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     # No real tower drifts this much, so the bar is raised above what int8 can reach.
     monkeypatch.setattr(encoders, "INT8_MIN_COSINE", 1.5)
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:12]]
-    auto = load_encoder(resolve_model("tiny-shapes"), "cpu", "auto")
-    reference = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")
-    with caplog.at_level(logging.WARNING, logger="searchindex.models.encoders"):
-        first = auto.encode_images(images)
+    spec = resolve_model("tiny-shapes")
+    auto = load_encoder(spec, "cpu", "auto")
     assert auto.precision == "fp32"
-    assert "encoding in fp32 instead" in caplog.text
-    expected = reference.encode_images(images)
-    assert np.allclose(first, expected, atol=1e-5)
-    assert np.allclose(auto.encode_images(images[:5]), expected[:5], atol=1e-5)
-    # The next encoder of this model reads the verdict and starts in fp32.
-    caplog.clear()
+    expected = load_encoder(spec, "cpu", "fp32").encode_images(images)
+    np.testing.assert_allclose(auto.encode_images(images), expected, atol=1e-5)
+    # The verdict is kept: the next encoder starts in fp32 without trying again, and says why.
     with caplog.at_level(logging.WARNING, logger="searchindex.models.encoders"):
-        again = load_encoder(resolve_model("tiny-shapes"), "cpu", "auto")
-    assert again.precision == "fp32" and "an earlier check" in caplog.text
-    assert np.allclose(again.encode_images(images), expected, atol=1e-5)
+        again = load_encoder(spec, "cpu", "auto")
+    assert isinstance(again, encoders.OpenClipEncoder) and again.precision == "fp32"
+    assert "drift from fp32" in caplog.text
+
+
+def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)
+    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "int8")
+    assert encoder.precision == "fp32"
+    assert not list(tmp_path.rglob("*int8*"))

@@ -55,6 +55,19 @@ def test_tokenizer_matches_open_clip_token_for_token(name: str) -> None:
     assert mismatched == []
 
 
+def test_tokenizer_tables_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    texts = FIXED + _random_texts(50, seed=6)
+    want = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    assert np.array_equal(ClipTokenizer(77)(texts), want)  # builds the tables and caches them
+    (cached,) = (tmp_path / "tokenizer").glob("bpe-*.marshal")
+    assert np.array_equal(ClipTokenizer(77)(texts), want)  # from the cache
+    cached.write_bytes(b"not marshal data")
+    assert np.array_equal(ClipTokenizer(77)(texts), want)
+    assert cached.read_bytes() != b"not marshal data"
+
+
 def test_tokenizer_cuts_long_texts_with_end_token() -> None:
     tok = ClipTokenizer(8)
     row = tok("one two three four five six seven eight nine")[0]
@@ -63,13 +76,68 @@ def test_tokenizer_cuts_long_texts_with_end_token() -> None:
 
 @onnx_extra
 def test_onnx_text_tower_matches_torch() -> None:
-    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu")
+    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")  # the torch model (int8 may be torch-free)
     assert onnxmodels.export_text_tower(encoder) is not None
     onnx_text = onnxmodels.load_text_encoder(encoder.spec)
     assert onnx_text is not None and onnx_text.dim == encoder.dim
     texts = FIXED + _random_texts(30, seed=9)
     cosine = np.sum(onnx_text.encode_texts(texts) * encoder.encode_texts(texts), axis=1)
     assert cosine.min() >= 0.999
+
+
+def _padded_reference(encoder: object, texts: list[str]) -> np.ndarray:
+    """open_clip's own text tower on the full, padded context."""
+    import torch
+
+    with torch.inference_mode():
+        return encoder._model.encode_text(encoder._tokenizer(texts), normalize=True).numpy()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["tiny-shapes", pytest.param("ViT-B-32", marks=pytest.mark.slow)])
+def test_text_tower_on_the_real_token_count_equals_the_padded_one(name: str) -> None:
+    # Causal mask + end-of-text pooling: padding after the end token cannot change the vector.
+    encoder = load_encoder(resolve_model(name, None if name == "tiny-shapes" else "none"), "cpu", "fp32")
+    assert onnxmodels.supports_short_text(encoder._model)
+    texts = FIXED + _random_texts(300, seed=11)
+    want = _padded_reference(encoder, texts)
+    tokens = encoder._tokenizer(texts)
+    lengths = set()
+    import torch
+
+    got = []
+    with torch.inference_mode():
+        for i in range(len(texts)):  # each text on its own length
+            row = onnxmodels.trim_tokens(tokens[i:i + 1])
+            lengths.add(row.shape[1])
+            got.append(onnxmodels.short_text_forward(encoder._model, row).numpy())
+    assert len(lengths) > 10 and min(lengths) == 2
+    assert np.sum(np.concatenate(got) * want, axis=1).min() >= 0.9999
+    # The encoder's own text path (batched, cut to the batch's longest text) agrees too.
+    encoder._text_cache.clear()  # type: ignore[attr-defined]
+    assert np.sum(encoder.encode_texts(texts) * want, axis=1).min() >= 0.9999
+
+
+def test_trimming_keeps_texts_with_exclamation_marks_whole() -> None:
+    # Token id 0 is "!" as well as the padding: a row's length is found by its end token.
+    tok = ClipTokenizer(77)
+    tokens = tok(["wow!!! great", "a"])
+    trimmed = onnxmodels.trim_tokens(tokens)
+    assert trimmed.shape[1] == int(np.argmax(tokens[0])) + 1
+    assert trimmed[0, -1] == tok.eot_id and tok.eot_id in trimmed[1]
+
+
+@onnx_extra
+def test_onnx_text_tower_takes_any_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")
+    assert onnxmodels.export_text_tower(encoder) is not None
+    onnx_text = onnxmodels.load_text_encoder(encoder.spec)
+    assert onnx_text is not None and onnx_text._trim
+    texts = FIXED + _random_texts(200, seed=12)
+    want = _padded_reference(encoder, texts)
+    one_by_one = np.concatenate([onnx_text.encode_texts([t]) for t in texts])
+    assert np.sum(one_by_one * want, axis=1).min() >= 0.9999
+    assert np.sum(onnx_text.encode_texts(texts) * want, axis=1).min() >= 0.9999
 
 
 @onnx_extra
@@ -79,7 +147,7 @@ def test_exporting_leaves_the_encoder_as_it_was(shapes: object, tmp_path: Path,
     # exporter would encode every later image with batch statistics instead.
     from PIL import Image
 
-    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu")
+    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:6]]  # type: ignore[attr-defined]
     before = encoder.encode_images(images)
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))  # an empty cache: a fresh export

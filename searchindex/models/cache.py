@@ -19,7 +19,7 @@ from .spec import ModelSpec
 __all__ = ["KEY_FORMAT", "cache_root", "tower_key"]
 
 #: Bump when exported files change meaning: files under older keys are then ignored.
-KEY_FORMAT = 2
+KEY_FORMAT = 3  # 3: text towers take any token count
 
 
 def cache_root() -> Path:

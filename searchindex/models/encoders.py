@@ -46,29 +46,35 @@ def resolve_device(device: str = "auto") -> str:
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     if device != "auto":
         return device
+    if not _cuda_possible():  # spares the torch import (seconds) where no GPU can be
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _cuda_possible() -> bool:
+    """False only when CUDA certainly cannot be used: Linux without the NVIDIA driver, or macOS."""
+    if platform.system() == "Darwin":
+        return False
+    if platform.system() == "Linux":
+        return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+    return True
 
-# What `auto` means on a CPU, chosen with scripts/bench_index.py (figures in the
-# docs/performance.md): int8 -- every linear layer of the image tower,
-# attention projections included, with per-channel int8 weights and per-token int8
-# activations (searchindex.models.quantize).  On the 2-core AVX2 machine it encodes ViT-B-32
-# ~1.5x faster than fp32 and meets the quality guard (cosine >= 0.9997 against the fp32
-# reference on ViT-B-32 and tiny-shapes); per-token ranges keep an image's vector
-# independent of its batch mates (to float rounding, as in fp32).  ONNX Runtime fp32
-# (--precision onnx) was no faster than torch fp32 with the cores to itself; bf16 is
-# slow on CPUs without native bf16 instructions.  Because int8 has only been measured on
-# the models we can run here, every int8 encoder first checks itself against fp32 on
-# the first images it sees (INT8_MIN_COSINE) and falls back to fp32 if it falls short;
-# the measured cosine is kept in the shared cache (``int8/``), so that check is paid
-# once per model and machine, like the ONNX exports.
-# Measured on x86 only; elsewhere (e.g. ARM, where fp32 runs on other kernels) auto keeps fp32.
+
+
+# What `auto` means on a CPU: int8 -- every matrix multiply of the image tower by a
+# weight, attention projections included, with per-channel int8 weights and per-token
+# int8 activations, under ONNX Runtime (searchindex.models.quantize; needs the onnx extra,
+# else fp32).  Per-token ranges keep an image's vector independent of its batch mates.
+# The int8 tower is prepared once per model and machine -- exported, quantised and
+# checked against fp32 on probe scenes (INT8_MIN_COSINE) -- and kept in the shared model
+# cache; later runs load only that file (no torch, no open_clip; see .backends).  A model
+# whose int8 vectors drift is recorded as rejected and encoded in fp32.  Figures:
+# docs/peers.md.  Measured on x86 only; elsewhere (e.g. ARM) auto keeps fp32.
 DEFAULT_CPU_PRECISION = "int8" if platform.machine().lower() in ("x86_64", "amd64") else "fp32"
-INT8_MIN_COSINE = 0.99  # the quality guard's threshold, per image batch
-_INT8_PROBE_IMAGES = 8
+INT8_MIN_COSINE = 0.99  # the quality guard's threshold (mean cosine against fp32 on probe scenes)
+ENCODE_CHUNK = 32  # images per encoder call: bigger batches fault in more memory and run slower per image
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -193,20 +199,6 @@ class OpenClipEncoder(Encoder):
             self.dim = int(model.encode_text(probe).shape[-1])
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._visual = model.visual
-        self._int8_unchecked = False
-        if self.precision == "int8":
-            checked = self._int8_record(None)
-            if checked is not None and checked < INT8_MIN_COSINE:
-                self._int8_rejected(checked, "an earlier check")
-            else:
-                from .quantize import quantize_image_tower
-
-                try:
-                    self._visual, _ = quantize_image_tower(model.visual)
-                    self._int8_unchecked = checked is None
-                except (RuntimeError, NotImplementedError) as exc:  # no int8 kernels in this torch build
-                    log.warning("%s: int8 is not available here (%s); encoding in fp32", spec.describe(), exc)
-                    self.precision = "fp32"
         self._onnx_visual: Any = None  # an ONNX Runtime image tower, attached by the onnx backend
 
     def attach_image_runtime(self, session: Any) -> None:
@@ -230,11 +222,9 @@ class OpenClipEncoder(Encoder):
     def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
         torch = self._torch
         if self._onnx_visual is not None:
-            x = torch.stack(list(batch)).numpy()
-            feats = self._onnx_visual.run(None, {"pixels": x})[0].astype(np.float32)
-            return np.asarray(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
+            return run_image_session(self._onnx_visual, as_array(batch))
         with torch.inference_mode():
-            x = torch.stack(list(batch)).to(self.device)
+            x = torch.stack([torch.as_tensor(b) for b in batch]).to(self.device)
             if self.precision in ("bf16", "fp16"):
                 kind = torch.bfloat16 if self.precision == "bf16" else torch.float16
                 with torch.autocast(device_type=x.device.type, dtype=kind):
@@ -242,63 +232,42 @@ class OpenClipEncoder(Encoder):
             else:
                 feats = self._visual(x)
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-            if self._int8_unchecked:
-                feats = self._check_int8(x, feats)
         return np.asarray(feats.cpu().numpy())
 
-    def _check_int8(self, x: Any, feats: Any) -> Any:
-        """Compare the first int8 batch with fp32; fall back to fp32 for good if it drifts."""
-        torch = self._torch
-        self._int8_unchecked = False
-        n = min(len(x), _INT8_PROBE_IMAGES)
-        reference = torch.nn.functional.normalize(self._model.visual(x[:n]).float(), dim=-1)
-        cosine = float((reference * feats[:n]).sum(dim=-1).mean())
-        self._int8_record(cosine)
-        if cosine >= INT8_MIN_COSINE:
-            return feats
-        self._int8_rejected(cosine, f"a check on {n} images")
-        return torch.nn.functional.normalize(self._visual(x).float(), dim=-1)
-
-    def _int8_rejected(self, cosine: float, where: str) -> None:
-        log.warning("%s: int8 image vectors drift from fp32 (mean cosine %.4f < %.2f in %s); "
-                    "encoding in fp32 instead", self.spec.describe(), cosine, INT8_MIN_COSINE, where)
-        self._visual, self.precision = self._model.visual, "fp32"
-
-    def _int8_record(self, cosine: float | None) -> float | None:
-        """Read (``cosine`` None) or write the int8-vs-fp32 cosine kept for this model.
-
-        Best effort: a cache that cannot be read or written only means checking again.
-        """
-        import json
-
-        from .cache import cache_root, tower_key
-
-        torch = self._torch
-        ident = {"torch": torch.__version__, "engine": torch.backends.quantized.engine, "format": 1}
-        try:
-            path = cache_root() / "int8" / f"{tower_key(self.spec)}.json"
-            if cosine is None:
-                record = json.loads(path.read_text())
-                return float(record["cosine"]) if record.get("ident") == ident else None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"ident": ident, "cosine": cosine}))
-            os.replace(tmp, path)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return cosine
-
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        found = {t: self._text_cache[t] for t in dict.fromkeys(texts) if t in self._text_cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             torch = self._torch
+            from .textforward import short_text_forward, supports_short_text, trim_tokens
+
             with torch.inference_mode():
                 tokens = self._tokenizer(missing).to(self.device)
-                feats = self._model.encode_text(tokens, normalize=True).float().cpu().numpy()
-            for t, f in zip(missing, feats, strict=False):
-                self._text_cache[t] = f
-                while len(self._text_cache) > self._TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
-        for t in texts:
+                if supports_short_text(self._model):  # the padding columns cost 77/n times the work
+                    feats = short_text_forward(self._model, trim_tokens(tokens))
+                else:
+                    feats = self._model.encode_text(tokens, normalize=True)
+                feats = feats.float().cpu().numpy()
+            found.update(zip(missing, feats, strict=True))
+        # A call with more distinct texts than the cache holds must still answer them all.
+        for t, f in found.items():
+            self._text_cache[t] = f
             self._text_cache.move_to_end(t)
-        return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
+        while len(self._text_cache) > self._TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]).astype(np.float32)
+
+
+def as_array(batch: Sequence[Any]) -> np.ndarray:
+    """Preprocessed images (numpy arrays or torch tensors, CHW) as one float32 NCHW array."""
+    if isinstance(batch, np.ndarray):
+        return batch
+    return np.stack([b if isinstance(b, np.ndarray) else b.numpy() for b in batch]).astype(np.float32, copy=False)
+
+
+def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
+    """Unit vectors of an NCHW batch from an ONNX image tower, :data:`ENCODE_CHUNK` images per call."""
+    parts = [session.run(None, {"pixels": x[i:i + ENCODE_CHUNK]})[0] for i in range(0, len(x), ENCODE_CHUNK)]
+    feats: np.ndarray = np.concatenate(parts).astype(np.float32, copy=False)
+    out: np.ndarray = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    return out

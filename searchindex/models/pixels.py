@@ -55,14 +55,22 @@ class PixelSpec:
         """The smallest decode size that loses nothing (for JPEG draft mode)."""
         return max(self.height, self.width)
 
-    def normalise(self, batch: Sequence[np.ndarray]) -> Any:
-        """``uint8`` HWC arrays to the model's float NCHW tensor."""
-        import torch
+    def normalise(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        """``uint8`` HWC arrays to the model's float32 NCHW array (numpy: no torch needed)."""
+        x = np.stack(batch).astype(np.float32)
+        x /= 255.0
+        x -= np.asarray(self.mean, dtype=np.float32)
+        x /= np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std)
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.height, "width": self.width, "resize_mode": self.resize_mode,
+                "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_json(cls, facts: Mapping[str, Any]) -> PixelSpec:
+        return cls(int(facts["height"]), int(facts["width"]), str(facts["resize_mode"]), str(facts["interpolation"]),
+                   tuple(float(v) for v in facts["mean"]), tuple(float(v) for v in facts["std"]))  # type: ignore[arg-type]
 
 
 def to_pixels(img: Image.Image, spec: PixelSpec) -> np.ndarray:

@@ -66,6 +66,55 @@ def _base_alphabet() -> list[str]:
     return printable + [s for s in symbols if ord(s) >= 256]
 
 
+def _build_tables(vocabulary: Path) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Token ids and merge ranks from the gzipped merge file."""
+    lines = gzip.open(vocabulary, "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1:_N_MERGES + 1]]
+    alphabet = _base_alphabet()
+    vocab = alphabet + [s + _END for s in alphabet] + ["".join(m) for m in merges] + [_SOT, _EOT]
+    return {tok: i for i, tok in enumerate(vocab)}, {pair: i for i, pair in enumerate(merges)}  # type: ignore[misc]
+
+
+def _tables(vocabulary: Path) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """:func:`_build_tables`, kept in the shared cache as ``marshal`` data.
+
+    Reading and splitting the gzipped merge file costs ~0.14 s of a cold search on a quiet
+    machine; loading the two ready-made tables ~0.02 s.  The cache file is named by the
+    vocabulary file's path, size and mtime, so another vocabulary never reuses it; any
+    trouble with it only means building the tables again.
+    """
+    import hashlib
+    import marshal
+    import os
+
+    from .cache import cache_root
+
+    try:
+        st = vocabulary.stat()
+        key = hashlib.sha256(f"{_CACHE_FORMAT}|{vocabulary.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        cached = cache_root() / "tokenizer" / f"bpe-{key.hexdigest()[:24]}.marshal"
+    except OSError:
+        return _build_tables(vocabulary)
+    try:
+        ids, ranks = marshal.loads(cached.read_bytes())
+        if isinstance(ids, dict) and isinstance(ranks, dict) and len(ranks) == _N_MERGES:
+            return ids, ranks
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    ids, ranks = _build_tables(vocabulary)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(marshal.dumps((ids, ranks)))
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return ids, ranks
+
+
+_CACHE_FORMAT = 1
+
+
 class ClipTokenizer:
     """Texts to CLIP token ids, ``(n, context_length)`` int64, zero-padded.
 
@@ -77,12 +126,7 @@ class ClipTokenizer:
         import regex
 
         self.context_length = context_length
-        lines = gzip.open(vocabulary or bpe_vocabulary_path(), "rt", encoding="utf-8").read().split("\n")
-        merges = [tuple(line.split()) for line in lines[1:_N_MERGES + 1]]
-        alphabet = _base_alphabet()
-        vocab = alphabet + [s + _END for s in alphabet] + ["".join(m) for m in merges] + [_SOT, _EOT]
-        self._ids = {tok: i for i, tok in enumerate(vocab)}
-        self._ranks = {pair: i for i, pair in enumerate(merges)}
+        self._ids, self._ranks = _tables(vocabulary or bpe_vocabulary_path())
         self._byte_symbol = _byte_symbols()
         self.sot_id, self.eot_id = self._ids[_SOT], self._ids[_EOT]
         self._pattern = regex.compile(
