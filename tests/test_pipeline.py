@@ -128,3 +128,53 @@ def test_ctrl_c_stops_after_a_committed_batch_and_resumes(shapes: Shapes, tmp_pa
     with Index.open(idx) as index:
         assert index.count() == 300
     assert f"{300 - done} indexed, {done} unchanged" in res.stdout
+
+
+_ORT_GARBAGE_THEN_FORK = """
+import gc
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from searchindex.ingest.workerpool import worker_pool
+
+def session():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+class Holder:
+    pass
+
+gc.disable()  # keep the garbage uncollected until the fork, as a busy process may
+for _ in range(5):
+    h = Holder()
+    h.session = session()
+    h.session.run(None, {"x": np.ones((2, 4), np.float32)})
+    h.me = h  # a reference cycle: garbage once dropped
+    del h
+
+def collect(i):
+    import gc
+    gc.collect()  # what any allocation in a decode worker may trigger
+    return i
+
+pool = worker_pool(2)
+print(sorted(f.result(timeout=60) for f in [pool.submit(collect, i) for i in range(4)]))
+pool.shutdown()
+"""
+
+
+def test_forked_workers_never_finalise_the_parents_onnx_sessions(tmp_path: Path) -> None:
+    # The full suite hung here once int8 ran under ONNX Runtime: a forked decode worker's garbage
+    # collector finalised a session inherited from the parent and waited for its thread pool forever.
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    script = tmp_path / "fork_after_ort.py"
+    script.write_text(_ORT_GARBAGE_THEN_FORK)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[0, 1, 2, 3]"

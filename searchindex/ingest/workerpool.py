@@ -22,11 +22,19 @@ Two promises, both tested with real processes (``tests/test_processes.py``):
    found them alive 80 minutes later).  Workers ignore SIGINT and SIGTERM: a
    Ctrl-C or ``kill`` of the process group is the parent's to handle, and it
    finishes the batch in flight, which needs its workers.
+
+A forked child inherits the parent's uncollected garbage, ONNX Runtime sessions
+and torch objects included; if the child's garbage collector finalised them,
+their destructors would join thread pools that do not exist in the child and
+hang or crash it.  So the parent collects and *freezes* its objects
+(``gc.freeze``) while it forks the workers, all at once when the pool is made:
+the children never collect what they inherited.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -72,6 +80,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _bootstrap(parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    gc.freeze()  # what this worker inherited is never finalised here (see the module's docstring)
     _die_with_parent(parent)
     # Ctrl-C and SIGTERM are the parent's to handle (it finishes the batch in flight).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -83,6 +92,24 @@ def _bootstrap(parent: int, initializer: Callable[..., None] | None, initargs: t
 def worker_pool(workers: int, initializer: Callable[..., None] | None = None,
                 initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
     """A process pool of ``workers`` whose processes die with this one and re-run no main script."""
-    context = multiprocessing.get_context(start_method())
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_bootstrap,
+    method = start_method()
+    context = multiprocessing.get_context(method)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_bootstrap,
                                initargs=(os.getpid(), initializer, initargs))
+    if method == "fork":
+        # With fork, the pool starts every worker at its first task: start them now, with the
+        # parent's garbage collected and the rest frozen, so no child finalises what it inherited.
+        gc.collect()
+        gc.freeze()
+        try:
+            pool.submit(_ready).result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            gc.unfreeze()
+    return pool
+
+
+def _ready() -> None:
+    """A first task that makes the pool start its workers."""
