@@ -189,7 +189,16 @@ def test_liking_two_tiles_reranks_and_a_concept_survives_a_reload(page: Any, tmp
         # Removing an example from the strip re-ranks again.
         page.click(f"#liked li[data-image-id='{liked[0]}'] button")
         page.wait_for_function(f"() => !new URL(location.href).searchParams.getAll('like').includes('{liked[0]}')")
-        page.wait_for_selector(f"#grid .tile[data-image-id='{liked[0]}']")  # no longer an example: a result
+        page.wait_for_selector(f"#liked li[data-image-id='{liked[1]}']")
+        assert page.eval_on_selector_all("#liked li", "ls => ls.map(l => l.dataset.imageId)") == liked[1:]
+        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length >= 10")
+        # No longer an example, so a result again: somewhere in the ranking the page's URL asks for
+        # (it was the lowest matching tile, so it may rank below the page of tiles shown).
+        ranked = page.evaluate("""async () => {
+            const p = new URLSearchParams(location.search); p.set('k', '1000'); p.delete('offset');
+            const r = await fetch('/api/search?' + p); return (await r.json()).results.map(x => String(x.image_id));
+        }""")
+        assert liked[0] in ranked and liked[1] not in ranked
         page.goto("/")
         page.click("#concept-list button.concept:has-text('round things')")
         page.wait_for_url("**concept=round+things**")
