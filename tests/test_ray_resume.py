@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from searchindex import Index
 from searchindex.demo.synthetic import write_dataset
 
+from .test_crash import _rows
 from .test_ray import vectors_by_path
 
 pytest.importorskip("ray.data")
@@ -34,17 +34,6 @@ with Index.create(sys.argv[2], model="tiny-shapes", device="cpu") as index:
     index.add_folder(sys.argv[1], batch_size={batch},
                      engine=RayEngine(num_cpus=2, object_store_memory=400 * 2**20))
 """
-
-
-def _rows(index: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT count(*) FROM images").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,21 +30,31 @@ if TYPE_CHECKING:
 
 
 
+def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `index` and `reindex` share: weights, batching, decoding workers, precision, device."""
+    for option in reversed((
+        click.option("--pretrained", default=None,
+                     help="Pretrained tag, local checkpoint file, or 'none' (random weights). "
+                          "Default: the model's own."),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+                     help="Images per model call and per catalog commit."),
+        click.option("--workers", default=None, type=click.IntRange(min=0),
+                     help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads."),
+        click.option("--precision", type=PRECISION, default="auto", show_default=True,
+                     help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32."),
+        click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs."),
+    )):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
 @click.option("--model", default=None,
               help="open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, or tiny-shapes. Only when creating "
                    "an index; default ViT-B-32-256.")
-@click.option("--pretrained", default=None,
-              help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Images per model call and per catalog commit.")
-@click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads.")
-@click.option("--precision", type=PRECISION, default="auto", show_default=True,
-              help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32.")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@encoding_options
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               callback=finite, help="Larger images are recorded as failures (decompression-bomb guard).")
 @click.option("--max-file-mb", default=DEFAULT_MAX_FILE_MB, show_default=True, type=click.IntRange(min=1),
@@ -145,15 +155,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
 @index_option
 @click.option("--model", required=True,
               help="The new open_clip architecture, hf-hub:ORG/REPO, local-dir:FOLDER, or tiny-shapes.")
-@click.option("--pretrained", default=None,
-              help="Pretrained tag, local checkpoint file, or 'none' (random weights). Default: the model's own.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Images per model call and per catalog commit.")
-@click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Decoding processes (default: one per CPU, at most 8); 0 decodes in threads.")
-@click.option("--precision", type=PRECISION, default="auto", show_default=True,
-              help="Image-encoding precision: auto is fp16 on CUDA, int8 on x86 CPUs, else fp32.")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@encoding_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_size: int, workers: int | None,
             precision: str, device: str, as_json: bool) -> None:
