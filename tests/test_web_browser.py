@@ -141,12 +141,17 @@ def test_lightbox_opens_and_moves_with_the_arrow_keys(page: Any, tmp_path: Path)
         page.wait_for_function("() => document.querySelector('#lb-img').naturalWidth > 0")
         page.keyboard.press("Escape")
         page.wait_for_selector("#lightbox[open]", state="detached")
+        # Closing hands the focus back to the tile last shown (the dialog's `close` event is queued,
+        # so wait for it rather than racing it with a focus of our own).
+        page.wait_for_function(f"() => document.activeElement.dataset.imageId === '{ids[1]}'")
         # Keyboard only: arrows in the grid, Enter opens the focused tile.
-        page.focus("#grid .tile")
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_function(f"() => document.activeElement.dataset.imageId === '{ids[0]}'")
+        page.keyboard.press("ArrowRight")
         page.keyboard.press("ArrowRight")
         page.keyboard.press("Enter")
         page.wait_for_selector("#lightbox[open]")
-        assert page.get_attribute("#lightbox", "data-image-id") == ids[1]
+        assert page.get_attribute("#lightbox", "data-image-id") == ids[2]
 
 
 def _intent(row: dict[str, str]) -> bool:  # narrower than the query: large circles on sand
