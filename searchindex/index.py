@@ -298,8 +298,9 @@ class Index:
                 if limit in options and hasattr(engine, limit):
                     setattr(engine, limit, options[limit])
             bind = getattr(engine, "bind", None)
-            if bind is not None:
-                bind(self.spec, self.dim, self.models.device, self.models.precision)
+            if bind is not None:  # with the model, if this process has it loaded (its input is then known)
+                bind(self.spec, self.dim, self.models.device, self.models.precision,
+                     encoder=self.models.encoder if self.models.loaded == "torch" else None)
             options["producer"] = engine
         skipped: list[str] = []
         entries = list(scan_folders(folders, skipped))

@@ -26,7 +26,8 @@ QUERIES = ("a red circle", "a blue square", "a green triangle", "a yellow star",
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 2**20, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=400 * 2**20,
+             log_to_driver=False,
              configure_logging=False)
     yield
     ray.shutdown()

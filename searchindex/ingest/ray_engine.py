@@ -4,16 +4,21 @@ The driver (the process running ``add_folder``) keeps what must stay single: the
 scan, the plan (new / changed / moved / deleted / duplicate), the writer lock and
 the batched commits into the catalog.  Ray Data does the rest, streaming:
 
-    from_items(files) -> map_batches(read, hash, decode, preprocess)   tasks, CPU
-                      -> map_batches(_EncodeActor, concurrency=N)      actors, model loaded once each
-                      -> iter_batches()                                back to the driver, as they finish
+    from_items(batches) -> map_batches(read, hash, decode, preprocess)   tasks, CPU
+                        -> map_batches(_EncodeActor, ActorPoolStrategy(N)) actors, model loaded once each
+                        -> iter_batches()                                  back to the driver, as they finish
 
 The read/decode step is :func:`searchindex.ingest.produce.read_file`, the function the
 local pipeline runs in its worker processes, so both paths feed the encoder the
-same pixels.  Before any file is touched, one Ray task resolves and loads the
-index's model where the workers run and compares it with the model recorded in
-the index (:meth:`RayEngine.check_model`): a different checkpoint there is
-refused with :class:`~searchindex.errors.ModelMismatchError`.
+same pixels.  What the decode tasks make of a file (the model's input size and
+resize rule, a :class:`~searchindex.models.pixels.PixelSpec`) is learnt on the
+driver without loading the model when this machine has prepared the model's int8
+tower (its record holds it), else from one load of the model here.  The model
+itself is checked where it runs: each encoder actor resolves the index's model,
+compares it with the one recorded in the index (weights, vector size, input) and
+refuses a mismatch with :class:`~searchindex.errors.ModelMismatchError`, which
+the driver raises on the first batch back, before committing anything.  No other
+process loads the model, so a run pays one cold model load per actor.
 
 Nothing is materialised: Ray Data's streaming executor keeps a bounded number of
 blocks in flight, and the driver commits each batch as it arrives, so a killed
@@ -25,17 +30,21 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 import time
 from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
-from ..errors import MissingExtraError, ModelMismatchError
+from ..errors import MissingExtraError, ModelError, ModelMismatchError, SearchIndexError, WeightsUnavailableError
 from ..fileio import DEFAULT_MAX_FILE_BYTES
-from ..models.spec import ModelSpec
+from ..models.encoders import Encoder, OpenClipEncoder
+from ..models.pixels import PixelSpec
+from ..models.spec import ModelSpec, resolve_model, sha256_file
 from .produce import ReadLimits, Result
 from .scan import FileEntry
 
@@ -55,58 +64,116 @@ def _ray() -> Any:
     return ray
 
 
-def _probe_model(spec: ModelSpec, device: str, precision: str) -> tuple[ModelSpec, int | None, Any]:
-    """On a worker: the model as it resolves and loads there: (spec, vector size, pixel spec).
+def _pixel_spec_here(spec: ModelSpec) -> PixelSpec | None:
+    """What the decode tasks make of a file for ``spec``: recorded with the int8 tower this machine
+    prepared for it, else learnt from one load of the model here (on the CPU, in fp32)."""
+    from ..models.onnx import prepared_pixel_spec
 
-    Other weights than ``spec``'s come back without being loaded (size ``None``).
+    found = prepared_pixel_spec(spec)
+    if found is not None:
+        return found
+    t0 = time.perf_counter()
+    pixel_spec = OpenClipEncoder(spec, device="cpu", precision="fp32").pixel_spec
+    log.info("Ray: loaded %s here to learn its input in %.1f s", spec.describe(), time.perf_counter() - t0)
+    return pixel_spec
+
+
+def _weights_here(spec: ModelSpec) -> ModelSpec:
+    """On a worker: the weights ``spec`` names, as they are there (checkpoint files hashed again).
+
+    Without open_clip's name check (its import, torch's, costs a cold actor seconds): a name
+    and pretrained tag are what the load itself fetches.
+
+    Raises:
+        WeightsUnavailableError: the recorded checkpoint file is not there.
+    """
+    if not spec.checkpoint_sha256:
+        return spec
+    if spec.pretrained in ("builtin", "local-dir"):
+        return resolve_model(spec.model, None)
+    path = Path(spec.pretrained)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"checkpoint file {spec.pretrained} recorded with this index is not on "
+                                      "the Ray workers")
+    return replace(spec, checkpoint_sha256=sha256_file(path))
+
+
+def _load_checked(spec: ModelSpec, dim: int, device: str, precision: str, pixel_spec: PixelSpec | None) -> Encoder:
+    """On a worker: the index's model as it loads there, refused unless it is the one the index records.
+
+    Raises:
+        ModelMismatchError: the worker resolves the model to other weights (not loaded then), another
+            vector size, or another input than the decode tasks make (``pixel_spec``, when given).
+        ModelError, WeightsUnavailableError: the model cannot be loaded there.
     """
     from ..models.backends import load_encoder
-    from ..models.spec import resolve_model
 
-    pretrained = None if spec.pretrained in ("hf-hub", "local-dir") else spec.pretrained
-    found = resolve_model(spec.model, pretrained)
+    found = _weights_here(spec)
     if not found.same_weights(spec):
-        return found, None, None
+        raise ModelMismatchError(f"this index was built with {spec.describe()}, but the Ray workers load "
+                                 f"{found.describe()}; vectors from different weights cannot be mixed")
     encoder = load_encoder(spec, device, precision)
-    return found, encoder.dim, encoder.pixel_spec
+    if encoder.dim != dim:
+        raise ModelMismatchError(f"{spec.describe()} makes {encoder.dim}-d vectors on the Ray workers; "
+                                 f"the index holds {dim}-d")
+    if pixel_spec is not None and encoder.pixel_spec != pixel_spec:
+        raise ModelMismatchError(f"{spec.describe()} wants {encoder.pixel_spec} input on the Ray workers but "
+                                 f"{pixel_spec} on the driver (other open_clip versions?)")
+    return encoder
 
 
 def _read_decode(batch: dict[str, np.ndarray], known: Set[str], pixel_spec: Any,
                  limits: ReadLimits) -> dict[str, np.ndarray]:
-    """Ray Data task: read, hash, decode and preprocess a block of files (as the local workers do)."""
+    """Ray Data task: read, hash, decode and preprocess the files of a run's batch (as the local workers do).
+
+    A row is one batch of the run: ``entries``, its files (pickled), become ``records``, what
+    :func:`~searchindex.ingest.produce.read_file` makes of each (pickled).
+    """
     from .produce import read_file
 
-    out = []
-    for path, size, mtime_ns in zip(batch["path"], batch["size"], batch["mtime_ns"], strict=True):
-        entry = FileEntry(str(path), int(size), int(mtime_ns))
-        out.append(pickle.dumps(read_file(entry, known, pixel_spec, limits)))
-    return {"record": np.array(out, dtype=object), "order": batch["order"]}
+    out = [pickle.dumps([read_file(e, known, pixel_spec, limits) for e in pickle.loads(blob)])
+           for blob in batch["entries"]]
+    return {"batch": batch["batch"], "records": np.array(out, dtype=object)}
 
 
 class _EncodeActor:
-    """Ray Data actor: loads the index's model once, then encodes the decoded records it is given."""
+    """Ray Data actor: loads the index's model once, checked, then encodes the decoded records it is given.
 
-    def __init__(self, spec: ModelSpec, dim: int, device: str, precision: str, known: Set[str],
-                 limits: ReadLimits) -> None:
-        from ..models.backends import load_encoder
+    A model refused here (or failing to load) is not raised: Ray Data would retry the actor and
+    report only a text.  Every batch then comes back as the error itself, which the driver raises
+    before committing anything.
+    """
 
-        self.encoder = load_encoder(spec, device, precision)
-        if self.encoder.dim != dim:
-            raise ModelMismatchError(f"{spec.describe()} makes {self.encoder.dim}-d vectors on this worker, "
-                                     f"the index holds {dim}-d")
+    def __init__(self, spec: ModelSpec, dim: int, device: str, precision: str, pixel_spec: PixelSpec | None,
+                 known: Set[str], limits: ReadLimits) -> None:
         self.known = known
         self.limits = limits
+        self.refusal: Exception | None = None
+        try:
+            self.encoder = _load_checked(spec, dim, device, precision, pixel_spec)
+        except SearchIndexError as exc:
+            self.refusal = exc
+        except Exception as exc:  # sent to the driver as a value: one it can unpickle
+            self.refusal = ModelError(f"{spec.describe()} failed to load on a Ray worker: "
+                                      f"{type(exc).__name__}: {exc}")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .produce import ReadFile, read_file
-
-        if "record" in batch:
-            records = [pickle.loads(item) for item in batch["record"]]
+        if self.refusal is not None:
+            out = [pickle.dumps(self.refusal)] * len(batch["batch"])
+        elif "records" in batch:
+            out = [pickle.dumps(self._encode(pickle.loads(blob))) for blob in batch["records"]]
         else:  # a model whose preprocessing only open_clip knows: decode here, with the model
-            records = [read_file(FileEntry(str(p), int(s), int(m)), self.known, self.encoder, self.limits)
-                       for p, s, m in zip(batch["path"], batch["size"], batch["mtime_ns"], strict=True)]
+            from .produce import read_file
+
+            out = [pickle.dumps(self._encode([read_file(e, self.known, self.encoder, self.limits)
+                                              for e in pickle.loads(blob)])) for blob in batch["entries"]]
+        return {"batch": batch["batch"], "results": np.array(out, dtype=object)}
+
+    def _encode(self, records: list[Any]) -> list[Result]:
+        from .produce import ReadFile
+
         todo = [r for r in records if isinstance(r, ReadFile) and r.pixels is not None]
-        out: list[Any] = []
+        encoded: dict[int, np.ndarray] = {}
         if todo:
             inputs = [r.pixels for r in todo]
             if self.encoder.pixel_spec is not None and isinstance(inputs[0], np.ndarray):
@@ -114,13 +181,8 @@ class _EncodeActor:
             else:
                 vectors = self.encoder.encode_batch(inputs)
             encoded = {id(r): np.asarray(v, dtype=np.float32) for r, v in zip(todo, vectors, strict=True)}
-        for r in records:  # the driver needs the vector, not the pixels
-            if isinstance(r, ReadFile):
-                vector = encoded.get(id(r)) if todo else None
-                out.append(replace(r.produced, vector=vector))
-            else:
-                out.append(r)
-        return {"record": np.array([pickle.dumps(r) for r in out], dtype=object), "order": batch["order"]}
+        # The driver needs the vector, not the pixels.
+        return [replace(r.produced, vector=encoded.get(id(r))) if isinstance(r, ReadFile) else r for r in records]
 
 
 @dataclass
@@ -128,8 +190,9 @@ class RayEngine:
     """Where and how indexing runs on Ray; pass it as ``add_folder(..., engine=RayEngine(...))``.
 
     Attributes:
-        address: a running cluster (``auto``, ``ray://HOST:PORT``); ``None`` starts a
-            local Ray instance (and stops it in :meth:`close`).
+        address: a running cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); ``None`` starts a
+            local Ray instance (and stops it in :meth:`close`).  Either way, a Ray already
+            initialised in this process is used as it is.
         encoder_workers: encoder actors (each loads the model once).
         num_gpus_per_worker: GPUs per encoder actor (0: CPU); the model then runs on ``cuda``.
         cpus_per_worker: CPUs each encoder actor reserves.
@@ -139,7 +202,6 @@ class RayEngine:
         object_store_memory: bytes of a local instance's object store (default: Ray's).
         device, precision: as for the local path; ``None`` takes the index's.
         max_megapixels: larger images are failures (decompression bombs), as locally.
-        max_file_bytes: larger files are failures without being read, as locally.
         max_file_bytes: larger files are failures without being read, as locally.
     """
 
@@ -156,7 +218,7 @@ class RayEngine:
     precision: str | None = None
     _started: bool = field(default=False, init=False, repr=False)
     _bound: tuple[ModelSpec, int, str, str] | None = field(default=None, init=False, repr=False)
-    _model: tuple[ModelSpec, int, str, str, Any] | None = field(default=None, init=False, repr=False)
+    _input: tuple[PixelSpec | None] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         """Connect to the cluster (or start a local instance) unless Ray is already initialised here."""
@@ -166,16 +228,18 @@ class RayEngine:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                    "configure_logging": False}
         if self.address is None:
-            options["num_cpus"] = self.num_cpus
+            # "local": a new instance even where `ray start` left one that ray.init() would join.
+            options.update(address="local", num_cpus=self.num_cpus)
             if self.object_store_memory:
                 options["object_store_memory"] = self.object_store_memory
+            # Workers import searchindex from where the driver does (a checkout, a venv); a runtime
+            # environment is only set up when they would not find it (it delays their start).
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            if root not in {os.path.abspath(p) for p in sys.path[1:] if p}:
+                path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+                options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         else:
             options["address"] = self.address
-        # Workers import searchindex from where the driver does (a checkout, a venv).
-        path = os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                           os.environ.get("PYTHONPATH")) if p)
-        if self.address is None:
-            options["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         t0 = time.perf_counter()
         ray.init(**options)
         self._started = True
@@ -199,90 +263,79 @@ class RayEngine:
             return "cuda"
         return "cpu" if device == "auto" else device
 
-    def bind(self, spec: ModelSpec, dim: int, device: str = "auto", precision: str = "auto") -> None:
-        """The index's model, which :meth:`produce` checks on the workers before its first file."""
-        self._bound = (spec, dim, self._device(self.device or device), self.precision or precision)
-        self._model = None
+    def bind(self, spec: ModelSpec, dim: int, device: str = "auto", precision: str = "auto",
+             encoder: Encoder | None = None) -> None:
+        """The index's model, which every encoder actor checks before it encodes a file.
 
-    def check_model(self) -> None:
-        """Load the bound model where the workers run and refuse it unless it is the index's.
-
-        Raises:
-            ModelMismatchError: the workers resolve the model to other weights or another vector size.
-            ModelError, WeightsUnavailableError: the model cannot be loaded there.
+        ``encoder``: the model already loaded in this process, if it is; its input is then known
+        without looking further.
         """
-        ray = _ray()
-        if self._bound is None:
-            raise RuntimeError("RayEngine.bind must name the index's model first")
-        spec, dim, device, precision = self._bound
-        self.start()
-        t0 = time.perf_counter()
-        probe = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.num_gpus_per_worker or None)(_probe_model)
-        try:
-            found, found_dim, pixel_spec = ray.get(probe.remote(spec, device, precision))
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
-            raise (cause if isinstance(cause, Exception) else exc) from None
-        if not found.same_weights(spec):
-            raise ModelMismatchError(f"this index was built with {spec.describe()}, but the Ray workers load "
-                                     f"{found.describe()}; vectors from different weights cannot be mixed")
-        if found_dim != dim:
-            raise ModelMismatchError(f"{spec.describe()} makes {found_dim}-d vectors on the Ray workers; "
-                                     f"the index holds {dim}-d")
-        self._model = (spec, dim, device, precision, pixel_spec)
-        log.info("Ray: the workers load %s (%d-d), checked in %.1f s", found.describe(), dim, time.perf_counter() - t0)
+        self._bound = (spec, dim, self._device(self.device or device), self.precision or precision)
+        self._input = (encoder.pixel_spec,) if encoder is not None and encoder.spec.same_weights(spec) else None
 
     def produce(self, batches: Sequence[Sequence[FileEntry]], known: Set[str]) -> Iterator[list[Result]]:
         """For each of ``batches`` in order, one result per file (see :class:`~searchindex.ingest.produce.Producer`).
 
-        The model is checked on the workers (:meth:`check_model`) before the first file is read.
-        Results stream back as the pipeline finishes them; a batch is handed over once all its
-        files are back (Ray Data does not keep their order), so memory holds only batches in flight.
+        Results stream back as the pipeline finishes them, a batch at a time; a batch is handed
+        over once it and those before it are back (Ray Data does not keep their order), so memory
+        holds only the batches in flight.
+
+        Raises:
+            ModelMismatchError: the encoder actors load other weights than the index's (raised on
+                the first batch back, before it is handed over).
+            ModelError, WeightsUnavailableError: the model cannot be loaded on the workers.
         """
-        entries = [e for b in batches for e in b]
-        if not entries:
+        files = sum(len(b) for b in batches)
+        if not files:
             return
+        if self._bound is None:
+            raise RuntimeError("RayEngine.bind must name the index's model first")
+        spec, dim, device, precision = self._bound
         ray = _ray()
-        if self._model is None:
-            self.check_model()
-        assert self._model is not None
-        spec, dim, device, precision, pixel_spec = self._model
+        self.start()
+        if self._input is None:
+            self._input = (_pixel_spec_here(spec),)
+        pixel_spec = self._input[0]
         known = frozenset(known)
+        limits = ReadLimits(self.max_megapixels, self.max_file_bytes)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the library reports progress through its callback
-        batch_size = max(len(b) for b in batches)
-        items = [{"path": e.path, "size": e.size, "mtime_ns": e.mtime_ns, "order": n} for n, e in enumerate(entries)]
-        blocks = max(1, min(len(items) // max(1, batch_size), 1000))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        # One row, and one block, per batch of the run: each decode task and each actor call then
+        # handles one batch and hands it on when done.  (Rows of files would be re-bundled across
+        # blocks, and an actor's small results held back until its whole bundle is done.)
+        rows = [{"batch": n, "entries": pickle.dumps(list(b))} for n, b in enumerate(batches)]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         if pixel_spec is not None:
             # Its own resources keep Ray Data from fusing decoding into the encoder actors, where it
             # would run one file at a time per actor (on GPU nodes, too) instead of in parallel tasks.
-            ds = ds.map_batches(_read_decode, batch_size=batch_size, batch_format="numpy",
-                                num_cpus=self.decode_cpus,
-                                fn_kwargs={"known": known, "pixel_spec": pixel_spec,
-                                           "limits": ReadLimits(self.max_megapixels, self.max_file_bytes)})
+            ds = ds.map_batches(_read_decode, batch_size=1, batch_format="numpy", num_cpus=self.decode_cpus,
+                                fn_kwargs={"known": known, "pixel_spec": pixel_spec, "limits": limits})
         ds = ds.map_batches(
-            _EncodeActor, batch_size=batch_size, batch_format="numpy",
+            _EncodeActor, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.encoder_workers),
             num_cpus=self.cpus_per_worker, num_gpus=self.num_gpus_per_worker or None,
             fn_constructor_kwargs={"spec": spec, "dim": dim, "device": device, "precision": precision,
-                                   "known": known if pixel_spec is None else frozenset(),
-                                   "limits": ReadLimits(self.max_megapixels, self.max_file_bytes)},
-        )  # Ray Data restarts lost actors and retries their batches (max_restarts=-1 by default)
-        starts = [0]
-        for b in batches:
-            starts.append(starts[-1] + len(b))
-        arrived: dict[int, Result] = {}
+                                   "pixel_spec": pixel_spec, "known": known if pixel_spec is None else frozenset(),
+                                   "limits": limits},
+        )  # A lost actor (its process killed, its node gone) is restarted and its batches retried: Ray Data's
+        # default for actor pools (max_restarts=-1, max_task_retries=-1; tests/test_ray.py kills one).  Results
+        # count once they reach the driver, so a retried batch is still committed once.
+        arrived: dict[int, list[Result]] = {}
         nxt = 0  # the next batch to hand over
         t0 = time.perf_counter()
-        for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+        # No prefetching: with it, each batch reached the driver only when the actor finished the next.
+        for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             if not arrived and nxt == 0:
                 log.info("Ray: first results back %.1f s after the pipeline started", time.perf_counter() - t0)
-            for n, blob in zip(batch["order"], batch["record"], strict=True):
-                arrived[int(n)] = pickle.loads(blob)
-            while nxt < len(batches) and all(k in arrived for k in range(starts[nxt], starts[nxt + 1])):
-                yield [arrived.pop(k) for k in range(starts[nxt], starts[nxt + 1])]
+            for n, blob in zip(block["batch"], block["results"], strict=True):
+                results = pickle.loads(blob)
+                if isinstance(results, Exception):  # the model, refused on a worker: nothing is committed
+                    raise results
+                if int(n) >= nxt:
+                    arrived[int(n)] = results
+            while nxt in arrived:
+                yield arrived.pop(nxt)
                 nxt += 1
         if nxt < len(batches):
-            raise RuntimeError(f"the Ray pipeline returned {len(arrived)} files of the last batches only")
-        log.info("Ray: %d files through the pipeline in %.1f s", len(entries), time.perf_counter() - t0)
+            raise RuntimeError(f"the Ray pipeline returned {nxt} of {len(batches)} batches")
+        log.info("Ray: %d files through the pipeline in %.1f s", files, time.perf_counter() - t0)

@@ -43,8 +43,8 @@ from .textforward import short_text_forward, supports_short_text, trim_tokens
 
 __all__ = ["OnnxTextEncoder", "PreparedEncoder", "TextEncoder", "export_text_tower", "image_session",
            "int8_verdict", "load_int8_tower", "load_text_encoder", "model_cache_dir", "onnx_available",
-           "prepare_int8_tower", "short_text_forward", "supports_short_text", "text_backend", "tower_key",
-           "trim_tokens"]
+           "prepare_int8_tower", "prepared_pixel_spec", "short_text_forward", "supports_short_text",
+           "text_backend", "tower_key", "trim_tokens"]
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -432,6 +432,18 @@ def load_int8_tower(spec: ModelSpec) -> tuple[Any, dict[str, Any]] | None:
         return None
     except Exception as exc:  # a damaged file must never stop indexing: it is built again
         log.debug("cannot use the prepared int8 tower %s: %s", model_file, exc)
+        return None
+
+
+def prepared_pixel_spec(spec: ModelSpec) -> PixelSpec | None:
+    """The input ``spec``'s model wants, as recorded with its int8 tower prepared on this machine by
+    the installed versions; None when there is none (no model is loaded to find out)."""
+    try:
+        facts = json.loads(_int8_paths(spec)[1].read_text())
+        if facts.get("ident") != _int8_ident() or "pixel_spec" not in facts:
+            return None
+        return PixelSpec.from_json(facts["pixel_spec"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -108,9 +108,6 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
         if pretrained == "none":
             return ModelSpec(model, "none")
         return ModelSpec(model, "builtin", sha256_file(builtins[model] / CHECKPOINT_NAME))
-
-    import open_clip
-
     if model.startswith("hf-hub:"):
         return ModelSpec(model, "hf-hub")
     if model.startswith("local-dir:"):
@@ -119,6 +116,9 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
             raise UnknownModelError(f"{folder} has no open_clip_config.json")
         ckpts = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
         return ModelSpec(f"local-dir:{folder.resolve()}", "local-dir", sha256_file(ckpts[0]) if ckpts else None)
+
+    import open_clip  # (seconds: it imports torch) only to check names
+
     if model not in open_clip.list_models():
         import difflib
 
