@@ -1,9 +1,11 @@
 """Indexing on a local Ray instance (2 CPUs): same vectors, failures and results as the local path;
-another model on the workers is refused before any work."""
+an encoder actor killed mid-run is survived; another model on the workers is refused before any work."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +80,65 @@ def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: Non
     with Index.open(tmp_path / "ray.idx") as remote:
         again = remote.add_folder(photos, engine=RayEngine())
     assert (again.indexed, again.unchanged) == (0, N_IMAGES + 2)
+
+
+def _descendants_named(word: str) -> list[int]:
+    """Processes below this one whose command line holds ``word`` (Ray names a worker after its actor)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    mine, found = {os.getpid()}, True
+    while found:
+        found = False
+        for pid, ppid in parents.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                found = True
+    out = []
+    for pid in mine - {os.getpid()}:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if word.encode() in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the actor's process through /proc")
+def test_a_killed_encoder_actor_is_restarted_and_the_run_completes(photos: Path, tmp_path: Path,
+                                                                   local_ray: None) -> None:
+    with Index.create(tmp_path / "local.idx", model="tiny-shapes", device="cpu") as local:
+        local.add_folder(photos, batch_size=16)
+        want = vectors_by_path(local)
+    killed: list[int] = []
+    restarted: set[int] = set()
+
+    def kill_the_encoder(p: object) -> None:
+        if len(progress) == 2:  # two batches committed, the rest in flight or to come
+            killed.extend(_descendants_named("_EncodeActor"))
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+        elif killed:
+            restarted.update(set(_descendants_named("_EncodeActor")) - set(killed))
+
+    progress: list = []
+    with Index.create(tmp_path / "ray.idx", model="tiny-shapes", device="cpu") as remote:
+        summary = remote.add_folder(photos, batch_size=8, engine=RayEngine(),
+                                    progress=lambda p: (progress.append(p), kill_the_encoder(p)))
+        got = vectors_by_path(remote)
+        count = remote.count()
+    assert len(killed) == 1, killed  # the one encoder actor, killed after the second commit
+    assert restarted, "no encoder actor came back while the run went on"
+    assert (summary.indexed, summary.failed, count) == (N_IMAGES, 2, N_IMAGES)
+    assert progress[-1].done == N_IMAGES + 2 and not summary.interrupted
+    assert got.keys() == want.keys()
+    assert min(float(got[p] @ want[p]) for p in want) >= 0.999
 
 
 def test_other_weights_on_the_workers_are_refused_before_any_work(photos: Path, tmp_path: Path,
