@@ -1,15 +1,22 @@
-"""Local indexing against ``--engine ray`` on a local Ray instance, and the scaling model for N nodes.
+"""Local indexing against ``--engine ray`` on one machine, and the scaling model for N nodes.
 
-Whole ``searchindex index`` processes, alternating local / ray, each into a fresh
-index of the same generated folder; prints each run's wall time and the
-``add_folder`` seconds it reports, the overhead ratio ray/local (best of the
-rounds), and the load average.  Then the scaling model: what one encoder worker
-does (images/s of the Ray run, per worker), what the single driver can commit
-(images/s of ``Catalog.commit_batch`` with precomputed vectors, measured here), and
-the projected rate for N nodes = min(N x per-node rate, driver commit rate).
+Whole ``searchindex index`` processes, each into a fresh index of the same generated
+folder, alternating local / ray, in two settings:
 
-    python scripts/bench_distributed.py [--count 600] [--size 256] [--rounds 2] [--model tiny-shapes]
-        [--pretrained P] [--ray-cpus 2] [--encoder-workers 1] [--batch-size 64] [--commit-dim 512]
+- cold: ``--engine ray`` starts (and stops) its own local Ray instance, as on a laptop;
+- warm: ``--engine ray --ray-address HOST:PORT`` joins a Ray instance started once before
+  the runs (``ray start --head``, in its own temp dir so that no other ``ray.init()`` here
+  finds it; stopped at the end), the realistic cluster case.
+
+Prints each run's wall time and the ``add_folder`` seconds it reports, the ratio ray/local
+per setting (best of the rounds), and the load average.  A warm-up local run first prepares
+the model's int8 tower, so no measured run pays for that.  Then the scaling model: what one
+encoder worker does (images/s of the warm Ray run, per worker), what the single driver can
+commit (images/s of ``Catalog.commit_batch`` with precomputed vectors), and the projected rate
+for N nodes = min(N x per-node rate, driver commit rate).
+
+    python scripts/bench_distributed.py [--count 300] [--size 256] [--rounds 2] [--model ViT-B-32-256]
+        [--pretrained none] [--settings cold,warm] [--ray-cpus 2] [--encoder-workers 1] [--batch-size 64]
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,20 +38,60 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _index(folder: Path, index: Path, args: argparse.Namespace, engine: str) -> tuple[float, dict]:
+def _env() -> dict[str, str]:
+    # A `ray start` head checks the token of every driver that joins (Ray 2.5x: token auth by default).
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+
+
+def _index(folder: Path, index: Path, args: argparse.Namespace, engine: str,
+           address: str | None = None) -> tuple[float, dict]:
     cmd = [sys.executable, "-m", "searchindex.cli", "index", str(folder), "--index", str(index), "--model",
            args.model, "--device", "cpu", "--batch-size", str(args.batch_size), "--json"]
     if args.pretrained:
         cmd += ["--pretrained", args.pretrained]
     if engine == "ray":
-        cmd += ["--engine", "ray", "--ray-cpus", str(args.ray_cpus), "--encoder-workers", str(args.encoder_workers)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd += ["--engine", "ray", "--encoder-workers", str(args.encoder_workers)]
+        cmd += ["--ray-address", address] if address else ["--ray-cpus", str(args.ray_cpus)]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT)
     wall = time.perf_counter() - t0
     if done.returncode:
         sys.exit(f"{engine} run failed:\n{done.stderr[-3000:]}")
     return wall, json.loads(done.stdout)
+
+
+class _Head:
+    """A Ray head started for the warm runs, in a temp dir of its own, stopped by its process ids."""
+
+    def __init__(self, cpus: int, port: int = 6391) -> None:
+        self.temp = Path(tempfile.mkdtemp(prefix="si-rb-", dir="/tmp"))  # short: Ray's socket paths
+        ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+        subprocess.run([ray, "start", "--head", "--num-cpus", str(cpus), "--port", str(port), "--temp-dir",
+                        str(self.temp), "--include-dashboard", "false", "--disable-usage-stats"],
+                       check=True, capture_output=True, env=_env())
+        self.address = (self.temp / "ray_current_cluster").read_text().strip()
+
+    def stop(self) -> None:
+        parents: dict[int, int] = {}
+        mine: set[int] = set()
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                if str(self.temp).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    mine.add(pid)
+            except (OSError, IndexError, ValueError):
+                pass
+        grew = True
+        while grew:  # and their children (the raylet's workers name no temp dir)
+            below = {pid for pid, ppid in parents.items() if ppid in mine} - mine
+            mine |= below
+            grew = bool(below)
+        for pid in mine:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def _commit_rate(dim: int, n: int = 5000, batch: int = 64) -> tuple[float, float]:
@@ -69,42 +118,63 @@ def _commit_rate(dim: int, n: int = 5000, batch: int = 64) -> tuple[float, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=600, help="generated images")
+    ap.add_argument("--count", type=int, default=300, help="generated images")
     ap.add_argument("--size", type=int, default=256, help="their side in pixels")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (local, ray / ray, local)")
-    ap.add_argument("--model", default="tiny-shapes")
-    ap.add_argument("--pretrained", default=None, help="e.g. none (random weights) for open_clip architectures")
-    ap.add_argument("--ray-cpus", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (local, ray / ray, local) per setting")
+    ap.add_argument("--model", default="ViT-B-32-256", help="tiny-shapes makes every fixed cost dominate")
+    ap.add_argument("--pretrained", default="none", help="none: random weights (the same compute, no download)")
+    ap.add_argument("--settings", default="cold,warm", help="cold (own local instance), warm (a running head)")
+    ap.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local instance / the head")
     ap.add_argument("--encoder-workers", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--commit-dim", type=int, default=512, help="vector size of the commit-rate measurement")
     ap.add_argument("--nodes", default="1,2,4,8,16,32,64", help="node counts of the scaling table")
     args = ap.parse_args()
+    if args.pretrained in ("", "default"):
+        args.pretrained = None
 
     from searchindex.demo.synthetic import write_dataset
 
     print(f"{args.count} images of {args.size} px, model {args.model}/{args.pretrained or 'default'}, "
-          f"Ray: local instance, {args.ray_cpus} CPUs, {args.encoder_workers} encoder worker(s); "
-          f"CPUs here: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
-    runs: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
+          f"Ray: {args.ray_cpus} CPUs, {args.encoder_workers} encoder worker(s); CPUs here: {os.cpu_count()}, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    ratios: dict[str, tuple[float, float]] = {}
+    ray_add = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         write_dataset(folder, count=args.count, seed=4, size=args.size)
         n = 0
-        for r in range(args.rounds):
-            for engine in ("local", "ray") if r % 2 == 0 else ("ray", "local"):
-                n += 1
-                wall, summary = _index(folder, Path(tmp) / f"idx{n}", args, engine)
-                if summary["indexed"] != args.count:
-                    sys.exit(f"{engine} indexed {summary['indexed']} of {args.count}")
-                runs[engine].append((wall, summary["seconds"]))
-                print(f"round {r + 1} {engine:>5}: process {wall:6.1f} s, add_folder {summary['seconds']:6.1f} s "
-                      f"({args.count / summary['seconds']:.1f} images/s), load {os.getloadavg()[0]:.2f}")
-    local_wall, local_add = min(w for w, _ in runs["local"]), min(a for _, a in runs["local"])
-    ray_wall, ray_add = min(w for w, _ in runs["ray"]), min(a for _, a in runs["ray"])
-    print(f"best of {args.rounds}: process ray/local {ray_wall / local_wall:.2f} "
-          f"(overhead {100 * (ray_wall / local_wall - 1):+.0f} %), add_folder ray/local {ray_add / local_add:.2f} "
-          f"(overhead {100 * (ray_add / local_add - 1):+.0f} %)")
+        wall, _ = _index(folder, Path(tmp) / "warm-up", args, "local")
+        print(f"warm-up local run (prepares the model once): {wall:.1f} s")
+        for setting in args.settings.split(","):
+            head = _Head(args.ray_cpus) if setting == "warm" else None
+            runs: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
+            try:
+                if head:
+                    print(f"warm: a Ray head at {head.address}, started before the runs")
+                for r in range(args.rounds):
+                    for engine in ("local", "ray") if r % 2 == 0 else ("ray", "local"):
+                        n += 1
+                        wall, summary = _index(folder, Path(tmp) / f"idx{n}", args, engine,
+                                               head.address if head else None)
+                        if summary["indexed"] != args.count:
+                            sys.exit(f"{engine} indexed {summary['indexed']} of {args.count}")
+                        runs[engine].append((wall, summary["seconds"]))
+                        print(f"{setting} round {r + 1} {engine:>5}: process {wall:6.1f} s, add_folder "
+                              f"{summary['seconds']:6.1f} s ({args.count / summary['seconds']:.1f} images/s), "
+                              f"load {os.getloadavg()[0]:.2f}")
+            finally:
+                if head:
+                    head.stop()
+            local_wall, local_add = min(w for w, _ in runs["local"]), min(a for _, a in runs["local"])
+            ray_wall, best_add = min(w for w, _ in runs["ray"]), min(a for _, a in runs["ray"])
+            ratios[setting] = (ray_wall / local_wall, best_add / local_add)
+            if setting == "warm" or not ray_add:
+                ray_add = best_add
+    for setting, (process, add) in ratios.items():
+        print(f"{setting}, best of {args.rounds}: process ray/local {process:.2f} "
+              f"(overhead {100 * (process - 1):+.0f} %), "
+              f"add_folder ray/local {add:.2f} (overhead {100 * (add - 1):+.0f} %)")
 
     per_node = args.count / ray_add
     per_worker = per_node / args.encoder_workers

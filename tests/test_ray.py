@@ -7,13 +7,14 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from searchindex import Index, ModelMismatchError
+from searchindex import Index, IndexSummary, ModelMismatchError
 from searchindex.cli import cli
 from searchindex.demo.synthetic import write_dataset
 
@@ -52,12 +53,26 @@ def vectors_by_path(index: Index) -> dict[str, np.ndarray]:
     return out
 
 
-def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: None) -> None:
-    with Index.create(tmp_path / "local.idx", model="tiny-shapes", device="cpu") as local:
-        expected = local.add_folder(photos, batch_size=32)
-        want = vectors_by_path(local)
-        want_hits = [[r.path for r in local.search(q, k=10)] for q in QUERIES]
-        want_failures = [(f.path, f.reason) for f in local.failures()]
+@dataclass(frozen=True)
+class Local:
+    summary: IndexSummary
+    vectors: dict[str, np.ndarray]
+    hits: list[list[str]]
+    failures: list[tuple[str, str]]
+
+
+@pytest.fixture(scope="module")
+def local_run(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Local:
+    """The local path's results on ``photos``, the reference of every Ray run here."""
+    with Index.create(tmp_path_factory.mktemp("local") / "local.idx", model="tiny-shapes", device="cpu") as local:
+        summary = local.add_folder(photos, batch_size=32)
+        return Local(summary, vectors_by_path(local), [[r.path for r in local.search(q, k=10)] for q in QUERIES],
+                     [(f.path, f.reason) for f in local.failures()])
+
+
+def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: None, local_run: Local) -> None:
+    expected, want, want_hits, want_failures = (local_run.summary, local_run.vectors, local_run.hits,
+                                                local_run.failures)
     progress: list = []
     with Index.create(tmp_path / "ray.idx", model="tiny-shapes", device="cpu") as remote:
         got_summary = remote.add_folder(photos, batch_size=32, progress=progress.append,
@@ -112,10 +127,8 @@ def _descendants_named(word: str) -> list[int]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the actor's process through /proc")
 def test_a_killed_encoder_actor_is_restarted_and_the_run_completes(photos: Path, tmp_path: Path,
-                                                                   local_ray: None) -> None:
-    with Index.create(tmp_path / "local.idx", model="tiny-shapes", device="cpu") as local:
-        local.add_folder(photos, batch_size=16)
-        want = vectors_by_path(local)
+                                                                   local_ray: None, local_run: Local) -> None:
+    want = local_run.vectors
     killed: list[int] = []
     restarted: set[int] = set()
 
