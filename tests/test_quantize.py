@@ -15,6 +15,7 @@ import torch
 from open_clip.transformer import VisionTransformer
 from PIL import Image
 
+from searchindex import ModelError
 from searchindex.models import encoders
 from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
@@ -115,6 +116,7 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
     assert float((fast * reference.encode_images(images)).sum(axis=1).min()) > 0.999
     again = load_encoder(spec, "cpu", "auto")
     assert isinstance(again, PreparedEncoder) and again.dim == first.dim and again.pixel_spec == first.pixel_spec
+    assert not again.loaded  # its session is made on first use (or load()), after decode workers fork
     np.testing.assert_allclose(again.encode_images(images), fast, atol=1e-5)
     # Chunked encoder calls give the same vectors as one call (no batch-mate effects).
     pixels = [np.asarray(im.resize((64, 64))) for im in images]
@@ -127,6 +129,34 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCHINDEX_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["PreparedEncoder", "False", "False"]
+
+
+@onnx_extra
+@int8_default
+def test_a_damaged_prepared_tower_is_prepared_again(shapes: Shapes, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:6]]
+    spec = resolve_model("tiny-shapes")
+    want = load_encoder(spec, "cpu", "int8").encode_images(images)
+    (model_file,) = (tmp_path / "onnx").glob("*-image-int8.onnx")
+    size = model_file.stat().st_size
+    # Cut short: seen before anything loads, and built again.
+    model_file.write_bytes(model_file.read_bytes()[: size // 2])
+    assert onnxmodels.load_int8_tower(spec) is None
+    rebuilt = load_encoder(spec, "cpu", "int8")
+    assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
+    np.testing.assert_allclose(rebuilt.encode_images(images), want, atol=1e-5)
+    # Overwritten at the same size: refused when its session is made, with a clear error, and
+    # its record removed so that the next load prepares it again.
+    model_file.write_bytes(b"\0" * size)
+    damaged = load_encoder(spec, "cpu", "int8")
+    assert isinstance(damaged, PreparedEncoder)
+    with pytest.raises(ModelError, match="prepared again on the next run"):
+        damaged.encode_images(images)
+    again = load_encoder(spec, "cpu", "int8")
+    assert isinstance(again, encoders.OpenClipEncoder) and again.precision == "int8"
+    np.testing.assert_allclose(again.encode_images(images), want, atol=1e-5)
 
 
 @onnx_extra

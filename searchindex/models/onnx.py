@@ -29,12 +29,14 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..errors import ModelError
 from .cache import KEY_FORMAT, _version, cache_root, tower_key
 from .encoders import Encoder, OpenClipEncoder, as_array, run_image_session
 from .pixels import PixelSpec
@@ -331,8 +333,6 @@ def image_session(encoder: OpenClipEncoder) -> Any:
     Raises:
         ModelError: onnxruntime/onnx are not installed, or the export failed.
     """
-    from ..errors import ModelError
-
     if not onnx_available(export=True):
         raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")
     model_file, sidecar = _paths(encoder.spec, "image")
@@ -418,8 +418,10 @@ def _probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarra
     return pixel_spec.normalise(images)
 
 
-def load_int8_tower(spec: ModelSpec) -> tuple[Any, dict[str, Any]] | None:
-    """The prepared int8 image tower of ``spec`` and its facts, or None (none yet, stale, or rejected)."""
+def load_int8_tower(spec: ModelSpec) -> tuple[Path, dict[str, Any]] | None:
+    """The file of the int8 image tower prepared for ``spec`` and its facts, or None (none yet,
+    stale, rejected, or not the size it was written at).  Nothing is loaded: the session is
+    made when :class:`PreparedEncoder` first needs it."""
     if not onnx_available():
         return None
     model_file, sidecar = _int8_paths(spec)
@@ -427,7 +429,10 @@ def load_int8_tower(spec: ModelSpec) -> tuple[Any, dict[str, Any]] | None:
         facts = json.loads(sidecar.read_text())
         if facts.get("ident") != _int8_ident() or not facts.get("accepted"):
             return None
-        return _session(model_file, spin=False), facts
+        if model_file.stat().st_size != facts.get("bytes", model_file.stat().st_size):
+            log.debug("the prepared int8 tower %s is not the size it was written at", model_file)
+            return None
+        return model_file, facts
     except FileNotFoundError:
         return None
     except Exception as exc:  # a damaged file must never stop indexing: it is built again
@@ -461,7 +466,10 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
         return None
     loaded = load_int8_tower(encoder.spec)
     if loaded is not None:
-        return loaded[0], float(loaded[1]["cosine"])
+        try:
+            return _session(loaded[0], spin=False), float(loaded[1]["cosine"])
+        except Exception as exc:  # damaged since: built again below
+            log.debug("cannot load the prepared int8 tower %s: %s", loaded[0], exc)
     if int8_verdict(encoder.spec) is not None:
         return None
     model_file, sidecar = _int8_paths(encoder.spec)
@@ -485,6 +493,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
                  "pixel_spec": encoder.pixel_spec.to_json()}
         if accepted:
             os.chmod(staged, 0o644)
+            facts["bytes"] = staged.stat().st_size
             os.replace(staged, model_file)
         _write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
     if not accepted:
@@ -498,21 +507,53 @@ class PreparedEncoder(Encoder):
     """The int8 image tower prepared earlier for this model and machine, under ONNX Runtime.
 
     Needs neither torch nor open_clip: preprocessing is :class:`PixelSpec` (Pillow and
-    NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32).  Texts go to
-    the exported ONNX text tower, or -- only if there is none -- to the full model,
-    loaded on first use.
+    NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32), made by
+    :meth:`load` or on the first image encoded, so that a caller can overlap it with
+    decoding (and fork decode workers before it exists).  Texts go to the exported ONNX
+    text tower, or -- only if there is none -- to the full model, loaded on first use.
     """
 
     precision = "int8"
 
-    def __init__(self, spec: ModelSpec, session: Any, facts: dict[str, Any]) -> None:
+    def __init__(self, spec: ModelSpec, model_file: Path, facts: dict[str, Any]) -> None:
         self.spec = spec
         self.device = "cpu"
-        self._session = session
         self.dim = int(facts["dim"])
         self.image_size = int(facts["image_size"])
         self.pixel_spec = PixelSpec.from_json(facts["pixel_spec"])
+        self._model_file = model_file
+        self._session: Any = None
+        self._loading = threading.Lock()
         self._text: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the image tower's session exists yet."""
+        return self._session is not None
+
+    def load(self) -> None:
+        """Make the image tower's session now.
+
+        Raises:
+            ModelError: the prepared file cannot be loaded (damaged since it was checked);
+                its record is removed, so the next run prepares it again.
+        """
+        with self._loading:
+            if self._session is not None:
+                return
+            try:
+                self._session = _session(self._model_file, spin=False)
+            except Exception as exc:
+                _int8_paths(self.spec)[1].unlink(missing_ok=True)
+                raise ModelError(
+                    f"the prepared int8 image tower {self._model_file} cannot be loaded ({exc}); "
+                    "it is prepared again on the next run"
+                ) from exc
+
+    def _tower(self) -> Any:
+        if self._session is None:
+            self.load()
+        return self._session
 
     def preprocess(self, image: Image.Image) -> Any:
         from .pixels import to_pixels
@@ -521,11 +562,11 @@ class PreparedEncoder(Encoder):
         return self.pixel_spec.normalise([to_pixels(image.convert("RGB"), self.pixel_spec)])[0]
 
     def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
-        return run_image_session(self._session, as_array(batch))
+        return run_image_session(self._tower(), as_array(batch))
 
     def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
         assert self.pixel_spec is not None
-        return run_image_session(self._session, self.pixel_spec.normalise(pixels))
+        return run_image_session(self._tower(), self.pixel_spec.normalise(pixels))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._text is None:
