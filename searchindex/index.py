@@ -32,7 +32,6 @@ from .errors import IndexExistsError, IndexNotFoundError, NotFoundError, QueryEr
 from .ingest import reindex as re_index
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
-from .integrity import CheckReport, RepairReport, check_index, repair_index
 from .models.backends import load_encoder
 from .models.cache import tower_key
 from .models.encoders import Encoder
@@ -44,12 +43,14 @@ from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import Catalog
+from .store.check import CheckReport, check_index
 from .store.folder import create_catalog, default_index_path, file_key, holds_index, refuse_strangers, write_errors
 from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
 from .store.querycache import QueryCache
 from .store.records import ImageDetails
+from .store.repair import RepairReport, repair_index
 from .store.vector_store import VectorStore
 from .store.vectors import DEFAULT_FACTORY, canonical_factory
 
