@@ -513,7 +513,7 @@ class Index:
         Args:
             layout: ``parquet`` (one table with an ``embedding`` column) or
                 ``clip-retrieval`` (``img_emb/*.npy`` + ``metadata/*.parquet``);
-                see :mod:`searchindex.ingest.exchange`.
+                see :mod:`searchindex.ingest.parquet`.
 
         Raises:
             EmbeddingFileError: ``out`` exists and is not empty.
