@@ -180,8 +180,9 @@ def _read_file(path: str, expect_sha: str | None, max_megapixels: float) -> tupl
 
 
 def import_embeddings(
-    catalog: Catalog, spec: ModelSpec, dim: int, files: Sequence[str | os.PathLike[str]], *,
-    declared: ModelSpec | None = None, base: str | os.PathLike[str] | None = None, batch_size: int = 1000,
+    catalog: Catalog, spec: ModelSpec, dim: int,
+    files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, declared: ModelSpec | None = None,
+    base: str | os.PathLike[str] | None = None, batch_size: int = 1000,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImportSummary:
     """Add precomputed embeddings from ``files`` (either layout) to the catalog, batch by batch.
@@ -190,12 +191,14 @@ def import_embeddings(
     mismatch refuses the whole import.
 
     Args:
+        files: files or folders, in either layout.
         declared: the model that made embeddings whose files do not record it.
         base: relative ``image_path`` values are taken relative to this folder
             (default: the current directory).
     """
     from .produce import default_workers
 
+    files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     for batch in parquet.first_batches(files):  # check every file's model and size before writing anything
         check_model(batch.model, spec, dim, batch.source, declared)
         _check_dim(batch, dim, allow_empty=True)
