@@ -27,12 +27,12 @@ import numpy as np
 
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .enrich.duplicates import find_duplicates
-from .enrich.tagging import define_labels, tag_catalog, tag_new_images
-from .errors import IndexExistsError, IndexNotFoundError, NotFoundError, QueryError
+from .enrich.tagging import labels_to_tag, tag_catalog, tag_new_images
+from .errors import IndexExistsError, IndexNotFoundError
 from .ingest import reindex as re_index
+from .ingest.engines import engine_options
 from .ingest.indexer import index_entries
 from .ingest.scan import FileEntry, scan_folders
-from .integrity import CheckReport, RepairReport, check_index, repair_index
 from .models.backends import load_encoder
 from .models.cache import tower_key
 from .models.encoders import Encoder
@@ -44,12 +44,14 @@ from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import Catalog
+from .store.check import CheckReport, check_index
 from .store.folder import create_catalog, default_index_path, file_key, holds_index, refuse_strangers, write_errors
 from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
 from .store.querycache import QueryCache
 from .store.records import ImageDetails
+from .store.repair import RepairReport, repair_index
 from .store.vector_store import VectorStore
 from .store.vectors import DEFAULT_FACTORY, canonical_factory
 
@@ -203,9 +205,8 @@ class Index:
 
     @staticmethod
     def check(path: str | os.PathLike[str], *, files: bool = True) -> CheckReport:
-        """Check the index at ``path`` without changing it: the catalog's integrity, the vector
-        file against the catalog, the catalog against the disk (unless ``files=False``), and
-        leftover temporary files.  Works on an index too damaged to open.
+        """Check the index at ``path`` without changing it, even one too damaged to open
+        (see :func:`searchindex.store.check.check_index`; ``files=False``: not against the disk).
 
         Raises:
             IndexNotFoundError: no index at ``path``.
@@ -214,9 +215,8 @@ class Index:
 
     @staticmethod
     def repair(path: str | os.PathLike[str]) -> RepairReport:
-        """Repair the index at ``path``: recover a damaged catalog into a fresh one (the damaged
-        file is kept aside), rebuild the vector file, remove the index's own leftovers; never
-        touches a photo.  Returns what was done and a check of the result.
+        """Repair the index at ``path``: recover a damaged catalog (kept aside), rebuild the vector
+        file, remove the index's own leftovers; never touches a photo (see :mod:`searchindex.store.repair`).
 
         Raises:
             IndexNotFoundError, IndexLockedError, IndexCorruptError (nothing readable to recover).
@@ -260,47 +260,26 @@ class Index:
                    **options: Any) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
-        New and modified files are encoded; unchanged ones (same path, size and mtime)
-        are skipped; touched, moved and duplicated files reuse their stored embedding;
-        files gone from below the folders leave the index (see :mod:`searchindex.ingest`).
-        The model is loaded only if something needs encoding.
+        New and modified files are encoded; unchanged ones are skipped; touched, moved and
+        duplicated files reuse their stored embedding; files gone from below the folders
+        leave the index (see :mod:`searchindex.ingest`).  The model loads only if needed.
 
         Args:
-            index_type: change the recorded FAISS index type (``auto`` or a factory
-                string; ``None`` keeps it); the vector index is rebuilt at the end of a
-                run when the recorded type wants another one than it has.
-            engine: where files are read, decoded and encoded: ``local`` (this
-                machine's worker pool), ``ray`` (a local Ray instance, started and
-                stopped here), or an engine object such as
-                :class:`searchindex.ingest.ray_engine.RayEngine` (a cluster, GPUs, actor
-                count).  Scanning, change detection, the lock and the commits stay here.
+            index_type: change the recorded FAISS index type (``auto`` or a factory string;
+                ``None`` keeps it); rebuilt at the end of the run when it should change.
+            engine: ``local`` (worker pool), ``ray`` (a local Ray) or an engine object such as
+                :class:`~searchindex.ingest.ray_engine.RayEngine` (see :mod:`searchindex.ingest.engines`).
             options: ``progress``, ``batch_size``, ``workers``, ``max_megapixels``,
-                ``max_file_bytes``, ``stop`` and ``producer``, as for :func:`searchindex.ingest.indexer.index_entries`.
+                ``max_file_bytes``, ``stop``, as for :func:`searchindex.ingest.indexer.index_entries`.
 
         Raises:
-            FolderNotFoundError: a folder does not exist.
-            IndexLockedError: another process is writing to this index.
-            IndexWriteError: the index folder cannot be written (disk full, read-only).
-            IndexTypeError: FAISS cannot build ``index_type``.
-            ModelMismatchError: an engine's workers load other weights than the index's.
-            MissingExtraError: ``engine="ray"`` without Ray installed (``searchindex[ray]``).
+            FolderNotFoundError, IndexLockedError, IndexWriteError (disk full, read-only),
+            IndexTypeError, ModelMismatchError (an engine's workers load other weights),
+            MissingExtraError (``engine="ray"`` without ``searchindex[ray]``).
         """
         t0 = time.perf_counter()
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
-        if engine == "ray":
-            from .ingest.ray_engine import RayEngine
-
-            engine = RayEngine()  # closed by the run when it ends (Producer.close)
-        elif isinstance(engine, str) and engine != "local":
-            raise ValueError(f"unknown engine {engine!r}; use 'local', 'ray' or an engine object")
-        if not isinstance(engine, str):
-            for limit in ("max_megapixels", "max_file_bytes"):  # the run's read limits apply there too
-                if limit in options and hasattr(engine, limit):
-                    setattr(engine, limit, options[limit])
-            bind = getattr(engine, "bind", None)
-            if bind is not None:
-                bind(self.spec, self.dim, self.models.device, self.models.precision)
-            options["producer"] = engine
+        options = engine_options(engine, options, self.models)
         skipped: list[str] = []
         entries = list(scan_folders(folders, skipped))
         # Refused (without building it) when even this run could not give it enough vectors to train.
@@ -329,15 +308,12 @@ class Index:
         return summary
 
     def optimize(self, index_type: str | None = None, *, shards: int | None = None) -> BuildReport | None:
-        """Bring the vector index up to date and rebuild it if its type should change.
-
-        What every indexing run does at its end, on its own: with ``index_type``
-        (``auto`` or a factory string) the recorded choice changes first.  Returns
-        how the index was rebuilt, or ``None`` when it kept its type.
+        """Bring the vector index up to date and rebuild it if its type should change, as every
+        indexing run does at its end; returns how it was rebuilt, or ``None`` when it kept its type.
 
         Args:
-            shards: an IVF rebuild trains once and fills this many shards in parallel
-                threads, merged before the atomic save (default ``vectors.build_shards``, 1).
+            index_type: first change the recorded choice (``auto`` or a factory string).
+            shards: IVF shards filled in parallel (see :meth:`~searchindex.store.vector_store.VectorStore.save`).
 
         Raises:
             IndexTypeError, IndexLockedError, IndexWriteError.
@@ -345,23 +321,15 @@ class Index:
         wanted = self.vectors.check_index_type(index_type)
         with self._writing():
             self.vectors.set_index_type(wanted)
-            before = self.vectors.build_shards
-            self.vectors.build_shards = shards or before
-            try:
-                return self.vectors.save()
-            finally:
-                self.vectors.build_shards = before
+            return self.vectors.save(shards)
 
     @classmethod
     def reindex(cls, path: str | os.PathLike[str], model: str | None, pretrained: str | None = None, *,
                 device: str = "auto", precision: str = "auto", **options: Any) -> IndexSummary:
         """Re-embed every image of the index at ``path`` with another model (options as for :meth:`add_folder`).
 
-        The new index is built beside the old one (``.NAME.reindex``) while the old
-        one stays searchable, then swapped in with one atomic rename.  Interrupted
-        (``stop``, Ctrl-C, a crash), it resumes from what was committed when called
-        again with the same model.  Files that have disappeared since they were
-        indexed are recorded as failures of the new index.
+        Built beside the old index, which stays searchable, and swapped in atomically; an
+        interrupted run resumes when called again with the same model (see :mod:`searchindex.ingest.reindex`).
 
         Raises:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
@@ -376,21 +344,17 @@ class Index:
         """The images that best match ``query``, best first.
 
         Args:
-            query: a text, a :class:`~searchindex.search.query.Term` (text or image file,
-                with a weight), a :class:`~searchindex.search.query.Query`, or a list of
-                terms: their unit embeddings are summed with their weights
-                (negative weights subtract) and normalised.
-            k: the most results to return; ``None`` for no limit (with a cutoff).
-            request: every option at once, as a :class:`SearchRequest` (then ``k`` and
-                ``options`` are not used).
-            options: the fields of :class:`SearchRequest`: ``filters``, ``min_score``,
-                ``threshold``, ``sort``, ``tag``, ``like``/``unlike``, ``pool``, ``mode``,
-                ``rerank``, ``rerank_top``, ``rerank_model``, ``fusion`` (see its docs).
+            query: a text, a :class:`~searchindex.search.query.Term` (text or image file, with a
+                weight), a :class:`~searchindex.search.query.Query`, or a list of terms: their unit
+                embeddings are summed with their weights (negative ones subtract) and normalised.
+            k: the most results; ``None`` for no limit (with a cutoff).
+            request: every option at once, a :class:`SearchRequest` (then ``k`` and ``options`` are unused).
+            options: the fields of :class:`SearchRequest` (``filters``, ``min_score``, ``threshold``,
+                ``sort``, ``tag``, ``like``/``unlike``, ``pool``, ``mode``, ``rerank``, ``fusion``, ...).
 
         Raises:
-            QueryError: empty query, unreadable image term, unknown tag, an example
-                image that cannot be used, bad option values, a mode the query
-                cannot use (text mode without words, ...).
+            QueryError: empty query, unreadable image term, unknown tag, unusable example image,
+                bad option values, a mode the query cannot use.
         """
         request = SearchRequest.of(request, k, options)
         self._follow_swap()
@@ -408,14 +372,8 @@ class Index:
     def search_vector(self, vector: np.ndarray, k: int | None = DEFAULT_K, *, request: SearchRequest | None = None,
                       **options: Any) -> list[SearchResult]:
         """The images nearest to an embedding from this index's model (options as in :meth:`search`,
-        without ``mode``, ``fusion`` and ``rerank``).
-
-        Filters (and ``tag``) are resolved by SQL into the set of matching image
-        ids; FAISS then ranks exactly those (an id selector skips every other
-        vector before any distance is computed; a few hundred candidates are
-        scored directly).  So the top ``k`` under a filter is the exact top ``k``
-        of the matching images, however few they are.
-        """
+        without ``mode``, ``fusion`` and ``rerank``); under a filter, the exact top ``k`` of the
+        matching images (see :meth:`~searchindex.search.searcher.Searcher.search_vector`)."""
         request = SearchRequest.of(request, k, options, _VECTOR_OPTIONS)
         self._follow_swap()
         return self._searcher.search_vector(vector, request)
@@ -429,13 +387,9 @@ class Index:
         return self.models.encode_texts(texts)
 
     def duplicates(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> list[DuplicateGroup]:
-        """Groups of near-identical images (resized, recompressed, lightly cropped or edited copies).
-
-        Two images belong together when their embeddings' cosine similarity is at
-        least ``threshold`` (directly or through other copies); see
-        :mod:`searchindex.enrich.duplicates`.  Each group lists its best copy first
-        (largest resolution, then oldest); groups come largest first.
-        """
+        """Groups of near-identical images (resized, recompressed, lightly cropped or edited copies)
+        whose embeddings' cosine similarity is at least ``threshold``, directly or through other
+        copies; best copy first, largest group first (see :mod:`searchindex.enrich.duplicates`)."""
         self._follow_swap()
         return find_duplicates(self.catalog, self.vectors, threshold)
 
@@ -443,24 +397,17 @@ class Index:
 
     def tag(self, labels: Sequence[str] | None = None,
             templates: str | os.PathLike[str] | Sequence[str] | None = None) -> list[LabelReport]:
-        """Define zero-shot labels (``None``: re-tag the stored ones, recalibrating) and tag every image.
+        """Define zero-shot labels (``None``: re-tag the stored ones, recalibrating) and tag every image;
+        images indexed later are tagged by :meth:`add_folder` (see :mod:`searchindex.enrich.tagging`).
 
-        Each label gets a text classifier from a prompt-template ensemble and a
-        threshold calibrated on the collection; it is stored, and images indexed
-        later are tagged by :meth:`add_folder` (see :mod:`searchindex.enrich.tagging`).
-        ``templates``: ``"default"`` (the CLIP-paper ensemble), ``"single"``, a file
-        with one template per line, or a list, each containing ``{}``; stored labels keep theirs.
+        ``templates``: ``"default"`` (the CLIP-paper ensemble), ``"single"``, a file with one
+        template per line, or a list, each containing ``{}``; stored labels keep theirs.
 
         Raises:
             QueryError: no labels (given or stored), bad templates.
             IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
         """
-        if labels is None:
-            todo = self.catalog.tags.labels()
-            if not todo:
-                raise QueryError("this index has no labels yet; give some with --labels")
-        else:
-            todo = define_labels(self.encoder, labels, templates)
+        todo = labels_to_tag(self.catalog, lambda: self.encoder, labels, templates)
         with self._writing():
             return tag_catalog(self.catalog, self.dim, todo, recalibrate=True)
 
@@ -478,20 +425,18 @@ class Index:
     def caption(self, model: str | Captioner | None = None, *, device: str | None = None,
                 progress: Callable[[CaptionProgress], None] | None = None, stop: threading.Event | None = None,
                 **options: Any) -> CaptionSummary:
-        """Caption every indexed image that has no caption from ``model`` yet.
+        """Caption every indexed image that has no caption from ``model`` yet; each batch is
+        committed at once, so an interrupted run resumes, and another model's captions stay.
 
-        Captions are stored with the model that wrote them (captioning with another
-        model keeps both); each batch is committed at once, so an interrupted run
-        resumes.  ``model`` is a Hugging Face hub id or local folder (default
+        ``model``: a Hugging Face hub id or local folder (default
         :data:`~searchindex.defaults.DEFAULT_CAPTION_MODEL`) or a loaded
-        :class:`~searchindex.models.captioners.Captioner`; ``device`` defaults to the
-        index's; ``progress``, ``stop`` and the options (``prompt``, ``batch_size``,
-        ``max_new_tokens``, ``num_beams``) are those of :func:`searchindex.enrich.captions.caption_index`.
+        :class:`~searchindex.models.captioners.Captioner`; ``device``: default the index's;
+        ``options``: ``prompt``, ``batch_size``, ``max_new_tokens``, ``num_beams`` (see
+        :func:`searchindex.enrich.captions.caption_index`).
 
         Raises:
-            MissingExtraError: transformers is not installed (``searchindex[caption]``).
-            WeightsUnavailableError, UnknownModelError: see :func:`~searchindex.models.captioners.load_captioner`.
-            IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
+            MissingExtraError (``searchindex[caption]``), WeightsUnavailableError,
+            UnknownModelError, IndexLockedError, IndexWriteError.
         """
         from .enrich.captions import caption_index
 
@@ -507,12 +452,8 @@ class Index:
 
     def export_embeddings(self, out: str | os.PathLike[str], *, layout: str = "parquet",
                           rows_per_file: int | None = None) -> ExportSummary:
-        """Write every image's embedding, path, hash and metadata as Parquet under the new folder ``out``.
-
-        Args:
-            layout: ``parquet`` (one table with an ``embedding`` column) or
-                ``clip-retrieval`` (``img_emb/*.npy`` + ``metadata/*.parquet``);
-                see :mod:`searchindex.ingest.exchange`.
+        """Write every image's embedding, path, hash and metadata as Parquet under the new folder ``out``,
+        in ``layout`` ``parquet`` or ``clip-retrieval`` (see :mod:`searchindex.ingest.parquet`).
 
         Raises:
             EmbeddingFileError: ``out`` exists and is not empty.
@@ -530,23 +471,19 @@ class Index:
     ) -> ImportSummary:
         """Add embeddings computed elsewhere (Parquet files or folders, either layout) to this index.
 
-        Rows are joined to the files on disk by ``image_path`` (relative paths
-        against ``base``), checked against ``sha256`` when the file has it; missing
-        or changed files are recorded as failures.  The files' model must be this
-        index's; files that do not record it (clip-retrieval's) need ``model``
-        (and ``pretrained``) to say which model made them.
+        Rows are joined to files on disk by ``image_path`` (relative to ``base``), checked
+        against ``sha256`` when present; missing or changed files become failures.  Files that
+        do not record their model (clip-retrieval's) need ``model``/``pretrained`` to say it.
 
         Raises:
             ModelMismatchError: another model or vector size (nothing is written).
-            EmbeddingFileError: a file is not a readable embedding file.
-            IndexLockedError, IndexWriteError, MissingExtraError.
+            EmbeddingFileError, IndexLockedError, IndexWriteError, MissingExtraError.
         """
         from .ingest.exchange import import_embeddings
 
         declared = resolve_model(model, pretrained) if model else None
-        paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
         with self._writing():
-            summary = import_embeddings(self.catalog, self.spec, self.dim, paths, declared=declared, base=base,
+            summary = import_embeddings(self.catalog, self.spec, self.dim, files, declared=declared, base=base,
                                         progress=progress)
             self.vectors.save()
         return summary
@@ -569,9 +506,8 @@ class Index:
 
     def save_concept(self, name: str, query: str | None = None, like: Sequence[int] = (),
                      unlike: Sequence[int] = ()) -> Concept:
-        """Save (or replace) a named concept: a query text and example image ids that teach it.
-
-        ``searchindex search --concept NAME`` and the web API's ``concept`` run it again.
+        """Save (or replace) a named concept: a query text and example image ids that teach it
+        (``search --concept NAME`` and the web API's ``concept`` run it).
 
         Raises:
             QueryError: an empty name, nothing to search for, or an example id not in the index.
@@ -588,12 +524,7 @@ class Index:
         Raises:
             NotFoundError: no concept of that name.
         """
-        saved = self.concepts()
-        for c in saved:
-            if c.name == name:
-                return c
-        known = ", ".join(c.name for c in saved) or "none yet"
-        raise NotFoundError(f"no concept named {name!r} (concepts in this index: {known})")
+        return self.catalog.concepts.get(name)
 
     def remove_concept(self, name: str) -> bool:
         """Forget a concept; False when there was none of that name."""

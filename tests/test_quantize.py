@@ -17,10 +17,11 @@ from PIL import Image
 
 from searchindex import ModelError
 from searchindex.models import encoders
+from searchindex.models import int8 as int8_tower
 from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
 from searchindex.models.encoders import resolve_model, resolve_precision
-from searchindex.models.onnx import PreparedEncoder
+from searchindex.models.int8 import PreparedEncoder
 from searchindex.models.quantize import quantize_onnx_file
 
 from .conftest import Shapes
@@ -143,7 +144,7 @@ def test_a_damaged_prepared_tower_is_prepared_again(shapes: Shapes, tmp_path: Pa
     size = model_file.stat().st_size
     # Cut short: seen before anything loads, and built again.
     model_file.write_bytes(model_file.read_bytes()[: size // 2])
-    assert onnxmodels.load_int8_tower(spec) is None
+    assert int8_tower.load_int8_tower(spec) is None
     rebuilt = load_encoder(spec, "cpu", "int8")
     assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
     np.testing.assert_allclose(rebuilt.encode_images(images), want, atol=1e-5)
@@ -167,11 +168,11 @@ def test_prepared_tower_is_rebuilt_after_an_upgrade(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     spec = resolve_model("tiny-shapes")
     load_encoder(spec, "cpu", "int8")
-    assert onnxmodels.load_int8_tower(spec) is not None
-    assert onnxmodels.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
-    real = onnxmodels._version
-    monkeypatch.setattr(onnxmodels, "_version", lambda dist: "99.0" if dist == changed else real(dist))
-    assert onnxmodels.load_int8_tower(spec) is None
+    assert int8_tower.load_int8_tower(spec) is not None
+    assert int8_tower.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
+    real = int8_tower._version
+    monkeypatch.setattr(int8_tower, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    assert int8_tower.load_int8_tower(spec) is None
     rebuilt = load_encoder(spec, "cpu", "int8")
     assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
     assert isinstance(load_encoder(spec, "cpu", "int8"), PreparedEncoder)
@@ -199,7 +200,8 @@ def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, mon
 
 def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
-    monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)
+    for module in (onnxmodels, int8_tower):  # the prepared tower's module asks too
+        monkeypatch.setattr(module, "onnx_available", lambda export=False: False)
     encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "int8")
     assert encoder.precision == "fp32"
     assert not list(tmp_path.rglob("*int8*"))
