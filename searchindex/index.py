@@ -26,13 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .defaults import DEFAULT_DUPLICATE_THRESHOLD
-from .enrich.duplicates import find_duplicates
-from .enrich.tagging import labels_to_tag, tag_catalog, tag_new_images
 from .errors import IndexExistsError, IndexNotFoundError
-from .ingest import reindex as re_index
-from .ingest.engines import engine_options
-from .ingest.indexer import index_entries
-from .ingest.scan import FileEntry, scan_folders
 from .models.backends import load_encoder
 from .models.cache import tower_key
 from .models.encoders import Encoder
@@ -44,22 +38,23 @@ from .search.query import Query, Term
 from .search.request import DEFAULT_K, SearchRequest, Shot
 from .search.searcher import Searcher
 from .store.catalog import Catalog
-from .store.check import CheckReport, check_index
 from .store.folder import create_catalog, default_index_path, file_key, holds_index, refuse_strangers, write_errors
-from .store.index_build import BuildReport
 from .store.info import describe_index
 from .store.lock import WriterLock
 from .store.querycache import QueryCache
 from .store.records import ImageDetails
-from .store.repair import RepairReport, repair_index
 from .store.vector_store import VectorStore
 from .store.vectors import DEFAULT_FACTORY, canonical_factory
 
 if TYPE_CHECKING:
     from .ingest.exchange import ExportSummary, ImportProgress, ImportSummary
     from .ingest.produce import Producer
+    from .ingest.scan import FileEntry
     from .models.captioners import Captioner
     from .results import CaptionProgress, CaptionSummary, LabelReport
+    from .store.check import CheckReport
+    from .store.index_build import BuildReport
+    from .store.repair import RepairReport
 
 __all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "default_index_path"]
 
@@ -211,6 +206,8 @@ class Index:
         Raises:
             IndexNotFoundError: no index at ``path``.
         """
+        from .store.check import check_index
+
         return check_index(path, files=files)
 
     @staticmethod
@@ -221,6 +218,8 @@ class Index:
         Raises:
             IndexNotFoundError, IndexLockedError, IndexCorruptError (nothing readable to recover).
         """
+        from .store.repair import repair_index
+
         return repair_index(path)
 
     def check_model(self, model: str | None, pretrained: str | None) -> None:
@@ -279,6 +278,9 @@ class Index:
         """
         t0 = time.perf_counter()
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        from .ingest.engines import engine_options
+        from .ingest.scan import scan_folders
+
         options = engine_options(engine, options, self.models)
         skipped: list[str] = []
         entries = list(scan_folders(folders, skipped))
@@ -294,11 +296,16 @@ class Index:
         Options and errors as for :meth:`add_folder`; a missing file is a failure.
         """
         t0 = time.perf_counter()
+        from .ingest import reindex as re_index
+
         entries = re_index.entries_of(os.path.abspath(os.fspath(p)) for p in paths)
         with self._writing():
             return self._run(entries, [], t0, **options)
 
     def _run(self, entries: list[FileEntry], roots: list[str], t0: float, **options: Any) -> IndexSummary:
+        from .enrich.tagging import tag_new_images
+        from .ingest.indexer import index_entries
+
         summary = index_entries(self.catalog, lambda: self.models.encoder, self.dim, entries, roots, t0=t0,
                                 **options)
         self.vectors.save()
@@ -334,6 +341,8 @@ class Index:
         Raises:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
         """
+        from .ingest import reindex as re_index
+
         with write_errors(Path(path)):
             return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision, **options)
 
@@ -391,6 +400,8 @@ class Index:
         whose embeddings' cosine similarity is at least ``threshold``, directly or through other
         copies; best copy first, largest group first (see :mod:`searchindex.enrich.duplicates`)."""
         self._follow_swap()
+        from .enrich.duplicates import find_duplicates
+
         return find_duplicates(self.catalog, self.vectors, threshold)
 
     # -- zero-shot tags ---------------------------------------------------
@@ -407,6 +418,8 @@ class Index:
             QueryError: no labels (given or stored), bad templates.
             IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
         """
+        from .enrich.tagging import labels_to_tag, tag_catalog
+
         todo = labels_to_tag(self.catalog, lambda: self.encoder, labels, templates)
         with self._writing():
             return tag_catalog(self.catalog, self.dim, todo, recalibrate=True)
