@@ -100,6 +100,9 @@ class Run:
     tree_rss: int  # bytes: the largest sum of resident sets over the process tree, sampled
     max_rss: int  # bytes: the kernel's peak RSS of the largest single process (wait4)
     first_encoded: float | None = None  # seconds from launch to the first encoder call
+    # bytes: the largest sum of proportional set sizes over the tree, sampled: pages that forked
+    # workers share with their parent count once in all, where the RSS sum counts them per process
+    tree_pss: int = 0
 
 
 def _children(pid: int) -> list[int]:
@@ -113,29 +116,34 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _tree_rss(pid: int) -> int:
-    total, todo = 0, [pid]
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """The sums of RSS and of PSS over the process tree of ``pid``, in bytes."""
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                rss += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                pss += next((int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:")), 0)
         except (OSError, IndexError, ValueError):
             continue
         todo.extend(_children(p))
-    return total
+    return rss, pss
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
     """Run ``cmd`` to completion; wall time, CPU time and peak memory of its process tree."""
     t0 = time.time()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = [0]
+    peak = [0, 0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            rss, pss = _tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -152,7 +160,7 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{''.join(stderr_lines)[-3000:]}")
     first = next((float(line.split()[1]) - t0 for line in stderr_lines if line.startswith("FIRST_ENCODED")), None)
-    return Run(seconds, usage.ru_utime + usage.ru_stime, peak[0], usage.ru_maxrss * 1024, first)
+    return Run(seconds, usage.ru_utime + usage.ru_stime, peak[0], usage.ru_maxrss * 1024, first, peak[1])
 
 
 def load() -> str:
@@ -248,9 +256,11 @@ def report(label: str, ours: list[Run], theirs: list[Run], theirs_name: str = "r
     cs, cr = median([x.cpu for x in ours]), median([x.cpu for x in theirs])
     ms, mr = median([x.tree_rss for x in ours]), median([x.tree_rss for x in theirs])
     ks, kr = median([x.max_rss for x in ours]), median([x.max_rss for x in theirs])
+    ps, pr = median([x.tree_pss for x in ours]), median([x.tree_pss for x in theirs])
     print(f"  {label}: searchindex {s:.2f} s, {theirs_name} {r:.2f} s -> searchindex is {r / s:.2f}x as fast "
           f"(CPU {cs:.1f} s vs {cr:.1f} s, {cr / cs:.2f}x); peak tree RSS {ms / 1e9:.2f} GB vs {mr / 1e9:.2f} GB "
-          f"({ms / mr:.2f}x); largest process {ks / 1e9:.2f} GB vs {kr / 1e9:.2f} GB", flush=True)
+          f"({ms / mr:.2f}x); peak tree PSS {ps / 1e9:.2f} GB vs {pr / 1e9:.2f} GB; "
+          f"largest process {ks / 1e9:.2f} GB vs {kr / 1e9:.2f} GB", flush=True)
     fs = [x.first_encoded for x in ours if x.first_encoded is not None]
     fr = [x.first_encoded for x in theirs if x.first_encoded is not None]
     if fs or fr:

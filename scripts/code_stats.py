@@ -15,6 +15,7 @@ def main() -> None:
     sizes = []
     funcs = []
     index_lines = None
+    parts: list[tuple[int, str]] = []  # the classes Index is assembled from (searchindex/index/)
     for path in modules:
         text = path.read_text()
         rel = path.relative_to(root.parent).as_posix()
@@ -29,11 +30,16 @@ def main() -> None:
                     funcs.append((child.end_lineno - child.lineno + 1, f"{rel}:{name}"))
                     stack.append((child, name + "."))
                 elif isinstance(child, ast.ClassDef):
-                    if child.name == "Index" and rel.endswith("index.py"):
+                    if child.name == "Index" and rel.endswith(("index.py", "index/facade.py")):
                         index_lines = child.end_lineno - child.lineno + 1
+                    elif "/index/" in rel and not prefix:
+                        parts.append((child.end_lineno - child.lineno + 1, f"{rel}:{child.name}"))
                     stack.append((child, f"{prefix}{child.name}."))
     print(f"modules: {len(modules)}  total lines: {sum(n for n, _ in sizes)}")
     print(f"Index class: {index_lines} lines")
+    if parts:
+        print(f"  assembled from {len(parts)} parts, {sum(n for n, _ in parts)} lines: "
+              + ", ".join(f"{name.split(':')[1]} {n}" for n, name in sorted(parts, reverse=True)))
     print(f"longest {args.top} modules:")
     for n, rel in sorted(sizes, reverse=True)[: args.top]:
         print(f"  {n:5d}  {rel}")

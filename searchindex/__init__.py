@@ -50,7 +50,7 @@ _LAZY = {
     "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
     "ExportSummary": "ingest.exchange", "ImportSummary": "ingest.exchange",
-    "CheckReport": "integrity", "Finding": "integrity", "RepairReport": "integrity",
+    "CheckReport": "store.check", "Finding": "store.check", "RepairReport": "store.repair",
 }
 
 
@@ -71,7 +71,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .index import Index
     from .ingest.exchange import ExportSummary, ImportSummary
-    from .integrity import CheckReport, Finding, RepairReport
     from .models.captioners import Captioner, ItmScorer
     from .models.spec import ModelSpec
     from .results import (
@@ -92,8 +91,10 @@ if TYPE_CHECKING:
     from .search.fewshot import FewShotFit, FewShotReranker
     from .search.query import Query, Term
     from .search.request import SearchRequest
+    from .store.check import CheckReport, Finding
     from .store.filters import Filters
     from .store.records import ImageDetails
+    from .store.repair import RepairReport
 
 __all__ = [
     "EmbeddingFileError",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,31 @@ def test_builtin_model_needs_no_pretrained() -> None:
 def test_unknown_model_is_refused_with_suggestions() -> None:
     with pytest.raises(UnknownModelError, match="Similar: .*ViT-B-32"):
         resolve_model("vit-b-32-nope")
+
+
+def test_open_clip_names_are_checked_without_importing_open_clip_once_its_catalogue_is_kept(tmp_path: Path) -> None:
+    """The first check of an architecture name imports open_clip and keeps its list of names and
+    tags in the cache; later processes check names from that copy (importing open_clip costs
+    seconds), with the same answers, and a damaged copy is only a slower check."""
+    code = ("import sys\nfrom searchindex.models.spec import resolve_model\nfrom searchindex import UnknownModelError\n"
+            "print(resolve_model('ViT-B-32-256', 'none'), resolve_model('ViT-B-32'), sep='|')\n"
+            "try:\n    resolve_model('vit-b-32-nope')\nexcept UnknownModelError as e:\n    print(e)\n"
+            "print('open_clip' in sys.modules, 'torch' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": str(TINY.parents[2]), "SEARCHINDEX_CACHE": str(tmp_path)}
+
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        return out.stdout.splitlines()
+
+    first = run()
+    assert first[-1] == "True True" and "Similar:" in first[1] and "ViT-B-32" in first[1]
+    copies = list((tmp_path / "open_clip").glob("catalogue-*.json"))
+    assert len(copies) == 1
+    again = run()
+    assert again[:-1] == first[:-1] and again[-1] == "False False"
+    copies[0].write_text("{not json")
+    assert run() == first  # asked open_clip again, and wrote a good copy
+    assert run()[-1] == "False False"
 
 
 def test_default_model_is_vit_b_32_256_datacomp() -> None:

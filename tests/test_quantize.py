@@ -15,11 +15,13 @@ import torch
 from open_clip.transformer import VisionTransformer
 from PIL import Image
 
+from searchindex import ModelError
 from searchindex.models import encoders
+from searchindex.models import int8 as int8_tower
 from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
 from searchindex.models.encoders import resolve_model, resolve_precision
-from searchindex.models.onnx import PreparedEncoder
+from searchindex.models.int8 import PreparedEncoder
 from searchindex.models.quantize import quantize_onnx_file
 
 from .conftest import Shapes
@@ -115,6 +117,7 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
     assert float((fast * reference.encode_images(images)).sum(axis=1).min()) > 0.999
     again = load_encoder(spec, "cpu", "auto")
     assert isinstance(again, PreparedEncoder) and again.dim == first.dim and again.pixel_spec == first.pixel_spec
+    assert not again.loaded  # its session is made on first use (or load()), after decode workers fork
     np.testing.assert_allclose(again.encode_images(images), fast, atol=1e-5)
     # Chunked encoder calls give the same vectors as one call (no batch-mate effects).
     pixels = [np.asarray(im.resize((64, 64))) for im in images]
@@ -131,17 +134,45 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
 
 @onnx_extra
 @int8_default
+def test_a_damaged_prepared_tower_is_prepared_again(shapes: Shapes, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:6]]
+    spec = resolve_model("tiny-shapes")
+    want = load_encoder(spec, "cpu", "int8").encode_images(images)
+    (model_file,) = (tmp_path / "onnx").glob("*-image-int8.onnx")
+    size = model_file.stat().st_size
+    # Cut short: seen before anything loads, and built again.
+    model_file.write_bytes(model_file.read_bytes()[: size // 2])
+    assert int8_tower.load_int8_tower(spec) is None
+    rebuilt = load_encoder(spec, "cpu", "int8")
+    assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
+    np.testing.assert_allclose(rebuilt.encode_images(images), want, atol=1e-5)
+    # Overwritten at the same size: refused when its session is made, with a clear error, and
+    # its record removed so that the next load prepares it again.
+    model_file.write_bytes(b"\0" * size)
+    damaged = load_encoder(spec, "cpu", "int8")
+    assert isinstance(damaged, PreparedEncoder)
+    with pytest.raises(ModelError, match="prepared again on the next run"):
+        damaged.encode_images(images)
+    again = load_encoder(spec, "cpu", "int8")
+    assert isinstance(again, encoders.OpenClipEncoder) and again.precision == "int8"
+    np.testing.assert_allclose(again.encode_images(images), want, atol=1e-5)
+
+
+@onnx_extra
+@int8_default
 @pytest.mark.parametrize("changed", ["onnxruntime", "torch", "open_clip_torch", "onnx"])
 def test_prepared_tower_is_rebuilt_after_an_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     changed: str) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     spec = resolve_model("tiny-shapes")
     load_encoder(spec, "cpu", "int8")
-    assert onnxmodels.load_int8_tower(spec) is not None
-    assert onnxmodels.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
-    real = onnxmodels._version
-    monkeypatch.setattr(onnxmodels, "_version", lambda dist: "99.0" if dist == changed else real(dist))
-    assert onnxmodels.load_int8_tower(spec) is None
+    assert int8_tower.load_int8_tower(spec) is not None
+    assert int8_tower.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
+    real = int8_tower._version
+    monkeypatch.setattr(int8_tower, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    assert int8_tower.load_int8_tower(spec) is None
     rebuilt = load_encoder(spec, "cpu", "int8")
     assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
     assert isinstance(load_encoder(spec, "cpu", "int8"), PreparedEncoder)
@@ -169,7 +200,8 @@ def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, mon
 
 def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
-    monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)
+    for module in (onnxmodels, int8_tower):  # the prepared tower's module asks too
+        monkeypatch.setattr(module, "onnx_available", lambda export=False: False)
     encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "int8")
     assert encoder.precision == "fp32"
     assert not list(tmp_path.rglob("*int8*"))

@@ -13,7 +13,7 @@ from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
 from .common import display, errors_as_click, human_bytes, index_option, open_index, resolve_index_path
 
 if TYPE_CHECKING:
-    from ..integrity import CheckReport
+    from ..store.check import CheckReport
 
 
 @click.command()

@@ -280,6 +280,22 @@ def define_labels(encoder: Encoder, labels: Sequence[str],
     return [TagLabel(name, chosen, label_classifier(encoder, name, chosen), null, 0.0, 0, 0) for name in names]
 
 
+def labels_to_tag(catalog: Catalog, encoder: Callable[[], Encoder], labels: Sequence[str] | None,
+                  templates: str | os.PathLike[str] | Sequence[str] | None) -> list[TagLabel]:
+    """The labels a tagging pass computes: ``labels`` defined anew with ``templates`` (the model is
+    loaded through ``encoder``), or for ``None`` the stored ones, to recalibrate.
+
+    Raises:
+        QueryError: no labels (given or stored), bad templates.
+    """
+    if labels is None:
+        stored = catalog.tags.labels()
+        if not stored:
+            raise QueryError("this index has no labels yet; give some with --labels")
+        return stored
+    return define_labels(encoder(), labels, templates)
+
+
 def tag_new_images(catalog: Catalog, dim: int) -> None:
     """Tag the images written since each stored label last ran (after an indexing run)."""
     labels = catalog.tags.labels()

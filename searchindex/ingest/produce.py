@@ -247,6 +247,7 @@ class LocalProducer:
         self._pools.append(pool)
         try:
             ahead = submit(pool, batches[0])
+            encoder.load()  # a prepared tower's session is made while the first batch decodes
             for i in range(len(batches)):
                 try:
                     read = collect(ahead, batches[i])

@@ -67,7 +67,7 @@ def _ray() -> Any:
 def _pixel_spec_here(spec: ModelSpec) -> PixelSpec | None:
     """What the decode tasks make of a file for ``spec``: recorded with the int8 tower this machine
     prepared for it, else learnt from one load of the model here (on the CPU, in fp32)."""
-    from ..models.onnx import prepared_pixel_spec
+    from ..models.int8 import prepared_pixel_spec
 
     found = prepared_pixel_spec(spec)
     if found is not None:

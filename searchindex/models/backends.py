@@ -2,7 +2,7 @@
 
 Every encoder is an :class:`~searchindex.models.encoders.OpenClipEncoder` (fp32,
 bf16, fp16, or int8 under ONNX Runtime through :mod:`.quantize`), except int8 on a CPU
-once its tower is prepared: a :class:`~searchindex.models.onnx.PreparedEncoder`; a backend registered for a
+once its tower is prepared: a :class:`~searchindex.models.int8.PreparedEncoder`; a backend registered for a
 precision finishes it after loading, the way open_clip's ``create_model``
 dispatches on a name.  ``onnx`` attaches an ONNX Runtime image tower (exported
 and cached on first use, see :mod:`.onnx`).  A third party can register another
@@ -44,7 +44,7 @@ class EncoderBackends:
         if precision in ("auto", "int8") and resolve_device(device) == "cpu" \
                 and resolve_precision(precision, "cpu") == "int8":
             # The int8 tower an earlier run prepared: loaded without torch or open_clip.
-            from .onnx import PreparedEncoder, load_int8_tower
+            from .int8 import PreparedEncoder, load_int8_tower
 
             loaded = load_int8_tower(spec)
             if loaded is not None:
@@ -65,7 +65,8 @@ def _onnx_images(encoder: OpenClipEncoder) -> None:
 def _int8_images(encoder: OpenClipEncoder) -> None:
     """Attach the prepared int8 tower (built now if needed), or fall back to fp32 and say why."""
     from . import encoders
-    from .onnx import int8_verdict, onnx_available, prepare_int8_tower
+    from .int8 import int8_verdict, prepare_int8_tower
+    from .onnx import onnx_available
 
     spec = encoder.spec
     try:

@@ -12,9 +12,10 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .spec import ModelSpec
+if TYPE_CHECKING:
+    from .spec import ModelSpec
 
 __all__ = ["KEY_FORMAT", "cache_root", "tower_key"]
 

@@ -119,6 +119,11 @@ class Encoder(ABC):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts: (n, dim) float32, L2-normalised."""
 
+    def load(self) -> None:
+        """Make the model ready now rather than on first use (which every ``encode_*`` does by
+        itself), so that a caller can overlap loading with other work; a no-op when it is."""
+        return None
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Preprocess and encode RGB images."""
         return self.encode_batch([self.preprocess(im) for im in images])

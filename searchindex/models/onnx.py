@@ -17,7 +17,8 @@ need casts in the graph that cost more time than the smaller file saves.
 
 onnxruntime is an optional extra (``searchindex[onnx]``; exporting also needs
 ``onnx``); without it everything here reports "not available" and callers fall
-back to torch.
+back to torch.  The fp32 image tower for ``--precision onnx`` is exported here
+too; the prepared int8 image tower is :mod:`searchindex.models.int8`.
 """
 
 from __future__ import annotations
@@ -29,25 +30,22 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from .cache import KEY_FORMAT, _version, cache_root, tower_key
-from .encoders import Encoder, OpenClipEncoder, as_array, run_image_session
-from .pixels import PixelSpec
+from ..errors import ModelError
+from .cache import KEY_FORMAT, cache_root, tower_key
+from .encoders import Encoder, OpenClipEncoder
 from .spec import ModelSpec
 from .textforward import short_text_forward, supports_short_text, trim_tokens
 
-__all__ = ["OnnxTextEncoder", "PreparedEncoder", "TextEncoder", "export_text_tower", "image_session",
-           "int8_verdict", "load_int8_tower", "load_text_encoder", "model_cache_dir", "onnx_available",
-           "prepare_int8_tower", "prepared_pixel_spec", "short_text_forward", "supports_short_text",
-           "text_backend", "tower_key", "trim_tokens"]
-
-if TYPE_CHECKING:
-    from PIL import Image
+__all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
+           "model_cache_dir", "onnx_available", "short_text_forward", "supports_short_text", "text_backend",
+           "tower_key", "trim_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +127,14 @@ def _weights_apart(model_file: Path) -> None:
                     location=_data_name(model_file), size_threshold=1024)
 
 
-def _session(path: Path, spin: bool = True) -> Any:
-    """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning.
+def _session(path: Path, spin: bool = True, prepack: bool = True) -> Any:
+    """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning;
+    ``prepack=False``: weights are used as stored instead of repacked for the CPU's kernels.
 
     Spinning wins microseconds on an idle machine, but when other processes hold the
-    cores, spinning threads steal the time the working ones need.
+    cores, spinning threads steal the time the working ones need.  Repacking makes every
+    call faster but the session slower to make (ViT-B-32's text tower, here: made in
+    0.20 s and run in 10 ms packed, 0.04 s and 30 ms unpacked).
     """
     import onnxruntime as ort
 
@@ -141,6 +142,8 @@ def _session(path: Path, spin: bool = True) -> Any:
     options.log_severity_level = 3
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     # The MatMulIntegerToFloat fusion mishandles the per-row scales and zero point of the
     # int8 graphs searchindex.quantize writes (ONNX Runtime 1.32: wrong results); it has
     # nothing to fuse in fp32 graphs.
@@ -153,15 +156,33 @@ class OnnxTextEncoder:
 
     ``trim``: the graph takes any token count (:func:`short_text_forward`), so a batch is
     cut to its longest text instead of padded to the context length.
+
+    The first call runs on a session that is quick to make (weights not repacked), which is
+    what a one-off search in a fresh process needs; a second call means a process that
+    answers many (a server, a script), so the session is then remade with repacked weights,
+    three times faster per query.
     """
 
     def __init__(self, model_file: Path, context_length: int, dim: int, trim: bool = False) -> None:
         from .tokenizer import clip_tokenizer
 
-        self._session = _session(model_file)
+        self._model_file = model_file
+        self._session = _session(model_file, prepack=False)
+        self._packed = False
+        self._used = False
+        self._repacking = threading.Lock()
         self._tokenizer = clip_tokenizer(context_length)
         self._trim = trim
         self.dim = dim
+
+    def _runtime(self) -> Any:
+        if self._used and not self._packed:
+            with self._repacking:
+                if not self._packed:
+                    self._session = _session(self._model_file)
+                    self._packed = True
+        self._used = True
+        return self._session
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -169,7 +190,7 @@ class OnnxTextEncoder:
         tokens = self._tokenizer(list(texts))
         if self._trim:
             tokens = trim_tokens(tokens)
-        out = self._session.run(None, {"tokens": tokens})[0].astype(np.float32)
+        out = self._runtime().run(None, {"tokens": tokens})[0].astype(np.float32)
         return np.asarray(out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12))
 
 
@@ -331,8 +352,6 @@ def image_session(encoder: OpenClipEncoder) -> Any:
     Raises:
         ModelError: onnxruntime/onnx are not installed, or the export failed.
     """
-    from ..errors import ModelError
-
     if not onnx_available(export=True):
         raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")
     model_file, sidecar = _paths(encoder.spec, "image")
@@ -348,198 +367,3 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
         log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
     return _session(model_file)
-
-
-# --- the prepared int8 image tower -------------------------------------------------------------
-#
-# Built once per model and machine by a process that has the open_clip model loaded (the
-# first int8 indexing run): the image tower is exported to ONNX, its matrix multiplies are
-# rewritten to per-token int8 (searchindex.quantize), and the result is checked against
-# torch fp32 on probe scenes.  Later runs load only this file into ONNX Runtime: no torch,
-# no open_clip, no model construction, no self-check.  The sidecar records what made it;
-# a different ONNX Runtime, onnx, torch or open_clip version, another CPU kind or a new
-# format makes it stale, and it is built again.
-
-_INT8_FORMAT = 2  # 2: photo-like probes
-_INT8_PROBES = 16
-
-
-def _cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def int8_weight_levels() -> int:
-    """127 where the CPU has VNNI (u8 x s8 dot products accumulate in 32 bits), else 63.
-
-    Without VNNI, x86 int8 kernels add pairs of u8 x s8 products in 16 bits, which
-    saturates with full-range weights; 7-bit weights keep every pair sum in range.
-    """
-    flags = _cpu_flags()
-    return 127 if flags & {"avx512_vnni", "avx_vnni", "avx512vnni"} else 63
-
-
-def _int8_ident() -> dict[str, Any]:
-    return {"format": _INT8_FORMAT, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
-            "torch": _version("torch"), "open_clip": _version("open_clip_torch"),
-            "weight_levels": int8_weight_levels()}
-
-
-def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
-    stem = model_cache_dir() / f"{tower_key(spec)}-image-int8"
-    return stem.with_suffix(".onnx"), stem.with_suffix(".json")
-
-
-def _probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarray:
-    """Seeded photo-like probes at the model's input size (smooth colour fields, edges, grain):
-    what the int8 tower is checked on."""
-    from PIL import Image, ImageDraw
-
-    from .pixels import to_pixels
-
-    rng = np.random.default_rng(2026)
-    side = max(pixel_spec.height, pixel_spec.width)
-    images = []
-    for _ in range(count):
-        low = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
-        img = low.resize((side, side), Image.Resampling.BICUBIC)
-        draw = ImageDraw.Draw(img)
-        for _ in range(4):
-            x, y, r = (int(v) for v in rng.integers(0, side, 3) // (1, 1, 3))
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 8, (side, side, 1))
-        images.append(to_pixels(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), pixel_spec))
-    return pixel_spec.normalise(images)
-
-
-def load_int8_tower(spec: ModelSpec) -> tuple[Any, dict[str, Any]] | None:
-    """The prepared int8 image tower of ``spec`` and its facts, or None (none yet, stale, or rejected)."""
-    if not onnx_available():
-        return None
-    model_file, sidecar = _int8_paths(spec)
-    try:
-        facts = json.loads(sidecar.read_text())
-        if facts.get("ident") != _int8_ident() or not facts.get("accepted"):
-            return None
-        return _session(model_file, spin=False), facts
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # a damaged file must never stop indexing: it is built again
-        log.debug("cannot use the prepared int8 tower %s: %s", model_file, exc)
-        return None
-
-
-def prepared_pixel_spec(spec: ModelSpec) -> PixelSpec | None:
-    """The input ``spec``'s model wants, as recorded with its int8 tower prepared on this machine by
-    the installed versions; None when there is none (no model is loaded to find out)."""
-    try:
-        facts = json.loads(_int8_paths(spec)[1].read_text())
-        if facts.get("ident") != _int8_ident() or "pixel_spec" not in facts:
-            return None
-        return PixelSpec.from_json(facts["pixel_spec"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def int8_verdict(spec: ModelSpec) -> float | None:
-    """The recorded int8-vs-fp32 cosine of ``spec`` on this machine when int8 was rejected, else None."""
-    try:
-        facts = json.loads(_int8_paths(spec)[1].read_text())
-    except (OSError, ValueError):
-        return None
-    if facts.get("ident") == _int8_ident() and not facts.get("accepted") and "cosine" in facts:
-        return float(facts["cosine"])
-    return None
-
-
-def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any, float] | None:
-    """Build (or load) ``encoder``'s prepared int8 image tower; the session and its checked cosine.
-
-    None when onnx/onnxruntime are missing, the model needs open_clip's own preprocessing,
-    the export fails, or the int8 vectors drift from fp32 below ``min_cosine`` (recorded,
-    so later runs do not try again).
-    """
-    import torch
-
-    from .quantize import quantize_onnx_file
-
-    if not onnx_available(export=True) or encoder.pixel_spec is None:
-        return None
-    loaded = load_int8_tower(encoder.spec)
-    if loaded is not None:
-        return loaded[0], float(loaded[1]["cosine"])
-    if int8_verdict(encoder.spec) is not None:
-        return None
-    model_file, sidecar = _int8_paths(encoder.spec)
-    model_file.parent.mkdir(parents=True, exist_ok=True)
-    probes = _probe_pixels(encoder.pixel_spec)
-    with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".int8-") as tmp:
-        fp32 = Path(tmp) / "image-fp32.onnx"
-        _export_graph(encoder, encoder.torch_model.visual, probes[:2], "pixels", fp32)
-        staged = Path(tmp) / model_file.name
-        converted = quantize_onnx_file(fp32, staged, weight_levels=int8_weight_levels())
-        session = _session(staged, spin=False)
-        with torch.inference_mode():
-            want = encoder.torch_model.visual(torch.from_numpy(probes)).float().numpy()
-        got = session.run(None, {"pixels": probes})[0]
-        want /= np.linalg.norm(want, axis=1, keepdims=True)
-        got /= np.linalg.norm(got, axis=1, keepdims=True)
-        cosine = float(np.mean(np.sum(got * want, axis=1)))
-        accepted = cosine >= min_cosine
-        facts = {"ident": _int8_ident(), "model": encoder.spec.describe(), "accepted": accepted,
-                 "cosine": cosine, "converted": converted, "dim": encoder.dim, "image_size": encoder.image_size,
-                 "pixel_spec": encoder.pixel_spec.to_json()}
-        if accepted:
-            os.chmod(staged, 0o644)
-            os.replace(staged, model_file)
-        _write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
-    if not accepted:
-        return None
-    log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",
-             encoder.spec.describe(), converted, cosine, model_file)
-    return _session(model_file, spin=False), cosine
-
-
-class PreparedEncoder(Encoder):
-    """The int8 image tower prepared earlier for this model and machine, under ONNX Runtime.
-
-    Needs neither torch nor open_clip: preprocessing is :class:`PixelSpec` (Pillow and
-    NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32).  Texts go to
-    the exported ONNX text tower, or -- only if there is none -- to the full model,
-    loaded on first use.
-    """
-
-    precision = "int8"
-
-    def __init__(self, spec: ModelSpec, session: Any, facts: dict[str, Any]) -> None:
-        self.spec = spec
-        self.device = "cpu"
-        self._session = session
-        self.dim = int(facts["dim"])
-        self.image_size = int(facts["image_size"])
-        self.pixel_spec = PixelSpec.from_json(facts["pixel_spec"])
-        self._text: Any = None
-
-    def preprocess(self, image: Image.Image) -> Any:
-        from .pixels import to_pixels
-
-        assert self.pixel_spec is not None
-        return self.pixel_spec.normalise([to_pixels(image.convert("RGB"), self.pixel_spec)])[0]
-
-    def encode_batch(self, batch: Sequence[Any]) -> np.ndarray:
-        return run_image_session(self._session, as_array(batch))
-
-    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
-        assert self.pixel_spec is not None
-        return run_image_session(self._session, self.pixel_spec.normalise(pixels))
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if self._text is None:
-            self._text = load_text_encoder(self.spec) or OpenClipEncoder(self.spec, "cpu", "fp32")
-        return np.asarray(self._text.encode_texts(texts), dtype=np.float32)

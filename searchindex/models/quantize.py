@@ -48,7 +48,6 @@ def quantize_onnx_file(src: Path, dst: Path, weight_levels: int = 127) -> int:
     or 63 for CPUs whose int8 kernels add product pairs in 16 bits (no VNNI).
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
@@ -56,87 +55,103 @@ def quantize_onnx_file(src: Path, dst: Path, weight_levels: int = 127) -> int:
     if opset < 13:
         raise ValueError(f"opset {opset} is too old to quantise (MatMulInteger with int8 needs 13 or later)")
     inits = {i.name: i for i in graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    new_inits: list[Any] = []
+    writer = _Int8Writer(opset, weight_levels)
     out_nodes: list[Any] = []
-    name = _names("int8")
-    axis_last = helper.make_tensor(name("axes"), TensorProto.INT64, [1], [-1])  # ReduceMax's input from opset 18
-    levels = numpy_helper.from_array(np.array(ACTIVATION_LEVELS, dtype=np.float32), name("levels"))
-    tiny = numpy_helper.from_array(np.array(1e-30, dtype=np.float32), name("tiny"))
-    lo = numpy_helper.from_array(np.array(-ACTIVATION_LEVELS, dtype=np.float32), name("lo"))
-    offset = numpy_helper.from_array(np.array(128.0, dtype=np.float32), name("offset"))
-    zero_point = numpy_helper.from_array(np.array(128, dtype=np.uint8), name("zp"))
-    new_inits += [axis_last, levels, tiny, lo, offset, zero_point]
-    converted = 0
     used_weights: set[str] = set()
-
     for node in graph.node:
-        weight, transposed, bias = None, False, None
-        if node.op_type == "MatMul" and node.input[1] in inits:
-            weight = numpy_helper.to_array(inits[node.input[1]])
-        elif node.op_type == "Gemm" and node.input[1] in inits:
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            if attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0):
-                weight = numpy_helper.to_array(inits[node.input[1]])
-                transposed = bool(attrs.get("transB", 0))
-                bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if weight is None or weight.ndim != 2 or weight.dtype != np.float32:
+        found = _constant_weight(node, inits)
+        if found is None:
             out_nodes.append(node)
             continue
-        w = weight.T if transposed else weight  # (K, N)
-        scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / weight_levels  # per output channel
-        qw = np.clip(np.round(w / scale), -weight_levels, weight_levels).astype(np.int8)
-        wq = numpy_helper.from_array(qw, name("w"))
-        ws = numpy_helper.from_array(scale.astype(np.float32), name("wscale"))
-        new_inits += [wq, ws]
+        weight, transposed, bias = found
+        out_nodes += writer.matmul(node.input[0], node.output[0], weight.T if transposed else weight, bias)
         used_weights.add(node.input[1])
-        x, y = node.input[0], node.output[0]
-        amax, rs, q, qi, acc, accf, prod, scaled = (name(s) for s in
-                                                     ("amax", "rscale", "q", "qi", "acc", "accf", "prod", "scaled"))
-        out_nodes += [
-            helper.make_node("Abs", [x], [name("abs")]),
-        ]
-        abs_out = out_nodes[-1].output[0]
-        reduce = (helper.make_node("ReduceMax", [abs_out, axis_last.name], [amax], keepdims=1) if opset >= 18
-                  else helper.make_node("ReduceMax", [abs_out], [amax], keepdims=1, axes=[-1]))
-        out_nodes += [
-            reduce,
-            helper.make_node("Max", [amax, tiny.name], [name("amaxc")]),
-        ]
-        amaxc = out_nodes[-1].output[0]
-        out_nodes += [
-            helper.make_node("Div", [amaxc, levels.name], [rs]),  # the row's scale, shape (..., 1)
-            helper.make_node("Div", [x, rs], [name("xs")]),
-        ]
-        xs = out_nodes[-1].output[0]
-        out_nodes += [
-            helper.make_node("Round", [xs], [q]),
-            helper.make_node("Clip", [q, lo.name, levels.name], [name("qc")]),
-        ]
-        qc = out_nodes[-1].output[0]
-        shifted = name("shifted")
-        out_nodes += [helper.make_node("Add", [qc, offset.name], [shifted]),
-                      helper.make_node("Cast", [shifted], [qi], to=TensorProto.UINT8),
-                      helper.make_node("MatMulInteger", [qi, wq.name, zero_point.name], [acc])]
-        out_nodes += [
-            helper.make_node("Cast", [acc], [accf], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [rs, ws.name], [prod]),  # row scale x channel scale, (..., N)
-        ]
-        if bias is None:
-            out_nodes.append(helper.make_node("Mul", [accf, prod], [y]))
-        else:
-            out_nodes += [helper.make_node("Mul", [accf, prod], [scaled]),
-                          helper.make_node("Add", [scaled, bias], [y])]
-        converted += 1
-
     keep = [i for i in graph.initializer
             if i.name not in used_weights or any(i.name in n.input for n in out_nodes)]
     del graph.node[:]
     graph.node.extend(out_nodes)
     del graph.initializer[:]
-    graph.initializer.extend(keep + new_inits)
+    graph.initializer.extend(keep + writer.initializers)
     onnx.save_model(model, str(dst))
-    return converted
+    return writer.converted
+
+
+def _constant_weight(node: Any, inits: dict[str, Any]) -> tuple[np.ndarray, bool, str | None] | None:
+    """(weight, transposed, bias input) of a MatMul or plain Gemm by a constant fp32 matrix, else None."""
+    from onnx import helper, numpy_helper
+
+    weight, transposed, bias = None, False, None
+    if node.op_type == "MatMul" and node.input[1] in inits:
+        weight = numpy_helper.to_array(inits[node.input[1]])
+    elif node.op_type == "Gemm" and node.input[1] in inits:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0):
+            weight = numpy_helper.to_array(inits[node.input[1]])
+            transposed = bool(attrs.get("transB", 0))
+            bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if weight is None or weight.ndim != 2 or weight.dtype != np.float32:
+        return None
+    return weight, transposed, bias
+
+
+class _Int8Writer:
+    """Makes the nodes of per-token int8 matrix multiplies, and the constants they share."""
+
+    def __init__(self, opset: int, weight_levels: int) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.opset, self.weight_levels = opset, weight_levels
+        self.name = _names("int8")
+        name = self.name
+        self.axis_last = helper.make_tensor(name("axes"), TensorProto.INT64, [1], [-1])  # ReduceMax's input from 18
+        self.levels = numpy_helper.from_array(np.array(ACTIVATION_LEVELS, dtype=np.float32), name("levels"))
+        self.tiny = numpy_helper.from_array(np.array(1e-30, dtype=np.float32), name("tiny"))
+        self.lo = numpy_helper.from_array(np.array(-ACTIVATION_LEVELS, dtype=np.float32), name("lo"))
+        self.offset = numpy_helper.from_array(np.array(128.0, dtype=np.float32), name("offset"))
+        self.zero_point = numpy_helper.from_array(np.array(128, dtype=np.uint8), name("zp"))
+        self.initializers: list[Any] = [self.axis_last, self.levels, self.tiny, self.lo, self.offset,
+                                        self.zero_point]
+        self.converted = 0
+
+    def matmul(self, x: str, y: str, w: np.ndarray, bias: str | None) -> list[Any]:
+        """Nodes computing ``y = x @ w (+ bias)`` with ``w`` (K, N) as int8 per output channel and
+        ``x`` as int8 per row (token)."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        name = self.name
+        scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / self.weight_levels  # per output channel
+        qw = np.clip(np.round(w / scale), -self.weight_levels, self.weight_levels).astype(np.int8)
+        wq = numpy_helper.from_array(qw, name("w"))
+        ws = numpy_helper.from_array(scale.astype(np.float32), name("wscale"))
+        self.initializers += [wq, ws]
+        amax, rs, q, qi, acc, accf, prod, scaled = (name(s) for s in
+                                                     ("amax", "rscale", "q", "qi", "acc", "accf", "prod", "scaled"))
+        abs_out = name("abs")
+        nodes = [helper.make_node("Abs", [x], [abs_out])]
+        nodes.append(helper.make_node("ReduceMax", [abs_out, self.axis_last.name], [amax], keepdims=1)
+                     if self.opset >= 18 else helper.make_node("ReduceMax", [abs_out], [amax], keepdims=1, axes=[-1]))
+        amaxc = name("amaxc")
+        nodes.append(helper.make_node("Max", [amax, self.tiny.name], [amaxc]))
+        xs = name("xs")
+        nodes += [
+            helper.make_node("Div", [amaxc, self.levels.name], [rs]),  # the row's scale, shape (..., 1)
+            helper.make_node("Div", [x, rs], [xs]),
+        ]
+        qc = name("qc")
+        nodes += [
+            helper.make_node("Round", [xs], [q]),
+            helper.make_node("Clip", [q, self.lo.name, self.levels.name], [qc]),
+        ]
+        shifted = name("shifted")
+        nodes += [helper.make_node("Add", [qc, self.offset.name], [shifted]),
+                  helper.make_node("Cast", [shifted], [qi], to=TensorProto.UINT8),
+                  helper.make_node("MatMulInteger", [qi, wq.name, self.zero_point.name], [acc]),
+                  helper.make_node("Cast", [acc], [accf], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", [rs, ws.name], [prod])]  # row scale x channel scale, (..., N)
+        if bias is None:
+            nodes.append(helper.make_node("Mul", [accf, prod], [y]))
+        else:
+            nodes += [helper.make_node("Mul", [accf, prod], [scaled]),
+                      helper.make_node("Add", [scaled, bias], [y])]
+        self.converted += 1
+        return nodes

@@ -2,21 +2,29 @@
 
 :func:`resolve_model` validates a model name and weights choice and returns the
 :class:`ModelSpec` an index records; built-in models ship inside this package
-(``models/tiny-shapes/``).  open_clip is imported only to check an open_clip
-architecture name; nothing here loads weights.
+(``models/tiny-shapes/``).  Nothing here loads weights, and open_clip (seconds to
+import: it pulls in torch, torchvision and transformers) is imported only the first time
+an open_clip architecture name is checked with a given open_clip version: its list of
+architectures and pretrained tags is then kept in the cache folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError, ModelMismatchError, UnknownModelError, WeightsUnavailableError
+from .cache import _version, cache_root
 
 __all__ = [
-    "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "ModelSpec", "builtin_models", "resolve_model",
-    "sha256_file",
+    "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "ModelSpec", "builtin_models", "open_clip_catalogue",
+    "resolve_model", "sha256_file",
 ]
 
 # ViT-B-32 at 256 px trained on DataComp-1B: the best zero-shot accuracy open_clip
@@ -24,6 +32,8 @@ __all__ = [
 # laion2b ViT-B-32 at 224 px), with 32-px patches keeping encoding cheap on a laptop.
 DEFAULT_MODEL = "ViT-B-32-256"
 DEFAULT_PRETRAINED = "datacomp_s34b_b86k"
+
+log = logging.getLogger(__name__)
 
 _MODELS_DIR = Path(__file__).resolve().parent  # the shipped models sit beside this module
 CHECKPOINT_NAME = "open_clip_model.safetensors"
@@ -108,6 +118,7 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
         if pretrained == "none":
             return ModelSpec(model, "none")
         return ModelSpec(model, "builtin", sha256_file(builtins[model] / CHECKPOINT_NAME))
+
     if model.startswith("hf-hub:"):
         return ModelSpec(model, "hf-hub")
     if model.startswith("local-dir:"):
@@ -116,20 +127,18 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
             raise UnknownModelError(f"{folder} has no open_clip_config.json")
         ckpts = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
         return ModelSpec(f"local-dir:{folder.resolve()}", "local-dir", sha256_file(ckpts[0]) if ckpts else None)
-
-    import open_clip  # (seconds: it imports torch) only to check names
-
-    if model not in open_clip.list_models():
+    architectures = open_clip_catalogue()
+    if model not in architectures:
         import difflib
 
-        by_lower = {m.lower(): m for m in open_clip.list_models()}
+        by_lower = {m.lower(): m for m in architectures}
         close = [by_lower[m] for m in difflib.get_close_matches(model.lower().replace("/", "-"), by_lower, n=6)]
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise UnknownModelError(
             f"Unknown model '{model}'.{hint} Built-in: {', '.join(builtins)}; "
             "see open_clip.list_models() for every architecture."
         )
-    tags = open_clip.list_pretrained_tags_by_model(model)
+    tags = architectures[model]
     if pretrained is None:
         if not tags:
             raise WeightsUnavailableError(
@@ -145,3 +154,33 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
         f"'{pretrained}' is neither a pretrained tag of {model} ({', '.join(tags) or 'none published'}) "
         "nor an existing checkpoint file"
     )
+
+
+def open_clip_catalogue() -> dict[str, list[str]]:
+    """open_clip's architectures and the pretrained tags of each, in open_clip's order.
+
+    Read from open_clip itself when it is already imported or when the cache folder has no
+    copy for the installed open_clip version (then the copy is written); otherwise from that
+    copy, so that checking a name does not cost the seconds of importing open_clip.
+    """
+    version = _version("open_clip_torch")
+    copy = cache_root() / "open_clip" / f"catalogue-{version}.json"
+    if "open_clip" not in sys.modules and version != "-":
+        try:
+            data: Any = json.loads(copy.read_text())
+            if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+                return data
+        except (OSError, ValueError):
+            pass  # none yet, or unreadable: ask open_clip
+    import open_clip
+
+    catalogue = {m: list(open_clip.list_pretrained_tags_by_model(m)) for m in open_clip.list_models()}
+    if version != "-":
+        try:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(catalogue))
+            os.replace(tmp, copy)
+        except OSError as exc:  # a read-only cache only costs the import next time
+            log.debug("cannot keep open_clip's catalogue in %s: %s", copy, exc)
+    return catalogue

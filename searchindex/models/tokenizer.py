@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -114,6 +115,9 @@ def _tables(vocabulary: Path) -> tuple[dict[str, int], dict[tuple[str, str], int
 
 _CACHE_FORMAT = 1
 
+#: Text that ftfy.fix_text returns unchanged: printable ASCII, tabs and newlines, no ``&``.
+_PLAIN = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
+
 
 class ClipTokenizer:
     """Texts to CLIP token ids, ``(n, context_length)`` int64, zero-padded.
@@ -137,10 +141,16 @@ class ClipTokenizer:
 
     @staticmethod
     def clean(text: str) -> str:
-        """open_clip's default 'lower' cleaning: ftfy, HTML entities twice, whitespace runs, lower case."""
-        import ftfy
+        """open_clip's default 'lower' cleaning: ftfy, HTML entities twice, whitespace runs, lower case.
 
-        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        ftfy repairs mis-decoded Unicode and leaves printable ASCII without ``&`` as it is, so
+        such text (most queries) skips it, and the tenth of a second its import costs.
+        """
+        if not _PLAIN.fullmatch(text):
+            import ftfy
+
+            text = ftfy.fix_text(text)
+        text = html.unescape(html.unescape(text)).strip()
         return " ".join(text.split()).lower()
 
     def _merge(self, word: str) -> list[str]:

@@ -161,47 +161,15 @@ def search_params(
     like_shots = [_shot(v) for v in like]
     unlike_shots = [_shot(v) for v in unlike]
     if concept is not None:
-        if index is None:
-            raise ParameterError("--concept needs an index", "concept")
-        saved = index.concept(concept)
-        text = text if text else saved.query
-        like_shots += [i for i in saved.like if i not in like_shots]
-        unlike_shots += [i for i in saved.unlike if i not in unlike_shots]
-    image_paths: list[str] = []
-    for value in images:
-        if isinstance(value, int):
-            if index is None:
-                raise ParameterError("an image id needs an index", "image")
-            image_paths.append(index.image(value).path)
-        else:
-            image_paths.append(os.fspath(value))
+        text = _add_concept(index, concept, text, like_shots, unlike_shots)
+    image_paths = _image_paths(index, images)
     if text is not None and not text.strip() and not image_paths and not plus and not plus_weighted:
         text = None
     if text is None and not image_paths and not plus and not plus_weighted:
         raise ParameterError("give a text QUERY, --image PATH, or --plus TERM", "q")
-
-    score = None if min_score is None or min_score == "" else _float(min_score, "--min-score", "min_score")
-    if score is not None and not -1 <= score <= 1:
-        raise ParameterError(f"--min-score is a cosine similarity between -1 and 1, not {score}", "min_score")
-    try:
-        cut = parse_threshold(None if threshold == "" else threshold)
-    except QueryError as exc:
-        raise ParameterError(f"--threshold: {exc}", "threshold") from None
-    if isinstance(cut, float):
-        score = cut if score is None else max(score, cut)
-        cut = None
-    if k is None or k == "":
-        limit: int | None = None if (cut or score is not None) else DEFAULT_K
-    else:
-        limit = _int(k, "-k", "k", 1)
+    limit, score, cut = _cutoffs(k, threshold, min_score)
     skip = _int(offset if offset not in (None, "") else 0, "--offset", "offset", 0)
-    if radius not in (None, "") and near in (None, ""):
-        raise ParameterError("--radius needs --near LAT,LON", "radius")
-    radius_km = None if radius in (None, "") else _float(radius, "--radius", "radius")
-    if radius_km is not None and radius_km <= 0:
-        raise ParameterError(f"--radius must be a positive number of km, not {radius_km}", "radius")
-    width = None if min_width in (None, "") else _int(min_width, "--min-width", "min_width", 1)
-    height = None if min_height in (None, "") else _int(min_height, "--min-height", "min_height", 1)
+    width, height, radius_km = _filter_numbers(min_width, min_height, near, radius)
     q = Query.parse(text, plus=plus, minus=minus, plus_weighted=plus_weighted, minus_weighted=minus_weighted,
                     images=image_paths)
     filters = Filters(paths=tuple(paths), exclude=tuple(exclude), min_width=width, min_height=height,
@@ -217,6 +185,64 @@ def search_params(
         rerank_top=_int(rerank_top, "--rerank-top", "rerank_top", 1), rerank_model=rerank_model or None,
     )
     return SearchParams(q, request, skip)
+
+
+def _add_concept(index: Index | None, concept: str, text: str | None, like: list[str | int],
+                 unlike: list[str | int]) -> str | None:
+    """Add the saved concept's examples to ``like``/``unlike``; returns the query text (``text``, else
+    the concept's)."""
+    if index is None:
+        raise ParameterError("--concept needs an index", "concept")
+    saved = index.concept(concept)
+    like += [i for i in saved.like if i not in like]
+    unlike += [i for i in saved.unlike if i not in unlike]
+    return text if text else saved.query
+
+
+def _image_paths(index: Index | None, images: Sequence[Any]) -> list[str]:
+    """The files of the query's example images (ids looked up in ``index``)."""
+    image_paths: list[str] = []
+    for value in images:
+        if isinstance(value, int):
+            if index is None:
+                raise ParameterError("an image id needs an index", "image")
+            image_paths.append(index.image(value).path)
+        else:
+            image_paths.append(os.fspath(value))
+    return image_paths
+
+
+def _cutoffs(k: Any, threshold: Any, min_score: Any) -> tuple[int | None, float | None, str | None]:
+    """(results before paging, minimum score, adaptive cutoff) from ``-k``, ``--threshold`` and
+    ``--min-score``: a numeric threshold is a minimum score, and no ``-k`` with a cutoff means no limit."""
+    score = None if min_score is None or min_score == "" else _float(min_score, "--min-score", "min_score")
+    if score is not None and not -1 <= score <= 1:
+        raise ParameterError(f"--min-score is a cosine similarity between -1 and 1, not {score}", "min_score")
+    try:
+        cut = parse_threshold(None if threshold == "" else threshold)
+    except QueryError as exc:
+        raise ParameterError(f"--threshold: {exc}", "threshold") from None
+    if isinstance(cut, float):
+        score = cut if score is None else max(score, cut)
+        cut = None
+    if k is None or k == "":
+        limit: int | None = None if (cut or score is not None) else DEFAULT_K
+    else:
+        limit = _int(k, "-k", "k", 1)
+    return limit, score, cut
+
+
+def _filter_numbers(min_width: Any, min_height: Any, near: str | None,
+                    radius: Any) -> tuple[int | None, int | None, float | None]:
+    """(min width, min height, radius in km) checked; an empty value is none."""
+    if radius not in (None, "") and near in (None, ""):
+        raise ParameterError("--radius needs --near LAT,LON", "radius")
+    radius_km = None if radius in (None, "") else _float(radius, "--radius", "radius")
+    if radius_km is not None and radius_km <= 0:
+        raise ParameterError(f"--radius must be a positive number of km, not {radius_km}", "radius")
+    width = None if min_width in (None, "") else _int(min_width, "--min-width", "min_width", 1)
+    height = None if min_height in (None, "") else _int(min_height, "--min-height", "min_height", 1)
+    return width, height, radius_km
 
 
 def example_ids(values: Sequence[Any], flag: str, param: str) -> list[int]:

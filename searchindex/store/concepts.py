@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..errors import QueryError
+from ..errors import NotFoundError, QueryError
 from ..results import Concept
 from .schema import ConceptRow, alive_ids
 
@@ -54,6 +54,19 @@ class ConceptRepository:
             alive = alive_ids(s, sorted(ids))
         return [Concept(r.name, r.query, tuple(i for i in json.loads(r.like_ids) if i in alive),
                         tuple(i for i in json.loads(r.unlike_ids) if i in alive), r.updated_at) for r in rows]
+
+    def get(self, name: str) -> Concept:
+        """The saved concept called ``name``.
+
+        Raises:
+            NotFoundError: no concept of that name (the message lists those there are).
+        """
+        saved = self.all()
+        for c in saved:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in saved) or "none yet"
+        raise NotFoundError(f"no concept named {name!r} (concepts in this index: {known})")
 
     def remove(self, name: str) -> bool:
         """Forget a concept; False when there was none of that name."""

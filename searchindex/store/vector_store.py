@@ -169,10 +169,12 @@ class VectorStore:
 
     # -- saving and rebuilding (under the writer lock) ----------------------
 
-    def save(self) -> BuildReport | None:
+    def save(self, shards: int | None = None) -> BuildReport | None:
         """Save the caught-up vector index, then rebuild it if the index-type policy wants another type.
 
-        Called under the writer lock at the end of every indexing run.
+        Called under the writer lock at the end of every indexing run.  ``shards``: an IVF
+        rebuild trains once and fills this many shards in parallel threads, merged before the
+        atomic save (default :attr:`build_shards`).
         """
         found = latest_vector_file(self.folder)
         if (self._current is None and found is not None and found[1] == self.catalog.generation()
@@ -185,7 +187,7 @@ class VectorStore:
         if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
             self._record(vecs, built_at=vecs.ntotal, recall=None)
         target = self._planned()
-        return self.rebuild(target) if target is not None else None
+        return self.rebuild(target, shards) if target is not None else None
 
     def _file_verifies(self, path: Path, generation: int) -> bool:
         """The cheap check of a vector file: header, checksum, identity, dimension and count (no FAISS)."""
@@ -206,7 +208,7 @@ class VectorStore:
                               faiss_built_at=str(built_at), faiss_recall="" if recall is None else f"{recall:.4f}")
         self._factory = vecs.factory
 
-    def rebuild(self, factory: str) -> BuildReport | None:
+    def rebuild(self, factory: str, shards: int | None = None) -> BuildReport | None:
         """Build a ``factory`` index from the catalog's embeddings and swap it in atomically.
 
         The new index is written under a temporary name and renamed over the old
@@ -221,7 +223,7 @@ class VectorStore:
             sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
             try:
                 new, report = build_index(factory, self.dim, self.catalog.images.embeddings_since(0, self.dim),
-                                          (sample_ids, self.fetch(sample_ids)), shards=self.build_shards)
+                                          (sample_ids, self.fetch(sample_ids)), shards=shards or self.build_shards)
             except (RuntimeError, MemoryError) as exc:
                 log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,
                             str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,

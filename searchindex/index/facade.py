@@ -1,0 +1,280 @@
+"""``Index``: the one domain object of the library, a facade over its collaborators.
+
+An :class:`Index` owns its lifecycle (create, open, reindex, check, repair, close), search and
+:meth:`~Index.info`; it is assembled from parts, one per concern, each a few one-line
+delegations over :class:`~searchindex.index.state.IndexState` (the open catalog and its
+collaborators, reopened when another process swaps the folder):
+
+- :class:`~searchindex.index.writing.Writing`: indexing (:mod:`searchindex.ingest`) and the vector index;
+- :class:`~searchindex.index.enrichment.Enrichment`: duplicates, tags and captions (:mod:`searchindex.enrich`);
+- :class:`~searchindex.index.library.Exchange` and :class:`~searchindex.index.library.Concepts`:
+  Parquet embeddings and saved concepts.
+
+The collaborators: :attr:`Index.catalog` (:class:`~searchindex.store.catalog.Catalog`, the
+SQLite truth, one repository per concern), :attr:`Index.vectors`
+(:class:`~searchindex.store.vector_store.VectorStore`, the FAISS cache), :attr:`Index.models`
+(:class:`~searchindex.models.session.ModelSession`, encoders loaded once) and the searcher
+(:mod:`searchindex.search`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import IndexExistsError, IndexNotFoundError
+from ..models.backends import load_encoder
+from ..models.spec import resolve_model
+from ..results import FailureRecord, IndexInfo, IndexSummary, SearchResult
+from ..search.present import image_details
+from ..search.query import Query, Term
+from ..search.request import DEFAULT_K, SearchRequest, Shot
+from ..store.catalog import Catalog
+from ..store.folder import create_catalog, default_index_path, holds_index, refuse_strangers, write_errors
+from ..store.info import describe_index
+from ..store.records import ImageDetails
+from ..store.vectors import DEFAULT_FACTORY, canonical_factory
+from .enrichment import Enrichment
+from .library import Concepts, Exchange
+from .writing import Writing
+
+if TYPE_CHECKING:
+    from ..store.check import CheckReport
+    from ..store.repair import RepairReport
+
+__all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "default_index_path"]
+
+log = logging.getLogger("searchindex.index")
+
+#: The options :meth:`Index.search_vector` takes (no words, so no mode, fusion or rerank).
+_VECTOR_OPTIONS = ("filters", "min_score", "threshold", "sort", "tag", "like", "unlike", "pool")
+
+
+class Index(Writing, Enrichment, Exchange, Concepts):
+    """A searchable image index stored in one folder.
+
+    Create one with :meth:`create`, reopen it with :meth:`open`.  The model that
+    built the index is recorded in it and always used for it::
+
+        index = Index.create("photos.idx", model="tiny-shapes")
+        index.add_folder("~/Pictures")
+        index.search("a red circle", k=5)
+    """
+
+    @property
+    def id(self) -> str:
+        """The index's identity: a random id recorded at creation (and in its vector file)."""
+        return self.vectors.index_id
+
+    # -- lifecycle --------------------------------------------------------
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """True when ``path`` holds an index."""
+        return holds_index(Path(path).expanduser())
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], model: str | None = None, pretrained: str | None = None, *,
+               device: str = "auto", precision: str = "auto", index_type: str = "auto") -> Index:
+        """Create an empty index at ``path`` for ``model`` (loads the model once).
+
+        ``path`` must be a new or empty folder.  ``model``/``pretrained``: see
+        :func:`~searchindex.models.spec.resolve_model` (an open_clip architecture and tag,
+        ``hf-hub:org/repo``, ``local-dir:/folder``, a checkpoint file, ``"none"`` for random
+        weights, or a built-in model such as ``tiny-shapes``).  ``device``: ``auto``, ``cpu``
+        or ``cuda``; ``precision``: image encoding, ``auto`` (fp16 on CUDA, int8 on x86 CPUs,
+        else fp32), ``fp32``, ``bf16``, ``int8``, ``onnx`` or ``fp16``.  ``index_type``: ``auto``
+        (by collection size, :func:`~searchindex.store.index_types.choose_factory`) or a FAISS
+        index_factory string (``IVF1024,SQ8``), built once there are enough vectors to train it.
+
+        Raises:
+            IndexExistsError, IndexFolderError, IndexTypeError, UnknownModelError,
+            WeightsUnavailableError, ModelError: see :mod:`searchindex.errors`.
+        """
+        folder = Path(path).expanduser()
+        if cls.exists(folder):
+            raise IndexExistsError(f"an index already exists at {folder}")
+        refuse_strangers(folder)  # before loading the model: fail fast
+        if index_type != "auto":
+            canonical_factory(index_type)  # fail before loading the model
+        spec = resolve_model(model, pretrained)
+        # Load before writing anything: a model that cannot load leaves no half-made index.
+        encoder = load_encoder(spec, device, precision)
+        if index_type != "auto":
+            index_type = canonical_factory(index_type, encoder.dim)
+        # Every index starts exact and empty; the first run that ends with enough
+        # vectors builds the requested (or auto-chosen) type.
+        catalog = create_catalog(folder, spec, encoder.dim, DEFAULT_FACTORY, index_type)
+        index = cls(folder, catalog, device=device, precision=precision)
+        index.models.adopt(encoder)
+        log.info("created index %s with %s (%d-d)", folder, spec.describe(), encoder.dim)
+        return index
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto") -> Index:
+        """Open an existing index; its model is loaded on first use.
+
+        Raises:
+            IndexNotFoundError: no index at ``path``.
+        """
+        folder = Path(path).expanduser()
+        if not cls.exists(folder):
+            raise IndexNotFoundError(f"no index at {folder} (create one with `searchindex index FOLDER`)")
+        return cls(folder, Catalog.open(folder), device=device, precision=precision)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str], model: str | None = None, pretrained: str | None = None,
+                       *, device: str = "auto", precision: str = "auto", index_type: str | None = None) -> Index:
+        """Open the index at ``path``, checking that it uses ``model``/``pretrained`` (when given),
+        or create it with them (``index_type`` default ``auto``).
+
+        Raises:
+            ModelMismatchError: the existing index uses another model.
+            and what :meth:`open` and :meth:`create` raise.
+        """
+        if not cls.exists(path):
+            try:
+                return cls.create(path, model, pretrained, device=device, precision=precision,
+                                  index_type=index_type or "auto")
+            except IndexExistsError:  # another process created it meanwhile: open it (and add under its lock)
+                pass
+        index = cls.open(path, device=device, precision=precision)
+        try:
+            index.check_model(model, pretrained)
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    @staticmethod
+    def check(path: str | os.PathLike[str], *, files: bool = True) -> CheckReport:
+        """Check the index at ``path`` without changing it, even one too damaged to open
+        (see :func:`searchindex.store.check.check_index`; ``files=False``: not against the disk).
+
+        Raises:
+            IndexNotFoundError: no index at ``path``.
+        """
+        from ..store.check import check_index
+
+        return check_index(path, files=files)
+
+    @staticmethod
+    def repair(path: str | os.PathLike[str]) -> RepairReport:
+        """Repair the index at ``path``: recover a damaged catalog (kept aside), rebuild the vector
+        file, remove the index's own leftovers; never touches a photo (see :mod:`searchindex.store.repair`).
+
+        Raises:
+            IndexNotFoundError, IndexLockedError, IndexCorruptError (nothing readable to recover).
+        """
+        from ..store.repair import repair_index
+
+        return repair_index(path)
+
+    def check_model(self, model: str | None, pretrained: str | None) -> None:
+        """Raise :class:`ModelMismatchError` unless ``model``/``pretrained`` (``None``: any) match this index."""
+        self.spec.require(model, pretrained)
+
+    def close(self) -> None:
+        self.models.close()
+        self.catalog.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, model={self.spec.model!r})"
+
+    @classmethod
+    def reindex(cls, path: str | os.PathLike[str], model: str | None, pretrained: str | None = None, *,
+                device: str = "auto", precision: str = "auto", **options: Any) -> IndexSummary:
+        """Re-embed every image of the index at ``path`` with another model (options as for :meth:`add_folder`).
+
+        Built beside the old index, which stays searchable, and swapped in atomically; an
+        interrupted run resumes when called again with the same model (see :mod:`searchindex.ingest.reindex`).
+
+        Raises:
+            IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
+        """
+        from ..ingest import reindex as re_index
+
+        with write_errors(Path(path)):
+            return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision, **options)
+
+    # -- searching --------------------------------------------------------
+
+    def search(self, query: str | Term | Query | Sequence[Term], k: int | None = DEFAULT_K, *,
+               request: SearchRequest | None = None, **options: Any) -> list[SearchResult]:
+        """The images that best match ``query``, best first.
+
+        Args:
+            query: a text, a :class:`~searchindex.search.query.Term` (text or image file, with a
+                weight), a :class:`~searchindex.search.query.Query`, or a list of terms: their unit
+                embeddings are summed with their weights (negative ones subtract) and normalised.
+            k: the most results; ``None`` for no limit (with a cutoff).
+            request: every option at once, a :class:`SearchRequest` (then ``k`` and ``options`` are unused).
+            options: the fields of :class:`SearchRequest` (``filters``, ``min_score``, ``threshold``,
+                ``sort``, ``tag``, ``like``/``unlike``, ``pool``, ``mode``, ``rerank``, ``fusion``, ...).
+
+        Raises:
+            QueryError: empty query, unreadable image term, unknown tag, unusable example image,
+                bad option values, a mode the query cannot use.
+        """
+        request = SearchRequest.of(request, k, options)
+        self._follow_swap()
+        return self._searcher.search(query, request)
+
+    def search_image(self, path: str | os.PathLike[str], k: int | None = DEFAULT_K,
+                     **options: Any) -> list[SearchResult]:
+        """The images most similar to the image file at ``path`` (options as in :meth:`search`).
+
+        Raises:
+            QueryError: the file cannot be read or decoded.
+        """
+        return self.search(Term.of_image(path), k, **options)
+
+    def search_vector(self, vector: np.ndarray, k: int | None = DEFAULT_K, *, request: SearchRequest | None = None,
+                      **options: Any) -> list[SearchResult]:
+        """The images nearest to an embedding from this index's model (options as in :meth:`search`,
+        without ``mode``, ``fusion`` and ``rerank``); under a filter, the exact top ``k`` of the
+        matching images (see :meth:`~searchindex.search.searcher.Searcher.search_vector`)."""
+        request = SearchRequest.of(request, k, options, _VECTOR_OPTIONS)
+        self._follow_swap()
+        return self._searcher.search_vector(vector, request)
+
+    def embed(self, query: str | Term | Query | Sequence[Term]) -> np.ndarray:
+        """The unit-length query vector of a text, term, query or list of terms."""
+        return self._searcher.embed(query)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit embeddings of query texts (see :meth:`searchindex.models.session.ModelSession.encode_texts`)."""
+        return self.models.encode_texts(texts)
+
+    # -- facts ------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of indexed images."""
+        return self.catalog.images.count()
+
+    def image(self, image_id: int) -> ImageDetails:
+        """The catalog facts, tags, captions and keywords of one indexed image.
+
+        Raises:
+            NotFoundError: no image with this id (never indexed, or removed since).
+        """
+        return image_details(self.catalog, image_id)
+
+    def failures(self) -> list[FailureRecord]:
+        """Files that could not be indexed, with their reasons."""
+        return self.catalog.images.failures()
+
+    def info(self) -> IndexInfo:
+        """What the index is made of; the FAISS figures describe the saved vector file (no loading)."""
+        return describe_index(self.path, self.catalog)

@@ -1,0 +1,91 @@
+"""What every part of the :class:`~searchindex.index.Index` facade works on: the open catalog and
+what is derived from it (vector store, model session, searcher), reopened when another process
+swaps the index folder, and the writer lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import IndexNotFoundError
+from ..models.cache import tower_key
+from ..models.encoders import Encoder
+from ..models.session import ModelSession
+from ..models.spec import ModelSpec
+from ..search.searcher import Searcher
+from ..store.catalog import Catalog
+from ..store.folder import file_key, write_errors
+from ..store.lock import WriterLock
+from ..store.querycache import QueryCache
+from ..store.vector_store import VectorStore
+
+__all__ = ["IndexState"]
+
+log = logging.getLogger("searchindex.index")
+
+
+class IndexState:
+    """An index folder's open catalog and its collaborators: :attr:`catalog`, :attr:`vectors`,
+    :attr:`models` and the searcher, all derived from one catalog file."""
+
+    path: Path
+    catalog: Catalog
+    spec: ModelSpec
+    dim: int
+    models: ModelSession
+    vectors: VectorStore
+
+    def __init__(self, path: Path, catalog: Catalog, *, device: str = "auto", precision: str = "auto") -> None:
+        self.path = path
+        self._device, self._precision = device, precision
+        self._lock = threading.RLock()
+        self._attach(catalog)
+
+    def _attach(self, catalog: Catalog) -> None:
+        """Use ``catalog``; what was derived from a previous one (vectors, a model of other weights) is dropped."""
+        old: ModelSession | None = getattr(self, "models", None)
+        self.catalog = catalog
+        self.spec: ModelSpec = catalog.model_spec()
+        self.dim = int(catalog.meta()["dim"])
+        self.models = ModelSession(self.spec, self.dim, device=self._device, precision=self._precision,
+                                   cache=lambda: QueryCache(self.path, tower_key(self.spec), self.dim))
+        if old is not None:
+            old.close()  # its query cache
+            if old.spec.same_weights(self.spec) and old.dim == self.dim:
+                self.models.take_models_of(old)  # the same weights: keep what is loaded
+        self.vectors = VectorStore(self.path, catalog, self.dim)
+        self._searcher = Searcher(catalog, self.vectors, self.models)
+        self._catalog_key = file_key(catalog.path)  # another process's reindex swaps the folder's
+
+    def _follow_swap(self) -> None:
+        """Reopen the catalog when the folder's catalog file is no longer the one open here.
+
+        Another process's ``reindex`` replaces the whole index; reading or writing
+        on through the old catalog would lose every write.
+        """
+        with self._lock:
+            try:
+                if file_key(self.catalog.path) == self._catalog_key:
+                    return
+            except FileNotFoundError:
+                raise IndexNotFoundError(f"the index at {self.path} was removed by another process") from None
+            log.warning("the index at %s was replaced by another process (reindex): reopening it", self.path)
+            self.catalog.close()
+            self._attach(Catalog.open(self.path))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's encoder, loaded once on first use."""
+        return self.models.encoder
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer lock on the index as it is now (reopened if another process replaced it);
+        turn failures to write the index folder into :class:`IndexWriteError`."""
+        with write_errors(self.path), WriterLock(self.path):
+            self._follow_swap()
+            yield

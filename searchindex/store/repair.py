@@ -1,0 +1,295 @@
+"""``repair``: recover what can be recovered of a damaged index.
+
+:func:`repair_index` takes the writer lock, then:
+
+- a damaged catalog is moved aside (``catalog.sqlite.damaged-<time>``, with its
+  ``-wal`` file: kept, never deleted) and every row that can still be read is
+  copied into a fresh catalog of the current schema, table by table and rowid
+  range by rowid range, so one bad page costs the rows on it and no more; the
+  full-text index is rebuilt from the recovered rows and the new file is checked
+  before it is put in place;
+- the vector file is rebuilt from the catalog, then as the index type the
+  policy wants (IVF for large collections), as any indexing run would;
+- temporary files of killed writers and superseded vector files are removed:
+  only names the index itself writes, inside the index folder.
+
+It never touches the photos.  What it finds first, and the check of the result,
+come from :mod:`searchindex.store.check`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import IndexCorruptError, IndexNotFoundError
+from .check import CATALOG_FILE, CheckReport, catalog_findings, check_index, leftovers
+
+__all__ = ["RepairReport", "repair_index"]
+
+log = logging.getLogger(__name__)
+
+#: The suffixes of the files SQLite keeps beside a catalog.
+_SIDE_FILES = ("-wal", "-shm")
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :func:`repair_index` did, and the check of the result."""
+
+    index: str
+    catalog_recovered: bool  # the catalog was damaged and rebuilt from what could be read
+    damaged_copy: str | None  # where the damaged catalog was kept
+    rows_recovered: dict[str, int] = field(default_factory=dict)  # table -> rows copied
+    rows_lost: dict[str, int] = field(default_factory=dict)  # table -> rowids that could not be read
+    vectors_rebuilt: int = 0
+    removed: tuple[str, ...] = ()  # temporary or superseded files of the index removed
+    check: CheckReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["check"] = self.check.to_dict() if self.check is not None else None
+        return data
+
+
+def repair_index(path: str | os.PathLike[str]) -> RepairReport:
+    """Repair the index at ``path`` (see the module docstring) and check the result.
+
+    Raises:
+        IndexNotFoundError: ``path`` holds no catalog.
+        IndexLockedError: another process is writing to the index.
+        IndexCorruptError: too little of the catalog is readable to recover it.
+        IndexWriteError: the vector index cannot be written.
+    """
+    from .lock import WriterLock
+
+    folder = Path(path).expanduser()
+    if not (folder / CATALOG_FILE).is_file():
+        raise IndexNotFoundError(f"no index at {folder} (no {CATALOG_FILE})")
+    with WriterLock(folder):
+        findings, meta = catalog_findings(folder / CATALOG_FILE)
+        aside = None
+        recovered: dict[str, int] = {}
+        lost: dict[str, int] = {}
+        if meta is None:
+            log.info("catalog damaged (%s); recovering its readable rows", findings[0].message)
+            aside, recovered, lost = _recover_catalog(folder)
+        rebuilt = _rebuild_flat(folder)
+        removed = []
+        for leftover in leftovers(folder):
+            try:
+                leftover.unlink()
+                removed.append(leftover.name)
+            except FileNotFoundError:
+                pass
+        _apply_policy(folder)
+    return RepairReport(str(folder), aside is not None, str(aside) if aside else None, recovered, lost, rebuilt,
+                        tuple(removed), check_index(folder, files=False))
+
+
+def _rebuild_flat(folder: Path) -> int:
+    """Write an exact vector file from the catalog's embeddings; returns its vector count."""
+    from .catalog import Catalog
+    from .vectors import VectorIndex
+
+    catalog = Catalog.open(folder)
+    try:
+        dim = int(catalog.meta()["dim"])
+        factory = "IDMap2,Flat"
+        vecs = VectorIndex.empty(dim, factory)
+        for ids, chunk in catalog.images.embeddings_since(0, dim):
+            vecs.upsert(ids, chunk)
+        vecs.generation = catalog.generation()
+        vecs.save(folder, catalog.meta().get("index_id", ""))
+        catalog.set_meta(faiss_factory=factory, faiss_nprobe="", faiss_built_at=str(vecs.ntotal), faiss_recall="")
+        return vecs.ntotal
+    finally:
+        catalog.close()
+
+
+def _apply_policy(folder: Path) -> None:
+    """Rebuild the vector index as the type the recorded choice or the size policy wants, as the end
+    of every indexing run does (``Index.optimize``); call under the writer lock."""
+    from .catalog import Catalog
+    from .folder import write_errors
+    from .vector_store import VectorStore
+
+    with write_errors(folder):
+        catalog = Catalog.open(folder)
+        try:
+            VectorStore(folder, catalog, int(catalog.meta()["dim"])).save()
+        finally:
+            catalog.close()
+
+
+# -- recovering a damaged catalog ------------------------------------------------------------
+
+
+def _recover_catalog(folder: Path) -> tuple[Path, dict[str, int], dict[str, int]]:
+    """Move the damaged catalog aside and build a fresh one from its readable rows.
+
+    Returns where the damaged file now is, and per table the rows copied and lost.
+    A failure puts the damaged file back: a failed repair changes nothing.
+    """
+    catalog = folder / CATALOG_FILE
+    aside = _aside_name(folder)
+    fresh = folder / f".{CATALOG_FILE}.{os.getpid()}.tmp"  # a name the index owns (cleaned up if left)
+    _create_empty_catalog(fresh)
+    # The WAL holds committed rows: it moves with the file it belongs to.
+    _move_with_side_files(catalog, aside)
+    try:
+        recovered, lost = _copy_readable_rows(aside, fresh)
+    except BaseException:
+        _move_with_side_files(aside, catalog)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+        raise
+    os.replace(fresh, catalog)
+    return aside, recovered, lost
+
+
+def _aside_name(folder: Path) -> Path:
+    """A new name beside the catalog for keeping its damaged copy."""
+    aside = folder / f"{CATALOG_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while aside.exists():
+        aside = aside.with_name(f"{aside.name.split('.damaged-')[0]}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    return aside
+
+
+def _create_empty_catalog(path: Path) -> None:
+    """An empty catalog of the current schema at ``path`` (replacing leftovers of an earlier try)."""
+    from sqlalchemy import create_engine
+
+    from .schema import Base
+
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def _move_with_side_files(src: Path, dst: Path) -> None:
+    os.rename(src, dst)
+    for suffix in _SIDE_FILES:
+        if Path(f"{src}{suffix}").exists():
+            os.rename(f"{src}{suffix}", f"{dst}{suffix}")
+
+
+def _copy_readable_rows(damaged: Path, fresh: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Copy every readable row of ``damaged`` into the empty catalog ``fresh``, make its meta records
+    whole and rebuild its full-text index; returns (table -> rows copied, table -> rowids lost).
+
+    Raises:
+        IndexCorruptError: the model or dimension records cannot be read, or the result fails
+            its integrity check.
+    """
+    recovered: dict[str, int] = {}
+    lost: dict[str, int] = {}
+    src = sqlite3.connect(damaged)
+    dst = sqlite3.connect(fresh, isolation_level=None)
+    try:
+        dst.execute("BEGIN")
+        tables = [r[0] for r in dst.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                            "AND name NOT LIKE 'text_fts%' AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            wanted = _columns(dst, table)
+            have = set(_columns(src, table))
+            columns = [c for c in wanted if c in have]
+            if not columns:
+                continue
+            recovered[table], lost[table] = _salvage(src, dst, table, columns)
+        _restore_meta(dst)
+        dst.execute("COMMIT")
+        problems = [r[0] for r in dst.execute("PRAGMA integrity_check(5)")]
+        if problems != ["ok"]:
+            raise IndexCorruptError(f"the recovered catalog fails its integrity check: {problems[0]}")
+    finally:
+        src.close()
+        dst.close()
+    return recovered, lost
+
+
+def _restore_meta(dst: sqlite3.Connection) -> None:
+    """Infer a lost dimension from the embeddings, refuse a catalog whose model is unknown, start a new
+    generation and rebuild the full-text index, in the open transaction on ``dst``."""
+    from .migrations import SCHEMA_VERSION, refresh_text_index
+
+    meta = dict(dst.execute("SELECT key, value FROM meta").fetchall())
+    if not str(meta.get("dim", "")).isdigit() or int(meta["dim"]) == 0:
+        # The embeddings say what the dimension is (4 bytes per float32).
+        row = dst.execute("SELECT length(embedding), count(*) FROM images GROUP BY 1 "
+                          "ORDER BY 2 DESC LIMIT 1").fetchone()
+        if row and row[0] and row[0] % 4 == 0:
+            meta["dim"] = str(row[0] // 4)
+            dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dim', ?)", (meta["dim"],))
+            dst.execute("DELETE FROM images WHERE length(embedding) != ?", (row[0],))
+        else:
+            meta.pop("dim", None)
+    missing = [k for k in ("model", "pretrained", "dim") if k not in meta]
+    if missing:
+        raise IndexCorruptError(f"the catalog's {', '.join(missing)} record(s) cannot be read, so the index "
+                                "cannot be recovered: index the photos again into a new index")
+    top = dst.execute("SELECT max(generation) FROM images").fetchone()[0] or 0
+    old = int(meta["generation"]) if str(meta.get("generation", "")).isdigit() else 0
+    # A new generation: every vector file of the old catalog is now stale and is rebuilt.
+    # The identity stays (a copy of this index elsewhere is still the same index); a lost one is new.
+    identity = meta.get("index_id") or uuid.uuid4().hex
+    for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(max(old, top) + 1)),
+                       ("index_id", identity)):
+        dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    refresh_text_index(dst.execute, None)
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    try:
+        return [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]
+    except sqlite3.DatabaseError:
+        return []
+
+
+def _rowid_ranges(db: sqlite3.Connection, table: str) -> tuple[int, int]:
+    try:
+        lo, hi = db.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
+        return int(lo or 0), int(hi or 0)
+    except sqlite3.DatabaseError:
+        return 0, 10_000_000  # the b-tree's edge pages are damaged: scan a generous range
+
+
+def _salvage(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, columns: list[str]) -> tuple[int, int]:
+    """Copy every readable row of ``table``; returns (rows copied, rowids in unreadable ranges).
+
+    Reads rowid ranges, halving a range that fails until single rows: a damaged page
+    costs the rows stored on it.  A run of unreadable ranges past the last row ends the scan.
+    """
+    cols = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" * (len(columns) + 1))
+    lo, hi = _rowid_ranges(src, table)
+    copied = lost = 0
+    step = 1000
+    stack = [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)][::-1]
+    while stack:
+        a, b = stack.pop()
+        try:
+            rows = src.execute(f'SELECT rowid, {cols} FROM "{table}" WHERE rowid BETWEEN ? AND ?', (a, b)).fetchall()
+        except sqlite3.DatabaseError:
+            if a == b:
+                lost += 1
+            else:
+                mid = (a + b) // 2
+                stack += [(mid + 1, b), (a, mid)]
+            continue
+        if rows:
+            dst.executemany(f'INSERT OR IGNORE INTO "{table}" (rowid, {cols}) VALUES ({marks})', rows)
+            copied += len(rows)
+    return copied, lost
