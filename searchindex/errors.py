@@ -89,5 +89,9 @@ class NotFoundError(SearchIndexError):
     """Something asked for by id or name is not in the index (an image id, a concept name)."""
 
 
+class EngineError(SearchIndexError):
+    """An execution engine for indexing (a Ray cluster) cannot be started or reached."""
+
+
 class EmbeddingFileError(SearchIndexError):
     """An embedding file to import (or a folder to export into) cannot be used."""

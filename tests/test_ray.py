@@ -184,3 +184,17 @@ def test_cli_engine_options(photos: Path, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "this index was built with tiny-shapes / builtin" in r.output
     with Index.open(tmp_path / "y.idx") as index:
         assert index.count() == 0
+
+
+def test_a_cluster_that_cannot_be_reached_is_an_engine_error(photos: Path, tmp_path: Path) -> None:
+    """Not "cannot write the index" (Ray's ConnectionError is an OSError): what failed, and where."""
+    from ray.client_builder import get_ray_client_dependency_error
+
+    if get_ray_client_dependency_error() is None:
+        pytest.skip("ray[client] is installed: a closed port would only fail after Ray's connection timeout")
+    r = CliRunner().invoke(cli, ["index", str(photos), "--index", str(tmp_path / "z.idx"), "--engine", "ray",
+                                 "--ray-address", "ray://127.0.0.1:1", "--model", "tiny-shapes"])
+    assert r.exit_code == 1, r.output
+    assert "cannot connect to Ray at ray://127.0.0.1:1" in r.output and "cannot write" not in r.output
+    with Index.open(tmp_path / "z.idx") as index:  # created before the engine started; nothing else
+        assert index.count() == 0 and not index.failures()

@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
-from ..errors import MissingExtraError, ModelError, ModelMismatchError, SearchIndexError, WeightsUnavailableError
+from ..errors import (
+    EngineError,
+    MissingExtraError,
+    ModelError,
+    ModelMismatchError,
+    SearchIndexError,
+    WeightsUnavailableError,
+)
 from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.encoders import Encoder, OpenClipEncoder
 from ..models.pixels import PixelSpec
@@ -241,7 +248,12 @@ class RayEngine:
         else:
             options["address"] = self.address
         t0 = time.perf_counter()
-        ray.init(**options)
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            # A ConnectionError is an OSError, which would read as a failure to write the index.
+            where = "start a local Ray instance" if self.address is None else f"connect to Ray at {self.address}"
+            raise EngineError(f"cannot {where}: {exc}") from exc
         self._started = True
         log.info("Ray: %s in %.1f s", "local instance started" if self.address is None else
                  f"connected to {self.address}", time.perf_counter() - t0)
