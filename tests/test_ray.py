@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,9 +194,12 @@ def test_a_cluster_that_cannot_be_reached_is_an_engine_error(photos: Path, tmp_p
 
     if get_ray_client_dependency_error() is None:
         pytest.skip("ray[client] is installed: a closed port would only fail after Ray's connection timeout")
-    r = CliRunner().invoke(cli, ["index", str(photos), "--index", str(tmp_path / "z.idx"), "--engine", "ray",
-                                 "--ray-address", "ray://127.0.0.1:1", "--model", "tiny-shapes"])
-    assert r.exit_code == 1, r.output
-    assert "cannot connect to Ray at ray://127.0.0.1:1" in r.output and "cannot write" not in r.output
+    # A fresh process: in this one, Ray may already be initialised by another test, and is then used.
+    r = subprocess.run([sys.executable, "-m", "searchindex.cli", "index", str(photos), "--index",
+                        str(tmp_path / "z.idx"), "--engine", "ray", "--ray-address", "ray://127.0.0.1:1",
+                        "--model", "tiny-shapes"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert r.returncode == 1, r.stderr
+    assert "cannot connect to Ray at ray://127.0.0.1:1" in r.stderr and "cannot write" not in r.stderr
     with Index.open(tmp_path / "z.idx") as index:  # created before the engine started; nothing else
         assert index.count() == 0 and not index.failures()
