@@ -484,7 +484,7 @@ def run_auto(
     chunks = ((np.arange(s, min(n, s + chunk), dtype=np.int64), xb[s : s + chunk]) for s in range(0, n, chunk))
     log(f"policy chose {factory}; building with {len(sample_ids):,} training vectors ...")
     vecs, report = build_index(factory, dim, chunks, (sample_ids, xb[sample_ids]), recall_target=args.recall, k=k)
-    index = vecs._index
+    index = vecs.faiss_index
     labels = index.search(xq, k)[1]
     tq = xq[: args.timing_queries]
     flat_best = auto_best = 0.0

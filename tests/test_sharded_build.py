@@ -55,7 +55,7 @@ def test_only_ivf_merges() -> None:
     ids, x = _data(100)
     flat = VectorIndex.empty(x.shape[1])
     with pytest.raises(IndexTypeError, match="only IVF"):
-        merge_shards([flat._index, flat._index])
+        merge_shards([flat.faiss_index, flat.faiss_index])
 
 
 def test_index_rebuilds_ivf_from_shards(tmp_path) -> None:

@@ -108,17 +108,17 @@ def _padded_reference(encoder: object, texts: list[str]) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
-        return encoder._model.encode_text(encoder._tokenizer(texts), normalize=True).numpy()  # type: ignore[attr-defined]
+        return encoder.torch_model.encode_text(encoder.tokenizer(texts), normalize=True).numpy()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", ["tiny-shapes", pytest.param("ViT-B-32", marks=pytest.mark.slow)])
 def test_text_tower_on_the_real_token_count_equals_the_padded_one(name: str) -> None:
     # Causal mask + end-of-text pooling: padding after the end token cannot change the vector.
     encoder = load_encoder(resolve_model(name, None if name == "tiny-shapes" else "none"), "cpu", "fp32")
-    assert onnxmodels.supports_short_text(encoder._model)
+    assert onnxmodels.supports_short_text(encoder.torch_model)
     texts = FIXED + _random_texts(300, seed=11)
     want = _padded_reference(encoder, texts)
-    tokens = encoder._tokenizer(texts)
+    tokens = encoder.tokenizer(texts)
     lengths = set()
     import torch
 
@@ -127,11 +127,11 @@ def test_text_tower_on_the_real_token_count_equals_the_padded_one(name: str) -> 
         for i in range(len(texts)):  # each text on its own length
             row = onnxmodels.trim_tokens(tokens[i:i + 1])
             lengths.add(row.shape[1])
-            got.append(onnxmodels.short_text_forward(encoder._model, row).numpy())
+            got.append(onnxmodels.short_text_forward(encoder.torch_model, row).numpy())
     assert len(lengths) > 10 and min(lengths) == 2
     assert np.sum(np.concatenate(got) * want, axis=1).min() >= 0.9999
-    # The encoder's own text path (batched, cut to the batch's longest text) agrees too.
-    encoder._text_cache.clear()  # type: ignore[attr-defined]
+    # The encoder's own text path (batched, cut to the batch's longest text; none of these texts
+    # encoded by it before) agrees too.
     assert np.sum(encoder.encode_texts(texts) * want, axis=1).min() >= 0.9999
 
 
@@ -150,7 +150,7 @@ def test_onnx_text_tower_takes_any_length(tmp_path: Path, monkeypatch: pytest.Mo
     encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "fp32")
     assert onnxmodels.export_text_tower(encoder) is not None
     onnx_text = onnxmodels.load_text_encoder(encoder.spec)
-    assert onnx_text is not None and onnx_text._trim
+    assert onnx_text is not None and onnx_text.trims
     texts = FIXED + _random_texts(200, seed=12)
     want = _padded_reference(encoder, texts)
     one_by_one = np.concatenate([onnx_text.encode_texts([t]) for t in texts])

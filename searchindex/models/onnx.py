@@ -175,6 +175,11 @@ class OnnxTextEncoder:
         self._trim = trim
         self.dim = dim
 
+    @property
+    def trims(self) -> bool:
+        """Whether a batch is cut to its longest text (the exported graph takes any token count)."""
+        return self._trim
+
     def _runtime(self) -> Any:
         if self._used and not self._packed:
             with self._repacking:

@@ -91,6 +91,12 @@ class VectorIndex:
         #: ids -> their exact vectors (one row per id; zeros for unknown ids); needed for IVF.
         self.fetch: Callable[[np.ndarray], np.ndarray] | None = None
 
+    @property
+    def faiss_index(self) -> Any:
+        """The FAISS index underneath, to read (its type, its lists, a copy to merge); changing it
+        behind this object's back breaks its bookkeeping."""
+        return self._index
+
     @classmethod
     def empty(cls, dim: int, factory: str = DEFAULT_FACTORY) -> VectorIndex:
         return cls(make_index(factory, dim))
