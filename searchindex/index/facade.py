@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import IndexExistsError, IndexNotFoundError
-from ..models.backends import load_encoder
 from ..models.spec import resolve_model
 from ..results import FailureRecord, IndexInfo, IndexSummary, SearchResult
 from ..search.present import image_details
@@ -104,6 +103,8 @@ class Index(Writing, Enrichment, Exchange, Concepts):
             canonical_factory(index_type)  # fail before loading the model
         spec = resolve_model(model, pretrained)
         # Load before writing anything: a model that cannot load leaves no half-made index.
+        from ..models.backends import load_encoder
+
         encoder = load_encoder(spec, device, precision)
         if index_type != "auto":
             index_type = canonical_factory(index_type, encoder.dim)

@@ -10,10 +10,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import IndexNotFoundError
 from ..models.cache import tower_key
-from ..models.encoders import Encoder
 from ..models.session import ModelSession
 from ..models.spec import ModelSpec
 from ..search.searcher import Searcher
@@ -22,6 +22,9 @@ from ..store.folder import file_key, write_errors
 from ..store.lock import WriterLock
 from ..store.querycache import QueryCache
 from ..store.vector_store import VectorStore
+
+if TYPE_CHECKING:
+    from ..models.encoders import Encoder
 
 __all__ = ["IndexState"]
 

@@ -33,19 +33,21 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import ModelError
 from .cache import KEY_FORMAT, cache_root, tower_key
-from .encoders import Encoder, OpenClipEncoder
 from .spec import ModelSpec
 from .textforward import short_text_forward, supports_short_text, trim_tokens
 
 __all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
            "model_cache_dir", "onnx_available", "short_text_forward", "supports_short_text", "text_backend",
            "tower_key", "trim_tokens"]
+
+if TYPE_CHECKING:
+    from .encoders import Encoder, OpenClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +240,8 @@ def export_text_tower(encoder: Encoder) -> Path | None:
     the cache folder cannot be written, or the export does not reproduce torch's
     vectors; the reason is logged at debug level (search then keeps using torch).
     """
+    from .encoders import OpenClipEncoder
+
     if not isinstance(encoder, OpenClipEncoder):
         return None
     model_file, sidecar = _paths(encoder.spec, "text")

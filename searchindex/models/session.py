@@ -19,14 +19,12 @@ import numpy as np
 
 from ..errors import ModelMismatchError, QueryError
 from ..fileio import read_bounded
-from .backends import load_encoder
-from .encoders import Encoder
-from .images import decode_image
 from .onnx import TextEncoder, export_text_tower, load_text_encoder, text_backend
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
     from .captioners import ItmScorer
+    from .encoders import Encoder
 
 __all__ = ["ModelSession", "QueryVectorCache"]
 
@@ -72,6 +70,8 @@ class ModelSession:
         """
         with self._lock:
             if self._encoder is None:
+                from .backends import load_encoder
+
                 encoder = load_encoder(self.spec, self.device, self.precision)
                 if encoder.dim != self.dim:
                     raise ModelMismatchError(
@@ -133,6 +133,8 @@ class ModelSession:
             data, _ = read_bounded(Path(path).expanduser())  # a regular file of bounded size only
         except OSError as exc:
             raise QueryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        from .images import decode_image
+
         try:
             image = decode_image(data, str(path)).image
         except Exception as exc:

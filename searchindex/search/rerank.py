@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.images import decode_image
 from ..models.session import ModelSession
 from ..results import SearchResult
 
@@ -30,6 +29,8 @@ def rerank_itm(models: ModelSession, results: list[SearchResult], text: str, top
     head, tail = results[:top], results[top:]
     if not head:
         return results
+    from ..models.images import decode_image  # Pillow: only when a rerank runs
+
     scorer = models.itm_scorer(model)
     images, usable = [], []
     for r in head:
