@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from searchindex import Index, IndexSummary, ModelMismatchError
 from searchindex.cli import cli
 from searchindex.demo.synthetic import write_dataset
+from searchindex.errors import EngineError
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -154,6 +155,16 @@ def test_a_killed_encoder_actor_is_restarted_and_the_run_completes(photos: Path,
     assert progress[-1].done == N_IMAGES + 2 and not summary.interrupted
     assert got.keys() == want.keys()
     assert min(float(got[p] @ want[p]) for p in want) >= 0.999
+
+
+@pytest.mark.parametrize(("workers", "cpus"), [(1, 2.0), (2, 1.0)])
+def test_encoder_workers_that_leave_no_cpu_to_decode_are_refused(photos: Path, tmp_path: Path, local_ray: None,
+                                                                  workers: int, cpus: float) -> None:
+    """On the 2-CPU instance the decode tasks would never be scheduled: a clear error, not a run that waits."""
+    with Index.create(tmp_path / "ray.idx", model="tiny-shapes", device="cpu") as index:
+        with pytest.raises(EngineError, match="leave 0 of the cluster's 2 CPUs"):
+            index.add_folder(photos, engine=RayEngine(encoder_workers=workers, cpus_per_worker=cpus))
+        assert index.count() == 0 and not index.failures()
 
 
 def test_other_weights_on_the_workers_are_refused_before_any_work(photos: Path, tmp_path: Path,

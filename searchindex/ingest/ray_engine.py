@@ -285,6 +285,17 @@ class RayEngine:
         self._bound = (spec, dim, self._device(self.device or device), self.precision or precision)
         self._input = (encoder.pixel_spec,) if encoder is not None and encoder.spec.same_weights(spec) else None
 
+    def _check_room_to_decode(self, ray: Any) -> None:
+        """Refuse reservations that leave no CPU for the decode tasks: the run would wait forever."""
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        reserved = self.encoder_workers * self.cpus_per_worker
+        if self.decode_cpus > 0 and cpus - reserved < self.decode_cpus:
+            raise EngineError(
+                f"{self.encoder_workers} encoder worker(s) of {self.cpus_per_worker:g} CPU leave "
+                f"{max(cpus - reserved, 0):g} of the cluster's {cpus:g} CPUs, and each decode task needs "
+                f"{self.decode_cpus:g}: fewer encoder workers or CPUs per worker"
+            )
+
     def produce(self, batches: Sequence[Sequence[FileEntry]], known: Set[str]) -> Iterator[list[Result]]:
         """For each of ``batches`` in order, one result per file (see :class:`~searchindex.ingest.produce.Producer`).
 
@@ -296,6 +307,8 @@ class RayEngine:
             ModelMismatchError: the encoder actors load other weights than the index's (raised on
                 the first batch back, before it is handed over).
             ModelError, WeightsUnavailableError: the model cannot be loaded on the workers.
+            EngineError: the cluster cannot be reached, or the encoder workers would leave no CPU
+                for decoding.
         """
         files = sum(len(b) for b in batches)
         if not files:
@@ -308,6 +321,8 @@ class RayEngine:
         if self._input is None:
             self._input = (_pixel_spec_here(spec),)
         pixel_spec = self._input[0]
+        if pixel_spec is not None:
+            self._check_room_to_decode(ray)
         known = frozenset(known)
         limits = ReadLimits(self.max_megapixels, self.max_file_bytes)
         ctx = ray.data.DataContext.get_current()
