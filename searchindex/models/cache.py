@@ -7,17 +7,20 @@ Exported ONNX towers (:mod:`.onnx`), the int8-vs-fp32 check of each model
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
-__all__ = ["KEY_FORMAT", "cache_root", "tower_key"]
+__all__ = ["KEY_FORMAT", "cache_root", "tower_key", "write_atomic"]
 
 #: Bump when exported files change meaning: files under older keys are then ignored.
 KEY_FORMAT = 3  # 3: text towers take any token count
@@ -31,6 +34,20 @@ def cache_root() -> Path:
     import platformdirs
 
     return platformdirs.user_cache_path("searchindex")
+
+
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """Write ``path`` through a temporary file in the same folder (``write(tmp_name)``), then rename it
+    over ``path``: readers, other processes included, see the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _version(dist: str) -> str:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelError
-from .cache import _version, tower_key
+from .cache import _version, tower_key, write_atomic
 from .encoders import Encoder, OpenClipEncoder, as_array, run_image_session
-from .onnx import _export_graph, _session, _write_atomic, load_text_encoder, model_cache_dir, onnx_available
+from .onnx import _export_graph, _session, load_text_encoder, model_cache_dir, onnx_available
 from .pixels import PixelSpec
 from .spec import ModelSpec
 
@@ -192,7 +192,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
             os.chmod(staged, 0o644)
             facts["bytes"] = staged.stat().st_size
             os.replace(staged, model_file)
-        _write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
+        write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
     if not accepted:
         return None
     log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import ModelError
-from .cache import KEY_FORMAT, cache_root, tower_key
+from .cache import KEY_FORMAT, cache_root, tower_key, write_atomic
 from .spec import ModelSpec
 from .textforward import short_text_forward, supports_short_text, trim_tokens
 
@@ -100,19 +100,6 @@ def model_cache_dir() -> Path:
 def _paths(spec: ModelSpec, tower: str) -> tuple[Path, Path]:
     stem = model_cache_dir() / f"{tower_key(spec)}-{tower}"
     return stem.with_suffix(".onnx"), stem.with_suffix(".json")
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _data_name(model_file: Path) -> str:
@@ -263,7 +250,7 @@ def export_text_tower(encoder: Encoder) -> Path | None:
         # Remember it, so later searches do not spend seconds failing again.
         with contextlib.suppress(OSError):
             facts = {"format": _FORMAT, "model": encoder.spec.describe(), "error": str(exc)[:500]}
-            _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+            write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
     return None
 
 
@@ -290,7 +277,7 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
                   model_file, length_axis=short, checks=[tokens, trim_tokens(tokens[:1])] if short else [])
     facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
              "dim": encoder.dim, "tokenizer": "clip-bpe", "any_length": short}
-    _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+    write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
     log.info("exported the %s text tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
     return model_file
 
@@ -373,6 +360,6 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         except Exception as exc:
             raise ModelError(f"could not export the {encoder.spec.describe()} image tower to ONNX: {exc}") from exc
         facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}
-        _write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
+        write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
         log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
     return _session(model_file)

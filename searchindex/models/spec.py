@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, ModelMismatchError, UnknownModelError, WeightsUnavailableError
-from .cache import _version, cache_root
+from .cache import _version, cache_root, write_atomic
 
 __all__ = [
     "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "ModelSpec", "builtin_models", "open_clip_catalogue",
@@ -178,9 +177,7 @@ def open_clip_catalogue() -> dict[str, list[str]]:
     if version != "-":
         try:
             copy.parent.mkdir(parents=True, exist_ok=True)
-            tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(catalogue))
-            os.replace(tmp, copy)
+            write_atomic(copy, lambda tmp: Path(tmp).write_text(json.dumps(catalogue)))
         except OSError as exc:  # a read-only cache only costs the import next time
             log.debug("cannot keep open_clip's catalogue in %s: %s", copy, exc)
     return catalogue

@@ -87,9 +87,8 @@ def _tables(vocabulary: Path) -> tuple[dict[str, int], dict[str, int]]:
     """
     import hashlib
     import marshal
-    import os
 
-    from .cache import cache_root
+    from .cache import cache_root, write_atomic
 
     try:
         st = vocabulary.stat()
@@ -106,9 +105,7 @@ def _tables(vocabulary: Path) -> tuple[dict[str, int], dict[str, int]]:
     ids, ranks = _build_tables(vocabulary)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(marshal.dumps((ids, ranks)))
-        os.replace(tmp, cached)
+        write_atomic(cached, lambda tmp: Path(tmp).write_bytes(marshal.dumps((ids, ranks))))
     except OSError:
         pass
     return ids, ranks
