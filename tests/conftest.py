@@ -73,3 +73,12 @@ def small_folder(shapes: Shapes, tmp_path: Path) -> Path:
     for src in sorted(shapes.folder.glob("*.png"))[:40]:
         shutil.copy2(src, out / src.name)
     return out
+
+
+@pytest.fixture()
+def small_index(small_folder: Path, tmp_path: Path) -> Path:
+    """A fresh tiny-shapes index of :func:`small_folder`, closed; its path."""
+    path = tmp_path / "small.idx"
+    with Index.create(path, model="tiny-shapes", device="cpu") as index:
+        index.add_folder(small_folder)
+    return path

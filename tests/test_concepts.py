@@ -16,16 +16,8 @@ from searchindex.errors import NotFoundError, ParameterError
 from searchindex.search.params import search_params
 
 
-@pytest.fixture()
-def index_path(small_folder: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "c.idx"
-    with Index.create(path, model="tiny-shapes", device="cpu") as index:
-        index.add_folder(small_folder)
-    return path
-
-
-def test_concepts_are_saved_listed_run_and_removed(index_path: Path, small_folder: Path) -> None:
-    with Index.open(index_path, device="cpu") as index:
+def test_concepts_are_saved_listed_run_and_removed(small_index: Path, small_folder: Path) -> None:
+    with Index.open(small_index, device="cpu") as index:
         ids = sorted(index.catalog.images.ids_by_path([str(p) for p in small_folder.glob("*.png")]).values())
         saved = index.save_concept("reds", "a red circle", like=[ids[0], ids[1], ids[0]], unlike=[ids[2]])
         assert (saved.name, saved.query, saved.like, saved.unlike) == ("reds", "a red circle", tuple(ids[:2]),
@@ -52,8 +44,8 @@ def test_concepts_are_saved_listed_run_and_removed(index_path: Path, small_folde
         assert index.concepts() == []
 
 
-def test_examples_of_removed_images_leave_the_concept(index_path: Path, small_folder: Path) -> None:
-    with Index.open(index_path, device="cpu") as index:
+def test_examples_of_removed_images_leave_the_concept(small_index: Path, small_folder: Path) -> None:
+    with Index.open(small_index, device="cpu") as index:
         by_path = index.catalog.images.ids_by_path([str(p) for p in sorted(small_folder.glob("*.png"))])
         paths = sorted(by_path)
         index.save_concept("c", "a shape", like=[by_path[paths[0]], by_path[paths[1]]])
@@ -63,16 +55,16 @@ def test_examples_of_removed_images_leave_the_concept(index_path: Path, small_fo
         assert search_params(index, concept="c").run(index)
 
 
-def test_concepts_survive_reopening_and_the_cli_runs_them(index_path: Path) -> None:
-    with Index.open(index_path) as index:
+def test_concepts_survive_reopening_and_the_cli_runs_them(small_index: Path) -> None:
+    with Index.open(small_index) as index:
         index.save_concept("circles", "a circle")
     runner = CliRunner()
-    res = runner.invoke(cli, ["search", "--concept", "circles", "--index", str(index_path), "--json", "-k", "3"])
+    res = runner.invoke(cli, ["search", "--concept", "circles", "--index", str(small_index), "--json", "-k", "3"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.output.splitlines()]
-    again = runner.invoke(cli, ["search", "a circle", "--index", str(index_path), "--json", "-k", "3"])
+    again = runner.invoke(cli, ["search", "a circle", "--index", str(small_index), "--json", "-k", "3"])
     assert rows == [json.loads(line) for line in again.output.splitlines()] and len(rows) == 3
-    res = runner.invoke(cli, ["search", "--concept", "squares", "--index", str(index_path)])
+    res = runner.invoke(cli, ["search", "--concept", "squares", "--index", str(small_index)])
     assert res.exit_code == 1 and "no concept named 'squares' (concepts in this index: circles)" in res.output
 
 
@@ -88,8 +80,8 @@ def test_an_old_catalog_gains_the_concepts_table(tmp_path: Path) -> None:
     assert names[-1] == "concepts"
 
 
-def test_image_details(index_path: Path, small_folder: Path) -> None:
-    with Index.open(index_path) as index:
+def test_image_details(small_index: Path, small_folder: Path) -> None:
+    with Index.open(small_index) as index:
         hit = index.search("a red circle", k=1)[0]
         details = index.image(hit.image_id)
         with pytest.raises(NotFoundError, match="no image with id 424242"):
@@ -99,18 +91,18 @@ def test_image_details(index_path: Path, small_folder: Path) -> None:
     assert list(details.to_dict())[:3] == ["image_id", "path", "size"]
 
 
-def test_paging_with_offset_in_the_cli(index_path: Path) -> None:
+def test_paging_with_offset_in_the_cli(small_index: Path) -> None:
     runner = CliRunner()
 
     def rows(*args: str) -> list[dict]:
-        res = runner.invoke(cli, ["search", "a red circle", "--index", str(index_path), "--json", *args])
+        res = runner.invoke(cli, ["search", "a red circle", "--index", str(small_index), "--json", *args])
         assert res.exit_code == 0, res.output
         return [json.loads(line) for line in res.output.splitlines()]
 
     assert rows("-k", "4") + rows("-k", "4", "--offset", "4") == rows("-k", "8")
     assert [r["rank"] for r in rows("-k", "3", "--offset", "6")] == [7, 8, 9]
     assert rows("-k", "5", "--offset", "40") == []
-    res = runner.invoke(cli, ["search", "a red circle", "--index", str(index_path), "--offset", "40"])
+    res = runner.invoke(cli, ["search", "a red circle", "--index", str(small_index), "--offset", "40"])
     assert res.exit_code == 0 and "No more results." in res.output
 
 
@@ -137,10 +129,10 @@ def test_request_defaults_follow_the_cli() -> None:
     assert search_params(None, "x", k="3", threshold="auto").k == 3
 
 
-def test_an_indexed_query_image_uses_its_stored_embedding(index_path: Path, small_folder: Path,
+def test_an_indexed_query_image_uses_its_stored_embedding(small_index: Path, small_folder: Path,
                                                           tmp_path: Path) -> None:
     first = sorted(small_folder.glob("*.png"))[0]
-    with Index.open(index_path, device="cpu") as index:
+    with Index.open(small_index, device="cpu") as index:
         hits = index.search_image(first, k=3)
         assert index.models.loaded != "torch"  # no decoding, no image model: "more like this" is a lookup
         assert hits[0].path == str(first) and hits[0].score == pytest.approx(1.0, abs=1e-5)

@@ -24,18 +24,10 @@ def _hits(index: Index) -> list[list[tuple[str, float]]]:
     return [[(r.path, round(r.score, 5)) for r in index.search(q, k=10)] for q in QUERIES]
 
 
-@pytest.fixture()
-def indexed(small_folder: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "a.idx"
-    with Index.create(path, model="tiny-shapes", device="cpu") as index:
-        index.add_folder(small_folder)
-    return path
-
-
 @pytest.mark.parametrize("layout", ["parquet", "clip-retrieval"])
-def test_round_trip_gives_identical_search_results(indexed: Path, tmp_path: Path, layout: str) -> None:
+def test_round_trip_gives_identical_search_results(small_index: Path, tmp_path: Path, layout: str) -> None:
     out = tmp_path / "export"
-    with Index.open(indexed) as a:
+    with Index.open(small_index) as a:
         summary = a.export_embeddings(out, layout=layout, rows_per_file=15)
         before = _hits(a)
         count = a.count()
@@ -51,8 +43,8 @@ def test_round_trip_gives_identical_search_results(indexed: Path, tmp_path: Path
     assert (again.indexed, again.unchanged) == (0, 40)
 
 
-def test_parquet_schema_is_what_other_tools_read(indexed: Path, tmp_path: Path) -> None:
-    with Index.open(indexed) as a:
+def test_parquet_schema_is_what_other_tools_read(small_index: Path, tmp_path: Path) -> None:
+    with Index.open(small_index) as a:
         a.export_embeddings(tmp_path / "e")
         stored = a.catalog.images.embeddings([1], a.dim)[1]
         dim = a.dim
@@ -67,9 +59,9 @@ def test_parquet_schema_is_what_other_tools_read(indexed: Path, tmp_path: Path) 
     np.testing.assert_array_equal(np.asarray(table.column("embedding")[row].as_py(), np.float32), stored)
 
 
-def test_clip_retrieval_output_needs_its_model_stated(indexed: Path, tmp_path: Path) -> None:
+def test_clip_retrieval_output_needs_its_model_stated(small_index: Path, tmp_path: Path) -> None:
     """clip-retrieval writes img_emb/*.npy and metadata/*.parquet with image_path and no model."""
-    with Index.open(indexed) as a:
+    with Index.open(small_index) as a:
         ids, vecs = next(a.catalog.images.embeddings_since(0, a.dim))
         paths = [a.catalog.images.by_id([int(i)])[int(i)].path for i in ids]
     out = tmp_path / "clip"
@@ -90,8 +82,8 @@ def test_clip_retrieval_output_needs_its_model_stated(indexed: Path, tmp_path: P
         assert float(got @ vecs[0]) > 0.999
 
 
-def test_model_and_dimension_mismatch_refused_before_writing(indexed: Path, tmp_path: Path) -> None:
-    with Index.open(indexed) as a:
+def test_model_and_dimension_mismatch_refused_before_writing(small_index: Path, tmp_path: Path) -> None:
+    with Index.open(small_index) as a:
         a.export_embeddings(tmp_path / "e")
     with Index.create(tmp_path / "other.idx", model="tiny-shapes", pretrained="none", device="cpu") as other:
         with pytest.raises(ModelMismatchError, match="tiny-shapes / builtin"):
@@ -108,8 +100,8 @@ def test_model_and_dimension_mismatch_refused_before_writing(indexed: Path, tmp_
         assert d.count() == 0
 
 
-def test_missing_and_changed_files_recorded_as_failures(indexed: Path, small_folder: Path, tmp_path: Path) -> None:
-    with Index.open(indexed) as a:
+def test_missing_and_changed_files_recorded_as_failures(small_index: Path, small_folder: Path, tmp_path: Path) -> None:
+    with Index.open(small_index) as a:
         a.export_embeddings(tmp_path / "e")
     files = sorted(small_folder.glob("*.png"))
     files[0].unlink()
@@ -122,10 +114,10 @@ def test_missing_and_changed_files_recorded_as_failures(indexed: Path, small_fol
     assert "sha256 mismatch" in reasons[files[1].name]
 
 
-def test_not_parquet_and_nonempty_target_are_clear_errors(indexed: Path, tmp_path: Path) -> None:
+def test_not_parquet_and_nonempty_target_are_clear_errors(small_index: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"not parquet at all")
-    with Index.open(indexed) as a:
+    with Index.open(small_index) as a:
         with pytest.raises(EmbeddingFileError, match="not a Parquet file"):
             a.import_embeddings(junk, model="tiny-shapes")
         (tmp_path / "full").mkdir()
@@ -135,17 +127,17 @@ def test_not_parquet_and_nonempty_target_are_clear_errors(indexed: Path, tmp_pat
     assert (tmp_path / "full" / "x").read_text() == "keep me"
 
 
-def test_cli_export_then_import_creates_the_index(indexed: Path, tmp_path: Path) -> None:
+def test_cli_export_then_import_creates_the_index(small_index: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "e"
-    r = runner.invoke(cli, ["export", "--format", "parquet", str(out), "--index", str(indexed), "--json"])
+    r = runner.invoke(cli, ["export", "--format", "parquet", str(out), "--index", str(small_index), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["rows"] == 40
     fresh = tmp_path / "fresh.idx"
     r = runner.invoke(cli, ["import-embeddings", str(out), "--index", str(fresh)])
     assert r.exit_code == 0, r.output
     assert "Imported 40 embeddings" in r.output
-    with Index.open(fresh) as b, Index.open(indexed) as a:
+    with Index.open(fresh) as b, Index.open(small_index) as a:
         assert b.spec == a.spec
         assert _hits(b) == _hits(a)
     r = runner.invoke(cli, ["import-embeddings", str(tmp_path / "nothing-here"), "--index", str(fresh)])
