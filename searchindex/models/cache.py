@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,8 @@ def cache_root() -> Path:
 def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """Write ``path`` through a temporary file in the same folder (``write(tmp_name)``), then rename it
     over ``path``: readers, other processes included, see the old file or the whole new one."""
+    import tempfile  # not at import time: a cold search reads the cache but writes nothing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
