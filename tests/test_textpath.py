@@ -182,7 +182,7 @@ def _search_in_new_process(index: Path, text: str, backend: str = "auto") -> tup
         "from searchindex import Index\n"
         "with Index.open(sys.argv[1], device='cpu') as idx:\n"
         "    print('\\n'.join(r.path for r in idx.search(sys.argv[2], k=5)))\n"
-        "print('MODULES', *[m for m in ('torch', 'open_clip', 'onnxruntime') if m in sys.modules])\n"
+        "print('MODULES', *[m for m in ('torch', 'open_clip', 'onnxruntime', 'sqlalchemy') if m in sys.modules])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCHINDEX_TEXT_BACKEND": backend}
     out = subprocess.run([sys.executable, "-c", code, str(index), text], capture_output=True, text=True,

@@ -50,10 +50,10 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
     vector when ``score`` is not the cosine (fills ``vector_score``).
     """
     id_list = [int(i) for i in ids]
-    rows = catalog.images.by_id(id_list)
-    tags = catalog.tags.by_id(id_list)
-    captions = catalog.captions.by_id(id_list)
-    texts = catalog.texts.by_id(id_list)
+    rows = catalog.read.records(id_list)
+    tags = catalog.read.tags(id_list)
+    captions = catalog.read.captions(id_list)
+    texts = catalog.read.texts(id_list)
     bm25 = dict(zip(text.ids.tolist(), text.scores.tolist(), strict=True)) if text is not None else {}
     cosines = dict(zip(id_list, vectors.cosines(vector, ids).tolist(), strict=True)) if vector is not None else {}
     out: list[SearchResult] = []
@@ -83,13 +83,13 @@ def image_details(catalog: Catalog, image_id: int) -> ImageDetails:
         NotFoundError: no image with this id (never indexed, or removed since).
     """
     image_id = int(image_id)
-    row = catalog.images.by_id([image_id]).get(image_id)
+    row = catalog.read.records([image_id]).get(image_id)
     if row is None:
         raise NotFoundError(f"no image with id {image_id} in this index")
-    captions = catalog.captions.by_id([image_id]).get(image_id, [])
+    captions = catalog.read.captions([image_id]).get(image_id, [])
     return ImageDetails(
         **dataclasses.asdict(row),
-        tags=tuple(name for name, _ in catalog.tags.by_id([image_id]).get(image_id, ())),
+        tags=tuple(name for name, _ in catalog.read.tags([image_id]).get(image_id, ())),
         caption=captions[0][1] if captions else None, captions=dict(captions),
-        keywords=keywords(catalog.texts.by_id([image_id]).get(image_id)),
+        keywords=keywords(catalog.read.texts([image_id]).get(image_id)),
     )

@@ -62,8 +62,8 @@ class Searcher:
         texts = [t.text for t in q.terms if t.text is not None]
         text_vecs = iter(self.models.encode_texts(texts)) if texts else iter(())
         key = {t.image: os.fspath(Path(t.image).expanduser().absolute()) for t in q.terms if t.image is not None}
-        by_path = self.catalog.images.ids_by_path(list(key.values())) if key else {}
-        stored = self.catalog.images.embeddings(list(by_path.values()), self.models.dim) if by_path else {}
+        by_path = self.catalog.read.ids_by_path(list(key.values())) if key else {}
+        stored = self.catalog.read.embeddings(list(by_path.values()), self.models.dim) if by_path else {}
         vectors = []
         for term in q.terms:
             if term.text is not None:
@@ -135,14 +135,14 @@ class Searcher:
         """The sorted ids meeting the request's filters and tag; ``None`` when nothing restricts the search."""
         candidates = None
         if r.tag is not None:
-            known = [name for name, _ in self.catalog.tags.counts()]
+            known = [name for name, _ in self.catalog.read.tag_counts()]
             if r.tag not in known:
                 listing = ", ".join(known) if known else "none yet"
                 raise QueryError(f"unknown tag {r.tag!r} (labels in this index: {listing}); "
                                  "add labels with `searchindex tag --labels ...`")
-            candidates = np.sort(np.asarray(self.catalog.tags.ids_with(r.tag), dtype=np.int64))
+            candidates = np.sort(np.asarray(self.catalog.read.ids_tagged(r.tag), dtype=np.int64))
         if r.filters is not None and r.filters.active:
-            matching = self.catalog.images.filtered_ids(r.filters)
+            matching = self.catalog.read.filtered_ids(r.filters)
             candidates = matching if candidates is None else np.intersect1d(candidates, matching)
         return candidates
 
@@ -194,7 +194,7 @@ class Searcher:
         limit = max(TEXT_DEPTH, common + 1)
 
         def search_word(word: str) -> list[tuple[int, float]]:
-            return self.catalog.texts.search(word, limit, candidates)
+            return self.catalog.read.text_search(word, limit, candidates)
 
         ranking = rank_text(words, search_word, max_hits=common if searched >= 2 else None)
         for term in q.terms:

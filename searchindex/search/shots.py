@@ -36,9 +36,9 @@ def shot_vectors(catalog: Catalog, models: ModelSession, shots: Sequence[Shot],
     for i in wanted_ids:
         if not 0 <= i <= INT64_MAX:
             raise QueryError(f"no image with id {i} in this index ({what} example)")
-    stored = catalog.images.embeddings(wanted_ids, dim) if wanted_ids else {}
+    stored = catalog.read.embeddings(wanted_ids, dim) if wanted_ids else {}
     paths = [x for x in shots if not isinstance(x, (int, np.integer))]
-    by_path = catalog.images.ids_by_path(
+    by_path = catalog.read.ids_by_path(
         [os.fspath(Path(p).expanduser().absolute()) for p in paths]) if paths else {}
     for item in shots:
         if isinstance(item, (int, np.integer)):
@@ -50,7 +50,7 @@ def shot_vectors(catalog: Catalog, models: ModelSession, shots: Sequence[Shot],
         key = os.fspath(Path(item).expanduser().absolute())
         if key in by_path:  # indexed: use the stored embedding, no decoding
             image_id = int(by_path[key])
-            vec = catalog.images.embeddings([image_id], dim).get(image_id)
+            vec = catalog.read.embeddings([image_id], dim).get(image_id)
             if vec is not None:
                 vectors.append(vec)
                 ids.append(image_id)

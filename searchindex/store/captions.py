@@ -10,7 +10,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .schema import CaptionRow, ImageRow, alive_ids, executor, texts_by_id
+from .reader import CatalogReader
+from .schema import CaptionRow, ImageRow, alive_ids, executor
 
 __all__ = ["CaptionRepository"]
 
@@ -18,8 +19,9 @@ __all__ = ["CaptionRepository"]
 class CaptionRepository:
     """The ``captions`` table."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
         self._engine = engine
+        self._read = reader
 
     def store(self, rows: Sequence[tuple[int, str, str, str]]) -> None:
         """Save (image_id, model, prompt, text) captions in one transaction, replacing any
@@ -49,7 +51,7 @@ class CaptionRepository:
 
     def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
         """image id -> [(model, caption)], oldest caption first."""
-        return texts_by_id(self._engine, ids, CaptionRow.model, CaptionRow.text, CaptionRow.created_at)
+        return self._read.captions(ids)
 
     def by_content(self) -> list[tuple[str, str, str, str]]:
         """(sha256, model, prompt, caption) of every caption: what a reindex carries over,

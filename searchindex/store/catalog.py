@@ -1,4 +1,4 @@
-"""The catalog: SQLite through SQLAlchemy, the index's source of truth.
+"""The catalog: SQLite, the index's source of truth.
 
 One row per image with its metadata *and* its embedding, written in the same
 transaction; failures with their reasons; and the index's metadata (model,
@@ -10,6 +10,10 @@ FAISS file (a cache) can be caught up from exactly what changed since it was sav
 writer; reads and the smaller writes go through one repository per concern, in
 the way sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.images`,
 :attr:`Catalog.texts`, :attr:`Catalog.captions`, :attr:`Catalog.tags` and :attr:`Catalog.concepts`.
+
+Writes go through SQLAlchemy; what a search reads goes through :attr:`Catalog.read`
+(:mod:`searchindex.store.reader`, plain :mod:`sqlite3`), and the engine and the
+repositories are made on first use, so that a search never imports SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -18,62 +22,95 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
-
-import numpy as np
-from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import IndexCorruptError, IndexSchemaError
 from ..models.spec import ModelSpec
-from .captions import CaptionRepository
-from .concepts import ConceptRepository
-from .images import ImageRepository
-from .migrations import SCHEMA_VERSION, pending, refresh_text_index, upgrade
+from .migrations import SCHEMA_VERSION, pending, upgrade
+from .reader import CatalogReader
 from .records import FailureRecord, ImageRecord, NewImage, PhotoMetadata, TagLabel
-from .schema import (
-    CATALOG_FILE,
-    Base,
-    CaptionRow,
-    FailureRow,
-    ImageRow,
-    ImageTagRow,
-    ImageTextRow,
-    MetaRow,
-    RemovalRow,
-    TextStateRow,
-    check_meta,
-    damaged,
-    engine_for,
-    executor,
-    is_damage,
-)
-from .tags import TagRepository
-from .texts import TextRepository
+from .sqlite import CATALOG_FILE, catalog_uri, check_meta, damaged, is_damage
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from .captions import CaptionRepository
+    from .concepts import ConceptRepository
+    from .images import ImageRepository
+    from .tags import TagRepository
+    from .texts import TextRepository
 
 __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage", "TagLabel"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 class Catalog:
     """SQLite catalog of one index folder."""
 
-    def __init__(self, engine: Engine, path: Path) -> None:
-        self._engine = engine
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
-        self.images = ImageRepository(engine)
-        self.texts = TextRepository(engine)
-        self.captions = CaptionRepository(engine)
-        self.tags = TagRepository(engine)
-        self.concepts = ConceptRepository(engine)
+        self.read_only = read_only
+        #: The reads a search makes, through plain sqlite3 (see :mod:`searchindex.store.reader`).
+        self.read = CatalogReader(path, read_only)
+        self._made: dict[str, Any] = {}
+        self._making = threading.RLock()
+
+    def _once(self, name: str, make: Callable[[], _T]) -> _T:
+        """The one ``name`` object of this catalog, made on first use (from any thread)."""
+        with self._making:
+            if name not in self._made:
+                self._made[name] = make()
+            return self._made[name]  # type: ignore[no-any-return]
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine every write (and the repositories' other reads) goes through."""
+        from .schema import engine_for
+
+        return self._once("engine", lambda: engine_for(self.path, read_only=self.read_only))
+
+    @property
+    def images(self) -> ImageRepository:
+        """The ``images`` and ``failures`` tables."""
+        from .images import ImageRepository
+
+        return self._once("images", lambda: ImageRepository(self.engine, self.read))
+
+    @property
+    def texts(self) -> TextRepository:
+        """The texts people wrote and the full-text index."""
+        from .texts import TextRepository
+
+        return self._once("texts", lambda: TextRepository(self.engine, self.read))
+
+    @property
+    def captions(self) -> CaptionRepository:
+        """Generated captions."""
+        from .captions import CaptionRepository
+
+        return self._once("captions", lambda: CaptionRepository(self.engine, self.read))
+
+    @property
+    def tags(self) -> TagRepository:
+        """Zero-shot tag labels and the tags of each image."""
+        from .tags import TagRepository
+
+        return self._once("tags", lambda: TagRepository(self.engine, self.read))
+
+    @property
+    def concepts(self) -> ConceptRepository:
+        """Saved concepts (a query with its liked and unliked examples)."""
+        from .concepts import ConceptRepository
+
+        return self._once("concepts", lambda: ConceptRepository(self.engine))
 
     @classmethod
     def create(
@@ -84,6 +121,10 @@ class Catalog:
         The file is built under a temporary name and renamed into place, so a
         crash never leaves a catalog without its metadata.
         """
+        from sqlalchemy.orm import Session
+
+        from .schema import Base, MetaRow, engine_for
+
         path = folder / CATALOG_FILE
         tmp = folder / f".{CATALOG_FILE}.{os.getpid()}.tmp"
         for leftover in folder.glob(f".{CATALOG_FILE}.*.tmp*"):
@@ -108,7 +149,7 @@ class Catalog:
         finally:
             engine.dispose()  # checkpoints and removes the temporary WAL
         os.replace(tmp, path)
-        return cls(engine_for(path), path)
+        return cls(path)
 
     @classmethod
     def open(cls, folder: Path) -> Catalog:
@@ -121,48 +162,36 @@ class Catalog:
                 upgrade but cannot be written.
         """
         path = folder / CATALOG_FILE
-        engine = engine_for(path)
         writable = True
         try:
-            raw = engine.raw_connection()
+            db = sqlite3.connect(catalog_uri(path, read_only=False), uri=True, isolation_level=None, timeout=30)
             try:  # take (and drop) the write lock: fails at once on a read-only file or folder
-                raw.execute("BEGIN IMMEDIATE")
-                raw.rollback()
-            except sqlite3.DatabaseError as exc:
-                if is_damage(exc):
-                    engine.dispose()
-                    raise damaged(path, exc) from exc
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                db.rollback()
             finally:
-                raw.close()
-        except (OperationalError, sqlite3.OperationalError) as exc:
-            engine.dispose()
+                db.close()
+        except sqlite3.OperationalError as exc:
             if is_damage(exc):
-                raise damaged(path, getattr(exc, "orig", exc)) from exc
-            engine = engine_for(path, read_only=True)
+                raise damaged(path, exc) from exc
             writable = False
             log.info("%s is not writable: opened read-only", path)
-        try:
-            cls._upgrade(path, writable)
-        except IndexCorruptError as exc:
-            engine.dispose()
-            raise damaged(path, exc) from exc
         except sqlite3.DatabaseError as exc:
-            engine.dispose()
             if is_damage(exc):
                 raise damaged(path, exc) from exc
             raise
-        except BaseException:
-            engine.dispose()
+        try:
+            cls._upgrade(path, writable)
+        except IndexCorruptError as exc:
+            raise damaged(path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise damaged(path, exc) from exc
             raise
-        return cls(engine, path)
+        return cls(path, read_only=not writable)
 
     @staticmethod
     def _upgrade(path: Path, writable: bool) -> None:
-        if writable:
-            db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        else:
-            db = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True)
+        db = sqlite3.connect(catalog_uri(path, read_only=not writable), uri=True, isolation_level=None, timeout=30)
         try:
             check_meta(db)
             todo = pending(db)
@@ -177,18 +206,26 @@ class Catalog:
             db.close()
 
     def close(self) -> None:
-        self._engine.dispose()
+        with self._making:
+            engine = self._made.pop("engine", None)
+            self._made.clear()
+        if engine is not None:
+            engine.dispose()
+        self.read.close()
 
     # -- metadata ---------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
         """Every key of the ``meta`` table (model, dim, generation, FAISS settings...)."""
-        with Session(self._engine) as s:
-            return {r.key: r.value for r in s.scalars(select(MetaRow))}
+        return self.read.meta()
 
     def set_meta(self, **values: Any) -> None:
         """Set ``meta`` keys (strings as they are, anything else as JSON)."""
-        with Session(self._engine) as s, s.begin():
+        from sqlalchemy.orm import Session
+
+        from .schema import MetaRow
+
+        with Session(self.engine) as s, s.begin():
             for key, value in values.items():
                 s.merge(MetaRow(key=key, value=value if isinstance(value, str) else json.dumps(value)))
 
@@ -199,8 +236,7 @@ class Catalog:
 
     def generation(self) -> int:
         """The generation of the last committed batch."""
-        with Session(self._engine) as s:
-            return int(s.scalar(select(MetaRow.value).where(MetaRow.key == "generation")) or 0)
+        return self.read.generation()
 
     # -- the batch writer -------------------------------------------------
 
@@ -229,88 +265,6 @@ class Catalog:
             metadata: (id, metadata) of rows whose photo metadata is (re)read
                 without re-encoding (touched, moved, or indexed before schema 2).
         """
-        now = time.time()
-        with Session(self._engine) as s, s.begin():
-            gen_row = s.get(MetaRow, "generation")
-            assert gen_row is not None
-            gen = int(gen_row.value) + 1
-            gen_row.value = str(gen)
-            text_ids = _remove_rows(s, list(deleted) + [f.path for f in failures], gen)  # full-text entries to redo
-            text_ids += _update_rows(s, touched, moved, metadata)
-            paths = [im.path for im in images]
-            text_ids += _write_images(s, images, gen, now)
-            fixed = paths + [m[1] for m in moved]
-            if fixed:
-                s.execute(delete(FailureRow).where(FailureRow.path.in_(fixed)))
-            for f in failures:
-                s.merge(FailureRow(path=f.path, size=f.size, mtime_ns=f.mtime_ns, reason=f.reason, failed_at=now))
-            if text_ids:
-                refresh_text_index(executor(s), text_ids)
-        return gen
+        from .batch import commit_batch
 
-
-# -- the steps of Catalog.commit_batch, inside its transaction -------------------------------
-
-
-def _remove_rows(s: Session, gone: list[str], gen: int) -> list[int]:
-    """Delete the rows (and failure records) at ``gone`` with what hangs off them, scheduling their
-    vectors for removal at ``gen``; returns the ids removed."""
-    removed: list[int] = []
-    for start in range(0, len(gone), 500):
-        chunk = gone[start : start + 500]
-        gone_ids = list(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(chunk))))
-        for image_id in gone_ids:
-            s.merge(RemovalRow(image_id=image_id, generation=gen))
-        s.execute(delete(ImageTagRow).where(ImageTagRow.image_id.in_(gone_ids)))
-        s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids)))
-        s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(gone_ids)))
-        s.execute(delete(TextStateRow).where(TextStateRow.image_id.in_(gone_ids)))
-        removed.extend(gone_ids)
-        s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
-        s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
-    return removed
-
-
-def _update_rows(s: Session, touched: Sequence[tuple[int, int, int]], moved: Sequence[tuple[int, str, int, int]],
-                 metadata: Sequence[tuple[int, PhotoMetadata]]) -> list[int]:
-    """Rows that keep their vector: new stat, new path, new metadata; returns the ids that moved."""
-    for image_id, size, mtime_ns in touched:
-        s.execute(update(ImageRow).where(ImageRow.id == image_id).values(size=size, mtime_ns=mtime_ns))
-    for image_id, path, size, mtime_ns in moved:
-        s.execute(update(ImageRow).where(ImageRow.id == image_id).values(path=path, size=size, mtime_ns=mtime_ns))
-    for image_id, meta in metadata:
-        s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**meta.columns()))
-    return [m[0] for m in moved]
-
-
-def _write_images(s: Session, images: Sequence[NewImage], gen: int, now: float) -> list[int]:
-    """Insert the new rows, replace those at the same path in place (keeping the id); returns their ids."""
-    paths = [im.path for im in images]
-    existing = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))).all())
-    for im in images:
-        values = dict(
-            size=im.size,
-            mtime_ns=im.mtime_ns,
-            sha256=im.sha256,
-            width=im.width,
-            height=im.height,
-            format=im.format,
-            indexed_at=now,
-            generation=gen,
-            embedding=np.ascontiguousarray(im.embedding, dtype=np.float32).tobytes(),
-            **(im.meta.columns() if im.meta else {}),
-        )
-        if im.path in existing:
-            s.execute(update(ImageRow).where(ImageRow.id == existing[im.path]).values(**values))
-            # New content: its tags are recomputed by the next tagging pass, and
-            # captions of the old picture no longer describe it.
-            s.execute(delete(ImageTagRow).where(ImageTagRow.image_id == existing[im.path]))
-            s.execute(delete(CaptionRow).where(CaptionRow.image_id == existing[im.path]))
-        else:
-            s.add(ImageRow(path=im.path, **values))
-    ids: list[int] = []
-    if paths:
-        s.flush()
-        for start in range(0, len(paths), 500):
-            ids.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(paths[start : start + 500]))))
-    return ids
+        return commit_batch(self.engine, images, failures, touched, moved, deleted, metadata)

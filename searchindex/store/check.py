@@ -116,7 +116,7 @@ def catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]:
             found.append(Finding("error", "catalog", f"the schema cannot be read: {exc}"))
     finally:
         db.close()
-    from .schema import check_meta
+    from .sqlite import check_meta
 
     db = connect_ro(path)
     try:
@@ -332,11 +332,10 @@ def _content_findings(folder: Path, meta: dict[str, str],
             vector_findings, vectors = _vector_findings(folder, meta, ids, embeddings())
             found += vector_findings
             if files:
-                from .schema import FsPath
+                from .sqlite import decode_path
 
                 rows = db.execute("SELECT path, size, mtime_ns FROM images").fetchall()
-                decode = FsPath().process_result_value
-                found += _file_findings([(decode(p, None) or "", s, m) for p, s, m in rows])
+                found += _file_findings([(decode_path(p or ""), s, m) for p, s, m in rows])
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:

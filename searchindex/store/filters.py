@@ -1,33 +1,28 @@
-"""Search filters: the conditions a result must meet, and the SQL that finds the images meeting them.
+"""Search filters: the conditions a result must meet.
 
 :class:`Filters` is plain data, validated on construction (bad input is an
-input error, never a search-time surprise); :func:`filtered_ids` resolves it
-into the sorted ids of every matching image with one SQL query, which the
-vector index then ranks exactly.
+input error, never a search-time surprise);
+:meth:`~searchindex.store.reader.CatalogReader.filtered_ids` resolves it into the
+sorted ids of every matching image with one SQL query, which the vector index
+then ranks exactly.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, false, not_, or_, select
-from sqlalchemy.engine import Engine
 
 from ..errors import QueryError
-from .schema import ImageRow
 
 __all__ = [
     "DEFAULT_RADIUS_KM",
     "EARTH_RADIUS_KM",
     "Filters",
-    "filtered_ids",
     "glob_to_sqlite",
     "haversine_km",
     "parse_date",
@@ -222,88 +217,3 @@ class Filters:
 
     def with_cwd(self, cwd: str) -> Filters:
         return replace(self, cwd=cwd)
-
-
-def _bounding_box(lat: float, lon: float, radius_km: float) -> list[Any]:
-    """SQL conditions for a lat/lon box that holds every point within ``radius_km`` of (lat, lon)."""
-    dlat = math.degrees(radius_km / EARTH_RADIUS_KM)
-    conds: list[Any] = [ImageRow.gps_lat.is_not(None), ImageRow.gps_lon.is_not(None),
-                        ImageRow.gps_lat.between(lat - dlat, lat + dlat)]
-    if abs(lat) + dlat >= 90:  # the circle reaches a pole: every longitude
-        return conds
-    dlon = math.degrees(math.asin(min(1.0, math.sin(radius_km / EARTH_RADIUS_KM) / math.cos(math.radians(lat)))))
-    if dlon >= 180:
-        return conds
-    lo, hi = lon - dlon, lon + dlon
-    if lo < -180:  # across the antimeridian: two ranges
-        conds.append(or_(ImageRow.gps_lon >= lo + 360, ImageRow.gps_lon <= hi))
-    elif hi > 180:
-        conds.append(or_(ImageRow.gps_lon >= lo, ImageRow.gps_lon <= hi - 360))
-    else:
-        conds.append(ImageRow.gps_lon.between(lo, hi))
-    return conds
-
-
-def filtered_ids(engine: Engine, filters: Filters) -> np.ndarray:
-    """The ids (sorted) of every image that meets ``filters``, found by one SQL query.
-
-    A position filter is a bounding box in SQL, then the exact great-circle
-    distance (NumPy) over the rows inside the box only.
-    """
-    with engine.connect() as conn:
-        conds = _conditions(filters, conn)
-        # No ORDER BY: it would make SQLite walk the table (rows carry the embeddings)
-        # in id order instead of using an index on the filtered columns; NumPy sorts.
-        # Plain numbers: read them from the DBAPI cursor, skipping SQLAlchemy's per-row
-        # result processing (most of the time of a 25k-row answer).
-        if filters.near is None:
-            rows = conn.execute(select(ImageRow.id).where(*conds)).cursor.fetchall()
-            ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows))
-            return np.sort(ids)
-        stmt = select(ImageRow.id, ImageRow.gps_lat, ImageRow.gps_lon).where(*conds)
-        rows = conn.execute(stmt).cursor.fetchall()
-    if not rows:
-        return np.zeros(0, dtype=np.int64)
-    arr = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows)).reshape(-1, 3)
-    lat0, lon0 = filters.near
-    keep = haversine_km(arr[:, 1], arr[:, 2], lat0, lon0) <= float(filters.radius_km or 0)
-    return np.sort(arr[keep, 0].astype(np.int64))
-
-
-def _conditions(filters: Filters, conn: Any) -> list[Any]:
-    """SQL conditions (ANDed) for ``filters``."""
-    conds: list[Any] = []
-
-    def matches(pattern: str) -> Any:
-        exact, glob = glob_to_sqlite(pattern, filters.cwd)
-        cond = ImageRow.path.op("GLOB", is_comparison=True)(glob)
-        return cond if exact is None else or_(ImageRow.path == exact, cond)
-
-    if filters.paths:
-        conds.append(or_(*(matches(p) for p in filters.paths)))
-    for pattern in filters.exclude:
-        conds.append(not_(matches(pattern)))
-    if filters.min_width:
-        conds.append(ImageRow.width >= filters.min_width)
-    if filters.min_height:
-        conds.append(ImageRow.height >= filters.min_height)
-    # taken_at is local wall-clock ISO text: it sorts and compares as text.
-    if filters.after is not None:
-        conds.append(ImageRow.taken_at >= filters.after)
-    if filters.before is not None:
-        conds.append(ImageRow.taken_at < filters.before)
-    if filters.cameras:
-        # A collection holds a handful of distinct cameras: match the texts against
-        # those (read from the camera index), then select the rows by exact value.
-        wanted = [c.lower() for c in filters.cameras]
-        cameras = conn.execute(select(ImageRow.camera_make, ImageRow.camera_model).distinct()).all()
-        chosen = [(make, model) for make, model in cameras
-                  if any(w in f"{make or ''} {model or ''}".lower() for w in wanted)]
-        conds.append(or_(false(), *(
-            and_(ImageRow.camera_make.is_(None) if make is None else ImageRow.camera_make == make,
-                 ImageRow.camera_model.is_(None) if model is None else ImageRow.camera_model == model)
-            for make, model in chosen
-        )))
-    if filters.near is not None:
-        conds += _bounding_box(*filters.near, float(filters.radius_km or 0))
-    return conds

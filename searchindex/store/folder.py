@@ -15,13 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlalchemy.exc
-
 from ..errors import IndexExistsError, IndexFolderError, IndexWriteError
 from .catalog import Catalog
 from .lock import LOCK_FILE, WriterLock
 from .querycache import CACHE_FILE
-from .schema import CATALOG_FILE
+from .sqlite import CATALOG_FILE, is_operational_error
 
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec
@@ -62,7 +60,9 @@ def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_
                 raise IndexExistsError(f"an index already exists at {folder} (made by another process meanwhile)")
             refuse_strangers(folder)
             return Catalog.create(folder, spec, dim, factory, meta={"faiss_index_type": index_type})
-    except (OSError, sqlalchemy.exc.OperationalError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not is_operational_error(exc):
+            raise
         # A full disk, a read-only place, /proc or /sys: one clear error, nothing half-made left behind.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "orig", exc)
         raise IndexWriteError(f"cannot create an index at {folder}: {reason}") from exc
@@ -178,8 +178,10 @@ def write_errors(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise IndexWriteError(f"cannot write the index at {path}: {exc.strerror or exc}") from exc
-    except sqlalchemy.exc.OperationalError as exc:
-        raise IndexWriteError(f"cannot write the index at {path}: {exc.orig}") from exc
+    except Exception as exc:
+        if not is_operational_error(exc):
+            raise
+        raise IndexWriteError(f"cannot write the index at {path}: {getattr(exc, 'orig', exc)}") from exc
 
 
 def default_index_path() -> Path:

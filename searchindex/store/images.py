@@ -9,18 +9,23 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from .filters import Filters, filtered_ids
-from .records import RECORD_COLUMNS, FailureRecord, ImageRecord
-from .schema import FailureRow, ImageRow, RemovalRow
+from .filters import Filters
+from .reader import CatalogReader
+from .records import FailureRecord, ImageRecord
+from .schema import FailureRow, ImageRow
 
 __all__ = ["ImageRepository"]
 
 
 class ImageRepository:
-    """The ``images`` and ``failures`` tables (reads; :meth:`Catalog.commit_batch` writes them)."""
+    """The ``images`` and ``failures`` tables (reads; :meth:`Catalog.commit_batch` writes them).
 
-    def __init__(self, engine: Engine) -> None:
+    The reads a search makes are :class:`~searchindex.store.reader.CatalogReader`'s.
+    """
+
+    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
         self._engine = engine
+        self._read = reader
 
     def count(self) -> int:
         """Number of indexed images."""
@@ -59,18 +64,11 @@ class ImageRepository:
 
     def ids(self) -> np.ndarray:
         """The ids of every indexed image, sorted."""
-        with Session(self._engine) as s:
-            return np.array(sorted(s.scalars(select(ImageRow.id))), dtype=np.int64)
+        return self._read.image_ids()
 
     def embeddings(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         """image id -> embedding (``dim`` float32) of those ``ids`` still indexed."""
-        out: dict[int, np.ndarray] = {}
-        with Session(self._engine) as s:
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start : start + 500])
-                for i, blob in s.execute(select(ImageRow.id, ImageRow.embedding).where(ImageRow.id.in_(chunk))):
-                    out[i] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
-        return out
+        return self._read.embeddings(ids, dim)
 
     def failures(self) -> list[FailureRecord]:
         """Every recorded failure, by path."""
@@ -82,38 +80,20 @@ class ImageRepository:
 
     def by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """image id -> record (without the embedding) of those ``ids`` still indexed."""
-        ids = list(ids)
-        if not ids:
-            return {}
-        cols = [getattr(ImageRow, c) for c in RECORD_COLUMNS]
-        out: dict[int, ImageRecord] = {}
-        with Session(self._engine) as s:
-            for start in range(0, len(ids), 500):  # stay under SQLite's variable limit
-                for row in s.execute(select(*cols).where(ImageRow.id.in_(ids[start : start + 500]))):
-                    out[row[0]] = ImageRecord(*row)
-        return out
+        return self._read.records(ids)
 
     def filtered_ids(self, filters: Filters) -> np.ndarray:
-        """The sorted ids of every image meeting ``filters`` (see :func:`.filters.filtered_ids`)."""
-        return filtered_ids(self._engine, filters)
+        """The sorted ids of every image meeting ``filters`` (see :meth:`.CatalogReader.filtered_ids`)."""
+        return self._read.filtered_ids(filters)
 
     def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of every row written after ``generation``."""
-        stmt = select(ImageRow.id, ImageRow.embedding).where(ImageRow.generation > generation).order_by(ImageRow.id)
-        with Session(self._engine) as s:
-            result = s.execute(stmt).yield_per(10_000)
-            for chunk in result.partitions():
-                ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
-                vecs = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32).reshape(len(chunk), dim)
-                yield ids, vecs
+        return self._read.embeddings_since(generation, dim)
 
     def removed_since(self, generation: int) -> np.ndarray:
         """Ids removed by the batches committed after ``generation``."""
-        with Session(self._engine) as s:
-            ids = s.scalars(select(RemovalRow.image_id).where(RemovalRow.generation > generation)).all()
-        return np.asarray(ids, dtype=np.int64)
+        return self._read.removed_since(generation)
 
     def ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
         """path -> image id of those ``paths`` that are indexed."""
-        with Session(self._engine) as s:
-            return dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(paths)))).all())
+        return self._read.ids_by_path(paths)

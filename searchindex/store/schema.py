@@ -6,53 +6,31 @@ files step by step, and creates the FTS5 table the ORM cannot declare.
 
 from __future__ import annotations
 
-import logging
-import os
-import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 from sqlalchemy import DDL, Float, Index, Integer, LargeBinary, String, create_engine, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from ..errors import IndexCorruptError
 from .migrations import FTS_TABLE_SQL
-
-log = logging.getLogger(__name__)
-
-#: The catalog's file name inside an index folder.
-CATALOG_FILE = "catalog.sqlite"
+from .sqlite import apply_pragmas, catalog_uri, damaged, decode_path, encode_path, is_damage
 
 
 class FsPath(TypeDecorator[str]):
-    """A file path as text, losslessly, even when the name is not valid UTF-8.
-
-    Python represents undecodable bytes in file names as lone surrogates, which
-    SQLite's UTF-8 text cannot hold.  Such paths are stored percent-encoded
-    behind a prefix that no absolute path starts with, and decoded on the way out.
-    """
+    """A file path as text, losslessly, even when the name is not valid UTF-8 (see
+    :func:`~searchindex.store.sqlite.encode_path`)."""
 
     impl = String
     cache_ok = True
-    _PREFIX = "?bytes:"
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return self._PREFIX + quote(os.fsencode(value), safe="/")
+        return None if value is None else encode_path(value)
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        if value is not None and value.startswith(self._PREFIX):
-            return os.fsdecode(unquote_to_bytes(value[len(self._PREFIX):]))
-        return value
+        return None if value is None else decode_path(value)
 
 
 class Base(DeclarativeBase):
@@ -197,48 +175,6 @@ class FailureRow(Base):
     failed_at: Mapped[float] = mapped_column(Float)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL: readers never wait for the writer and the writer never waits for readers.
-    # NORMAL is durable across process crashes in WAL mode (only an OS crash can
-    # lose the last commits, and never corrupts the file).  Both are settings a
-    # read-only connection may refuse; the WAL mode is stored in the file anyway.
-    cur = dbapi_conn.cursor()
-    for pragma in ("busy_timeout=30000", "journal_mode=WAL", "synchronous=NORMAL"):
-        try:
-            cur.execute(f"PRAGMA {pragma}")
-        except sqlite3.OperationalError as exc:
-            log.debug("PRAGMA %s refused: %s", pragma, exc)
-        except sqlite3.DatabaseError as exc:  # a damaged file: the first real statement reports it
-            log.debug("PRAGMA %s failed: %s", pragma, exc)
-            break
-    cur.close()
-
-
-# SQLite's primary result codes for a damaged file (sqlite3 errors carry them since Python 3.11).
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
-_DAMAGE_WORDS = ("malformed", "not a database", "corrupt")
-
-
-def is_damage(exc: BaseException) -> bool:
-    """True when ``exc`` (sqlite3 or SQLAlchemy) says the database file itself is damaged."""
-    orig = getattr(exc, "orig", exc)
-    code = getattr(orig, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-        return True
-    return isinstance(orig, sqlite3.DatabaseError) and any(w in str(orig).lower() for w in _DAMAGE_WORDS)
-
-
-def damaged(path: Path, detail: object) -> IndexCorruptError:
-    """The one error users see for a damaged catalog: which file, and what to run."""
-    folder = path.parent
-    text = str(detail).strip()
-    return IndexCorruptError(
-        f"the catalog {path} is damaged ({text.splitlines()[0] if text else 'unreadable'}); "
-        f"run `searchindex check --index {folder}` for details and `searchindex repair --index {folder}` "
-        "to recover what can be read (the damaged file is kept aside)"
-    )
-
-
 def _raise_damage(path: Path) -> Callable[[Any], None]:
     def handle_error(context: Any) -> None:
         if is_damage(context.original_exception):
@@ -246,32 +182,11 @@ def _raise_damage(path: Path) -> Callable[[Any], None]:
     return handle_error
 
 
-def check_meta(db: sqlite3.Connection) -> None:
-    """Raise :class:`IndexCorruptError` unless the records every index has are there and well-formed."""
-    try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-    except sqlite3.OperationalError as exc:  # an empty file is a valid, empty SQLite database
-        raise IndexCorruptError(f"it has no readable meta table ({exc})") from None
-    missing = [k for k in ("model", "pretrained", "dim") if k not in meta]
-    if missing:
-        raise IndexCorruptError(f"the {', '.join(missing)} record(s) are missing")
-    for key in ("dim", "generation"):
-        value = str(meta.get(key, "0"))
-        if not value.isdigit() or (key == "dim" and int(value) == 0):
-            raise IndexCorruptError(f"the {key} record is {value[:40]!r}, not a valid number")
-
-
 def engine_for(path: Path, read_only: bool = False) -> Engine:
     """A SQLAlchemy engine on the catalog file at ``path`` (WAL, busy timeout)."""
-    if read_only:
-        # A WAL database in a folder where SQLite cannot create its -shm file
-        # opens only as immutable: nobody can write there, so nothing changes
-        # under the reader.
-        url = f"sqlite:///file:{quote(str(path))}?immutable=1&uri=true"
-    else:
-        url = f"sqlite:///{path}"
+    url = f"sqlite:///{catalog_uri(path, read_only)}&uri=true" if read_only else f"sqlite:///{path}"
     engine = create_engine(url, future=True)
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", lambda conn, _record: apply_pragmas(conn))
     # Any statement that meets a damaged file raises IndexCorruptError naming it, not a traceback.
     event.listen(engine, "handle_error", _raise_damage(path))
     return engine
@@ -288,19 +203,3 @@ def alive_ids(s: Session, ids: Sequence[int]) -> set[int]:
     for start in range(0, len(ids), 500):
         alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(ids[start : start + 500])))))
     return alive
-
-
-def texts_by_id(
-    engine: Engine, ids: Iterable[int], key: Any, value: Any, order: Any
-) -> dict[int, list[tuple[str, str]]]:
-    """image id -> [(key, value)] from a per-image text table, ordered by ``order``."""
-    ids = [int(i) for i in ids]
-    table = key.class_
-    out: dict[int, list[tuple[str, str]]] = {}
-    with Session(engine) as s:
-        for start in range(0, len(ids), 500):
-            stmt = (select(table.image_id, key, value).where(table.image_id.in_(ids[start : start + 500]))
-                    .order_by(table.image_id, order))
-            for image_id, k, v in s.execute(stmt):
-                out.setdefault(image_id, []).append((k, v))
-    return out

@@ -7,10 +7,11 @@ import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from .reader import CatalogReader
 from .records import TagLabel
 from .schema import ImageRow, ImageTagRow, TagLabelRow
 
@@ -20,8 +21,9 @@ __all__ = ["TagRepository"]
 class TagRepository:
     """The ``tag_labels`` and ``image_tags`` tables."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
         self._engine = engine
+        self._read = reader
 
     def labels(self) -> list[TagLabel]:
         """Every stored label, by name."""
@@ -82,27 +84,12 @@ class TagRepository:
 
     def counts(self) -> list[tuple[str, int]]:
         """(label, number of tagged images) for every label, including those with none."""
-        with Session(self._engine) as s:
-            counts = dict(s.execute(select(ImageTagRow.label, func.count()).group_by(ImageTagRow.label)).all())
-            return [(name, int(counts.get(name, 0)))
-                    for name in s.scalars(select(TagLabelRow.name).order_by(TagLabelRow.name))]
+        return self._read.tag_counts()
 
     def ids_with(self, label: str) -> np.ndarray:
         """Sorted ids of the images carrying ``label``."""
-        with Session(self._engine) as s:
-            ids = s.scalars(select(ImageTagRow.image_id).where(ImageTagRow.label == label)).all()
-        return np.asarray(sorted(ids), dtype=np.int64)
+        return self._read.ids_tagged(label)
 
     def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
         """image id -> [(label, margin)], strongest first."""
-        ids = [int(i) for i in ids]
-        out: dict[int, list[tuple[str, float]]] = {}
-        with Session(self._engine) as s:
-            for start in range(0, len(ids), 500):
-                stmt = select(ImageTagRow.image_id, ImageTagRow.label, ImageTagRow.margin).where(
-                    ImageTagRow.image_id.in_(ids[start : start + 500]))
-                for image_id, label, margin in s.execute(stmt):
-                    out.setdefault(image_id, []).append((label, margin))
-        for tags in out.values():
-            tags.sort(key=lambda t: (-t[1], t[0]))
-        return out
+        return self._read.tags(ids)

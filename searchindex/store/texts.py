@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .schema import CaptionRow, ImageTextRow, TextStateRow, alive_ids, executor, texts_by_id
+from .reader import CatalogReader
+from .schema import CaptionRow, ImageTextRow, TextStateRow, alive_ids, executor
 
 __all__ = ["TextRepository"]
-
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
-
-
-def _fts_words(query: str) -> list[str]:
-    """The words of ``query`` as quoted FTS5 strings (so no word is read as syntax)."""
-    return [f'"{w}"' for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(query))]
-
 
 class TextRepository:
     """The ``image_texts`` and ``text_states`` tables, and full-text search over ``text_fts``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
         self._engine = engine
+        self._read = reader
 
     def store(self, texts: Mapping[int, Sequence[tuple[str, str]]]) -> None:
         """Replace the image_texts of the given ids with their (source, text) pairs
@@ -58,7 +51,7 @@ class TextRepository:
 
     def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
         """image id -> [(source, text)], by source."""
-        return texts_by_id(self._engine, ids, ImageTextRow.source, ImageTextRow.text, ImageTextRow.source)
+        return self._read.texts(ids)
 
     def has_any(self) -> bool:
         """Whether any image has a caption or a text people wrote."""
@@ -76,25 +69,4 @@ class TextRepository:
         with every word come first, and when fewer than ``limit`` have them all,
         images with any of them follow.  ``ids`` restricts the results (filters).
         """
-        words = _fts_words(query)
-        if not words or limit <= 0:
-            return []
-        allowed = None if ids is None else set(np.asarray(ids, dtype=np.int64).tolist())
-        out: dict[int, float] = {}
-        stmt = text(
-            "SELECT rowid, bm25(text_fts, 1.0, 2.0, 1.0) FROM text_fts WHERE text_fts MATCH :q ORDER BY 2"
-        )
-        with Session(self._engine) as s:
-            for joiner in (" AND ", " OR ") if len(words) > 1 else (" AND ",):
-                ranked = []
-                for image_id, bm25 in s.execute(stmt, {"q": joiner.join(words)}):
-                    if image_id not in out and (allowed is None or image_id in allowed):
-                        ranked.append((int(image_id), -float(bm25)))
-                if joiner == " OR " and ranked and out:
-                    # OR hits rank below every AND hit, whatever their BM25.
-                    shift = ranked[0][1] - min(out.values()) + 1e-6
-                    ranked = [(i, score - shift) for i, score in ranked]
-                out.update(ranked)
-                if len(out) >= limit:
-                    break
-        return sorted(out.items(), key=lambda kv: -kv[1])[:limit]
+        return self._read.text_search(query, limit, ids)

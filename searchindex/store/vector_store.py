@@ -99,7 +99,7 @@ class VectorStore:
 
     def _matches_catalog(self, vecs: VectorIndex) -> bool:
         """True when ``vecs`` holds exactly the catalog's ids (and, flat, a sample of its vectors)."""
-        ids = self.catalog.images.ids()
+        ids = self.catalog.read.image_ids()
         have = vecs.ids()
         why = None
         if len(have) != len(ids):
@@ -117,7 +117,7 @@ class VectorStore:
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of ``ids`` from the catalog (zeros for ids removed meanwhile)."""
-        stored = self.catalog.images.embeddings([int(i) for i in ids], self.dim)
+        stored = self.catalog.read.embeddings([int(i) for i in ids], self.dim)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         for row, i in enumerate(ids):
             vec = stored.get(int(i))
@@ -137,9 +137,9 @@ class VectorStore:
 
     def _catch_up(self, vecs: VectorIndex, generation: int) -> None:
         since = vecs.generation
-        vecs.remove(self.catalog.images.removed_since(since))
+        vecs.remove(self.catalog.read.removed_since(since))
         n = 0
-        for ids, chunk in self.catalog.images.embeddings_since(since, self.dim):
+        for ids, chunk in self.catalog.read.embeddings_since(since, self.dim):
             vecs.upsert(ids, chunk)
             n += len(ids)
         vecs.generation = generation
