@@ -104,3 +104,28 @@ def test_reads_from_many_threads_while_a_writer_commits(small_index: Path, small
     # Closing the index closed every thread's connection: the files can be removed and reopened.
     with Index.open(small_index, device="cpu") as idx:
         assert len(idx.search("a blue square", k=5)) == 5
+
+
+def test_closing_the_reader_while_threads_read_breaks_no_read(small_index: Path) -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+    with Index.open(small_index, device="cpu") as idx:
+        read = idx.catalog.read
+        ids = [int(i) for i in read.image_ids()]
+
+        def reader() -> None:
+            try:
+                while not done.is_set():
+                    assert len(read.records(ids)) == len(ids) and read.generation() > 0
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for _ in range(50):  # what Catalog.close does when another process swapped the index
+            read.close()
+        done.set()
+        for t in threads:
+            t.join()
+    assert not errors

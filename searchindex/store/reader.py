@@ -8,7 +8,8 @@ writes and the rarer reads stay with SQLAlchemy in the repositories, which
 delegate these reads to this one implementation.
 
 Each thread gets its own connection (SQLite connections must not be shared by
-threads working at once), opened on first use and closed with the catalog.
+threads working at once), opened on first use and closed with the catalog;
+a scan of the whole table (catching a vector file up) uses one of its own.
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+class _Connection:
+    """One thread's connection; its lock is held while a statement runs, so that closing the
+    catalog from another thread waits for the statement instead of breaking it."""
+
+    __slots__ = ("db", "lock", "closed")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.lock = threading.Lock()
+        self.closed = False
+
+
 class CatalogReader:
     """Read-only queries on one catalog file, one connection per thread."""
 
@@ -56,34 +69,41 @@ class CatalogReader:
         self.path = path
         self._read_only = read_only
         self._local = threading.local()
-        self._open: list[sqlite3.Connection] = []
+        self._open: list[_Connection] = []
         self._guard = threading.Lock()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, self._read_only)
+    def _connection(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = _Connection(connect(self.path, self._read_only))
             with self._guard:
                 self._open.append(conn)
             self._local.conn = conn
         return conn
 
-    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of one statement; a damaged file raises the catalog's one damage error."""
-        try:
-            return self._conn().execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if is_damage(exc):
-                raise damaged(self.path, exc) from exc
-            raise
+        while True:
+            conn = self._connection()
+            with conn.lock:
+                if conn.closed:  # closed by another thread since: open a new one
+                    continue
+                try:
+                    return conn.db.execute(sql, params).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    if is_damage(exc):
+                        raise damaged(self.path, exc) from exc
+                    raise
 
     def close(self) -> None:
-        """Close every thread's connection (a later read opens a new one)."""
+        """Close every thread's connection (waiting for a statement running on it); a later read
+        opens a new one."""
         with self._guard:
             conns, self._open = self._open, []
-            self._local = threading.local()
         for conn in conns:
-            conn.close()
+            with conn.lock:
+                conn.closed = True
+                conn.db.close()
 
     # -- metadata ---------------------------------------------------------
 
@@ -123,9 +143,10 @@ class CatalogReader:
 
     def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of every row written after ``generation``, by id."""
+        # A scan of the whole table gets a connection of its own, which it closes when done.
+        db = connect(self.path, self._read_only)
         try:
-            cur = self._conn().execute(
-                "SELECT id, embedding FROM images WHERE generation > ? ORDER BY id", (generation,))
+            cur = db.execute("SELECT id, embedding FROM images WHERE generation > ? ORDER BY id", (generation,))
             while chunk := cur.fetchmany(10_000):
                 ids = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
                 vecs = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32).reshape(len(chunk), dim)
@@ -134,6 +155,8 @@ class CatalogReader:
             if is_damage(exc):
                 raise damaged(self.path, exc) from exc
             raise
+        finally:
+            db.close()
 
     def removed_since(self, generation: int) -> np.ndarray:
         """Ids removed by the batches committed after ``generation``."""
