@@ -61,12 +61,6 @@ class TextRepository:
                             select(ImageTextRow.image_id).limit(1).subquery())))
 
     def search(self, query: str, limit: int, ids: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Full-text search over file names, image texts and captions: (image_id, score),
-        best first, where score is BM25 negated (higher is better).
-
-        The words of ``query`` are matched as plain terms (no FTS5 syntax reaches
-        SQLite, so quotes, ``-`` or ``NEAR`` in user text are just words); images
-        with every word come first, and when fewer than ``limit`` have them all,
-        images with any of them follow.  ``ids`` restricts the results (filters).
-        """
+        """Full-text search over file names, image texts and captions: (image_id, score), best first
+        (see :meth:`.CatalogReader.text_search`)."""
         return self._read.text_search(query, limit, ids)
