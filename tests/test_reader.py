@@ -27,6 +27,7 @@ with Index.open(sys.argv[1], device='cpu') as idx:
     first = idx.search('a red circle', k=3)
     out['plain'] = [r.path for r in first]
     out['exact'] = [r.path for r in idx.search('a red circle', k=5, filters=Filters(paths=[odd]))]
+    out['glob'] = [r.path for r in idx.search('a red circle', k=5, filters=Filters(paths=[os.path.dirname(odd) + '/caf?-odd.*']))]
     out['exclude'] = [r.path for r in idx.search('a red circle', k=100, filters=Filters(exclude=['*/caf*']))]
     out['dated'] = len(idx.search('a red circle', k=50, filters=Filters(after='1990-01-01', min_width=8)))
     out['tag'] = [r.path for r in idx.search('a shape', k=50, tag='circle')]
@@ -50,6 +51,13 @@ def test_searches_of_every_kind_import_no_sqlalchemy_and_keep_odd_paths(small_in
         image_id = idx.catalog.read.ids_by_path([odd])[odd]
         assert idx.catalog.read.records([image_id])[image_id].path == odd
         assert idx.catalog.images.ids_by_path([odd]) == {odd: image_id}
+        # Globs match such names by their bytes, in both directions, and leave the others alone.
+        folder = os.path.dirname(odd)
+        assert list(idx.catalog.read.filtered_ids(Filters(paths=[folder + "/caf?-odd.png"]))) == [image_id]
+        assert list(idx.catalog.read.filtered_ids(Filters(paths=[folder + "/caf[!a-z]-*"]))) == [image_id]
+        assert image_id not in idx.catalog.read.filtered_ids(Filters(exclude=[folder + "/caf?-*"]))
+        assert len(idx.catalog.read.filtered_ids(Filters(exclude=[folder + "/caf?-*"]))) == 40
+        assert len(idx.catalog.read.filtered_ids(Filters(paths=[folder + "/*.png"]))) == 41
     res = subprocess.run([sys.executable, "-c", _PROBE, str(small_index), raw.hex()], capture_output=True,
                          text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines = res.stdout.splitlines()
@@ -57,6 +65,7 @@ def test_searches_of_every_kind_import_no_sqlalchemy_and_keep_odd_paths(small_in
     assert lines[-1].split()[1:] == []  # neither SQLAlchemy nor torch nor Pillow on any of those searches
     assert len(out["plain"]) == 3
     assert out["exact"] == [odd]  # the path matched the stored (percent-encoded) name and was decoded back
+    assert out["glob"] == [odd]  # a glob meets the name's bytes: '?' is the one byte that is not UTF-8
     assert len(out["exclude"]) == 40 and odd not in out["exclude"]  # every image but the odd one
     assert out["dated"] > 0
     assert set(out["tag"]) == tagged and tagged

@@ -27,7 +27,7 @@ import numpy as np
 
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .records import RECORD_COLUMNS, ImageRecord
-from .sqlite import connect, damaged, decode_path, encode_path, is_damage
+from .sqlite import ENCODED_FROM, ENCODED_TO, connect, damaged, decode_path, encode_path, glob_bytes, is_damage
 
 __all__ = ["CatalogReader"]
 
@@ -190,11 +190,14 @@ class CatalogReader:
 
         def matches(pattern: str) -> str:
             exact, glob = glob_to_sqlite(pattern, filters.cwd)
-            params.append(encode_path(glob))
-            if exact is None:
-                return "path GLOB ?"
-            params.append(encode_path(exact))
-            return "(path GLOB ? OR path = ?)"
+            # Names that are not UTF-8 are stored encoded (sqlite.encode_path): the pattern meets
+            # their bytes instead, found by the prefix they share (a range of the path index).
+            params.extend([encode_path(glob), ENCODED_FROM, ENCODED_TO, glob_bytes(glob)])
+            cond = "path GLOB ? OR (path >= ? AND path < ? AND path_bytes(path) GLOB ?)"
+            if exact is not None:
+                params.append(encode_path(exact))
+                cond += " OR path = ?"
+            return f"({cond})"
 
         if filters.paths:
             conds.append("(" + " OR ".join(matches(p) for p in filters.paths) + ")")

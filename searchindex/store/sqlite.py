@@ -18,8 +18,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 from ..errors import IndexCorruptError
 
-__all__ = ["CATALOG_FILE", "apply_pragmas", "catalog_uri", "check_meta", "connect", "damaged", "decode_path",
-           "encode_path", "is_damage", "is_operational_error"]
+__all__ = ["CATALOG_FILE", "ENCODED_FROM", "ENCODED_TO", "apply_pragmas", "catalog_uri", "check_meta", "connect",
+           "damaged", "decode_path", "encode_path", "glob_bytes", "is_damage", "is_operational_error", "path_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ def decode_path(value: str) -> str:
     if value.startswith(_BYTES_PREFIX):
         return os.fsdecode(unquote_to_bytes(value[len(_BYTES_PREFIX):]))
     return value
+
+
+#: Every stored path that :func:`encode_path` encoded sorts in [ENCODED_FROM, ENCODED_TO).
+ENCODED_FROM, ENCODED_TO = _BYTES_PREFIX, _BYTES_PREFIX[:-1] + chr(ord(_BYTES_PREFIX[-1]) + 1)
+
+
+def path_bytes(value: str | None) -> str | None:
+    """A stored path's bytes as text, one character per byte (SQL function ``path_bytes``), so that
+    SQLite's GLOB can match the names :func:`encode_path` had to encode (``None`` for the others)."""
+    if value is None or not value.startswith(_BYTES_PREFIX):
+        return None
+    return unquote_to_bytes(value[len(_BYTES_PREFIX):]).decode("latin-1")
+
+
+def glob_bytes(pattern: str) -> str:
+    """A GLOB pattern in the form :func:`path_bytes` gives paths: its file-system bytes, one
+    character per byte (``*``, ``?`` and ``[...]`` are ASCII and keep their meaning)."""
+    return os.fsencode(pattern).decode("latin-1")
 
 
 # -- connections -------------------------------------------------------------------------
@@ -93,6 +111,7 @@ def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     that holds it alone)."""
     conn = sqlite3.connect(catalog_uri(path, read_only), uri=True, isolation_level=None, check_same_thread=False)
     apply_pragmas(conn, writer=False)
+    conn.create_function("path_bytes", 1, path_bytes, deterministic=True)
     return conn
 
 
