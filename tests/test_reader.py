@@ -27,7 +27,8 @@ with Index.open(sys.argv[1], device='cpu') as idx:
     first = idx.search('a red circle', k=3)
     out['plain'] = [r.path for r in first]
     out['exact'] = [r.path for r in idx.search('a red circle', k=5, filters=Filters(paths=[odd]))]
-    out['glob'] = [r.path for r in idx.search('a red circle', k=5, filters=Filters(paths=[os.path.dirname(odd) + '/caf?-odd.*']))]
+    near_odd = Filters(paths=[os.path.dirname(odd) + '/caf?-odd.*'])
+    out['glob'] = [r.path for r in idx.search('a red circle', k=5, filters=near_odd)]
     out['exclude'] = [r.path for r in idx.search('a red circle', k=100, filters=Filters(exclude=['*/caf*']))]
     out['dated'] = len(idx.search('a red circle', k=50, filters=Filters(after='1990-01-01', min_width=8)))
     out['tag'] = [r.path for r in idx.search('a shape', k=50, tag='circle')]
