@@ -25,9 +25,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import IndexCorruptError, IndexSchemaError
 from ..models.spec import ModelSpec
@@ -49,7 +49,12 @@ __all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageR
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
+class _Repositories(NamedTuple):
+    images: ImageRepository
+    texts: TextRepository
+    captions: CaptionRepository
+    tags: TagRepository
+    concepts: ConceptRepository
 
 
 class Catalog:
@@ -60,57 +65,56 @@ class Catalog:
         self.read_only = read_only
         #: The reads a search makes, through plain sqlite3 (see :mod:`searchindex.store.reader`).
         self.read = CatalogReader(path, read_only)
-        self._made: dict[str, Any] = {}
-        self._making = threading.RLock()
-
-    def _once(self, name: str, make: Callable[[], _T]) -> _T:
-        """The one ``name`` object of this catalog, made on first use (from any thread)."""
-        with self._making:
-            if name not in self._made:
-                self._made[name] = make()
-            return self._made[name]  # type: ignore[no-any-return]
+        self._engine: Engine | None = None
+        self._repositories: _Repositories | None = None
+        self._making = threading.Lock()
 
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine every write (and the repositories' other reads) goes through."""
-        from .schema import engine_for
+        return self._made()[0]
 
-        return self._once("engine", lambda: engine_for(self.path, read_only=self.read_only))
+    def _made(self) -> tuple[Engine, _Repositories]:
+        """The engine and the repositories, made together on first use (from any thread)."""
+        with self._making:
+            if self._engine is None or self._repositories is None:
+                from .captions import CaptionRepository
+                from .concepts import ConceptRepository
+                from .images import ImageRepository
+                from .schema import engine_for
+                from .tags import TagRepository
+                from .texts import TextRepository
+
+                engine = engine_for(self.path, read_only=self.read_only)
+                self._engine, self._repositories = engine, _Repositories(
+                    ImageRepository(engine, self.read), TextRepository(engine, self.read),
+                    CaptionRepository(engine, self.read), TagRepository(engine, self.read), ConceptRepository(engine))
+            return self._engine, self._repositories
 
     @property
     def images(self) -> ImageRepository:
         """The ``images`` and ``failures`` tables."""
-        from .images import ImageRepository
-
-        return self._once("images", lambda: ImageRepository(self.engine, self.read))
+        return self._made()[1].images
 
     @property
     def texts(self) -> TextRepository:
         """The texts people wrote and the full-text index."""
-        from .texts import TextRepository
-
-        return self._once("texts", lambda: TextRepository(self.engine, self.read))
+        return self._made()[1].texts
 
     @property
     def captions(self) -> CaptionRepository:
         """Generated captions."""
-        from .captions import CaptionRepository
-
-        return self._once("captions", lambda: CaptionRepository(self.engine, self.read))
+        return self._made()[1].captions
 
     @property
     def tags(self) -> TagRepository:
         """Zero-shot tag labels and the tags of each image."""
-        from .tags import TagRepository
-
-        return self._once("tags", lambda: TagRepository(self.engine, self.read))
+        return self._made()[1].tags
 
     @property
     def concepts(self) -> ConceptRepository:
         """Saved concepts (a query with its liked and unliked examples)."""
-        from .concepts import ConceptRepository
-
-        return self._once("concepts", lambda: ConceptRepository(self.engine))
+        return self._made()[1].concepts
 
     @classmethod
     def create(
@@ -207,8 +211,7 @@ class Catalog:
 
     def close(self) -> None:
         with self._making:
-            engine = self._made.pop("engine", None)
-            self._made.clear()
+            engine, self._engine, self._repositories = self._engine, None, None
         if engine is not None:
             engine.dispose()
         self.read.close()
