@@ -20,6 +20,9 @@ from searchindex import Index, IndexSummary, ModelMismatchError
 from searchindex.cli import cli
 from searchindex.demo.synthetic import write_dataset
 from searchindex.errors import EngineError
+from searchindex.ingest.scan import FileEntry
+from searchindex.models.spec import resolve_model
+from searchindex.results import FailureRecord
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -78,7 +81,8 @@ def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: Non
                                                 local_run.failures)
     progress: list = []
     with Index.create(tmp_path / "ray.idx", model="tiny-shapes", device="cpu") as remote:
-        got_summary = remote.add_folder(photos, batch_size=32, progress=progress.append,
+        # Batches of 40 go through Ray Data as chunks of 16, 16 and 8 files, put together again.
+        got_summary = remote.add_folder(photos, batch_size=40, progress=progress.append,
                                         engine=RayEngine(encoder_workers=1))
         got = vectors_by_path(remote)
         got_hits = [[r.path for r in remote.search(q, k=10)] for q in QUERIES]
@@ -98,6 +102,42 @@ def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: Non
     with Index.open(tmp_path / "ray.idx") as remote:
         again = remote.add_folder(photos, engine=RayEngine())
     assert (again.indexed, again.unchanged) == (0, N_IMAGES + 2)
+
+
+def test_batches_come_back_whole_and_in_order(photos: Path, local_ray: None, local_run: Local) -> None:
+    """Uneven batches, an empty one among them, each cut into chunks of at most 16 files on the way
+    through Ray Data: every batch is handed over once, in order, with its files in order."""
+    files = sorted(p for p in photos.iterdir() if p.suffix == ".png")[:70]
+    entries = [FileEntry(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    batches = [entries[:20], [], entries[20:53], entries[53:54], entries[54:]]
+    engine = RayEngine()
+    engine.bind(resolve_model("tiny-shapes"), 64, "cpu", "fp32")
+    back = list(engine.produce(batches, frozenset()))
+    assert [[getattr(r, "entry", r).path for r in b] for b in back] == [[e.path for e in b] for b in batches]
+    failed = [r.path for b in back for r in b if isinstance(r, FailureRecord)]
+    assert failed == [str(photos / "broken.png")]  # the truncated PNG, among the files cut into chunks
+    for produced in (r for b in back for r in b if not isinstance(r, FailureRecord)):
+        want = local_run.vectors[produced.entry.path]
+        assert produced.vector is not None and float(produced.vector @ want) >= 0.999
+
+
+def test_workers_of_a_local_instance_are_told_where_the_package_is_only_when_they_would_not_find_it(
+        tmp_path: Path) -> None:
+    """This checkout is installed (editable), so a fresh interpreter finds it: no runtime environment,
+    which would delay every worker's start.  A copy put on ``sys.path`` at run time is not found by a
+    fresh interpreter, unless it sits in the working directory, which Ray adds to the workers' path."""
+    probe = "from searchindex.ingest.ray_engine import _workers_find_this_package as f; print(f())"
+    here = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert here.stdout.strip() == "True"
+    package = Path(__file__).resolve().parent.parent / "searchindex"
+    shutil.copytree(package, tmp_path / "copy" / "searchindex", ignore=shutil.ignore_patterns("__pycache__"))
+    at_run_time = f"import sys; sys.path.insert(0, {str(tmp_path / 'copy')!r}); {probe}"
+    elsewhere = subprocess.run([sys.executable, "-c", at_run_time], capture_output=True, text=True, check=True,
+                               cwd=tmp_path)
+    assert elsewhere.stdout.strip() == "False"
+    in_cwd = subprocess.run([sys.executable, "-c", at_run_time], capture_output=True, text=True, check=True,
+                            cwd=tmp_path / "copy")
+    assert in_cwd.stdout.strip() == "True"
 
 
 def _descendants_named(word: str) -> list[int]:
