@@ -81,7 +81,7 @@ def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: Non
                                                 local_run.failures)
     progress: list = []
     with Index.create(tmp_path / "ray.idx", model="tiny-shapes", device="cpu") as remote:
-        # Batches of 40 go through Ray Data as chunks of 16, 16 and 8 files, put together again.
+        # Batches of 40: not a multiple of the encoder's calls of 16 images.
         got_summary = remote.add_folder(photos, batch_size=40, progress=progress.append,
                                         engine=RayEngine(encoder_workers=1))
         got = vectors_by_path(remote)
@@ -105,8 +105,8 @@ def test_ray_path_equals_local_path(photos: Path, tmp_path: Path, local_ray: Non
 
 
 def test_batches_come_back_whole_and_in_order(photos: Path, local_ray: None, local_run: Local) -> None:
-    """Uneven batches, an empty one among them, each cut into chunks of at most 16 files on the way
-    through Ray Data: every batch is handed over once, in order, with its files in order."""
+    """Uneven batches, an empty one among them, through Ray Data (which does not keep their order):
+    every batch is handed over once, in order, with its files in order."""
     files = sorted(p for p in photos.iterdir() if p.suffix == ".png")[:70]
     entries = [FileEntry(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     batches = [entries[:20], [], entries[20:53], entries[53:54], entries[54:]]
@@ -115,7 +115,7 @@ def test_batches_come_back_whole_and_in_order(photos: Path, local_ray: None, loc
     back = list(engine.produce(batches, frozenset()))
     assert [[getattr(r, "entry", r).path for r in b] for b in back] == [[e.path for e in b] for b in batches]
     failed = [r.path for b in back for r in b if isinstance(r, FailureRecord)]
-    assert failed == [str(photos / "broken.png")]  # the truncated PNG, among the files cut into chunks
+    assert failed == [str(photos / "broken.png")]  # the truncated PNG
     for produced in (r for b in back for r in b if not isinstance(r, FailureRecord)):
         want = local_run.vectors[produced.entry.path]
         assert produced.vector is not None and float(produced.vector @ want) >= 0.999

@@ -4,7 +4,7 @@ The driver (the process running ``add_folder``) keeps what must stay single: the
 scan, the plan (new / changed / moved / deleted / duplicate), the writer lock and
 the batched commits into the catalog.  Ray Data does the rest, streaming:
 
-    from_items(chunks)  -> map_batches(read, hash, decode, preprocess)   tasks, CPU
+    from_items(batches) -> map_batches(read, hash, decode, preprocess)   tasks, CPU
                         -> map_batches(_EncodeActor, ActorPoolStrategy(N)) actors, model loaded once each
                         -> iter_batches()                                  back to the driver, as they finish
 
@@ -50,7 +50,7 @@ from ..errors import (
     WeightsUnavailableError,
 )
 from ..fileio import DEFAULT_MAX_FILE_BYTES
-from ..models.encoders import ENCODE_CHUNK, Encoder, OpenClipEncoder
+from ..models.encoders import Encoder, OpenClipEncoder
 from ..models.pixels import PixelSpec
 from ..models.spec import ModelSpec, resolve_model, sha256_file
 from .produce import ReadLimits, Result
@@ -154,16 +154,16 @@ def _load_checked(spec: ModelSpec, dim: int, device: str, precision: str, pixel_
 
 def _read_decode(batch: dict[str, np.ndarray], known: Set[str], pixel_spec: Any,
                  limits: ReadLimits) -> dict[str, np.ndarray]:
-    """Ray Data task: read, hash, decode and preprocess the files of a chunk (as the local workers do).
+    """Ray Data task: read, hash, decode and preprocess the files of a run's batch (as the local workers do).
 
-    A row is one chunk of a run's batch: ``entries``, its files (pickled), become ``records``,
-    what :func:`~searchindex.ingest.produce.read_file` makes of each (pickled).
+    A row is one batch of the run: ``entries``, its files (pickled), become ``records``, what
+    :func:`~searchindex.ingest.produce.read_file` makes of each (pickled).
     """
     from .produce import read_file
 
     out = [pickle.dumps([read_file(e, known, pixel_spec, limits) for e in pickle.loads(blob)])
            for blob in batch["entries"]]
-    return {"chunk": batch["chunk"], "records": np.array(out, dtype=object)}
+    return {"batch": batch["batch"], "records": np.array(out, dtype=object)}
 
 
 class _EncodeActor:
@@ -190,7 +190,7 @@ class _EncodeActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.refusal is not None:
-            out = [pickle.dumps(self.refusal)] * len(batch["chunk"])
+            out = [pickle.dumps(self.refusal)] * len(batch["batch"])
         elif "records" in batch:
             out = [pickle.dumps(self._encode(pickle.loads(blob))) for blob in batch["records"]]
         else:  # a model whose preprocessing only open_clip knows: decode here, with the model
@@ -198,7 +198,7 @@ class _EncodeActor:
 
             out = [pickle.dumps(self._encode([read_file(e, self.known, self.encoder, self.limits)
                                               for e in pickle.loads(blob)])) for blob in batch["entries"]]
-        return {"chunk": batch["chunk"], "results": np.array(out, dtype=object)}
+        return {"batch": batch["batch"], "results": np.array(out, dtype=object)}
 
     def _encode(self, records: list[Any]) -> list[Result]:
         from .produce import ReadFile
@@ -351,19 +351,12 @@ class RayEngine:
         limits = ReadLimits(self.max_megapixels, self.max_file_bytes)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the library reports progress through its callback
-        # One row, and one block, per chunk of a batch: as many files as one encoder call takes.  Each
-        # decode task and each actor call handles one chunk and hands it on when done, so encoding
-        # starts when the first chunk is decoded, not the first whole batch (a batch of 64 large
-        # photos takes seconds to decode).  (Rows of files would be re-bundled across blocks, and an
-        # actor's small results held back until its whole bundle is done.)  Batch n is put together
-        # again on the way back from its chunks, spans[n].
-        rows: list[dict[str, Any]] = []
-        spans: list[range] = []
-        for b in batches:
-            start = len(rows)
-            rows += [{"chunk": start + k, "entries": pickle.dumps(list(b[i:i + ENCODE_CHUNK]))}
-                     for k, i in enumerate(range(0, len(b), ENCODE_CHUNK))]
-            spans.append(range(start, len(rows)))
+        # One row, and one block, per batch of the run: each decode task and each actor call then
+        # handles one batch and hands it on when done.  (Rows of files would be re-bundled across
+        # blocks, and an actor's small results held back until its whole bundle is done.  Rows of
+        # 16 files, one encoder call, were tried: encoding starts sooner, but each file costs more
+        # in Ray's scheduling, and 3,000 images were not indexed faster.)
+        rows = [{"batch": n, "entries": pickle.dumps(list(b))} for n, b in enumerate(batches)]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         if pixel_spec is not None:
             # Its own resources keep Ray Data from fusing decoding into the encoder actors, where it
@@ -377,24 +370,24 @@ class RayEngine:
             fn_constructor_kwargs={"spec": spec, "dim": dim, "device": device, "precision": precision,
                                    "pixel_spec": pixel_spec, "known": known if pixel_spec is None else frozenset(),
                                    "limits": limits},
-        )  # A lost actor (its process killed, its node gone) is restarted and its chunks retried: Ray Data's
+        )  # A lost actor (its process killed, its node gone) is restarted and its batches retried: Ray Data's
         # default for actor pools (max_restarts=-1, max_task_retries=-1; tests/test_ray.py kills one).  Results
-        # count once they reach the driver, so a retried chunk is still committed once.
-        arrived: dict[int, list[Result]] = {}  # by chunk
+        # count once they reach the driver, so a retried batch is still committed once.
+        arrived: dict[int, list[Result]] = {}
         nxt = 0  # the next batch to hand over
         t0 = time.perf_counter()
         # No prefetching: with it, each batch reached the driver only when the actor finished the next.
         for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             if not arrived and nxt == 0:
                 log.info("Ray: first results back %.1f s after the pipeline started", time.perf_counter() - t0)
-            for c, blob in zip(block["chunk"], block["results"], strict=True):
+            for n, blob in zip(block["batch"], block["results"], strict=True):
                 results = pickle.loads(blob)
                 if isinstance(results, Exception):  # the model, refused on a worker: nothing is committed
                     raise results
-                if nxt < len(spans) and int(c) >= spans[nxt].start:
-                    arrived[int(c)] = results
-            while nxt < len(spans) and all(c in arrived for c in spans[nxt]):
-                yield [r for c in spans[nxt] for r in arrived.pop(c)]
+                if int(n) >= nxt:
+                    arrived[int(n)] = results
+            while nxt in arrived:
+                yield arrived.pop(nxt)
                 nxt += 1
         if nxt < len(batches):
             raise RuntimeError(f"the Ray pipeline returned {nxt} of {len(batches)} batches")
