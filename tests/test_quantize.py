@@ -205,3 +205,30 @@ def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: 
     encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "int8")
     assert encoder.precision == "fp32"
     assert not list(tmp_path.rglob("*int8*"))
+
+
+@pytest.mark.parametrize(("n", "runs", "want"), [
+    (64, 2, [16, 16, 16, 16]), (16, 2, [8, 8]), (36, 2, [9, 9, 9, 9]), (1, 2, [1]), (0, 2, []),
+    (17, 1, [8, 9]), (64, 4, [16, 16, 16, 16]), (20, 4, [5, 5, 5, 5]), (3, 4, [1, 1, 1]),
+])
+def test_image_calls_fill_the_runs_with_at_most_one_chunk_each(n: int, runs: int, want: list[int]) -> None:
+    calls = encoders._calls(n, runs)
+    assert [b - a for a, b in calls] == want
+    assert all(b == a2 for (_, b), (a2, _) in zip(calls, calls[1:])) and (not calls or calls[-1][1] == n)
+
+
+@onnx_extra
+def test_side_by_side_calls_give_the_vectors_of_one_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image tower runs as calls of at most 16 images, several at once on one session, each on
+    its own thread: the same unit vectors, in the same order, as the whole batch in one call."""
+    torch.manual_seed(1)
+    tower = VisionTransformer(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp_ratio=4.0,
+                              output_dim=32).eval()
+    _export(tower, torch.zeros(2, 3, 32, 32), tmp_path / "fp32.onnx")
+    quantize_onnx_file(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    session = onnxmodels._session(tmp_path / "int8.onnx", spin=False, threads=1)
+    x = np.random.default_rng(5).standard_normal((70, 3, 32, 32)).astype(np.float32)
+    whole = _unit(session.run(None, {"pixels": x})[0])
+    monkeypatch.setattr(encoders, "image_runs", lambda: (3, 1))  # 70 images: 6 calls, 3 at a time
+    side_by_side = encoders.run_image_session(session, x)
+    np.testing.assert_allclose(side_by_side, whole, atol=1e-6)

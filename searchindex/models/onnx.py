@@ -116,9 +116,10 @@ def _weights_apart(model_file: Path) -> None:
                     location=_data_name(model_file), size_threshold=1024)
 
 
-def _session(path: Path, spin: bool = True, prepack: bool = True) -> Any:
+def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int = 0) -> Any:
     """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning;
-    ``prepack=False``: weights are used as stored instead of repacked for the CPU's kernels.
+    ``prepack=False``: weights are used as stored instead of repacked for the CPU's kernels;
+    ``threads``: threads per call (0: ONNX Runtime's choice, one per physical core).
 
     Spinning wins microseconds on an idle machine, but when other processes hold the
     cores, spinning threads steal the time the working ones need.  Repacking makes every
@@ -133,6 +134,8 @@ def _session(path: Path, spin: bool = True, prepack: bool = True) -> Any:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
+    if threads:
+        options.intra_op_num_threads = threads
     # The MatMulIntegerToFloat fusion mishandles the per-row scales and zero point of the
     # int8 graphs searchindex.quantize writes (ONNX Runtime 1.32: wrong results); it has
     # nothing to fuse in fp32 graphs.
@@ -362,4 +365,6 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}
         write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
         log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
-    return _session(model_file)
+    from .encoders import image_runs
+
+    return _session(model_file, threads=image_runs()[1])
