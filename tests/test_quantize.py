@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -214,7 +215,7 @@ def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: 
 def test_image_calls_fill_the_runs_with_at_most_one_chunk_each(n: int, runs: int, want: list[int]) -> None:
     calls = encoders._calls(n, runs)
     assert [b - a for a, b in calls] == want
-    assert all(b == a2 for (_, b), (a2, _) in zip(calls, calls[1:])) and (not calls or calls[-1][1] == n)
+    assert all(b == a2 for (_, b), (a2, _) in pairwise(calls)) and (not calls or calls[-1][1] == n)
 
 
 @onnx_extra

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -295,7 +296,7 @@ def _calls(n: int, runs: int) -> list[tuple[int, int]]:
     calls = -(-n // ENCODE_CHUNK)
     calls = min(n, -(-calls // runs) * runs)
     bounds = [i * n // calls for i in range(calls + 1)] if calls else [0]
-    return list(zip(bounds, bounds[1:]))
+    return list(pairwise(bounds))
 
 
 def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
