@@ -300,7 +300,7 @@ def _calls(n: int, runs: int) -> list[tuple[int, int]]:
 
 
 def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
-    """Unit vectors of an NCHW batch from an ONNX image tower (made with ``threads=image_runs()[1]``):
+    """Unit vectors of an NCHW batch from an ONNX image tower (made by ``onnx.image_tower_session``):
     calls of at most :data:`ENCODE_CHUNK` images, :func:`image_runs` of them at a time."""
     runs, _ = image_runs()
     calls = _calls(len(x), runs)

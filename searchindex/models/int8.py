@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import ModelError
 from .cache import _version, tower_key, write_atomic
-from .encoders import Encoder, OpenClipEncoder, as_array, image_runs, run_image_session
-from .onnx import _export_graph, _session, load_text_encoder, model_cache_dir, onnx_available
+from .encoders import Encoder, OpenClipEncoder, as_array, run_image_session
+from .onnx import _export_graph, image_tower_session, load_text_encoder, model_cache_dir, onnx_available
 from .pixels import PixelSpec
 from .spec import ModelSpec
 
@@ -164,7 +164,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
     loaded = load_int8_tower(encoder.spec)
     if loaded is not None:
         try:
-            return _session(loaded[0], spin=False, threads=image_runs()[1]), float(loaded[1]["cosine"])
+            return image_tower_session(loaded[0], spin=False), float(loaded[1]["cosine"])
         except Exception as exc:  # damaged since: built again below
             log.debug("cannot load the prepared int8 tower %s: %s", loaded[0], exc)
     if int8_verdict(encoder.spec) is not None:
@@ -177,7 +177,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
         _export_graph(encoder, encoder.torch_model.visual, probes[:2], "pixels", fp32)
         staged = Path(tmp) / model_file.name
         converted = quantize_onnx_file(fp32, staged, weight_levels=int8_weight_levels())
-        session = _session(staged, spin=False, threads=image_runs()[1])
+        session = image_tower_session(staged, spin=False)
         with torch.inference_mode():
             want = encoder.torch_model.visual(torch.from_numpy(probes)).float().numpy()
         got = session.run(None, {"pixels": probes})[0]
@@ -197,7 +197,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
         return None
     log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",
              encoder.spec.describe(), converted, cosine, model_file)
-    return _session(model_file, spin=False, threads=image_runs()[1]), cosine
+    return image_tower_session(model_file, spin=False), cosine
 
 
 class PreparedEncoder(Encoder):
@@ -239,7 +239,7 @@ class PreparedEncoder(Encoder):
             if self._session is not None:
                 return
             try:
-                self._session = _session(self._model_file, spin=False, threads=image_runs()[1])
+                self._session = image_tower_session(self._model_file, spin=False)
             except Exception as exc:
                 _int8_paths(self.spec)[1].unlink(missing_ok=True)
                 raise ModelError(

@@ -143,6 +143,14 @@ def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int =
                                 disabled_optimizers=["MatMulIntegerToFloatFusion"])
 
 
+def image_tower_session(path: Path, spin: bool = True) -> Any:
+    """A session of an image tower, with the threads per call that
+    :func:`~searchindex.models.encoders.run_image_session` runs it with side by side."""
+    from .encoders import image_runs
+
+    return _session(path, spin=spin, threads=image_runs()[1])
+
+
 class OnnxTextEncoder:
     """A model's text tower under ONNX Runtime (CPU): texts to unit vectors, like ``Encoder.encode_texts``.
 
@@ -365,6 +373,4 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}
         write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
         log.info("exported the %s image tower for ONNX Runtime to %s", encoder.spec.describe(), model_file)
-    from .encoders import image_runs
-
-    return _session(model_file, threads=image_runs()[1])
+    return image_tower_session(model_file)
