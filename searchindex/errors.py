@@ -77,6 +77,11 @@ class MissingExtraError(SearchIndexError):
     """An optional feature's dependencies are not installed; the message names the extra to install."""
 
 
+def extra_hint(extra: str) -> str:
+    """How to add ``extra`` to this installation of searchindex."""
+    return f"pip install 'searchindex[{extra}]'"
+
+
 class ParameterError(QueryError):
     """A search parameter has a bad value; ``param`` names it as the CLI does (``-k``, ``--threshold``)."""
 

@@ -67,8 +67,9 @@ def test_default_model_is_vit_b_32_256_datacomp() -> None:
 
 def test_unreachable_weights_say_how_to_pass_a_file(tmp_path: Path) -> None:
     spec = resolve_model("ViT-B-32", "laion2b_s34b_b79k")
-    with pytest.raises(WeightsUnavailableError, match="--pretrained /path/to"):
-        load_encoder(spec, "cpu")
+    for precision in ("int8", "fp32"):  # built without torch, and through torch
+        with pytest.raises(WeightsUnavailableError, match="searchindex demo.*--pretrained FILE.safetensors"):
+            load_encoder(spec, "cpu", precision)
     with pytest.raises(WeightsUnavailableError):
         Index.create(tmp_path / "idx", model="ViT-B-32", pretrained="laion2b_s34b_b79k")
     assert not (tmp_path / "idx").exists()  # nothing half-made

@@ -12,10 +12,14 @@ backend (``BACKENDS.register("myprec", finish)``) without touching this package.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from .encoders import Encoder, OpenClipEncoder, resolve_device, resolve_precision
+from .encoders import Encoder, OpenClipEncoder, gpu_providers, resolve_device, resolve_precision
 from .spec import ModelSpec
+
+if TYPE_CHECKING:
+    from .towers import Towers
 
 __all__ = ["BACKENDS", "EncoderBackends", "load_encoder"]
 
@@ -36,24 +40,63 @@ class EncoderBackends:
 
         ``precision`` applies to image encoding (see
         :func:`~searchindex.models.encoders.resolve_precision`); text queries are
-        always encoded in fp32.
+        always encoded in fp32.  On a CPU, int8 (the default on x86) and ``onnx`` run ONNX
+        Runtime graphs made without torch wherever they can be (:mod:`.towers`); torch and
+        open_clip load only for what needs them (another precision, or a model the graph
+        builder does not cover).
 
         Raises:
-            UnknownModelError, WeightsUnavailableError, ModelError.
+            UnknownModelError, WeightsUnavailableError, ModelError,
+            MissingExtraError: only the torch extra can run this model or precision.
         """
-        if precision in ("auto", "int8") and resolve_device(device) == "cpu" \
-                and resolve_precision(precision, "cpu") == "int8":
+        from .towers import make_towers, needs_torch, torch_available, torchless, verify_weights
+
+        verify_weights(spec)  # a local weights file changed in place is refused before any engine uses it
+        with_torch = torch_available()
+        device = resolve_device(device)
+        if device.startswith("cuda") and not with_torch:
+            # onnxruntime-gpu without torch: the fp32 graph on ONNX Runtime's CUDA provider.
+            if precision not in ("auto", "fp32", "onnx"):
+                raise needs_torch(spec, f"{precision} on a GPU")
+            if not torchless(spec):
+                raise needs_torch(spec)
+            return _graph_encoder(spec, make_towers(spec), "fp32", gpu_providers())
+        precision = resolve_precision(precision, device)
+        if device == "cpu" and precision == "int8":
             # The int8 tower an earlier run prepared: loaded without torch or open_clip.
-            from .int8 import PreparedEncoder, load_int8_tower
+            from .int8 import PreparedEncoder, load_int8_tower, prepare_int8_from_graph
 
             loaded = load_int8_tower(spec)
             if loaded is not None:
                 return PreparedEncoder(spec, *loaded)
+            if torchless(spec):
+                from . import encoders
+
+                towers = make_towers(spec)
+                made = prepare_int8_from_graph(spec, towers.image, towers.pixel_spec, towers.dim, towers.image_size,
+                                               towers.source, encoders.INT8_MIN_COSINE)
+                if made is not None:
+                    return PreparedEncoder(spec, *made)
+                log.warning("%s: int8 image vectors drift from fp32; encoding in fp32", spec.describe())
+                return _graph_encoder(spec, towers, "fp32")
+        if device == "cpu" and (precision == "onnx" or (precision == "fp32" and not with_torch)) and torchless(spec):
+            return _graph_encoder(spec, make_towers(spec), precision)
+        if not with_torch:
+            raise needs_torch(spec) if precision in ("int8", "onnx", "fp32") \
+                else needs_torch(spec, f"{precision} precision")
         encoder = OpenClipEncoder(spec, device=device, precision=precision)
         finish = self._finish.get(encoder.precision)
         if finish is not None:
             finish(encoder)
         return encoder
+
+
+def _graph_encoder(spec: ModelSpec, towers: Towers, precision: str, providers: Sequence[str] = ()) -> Encoder:
+    """An encoder over ``towers``' fp32 image graph under ONNX Runtime (no torch)."""
+    from .int8 import PreparedEncoder
+
+    facts = {"dim": towers.dim, "image_size": towers.image_size, "pixel_spec": towers.pixel_spec.to_json()}
+    return PreparedEncoder(spec, towers.image, facts, precision=precision, providers=providers)
 
 
 def _onnx_images(encoder: OpenClipEncoder) -> None:

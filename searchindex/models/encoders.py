@@ -43,16 +43,30 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` picks CUDA when a GPU is visible, else CPU."""
+    """``auto`` picks CUDA when a GPU is visible, else CPU.  Without torch, a GPU is one that ONNX
+    Runtime's CUDA provider offers (``onnxruntime-gpu``)."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     if device != "auto":
         return device
     if not _cuda_possible():  # spares the torch import (seconds) where no GPU can be
         return "cpu"
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "cuda" if gpu_providers() else "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def gpu_providers() -> list[str]:
+    """ONNX Runtime's CUDA provider when ``onnxruntime-gpu`` is installed and offers it, else nothing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else []
 
 
 def _cuda_possible() -> bool:
@@ -187,11 +201,12 @@ class OpenClipEncoder(Encoder):
         except RuntimeError as exc:
             text = str(exc)
             if "download" in text.lower() or "hf hub" in text.lower() or "connect" in text.lower():
+                from .spec import HUB, offline_help
+
                 raise WeightsUnavailableError(
-                    f"could not download the weights for {spec.describe()}: {text}. "
-                    "On a machine without internet access, download the checkpoint elsewhere "
-                    "and pass the file: --pretrained /path/to/open_clip_model.safetensors"
-                ) from exc
+                    f"could not download the weights for {spec.describe()}: {text.splitlines()[0][:200]}"
+                    + offline_help(os.environ.get("HF_ENDPOINT") or HUB)
+                ) from None
             raise ModelError(f"could not load {spec.describe()}: {text}") from exc
         except (OSError, ValueError, KeyError, AssertionError) as exc:  # open_clip asserts on shape mismatches
             raise ModelError(f"could not load {spec.describe()}: {exc}") from exc

@@ -70,10 +70,21 @@ def int8_weight_levels() -> int:
     return 127 if flags & {"avx512_vnni", "avx_vnni", "avx512vnni"} else 63
 
 
-def _int8_ident() -> dict[str, Any]:
-    return {"format": _INT8_FORMAT, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
-            "torch": _version("torch"), "open_clip": _version("open_clip_torch"),
-            "weight_levels": int8_weight_levels()}
+def _int8_ident(source: str = "torch") -> dict[str, Any]:
+    """What a prepared tower depends on.  One quantised from a graph built without torch (``built``,
+    ``shipped``) does not depend on the torch and open_clip versions; one exported by torch does."""
+    ident: dict[str, Any] = {"format": _INT8_FORMAT, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
+                             "weight_levels": int8_weight_levels()}
+    if source == "torch":
+        ident.update(torch=_version("torch"), open_clip=_version("open_clip_torch"))
+    else:
+        ident["source"] = source
+    return ident
+
+
+def _current(facts: dict[str, Any]) -> bool:
+    """Whether a sidecar was written by the installed versions on this kind of CPU."""
+    return bool(facts.get("ident") == _int8_ident(str(facts.get("source", "torch"))))
 
 
 def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
@@ -112,7 +123,7 @@ def load_int8_tower(spec: ModelSpec) -> tuple[Path, dict[str, Any]] | None:
     model_file, sidecar = _int8_paths(spec)
     try:
         facts = json.loads(sidecar.read_text())
-        if facts.get("ident") != _int8_ident() or not facts.get("accepted"):
+        if not _current(facts) or not facts.get("accepted"):
             return None
         if model_file.stat().st_size != facts.get("bytes", model_file.stat().st_size):
             log.debug("the prepared int8 tower %s is not the size it was written at", model_file)
@@ -130,7 +141,7 @@ def prepared_pixel_spec(spec: ModelSpec) -> PixelSpec | None:
     the installed versions; None when there is none (no model is loaded to find out)."""
     try:
         facts = json.loads(_int8_paths(spec)[1].read_text())
-        if facts.get("ident") != _int8_ident() or "pixel_spec" not in facts:
+        if not _current(facts) or "pixel_spec" not in facts:
             return None
         return PixelSpec.from_json(facts["pixel_spec"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -143,7 +154,7 @@ def int8_verdict(spec: ModelSpec) -> float | None:
         facts = json.loads(_int8_paths(spec)[1].read_text())
     except (OSError, ValueError):
         return None
-    if facts.get("ident") == _int8_ident() and not facts.get("accepted") and "cosine" in facts:
+    if _current(facts) and not facts.get("accepted") and "cosine" in facts:
         return float(facts["cosine"])
     return None
 
@@ -157,8 +168,6 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
     """
     import torch
 
-    from .quantize import quantize_onnx_file
-
     if not onnx_available(export=True) or encoder.pixel_spec is None:
         return None
     loaded = load_int8_tower(encoder.spec)
@@ -169,39 +178,97 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
             log.debug("cannot load the prepared int8 tower %s: %s", loaded[0], exc)
     if int8_verdict(encoder.spec) is not None:
         return None
-    model_file, sidecar = _int8_paths(encoder.spec)
-    model_file.parent.mkdir(parents=True, exist_ok=True)
     probes = _probe_pixels(encoder.pixel_spec)
+    model = encoder.torch_model
+
+    def reference(pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return np.asarray(model.visual(torch.from_numpy(pixels)).float().numpy())
+
+    def export(fp32: Path) -> None:
+        _export_graph(encoder, model.visual, probes[:2], "pixels", fp32)
+
+    facts = {"dim": encoder.dim, "image_size": encoder.image_size, "pixel_spec": encoder.pixel_spec.to_json()}
+    made = _quantise_checked(encoder.spec, export, reference, probes, facts, "torch", min_cosine)
+    return (image_tower_session(made[0], spin=False), float(made[1]["cosine"])) if made else None
+
+
+def prepare_int8_from_graph(spec: ModelSpec, fp32_file: Path, pixel_spec: PixelSpec, dim: int, image_size: int,
+                            source: str, min_cosine: float) -> tuple[Path, dict[str, Any]] | None:
+    """The int8 tower of ``spec`` quantised from an fp32 ONNX graph made without torch (``source``:
+    ``built`` or ``shipped``) and checked against that graph under ONNX Runtime; (file, facts), or None
+    when its vectors drift below ``min_cosine`` (recorded, so later runs do not try again)."""
+    loaded = load_int8_tower(spec)
+    if loaded is not None and loaded[1].get("source", "torch") == source:
+        return loaded
+    if (facts_now := _sidecar(spec)) is not None and _current(facts_now) and not facts_now.get("accepted") \
+            and facts_now.get("source") == source:
+        return None
+    probes = _probe_pixels(pixel_spec)
+    fp32_session = image_tower_session(fp32_file, spin=False)
+
+    def reference(pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(fp32_session.run(None, {"pixels": pixels})[0], dtype=np.float32)
+
+    def export(fp32: Path) -> None:
+        import shutil
+
+        shutil.copyfile(fp32_file, fp32)
+        data = fp32_file.with_name(fp32_file.name + ".data")
+        if data.is_file():
+            shutil.copyfile(data, fp32.with_name(fp32_file.name + ".data"))
+
+    facts = {"dim": dim, "image_size": image_size, "pixel_spec": pixel_spec.to_json()}
+    return _quantise_checked(spec, export, reference, probes, facts, source, min_cosine, name=fp32_file.name)
+
+
+def _sidecar(spec: ModelSpec) -> dict[str, Any] | None:
+    try:
+        facts = json.loads(_int8_paths(spec)[1].read_text())
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
+def _quantise_checked(spec: ModelSpec, export: Any, reference: Any, probes: np.ndarray, facts: dict[str, Any],
+                      source: str, min_cosine: float,
+                      name: str = "image-fp32.onnx") -> tuple[Path, dict[str, Any]] | None:
+    """Write ``spec``'s fp32 image graph (``export(path)``), quantise it, compare it with ``reference`` on
+    ``probes`` and keep it when the mean cosine reaches ``min_cosine``; (file, facts) or None."""
+    from .quantize import quantize_onnx_file
+
+    model_file, sidecar = _int8_paths(spec)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".int8-") as tmp:
-        fp32 = Path(tmp) / "image-fp32.onnx"
-        _export_graph(encoder, encoder.torch_model.visual, probes[:2], "pixels", fp32)
+        fp32 = Path(tmp) / name
+        export(fp32)
         staged = Path(tmp) / model_file.name
         converted = quantize_onnx_file(fp32, staged, weight_levels=int8_weight_levels())
         session = image_tower_session(staged, spin=False)
-        with torch.inference_mode():
-            want = encoder.torch_model.visual(torch.from_numpy(probes)).float().numpy()
+        want = reference(probes)
         got = session.run(None, {"pixels": probes})[0]
         want /= np.linalg.norm(want, axis=1, keepdims=True)
         got /= np.linalg.norm(got, axis=1, keepdims=True)
         cosine = float(np.mean(np.sum(got * want, axis=1)))
         accepted = cosine >= min_cosine
-        facts = {"ident": _int8_ident(), "model": encoder.spec.describe(), "accepted": accepted,
-                 "cosine": cosine, "converted": converted, "dim": encoder.dim, "image_size": encoder.image_size,
-                 "pixel_spec": encoder.pixel_spec.to_json()}
+        record = {"ident": _int8_ident(source), "source": source, "model": spec.describe(), "accepted": accepted,
+                  "cosine": cosine, "converted": converted, **facts}
+        del session
         if accepted:
             os.chmod(staged, 0o644)
-            facts["bytes"] = staged.stat().st_size
+            record["bytes"] = staged.stat().st_size
             os.replace(staged, model_file)
-        write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(facts, indent=1)))
+        write_atomic(sidecar, lambda t: Path(t).write_text(json.dumps(record, indent=1)))
     if not accepted:
         return None
-    log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32) in %s",
-             encoder.spec.describe(), converted, cosine, model_file)
-    return image_tower_session(model_file, spin=False), cosine
+    log.info("prepared the int8 %s image tower (%d matrix multiplies, cosine %.4f against fp32, from a %s graph) "
+             "in %s", spec.describe(), converted, cosine, source, model_file)
+    return model_file, record
 
 
 class PreparedEncoder(Encoder):
-    """The int8 image tower prepared earlier for this model and machine, under ONNX Runtime.
+    """An ONNX image tower under ONNX Runtime: the int8 tower prepared earlier for this model and machine,
+    or (``precision`` ``fp32``) a built or shipped fp32 graph, on ``providers`` (default: the CPU).
 
     Needs neither torch nor open_clip: preprocessing is :class:`PixelSpec` (Pillow and
     NumPy), the tower an ONNX Runtime session of a ~90 MB file (ViT-B-32), made by
@@ -212,8 +279,11 @@ class PreparedEncoder(Encoder):
 
     precision = "int8"
 
-    def __init__(self, spec: ModelSpec, model_file: Path, facts: dict[str, Any]) -> None:
+    def __init__(self, spec: ModelSpec, model_file: Path, facts: dict[str, Any], precision: str = "int8",
+                 providers: Sequence[str] = ()) -> None:
         self.spec = spec
+        self.precision = precision
+        self._providers = tuple(providers)
         self.device = "cpu"
         self.dim = int(facts["dim"])
         self.image_size = int(facts["image_size"])
@@ -239,9 +309,10 @@ class PreparedEncoder(Encoder):
             if self._session is not None:
                 return
             try:
-                self._session = image_tower_session(self._model_file, spin=False)
+                self._session = image_tower_session(self._model_file, spin=False, providers=self._providers)
             except Exception as exc:
-                _int8_paths(self.spec)[1].unlink(missing_ok=True)
+                if self.precision == "int8":
+                    _int8_paths(self.spec)[1].unlink(missing_ok=True)
                 raise ModelError(
                     f"the prepared int8 image tower {self._model_file} cannot be loaded ({exc}); "
                     "it is prepared again on the next run"
@@ -267,5 +338,8 @@ class PreparedEncoder(Encoder):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._text is None:
-            self._text = load_text_encoder(self.spec) or OpenClipEncoder(self.spec, "cpu", "fp32")
+            from .towers import text_encoder
+
+            self._text = text_encoder(self.spec) or load_text_encoder(self.spec) \
+                or OpenClipEncoder(self.spec, "cpu", "fp32")
         return np.asarray(self._text.encode_texts(texts), dtype=np.float32)

@@ -43,7 +43,8 @@ from .spec import ModelSpec
 from .textforward import short_text_forward, supports_short_text, trim_tokens
 
 __all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
-           "model_cache_dir", "onnx_available", "short_text_forward", "supports_short_text", "text_backend",
+           "model_cache_dir", "onnx_available", "onnx_paths",
+           "short_text_forward", "supports_short_text", "text_backend",
            "tower_key", "trim_tokens"]
 
 if TYPE_CHECKING:
@@ -97,7 +98,8 @@ def model_cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def _paths(spec: ModelSpec, tower: str) -> tuple[Path, Path]:
+def onnx_paths(spec: ModelSpec, tower: str) -> tuple[Path, Path]:
+    """The ONNX file of ``spec``'s ``tower`` (``image`` or ``text``) in the model cache, and its sidecar."""
     stem = model_cache_dir() / f"{tower_key(spec)}-{tower}"
     return stem.with_suffix(".onnx"), stem.with_suffix(".json")
 
@@ -116,7 +118,8 @@ def _weights_apart(model_file: Path) -> None:
                     location=_data_name(model_file), size_threshold=1024)
 
 
-def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int = 0) -> Any:
+def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int = 0,
+             providers: Sequence[str] = ()) -> Any:
     """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning;
     ``prepack=False``: weights are used as stored instead of repacked for the CPU's kernels;
     ``threads``: threads per call (0: ONNX Runtime's choice, one per physical core).
@@ -139,16 +142,17 @@ def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int =
     # The MatMulIntegerToFloat fusion mishandles the per-row scales and zero point of the
     # int8 graphs searchindex.quantize writes (ONNX Runtime 1.32: wrong results); it has
     # nothing to fuse in fp32 graphs.
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+    return ort.InferenceSession(str(path), options, providers=[*providers, "CPUExecutionProvider"],
                                 disabled_optimizers=["MatMulIntegerToFloatFusion"])
 
 
-def image_tower_session(path: Path, spin: bool = True) -> Any:
+def image_tower_session(path: Path, spin: bool = True, providers: Sequence[str] = ()) -> Any:
     """A session of an image tower, with the threads per call that
-    :func:`~searchindex.models.encoders.run_image_session` runs it with side by side."""
+    :func:`~searchindex.models.encoders.run_image_session` runs it with side by side; ``providers``:
+    ONNX Runtime execution providers to try before the CPU (``CUDAExecutionProvider``)."""
     from .encoders import image_runs
 
-    return _session(path, spin=spin, threads=image_runs()[1])
+    return _session(path, spin=spin, threads=image_runs()[1], providers=providers)
 
 
 class OnnxTextEncoder:
@@ -204,7 +208,7 @@ def load_text_encoder(spec: ModelSpec) -> OnnxTextEncoder | None:
     if not onnx_available():
         log.debug("onnxruntime is not installed: text queries use torch")
         return None
-    model_file, sidecar = _paths(spec, "text")
+    model_file, sidecar = onnx_paths(spec, "text")
     try:
         facts = json.loads(sidecar.read_text())
         if "error" in facts:
@@ -242,7 +246,7 @@ def export_text_tower(encoder: Encoder) -> Path | None:
 
     if not isinstance(encoder, OpenClipEncoder):
         return None
-    model_file, sidecar = _paths(encoder.spec, "text")
+    model_file, sidecar = onnx_paths(encoder.spec, "text")
     if sidecar.is_file():  # done, or failed before for a reason that does not go away
         return model_file if model_file.is_file() and "error" not in sidecar.read_text() else None
     if not onnx_available(export=True):
@@ -361,7 +365,7 @@ def image_session(encoder: OpenClipEncoder) -> Any:
     """
     if not onnx_available(export=True):
         raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")
-    model_file, sidecar = _paths(encoder.spec, "image")
+    model_file, sidecar = onnx_paths(encoder.spec, "image")
     if not (sidecar.is_file() and model_file.is_file()):
         size = encoder.image_size
         rng = np.random.default_rng(0)

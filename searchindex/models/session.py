@@ -167,12 +167,16 @@ class ModelSession:
             return self._cache
 
     def _text_model(self) -> TextEncoder:
-        """The loaded model, else the exported text tower, else the model (exporting its tower for next time)."""
+        """The loaded model, else the text tower in the model cache, else one built without torch, else the
+        model (exporting its tower for next time)."""
         with self._lock:
             if self._encoder is not None:
                 return self._encoder
             if self._text_encoder is None and text_backend(self.device) == "onnx":
-                self._text_encoder = load_text_encoder(self.spec)
+                from .towers import text_encoder, verify_weights
+
+                verify_weights(self.spec)  # a weights file changed in place is refused here too
+                self._text_encoder = load_text_encoder(self.spec) or text_encoder(self.spec)
                 if self._text_encoder is not None and self._text_encoder.dim != self.dim:
                     self._text_encoder = None
             if self._text_encoder is not None:

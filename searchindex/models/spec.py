@@ -22,7 +22,7 @@ from ..errors import ModelError, ModelMismatchError, UnknownModelError, WeightsU
 from .cache import _version, cache_root, write_atomic
 
 __all__ = [
-    "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "ModelSpec", "builtin_models", "open_clip_catalogue",
+    "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "HUB", "ModelSpec", "offline_help", "builtin_models", "open_clip_catalogue",
     "resolve_model", "sha256_file",
 ]
 
@@ -85,6 +85,17 @@ class ModelSpec:
                 "vectors from different models cannot be mixed (`searchindex reindex --model ...` switches "
                 "an index to another model)"
             )
+
+
+#: Where pretrained tags are downloaded from (``HF_ENDPOINT`` overrides it, as for huggingface_hub).
+HUB = "https://huggingface.co"
+
+
+def offline_help(url: str) -> str:
+    """What to do when weights cannot be downloaded: the end of a one-line error naming ``url``."""
+    return (f" (tried {url}). Without internet access: `searchindex demo` or `--model tiny-shapes` work offline; "
+            "or download the safetensors file elsewhere and pass `--pretrained FILE.safetensors`; "
+            "HF_HUB_OFFLINE=1 uses only weights downloaded before")
 
 
 def sha256_file(path: Path) -> str:
@@ -158,11 +169,17 @@ def resolve_model(model: str | None = None, pretrained: str | None = None) -> Mo
 def open_clip_catalogue() -> dict[str, list[str]]:
     """open_clip's architectures and the pretrained tags of each, in open_clip's order.
 
-    Read from open_clip itself when it is already imported or when the cache folder has no
-    copy for the installed open_clip version (then the copy is written); otherwise from that
-    copy, so that checking a name does not cost the seconds of importing open_clip.
+    Without open_clip (the core install), from the catalogue that ships with this package
+    (:mod:`.architectures`).  Otherwise read from open_clip itself when it is already imported or
+    when the cache folder has no copy for the installed open_clip version (then the copy is
+    written); otherwise from that copy, so that checking a name does not cost the seconds of
+    importing open_clip.
     """
     version = _version("open_clip_torch")
+    if version == "-":  # the core install: the copy that ships with this package
+        from .architectures import catalogue as shipped
+
+        return {name: list(entry["pretrained"]) for name, entry in shipped()["models"].items()}
     copy = cache_root() / "open_clip" / f"catalogue-{version}.json"
     if "open_clip" not in sys.modules and version != "-":
         try:

@@ -3,8 +3,8 @@
 A cold ``searchindex search`` must not pay the seconds that importing torch and
 open_clip costs, so the text path tokenises on its own: the same cleaning
 (ftfy, HTML unescaping, whitespace, lower case), the same pre-tokenising
-pattern and the same merge table (read from the vocabulary file that ships
-inside the open_clip package, located without importing it).  The output is
+pattern and the same merge table (read from CLIP's vocabulary file, which ships
+inside this package).  The output is
 token-for-token what ``open_clip.get_tokenizer(name)`` gives for models that use
 the default CLIP tokenizer (``tests/test_tokenizer.py`` checks it).
 """
@@ -32,15 +32,19 @@ _END = "</w>"
 
 
 def bpe_vocabulary_path() -> Path:
-    """The BPE merge file inside the installed open_clip package (not imported)."""
+    """CLIP's BPE merge file: the copy that ships inside this package (beside this module; OpenAI's CLIP
+    vocabulary, MIT licence, the same file open_clip ships), else the one in an installed open_clip."""
+    shipped = Path(__file__).resolve().parent / _VOCAB_FILE
+    if shipped.is_file():
+        return shipped
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("open_clip is not installed; its BPE vocabulary is needed to tokenise")
+        raise FileNotFoundError(f"{_VOCAB_FILE} is missing from this installation of searchindex")
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / _VOCAB_FILE
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{_VOCAB_FILE} not found in the open_clip package")
+    raise FileNotFoundError(f"{_VOCAB_FILE} not found in this package nor in open_clip")
 
 
 def _byte_symbols() -> list[str]:
