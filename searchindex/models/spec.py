@@ -22,8 +22,8 @@ from ..errors import ModelError, ModelMismatchError, UnknownModelError, WeightsU
 from .cache import _version, cache_root, write_atomic
 
 __all__ = [
-    "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "HUB", "ModelSpec", "offline_help", "builtin_models", "open_clip_catalogue",
-    "resolve_model", "sha256_file",
+    "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "HUB", "ModelSpec", "builtin_models", "offline_help",
+    "open_clip_catalogue", "resolve_model", "sha256_file",
 ]
 
 # ViT-B-32 at 256 px trained on DataComp-1B: the best zero-shot accuracy open_clip
@@ -175,8 +175,10 @@ def open_clip_catalogue() -> dict[str, list[str]]:
     written); otherwise from that copy, so that checking a name does not cost the seconds of
     importing open_clip.
     """
+    import importlib.util
+
     version = _version("open_clip_torch")
-    if version == "-":  # the core install: the copy that ships with this package
+    if version == "-" or importlib.util.find_spec("open_clip") is None:  # the core install: the shipped copy
         from .architectures import catalogue as shipped
 
         return {name: list(entry["pretrained"]) for name, entry in shipped()["models"].items()}
