@@ -25,6 +25,12 @@ What is timed, every pair run as searchindex then rclip in fresh processes (medi
   decode, open_clip preprocessing, fp32, batches of 8), and the seconds from process start
   to the first image encoded on both.
 
+``--python`` runs searchindex with another interpreter (for example a virtual environment with
+the core install, no torch: ``--python /tmp/core/bin/python``); the weights then travel as a
+safetensors file of the same random model (``--pretrained FILE``), which a core install reads
+without torch.  ``--checkpoint`` does the same for this interpreter, so that both installs run
+the same weights the same way.
+
 One-time costs (rclip's model files, searchindex's exported/prepared towers in its model
 cache) are paid by an untimed warm-up on one image, as a user's second and later runs see.
 """
@@ -50,6 +56,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 MODEL, PRETRAINED = "ViT-B-32-256", "none"
+CHECKPOINT = "weights.safetensors"  # the same random weights as a file, for --python / --checkpoint
 RCLIP_SUBDIR = "ViT-B-32-256-datacomp_s34b_b86k"
 FIRST_ENCODED = "first images encoded"  # the debug message searchindex logs after its first encoder call
 
@@ -178,11 +185,14 @@ def export_for_rclip(datadir: Path) -> None:
     from searchindex.models.tokenizer import bpe_vocabulary_path
 
     folder = datadir / RCLIP_SUBDIR
-    if (folder / "visual.onnx").is_file() and (folder / "textual.onnx").is_file():
+    if (folder / "visual.onnx").is_file() and (folder / "textual.onnx").is_file() and (datadir / CHECKPOINT).is_file():
         return
     folder.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(resolve_model(MODEL, PRETRAINED), "cpu", "fp32")
     model = encoder.torch_model  # the fp32 open_clip model searchindex builds for this spec
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(datadir / CHECKPOINT))
 
     class Text(torch.nn.Module):
         def __init__(self) -> None:
@@ -294,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="index,search,naive", help="comma-separated subset of index,search,naive")
     ap.add_argument("--searchindex-src", type=Path, default=REPO,
                     help="the searchindex source tree to run (default: this checkout), e.g. an older commit's export")
+    ap.add_argument("--python", type=Path, default=None,
+                    help="the interpreter that runs searchindex (e.g. a core install's venv; implies --checkpoint)")
+    ap.add_argument("--checkpoint", action="store_true",
+                    help="searchindex reads the random weights from a safetensors file instead of --pretrained none")
     ap.add_argument("--export-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.export_only:
@@ -308,26 +322,31 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
     src = args.searchindex_src.resolve()
+    python = str(args.python or sys.executable)
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1",
-           "SEARCHINDEX_CACHE": str(work / f"cache-{src.name}")}
+           "SEARCHINDEX_CACHE": str(work / f"cache-{src.name}-{'core' if args.python else 'full'}")}
+    if args.python:  # the other environment's own installed searchindex
+        env.pop("PYTHONPATH")
     rclip_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     rclip_env["HF_HUB_OFFLINE"] = "1"
 
     print(f"{os.cpu_count()} CPUs, {load()}; {MODEL} / {PRETRAINED} on both sides; rclip: {rclip}; "
-          f"searchindex from {args.searchindex_src}", flush=True)
+          f"searchindex from {args.python or args.searchindex_src}", flush=True)
     models = work / "rclip-models"
-    if rclip:
+    pretrained = str(models / CHECKPOINT) if args.python or args.checkpoint else PRETRAINED
+    if rclip or pretrained != PRETRAINED:
         t0 = time.perf_counter()
         # In a child process: the model it loads must not count towards this process's memory,
         # whose peak RSS every later child would inherit through fork (ru_maxrss survives exec).
-        subprocess.run([sys.executable, __file__, "--export-only", str(models)], env=env, check=True)
+        subprocess.run([sys.executable, __file__, "--export-only", str(models)],
+                       env={**env, "PYTHONPATH": str(src)}, check=True)
         print(f"rclip's ONNX files ready in {time.perf_counter() - t0:.0f} s", flush=True)
     sets = make_sets(work, args)
     counter = iter(range(10**9))
 
     def si_index(folder: Path, index: Path, extra: tuple[str, ...] = ()) -> Run:
-        return run([sys.executable, "-c", SEARCHINDEX_PROBE, "index", str(folder), "--index", str(index),
-                    "--model", MODEL, "--pretrained", PRETRAINED, "--device", "cpu", *extra], env)
+        return run([python, "-c", SEARCHINDEX_PROBE, "index", str(folder), "--index", str(index),
+                    "--model", MODEL, "--pretrained", pretrained, "--device", "cpu", *extra], env)
 
     def rclip_index(folder: Path) -> Run:
         data = rclip_datadir(models, runs / f"rclip-{next(counter)}")
@@ -365,11 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built both {args.search_count}-image search indexes in {time.perf_counter() - t0:.0f} s", flush=True)
         stamp = time.time_ns()
         alternate(f"cold first-time text search, {args.search_count}-image index", args.pairs,
-                  lambda i: run([sys.executable, "-m", "searchindex.cli", "search", "--index", str(si_idx),
+                  lambda i: run([python, "-m", "searchindex.cli", "search", "--index", str(si_idx),
                                  "--device", "cpu", "-k", "10", f"a photo of a thing {stamp} {i}"], env),
                   lambda i: run([rclip, "--no-indexing", "--top", "10", "-f", f"a photo of a thing {stamp} {i}"],
                                 search_env, cwd=folder))
-        repeated = [run([sys.executable, "-m", "searchindex.cli", "search", "--index", str(si_idx), "--device",
+        repeated = [run([python, "-m", "searchindex.cli", "search", "--index", str(si_idx), "--device",
                          "cpu", "-k", "10", f"a photo of a thing {stamp} 0"], env) for _ in range(args.pairs)]
         print(f"  repeated query (searchindex's query cache): {median([r.seconds for r in repeated]):.2f} s, "
               f"peak {median([r.tree_rss for r in repeated]) / 1e9:.2f} GB", flush=True)

@@ -23,7 +23,7 @@ from .common import DEVICE, errors_as_click, index_option, resolve_index_path
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
 def serve(index_path: Path | None, host: str, port: int, token: str | None, open_browser: bool,
           device: str) -> None:
-    """Serve a search page and a JSON API for the index (needs pip install 'searchindex[web]').
+    """Serve a search page and a JSON API for the index.
 
     The page: a thumbnail grid, a detail view, "more like this", like/unlike
     to teach the search, saved concepts, filters, tags, duplicates, errors.

@@ -125,7 +125,7 @@ def _int8_images(encoder: OpenClipEncoder) -> None:
         log.warning("%s: int8 image vectors drift from fp32 (mean cosine %.4f < %.2f); encoding in fp32",
                     spec.describe(), verdict, encoders.INT8_MIN_COSINE)
     elif not onnx_available(export=True):
-        log.info("int8 needs ONNX Runtime (pip install 'searchindex[onnx]'); encoding in fp32")
+        log.info("int8 needs ONNX Runtime (pip install onnxruntime onnx); encoding in fp32")
     encoder.precision = "fp32"
 
 

@@ -15,9 +15,9 @@ a read-only index can still use (or make) it.  The weights stay fp32: the
 export must reproduce torch's vectors (cosine >= 0.999), and fp16 weights would
 need casts in the graph that cost more time than the smaller file saves.
 
-onnxruntime is an optional extra (``searchindex[onnx]``; exporting also needs
-``onnx``); without it everything here reports "not available" and callers fall
-back to torch.  The fp32 image tower for ``--precision onnx`` is exported here
+onnxruntime and onnx are in the core install (an environment without them makes
+everything here report "not available", and callers fall back to torch).  Graphs
+built from a checkpoint without torch are :mod:`searchindex.models.towers`.  The fp32 image tower for ``--precision onnx`` is exported here
 too; the prepared int8 image tower is :mod:`searchindex.models.int8`.
 """
 
@@ -364,7 +364,7 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         ModelError: onnxruntime/onnx are not installed, or the export failed.
     """
     if not onnx_available(export=True):
-        raise ModelError("precision 'onnx' needs ONNX Runtime: pip install 'searchindex[onnx]'")
+        raise ModelError("precision 'onnx' needs ONNX Runtime: pip install onnxruntime onnx")
     model_file, sidecar = onnx_paths(encoder.spec, "image")
     if not (sidecar.is_file() and model_file.is_file()):
         size = encoder.image_size

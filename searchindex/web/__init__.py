@@ -1,4 +1,4 @@
-"""The web page and JSON API of ``searchindex serve`` (extra ``searchindex[web]``).
+"""The web page and JSON API of ``searchindex serve`` (FastAPI and uvicorn, in the core install).
 
 :func:`create_app` returns the ASGI application for an index; :func:`serve_app`
 runs it with uvicorn.  FastAPI and uvicorn are imported only when one of them is
@@ -35,7 +35,7 @@ def _need_web() -> None:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError(
-            f"the web server needs {exc.name}: install it with pip install 'searchindex[web]'"
+            f"the web server needs {exc.name}, which the core install brings: pip install fastapi uvicorn"
         ) from None
 
 
