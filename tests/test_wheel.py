@@ -61,11 +61,13 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     sdists = sorted(dist.glob("*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in dist.iterdir())
     _run([sys.executable, "-m", "twine", "check", "--strict", *map(str, wheels + sdists)])
+    # As pipx makes it: a venv without a pip of its own, filled by a shared pip (``pip --python``).
     venv = root / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)])
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     py = venv / "bin" / "python"
     start = time.perf_counter()
-    _run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheels[0])])
+    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet", "--disable-pip-version-check",
+          str(wheels[0])])
     install_s = time.perf_counter() - start
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["SEARCHINDEX_CACHE"] = str(root / "cache")
@@ -84,7 +86,8 @@ def _record(**facts: object) -> None:
 
 def test_core_install_has_no_torch_and_is_small(core: dict[str, object]) -> None:
     py, env = core["py"], core["env"]
-    listed = json.loads(_run([str(py), "-m", "pip", "list", "--format", "json"], env=env))  # type: ignore[arg-type]
+    listed = json.loads(_run([sys.executable, "-m", "pip", "--python", str(py), "list", "--format", "json"],
+                             env=env))
     names = {row["name"].lower() for row in listed}
     assert not names & set(FORBIDDEN), names & set(FORBIDDEN)
     assert not [n for n in names if n.startswith("nvidia")], names

@@ -96,12 +96,17 @@ def _workers_find_this_package() -> bool:
 
 def _pixel_spec_here(spec: ModelSpec) -> PixelSpec | None:
     """What the decode tasks make of a file for ``spec``: recorded with the int8 tower this machine
-    prepared for it, else learnt from one load of the model here (on the CPU, in fp32)."""
+    prepared for it, else read from its config (models that run without torch), else learnt from one
+    load of the model here (on the CPU, in fp32)."""
     from ..models.int8 import prepared_pixel_spec
 
     found = prepared_pixel_spec(spec)
     if found is not None:
         return found
+    from ..models.towers import pixel_spec_of, torchless
+
+    if torchless(spec):  # from the model's config, no weights loaded
+        return pixel_spec_of(spec)
     t0 = time.perf_counter()
     pixel_spec = OpenClipEncoder(spec, device="cpu", precision="fp32").pixel_spec
     log.info("Ray: loaded %s here to learn its input in %.1f s", spec.describe(), time.perf_counter() - t0)

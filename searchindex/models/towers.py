@@ -213,39 +213,82 @@ def verify_weights(spec: ModelSpec) -> None:
         )
 
 
+def _hub_cache_copy(repo: str, filename: str) -> Path | None:
+    """``filename`` of hub repository ``repo`` when a download already holds it: this package's weights cache,
+    or the Hugging Face cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``) that
+    huggingface_hub and open_clip fill."""
+    ours = cache_root() / "weights" / repo.replace("/", "--") / filename
+    if ours.is_file():
+        return ours
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    folder = Path(hub) / f"models--{repo.replace('/', '--')}"
+    with contextlib.suppress(OSError):
+        revision = (folder / "refs" / "main").read_text().strip()
+        found = folder / "snapshots" / revision / filename
+        if found.is_file():
+            return found
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _hub_file(repo: str, filename: str, spec: ModelSpec) -> str:
-    """Download (or find in the hub's cache) one file of a hub repository, quietly and failing fast.
+    """One file of a Hugging Face hub repository: from a cache, else downloaded once (quietly, failing fast).
+
+    A plain HTTPS download into this package's cache (``weights/``), honouring ``HF_ENDPOINT``,
+    ``HF_TOKEN`` and ``HF_HUB_OFFLINE``; files that huggingface_hub or open_clip downloaded before are
+    used where they lie.  Not huggingface_hub itself: it and what it brings (hf_xet, fsspec, httpx, ...)
+    would put 28 MB more into the core install, which is kept under 350 MB.
 
     Raises:
         WeightsUnavailableError: offline, hub unreachable, or the file is not there; one line that says
             what to do instead.
     """
-    url = f"{os.environ.get('HF_ENDPOINT') or HUB}/{repo}/resolve/main/{filename}"
+    url = f"{(os.environ.get('HF_ENDPOINT') or HUB).rstrip('/')}/{repo}/resolve/main/{filename}"
+    cached = _hub_cache_copy(repo, filename)
+    if cached is not None:
+        return str(cached)
+    if _offline():
+        raise WeightsUnavailableError(f"the weights of {spec.describe()} were not downloaded before and "
+                                      "HF_HUB_OFFLINE is set" + offline_help(url))
+    log.warning("downloading the weights of %s once from %s", spec.describe(), url)
     try:
-        import huggingface_hub
-        from huggingface_hub.utils import logging as hub_logging
-    except ImportError:
-        raise MissingExtraError("downloading weights needs huggingface_hub: pip install huggingface_hub") from None
-    hub_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its retry warnings would reach stderr
-    # One try, short timeouts: a machine without a network answers in seconds, not a minute of retries.
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    try:
-        from tqdm.auto import tqdm as _tqdm
-
-        class _Silent(_tqdm):  # type: ignore[misc]  # the library shows no progress bar
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                kwargs["disable"] = True
-                super().__init__(*args, **kwargs)
-
-        return str(huggingface_hub.hf_hub_download(repo, filename, tqdm_class=_Silent))
-    except Exception as exc:  # every failure (no network, 404, offline mode, disk) is the same to a user
-        kind = type(exc).__name__
-        reason = "offline mode (HF_HUB_OFFLINE) and not downloaded before" if "Offline" in kind or (
-            "LocalEntryNotFound" in kind) else str(exc).splitlines()[0][:200] if str(exc) else kind
+        return _download(url, cache_root() / "weights" / repo.replace("/", "--") / filename)
+    except Exception as exc:  # every failure (no network, 404, disk) is the same to a user: say what to do
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise WeightsUnavailableError(
             f"could not download the weights of {spec.describe()}: {reason}" + offline_help(url)
         ) from None
+
+
+def _download(url: str, target: Path) -> str:
+    """``url`` into ``target`` through a temporary file beside it (a cut download never looks complete)."""
+    import urllib.error
+    import urllib.request
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "searchindex"})
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        # One try with a short connect timeout: a machine without a network answers in seconds.
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (https hub URL)
+            write_atomic(target, lambda tmp: _copy_stream(response, tmp))
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from None
+    return str(target)
+
+
+def _copy_stream(response: Any, tmp: str) -> None:
+    with open(tmp, "wb") as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
 
 
 def checked_checkpoint(spec: ModelSpec) -> Path:
