@@ -254,9 +254,8 @@ def _hub_file(repo: str, filename: str, spec: ModelSpec) -> str:
     if _offline():
         raise WeightsUnavailableError(f"the weights of {spec.describe()} were not downloaded before and "
                                       "HF_HUB_OFFLINE is set" + offline_help(url))
-    log.warning("downloading the weights of %s once from %s", spec.describe(), url)
     try:
-        return _download(url, cache_root() / "weights" / repo.replace("/", "--") / filename)
+        return _download(url, cache_root() / "weights" / repo.replace("/", "--") / filename, spec)
     except Exception as exc:  # every failure (no network, 404, disk) is the same to a user: say what to do
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise WeightsUnavailableError(
@@ -264,7 +263,7 @@ def _hub_file(repo: str, filename: str, spec: ModelSpec) -> str:
         ) from None
 
 
-def _download(url: str, target: Path) -> str:
+def _download(url: str, target: Path, spec: ModelSpec) -> str:
     """``url`` into ``target`` through a temporary file beside it (a cut download never looks complete)."""
     import urllib.error
     import urllib.request
@@ -277,6 +276,10 @@ def _download(url: str, target: Path) -> str:
     try:
         # One try with a short connect timeout: a machine without a network answers in seconds.
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (https hub URL)
+            size = int(response.headers.get("Content-Length") or 0)
+            # Said once the hub answers (offline, the error alone is the one line a user sees).
+            log.warning("downloading the weights of %s (%s) once from %s", spec.describe(),
+                        f"{size / 1e6:.0f} MB" if size else "size unknown", url)
             write_atomic(target, lambda tmp: _copy_stream(response, tmp))
     except urllib.error.HTTPError as exc:
         raise OSError(f"HTTP {exc.code} {exc.reason}") from None
