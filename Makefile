@@ -18,7 +18,7 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/searchindex demo
+	$(VENV)/bin/searchindex demo --index indexes/demo
 
 # The checks first (style, import layers, types), then the tests.
 test: lint

@@ -34,9 +34,7 @@ def _need_web() -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise MissingExtraError(
-            f"the web server needs {exc.name}: install it with pip install 'searchindex[web]'"
-        ) from None
+        raise MissingExtraError(f"the web server needs {exc.name}", extra="web") from None
 
 
 def create_app(index_path: str | PathLike[str], **options: Any) -> Any:
