@@ -71,14 +71,19 @@ class Index(Writing, Enrichment, Exchange, Concepts):
     :meth:`search_image`, :meth:`search_vector`, :meth:`embed`, :meth:`encode_texts`,
     :meth:`count`, :meth:`image`, :meth:`failures` and :meth:`info` may run at the same
     time from several threads and give what one thread would (the model, the vector file
-    and the query cache are loaded and updated under locks; each catalog read has its own
-    SQLite connection).  Not supported: calling a method that writes (:meth:`add_folder`,
-    :meth:`add_files`, :meth:`optimize`, :meth:`tag`, :meth:`untag`, :meth:`caption`,
-    :meth:`import_embeddings`, saving or deleting concepts) while other threads use the same
-    ``Index``, and :meth:`close` while any call runs.  A writer in one thread beside readers
-    in others should open an ``Index`` of its own, as another process would: readers never
-    wait for it.  Two writers at once, on one ``Index`` or two, in threads or processes:
-    the second raises :class:`~searchindex.errors.IndexLockedError`.
+    and the query cache are loaded under locks; each catalog read has its own SQLite
+    connection).  One exception: while another process (or another ``Index``) adds to or
+    reindexes the same folder, the next search brings this index's vectors up to date in
+    place, which must not overlap other threads' searches; a program that searches from
+    several threads while the index is being written makes its searches take turns (one
+    lock around them, as ``searchindex serve`` does).  Not supported: calling a method that
+    writes (:meth:`add_folder`, :meth:`add_files`, :meth:`optimize`, :meth:`tag`,
+    :meth:`untag`, :meth:`caption`, :meth:`import_embeddings`, saving or deleting
+    concepts) while other threads use the same ``Index``, and :meth:`close` while any call
+    runs.  A writer in one thread beside readers in others opens an ``Index`` of its own,
+    as another process would (readers never wait for it; see above for their searches).
+    Two writers at once, on one ``Index`` or two, in threads or processes: the second
+    raises :class:`~searchindex.errors.IndexLockedError`.
     """
 
     @property
