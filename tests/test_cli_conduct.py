@@ -241,6 +241,12 @@ def test_demo_writes_to_the_user_data_folder(runner: CliRunner, tmp_path: Path,
                         env={"SEARCHINDEX_HOME": ""})
     assert res.exit_code == 0, res.output
     assert Index.exists(data / "searchindex") and Index.exists(demo)
+    # ... and it stays where it is when the default index is switched to other weights.
+    res = runner.invoke(cli, ["reindex", "--model", "tiny-shapes", "--pretrained", "none", "--workers", "0"],
+                        env={"SEARCHINDEX_HOME": ""})
+    assert res.exit_code == 0, res.output
+    assert Index.exists(data / "searchindex") and Index.exists(demo)
+    assert sorted(p.name for p in data.iterdir()) == ["searchindex"]  # no staging folder left behind
 
 
 def test_demo_with_index_and_the_makefile(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,7 +148,7 @@ def verbosity_options(f: Any) -> Any:
     """``-v``/``-q``, taken before the command name (``searchindex -q search``) and after it."""
     for option in (
         click.option("-q", "--quiet", count=True, expose_value=False, callback=_add_verbosity,
-                     help="Less on stderr: errors only, no progress bar."),
+                     help="Quieter stderr: no log warnings, no progress bar."),
         click.option("-v", "--verbose", count=True, expose_value=False, callback=_add_verbosity,
                      help="More log output on stderr (-vv for debug)."),
     ):

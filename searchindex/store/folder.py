@@ -125,13 +125,13 @@ def strangers(folder: Path) -> list[str]:
         return []
     except NotADirectoryError:  # lost in the move to store/: --index pointing at a file is a clear error
         raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
-    return sorted(n for n in names if not (owned(n) or _demo_index(folder, n))
-                  or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n)))
+    return sorted(n for n in names if not owned(n) or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n)))
 
 
 def _demo_index(folder: Path, name: str) -> bool:
     """``searchindex demo`` keeps its index in ``demo`` below the user-data folder, which is also the
-    default index's folder: that index is a neighbour, not a stranger (and never deleted)."""
+    default index's folder: an index may be created beside it (it stays a stranger otherwise: never
+    deleted with the index, carried over by a reindex)."""
     return name == DEMO_FOLDER and holds_index(folder / name)
 
 
@@ -168,7 +168,7 @@ def remove_index_files(folder: Path) -> list[str]:
 
 def refuse_strangers(folder: Path) -> None:
     """Raise :class:`~searchindex.errors.IndexFolderError` when ``folder`` holds files that are not an index's."""
-    found = strangers(folder)
+    found = [name for name in strangers(folder) if not _demo_index(folder, name)]
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise IndexFolderError(
