@@ -165,7 +165,7 @@ def test_another_producer_replaces_the_worker_pool(small_folder: Path, tmp_path:
         local_vectors = {r.path: r for r in local.search("a red circle", k=None, min_score=-1.0)}
     with Index.create(tmp_path / "engine", model="tiny-shapes", device="cpu", precision="fp32") as index:
         engine = SerialProducer(index.encoder)
-        summary = index.add_folder(small_folder, producer=engine, batch_size=16)
+        summary = index.add_folder(small_folder, engine=engine, batch_size=16)
         assert engine.batches_seen == [16, 16, 9] and engine.closed
         assert (summary.indexed, summary.failed, summary.new) == (expected.indexed, 1, expected.new) == (40, 1, 40)
         ranked = {r.path: r for r in index.search("a red circle", k=None, min_score=-1.0)}

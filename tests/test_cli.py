@@ -74,22 +74,23 @@ def test_default_index_comes_from_searchindex_home(runner: CliRunner, small_fold
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["index", "{tmp}/missing-folder", "--index", "{tmp}/i"], "not a folder"),
-        (["search", "a cat", "--index", "{tmp}/no-index"], "no index at"),
-        (["info", "--index", "{tmp}/no-index"], "no index at"),
-        (["index", "{photos}", "--index", "{tmp}/i2", "--model", "ViT-Nonexistent-99"], "Unknown model"),
+        # A bad value typed on the command line: a usage error, as click's own checks (docs/cli.md).
+        (["index", "{tmp}/missing-folder", "--index", "{tmp}/i"], "not a folder", 2),
+        (["search", "a cat", "--index", "{tmp}/no-index"], "no index at", 1),
+        (["info", "--index", "{tmp}/no-index"], "no index at", 1),
+        (["index", "{photos}", "--index", "{tmp}/i2", "--model", "ViT-Nonexistent-99"], "Unknown model", 2),
         (["index", "{photos}", "--index", "{tmp}/i3", "--model", "ViT-B-32", "--pretrained", "{tmp}/nofile.pt"],
-         "neither a pretrained tag"),
+         "neither a pretrained tag", 1),
     ],
 )
 def test_errors_exit_non_zero_with_a_message(
-    runner: CliRunner, small_folder: Path, tmp_path: Path, args: list[str], message: str
+    runner: CliRunner, small_folder: Path, tmp_path: Path, args: list[str], message: str, code: int
 ) -> None:
     args = [a.format(tmp=tmp_path, photos=small_folder) for a in args]
     res = runner.invoke(cli, args)
-    assert res.exit_code == 1
+    assert res.exit_code == code
     assert message in res.output
     assert not (tmp_path / "i2").exists() and not (tmp_path / "i3").exists()
 
@@ -98,10 +99,10 @@ def test_search_errors(runner: CliRunner, small_folder: Path, tmp_path: Path) ->
     idx = str(tmp_path / "idx")
     assert runner.invoke(cli, ["index", str(small_folder), "--index", idx, "--model", "tiny-shapes"]).exit_code == 0
     res = runner.invoke(cli, ["search", "--image", str(tmp_path / "nope.jpg"), "--index", idx])
-    assert res.exit_code == 1 and "image term file not found" in res.output
+    assert res.exit_code == 2 and "image term file not found" in res.output
     (tmp_path / "text.jpg").write_text("hello")
     res = runner.invoke(cli, ["search", "--image", str(tmp_path / "text.jpg"), "--index", idx])
-    assert res.exit_code == 1 and "not a recognised image format" in res.output
+    assert res.exit_code == 2 and "not a recognised image format" in res.output
     res = runner.invoke(cli, ["search", "--index", idx])
     assert res.exit_code == 2 and "give a text QUERY, --image PATH, or --plus TERM" in res.output
     res = runner.invoke(cli, ["search", "x", "--json", "--paths", "--index", idx])

@@ -65,7 +65,7 @@ def test_concepts_survive_reopening_and_the_cli_runs_them(small_index: Path) -> 
     again = runner.invoke(cli, ["search", "a circle", "--index", str(small_index), "--json", "-k", "3"])
     assert rows == [json.loads(line) for line in again.output.splitlines()] and len(rows) == 3
     res = runner.invoke(cli, ["search", "--concept", "squares", "--index", str(small_index)])
-    assert res.exit_code == 1 and "no concept named 'squares' (concepts in this index: circles)" in res.output
+    assert res.exit_code == 2 and "no concept named 'squares' (concepts in this index: circles)" in res.output
 
 
 def test_an_old_catalog_gains_the_concepts_table(tmp_path: Path) -> None:

@@ -101,4 +101,4 @@ def test_cli_like_and_unlike(shapes_index: Path, shapes: Shapes) -> None:
     paths = res.output.splitlines()
     assert len(paths) == 10 and likes[0] not in paths
     res = runner.invoke(cli, ["search", QUERY, "--index", str(shapes_index), "--like", "missing.png"])
-    assert res.exit_code == 1 and "cannot read like example missing.png" in res.output
+    assert res.exit_code == 2 and "cannot read like example missing.png" in res.output

@@ -199,7 +199,7 @@ def test_cli_filters(shapes: Shapes, shapes_index: Path) -> None:
     assert res.exit_code == 0 and "no indexed image matches the filters" in res.output
 
     res = runner.invoke(cli, [*base, "--path", f"{folder}/[abc"])
-    assert res.exit_code == 1 and "bad glob" in res.output
+    assert res.exit_code == 2 and "bad glob" in res.output
 
 
 def _exif_jpeg(path: Path, image: Any, taken: str, make: str, model: str, gps: tuple[float, float] | None) -> None:

@@ -261,7 +261,7 @@ def test_cli_modes_show_keywords(tagged: tuple) -> None:
     assert rows[0]["text_score"] > 0 and -1 <= rows[0]["vector_score"] <= 1
     assert {"vector_score", "text_score"} <= set(rows[0])
     res = runner.invoke(cli, ["search", "grandma", "--index", str(index_path), "--mode", "text", "--min-score", "0.1"])
-    assert res.exit_code == 1 and "cut CLIP scores" in res.output
+    assert res.exit_code == 2 and "cut CLIP scores" in res.output
     res = runner.invoke(cli, ["search", "zebra", "--index", str(index_path), "--mode", "text"])
     assert res.exit_code == 0 and res.stdout == ""
     assert "No image's keywords, captions or file name contain the query's words." in res.stderr

@@ -216,7 +216,7 @@ def test_cli_index_type_and_info(runner: CliRunner, small_folder: Path, tmp_path
     path = tmp_path / "idx"
     bad = runner.invoke(cli, ["index", str(small_folder), "--index", str(path), "--model", "tiny-shapes",
                               "--device", "cpu", "--index-type", "IVF8,Nonsense"])
-    assert bad.exit_code == 1 and "cannot build index type 'IVF8,Nonsense'" in bad.output
+    assert bad.exit_code == 2 and "cannot build index type 'IVF8,Nonsense'" in bad.output
     assert not path.exists()
     ok = runner.invoke(cli, ["index", str(small_folder), "--index", str(path), "--model", "tiny-shapes",
                              "--device", "cpu", "--index-type", "IVF1,SQfp16"])

@@ -309,19 +309,20 @@ def test_out_of_range_mtimes_never_end_a_run(small_folder: Path, tmp_path: Path,
 def test_cli_errors_are_one_line(runner: CliRunner, built: Path, small_folder: Path, tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
-    cases = [
-        (["index", str(small_folder), "--index", str(afile)], "exists and is not a folder"),
-        (["index", str(small_folder), "--index", "/dev/null"], "exists and is not a folder"),
-        (["search", "x", "--index", str(built), "--like", "99999999999999999999999"], "no image with id"),
-        (["search", "x", "--index", str(built), "--min-width", "99999999999999999999"], "larger than any image"),
-        (["tag", "--index", str(built), "--labels-file", "/dev/zero"], "not a regular file: a character device"),
-        (["search", "x", "--index", str(built), "--image", "/dev/null"], "not a regular file (a character device)"),
-        (["index", str(small_folder), "--index", str(built), "--index-type", "IVF99999999,Flat"], "between 1 and"),
+    cases = [  # a bad value typed on the command line is a usage error (2), as click's own (docs/cli.md)
+        (["index", str(small_folder), "--index", str(afile)], "exists and is not a folder", 1),
+        (["index", str(small_folder), "--index", "/dev/null"], "exists and is not a folder", 1),
+        (["search", "x", "--index", str(built), "--like", "99999999999999999999999"], "no image with id", 2),
+        (["search", "x", "--index", str(built), "--min-width", "99999999999999999999"], "larger than any image", 2),
+        (["tag", "--index", str(built), "--labels-file", "/dev/zero"], "not a regular file: a character device", 2),
+        (["search", "x", "--index", str(built), "--image", "/dev/null"], "not a regular file (a character device)", 2),
+        (["index", str(small_folder), "--index", str(built), "--index-type", "IVF99999999,Flat"], "between 1 and", 2),
     ]
-    for args, expected in cases:
+    for args, expected, code in cases:
         result = runner.invoke(cli, args)
-        assert result.exit_code == 1, (args, result.output)
-        assert expected in result.output and result.output.startswith("Error: "), (args, result.output)
+        assert result.exit_code == code, (args, result.output)
+        assert expected in result.output, (args, result.output)
+        assert result.output.startswith("Error: " if code == 1 else "Usage: "), (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit)
     with pytest.raises(QueryError):
         Filters(min_width=2**64)

@@ -145,10 +145,10 @@ def test_cli_tag_tags_and_search(small_folder: Path, tmp_path: Path) -> None:
     assert all("circle" in line for line in lines[1:]) and len(lines) == 4
 
     res = runner.invoke(cli, ["search", "a photo of a circle", "--index", idx, "--tag", "dog"])
-    assert res.exit_code == 1 and "unknown tag 'dog'" in res.output
+    assert res.exit_code == 2 and "unknown tag 'dog'" in res.output
 
     res = runner.invoke(cli, ["tag", "--index", idx, "--labels", "x", "--templates", str(tmp_path / "nope.txt")])
-    assert res.exit_code == 1 and "cannot read templates file" in res.output
+    assert res.exit_code == 2 and "cannot read templates file" in res.output
 
     res = runner.invoke(cli, ["tag", "--index", idx])  # re-tags the stored labels
     assert res.exit_code == 0 and res.output.count("images (threshold") == 3

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from searchindex import Index
-from searchindex.errors import MissingExtraError, WeightsUnavailableError
+from searchindex.errors import WeightsUnavailableError
 from searchindex.models.backends import load_encoder
 from searchindex.models.spec import CHECKPOINT_NAME, builtin_models, resolve_model, sha256_file
 
@@ -177,7 +177,7 @@ def test_models_only_torch_runs_say_so_in_one_line(tmp_path: Path) -> None:
                 raise AssertionError(model)
     """, tmp_path)
     lines = out.strip().splitlines()
-    assert len(lines) == 3 and all("searchindex[torch]" in line for line in lines), lines
+    assert len(lines) == 3 and all("[torch]" in line for line in lines), lines
 
 
 def test_offline_default_model_raises_quietly_and_fast(tmp_path: Path, capfd: pytest.CaptureFixture[str],
@@ -215,5 +215,5 @@ def test_pickled_checkpoint_needs_torch(tmp_path: Path) -> None:
         except MissingExtraError as exc:
             print(exc)
     """, tmp_path)
-    assert "searchindex[torch]" in out and "safetensors" in out, out
+    assert "[torch]" in out and "safetensors" in out, out
 

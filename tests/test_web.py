@@ -172,7 +172,7 @@ def test_concepts_round_trip_through_api_and_cli(client: TestClient, web_index: 
     assert api == direct.json()["results"]
     assert client.get("/api/search", params={"concept": "nope"}).status_code == 404
     res = CliRunner().invoke(cli, ["search", "--concept", "nope", "--index", str(web_index)])
-    assert res.exit_code == 1 and "no concept named 'nope'" in res.output
+    assert res.exit_code == 2 and "no concept named 'nope'" in res.output
     assert client.post("/api/concepts", json={"name": " ", "query": "x"}).status_code == 400
     assert client.post("/api/concepts", json={"name": "bad", "like": [99999999]}).status_code == 400
     assert client.delete("/api/concepts/sandy%20circles").status_code == 204

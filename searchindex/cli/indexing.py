@@ -113,13 +113,12 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     path = resolve_index_path(index_path)
     captions = None
     runner: Any = "local"
-    if engine == "ray":
-        from ..ingest.ray_engine import RayEngine
-
-        runner = RayEngine(address=ray_address, encoder_workers=encoder_workers,
-                           num_gpus_per_worker=num_gpus_per_worker, num_cpus=ray_cpus)
     with errors_as_click(), contextlib.ExitStack() as cleanup:
-        if runner != "local":
+        if engine == "ray":  # inside: a missing extra is a one-line error too
+            from ..ingest.ray_engine import RayEngine
+
+            runner = RayEngine(address=ray_address, encoder_workers=encoder_workers,
+                               num_gpus_per_worker=num_gpus_per_worker, num_cpus=ray_cpus)
             cleanup.callback(runner.close)
         check_folders(folders)  # before an index is created for a mistyped folder
         idx = Index.open_or_create(path, model, pretrained, device=device, precision=precision,

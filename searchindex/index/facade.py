@@ -21,37 +21,40 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..defaults import DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL, DEFAULT_RERANK_TOP
 from ..errors import IndexExistsError, IndexNotFoundError
+from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.spec import resolve_model
 from ..results import FailureRecord, IndexInfo, IndexSummary, SearchResult
+from ..search.hybrid import DEFAULT_FUSION
 from ..search.present import image_details
 from ..search.query import Query, Term
 from ..search.request import DEFAULT_K, SearchRequest, Shot
 from ..store.catalog import Catalog
+from ..store.filters import Filters
 from ..store.folder import create_catalog, default_index_path, holds_index, refuse_strangers, write_errors
 from ..store.info import describe_index
 from ..store.records import ImageDetails
 from ..store.vectors import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
-from .writing import Writing
+from .writing import DEFAULT_BATCH_SIZE, Writing
 
 if TYPE_CHECKING:
+    from ..ingest.indexer import ProgressCallback
     from ..store.check import CheckReport
     from ..store.repair import RepairReport
 
 __all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "default_index_path"]
 
 log = logging.getLogger("searchindex.index")
-
-#: The options :meth:`Index.search_vector` takes (no words, so no mode, fusion or rerank).
-_VECTOR_OPTIONS = ("filters", "min_score", "threshold", "sort", "tag", "like", "unlike", "pool")
 
 
 class Index(Writing, Enrichment, Exchange, Concepts):
@@ -63,6 +66,24 @@ class Index(Writing, Enrichment, Exchange, Concepts):
         index = Index.create("photos.idx", model="tiny-shapes")
         index.add_folder("~/Pictures")
         index.search("a red circle", k=5)
+
+    Threads: one ``Index`` may be shared by threads that read it.  :meth:`search`,
+    :meth:`search_image`, :meth:`search_vector`, :meth:`embed`, :meth:`encode_texts`,
+    :meth:`count`, :meth:`image`, :meth:`failures` and :meth:`info` may run at the same
+    time from several threads and give what one thread would (the model, the vector file
+    and the query cache are loaded under locks; each catalog read has its own SQLite
+    connection).  One exception: while another process (or another ``Index``) adds to or
+    reindexes the same folder, the next search brings this index's vectors up to date in
+    place, which must not overlap other threads' searches; a program that searches from
+    several threads while the index is being written makes its searches take turns (one
+    lock around them, as ``searchindex serve`` does).  Not supported: calling a method that
+    writes (:meth:`add_folder`, :meth:`add_files`, :meth:`optimize`, :meth:`tag`,
+    :meth:`untag`, :meth:`caption`, :meth:`import_embeddings`, saving or deleting
+    concepts) while other threads use the same ``Index``, and :meth:`close` while any call
+    runs.  A writer in one thread beside readers in others opens an ``Index`` of its own,
+    as another process would (readers never wait for it; see above for their searches).
+    Two writers at once, on one ``Index`` or two, in threads or processes: the second
+    raises :class:`~searchindex.errors.IndexLockedError`.
     """
 
     @property
@@ -195,7 +216,10 @@ class Index(Writing, Enrichment, Exchange, Concepts):
 
     @classmethod
     def reindex(cls, path: str | os.PathLike[str], model: str | None, pretrained: str | None = None, *,
-                device: str = "auto", precision: str = "auto", **options: Any) -> IndexSummary:
+                device: str = "auto", precision: str = "auto", progress: ProgressCallback | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+                max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                stop: threading.Event | None = None) -> IndexSummary:
         """Re-embed every image of the index at ``path`` with another model (options as for :meth:`add_folder`).
 
         Built beside the old index, which stays searchable, and swapped in atomically; an
@@ -207,46 +231,85 @@ class Index(Writing, Enrichment, Exchange, Concepts):
         from ..ingest import reindex as re_index
 
         with write_errors(Path(path)):
-            return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision, **options)
+            return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision,
+                                    progress=progress, batch_size=batch_size, workers=workers,
+                                    max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
 
     # -- searching --------------------------------------------------------
 
     def search(self, query: str | Term | Query | Sequence[Term], k: int | None = DEFAULT_K, *,
-               request: SearchRequest | None = None, **options: Any) -> list[SearchResult]:
+               request: SearchRequest | None = None, filters: Filters | None = None,
+               min_score: float | None = None, threshold: str | None = None, sort: str = "score",
+               tag: str | None = None, like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
+               pool: int = DEFAULT_POOL, mode: str = "auto", rerank: str | None = None,
+               rerank_top: int = DEFAULT_RERANK_TOP, rerank_model: str | None = None,
+               fusion: str = DEFAULT_FUSION) -> list[SearchResult]:
         """The images that best match ``query``, best first.
+
+        Safe to call from several threads at once on one index (see the class docstring).
 
         Args:
             query: a text, a :class:`~searchindex.search.query.Term` (text or image file, with a
                 weight), a :class:`~searchindex.search.query.Query`, or a list of terms: their unit
                 embeddings are summed with their weights (negative ones subtract) and normalised.
             k: the most results; ``None`` for no limit (with a cutoff).
-            request: every option at once, a :class:`SearchRequest` (then ``k`` and ``options`` are unused).
-            options: the fields of :class:`SearchRequest` (``filters``, ``min_score``, ``threshold``,
-                ``sort``, ``tag``, ``like``/``unlike``, ``pool``, ``mode``, ``rerank``, ``fusion``, ...).
+            request: every option at once, a :class:`SearchRequest` (then ``k`` and the options
+                below must be left at their defaults).
+            filters: only images that pass these :class:`~searchindex.store.filters.Filters`
+                (path globs, size, date taken, camera, position); the ranking among them stays exact.
+            min_score: only results with at least this cosine similarity (-1..1).
+            threshold: ``"auto"``: only the results that stand out for this query (an adaptive cutoff).
+            sort: ``"score"`` (best first) or ``"date"`` (newest first; the same results).
+            tag: only images carrying this zero-shot label (see :meth:`tag`).
+            like, unlike: example images (paths or image ids) the results are reranked towards / away from.
+            pool: how many top candidates the ``like``/``unlike`` reranker sees.
+            mode: ``"vector"`` (CLIP only), ``"text"`` (words only: keywords, captions, file names),
+                ``"hybrid"`` (both rankings fused) or ``"auto"`` (hybrid when some image's words
+                match all the query's words).
+            rerank: ``"itm"``: re-score the top results with BLIP's image-text matching head
+                (``searchindex[caption]``); ``rerank_top`` of them, with ``rerank_model``.
+            fusion: how ``hybrid`` fuses the two rankings.
 
         Raises:
             QueryError: empty query, unreadable image term, unknown tag, unusable example image,
-                bad option values, a mode the query cannot use.
+                a mode the query cannot use; :class:`~searchindex.errors.ParameterError` (a
+                ``QueryError``) for a bad option value (``k=0``, ``k=1.5``, ``mode="fast"``).
         """
-        request = SearchRequest.of(request, k, options)
+        request = SearchRequest.of(request, k, {
+            "filters": filters, "min_score": min_score, "threshold": threshold, "sort": sort, "tag": tag,
+            "like": like, "unlike": unlike, "pool": pool, "mode": mode, "rerank": rerank,
+            "rerank_top": rerank_top, "rerank_model": rerank_model, "fusion": fusion})
         self._follow_swap()
         return self._searcher.search(query, request)
 
-    def search_image(self, path: str | os.PathLike[str], k: int | None = DEFAULT_K,
-                     **options: Any) -> list[SearchResult]:
+    def search_image(self, path: str | os.PathLike[str], k: int | None = DEFAULT_K, *,
+                     request: SearchRequest | None = None, filters: Filters | None = None,
+                     min_score: float | None = None, threshold: str | None = None, sort: str = "score",
+                     tag: str | None = None, like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
+                     pool: int = DEFAULT_POOL, mode: str = "auto", rerank: str | None = None,
+                     rerank_top: int = DEFAULT_RERANK_TOP, rerank_model: str | None = None,
+                     fusion: str = DEFAULT_FUSION) -> list[SearchResult]:
         """The images most similar to the image file at ``path`` (options as in :meth:`search`).
 
         Raises:
-            QueryError: the file cannot be read or decoded.
+            QueryError: the file cannot be read or decoded; bad option values as in :meth:`search`.
         """
-        return self.search(Term.of_image(path), k, **options)
+        return self.search(Term.of_image(path), k, request=request, filters=filters, min_score=min_score,
+                           threshold=threshold, sort=sort, tag=tag, like=like, unlike=unlike, pool=pool,
+                           mode=mode, rerank=rerank, rerank_top=rerank_top, rerank_model=rerank_model,
+                           fusion=fusion)
 
     def search_vector(self, vector: np.ndarray, k: int | None = DEFAULT_K, *, request: SearchRequest | None = None,
-                      **options: Any) -> list[SearchResult]:
+                      filters: Filters | None = None, min_score: float | None = None,
+                      threshold: str | None = None, sort: str = "score", tag: str | None = None,
+                      like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
+                      pool: int = DEFAULT_POOL) -> list[SearchResult]:
         """The images nearest to an embedding from this index's model (options as in :meth:`search`,
-        without ``mode``, ``fusion`` and ``rerank``); under a filter, the exact top ``k`` of the
-        matching images (see :meth:`~searchindex.search.searcher.Searcher.search_vector`)."""
-        request = SearchRequest.of(request, k, options, _VECTOR_OPTIONS)
+        without ``mode``, ``fusion`` and ``rerank``, which need words); under a filter, the exact top
+        ``k`` of the matching images (see :meth:`~searchindex.search.searcher.Searcher.search_vector`)."""
+        request = SearchRequest.of(request, k, {
+            "filters": filters, "min_score": min_score, "threshold": threshold, "sort": sort, "tag": tag,
+            "like": like, "unlike": unlike, "pool": pool})
         self._follow_swap()
         return self._searcher.search_vector(vector, request)
 

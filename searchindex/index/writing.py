@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..defaults import DEFAULT_MAX_MEGAPIXELS
+from ..errors import ParameterError
+from ..fileio import DEFAULT_MAX_FILE_BYTES
 from .state import IndexState
 
 if TYPE_CHECKING:
+    from ..ingest.indexer import ProgressCallback
     from ..ingest.produce import Producer
     from ..ingest.scan import FileEntry
     from ..results import IndexSummary
     from ..store.index_build import BuildReport
 
-__all__ = ["Writing"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Writing"]
+
+#: Images per model call and per catalog commit, unless an indexing call says otherwise.
+DEFAULT_BATCH_SIZE = 64
+
+
+def _run_options(*, progress: ProgressCallback | None, batch_size: int, workers: int | None,
+                 max_megapixels: float, max_file_bytes: int, stop: threading.Event | None) -> dict[str, Any]:
+    """An indexing run's options, checked at the public boundary (a bad value is a :class:`ParameterError`)."""
+    for name, value, least in (("batch_size", batch_size, 1), ("workers", workers, 0),
+                               ("max_file_bytes", max_file_bytes, 1)):
+        if value is None and name == "workers":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ParameterError(f"{name} must be a whole number of at least {least}, not {value!r}", name)
+    if (isinstance(max_megapixels, bool) or not isinstance(max_megapixels, (int, float))
+            or not math.isfinite(max_megapixels) or max_megapixels <= 0):
+        raise ParameterError(f"max_megapixels must be a positive finite number, not {max_megapixels!r}",
+                             "max_megapixels")
+    if progress is not None and not callable(progress):
+        raise ParameterError(f"progress must be a callable or None, not {progress!r}", "progress")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise ParameterError(f"stop must be a threading.Event (or have is_set()) or None, not {stop!r}", "stop")
+    return {"progress": progress, "batch_size": batch_size, "workers": workers, "max_megapixels": max_megapixels,
+            "max_file_bytes": max_file_bytes, "stop": stop}
 
 
 class Writing(IndexState):
@@ -23,7 +53,10 @@ class Writing(IndexState):
 
     def add_folder(self, folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *,
                    index_type: str | None = None, engine: str | Producer = "local",
-                   **options: Any) -> IndexSummary:
+                   progress: ProgressCallback | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                   workers: int | None = None, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                   max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, stop: threading.Event | None = None,
+                   ) -> IndexSummary:
         """Bring the index in line with every image below ``folder`` (or several folders).
 
         New and modified files are encoded; unchanged ones are skipped; touched, moved and
@@ -35,15 +68,23 @@ class Writing(IndexState):
                 ``None`` keeps it); rebuilt at the end of the run when it should change.
             engine: ``local`` (worker pool), ``ray`` (a local Ray) or an engine object such as
                 :class:`~searchindex.ingest.ray_engine.RayEngine` (see :mod:`searchindex.ingest.engines`).
-            options: ``progress``, ``batch_size``, ``workers``, ``max_megapixels``,
-                ``max_file_bytes``, ``stop``, as for :func:`searchindex.ingest.indexer.index_entries`.
+            progress: called with an :class:`~searchindex.results.IndexProgress` as the run goes.
+            batch_size: images per model call and per catalog commit (default 64).
+            workers: decoding processes (default: one per CPU, at most 8); 0 decodes in threads.
+            max_megapixels: larger images are recorded as failures (a decompression-bomb guard).
+            max_file_bytes: larger files are recorded as failures without being read (default 1 GiB).
+            stop: set it (from another thread, a signal handler) to stop after the batch in
+                flight is committed; the summary then says ``interrupted``.
 
         Raises:
+            ParameterError: a bad option value.
             FolderNotFoundError, IndexLockedError, IndexWriteError (disk full, read-only),
             IndexTypeError, ModelMismatchError (an engine's workers load other weights),
             MissingExtraError (``engine="ray"`` without ``searchindex[ray]``).
         """
         t0 = time.perf_counter()
+        options = _run_options(progress=progress, batch_size=batch_size, workers=workers,
+                               max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
         folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         from ..ingest.engines import engine_options
         from ..ingest.scan import scan_folders
@@ -57,12 +98,17 @@ class Writing(IndexState):
             self.vectors.set_index_type(wanted)
             return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)
 
-    def add_files(self, paths: Iterable[str | os.PathLike[str]], **options: Any) -> IndexSummary:
+    def add_files(self, paths: Iterable[str | os.PathLike[str]], *, progress: ProgressCallback | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                  stop: threading.Event | None = None) -> IndexSummary:
         """Index exactly these image files (no folder scan; nothing else leaves the index).
 
         Options and errors as for :meth:`add_folder`; a missing file is a failure.
         """
         t0 = time.perf_counter()
+        options = _run_options(progress=progress, batch_size=batch_size, workers=workers,
+                               max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
         from ..ingest import reindex as re_index
 
         entries = re_index.entries_of(os.path.abspath(os.fspath(p)) for p in paths)

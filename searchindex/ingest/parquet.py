@@ -49,7 +49,7 @@ def _pyarrow() -> tuple[Any, Any]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise MissingExtraError("Parquet export and import need pyarrow: pip install 'searchindex[parquet]'") from None
+        raise MissingExtraError("Parquet export and import need pyarrow", extra="parquet") from None
     return pa, pq
 
 

@@ -60,15 +60,12 @@ __all__ = ["RayEngine"]
 
 log = logging.getLogger(__name__)
 
-_HINT = "indexing with --engine ray needs Ray Data: pip install 'searchindex[ray]'"
-
-
 def _ray() -> Any:
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise MissingExtraError(_HINT) from None
+        raise MissingExtraError("indexing with --engine ray needs Ray Data", extra="ray") from None
     return ray
 
 

@@ -17,8 +17,9 @@ need casts in the graph that cost more time than the smaller file saves.
 
 onnxruntime and onnx are in the core install (an environment without them makes
 everything here report "not available", and callers fall back to torch).  Graphs
-built from a checkpoint without torch are :mod:`searchindex.models.towers`.  The fp32 image tower for ``--precision onnx`` is exported here
-too; the prepared int8 image tower is :mod:`searchindex.models.int8`.
+built from a checkpoint without torch are :mod:`searchindex.models.towers`.  The fp32 image
+tower for ``--precision onnx`` is exported here too; the prepared int8 image tower is
+:mod:`searchindex.models.int8`.
 """
 
 from __future__ import annotations

@@ -141,13 +141,12 @@ def torchless(spec: ModelSpec) -> bool:
 
 def needs_torch(spec: ModelSpec, what: str = "") -> MissingExtraError:
     """The one-line error for a model (or a use of it) only the torch extra can run."""
-    from ..errors import extra_hint
 
     why = what or (
         "random weights" if spec.pretrained == "none"
         else "its architecture or weights file (only open_clip ViTs with safetensors weights run without it)"
     )
-    return MissingExtraError(f"{spec.describe()} needs torch for {why}: {extra_hint('torch')}")
+    return MissingExtraError(f"{spec.describe()} needs torch for {why}", extra="torch")
 
 
 # --- weight files -----------------------------------------------------------------------------

@@ -238,7 +238,10 @@ class Query:
             if not query.strip():
                 raise QueryError("the query text is empty")
             return cls((Term.of_text(query),))
-        terms = tuple(query)
+        try:
+            terms = tuple(query)
+        except TypeError:  # None, a number: not a query at all
+            terms = (query,)  # type: ignore[assignment]
         if not all(isinstance(t, Term) for t in terms):
             raise QueryError("a query is a text, a Term, a Query, or a sequence of Terms")
         return cls(terms)

@@ -12,13 +12,13 @@ and "no ``k`` given" meaning 10, or no limit with a score cutoff.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 from ..defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
-from ..errors import QueryError
+from ..errors import ParameterError, QueryError
 from ..store.filters import Filters
 from .hybrid import DEFAULT_FUSION
 
@@ -82,10 +82,28 @@ class SearchRequest:
             if isinstance(shots, (str, int, os.PathLike)):
                 shots = (shots,)
             object.__setattr__(self, name, tuple(shots))
-        if self.k is not None and self.k < 1:
-            raise QueryError("k must be at least 1")
-        if self.pool < 1:
-            raise QueryError("pool must be at least 1")
+        # Callers without a type checker pass anything: name the option rather than fail deep inside
+        # FAISS with a TypeError (k=1.5) or return nonsense (k=True).
+        for name in ("k", "pool", "rerank_top"):
+            value = getattr(self, name)
+            if name == "k" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ParameterError(f"{name} must be a whole number, not {value!r}", name)
+            if value < 1:
+                raise ParameterError(f"{name} must be at least 1", name)
+            object.__setattr__(self, name, int(value))  # a NumPy integer too
+        if self.min_score is not None:
+            if (isinstance(self.min_score, bool) or not isinstance(self.min_score, numbers.Real)
+                    or self.min_score != self.min_score):
+                raise ParameterError(f"min_score must be a number, not {self.min_score!r}", "min_score")
+            object.__setattr__(self, "min_score", float(self.min_score))
+        if self.filters is not None and not isinstance(self.filters, Filters):
+            raise ParameterError(f"filters must be a Filters, not {self.filters!r}", "filters")
+        for name in ("tag", "rerank_model"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ParameterError(f"{name} must be a text, not {value!r}", name)
         if self.threshold not in (None, "auto"):
             raise QueryError(f"threshold must be 'auto' or None, not {self.threshold!r} (use min_score for a number)")
         if self.sort not in SORT_KEYS:
@@ -100,8 +118,6 @@ class SearchRequest:
             raise QueryError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
         if self.rerank is not None and self.rerank not in RERANKERS:
             raise QueryError(f"rerank must be one of {', '.join(RERANKERS)} or None, not {self.rerank!r}")
-        if self.rerank_top < 1:
-            raise QueryError("rerank_top must be at least 1")
         if self.mode == "text":
             if self.like or self.unlike:
                 raise QueryError("--like/--unlike rerank by pictures: use them with --mode vector or hybrid")
@@ -141,19 +157,20 @@ class SearchRequest:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def of(cls, request: SearchRequest | None, k: int | None, options: dict[str, Any],
-           allowed: Sequence[str] | None = None) -> SearchRequest:
-        """``request``, or one built from keyword options (what ``Index.search`` receives).
+    def of(cls, request: SearchRequest | None, k: int | None, options: dict[str, Any]) -> SearchRequest:
+        """``request``, or one built from ``k`` and keyword options (what ``Index.search`` receives).
 
         Raises:
-            QueryError: both a request and options, or an option ``allowed`` does not list.
+            QueryError: a request and options that differ from their defaults (or ``k`` other than
+                :data:`DEFAULT_K`), both given; bad values.
         """
-        if allowed is not None:
-            unknown = sorted(set(options) - set(allowed))
-            if unknown:
-                raise TypeError(f"unexpected search option(s): {', '.join(unknown)}")
         if request is None:
             return cls(k=k, **options)
-        if options:
+        if not isinstance(request, SearchRequest):
+            raise ParameterError(f"request must be a SearchRequest, not {request!r}", "request")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        given = [name for name, value in options.items()
+                 if not (value == defaults[name] or (name in ("like", "unlike") and not value))]
+        if given or k != DEFAULT_K:
             raise QueryError("give either a SearchRequest or keyword options, not both")
         return request

@@ -24,8 +24,8 @@ from .sqlite import CATALOG_FILE, is_operational_error
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec
 
-__all__ = ["create_catalog", "default_index_path", "file_key", "holds_index", "owned", "refuse_strangers",
-           "remove_index_files", "strangers", "write_errors"]
+__all__ = ["DEMO_FOLDER", "create_catalog", "default_index_path", "demo_index_path", "file_key", "holds_index",
+           "owned", "refuse_strangers", "remove_index_files", "strangers", "write_errors"]
 
 
 def holds_index(folder: Path) -> bool:
@@ -128,6 +128,13 @@ def strangers(folder: Path) -> list[str]:
     return sorted(n for n in names if not owned(n) or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n)))
 
 
+def _demo_index(folder: Path, name: str) -> bool:
+    """``searchindex demo`` keeps its index in ``demo`` below the user-data folder, which is also the
+    default index's folder: an index may be created beside it (it stays a stranger otherwise: never
+    deleted with the index, carried over by a reindex)."""
+    return name == DEMO_FOLDER and holds_index(folder / name)
+
+
 def _foreign_thumbnails(folder: Path) -> bool:
     if folder.is_symlink() or not folder.is_dir():
         return True
@@ -161,7 +168,7 @@ def remove_index_files(folder: Path) -> list[str]:
 
 def refuse_strangers(folder: Path) -> None:
     """Raise :class:`~searchindex.errors.IndexFolderError` when ``folder`` holds files that are not an index's."""
-    found = strangers(folder)
+    found = [name for name in strangers(folder) if not _demo_index(folder, name)]
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise IndexFolderError(
@@ -182,6 +189,17 @@ def write_errors(path: Path) -> Iterator[None]:
         if not is_operational_error(exc):
             raise
         raise IndexWriteError(f"cannot write the index at {path}: {getattr(exc, 'orig', exc)}") from exc
+
+
+#: The default demo index is this folder below the user-data folder (see :func:`demo_index_path`).
+DEMO_FOLDER = "demo"
+
+
+def demo_index_path() -> Path:
+    """Where ``searchindex demo`` keeps its index unless told: ``demo`` in the platform's user-data folder."""
+    import platformdirs
+
+    return platformdirs.user_data_path("searchindex") / DEMO_FOLDER
 
 
 def default_index_path() -> Path:
