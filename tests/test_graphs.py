@@ -85,7 +85,7 @@ def _check_model(model: Any, arch: architectures.ClipArchitecture, pixel_spec: P
     probes = _probe_pixels(pixel_spec)
     with torch.inference_mode():
         want = model.encode_image(torch.from_numpy(probes)).float().numpy()
-    got = _session(image_file).run(None, {"pixels": probes})[0]
+    fp32 = got = _session(image_file).run(None, {"pixels": probes})[0]
     assert got.shape == want.shape
     # not normalised, as encode_image: the length agrees too
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.linalg.norm(want, axis=1), rtol=1e-3)
@@ -108,7 +108,6 @@ def _check_model(model: Any, arch: architectures.ClipArchitecture, pixel_spec: P
         int8_file = tmp / "image-int8.onnx"
         converted = quantize_onnx_file(image_file, int8_file, weight_levels=int8_weight_levels())
         assert converted == 4 * arch.vision_layers + 1  # qkv, out, fc, proj per block, and the head
-        fp32 = _session(image_file).run(None, {"pixels": probes})[0]
         got8 = _session(int8_file).run(None, {"pixels": probes})[0]
         out["int8"] = float(_cosines(got8, fp32).mean())
         out["int8_min"] = float(_cosines(got8, fp32).min())

@@ -16,10 +16,11 @@ install can name a model and prepare it without open_clip.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ModelError, UnknownModelError
 

@@ -31,7 +31,7 @@ __all__ = ["OPSET", "build_image_graph", "build_text_graph", "read_checkpoint"]
 logger = logging.getLogger(__name__)
 
 #: LayerNormalization is an ONNX op from 17; GELU is written in its erf form, which ONNX
-#: Runtime fuses into its own Gelu kernel (as fast as opset 20's Gelu here, see docs/models.md).
+#: Runtime fuses into its own Gelu kernel (as fast as opset 20's Gelu op; see docs/models.md).
 OPSET = 17
 _TORCH_HINT = "needs searchindex[torch] (or a .safetensors copy of the checkpoint)"
 
@@ -80,7 +80,8 @@ def _bf16(path: Path, key: str) -> np.ndarray:
         start, end = entry["data_offsets"]
         fh.seek(8 + size + start)
         bits = np.frombuffer(fh.read(end - start), dtype="<u2")
-    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+    shape = tuple(int(d) for d in entry["shape"])
+    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
 
 
 class _Graph:
@@ -155,11 +156,13 @@ def _linear(g: _Graph, w: _Weights, x: str, prefix: str, n_in: int, n_out: int) 
 
 
 def _gelu(g: _Graph, x: str, quick: bool) -> str:
-    if quick:  # x * sigmoid(1.702 x), open_clip's QuickGELU
+    if quick:  # x * sigmoid(1.702 x), open_clip's QuickGELU (ONNX Runtime fuses it into QuickGelu)
         return g.op("Mul", [x, g.op("Sigmoid", [g.op("Mul", [x, g.const(np.float32(1.702))])])])
-    # 0.5 x (1 + erf(x / sqrt 2)): torch's exact GELU; ONNX Runtime fuses it into one kernel
-    inner = g.op("Erf", [g.op("Mul", [x, g.const(np.float32(1 / math.sqrt(2)))])])
-    return g.op("Mul", [g.op("Mul", [x, g.const(np.float32(0.5))]), g.op("Add", [inner, g.const(np.float32(1.0))])])
+    # torch's exact GELU, x (1 + erf(x / sqrt 2)) / 2, in the order ONNX Runtime's GeluFusion
+    # recognises (a multiply by 1/sqrt 2, or 0.5 first, leaves five unfused ops per block)
+    inner = g.op("Add", [g.op("Erf", [g.op("Div", [x, g.const(np.float32(math.sqrt(2)))])]),
+                         g.const(np.float32(1.0))])
+    return g.op("Mul", [g.op("Mul", [x, inner]), g.const(np.float32(0.5))])
 
 
 def _block(g: _Graph, w: _Weights, x: str, prefix: str, width: int, heads: int, mlp: int,
