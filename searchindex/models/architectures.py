@@ -106,6 +106,11 @@ class ClipArchitecture:
         return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
 
     @property
+    def text_dim(self) -> int:
+        """The text vector's size: ``embed_dim``, or the text width where there is no projection."""
+        return self.text_width if self.text_projection == "none" else self.embed_dim
+
+    @property
     def vision_mlp_width(self) -> int:
         return int(self.vision_width * self.vision_mlp_ratio)
 

@@ -31,7 +31,7 @@ __all__ = ["OPSET", "build_image_graph", "build_text_graph", "read_checkpoint"]
 logger = logging.getLogger(__name__)
 
 #: LayerNormalization is an ONNX op from 17; GELU is written in its erf form, which ONNX
-#: Runtime fuses into its own Gelu kernel (as fast as opset 20's Gelu here, see docs/models.md).
+#: Runtime fuses into its own Gelu kernel (as fast as opset 20's Gelu op; see docs/models.md).
 OPSET = 17
 _TORCH_HINT = "needs searchindex[torch] (or a .safetensors copy of the checkpoint)"
 
@@ -80,7 +80,8 @@ def _bf16(path: Path, key: str) -> np.ndarray:
         start, end = entry["data_offsets"]
         fh.seek(8 + size + start)
         bits = np.frombuffer(fh.read(end - start), dtype="<u2")
-    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+    shape = tuple(int(d) for d in entry["shape"])
+    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
 
 
 class _Graph:
@@ -88,7 +89,8 @@ class _Graph:
 
     def __init__(self) -> None:
         self.nodes: list[Any] = []
-        self.inits: list[Any] = []
+        self.inits: list[Any] = []  # TensorProtos, or (name, type, dims) of arrays in ``big``
+        self.big: list[tuple[str, np.ndarray]] = []
         self._count = 0
 
     def name(self, hint: str) -> str:
@@ -96,13 +98,20 @@ class _Graph:
         return f"{hint}_{self._count}"
 
     def const(self, value: np.ndarray | float | int | list[int], hint: str = "c", dtype: Any = None) -> str:
-        from onnx import numpy_helper
+        """A constant; arrays of 1 KiB or more are kept aside and written to the data file by
+        :func:`_save` (faster than onnx's own conversion: no copy through the protobuf)."""
+        from onnx import helper, numpy_helper
 
-        array = np.asarray(value, dtype=dtype if dtype is not None else None)
+        array = np.asarray(value, dtype=dtype)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         name = self.name(hint)
-        self.inits.append(numpy_helper.from_array(array.copy(order="C"), name))  # keeps 0-d
+        if array.nbytes >= 1024:
+            tensor = helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(array.dtype), array.shape)
+            self.inits.append((name, tensor.tensor_type.elem_type, list(array.shape)))
+            self.big.append((name, np.ascontiguousarray(array)))
+        else:
+            self.inits.append(numpy_helper.from_array(array.copy(order="C"), name))  # copy keeps 0-d
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs: Any) -> str:
@@ -147,11 +156,13 @@ def _linear(g: _Graph, w: _Weights, x: str, prefix: str, n_in: int, n_out: int) 
 
 
 def _gelu(g: _Graph, x: str, quick: bool) -> str:
-    if quick:  # x * sigmoid(1.702 x), open_clip's QuickGELU
+    if quick:  # x * sigmoid(1.702 x), open_clip's QuickGELU (ONNX Runtime fuses it into QuickGelu)
         return g.op("Mul", [x, g.op("Sigmoid", [g.op("Mul", [x, g.const(np.float32(1.702))])])])
-    # 0.5 x (1 + erf(x / sqrt 2)): torch's exact GELU; ONNX Runtime fuses it into one kernel
-    inner = g.op("Erf", [g.op("Mul", [x, g.const(np.float32(1 / math.sqrt(2)))])])
-    return g.op("Mul", [g.op("Mul", [x, g.const(np.float32(0.5))]), g.op("Add", [inner, g.const(np.float32(1.0))])])
+    # torch's exact GELU, x (1 + erf(x / sqrt 2)) / 2, in the order ONNX Runtime's GeluFusion
+    # recognises (a multiply by 1/sqrt 2, or 0.5 first, leaves five unfused ops per block)
+    inner = g.op("Add", [g.op("Erf", [g.op("Div", [x, g.const(np.float32(math.sqrt(2)))])]),
+                         g.const(np.float32(1.0))])
+    return g.op("Mul", [g.op("Mul", [x, inner]), g.const(np.float32(0.5))])
 
 
 def _block(g: _Graph, w: _Weights, x: str, prefix: str, width: int, heads: int, mlp: int,
@@ -189,18 +200,34 @@ def _save(g: _Graph, inputs: list[Any], outputs: list[Any], path: Path, doc: str
     """Write the graph with its weights in ``NAME.data``; both appear by rename (weights first:
     the graph names them), so a reader never sees half a model."""
     import onnx
-    from onnx import helper
+    from onnx import TensorProto, helper
 
-    graph = helper.make_graph(g.nodes, "graph", inputs, outputs, initializer=g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="searchindex",
-                              doc_string=doc)
-    model.ir_version = 8  # ONNX Runtime 1.14+ reads it; newer IRs add nothing these graphs use
     path = Path(path)
     data_name = path.name + ".data"
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".graph-") as tmp:
-        staged = Path(tmp) / path.name
-        onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+        where: dict[str, tuple[int, int]] = {}
+        with open(Path(tmp) / data_name, "wb") as fh:
+            for name, array in g.big:
+                offset = -fh.tell() % 4096 + fh.tell()  # page-aligned, so ONNX Runtime can map it
+                fh.seek(offset)
+                fh.write(array.tobytes())
+                where[name] = (offset, array.nbytes)
+        inits = []
+        for init in g.inits:
+            if isinstance(init, tuple):
+                name, elem_type, dims = init
+                tensor = TensorProto(name=name, data_type=elem_type, dims=dims, data_location=TensorProto.EXTERNAL)
+                offset, length = where[name]
+                for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, value
+                init = tensor
+            inits.append(init)
+        graph = helper.make_graph(g.nodes, "graph", inputs, outputs, initializer=inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="searchindex", doc_string=doc)
+        model.ir_version = 8  # ONNX Runtime 1.14+ reads it; newer IRs add nothing these graphs use
+        onnx.save_model(model, str(Path(tmp) / path.name))
         for name in (data_name, path.name):
             os.chmod(Path(tmp) / name, 0o644)
             os.replace(Path(tmp) / name, path.parent / name)
@@ -287,8 +314,7 @@ def build_text_graph(arch: ClipArchitecture, weights: dict[str, np.ndarray], pat
         x = _linear(g, w, x, "text_projection", width, arch.embed_dim)
     norm = g.op("Max", [g.op("ReduceL2", [x], axes=[-1], keepdims=1), g.const(np.float32(1e-12))])
     g.nodes.append(helper.make_node("Div", [x, norm], ["embedding"]))
-    out_dim = arch.embed_dim if arch.text_projection != "none" else width
     _save(g, [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["n", "length"])],
-          [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", out_dim])],
+          [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", arch.text_dim])],
           Path(path), "open_clip text tower built by searchindex.models.graphs")
 

@@ -72,7 +72,7 @@ class Towers:
 
 
 def _model_config(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
-    """(open_clip model config, preprocessing config or None, quick_gelu forced by the tag) of ``spec``,
+    """(open_clip model config, preprocessing config or None, quick_gelu forced) of ``spec``,
     without downloading anything but a hub model's small config file."""
     from . import architectures
 
@@ -90,8 +90,10 @@ def _model_config(spec: ModelSpec) -> tuple[dict[str, Any], dict[str, Any] | Non
     if entry is None:
         raise KeyError(spec.model)
     tag = spec.pretrained if spec.pretrained in entry["pretrained"] else None
-    quick = bool(entry["pretrained"][tag].get("quick_gelu", False)) if tag else False
-    return entry["config"], architectures.preprocess(spec.model, tag), quick
+    # A tag trained with QuickGELU under an architecture name without "-quickgelu" (ViT-B-32 openai) runs
+    # GELU here, as open_clip builds it from that name (it only warns): the vectors of an index must not
+    # depend on which install encoded them.  The "-quickgelu" names get QuickGELU from their config.
+    return entry["config"], architectures.preprocess(spec.model, tag), False
 
 
 def _text_architecture(model_cfg: dict[str, Any], quick_gelu: bool, name: str) -> Any:
