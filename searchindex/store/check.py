@@ -51,7 +51,7 @@ class Finding:
     ``warning`` (out of date or left over: the next ``index`` run, or ``repair``, deals with it)."""
 
     severity: str
-    area: str  # catalog, vectors, files, temporary
+    area: str  # catalog, vectors, files, reindex, temporary
     message: str
     count: int = 1
     paths: tuple[str, ...] = ()
@@ -302,9 +302,13 @@ def check_index(path: str | os.PathLike[str], *, files: bool = True) -> CheckRep
         raise IndexNotFoundError(f"no index at {folder} (no {CATALOG_FILE})")
     findings, meta = catalog_findings(catalog)
     images = vectors = None
+    reindex = _reindex_findings(folder)
     if meta is not None:
-        content, images, vectors = _content_findings(folder, meta, files)
+        # Inside a reindex's folder swap, files kept in the index folder are in the staging folder
+        # for now: not "missing" (repair carries them back).
+        content, images, vectors = _content_findings(folder, meta, files and not reindex[1])
         findings += content
+    findings += reindex[0]
     findings += _temporary_findings(folder)
     return CheckReport(str(folder), images, vectors, tuple(findings))
 
@@ -341,6 +345,25 @@ def _content_findings(folder: Path, meta: dict[str, str],
     except sqlite3.DatabaseError as exc:
         found.append(Finding("error", "catalog", f"reading the catalog failed: {exc}"))
     return found, images, vectors
+
+
+def _reindex_findings(folder: Path) -> tuple[list[Finding], bool]:
+    """What an interrupted reindex left beside the index; and whether it stopped inside its folder swap."""
+    from .swap import unfinished_reindex
+
+    left = unfinished_reindex(folder.resolve())
+    if left is None:
+        return [], False
+    if left.mid_swap:
+        return [Finding("warning", "reindex", f"a reindex was interrupted inside its folder swap: {len(left.stray)} "
+                        f"files or folders kept in the index folder are in {left.staging} for now; "
+                        "`searchindex repair` (or the same `searchindex reindex` again) puts them back and finishes "
+                        "the swap", count=len(left.stray),
+                        paths=tuple(str(left.staging / n) for n in left.stray[:SHOWN]))], True
+    what = f" (and {len(left.stray)} other files: {', '.join(left.stray[:3])})" if left.stray else ""
+    return [Finding("warning", "reindex", f"an unfinished reindex left its new index in {left.staging}{what}: "
+                    "run the same `searchindex reindex` again to finish it, or `searchindex repair` to remove "
+                    "it (only the index's own files)", paths=(str(left.staging),))], False
 
 
 def _temporary_findings(folder: Path) -> list[Finding]:

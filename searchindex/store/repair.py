@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import IndexCorruptError, IndexNotFoundError
+from ..errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
 from .check import CATALOG_FILE, CheckReport, catalog_findings, check_index, leftovers
+from .lock import WriterLock
+from .swap import settle_swap
 
 __all__ = ["RepairReport", "repair_index"]
 
@@ -51,6 +53,8 @@ class RepairReport:
     vectors_rebuilt: int = 0
     removed: tuple[str, ...] = ()  # temporary or superseded files of the index removed
     check: CheckReport | None = None
+    swap_finished: str | None = None  # what was done to finish an interrupted reindex's folder swap
+    reindex_removed: str | None = None  # the staging folder of an unfinished reindex, removed
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -67,12 +71,11 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
         IndexCorruptError: too little of the catalog is readable to recover it.
         IndexWriteError: the vector index cannot be written.
     """
-    from .lock import WriterLock
-
     folder = Path(path).expanduser()
     if not (folder / CATALOG_FILE).is_file():
         raise IndexNotFoundError(f"no index at {folder} (no {CATALOG_FILE})")
     with WriterLock(folder):
+        swap = settle_swap(folder.resolve())  # first: a reindex's half-done swap, with the user's files
         findings, meta = catalog_findings(folder / CATALOG_FILE)
         aside = None
         recovered: dict[str, int] = {}
@@ -89,8 +92,31 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
             except FileNotFoundError:
                 pass
         _apply_policy(folder)
+        staging = _drop_unfinished_reindex(folder.resolve())
     return RepairReport(str(folder), aside is not None, str(aside) if aside else None, recovered, lost, rebuilt,
-                        tuple(removed), check_index(folder, files=False))
+                        tuple(removed), check_index(folder, files=False), swap, staging)
+
+
+def _drop_unfinished_reindex(folder: Path) -> str | None:
+    """Remove the new index an unfinished reindex left beside ``folder`` (its own files only; a
+    folder holding anything else stays); returns its path when it was removed."""
+    from .folder import remove_index_files
+    from .swap import unfinished_reindex
+
+    left = unfinished_reindex(folder)
+    if left is None or left.mid_swap or not left.staging.is_dir():
+        return None
+    try:
+        with WriterLock(left.staging):  # a reindex at work holds it
+            pass
+    except IndexLockedError:
+        return None
+    remaining = remove_index_files(left.staging)
+    if remaining:
+        log.warning("left %s in place: it holds files that are not an index's (%s)", left.staging,
+                    ", ".join(remaining))
+        return None
+    return str(left.staging)
 
 
 def _rebuild_flat(folder: Path) -> int:
