@@ -31,6 +31,8 @@ from searchindex.store.filters import Filters
 from searchindex.store.index_types import canonical_factory
 from searchindex.store.querycache import CACHE_FILE
 
+from .conftest import Shapes
+
 
 @pytest.fixture()
 def runner() -> CliRunner:
@@ -474,6 +476,35 @@ def test_check_finds_a_vector_file_of_another_index(built: Path, small_folder: P
     (finding,) = [f for f in report.findings if f.area == "vectors"]
     assert "belongs to another index" in finding.message
     assert Index.repair(built).check.ok  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "IVF2,Flat"])
+def test_a_vector_file_of_a_copy_that_changed_apart_is_not_used(built: Path, shapes: Shapes, tmp_path: Path,
+                                                                index_type: str) -> None:
+    if index_type != "flat":
+        with Index.open(built) as index:
+            assert index.optimize(index_type) is not None
+    copy = tmp_path / "copy.idx"
+    shutil.copytree(built, copy)  # `cp -a`: the same identity, generation and ids
+    extra = sorted(shapes.folder.glob("*.png"))[40:42]
+    assert not np.array_equal(np.asarray(Image.open(extra[0])), np.asarray(Image.open(extra[1])))
+    for idx, photo in ((built, extra[0]), (copy, extra[1])):  # each copy adds another photo
+        with Index.open(idx) as index:
+            assert index.add_files([str(photo)], workers=0).indexed == 1
+    (theirs,) = built.glob("vectors-*.faiss")
+    (mine,) = copy.glob("vectors-*.faiss")
+    assert theirs.name == mine.name  # same generation
+    shutil.copy(theirs, mine)
+    with Index.open(copy) as index:  # rebuilt from the catalog on open: the copy's own vectors
+        (hit,) = index.search_image(extra[1], k=1)
+        assert hit.path == str(extra[1]) and hit.score > 0.999
+        assert all(r.path != str(extra[1]) or r.score < 0.999 for r in index.search_image(extra[0], k=3))
+    report = Index.check(copy)
+    assert not report.ok
+    (finding,) = [f for f in report.findings if f.area == "vectors"]
+    assert "another state" in finding.message, finding
+    assert Index.repair(copy).check.ok  # type: ignore[union-attr]
+    assert Index.check(copy).ok and Index.check(built).ok
 
 
 def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> None:

@@ -132,6 +132,7 @@ def catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]:
 
 def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                      embeddings: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[list[Finding], int | None]:
+    from .records import state_key
     from .vector_file import VectorFileError, latest_vector_file, read_vector_file
     from .vectors import VectorIndex
 
@@ -152,7 +153,8 @@ def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
         import faiss
 
         # The header check the index itself makes on open (identity, generation, dimension, checksum).
-        payload, header = read_vector_file(file, file_generation, meta.get("index_id") or None, dim)
+        payload, header = read_vector_file(file, file_generation, meta.get("index_id") or None, dim,
+                                           lambda g: meta.get(state_key(g)))
         vi = VectorIndex(faiss.deserialize_index(payload), file_generation)
     except VectorFileError as exc:
         severity = "warning" if "older searchindex" in str(exc) and _plain_faiss(file) else "error"

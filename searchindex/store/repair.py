@@ -132,7 +132,7 @@ def _rebuild_flat(folder: Path) -> int:
         for ids, chunk in catalog.images.embeddings_since(0, dim):
             vecs.upsert(ids, chunk)
         vecs.generation = catalog.generation()
-        vecs.save(folder, catalog.meta().get("index_id", ""))
+        vecs.save(folder, catalog.meta().get("index_id", ""), catalog.read.state(vecs.generation))
         catalog.set_meta(faiss_factory=factory, faiss_nprobe="", faiss_built_at=str(vecs.ntotal), faiss_recall="")
         return vecs.ntotal
     finally:
@@ -250,6 +250,7 @@ def _restore_meta(dst: sqlite3.Connection) -> None:
     """Infer a lost dimension from the embeddings, refuse a catalog whose model is unknown, start a new
     generation and rebuild the full-text index, in the open transaction on ``dst``."""
     from .migrations import SCHEMA_VERSION, refresh_text_index
+    from .records import state_key
 
     meta = dict(dst.execute("SELECT key, value FROM meta").fetchall())
     if not str(meta.get("dim", "")).isdigit() or int(meta["dim"]) == 0:
@@ -271,8 +272,9 @@ def _restore_meta(dst: sqlite3.Connection) -> None:
     # A new generation: every vector file of the old catalog is now stale and is rebuilt.
     # The identity stays (a copy of this index elsewhere is still the same index); a lost one is new.
     identity = meta.get("index_id") or uuid.uuid4().hex
-    for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(max(old, top) + 1)),
-                       ("index_id", identity)):
+    generation = max(old, top) + 1
+    for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(generation)),
+                       ("index_id", identity), (state_key(generation), uuid.uuid4().hex)):
         dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
     refresh_text_index(dst.execute, None)
 
