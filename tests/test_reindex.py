@@ -198,3 +198,12 @@ def test_reindex_of_a_mount_point_is_refused_before_any_work(tmp_path: Path) -> 
     with pytest.raises(IndexFolderError, match="is a mount point"):
         refuse_mount_point(Path("/proc"))  # a mount point every Linux has
     refuse_mount_point(tmp_path)  # an ordinary folder passes
+
+
+def test_an_open_index_describes_the_model_of_another_instances_reindex(small_folder: Path, tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    _build(small_folder, idx)
+    with Index.open(idx) as served:  # as `serve` holds it: /api/info is served.info()
+        assert served.info().pretrained == "builtin"
+        Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+        assert served.info().pretrained == "none" and served.count() == 40 and served.failures() == []

@@ -89,7 +89,8 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
         aside = None
         recovered: dict[str, int] = {}
         lost: dict[str, int] = {}
-        images_lost, exact, folders = 0, True, ()
+        images_lost, exact = 0, True
+        folders: tuple[str, ...] = ()
         if meta is None:
             log.info("catalog damaged (%s); recovering its readable rows", findings[0].message)
             known, exact = _known_image_ids(folder)  # before the vector file is rebuilt
