@@ -623,3 +623,21 @@ def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> No
     faiss.write_index(faiss.deserialize_index(np.frombuffer(payload, np.uint8)), str(vector_file))
     (finding,) = Index.check(built).findings  # as written before vector files had a header
     assert finding.severity == "warning"
+
+
+def test_rows_of_a_renamed_top_folder_can_be_dropped_and_check_says_how(built: Path, small_folder: Path,
+                                                                        runner: CliRunner) -> None:
+    renamed = small_folder.with_name("Photos")
+    small_folder.rename(renamed)
+    (missing,) = [f for f in Index.check(built).findings if f.area == "files"]
+    assert f"`searchindex index {small_folder} --gone`" in missing.message, missing.message
+    res = runner.invoke(cli, ["index", str(renamed), "--index", str(built), "--gone"])
+    assert res.exit_code == 1 and "exists: index it" in res.output  # a folder still there is never forgotten
+    res = runner.invoke(cli, ["index", str(small_folder), "--index", str(built), "--gone"])
+    assert res.exit_code == 0, res.output
+    assert f"40 images below {small_folder} forgotten. {built} holds 0 images." in res.output
+    res = runner.invoke(cli, ["index", str(renamed), "--index", str(built), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["images_in_index"] == 40
+    assert not [f for f in Index.check(built).findings if f.area == "files"]
+    with Index.open(built) as index:
+        assert all(r.path.startswith(str(renamed)) for r in index.search("a red circle", k=40))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -255,10 +256,27 @@ def _file_findings(rows: list[tuple[str, int, int]]) -> list[Finding]:
     for paths, what in ((missing, "indexed files are missing"), (changed, "indexed files changed since"),
                         (unreadable, "indexed files are unreadable or no longer regular files")):
         if paths:
-            out.append(Finding("warning", "files", f"{len(paths)} {what} (the next `index` run of their folder "
-                                                   "updates the index)", count=len(paths),
+            advice = "the next `index` run of their folder updates the index"
+            if what == "indexed files are missing":  # their folder may be gone too: index says "not a folder"
+                gone = sorted({_gone_folder(p) for p in paths} - {None})  # type: ignore[type-var]
+                if gone:
+                    shown = " ".join(shlex.quote(str(g)) for g in gone[:3]) + (" ..." if len(gone) > 3 else "")
+                    advice += ("; their folder no longer exists (renamed or moved?): index its new place first "
+                               "(its images reuse their stored embeddings), then `searchindex index "
+                               f"{shown} --gone` drops the old rows")
+            out.append(Finding("warning", "files", f"{len(paths)} {what} ({advice})", count=len(paths),
                                paths=tuple(paths[:SHOWN])))
     return out
+
+
+def _gone_folder(path: str) -> str | None:
+    """The highest folder above ``path`` that no longer exists (``None`` when its folder does)."""
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent):
+        return None
+    while not os.path.isdir(os.path.dirname(parent)) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    return parent
 
 
 def _writer_active(folder: Path) -> bool:
