@@ -71,6 +71,8 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
     # Through a link to the index: swap the real folder, so the link keeps working.
     folder = Path(path).expanduser().resolve()
     staging = staging_folder(folder)
+    if not os.path.lexists(folder):  # a run killed inside a three-rename swap (no renameat2)
+        settle_swap(folder)
     if index_cls.exists(folder):
         refuse_mount_point(folder)  # before any work: the swap at the end would fail every time
         with WriterLock(folder):  # a swap left half-done by a killed run is settled before anything else

@@ -380,6 +380,9 @@ def _reindex_findings(folder: Path) -> tuple[list[Finding], bool]:
                         "`searchindex repair` (or the same `searchindex reindex` again) puts them back and finishes "
                         "the swap", count=len(left.stray),
                         paths=tuple(str(left.staging / n) for n in left.stray[:SHOWN]))], True
+    if _writer_active(folder):
+        return [Finding("warning", "reindex", f"a writer is running; if it is a reindex, its new index is being "
+                        f"built in {left.staging}", paths=(str(left.staging),))], False
     what = f" (and {len(left.stray)} other files: {', '.join(left.stray[:3])})" if left.stray else ""
     return [Finding("warning", "reindex", f"an unfinished reindex left its new index in {left.staging}{what}: "
                     "run the same `searchindex reindex` again to finish it, or `searchindex repair` to remove "

@@ -81,6 +81,8 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
         IndexWriteError: the vector index cannot be written.
     """
     folder = Path(path).expanduser()
+    if not os.path.lexists(folder):  # a reindex killed inside a three-rename swap (no renameat2)
+        settle_swap(folder.absolute())
     if not (folder / CATALOG_FILE).is_file():
         raise IndexNotFoundError(f"no index at {folder} (no {CATALOG_FILE})")
     with WriterLock(folder):

@@ -116,9 +116,15 @@ def _finish(folder: Path, staging: Path) -> None:
             if os.path.lexists(folder / name):  # never overwrite: a file of the same name came meanwhile
                 log.warning("left %s in %s: %s already holds a file of that name", name, staging, folder)
                 continue
-            os.rename(staging / name, folder / name)
+            try:
+                os.rename(staging / name, folder / name)
+            except FileNotFoundError:  # carried by another process finishing the same swap
+                continue
             crash_point("carried")
-        left = remove_index_files(staging)  # the old index: only its own files go
+        try:
+            left = remove_index_files(staging)  # the old index: only its own files go
+        except FileNotFoundError:  # removed by another process finishing the same swap
+            left = []
         crash_point("cleaned")
         if left:
             log.warning("left %s in place: it holds files that are not the index's (%s)", staging, ", ".join(left))
