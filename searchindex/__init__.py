@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import _compat
 from .errors import (
     EmbeddingFileError,
+    FolderExistsError,
     FolderNotFoundError,
     ImageDecodeError,
     IndexCorruptError,
@@ -113,6 +114,7 @@ __all__ = [
     "FewShotReranker",
     "Filters",
     "Finding",
+    "FolderExistsError",
     "FolderNotFoundError",
     "ImageDetails",
     "ImageDecodeError",

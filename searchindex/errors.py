@@ -62,6 +62,10 @@ class FolderNotFoundError(SearchIndexError):
     """A folder to index does not exist or is not a directory."""
 
 
+class FolderExistsError(SearchIndexError):
+    """A folder to forget (``Index.forget_folder``) still exists: index it instead."""
+
+
 class QueryError(SearchIndexError):
     """A query cannot be run (empty text, unreadable query image, ...)."""
 

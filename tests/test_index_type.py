@@ -89,6 +89,15 @@ def test_factory_strings_are_validated() -> None:
         canonical_factory("IVF16,PQ7", 32)
     with pytest.raises(IndexTypeError, match="remove"):
         canonical_factory("HNSW32,Flat")
+    # Nested IVF quantizers keep every list count, outer first (formerly recorded as IVF1(...)).
+    assert canonical_factory("IVF2(IVF3,Flat),Flat", 32) == "IVF2(IVF3,Flat),Flat"
+    assert canonical_factory("IVF12,Flat", 32) == "IVF12,Flat"
+    # Transforms that change inner products store vectors nothing can check: refused up front
+    # (formerly accepted, then every open and check said DAMAGED).
+    for spec in ("PCA32,Flat", "PCAR16,IVF4,Flat", "L2norm,Flat", "ITQ,Flat", "IDMap2,PCA32,Flat"):
+        with pytest.raises(IndexTypeError, match="transform"):
+            canonical_factory(spec, 64)
+    assert canonical_factory("OPQ16,IVF4,PQ16", 64) == "OPQ16_64,IVF4,PQ16x8"  # a rotation: fine
 
 
 # -- IVF search against exact search -------------------------------------------

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from searchindex import Index
@@ -98,3 +104,104 @@ def test_cli_reindex_and_mismatch_hint(small_folder: Path, tmp_path: Path) -> No
     assert "40 indexed" in res.output and "now uses tiny-shapes / none" in res.output
     res = runner.invoke(cli, ["reindex", "--index", str(tmp_path / "nothing"), "--model", "tiny-shapes"])
     assert res.exit_code == 1 and "no index at" in res.output
+
+
+# -- a reindex killed at each step of its folder swap ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+_REINDEX = ("import sys; from searchindex import Index; "
+            "Index.reindex(sys.argv[1], 'tiny-shapes', sys.argv[2], device='cpu', workers=0)")
+
+
+def _killed_reindex(idx: Path, pretrained: str, at: str | None) -> int:
+    """Reindex ``idx`` in a child process killed (SIGKILL) at the step ``at``; returns its exit code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if at is not None:
+        env["SEARCHINDEX_CRASH_AT"] = at
+    return subprocess.run([sys.executable, "-c", _REINDEX, str(idx), pretrained], env=env, cwd=ROOT,
+                          capture_output=True, check=False).returncode
+
+
+def _user_files(idx: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(idx)): p.read_bytes() for p in sorted(idx.rglob("*"))
+            if p.is_file() and p.relative_to(idx).parts[0] in ("photos", "notes.txt")}
+
+
+@pytest.fixture()
+def index_with_photos_inside(small_folder: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """An index whose folder also holds the user's ``photos/`` (indexed) and ``notes.txt``."""
+    idx = tmp_path / "idx"
+    Index.create(idx, model="tiny-shapes", device="cpu").close()
+    photos = idx / "photos"
+    photos.mkdir()
+    for src in sorted(small_folder.glob("*.png"))[:6]:
+        shutil.copy2(src, photos / src.name)
+    (idx / "notes.txt").write_text("mine")
+    with Index.open(idx, device="cpu") as index:
+        assert index.add_folder(photos, workers=0).indexed == 6
+    return idx, _user_files(idx)
+
+
+@pytest.mark.parametrize("at", ["staged", "marked", "swapped", "carried", "cleaned"])
+@pytest.mark.parametrize("then", ["reindex", "repair", "other-model"])
+def test_a_reindex_killed_at_any_step_keeps_the_users_files(
+        index_with_photos_inside: tuple[Path, dict[str, bytes]], at: str, then: str) -> None:
+    idx, files = index_with_photos_inside
+    staging = idx.parent / ".idx.reindex"
+    assert _killed_reindex(idx, "none", at) == -signal.SIGKILL
+    if at in ("staged", "marked"):  # before the exchange: nothing of the user's moved
+        assert _user_files(idx) == files
+    report = Index.check(idx)
+    assert report.ok, report.findings
+    unfinished = [f for f in report.findings if f.area == "reindex"]
+    assert unfinished and "searchindex" in unfinished[0].message
+    assert not [f for f in report.findings if f.area == "files"]  # nothing called missing
+    if then == "repair":
+        Index.repair(idx)
+    else:  # the same model resumes; another one starts over: both first settle the swap
+        assert _killed_reindex(idx, "none" if then == "reindex" else "builtin", None) == 0
+    assert _user_files(idx) == files
+    assert not staging.exists() and not (idx / "reindex-swap").exists()
+    with Index.open(idx, device="cpu") as index:
+        assert index.count() == 6
+        assert index.spec.pretrained == ("builtin" if then == "other-model" or (then == "repair" and at in (
+            "staged", "marked")) else "none")
+    assert Index.check(idx).ok and not [f for f in Index.check(idx).findings if f.area in ("reindex", "files")]
+
+
+def test_a_swap_killed_inside_the_three_rename_exchange_is_settled(
+        index_with_photos_inside: tuple[Path, dict[str, bytes]]) -> None:
+    """Without renameat2 the swap is three renames through ``NAME.old``: killed after the first
+    (the index folder missing) or the second (the old index still aside)."""
+    idx, files = index_with_photos_inside
+    staging, aside = idx.parent / ".idx.reindex", idx.parent / "idx.old"
+    for step in ("exchange-1", "exchange-2"):
+        Index.create(staging, model="tiny-shapes", pretrained="none", device="cpu").close()
+        (staging / "reindex-swap").write_bytes(b"")
+        os.rename(idx, aside)
+        if step == "exchange-2":
+            os.rename(staging, idx)
+        Index.repair(idx)  # undoes the first case (then drops the unfinished new index), finishes the second
+        assert _user_files(idx) == files and not aside.exists() and not staging.exists()
+        assert not (idx / "reindex-swap").exists()
+        with Index.open(idx) as index:
+            # The new index here is an empty stand-in; the old one holds the six photos.
+            assert (index.spec.pretrained, index.count()) == (("none", 0) if step == "exchange-2" else ("builtin", 6))
+
+
+def test_reindex_of_a_mount_point_is_refused_before_any_work(tmp_path: Path) -> None:
+    from searchindex.errors import IndexFolderError
+    from searchindex.store.swap import refuse_mount_point
+
+    with pytest.raises(IndexFolderError, match="is a mount point"):
+        refuse_mount_point(Path("/proc"))  # a mount point every Linux has
+    refuse_mount_point(tmp_path)  # an ordinary folder passes
+
+
+def test_an_open_index_describes_the_model_of_another_instances_reindex(small_folder: Path, tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    _build(small_folder, idx)
+    with Index.open(idx) as served:  # as `serve` holds it: /api/info is served.info()
+        assert served.info().pretrained == "builtin"
+        Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+        assert served.info().pretrained == "none" and served.count() == 40 and served.failures() == []

@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import threading
 import tracemalloc
 import zlib
@@ -21,7 +22,7 @@ from PIL import Image, PngImagePlugin
 
 from searchindex import Index
 from searchindex.cli import cli
-from searchindex.errors import IndexCorruptError, IndexTypeError, IndexWriteError, QueryError
+from searchindex.errors import ImageDecodeError, IndexCorruptError, IndexTypeError, IndexWriteError, QueryError
 from searchindex.fileio import FileTooLargeError, NotRegularFileError, read_bounded
 from searchindex.ingest.keywords import read_embedded_texts, read_sidecar_texts
 from searchindex.ingest.metadata import read_metadata
@@ -30,6 +31,8 @@ from searchindex.search.query import Query, parse_term
 from searchindex.store.filters import Filters
 from searchindex.store.index_types import canonical_factory
 from searchindex.store.querycache import CACHE_FILE
+
+from .conftest import Shapes
 
 
 @pytest.fixture()
@@ -191,10 +194,10 @@ def _png_header(width: int, height: int) -> bytes:
 
 def test_our_megapixel_limit_is_the_one_that_applies() -> None:
     data = _png_header(15_000, 13_000)  # 195 MP: above Pillow's own ~179 MP, below our 250
-    with pytest.raises(Exception) as caught:
+    # Past the size check, to the (truncated) pixels: the decode error of a truncated file, not "too large".
+    with pytest.raises(ImageDecodeError, match="corrupt image: image file is truncated"):
         decode_image(data, "big.png")
-    assert "too large" not in str(caught.value)  # it got past the size check, to the (truncated) pixels
-    with pytest.raises(Exception, match="too large: 15000x13000 is 195 megapixels \\(limit 100\\)"):
+    with pytest.raises(ImageDecodeError, match="too large: 15000x13000 is 195 megapixels \\(limit 100\\)"):
         decode_image(data, "big.png", max_megapixels=100)
     for bad in (float("nan"), float("inf"), 0, -1):
         with pytest.raises(ValueError, match="megapixel limit"):
@@ -423,9 +426,94 @@ def test_repair_of_overwritten_pages_recovers_what_it_can(built: Path, small_fol
     assert report.catalog_recovered and report.check is not None and report.check.ok
     with Index.open(built) as index:
         recovered = index.count()
-        assert recovered + sum(report.rows_lost.values()) >= 0
+        assert report.images_lost_exact and report.images_lost == 40 - recovered
         summary = index.add_folder(small_folder, workers=0)  # indexing again restores what was lost
         assert index.count() == 40 and summary.indexed + summary.duplicates + summary.unchanged >= 40 - recovered
+
+
+def _grown(built: Path, small_folder: Path, total: int) -> None:
+    """Add synthetic rows (copies of the first row's embedding, other paths) up to ``total`` images,
+    with a vector file of the catalog's generation, as an indexing run leaves it."""
+    from searchindex.store.catalog import Catalog
+    from searchindex.store.records import NewImage
+
+    catalog = Catalog.open(built)
+    try:
+        first = catalog.images.embeddings([1], 64)[1]
+        for start in range(40, total, 500):
+            catalog.commit_batch([NewImage(str(small_folder / f"more_{i:05d}.png"), 100, 1, f"{i:064x}", 64, 64,
+                                           "PNG", first) for i in range(start, min(start + 500, total))])
+    finally:
+        catalog.close()
+    Index.repair(built)  # an exact vector file of the new generation
+    assert Index.check(built, files=False).ok
+
+
+@pytest.mark.parametrize("how", ["random", "zeros", "stale-copy", "interior-stale-copy"])
+def test_repair_counts_the_images_lost_with_damaged_pages(built: Path, small_folder: Path, runner: CliRunner,
+                                                          how: str) -> None:
+    _grown(built, small_folder, 1500)
+    catalog = built / "catalog.sqlite"
+    db = sqlite3.connect(catalog)
+    pages = db.execute("SELECT pageno, pagetype FROM dbstat WHERE name = 'images' ORDER BY pageno").fetchall()
+    db.close()
+    leaves = [p for p, kind in pages if kind == "leaf"]
+    interior = [p for p, kind in pages if kind == "internal"]
+    data = bytearray(catalog.read_bytes())
+
+    def page(n: int) -> slice:
+        return slice(4096 * (n - 1), 4096 * n)
+
+    # Two pages of the images table: garbage, zeros, or a stale copy of another page (a torn or
+    # misdirected write: valid-looking, so the rows on it vanish without any read error).
+    for n in (interior[:1] if how == "interior-stale-copy" else leaves[10:12]):
+        data[page(n)] = {"random": np.random.default_rng(n).bytes(4096), "zeros": bytes(4096)}.get(
+            how, bytes(data[page(leaves[40])]))
+    catalog.write_bytes(bytes(data))
+    result = runner.invoke(cli, ["repair", "--index", str(built), "--json"])
+    report = json.loads(result.output)
+    recovered = sqlite3.connect(catalog).execute("SELECT count(*) FROM images").fetchone()[0]
+    assert 0 < recovered < 1500
+    assert report["images_lost"] == 1500 - recovered and report["images_lost_exact"] is True
+    assert report["rows_lost"]["images"] == 1500 - recovered
+    assert report["rows_recovered"]["images"] == recovered
+    assert report["reindex_folders"] == [str(small_folder)]
+    db = sqlite3.connect(catalog)  # damaged again, elsewhere: the text report this time
+    (n,) = db.execute("SELECT pageno FROM dbstat WHERE name = 'images' AND pagetype = 'leaf' "
+                      "ORDER BY pageno LIMIT 1").fetchone()
+    db.close()
+    data = bytearray(catalog.read_bytes())
+    data[page(n)] = np.random.default_rng(50).bytes(4096)
+    catalog.write_bytes(bytes(data))
+    result = runner.invoke(cli, ["repair", "--index", str(built)])
+    text = result.output
+    lost = sqlite3.connect(catalog).execute("SELECT count(*) FROM images").fetchone()[0]
+    assert f"Catalog recovered: {lost} images; {recovered - lost} images lost" in text, text
+    folder = str(small_folder) if lost else "YOUR-PHOTO-FOLDERS"  # no row left to say where they were
+    assert f"searchindex index {folder} --index {built}" in text, text
+
+
+def test_repair_after_a_truncated_wal_counts_what_it_lost(built: Path, small_folder: Path,
+                                                           runner: CliRunner) -> None:
+    _grown(built, small_folder, 1500)
+    catalog = built / "catalog.sqlite"
+    # Rows committed to the WAL only (no checkpoint), then the WAL cut short, as a full disk or a
+    # copy taken mid-write leaves it.
+    db = sqlite3.connect(catalog)
+    db.execute("PRAGMA wal_autocheckpoint = 0")
+    db.execute("UPDATE images SET width = width + 1")
+    db.commit()
+    wal = built / "catalog.sqlite-wal"
+    kept = catalog.read_bytes(), wal.read_bytes()
+    db.close()  # checkpoints: put the un-checkpointed state back
+    catalog.write_bytes(kept[0])
+    wal.write_bytes(kept[1][: len(kept[1]) // 2 + 123])
+    result = runner.invoke(cli, ["repair", "--index", str(built), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    recovered = sqlite3.connect(catalog).execute("SELECT count(*) FROM images").fetchone()[0]
+    assert report["images_lost"] == 1500 - recovered
+    assert all(0 <= n <= 1500 for n in report["rows_lost"].values()), report["rows_lost"]
 
 
 @pytest.mark.parametrize("how", ["random", "missing-model"])
@@ -443,13 +531,29 @@ def test_check_reports_files_changed_or_missing_on_disk(built: Path, small_folde
     photos[0].unlink()
     photos[1].write_bytes(photos[2].read_bytes() + b"x")
     os.chmod(photos[3], 0)
-    report = Index.check(built)
-    assert report.ok  # out of date is not damage
-    by_message = {f.message.split(" (")[0]: f for f in report.findings if f.area == "files"}
-    assert by_message["1 indexed files are missing"].paths == (str(photos[0]),)
-    assert by_message["1 indexed files changed since"].paths == (str(photos[1]),)
-    if os.geteuid() != 0:  # root reads anything
-        assert by_message["1 indexed files are unreadable or no longer regular files"].paths == (str(photos[3]),)
+    # Run as a user that permissions apply to (root reads anything: drop its override capabilities).
+    code = ("import json, sys; from searchindex import Index; r = Index.check(sys.argv[1]); "
+            "print(json.dumps(r.to_dict()))")
+    out = subprocess.run([*_permissions_apply(), sys.executable, "-c", code, str(built)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"]  # out of date is not damage
+    by_message = {f["message"].split(" (")[0]: f for f in report["findings"] if f["area"] == "files"}
+    assert by_message["1 indexed files are missing"]["paths"] == [str(photos[0])]
+    assert by_message["1 indexed files changed since"]["paths"] == [str(photos[1])]
+    assert by_message["1 indexed files are unreadable or no longer regular files"]["paths"] == [str(photos[3])]
+
+
+def _permissions_apply() -> list[str]:
+    """A command prefix under which file permissions apply, even when the tests run as root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "running as root needs util-linux setpriv to test permissions"
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
 def test_check_of_an_ivf_index_and_of_photos_gone(built: Path, small_folder: Path) -> None:
@@ -477,6 +581,35 @@ def test_check_finds_a_vector_file_of_another_index(built: Path, small_folder: P
     assert Index.repair(built).check.ok  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("index_type", ["flat", "IVF2,Flat"])
+def test_a_vector_file_of_a_copy_that_changed_apart_is_not_used(built: Path, shapes: Shapes, tmp_path: Path,
+                                                                index_type: str) -> None:
+    if index_type != "flat":
+        with Index.open(built) as index:
+            assert index.optimize(index_type) is not None
+    copy = tmp_path / "copy.idx"
+    shutil.copytree(built, copy)  # `cp -a`: the same identity, generation and ids
+    extra = sorted(shapes.folder.glob("*.png"))[40:42]
+    assert not np.array_equal(np.asarray(Image.open(extra[0])), np.asarray(Image.open(extra[1])))
+    for idx, photo in ((built, extra[0]), (copy, extra[1])):  # each copy adds another photo
+        with Index.open(idx) as index:
+            assert index.add_files([str(photo)], workers=0).indexed == 1
+    (theirs,) = built.glob("vectors-*.faiss")
+    (mine,) = copy.glob("vectors-*.faiss")
+    assert theirs.name == mine.name  # same generation
+    shutil.copy(theirs, mine)
+    with Index.open(copy) as index:  # rebuilt from the catalog on open: the copy's own vectors
+        (hit,) = index.search_image(extra[1], k=1)
+        assert hit.path == str(extra[1]) and hit.score > 0.999
+        assert all(r.path != str(extra[1]) or r.score < 0.999 for r in index.search_image(extra[0], k=3))
+    report = Index.check(copy)
+    assert not report.ok
+    (finding,) = [f for f in report.findings if f.area == "vectors"]
+    assert "another state" in finding.message, finding
+    assert Index.repair(copy).check.ok  # type: ignore[union-attr]
+    assert Index.check(copy).ok and Index.check(built).ok
+
+
 def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> None:
     import faiss
 
@@ -491,3 +624,21 @@ def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> No
     faiss.write_index(faiss.deserialize_index(np.frombuffer(payload, np.uint8)), str(vector_file))
     (finding,) = Index.check(built).findings  # as written before vector files had a header
     assert finding.severity == "warning"
+
+
+def test_rows_of_a_renamed_top_folder_can_be_dropped_and_check_says_how(built: Path, small_folder: Path,
+                                                                        runner: CliRunner) -> None:
+    renamed = small_folder.with_name("Photos")
+    small_folder.rename(renamed)
+    (missing,) = [f for f in Index.check(built).findings if f.area == "files"]
+    assert f"`searchindex index {small_folder} --gone`" in missing.message, missing.message
+    res = runner.invoke(cli, ["index", str(renamed), "--index", str(built), "--gone"])
+    assert res.exit_code == 1 and "exists: index it" in res.output  # a folder still there is never forgotten
+    res = runner.invoke(cli, ["index", str(small_folder), "--index", str(built), "--gone"])
+    assert res.exit_code == 0, res.output
+    assert f"40 images below {small_folder} forgotten. {built} holds 0 images." in res.output
+    res = runner.invoke(cli, ["index", str(renamed), "--index", str(built), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["images_in_index"] == 40
+    assert not [f for f in Index.check(built).findings if f.area == "files"]
+    with Index.open(built) as index:
+        assert all(r.path.startswith(str(renamed)) for r in index.search("a red circle", k=40))

@@ -88,6 +88,9 @@ def test_read_only_index_folder_is_a_clear_error(two_folders: tuple[Path, Path],
         res = _cli(["index", str(second), "--index", str(idx)], prefix=prefix)
         assert res.returncode == 1, res.stdout + res.stderr
         assert f"cannot write the index at {idx}" in res.stderr and "Traceback" not in res.stderr
+        res = _cli(["repair", "--index", str(idx)], prefix=prefix)  # the writer lock cannot be made
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert f"cannot write the index at {idx}" in res.stderr and "Traceback" not in res.stderr
         res = _cli(["search", "a red circle", "--index", str(idx), "--paths"], prefix=prefix)
         assert res.returncode == 0 and len(res.stdout.splitlines()) == 10  # still searchable
     finally:
@@ -95,3 +98,52 @@ def test_read_only_index_folder_is_a_clear_error(two_folders: tuple[Path, Path],
         for p in idx.iterdir():
             os.chmod(p, 0o644)
     assert _state(idx) == before
+
+
+def test_a_reindex_stopped_by_a_full_disk_is_reported_and_removed_by_repair(two_folders: tuple[Path, Path],
+                                                                           tmp_path: Path) -> None:
+    first, _ = two_folders
+    idx = tmp_path / "idx"
+    with Index.create(idx, model="tiny-shapes", device="cpu") as index:
+        index.add_folder(first)
+    before = _state(idx)
+    limit = 64_000
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    res = _cli(["reindex", "--index", str(idx), "--model", "tiny-shapes", "--pretrained", "none",
+                "--batch-size", "8"], preexec=small_disk)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    staging = tmp_path / ".idx.reindex"
+    assert staging.is_dir()
+    res = _cli(["check", "--index", str(idx), "--json"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    (finding,) = [f for f in __import__("json").loads(res.stdout)["findings"] if f["area"] == "reindex"]
+    assert str(staging) in finding["message"] and "searchindex repair" in finding["message"]
+    res = _cli(["repair", "--index", str(idx)])
+    assert res.returncode == 0 and f"unfinished reindex left in {staging}" in res.stdout, res.stdout + res.stderr
+    assert not staging.exists() and _state(idx) == before
+
+
+def test_indexed_photos_under_a_folder_that_cannot_be_entered_are_kept(shapes: Shapes, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    sub = photos / "sub"
+    sub.mkdir(parents=True)
+    for f in sorted(shapes.folder.glob("*.png"))[:6]:
+        shutil.copy2(f, (sub if int(f.stem[-1]) % 2 else photos) / f.name)
+    idx = tmp_path / "idx"
+    with Index.create(idx, model="tiny-shapes", device="cpu") as index:
+        index.add_folder(photos, workers=0)
+        total = index.count()
+    prefix = _drop_root()
+    for mode in (0o444, 0o000):  # listed but not enterable; neither listed nor entered
+        os.chmod(sub, mode)
+        try:
+            res = _cli(["index", str(photos), "--index", str(idx)], prefix=prefix)
+            assert res.returncode == 0, res.stdout + res.stderr
+        finally:
+            os.chmod(sub, 0o755)
+        with Index.open(idx) as index:
+            assert index.count() == total, mode

@@ -81,12 +81,15 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="With --engine ray: GPUs per encoder actor (the model then runs on CUDA).")
 @click.option("--ray-cpus", default=None, type=click.IntRange(min=1),
               help="With --engine ray and no --ray-address: CPUs of the local instance (default: all).")
+@click.option("--gone", is_flag=True,
+              help="FOLDERS no longer exist (renamed, moved or deleted): drop the images indexed below them "
+                   "(a missing folder is otherwise taken for offline, and its images kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
           max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
           caption_prompt: str | None, engine: str, ray_address: str | None, encoder_workers: int,
-          num_gpus_per_worker: float, ray_cpus: int | None, as_json: bool) -> None:
+          num_gpus_per_worker: float, ray_cpus: int | None, gone: bool, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
@@ -113,6 +116,14 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     path = resolve_index_path(index_path)
     captions = None
     runner: Any = "local"
+    if gone:
+        with errors_as_click(), Index.open(path) as idx:
+            summary = idx.forget_folder(folders)
+            total = idx.count()
+        click.echo(json.dumps(_summary_json(summary, path, total)) if as_json else
+                   f"{summary.deleted} images below {', '.join(display(str(f)) for f in folders)} forgotten. "
+                   f"{path} holds {total} images.")
+        return
     with errors_as_click(), contextlib.ExitStack() as cleanup:
         if engine == "ray":  # inside: a missing extra is a one-line error too
             from ..ingest.ray_engine import RayEngine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,12 +146,22 @@ def repair(index_path: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
+        if report.swap_finished:
+            click.echo(f"Interrupted reindex: {report.swap_finished}.")
         if report.catalog_recovered:
-            lost = sum(report.rows_lost.values())
+            lost = report.images_lost
+            other = sum(n for table, n in report.rows_lost.items() if table != "images")
             click.echo(f"Catalog recovered: {report.rows_recovered.get('images', 0)} images"
-                       + (f"; {lost} unreadable rows lost (index the photo folders again to add back "
-                          "images whose rows were lost)" if lost else "")
+                       + (f"; {lost} images lost" + ("" if report.images_lost_exact else " (an estimate, from "
+                          "the last vector file and the rows that could not be read)") if lost else "")
+                       + (f"; {other} other rows (tags, texts, captions) unreadable" if other else "")
                        + f". The damaged file is kept as {report.damaged_copy}.")
+            if lost or not report.images_lost_exact:
+                folders = " ".join(shlex.quote(f) for f in report.reindex_folders) or "YOUR-PHOTO-FOLDERS"
+                click.echo(f"To add the lost images back, index their folders again: searchindex index {folders} "
+                           f"--index {shlex.quote(str(path))}")
+        if report.reindex_removed:
+            click.echo(f"Removed the new index an unfinished reindex left in {report.reindex_removed}.")
         click.echo(f"Vector file rebuilt from the catalog ({report.vectors_rebuilt} vectors).")
         if report.removed:
             click.echo(f"Removed {len(report.removed)} leftover files of the index: {', '.join(report.removed)}")

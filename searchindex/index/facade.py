@@ -325,6 +325,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
 
     def count(self) -> int:
         """Number of indexed images."""
+        self._follow_swap()  # another process's reindex: its model, not the one opened
         return self.catalog.images.count()
 
     def image(self, image_id: int) -> ImageDetails:
@@ -337,8 +338,10 @@ class Index(Writing, Enrichment, Exchange, Concepts):
 
     def failures(self) -> list[FailureRecord]:
         """Files that could not be indexed, with their reasons."""
+        self._follow_swap()  # another process's reindex: its model, not the one opened
         return self.catalog.images.failures()
 
     def info(self) -> IndexInfo:
         """What the index is made of; the FAISS figures describe the saved vector file (no loading)."""
+        self._follow_swap()  # another process's reindex: its model, not the one opened
         return describe_index(self.path, self.catalog)

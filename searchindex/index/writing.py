@@ -98,6 +98,27 @@ class Writing(IndexState):
             self.vectors.set_index_type(wanted)
             return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)
 
+    def forget_folder(self, folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> IndexSummary:
+        """Drop every indexed image below ``folder`` (or several), a folder that no longer exists:
+        renamed, moved or deleted.  (A missing folder is otherwise taken for offline, and its
+        images are kept.)  Their count is the summary's ``deleted``; nothing is encoded.
+
+        Raises:
+            FolderExistsError: a folder exists (``add_folder`` brings its images in line).
+            IndexLockedError, IndexWriteError.
+        """
+        t0 = time.perf_counter()
+        folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+        roots = [os.path.abspath(os.fspath(f)) for f in folders]
+        from ..errors import FolderExistsError
+
+        for given, root in zip(folders, roots, strict=True):
+            if os.path.lexists(root):
+                raise FolderExistsError(f"{given} exists: index it to bring its images in line "
+                                          "(only the images of a folder that no longer exists are forgotten)")
+        with self._writing():
+            return self._run([], roots, t0, workers=0)
+
     def add_files(self, paths: Iterable[str | os.PathLike[str]], *, progress: ProgressCallback | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
                   max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,

@@ -13,6 +13,7 @@ existed) or their keywords read again (a sidecar was added or edited).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from ..store.catalog import Catalog
 from .keywords import sidecar_signature
 from .scan import FileEntry
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RETRIED_FAILURES", "Plan", "listing", "plan_run", "retried", "under"]
 
@@ -43,6 +46,7 @@ class Plan:
     backfill: list[tuple[int, FileEntry]] = field(default_factory=list)  # rows without photo metadata
     reread: list[tuple[int, FileEntry, str]] = field(default_factory=list)  # id, file, sidecar signature now
     listings: dict[str, frozenset[str]] = field(default_factory=dict)  # folder -> names (one listdir each)
+    unreachable: set[str] = field(default_factory=set)  # folders listed but not enterable: their rows kept
 
     def batches(self, size: int) -> list[list[FileEntry]]:
         """``todo`` in batches of ``size`` files."""
@@ -72,6 +76,17 @@ def listing(cache: dict[str, frozenset[str]], path: str) -> frozenset[str]:
     return names
 
 
+def _denied(path: str) -> bool:
+    """True when ``path`` cannot be reached for lack of permission (a folder on the way not enterable)."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str],
              skipped: Sequence[str] = ()) -> Plan:
     """Classify ``entries`` (found below ``roots``) against the catalog.
@@ -97,6 +112,12 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     text_states = catalog.texts.states() if images else {}
     for e in entries:
         state = images.get(e.path)
+        if state and e.size < 0 and _denied(e.path):
+            # Listed but not reachable: a folder that can be read but not entered (mode 444).  Like
+            # a folder that cannot be listed at all, what was indexed below it is kept, not dropped.
+            plan.unchanged += 1
+            plan.unreachable.add(os.path.dirname(e.path))
+            continue
         if (state and state[1:3] == (e.size, e.mtime_ns)) or failed_before.get(e.path) == (e.size, e.mtime_ns):
             plan.unchanged += 1
             if state and state[0] in without_metadata:
@@ -108,4 +129,7 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
                     plan.reread.append((state[0], e, signature))
         else:
             plan.todo.append(e)
+    for folder in sorted(plan.unreachable):
+        log.warning("%s can be listed but not entered (permission denied): its indexed photos are kept",
+                    folder)
     return plan

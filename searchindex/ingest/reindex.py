@@ -9,8 +9,6 @@ two folders.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -20,8 +18,9 @@ from typing import Any, Protocol
 from ..models.spec import ModelSpec, resolve_model
 from ..results import IndexSummary
 from ..store.catalog import Catalog
-from ..store.folder import remove_index_files, strangers
+from ..store.folder import remove_index_files
 from ..store.lock import WriterLock
+from ..store.swap import crash_point, exchange, refuse_mount_point, settle_swap, staging_folder, swap_in
 from .scan import FileEntry
 
 __all__ = ["carry_captions", "entries_of", "exchange", "labels_by_templates", "reindex", "staging_folder"]
@@ -64,11 +63,23 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
     """Re-embed the index at ``path`` with another model (see :meth:`searchindex.Index.reindex`).
 
     Uses only the public API of the two indexes: ``index_cls`` opens and creates them.
+    A run killed at any point leaves other people's files in the index folder (or, killed
+    inside the folder swap, the next run or ``repair`` carries them back: :mod:`searchindex.store.swap`).
+
+    Raises:
+        IndexFolderError: the index folder is a mount point (its folder cannot be swapped).
     """
     # Through a link to the index: swap the real folder, so the link keeps working.
     folder = Path(path).expanduser().resolve()
     staging = staging_folder(folder)
+    if not os.path.lexists(folder):  # a run killed inside a three-rename swap (no renameat2)
+        settle_swap(folder)
+    if index_cls.exists(folder):
+        refuse_mount_point(folder)  # before any work: the swap at the end would fail every time
+        with WriterLock(folder):  # a swap left half-done by a killed run is settled before anything else
+            settle_swap(folder)
     with index_cls.open(folder, device=device, precision=precision) as old, WriterLock(folder):
+        settle_swap(folder)  # another run may have been killed between the two locks
         spec = resolve_model(model, pretrained)
         new: _Index | None = None
         if index_cls.exists(staging):
@@ -94,20 +105,10 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
         if summary.interrupted:
             return summary
         old.close()
-        exchange(staging, folder)
-        # Other people's files in the index folder stay in it: carry them over.
-        for name in strangers(staging):
-            os.rename(staging / name, folder / name)
-    left = remove_index_files(staging)  # now the old index: only its own files go
-    if left:
-        log.warning("left %s in place: it holds files that are not the index's (%s)", staging, ", ".join(left))
+        crash_point("staged")
+        swap_in(staging, folder)  # other people's files in the index folder stay in it
     log.info("reindexed %s with %s", folder, spec.describe())
     return summary
-
-
-def staging_folder(folder: Path) -> Path:
-    """Where the new index of ``folder`` is built: ``.NAME.reindex`` beside it."""
-    return folder.parent / f".{folder.name}.reindex"
 
 
 def entries_of(paths: Iterable[str]) -> list[FileEntry]:
@@ -142,23 +143,3 @@ def carry_captions(old: Catalog, new: Catalog, chunk: int = 1000) -> int:
     for start in range(0, len(carried), chunk):
         new.captions.store(carried[start : start + chunk])
     return len(carried)
-
-
-def exchange(a: Path, b: Path) -> None:
-    """Swap two folders: atomically where the OS can (Linux renameat2), else by two renames."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        renameat2 = None
-    if renameat2 is not None:
-        at_fdcwd, rename_exchange = -100, 2
-        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(err, os.strerror(err), str(b))
-    aside = b.with_name(b.name + ".old")
-    os.rename(b, aside)
-    os.rename(a, b)
-    os.rename(aside, a)

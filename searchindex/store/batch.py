@@ -7,6 +7,7 @@ search it does not import SQLAlchemy (see :mod:`searchindex.store.reader`).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .records import FailureRecord, NewImage, PhotoMetadata
+from .records import FailureRecord, NewImage, PhotoMetadata, state_key
 from .schema import (
     CaptionRow,
     FailureRow,
@@ -47,6 +48,9 @@ def commit_batch(
         assert gen_row is not None
         gen = int(gen_row.value) + 1
         gen_row.value = str(gen)
+        # What this generation holds, beyond its number: two copies of one index share their
+        # identity and generation numbers, never this (a vector file records it, see vector_store).
+        s.merge(MetaRow(key=state_key(gen), value=uuid.uuid4().hex))
         text_ids = _remove_rows(s, list(deleted) + [f.path for f in failures], gen)  # full-text entries to redo
         text_ids += _update_rows(s, touched, moved, metadata)
         paths = [im.path for im in images]

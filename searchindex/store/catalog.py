@@ -232,6 +232,19 @@ class Catalog:
             for key, value in values.items():
                 s.merge(MetaRow(key=key, value=value if isinstance(value, str) else json.dumps(value)))
 
+    def prune_states(self, below: int) -> None:
+        """Forget the state tokens of generations before ``below`` (under the writer lock)."""
+        from sqlalchemy import delete, select
+        from sqlalchemy.orm import Session
+
+        from .schema import MetaRow
+
+        with Session(self.engine) as s, s.begin():
+            keys = s.scalars(select(MetaRow.key).where(MetaRow.key.like("state:%"))).all()
+            old = [k for k in keys if k[6:].isdigit() and int(k[6:]) < below]
+            for start in range(0, len(old), 500):
+                s.execute(delete(MetaRow).where(MetaRow.key.in_(old[start : start + 500])))
+
     def model_spec(self) -> ModelSpec:
         """The model recorded at creation."""
         m = self.meta()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ class Finding:
     ``warning`` (out of date or left over: the next ``index`` run, or ``repair``, deals with it)."""
 
     severity: str
-    area: str  # catalog, vectors, files, temporary
+    area: str  # catalog, vectors, files, reindex, temporary
     message: str
     count: int = 1
     paths: tuple[str, ...] = ()
@@ -132,6 +133,7 @@ def catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]:
 
 def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                      embeddings: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[list[Finding], int | None]:
+    from .records import state_key
     from .vector_file import VectorFileError, latest_vector_file, read_vector_file
     from .vectors import VectorIndex
 
@@ -152,7 +154,8 @@ def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
         import faiss
 
         # The header check the index itself makes on open (identity, generation, dimension, checksum).
-        payload, header = read_vector_file(file, file_generation, meta.get("index_id") or None, dim)
+        payload, header = read_vector_file(file, file_generation, meta.get("index_id") or None, dim,
+                                           lambda g: meta.get(state_key(g)))
         vi = VectorIndex(faiss.deserialize_index(payload), file_generation)
     except VectorFileError as exc:
         severity = "warning" if "older searchindex" in str(exc) and _plain_faiss(file) else "error"
@@ -253,10 +256,27 @@ def _file_findings(rows: list[tuple[str, int, int]]) -> list[Finding]:
     for paths, what in ((missing, "indexed files are missing"), (changed, "indexed files changed since"),
                         (unreadable, "indexed files are unreadable or no longer regular files")):
         if paths:
-            out.append(Finding("warning", "files", f"{len(paths)} {what} (the next `index` run of their folder "
-                                                   "updates the index)", count=len(paths),
+            advice = "the next `index` run of their folder updates the index"
+            if what == "indexed files are missing":  # their folder may be gone too: index says "not a folder"
+                gone = sorted({_gone_folder(p) for p in paths} - {None})  # type: ignore[type-var]
+                if gone:
+                    shown = " ".join(shlex.quote(str(g)) for g in gone[:3]) + (" ..." if len(gone) > 3 else "")
+                    advice += ("; their folder no longer exists (renamed or moved?): index its new place first "
+                               "(its images reuse their stored embeddings), then `searchindex index "
+                               f"{shown} --gone` drops the old rows")
+            out.append(Finding("warning", "files", f"{len(paths)} {what} ({advice})", count=len(paths),
                                paths=tuple(paths[:SHOWN])))
     return out
+
+
+def _gone_folder(path: str) -> str | None:
+    """The highest folder above ``path`` that no longer exists (``None`` when its folder does)."""
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent):
+        return None
+    while not os.path.isdir(os.path.dirname(parent)) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    return parent
 
 
 def _writer_active(folder: Path) -> bool:
@@ -302,9 +322,13 @@ def check_index(path: str | os.PathLike[str], *, files: bool = True) -> CheckRep
         raise IndexNotFoundError(f"no index at {folder} (no {CATALOG_FILE})")
     findings, meta = catalog_findings(catalog)
     images = vectors = None
+    reindex = _reindex_findings(folder)
     if meta is not None:
-        content, images, vectors = _content_findings(folder, meta, files)
+        # Inside a reindex's folder swap, files kept in the index folder are in the staging folder
+        # for now: not "missing" (repair carries them back).
+        content, images, vectors = _content_findings(folder, meta, files and not reindex[1])
         findings += content
+    findings += reindex[0]
     findings += _temporary_findings(folder)
     return CheckReport(str(folder), images, vectors, tuple(findings))
 
@@ -341,6 +365,28 @@ def _content_findings(folder: Path, meta: dict[str, str],
     except sqlite3.DatabaseError as exc:
         found.append(Finding("error", "catalog", f"reading the catalog failed: {exc}"))
     return found, images, vectors
+
+
+def _reindex_findings(folder: Path) -> tuple[list[Finding], bool]:
+    """What an interrupted reindex left beside the index; and whether it stopped inside its folder swap."""
+    from .swap import unfinished_reindex
+
+    left = unfinished_reindex(folder.resolve())
+    if left is None:
+        return [], False
+    if left.mid_swap:
+        return [Finding("warning", "reindex", f"a reindex was interrupted inside its folder swap: {len(left.stray)} "
+                        f"files or folders kept in the index folder are in {left.staging} for now; "
+                        "`searchindex repair` (or the same `searchindex reindex` again) puts them back and finishes "
+                        "the swap", count=len(left.stray),
+                        paths=tuple(str(left.staging / n) for n in left.stray[:SHOWN]))], True
+    if _writer_active(folder):
+        return [Finding("warning", "reindex", f"a writer is running; if it is a reindex, its new index is being "
+                        f"built in {left.staging}", paths=(str(left.staging),))], False
+    what = f" (and {len(left.stray)} other files: {', '.join(left.stray[:3])})" if left.stray else ""
+    return [Finding("warning", "reindex", f"an unfinished reindex left its new index in {left.staging}{what}: "
+                    "run the same `searchindex reindex` again to finish it, or `searchindex repair` to remove "
+                    "it (only the index's own files)", paths=(str(left.staging),))], False
 
 
 def _temporary_findings(folder: Path) -> list[Finding]:

@@ -24,8 +24,8 @@ from .sqlite import CATALOG_FILE, is_operational_error
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec
 
-__all__ = ["DEMO_FOLDER", "create_catalog", "default_index_path", "demo_index_path", "file_key", "holds_index",
-           "owned", "refuse_strangers", "remove_index_files", "strangers", "write_errors"]
+__all__ = ["DEMO_FOLDER", "SWAP_MARK", "create_catalog", "default_index_path", "demo_index_path", "file_key",
+           "holds_index", "owned", "refuse_strangers", "remove_index_files", "strangers", "write_errors"]
 
 
 def holds_index(folder: Path) -> bool:
@@ -67,10 +67,15 @@ def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else getattr(exc, "orig", exc)
         raise IndexWriteError(f"cannot create an index at {folder}: {reason}") from exc
 
+#: The mark of a reindex's folder swap: written into the new index before the swap, removed once
+#: the old index's folder is emptied of other people's files (see :mod:`searchindex.ingest.reindex`).
+SWAP_MARK = "reindex-swap"
+
 # The names an index folder's own files have: SQLite's journals, the writer lock, the
 # query cache, vector files and the temporary files of killed writers included.
 _OWNED_NAMES = frozenset(
-    [LOCK_FILE] + [base + suffix for base in (CATALOG_FILE, CACHE_FILE) for suffix in ("", "-wal", "-shm", "-journal")]
+    [LOCK_FILE, SWAP_MARK]
+    + [base + suffix for base in (CATALOG_FILE, CACHE_FILE) for suffix in ("", "-wal", "-shm", "-journal")]
 )
 _OWNED_PATTERNS = (
     re.compile(r"^vectors-\d{12}\.faiss$"),

@@ -154,6 +154,10 @@ def canonical_factory(spec: str, dim: int | None = None) -> str:
         IndexTypeError: FAISS cannot build ``spec``.
     """
     spec = spec.strip()
+    if _LOSSY_TRANSFORM_RE.search(spec):
+        raise IndexTypeError(f"index type {spec!r}: a vector transform that changes inner products (PCA, ITQ, "
+                             "L2norm, Pad) stores vectors that neither searches nor `check` can compare with the "
+                             "catalog's embeddings; use IVF or Flat types (an OPQ rotation is fine)")
     if "HNSW" in spec or "NSG" in spec:
         raise IndexTypeError(f"index type {spec!r}: graph indexes cannot remove vectors, which the index "
                              "needs when images are deleted; use IVF or Flat types")
@@ -172,9 +176,12 @@ def canonical_factory(spec: str, dim: int | None = None) -> str:
             last = exc
             continue
         described = describe(index)
-        for n in lists:
-            described = described.replace("IVF1,", f"IVF{n}\0,", 1)
-        return described.replace("\0", "")
+        # The stand-in's list counts back, in order (outer IVF first, as in the string given).
+        if len(_STAND_IN_RE.findall(described)) != len(lists) or described == type(index).__name__:
+            raise IndexTypeError(f"index type {spec!r} builds {described!r}, which cannot be recorded as a factory "
+                                 "string and rebuilt; give an index_factory string such as 'IVF1024,SQ8', or 'auto'")
+        parts = _STAND_IN_RE.split(described)
+        return parts[0] + "".join(f"IVF{n}{rest}" for n, rest in zip(lists, parts[1:], strict=True))
     detail = str(last).strip().splitlines()[-1] if last else ""
     where = f" for {dim}-d vectors" if dim else ""
     raise IndexTypeError(f"FAISS cannot build index type {spec!r}{where} ({detail}); "
@@ -184,6 +191,8 @@ def canonical_factory(spec: str, dim: int | None = None) -> str:
 #: The most IVF lists an index type may ask for (a billion vectors use ~2^16-2^18).
 MAX_NLIST = 1 << 20
 _LISTS_RE = re.compile(r"IVF(\d+)")
+_STAND_IN_RE = re.compile(r"IVF1(?!\d)")
+_LOSSY_TRANSFORM_RE = re.compile(r"(^|[,(])\s*(PCA|ITQ|L2norm|Pad)", re.IGNORECASE)
 
 
 def check_trainable(factory: str, n_vectors: int) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import IndexLockedError
+from ..errors import IndexLockedError, IndexWriteError
 
 __all__ = ["LOCK_FILE", "WriterLock"]
 
@@ -32,7 +32,10 @@ class WriterLock:
         import fcntl
 
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # a read-only mount or folder, a full disk: no writer can start here
+                raise IndexWriteError(f"cannot write the index at {self.path.parent}: {exc.strerror or exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

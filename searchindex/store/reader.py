@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
-from .records import RECORD_COLUMNS, ImageRecord
+from .records import RECORD_COLUMNS, ImageRecord, state_key
 from .sqlite import ENCODED_FROM, ENCODED_TO, connect, damaged, decode_path, encode_path, glob_bytes, is_damage
 
 __all__ = ["CatalogReader"]
@@ -115,6 +115,12 @@ class CatalogReader:
         """The generation of the last committed batch."""
         rows = self._rows("SELECT value FROM meta WHERE key = 'generation'")
         return int(rows[0][0]) if rows else 0
+
+    def state(self, generation: int) -> str | None:
+        """The random token the batch that made ``generation`` recorded; ``None`` for generations
+        committed before tokens were recorded, or pruned (older than the saved vector file)."""
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (state_key(generation),))
+        return str(rows[0][0]) if rows else None
 
     # -- images -----------------------------------------------------------
 

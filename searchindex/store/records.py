@@ -13,7 +13,13 @@ import numpy as np
 
 from ..results import FailureRecord, JsonForm
 
-__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel"]
+__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel",
+           "state_key"]
+
+
+def state_key(generation: int) -> str:
+    """The ``meta`` key of the random token a committed generation got (see :func:`commit_batch`)."""
+    return f"state:{generation}"
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import IndexCorruptError, IndexNotFoundError
-from .check import CATALOG_FILE, CheckReport, catalog_findings, check_index, leftovers
+from ..errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
+from .check import CATALOG_FILE, CheckReport, catalog_findings, check_index, connect_ro, leftovers
+from .lock import WriterLock
+from .swap import settle_swap
 
 __all__ = ["RepairReport", "repair_index"]
 
@@ -47,10 +49,21 @@ class RepairReport:
     catalog_recovered: bool  # the catalog was damaged and rebuilt from what could be read
     damaged_copy: str | None  # where the damaged catalog was kept
     rows_recovered: dict[str, int] = field(default_factory=dict)  # table -> rows copied
-    rows_lost: dict[str, int] = field(default_factory=dict)  # table -> rowids that could not be read
+    rows_lost: dict[str, int] = field(default_factory=dict)  # table -> rows known to be lost (see images_lost)
     vectors_rebuilt: int = 0
     removed: tuple[str, ...] = ()  # temporary or superseded files of the index removed
     check: CheckReport | None = None
+    swap_finished: str | None = None  # what was done to finish an interrupted reindex's folder swap
+    reindex_removed: str | None = None  # the staging folder of an unfinished reindex, removed
+    #: Images whose rows were lost with the damaged catalog: the ids the old vector file and the
+    #: other tables knew of, less those recovered.  Exact when the vector file was of the catalog's
+    #: generation; else an estimate: the larger of that and the rowids that could not be read
+    #: (which counts gaps between rows too).
+    images_lost: int = 0
+    images_lost_exact: bool = True
+    #: The folders of the recovered images (the smallest set covering them): indexing them again
+    #: (``searchindex index FOLDER...``) adds back the images whose rows were lost.
+    reindex_folders: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -67,19 +80,25 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
         IndexCorruptError: too little of the catalog is readable to recover it.
         IndexWriteError: the vector index cannot be written.
     """
-    from .lock import WriterLock
-
     folder = Path(path).expanduser()
+    if not os.path.lexists(folder):  # a reindex killed inside a three-rename swap (no renameat2)
+        settle_swap(folder.absolute())
     if not (folder / CATALOG_FILE).is_file():
         raise IndexNotFoundError(f"no index at {folder} (no {CATALOG_FILE})")
     with WriterLock(folder):
+        swap = settle_swap(folder.resolve())  # first: a reindex's half-done swap, with the user's files
         findings, meta = catalog_findings(folder / CATALOG_FILE)
         aside = None
         recovered: dict[str, int] = {}
         lost: dict[str, int] = {}
+        images_lost, exact = 0, True
+        folders: tuple[str, ...] = ()
         if meta is None:
             log.info("catalog damaged (%s); recovering its readable rows", findings[0].message)
+            known, exact = _known_image_ids(folder)  # before the vector file is rebuilt
             aside, recovered, lost = _recover_catalog(folder)
+            images_lost, exact, folders = _images_lost(folder, known, exact, lost.get("images", 0))
+            lost["images"] = images_lost
         rebuilt = _rebuild_flat(folder)
         removed = []
         for leftover in leftovers(folder):
@@ -89,8 +108,92 @@ def repair_index(path: str | os.PathLike[str]) -> RepairReport:
             except FileNotFoundError:
                 pass
         _apply_policy(folder)
+        staging = _drop_unfinished_reindex(folder.resolve())
     return RepairReport(str(folder), aside is not None, str(aside) if aside else None, recovered, lost, rebuilt,
-                        tuple(removed), check_index(folder, files=False))
+                        tuple(removed), check_index(folder, files=False), swap, staging, images_lost, exact,
+                        folders)
+
+
+def _known_image_ids(folder: Path) -> tuple[set[int], bool]:
+    """The image ids the damaged catalog held, as far as anything beside its images table knows:
+    the newest vector file (its checksum verified), less the removals after it, and the ids the
+    other tables refer to; with whether that is the whole set (the file was of the catalog's generation)."""
+    from .vector_file import VectorFileError, latest_vector_file, read_vector_file
+    from .vectors import VectorIndex
+
+    known: set[int] = set()
+    exact = False
+    db = connect_ro(folder / CATALOG_FILE)
+    try:
+        found = latest_vector_file(folder)
+        if found is not None:
+            try:
+                import faiss
+
+                payload, _ = read_vector_file(found[0], found[1])
+                known.update(int(i) for i in VectorIndex(faiss.deserialize_index(payload), found[1]).ids())
+                gone = _readable(db, "SELECT image_id FROM removals WHERE generation > ?", (found[1],))
+                known.difference_update(gone)
+                generation = _readable(db, "SELECT value FROM meta WHERE key = 'generation'", ())
+                exact = [str(found[1])] == [str(g) for g in generation]
+            except (OSError, VectorFileError, RuntimeError, MemoryError):
+                pass
+        for table in ("image_texts", "text_states", "image_tags", "captions"):
+            known.update(_readable(db, f'SELECT DISTINCT image_id FROM "{table}"', ()))
+    finally:
+        db.close()
+    return known, exact
+
+
+def _readable(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """The first column of what ``sql`` reads, or nothing when the damage stops it."""
+    try:
+        return [r[0] for r in db.execute(sql, params)]
+    except sqlite3.DatabaseError:
+        return []
+
+
+def _images_lost(folder: Path, known: set[int], exact: bool, unreadable: int) -> tuple[int, bool, tuple[str, ...]]:
+    """How many images of ``known`` the recovered catalog lacks (at least ``unreadable``, the rows
+    seen failing), whether that is exact, and the folders that cover the recovered images."""
+    from .sqlite import decode_path
+
+    db = sqlite3.connect(folder / CATALOG_FILE)
+    try:
+        rows = db.execute("SELECT id, path FROM images").fetchall()
+    finally:
+        db.close()
+    missing = len(known - {r[0] for r in rows})
+    if not exact:  # rows newer than the vector file are known only by the rowids that failed (gaps count too)
+        missing = max(missing, unreadable)
+    parents = sorted({os.path.dirname(decode_path(p or "")) for _, p in rows} - {""})
+    covering: list[str] = []
+    for parent in parents:  # sorted: a folder comes before the folders inside it
+        if not covering or os.path.commonpath([covering[-1], parent]) != covering[-1]:
+            covering.append(parent)
+    return missing, exact, tuple(covering)
+
+
+def _drop_unfinished_reindex(folder: Path) -> str | None:
+    """Remove the new index an unfinished reindex left beside ``folder`` (its own files only; a
+    folder holding anything else stays); returns its path when it was removed."""
+    from .folder import remove_index_files
+    from .swap import unfinished_reindex
+
+    left = unfinished_reindex(folder)
+    if left is None or left.mid_swap or not left.staging.is_dir():
+        return None
+    try:
+        with WriterLock(left.staging):  # a reindex at work holds it
+            pass
+    except IndexLockedError:
+        return None
+    remaining = remove_index_files(left.staging)
+    if remaining:
+        log.warning("left %s in place: it holds files that are not an index's (%s)", left.staging,
+                    ", ".join(remaining))
+        return None
+    return str(left.staging)
 
 
 def _rebuild_flat(folder: Path) -> int:
@@ -106,7 +209,7 @@ def _rebuild_flat(folder: Path) -> int:
         for ids, chunk in catalog.images.embeddings_since(0, dim):
             vecs.upsert(ids, chunk)
         vecs.generation = catalog.generation()
-        vecs.save(folder, catalog.meta().get("index_id", ""))
+        vecs.save(folder, catalog.meta().get("index_id", ""), catalog.read.state(vecs.generation))
         catalog.set_meta(faiss_factory=factory, faiss_nprobe="", faiss_built_at=str(vecs.ntotal), faiss_recall="")
         return vecs.ntotal
     finally:
@@ -224,6 +327,7 @@ def _restore_meta(dst: sqlite3.Connection) -> None:
     """Infer a lost dimension from the embeddings, refuse a catalog whose model is unknown, start a new
     generation and rebuild the full-text index, in the open transaction on ``dst``."""
     from .migrations import SCHEMA_VERSION, refresh_text_index
+    from .records import state_key
 
     meta = dict(dst.execute("SELECT key, value FROM meta").fetchall())
     if not str(meta.get("dim", "")).isdigit() or int(meta["dim"]) == 0:
@@ -245,9 +349,14 @@ def _restore_meta(dst: sqlite3.Connection) -> None:
     # A new generation: every vector file of the old catalog is now stale and is rebuilt.
     # The identity stays (a copy of this index elsewhere is still the same index); a lost one is new.
     identity = meta.get("index_id") or uuid.uuid4().hex
-    for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(max(old, top) + 1)),
-                       ("index_id", identity)):
+    generation = max(old, top) + 1
+    for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", str(generation)),
+                       ("index_id", identity), (state_key(generation), uuid.uuid4().hex)):
         dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    # What hung off rows that were lost goes with them: re-indexing their files makes new rows.
+    for table in ("image_texts", "text_states", "image_tags", "captions"):
+        if _columns(dst, table):
+            dst.execute(f'DELETE FROM "{table}" WHERE image_id NOT IN (SELECT id FROM images)')
     refresh_text_index(dst.execute, None)
 
 
@@ -258,38 +367,57 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
         return []
 
 
-def _rowid_ranges(db: sqlite3.Connection, table: str) -> tuple[int, int]:
+def _rowid_ranges(db: sqlite3.Connection, table: str) -> tuple[int, int] | None:
+    """The table's smallest and largest rowid; ``None`` when its b-tree's edge pages are unreadable."""
     try:
         lo, hi = db.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
         return int(lo or 0), int(hi or 0)
     except sqlite3.DatabaseError:
-        return 0, 10_000_000  # the b-tree's edge pages are damaged: scan a generous range
+        return None
+
+
+#: Without a readable rowid range, the scan goes on this far past the last readable row.
+_SCAN_PAST = 100_000
 
 
 def _salvage(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, columns: list[str]) -> tuple[int, int]:
-    """Copy every readable row of ``table``; returns (rows copied, rowids in unreadable ranges).
+    """Copy every readable row of ``table``; returns (rows copied, rowids seen unreadable).
 
     Reads rowid ranges, halving a range that fails until single rows: a damaged page
-    costs the rows stored on it.  A run of unreadable ranges past the last row ends the scan.
+    costs the rows stored on it.  The unreadable count is a lower bound of the rows lost: a
+    damaged page can also hide rows without any error (:func:`_known_image_ids` counts the
+    images).  Without a readable rowid range the scan ends :data:`_SCAN_PAST` rowids past
+    the last readable row, and unreadable rowids beyond that row are not counted (they may
+    never have held a row).
     """
     cols = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("?" * (len(columns) + 1))
-    lo, hi = _rowid_ranges(src, table)
-    copied = lost = 0
+    bounds = _rowid_ranges(src, table)
+    lo, hi = bounds if bounds is not None else (0, 1 << 40)
+    copied = 0
+    last_read = lo - 1
+    unreadable: list[int] = []
     step = 1000
-    stack = [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)][::-1]
+    stack = [(lo, min(lo + step - 1, hi))]
     while stack:
         a, b = stack.pop()
+        if bounds is None and a > last_read + _SCAN_PAST:
+            break
+        if not stack and b < hi:  # the ranges are made as the scan goes: no list of a trillion
+            stack.append((b + 1, min(b + step, hi)))
         try:
             rows = src.execute(f'SELECT rowid, {cols} FROM "{table}" WHERE rowid BETWEEN ? AND ?', (a, b)).fetchall()
         except sqlite3.DatabaseError:
             if a == b:
-                lost += 1
+                unreadable.append(a)
             else:
                 mid = (a + b) // 2
                 stack += [(mid + 1, b), (a, mid)]
             continue
         if rows:
-            dst.executemany(f'INSERT OR IGNORE INTO "{table}" (rowid, {cols}) VALUES ({marks})', rows)
-            copied += len(rows)
+            # A stale copy of another page repeats rows: count those inserted, not those read.
+            copied += max(0, dst.executemany(f'INSERT OR IGNORE INTO "{table}" (rowid, {cols}) VALUES ({marks})',
+                                             rows).rowcount)
+            last_read = max(last_read, max(int(r[0]) for r in rows))
+    lost = len(unreadable) if bounds is not None else sum(1 for r in unreadable if r < last_read)
     return copied, lost

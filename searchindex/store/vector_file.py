@@ -1,7 +1,9 @@
 """The vector file: the FAISS index of a catalog generation, with a header that ties it to its catalog.
 
 ``vectors-<generation>.faiss`` starts with :data:`VECTOR_MAGIC` and a JSON header
-line: the index's identity (the catalog's ``index_id``), generation, dimension,
+line: the index's identity (the catalog's ``index_id``), generation, the random
+token the catalog recorded for that generation (``state``: two copies of one index
+share identity and generation numbers once they diverge, never this), dimension,
 vector count and the SHA-256 of the FAISS data that follows.  A file is written
 under a temporary name and renamed into place, so a reader sees either the old
 complete file or the new complete file, never a partial one; older generations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,12 @@ class VectorFileError(Exception):
 
 
 def read_vector_file(path: Path, generation: int, index_id: str | None = None,
-                     dim: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                     dim: int | None = None, state: Callable[[int], str | None] | None = None,
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
     """The FAISS data of a vector file and its header, once both are checked.
+
+    ``state``: the catalog's token of a generation (``CatalogReader.state``); when given,
+    the file's must be the catalog's token of the file's generation.
 
     Raises:
         VectorFileError: no header (an older searchindex wrote it), a checksum that
@@ -57,8 +64,9 @@ def read_vector_file(path: Path, generation: int, index_id: str | None = None,
         if head != VECTOR_MAGIC:
             raise VectorFileError("no identity header (written by an older searchindex, or not a vector file)")
         try:
-            header = json.loads(fh.readline(4096))
-            header = {k: header[k] for k in ("index_id", "generation", "dim", "count", "sha256")}
+            raw = json.loads(fh.readline(4096))
+            header = {k: raw[k] for k in ("index_id", "generation", "dim", "count", "sha256")}
+            header["state"] = raw.get("state")  # absent in files of earlier versions
         except (ValueError, KeyError, TypeError) as exc:
             raise VectorFileError("damaged header") from exc
         payload = np.frombuffer(fh.read(), dtype=np.uint8)
@@ -70,11 +78,14 @@ def read_vector_file(path: Path, generation: int, index_id: str | None = None,
         raise VectorFileError(f"its header says generation {header['generation']}, its name {generation}")
     if dim is not None and header["dim"] != dim:
         raise VectorFileError(f"{header['dim']}-d vectors, the catalog's are {dim}-d")
+    if state is not None and header["state"] != state(generation):
+        raise VectorFileError(f"it reflects another state of generation {generation} than this catalog's "
+                              "(a copy of this index that changed apart from it)")
     return payload, header
 
 
 def write_vector_file(folder: Path, payload: np.ndarray, *, index_id: str, generation: int, dim: int,
-                      count: int) -> Path:
+                      count: int, state: str | None = None) -> Path:
     """Write serialized FAISS data ``payload`` atomically as ``vectors-<generation>.faiss``; drop older files."""
     final = folder / f"vectors-{generation:012d}.faiss"
     tmp = folder / f".{final.name}.{os.getpid()}.tmp"
@@ -82,7 +93,7 @@ def write_vector_file(folder: Path, payload: np.ndarray, *, index_id: str, gener
         leftover.unlink(missing_ok=True)
     try:
         header = {"index_id": index_id, "generation": generation, "dim": dim, "count": count,
-                  "sha256": hashlib.sha256(payload.data).hexdigest()}
+                  "sha256": hashlib.sha256(payload.data).hexdigest(), "state": state}
         with open(tmp, "wb") as fh:
             fh.write(VECTOR_MAGIC + json.dumps(header).encode() + b"\n")
             fh.write(payload.data)

@@ -75,7 +75,7 @@ class VectorStore:
             if vecs is None:
                 # Without a usable file, start exact: it needs no training, and the
                 # next indexing run rebuilds the recorded type from the catalog.
-                loaded = VectorIndex.load(self.folder, self.index_id, self.dim)
+                loaded = VectorIndex.load(self.folder, self.index_id, self.dim, self.catalog.read.state)
                 if loaded is not None and loaded.generation > generation:
                     log.warning("vector file of generation %d is newer than the catalog (%d); rebuilding from "
                                 "the catalog", loaded.generation, generation)
@@ -182,7 +182,7 @@ class VectorStore:
             return None  # nothing changed: FAISS need not even be loaded
         vecs = self.current()
         if found is None or found[1] != vecs.generation or not self._saved:
-            vecs.save(self.folder, self.index_id)
+            self._save(vecs)
             self._saved = True
         if vecs.factory != self._factory:  # the saved file is the truth (a crash may have left meta behind)
             self._record(vecs, built_at=vecs.ntotal, recall=None)
@@ -192,10 +192,16 @@ class VectorStore:
     def _file_verifies(self, path: Path, generation: int) -> bool:
         """The cheap check of a vector file: header, checksum, identity, dimension and count (no FAISS)."""
         try:
-            _, header = read_vector_file(path, generation, self.index_id, self.dim)
+            _, header = read_vector_file(path, generation, self.index_id, self.dim, self.catalog.read.state)
         except (OSError, VectorFileError):
             return False
         return bool(header["count"] == self.catalog.images.count())
+
+    def _save(self, vecs: VectorIndex) -> None:
+        """Write ``vecs`` with the catalog's token of its generation; drop the tokens of older
+        generations (no vector file of theirs is left to compare)."""
+        vecs.save(self.folder, self.index_id, self.catalog.read.state(vecs.generation))
+        self.catalog.prune_states(vecs.generation)
 
     def _planned(self) -> str | None:
         meta = self.catalog.meta()
@@ -230,7 +236,7 @@ class VectorStore:
                             old.factory)
                 return None
             new.generation, new.fetch = old.generation, self.fetch
-            new.save(self.folder, self.index_id)
+            self._save(new)
             self._current = new
             self._record(new, built_at=new.ntotal, recall=report.recall)
             log.info("vector index rebuilt as %s (%d vectors, nprobe %s)", report.factory, report.vectors,

@@ -102,12 +102,14 @@ class VectorIndex:
         return cls(make_index(factory, dim))
 
     @classmethod
-    def load(cls, folder: Path, index_id: str | None = None, dim: int | None = None) -> VectorIndex | None:
+    def load(cls, folder: Path, index_id: str | None = None, dim: int | None = None,
+             state: Callable[[int], str | None] | None = None) -> VectorIndex | None:
         """Load the newest saved file in ``folder``; ``None`` when there is none or it cannot be trusted.
 
         A file is used only when its header's checksum matches its contents and
         its identity, generation, dimension and count match (``index_id``/``dim``:
-        those of the catalog, when given); otherwise a warning says so and the
+        those of the catalog, when given), and its state token is the catalog's for its generation
+        (``state``, when given); otherwise a warning says so and the
         caller rebuilds the vectors from the catalog.
         """
         faiss = load_faiss()
@@ -116,7 +118,7 @@ class VectorIndex:
             if found is None:
                 return None
             try:
-                payload, header = read_vector_file(found[0], found[1], index_id, dim)
+                payload, header = read_vector_file(found[0], found[1], index_id, dim, state)
             except FileNotFoundError:
                 continue
             except (OSError, VectorFileError) as exc:
@@ -357,9 +359,10 @@ class VectorIndex:
         order = np.lexsort((ids, -scores))
         return scores[order].astype(np.float32), ids[order]
 
-    def save(self, folder: Path, index_id: str = "") -> Path:
+    def save(self, folder: Path, index_id: str = "", state: str | None = None) -> Path:
         """Write atomically as ``vectors-<generation>.faiss`` (with the identity header of
-        :mod:`searchindex.store.vector_file`) and drop older files."""
+        :mod:`searchindex.store.vector_file`; ``state``: the catalog's token of this generation)
+        and drop older files."""
         payload = load_faiss().serialize_index(self._index)
         return write_vector_file(folder, payload, index_id=index_id, generation=self.generation, dim=self.dim,
-                                 count=self.ntotal)
+                                 count=self.ntotal, state=state)
