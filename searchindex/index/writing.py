@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..ingest.scan import FileEntry
     from ..results import IndexSummary
     from ..store.index_build import BuildReport
+    from ..store.records import FailureRecord
 
 __all__ = ["Writing"]
 
@@ -50,12 +51,14 @@ class Writing(IndexState):
 
         options = engine_options(engine, options, self.models)
         skipped: list[str] = []
-        entries = list(scan_folders(folders, skipped))
+        unread: list[FailureRecord] = []  # what the scan could not read: failures of this run
+        entries = list(scan_folders(folders, skipped, unread))
         # Refused (without building it) when even this run could not give it enough vectors to train.
         wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
-            return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)
+            return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,
+                             **options)
 
     def add_files(self, paths: Iterable[str | os.PathLike[str]], **options: Any) -> IndexSummary:
         """Index exactly these image files (no folder scan; nothing else leaves the index).
