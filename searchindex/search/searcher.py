@@ -27,7 +27,7 @@ from .present import build_results, sort_results
 from .query import Query, Term, combine
 from .request import SearchRequest, Shot
 from .rerank import rerank_itm
-from .shots import shot_vectors
+from .shots import shot_vectors, unchanged_ids
 
 __all__ = ["AUTO_BACKGROUND", "AUTO_MAX_POOL", "AUTO_POOL", "FUSION_DEPTH", "TEXT_DEPTH", "Searcher"]
 
@@ -57,12 +57,13 @@ class Searcher:
 
         An image term naming an indexed file uses its stored embedding (as like/unlike
         examples do): "more like this" on a result needs neither decoding nor the image model.
+        A file changed since it was indexed (another size or mtime) is encoded afresh.
         """
         q = Query.coerce(query)
         texts = [t.text for t in q.terms if t.text is not None]
         text_vecs = iter(self.models.encode_texts(texts)) if texts else iter(())
         key = {t.image: os.fspath(Path(t.image).expanduser().absolute()) for t in q.terms if t.image is not None}
-        by_path = self.catalog.read.ids_by_path(list(key.values())) if key else {}
+        by_path = unchanged_ids(self.catalog, list(key.values()))
         stored = self.catalog.read.embeddings(list(by_path.values()), self.models.dim) if by_path else {}
         vectors = []
         for term in q.terms:
