@@ -56,6 +56,11 @@ class FolderNotFoundError(SearchIndexError):
     """A folder to index does not exist or is not a directory."""
 
 
+class PathTypeError(SearchIndexError, TypeError):
+    """An argument that names files or folders is not a path (``str``, ``bytes`` or ``os.PathLike``),
+    nor a collection of them where one is accepted."""
+
+
 class QueryError(SearchIndexError):
     """A query cannot be run (empty text, unreadable query image, ...)."""
 

@@ -45,9 +45,10 @@ class Writing(IndexState):
             MissingExtraError (``engine="ray"`` without ``searchindex[ray]``).
         """
         t0 = time.perf_counter()
-        folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         from ..ingest.engines import engine_options
-        from ..ingest.scan import scan_folders
+        from ..ingest.scan import path_list, scan_folders
+
+        folders = path_list(folder, "a folder to index")
 
         options = engine_options(engine, options, self.models)
         skipped: list[str] = []
@@ -63,12 +64,17 @@ class Writing(IndexState):
     def add_files(self, paths: Iterable[str | os.PathLike[str]], **options: Any) -> IndexSummary:
         """Index exactly these image files (no folder scan; nothing else leaves the index).
 
-        Options and errors as for :meth:`add_folder`; a missing file is a failure.
+        Options and errors as for :meth:`add_folder`; a missing file is a failure.  ``paths`` may
+        be a single path.
+
+        Raises:
+            PathTypeError: ``paths`` (or an item) is not a path.
         """
         t0 = time.perf_counter()
         from ..ingest import reindex as re_index
+        from ..ingest.scan import path_list
 
-        entries = re_index.entries_of(os.path.abspath(os.fspath(p)) for p in paths)
+        entries = re_index.entries_of(os.path.abspath(p) for p in path_list(paths, "a file to index"))
         with self._writing():
             return self._run(entries, [], t0, **options)
 

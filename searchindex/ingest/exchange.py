@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,9 +135,13 @@ def export_embeddings(
     if layout == "clip-retrieval":
         (tmp / "img_emb").mkdir(exist_ok=True)
         (tmp / "metadata").mkdir(exist_ok=True)
-    for part, (records, vectors) in enumerate(_export_chunks(catalog, dim, max(1, rows_per_file))):
-        written += parquet.write_part(tmp, layout, part, records, vectors, spec, table_schema)
-        rows += len(records)
+    try:
+        for part, (records, vectors) in enumerate(_export_chunks(catalog, dim, max(1, rows_per_file))):
+            written += parquet.write_part(tmp, layout, part, records, vectors, spec, table_schema)
+            rows += len(records)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
+        raise
     # The folder appears complete or not at all.
     if folder.exists():
         folder.rmdir()

@@ -8,12 +8,12 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ..errors import FolderNotFoundError
+from ..errors import FolderNotFoundError, PathTypeError
 from ..fileio import clamp_int64
 from ..models.images import IMAGE_EXTENSIONS
 from ..store.records import FailureRecord
 
-__all__ = ["FileEntry", "check_folders", "scan_folders"]
+__all__ = ["FileEntry", "check_folders", "path_list", "scan_folders"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,33 @@ class FileEntry:
     path: str
     size: int
     mtime_ns: int
+
+
+def _one_path(value: object, what: str) -> str:
+    if isinstance(value, bytes):
+        return os.fsdecode(value)  # a POSIX path as bytes, as os functions take it
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        return os.fsdecode(path) if isinstance(path, bytes) else path
+    raise PathTypeError(f"{what} must be a path (str, bytes or os.PathLike), not {type(value).__name__}: "
+                        f"{value!r:.80}")
+
+
+def path_list(value: object, what: str) -> list[str]:
+    """One path, or an iterable of paths, as a list of ``str`` paths (bytes decoded as ``os`` does).
+
+    A single path is one path (``add_files("/a/photo.png")`` is one file, not 17 letters).
+
+    Raises:
+        PathTypeError: ``value`` (or an item of it) is no path.
+    """
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return [_one_path(value, what)]
+    try:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise PathTypeError(f"{what} must be a path or an iterable of paths, not {type(value).__name__}") from None
+    return [_one_path(v, what) for v in items]
 
 
 def check_folders(folders: Iterable[str | os.PathLike[str]]) -> None:

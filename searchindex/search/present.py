@@ -93,8 +93,11 @@ def image_details(catalog: Catalog, image_id: int) -> ImageDetails:
     Raises:
         NotFoundError: no image with this id (never indexed, or removed since).
     """
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
+        raise NotFoundError(f"an image id is a whole number, not {image_id!r}")
     image_id = int(image_id)
-    row = catalog.read.records([image_id]).get(image_id)
+    # SQLite integers are 64-bit: a larger id names no image (and would overflow the query).
+    row = catalog.read.records([image_id]).get(image_id) if 0 <= image_id <= 2**63 - 1 else None
     if row is None:
         raise NotFoundError(f"no image with id {image_id} in this index")
     captions = catalog.read.captions([image_id]).get(image_id, [])

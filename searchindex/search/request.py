@@ -12,14 +12,18 @@ and "no ``k`` given" meaning 10, or no limit with a score cutoff.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+import numpy as np
+
 from ..defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
-from ..errors import QueryError
+from ..errors import ParameterError, QueryError
 from ..store.filters import Filters
+from ..textcheck import checked_text
 from .hybrid import DEFAULT_FUSION
 
 __all__ = ["DEFAULT_K", "SearchRequest", "Shot", "parse_shot", "parse_threshold"]
@@ -82,10 +86,27 @@ class SearchRequest:
             if isinstance(shots, (str, int, os.PathLike)):
                 shots = (shots,)
             object.__setattr__(self, name, tuple(shots))
+        for name in ("k", "pool", "rerank_top"):
+            value = getattr(self, name)
+            # 1.5 or True is no count of results; numpy integers are (a slice of an array's length).
+            if not (value is None and name == "k") and (
+                    isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                raise ParameterError(f"{name} must be a whole number, not {value!r}", name)
+            if value is not None:
+                object.__setattr__(self, name, int(value))
         if self.k is not None and self.k < 1:
             raise QueryError("k must be at least 1")
         if self.pool < 1:
             raise QueryError("pool must be at least 1")
+        if self.min_score is not None and (isinstance(self.min_score, bool)
+                                           or not isinstance(self.min_score, (int, float, np.floating))
+                                           or not math.isfinite(self.min_score)):
+            raise ParameterError(f"min_score must be a number, not {self.min_score!r}", "min_score")
+        if self.filters is not None and not isinstance(self.filters, Filters):
+            raise QueryError(f"filters must be a Filters, not {type(self.filters).__name__}")
+        for name in ("tag", "rerank_model"):
+            if getattr(self, name) is not None:
+                checked_text(getattr(self, name), name)
         if self.threshold not in (None, "auto"):
             raise QueryError(f"threshold must be 'auto' or None, not {self.threshold!r} (use min_score for a number)")
         if self.sort not in SORT_KEYS:

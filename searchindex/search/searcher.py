@@ -123,9 +123,19 @@ class Searcher:
         """The images nearest to an embedding (see :meth:`searchindex.Index.search_vector`)."""
         if request.rerank is not None:
             raise QueryError("rerank judges images against words: use search() with a text query")
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self.models.dim:
-            raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.models.dim}")
+        try:
+            wide = np.asarray(vector, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise QueryError(f"a query vector is an array of numbers, not {type(vector).__name__}") from None
+        if wide.shape[0] != self.models.dim:
+            raise QueryError(f"query vector has {wide.shape[0]} dimensions, the index {self.models.dim}")
+        if not np.isfinite(wide).all():
+            raise QueryError("the query vector holds NaN or infinite values")
+        norm = float(np.linalg.norm(wide))
+        if not norm > 1e-6:
+            raise QueryError("the query vector is all zeros: it has no direction to search in")
+        # Scores are cosines: the index holds unit vectors, so the query is made one too.
+        vector = (wide / norm).astype(np.float32)
         candidates = self._candidates(request)
         scores, ids, _ = self._vector_ranking(vector, request.k, candidates, request)
         if request.k is not None:
