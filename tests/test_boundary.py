@@ -116,3 +116,43 @@ def test_export_and_import_a_file_name_that_is_not_utf8(index: Index, folder: Pa
     shutil.rmtree(out)
     cli = _cli("export", str(out), "--index", str(index.path))
     assert cli.returncode == 0 and b"Exported 8 embeddings" in cli.stdout, cli.stderr
+
+
+def test_an_engine_s_unusable_vectors_are_failures_not_rows(small_folder: Path, tmp_path: Path) -> None:
+    """An engine object's vectors are input like an import's: NaN, infinite, zero or wrong-size
+    ones are recorded as failures (with the real worker pool underneath, spoiling three)."""
+    from dataclasses import replace
+
+    from searchindex.ingest.produce import LocalProducer, Produced
+
+    spoil = {0: np.nan, 1: np.inf, 2: 0.0}
+
+    class Spoiling:
+        def __init__(self, index: Index) -> None:
+            self.inner = LocalProducer(lambda: index.models.encoder, workers=0)
+
+        def produce(self, batches, known):  # noqa: ANN001, ANN202
+            n = 0
+            for results in self.inner.produce(batches, known):
+                out = []
+                for r in results:
+                    if isinstance(r, Produced) and r.vector is not None and n in spoil:
+                        r = replace(r, vector=np.full_like(r.vector, spoil[n]))
+                    elif isinstance(r, Produced) and r.vector is not None and n == 3:
+                        r = replace(r, vector=r.vector[:-1])
+                    n += isinstance(r, Produced)
+                    out.append(r)
+                yield out
+
+        def close(self) -> None:
+            self.inner.close()
+
+    with Index.create(tmp_path / "i", model="tiny-shapes", device="cpu") as index:
+        summary = index.add_folder(small_folder, engine=Spoiling(index))
+        reasons = sorted(f.reason for f in index.failures())
+        assert (summary.indexed, summary.failed, index.count()) == (36, 4, 36)
+        assert reasons == [f"encoder error: a {index.dim - 1}-d vector for a {index.dim}-d index",
+                           "encoder error: the vector holds NaN or infinite values",
+                           "encoder error: the vector holds NaN or infinite values",
+                           "encoder error: the vector is all zeros"]
+        assert all(r.score <= 1.0 + 1e-6 for r in index.search("a red circle", k=40))
