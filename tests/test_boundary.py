@@ -55,6 +55,12 @@ def test_misused_arguments_raise_the_library_errors(index: Index, folder: Path) 
             index.search("red", k=k)  # type: ignore[arg-type]
     with pytest.raises(ParameterError):
         index.search("red", min_score=float("nan"))
+    for bad_image in (None, 3):
+        with pytest.raises(QueryError):
+            index.search_image(bad_image)  # type: ignore[arg-type]
+    for bad_like in ([None], [1.5], [True], 2.5):
+        with pytest.raises(QueryError):
+            index.search("red", like=bad_like)
     assert len(index.search("red", k=np.int64(2))) == 2
     for image_id in (10**20, -1, 2**63, "1", 1.0):
         with pytest.raises(NotFoundError):

@@ -101,6 +101,10 @@ class Term:
 
     @classmethod
     def of_image(cls, path: str | os.PathLike[str], weight: float = 1.0) -> Term:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise QueryError(f"an image term is a path (str or os.PathLike), not {type(path).__name__}")
         return cls(image=os.fspath(Path(path).expanduser()), weight=weight)
 
     def describe(self) -> str:

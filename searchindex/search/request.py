@@ -85,7 +85,14 @@ class SearchRequest:
             shots = getattr(self, name)
             if isinstance(shots, (str, int, os.PathLike)):
                 shots = (shots,)
-            object.__setattr__(self, name, tuple(shots))
+            try:
+                shots = tuple(shots)
+            except TypeError:
+                raise QueryError(f"{name} takes image paths or ids, not {type(shots).__name__}") from None
+            for shot in shots:
+                if isinstance(shot, bool) or not isinstance(shot, (str, int, np.integer, os.PathLike)):
+                    raise QueryError(f"a {name} example is an image path or id, not {shot!r}")
+            object.__setattr__(self, name, shots)
         for name in ("k", "pool", "rerank_top"):
             value = getattr(self, name)
             # 1.5 or True is no count of results; numpy integers are (a slice of an array's length).
