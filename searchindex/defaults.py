@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_POOL",
     "DEFAULT_RERANK_TOP",
+    "MAX_KEYWORDS",
     "DEVICES",
     "FUSIONS",
     "PRECISIONS",
@@ -30,6 +31,11 @@ DEFAULT_MAX_MEGAPIXELS = 250.0
 # JPEG is ~100 MB and an uncompressed 8-bit TIFF of that size ~750 MB; anything bigger
 # (an 8 GB sparse file named .jpg) would only cost the run its memory.
 DEFAULT_MAX_FILE_MB = 1024
+
+# Keywords (or description lines) kept per source of one image, after de-duplication, and the
+# most shown with a result: no person tags a photo with more, and every search that returns
+# the image shows them, so a packet of 100,000 keywords must not cost each search 100,000 steps.
+MAX_KEYWORDS = 500
 
 # Cosine similarity from which two images count as near-identical (scripts/eval_duplicates.py).
 DEFAULT_DUPLICATE_THRESHOLD = 0.98

@@ -66,6 +66,11 @@ class FolderExistsError(SearchIndexError):
     """A folder to forget (``Index.forget_folder``) still exists: index it instead."""
 
 
+class PathTypeError(SearchIndexError, TypeError):
+    """An argument that names files or folders is not a path (``str``, ``bytes`` or ``os.PathLike``),
+    nor a collection of them where one is accepted."""
+
+
 class QueryError(SearchIndexError):
     """A query cannot be run (empty text, unreadable query image, ...)."""
 

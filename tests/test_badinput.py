@@ -126,3 +126,98 @@ def test_heic_without_the_extra_names_it(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("0 1 unsupported format HEIC/HEIF")
     assert "pip install 'searchindex[heif]'" in out.stdout
+
+
+def _as_ordinary_user() -> list[str]:
+    """A command prefix that takes from root the capabilities that bypass file permissions
+    (CI runs as root; permissions would not bind it, and the test must still run there)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "running as root needs util-linux setpriv to test permissions"
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def _deep_folder(base: Path, total: int) -> str:
+    """A folder below ``base`` whose path is about ``total`` bytes long (beyond PATH_MAX when
+    asked), made one level at a time relative to the one before."""
+    base.mkdir(exist_ok=True)
+    fd = os.open(base, os.O_RDONLY)
+    path = str(base)
+    try:
+        while len(path) < total:
+            name = "d" * min(200, max(1, total - len(path) - 1))
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            path += os.sep + name
+        return path
+    finally:
+        os.close(fd)
+
+
+def _write_at(folder: str, name: str, data: bytes) -> None:
+    """Write ``data`` to ``folder/name`` even when that path is longer than the system allows."""
+    parts = folder.split(os.sep)
+    fd = os.open(os.sep, os.O_RDONLY)
+    try:
+        for part in parts[1:]:
+            sub = os.open(part, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        out = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+    finally:
+        os.close(fd)
+
+
+def test_what_the_scan_cannot_read_is_recorded_and_fails_strict(small_folder: Path, tmp_path: Path) -> None:
+    """A folder that cannot be listed (mode 000) holding photos never indexed, one that can be
+    listed but not entered (mode 444) holding indexed photos, and photos whose path exceeds
+    PATH_MAX were skipped with nothing in `errors` and exit 0 under --strict."""
+    import json
+
+    photos = sorted(small_folder.glob("*.png"))
+    root = tmp_path / "scanned"
+    (root / "noexec").mkdir(parents=True)
+    for i, p in enumerate(photos[:4]):
+        shutil.copy(p, (root / "noexec" if i < 2 else root) / p.name)
+    index = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "searchindex.cli", "index", str(root), "--index", str(index), "--strict", "--json",
+           "--model", "tiny-shapes", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["images_in_index"] == 4
+    (root / "locked").mkdir()
+    for p in photos[4:6]:
+        shutil.copy(p, root / "locked" / p.name)
+    path_max = os.pathconf(str(root), "PC_PATH_MAX")
+    long_folder = _deep_folder(root / "deep", path_max + 100)  # the folders themselves grow too long
+    _write_at(long_folder, "deep.png", photos[6].read_bytes())
+    edge_folder = _deep_folder(root / "edge", path_max - 60)  # the folder is fine, the file's path is not
+    long_file = os.path.join(edge_folder, "x" * 100 + ".png")
+    _write_at(edge_folder, os.path.basename(long_file), photos[7].read_bytes())
+    os.chmod(root / "locked", 0o000)
+    os.chmod(root / "noexec", 0o444)
+    try:
+        out = subprocess.run([*_as_ordinary_user(), *cmd], capture_output=True, text=True, env=env, check=False)
+        errors = subprocess.run([sys.executable, "-m", "searchindex.cli", "errors", "--index", str(index)],
+                                capture_output=True, text=True, env=env, check=False)
+    finally:
+        os.chmod(root / "locked", 0o755)
+        os.chmod(root / "noexec", 0o755)
+    assert out.returncode == 3, out.stderr
+    summary = json.loads(out.stdout)
+    reasons = {f["path"]: f["reason"] for f in summary["failures"]}
+    assert reasons[str(root / "locked")] == "unreadable: folder cannot be listed: Permission denied"
+    assert reasons[str(root / "noexec")] == "unreadable: folder cannot be entered: Permission denied"
+    assert reasons[long_file].startswith("path too long for this system")
+    too_long = [p for p, r in reasons.items() if r.startswith("path too long") and p != long_file]
+    assert len(too_long) == 1 and long_folder.startswith(too_long[0]), too_long
+    assert summary["failed"] == 4 and summary["deleted"] == 0
+    assert summary["images_in_index"] == 4  # the photos in noexec/ are kept
+    assert "folder cannot be listed" in errors.stdout and "folder cannot be entered" in errors.stdout

@@ -57,7 +57,7 @@ def test_index_search_info_round_trip(runner: CliRunner, small_folder: Path, tmp
 
     res = runner.invoke(cli, ["info", "--index", idx])
     assert res.exit_code == 0
-    assert "tiny-shapes / builtin" in res.output and "40 (0 failed)" in res.output
+    assert "tiny-shapes / builtin" in res.output and "40 (0 files on record as failed" in res.output
     res = runner.invoke(cli, ["info", "--index", idx, "--json"])
     data = json.loads(res.output)
     assert (data["model"], data["images"], data["dim"]) == ("tiny-shapes", 40, 64)
@@ -152,7 +152,11 @@ def test_errors_command_and_strict(runner: CliRunner, small_folder: Path, tmp_pa
     # Without --strict a failure does not change the exit code.
     (small_folder / "bad2.png").write_text("nope")
     res = runner.invoke(cli, ["index", str(small_folder), "--index", idx])
-    assert res.exit_code == 0 and "1 failed" in res.output
+    # The run's count is this run's; the index's count (as `info` gives it) includes bad.png from before.
+    assert res.exit_code == 0 and "1 failed this run" in res.output
+    assert "2 files on record as failed, this run's and earlier ones (searchindex errors)" in res.output
+    res = runner.invoke(cli, ["info", "--index", idx])
+    assert "images:     40 (2 files on record as failed: searchindex errors)" in res.output
 
 
 def test_null_separated_paths(runner: CliRunner, small_folder: Path, tmp_path: Path) -> None:

@@ -135,3 +135,46 @@ def test_huge_or_empty_sidecar_ignored(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("   \n")
     (tmp_path / "a.xmp").write_text("<broken")
     assert read_sidecar_texts(str(image)) == []
+
+
+def _many_keywords_xmp(n: int) -> str:
+    items = "".join(f"<rdf:li>keyword{i:06d}</rdf:li>" for i in range(n))
+    return XMP.replace("<rdf:li>grandma</rdf:li>", items + "<rdf:li>grandma</rdf:li>")
+
+
+def test_keywords_are_capped_and_deduplicated_at_index_time(tmp_path: Path) -> None:
+    """A PNG with 100,000 XMP keywords (2.4 MB, under the packet limit) stores MAX_KEYWORDS of them,
+    and a search that returns it shows at most as many (once linear: 100k keywords took >10 min)."""
+    from searchindex import Index
+    from searchindex.defaults import MAX_KEYWORDS
+    from searchindex.ingest.keywords import MAX_TEXT_CHARS
+
+    image = tmp_path / "tagged.png"
+    image.write_bytes(encode("PNG", _many_keywords_xmp(100_000)))
+    assert image.stat().st_size > 2_000_000
+    texts = dict(read_texts(str(image)))
+    assert len(texts["xmp:subject"].split(", ")) <= MAX_KEYWORDS
+    assert all(len(t) <= MAX_TEXT_CHARS for t in texts.values())
+    # De-duplicated before the cap: the same word in other cases counts once.
+    dupes = "".join(f"<rdf:li>{w}</rdf:li>" for w in ["Sea", "sea", "SEA", "sea "] * 1000)
+    assert parse_xmp(XMP.replace("<rdf:li>grandma</rdf:li>", dupes))[0][:2] == ["Sea", "Oktoberfest 2019"]
+    with Index.create(tmp_path / "i.idx", model="tiny-shapes", device="cpu") as index:
+        assert index.add_files([image]).indexed == 1
+        stored = index.catalog.read.texts([1])[1]
+        assert sum(len(t.split(", ")) for s, t in stored if s == "xmp:subject") <= MAX_KEYWORDS
+        hits = index.search("keyword000001", k=5, mode="text")
+        assert [h.path for h in hits] == [str(image)]
+        assert "keyword000001" in hits[0].keywords and len(hits[0].keywords) <= MAX_KEYWORDS
+
+
+def test_result_keywords_bounded_for_an_index_that_stored_100k() -> None:
+    """An index built before the cap may hold 100,000 keywords for one image: presenting it is
+    linear and returns at most MAX_KEYWORDS (the old loop compared each with all before it)."""
+    from searchindex.defaults import MAX_KEYWORDS
+    from searchindex.search.present import keywords
+
+    stored = [("xmp:subject", ", ".join(f"k{i}" for i in range(100_000))),
+              ("xmp:description", "\n".join(f"line {i}" for i in range(100_000)))]
+    shown = keywords(stored)
+    assert len(shown) == MAX_KEYWORDS and shown[:2] == ("k0", "k1")
+    assert keywords([("iptc:keywords", "a, A, b"), ("sidecar:txt", "b\nc")]) == ("a", "b", "c")

@@ -36,9 +36,31 @@ def test_file_names_are_searchable_as_words(small_folder: Path, tmp_path: Path) 
 
 
 def test_user_text_never_reaches_fts5_as_syntax(small_folder: Path, tmp_path: Path) -> None:
+    """FTS5 operators in a query are plain words: each query finds the image whose text holds its
+    words, first, and not a decoy that the operator would have matched (as syntax, NEAR(x y)
+    matches the shorter "x y" better, col:umn* is a column filter, a AND OR NOT an error)."""
+    cases = {  # query -> (text of the image it must find first, text of a decoy)
+        '"unbalanced': ("an unbalanced quote", "balanced"),
+        "a AND OR NOT": ("a and or not", "a"),
+        "NEAR(x y)": ("near x y", "x y"),
+        "col:umn*": ("col umn", "umnbrella column"),
+        "-minus ^caret": ("minus caret", "caret"),
+        "OR": ("or", "either"),
+    }
     with _index(small_folder, tmp_path) as index:
-        for query in ('"unbalanced', "a AND OR NOT", "NEAR(x y)", "col:umn*", "-minus ^caret", "", "   "):
-            assert isinstance(index.catalog.texts.search(query, limit=5), list)
+        ids = sorted(_ids_by_name(index).values())
+        texts: dict[int, list[tuple[str, str]]] = {}
+        targets = {}
+        for n, (query, (wanted, decoy)) in enumerate(cases.items()):
+            texts[ids[2 * n]] = [("sidecar:txt", wanted)]
+            texts[ids[2 * n + 1]] = [("sidecar:txt", decoy)]
+            targets[query] = ids[2 * n]
+        index.catalog.texts.store(texts)
+        for query, target in targets.items():
+            hits = index.catalog.texts.search(query, limit=5)
+            assert hits and hits[0][0] == target, (query, hits)
+        for query in ("", "   ", "*", "^", '""'):
+            assert index.catalog.texts.search(query, limit=5) == []
 
 
 def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folder: Path, tmp_path: Path) -> None:

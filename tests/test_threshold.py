@@ -111,3 +111,37 @@ def test_cli_threshold_and_min_score(shapes: Shapes, shapes_index: Path) -> None
     assert res.exit_code == 0 and "No result scores 0.999 or more" in res.output
     res = runner.invoke(cli, [*base, "--threshold", "most"])
     assert res.exit_code == 2 and "neither 'auto' nor a number" in res.output
+
+
+def test_auto_threshold_grows_its_pool_past_the_first_candidates(tmp_path: Path) -> None:
+    """3,000 images stand out from 30,000 others: the first pool (AUTO_POOL = 1,024) holds only
+    the top tier, with no break in it, so the pool must grow (4x, up to AUTO_MAX_POOL) until the
+    break is inside it. Real catalog and FAISS; synthetic vectors (no model needed)."""
+    from searchindex.models.spec import ModelSpec
+    from searchindex.search.searcher import AUTO_POOL
+    from searchindex.store.catalog import Catalog, NewImage
+    from searchindex.store.vectors import DEFAULT_FACTORY
+
+    dim, tier, rest = 64, 3000, 30_000
+    rng = np.random.default_rng(27)
+    query = rng.standard_normal(dim).astype(np.float32)
+    query /= np.linalg.norm(query)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    noise = rng.standard_normal((tier, dim)).astype(np.float32)
+    noise -= np.outer(noise @ query, query)  # orthogonal to the query: the cosine is set by the mix
+    close = unit(query * 0.8 + unit(noise) * rng.uniform(0.55, 0.62, (tier, 1)).astype(np.float32))
+    vectors = np.concatenate([close, unit(rng.standard_normal((rest, dim)).astype(np.float32))])
+    (tmp_path / "idx").mkdir()
+    catalog = Catalog.create(tmp_path / "idx", ModelSpec("synthetic", "none"), dim, DEFAULT_FACTORY)
+    try:
+        catalog.commit_batch([NewImage(f"/synthetic/img_{i:05d}.jpg", 1000 + i, 1_600_000_000 + i, f"{i:064x}",
+                                       64, 64, "JPEG", v, None) for i, v in enumerate(vectors)])
+    finally:
+        catalog.close()
+    with Index.open(tmp_path / "idx") as index:
+        hits = index.search_vector(query, k=None, threshold="auto")
+    assert len(hits) == tier > AUTO_POOL
+    assert {h.path for h in hits} == {f"/synthetic/img_{i:05d}.jpg" for i in range(tier)}

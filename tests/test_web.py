@@ -296,9 +296,14 @@ def test_no_cors_headers_unless_asked(client: TestClient, web_index: Path) -> No
 def test_state_changing_requests_need_the_same_origin(client: TestClient) -> None:
     body = {"name": "c", "query": "a red circle"}
     for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": "https://127.0.0.1:8765"},
-                    {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://127.0.0.1:9999"}):
+                    {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://127.0.0.1:9999"},
+                    # Another local port or subdomain is "same-site", not this page: refused too, also
+                    # when an Origin naming this server comes with it.
+                    {"Sec-Fetch-Site": "same-site"}, {"Origin": BASE, "Sec-Fetch-Site": "same-site"},
+                    {"Origin": BASE, "Sec-Fetch-Site": "cross-site"}):
         r = client.post("/api/concepts", json=body, headers=headers)
         assert r.status_code == 403, headers
+        assert client.delete("/api/concepts/c", headers=headers).status_code == 403, headers
     form = client.post("/api/concepts", content=b"name=c", headers={"Content-Type": "application/x-www-form-urlencoded",
                                                                    "Origin": BASE})
     assert form.status_code == 403

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..defaults import DEFAULT_MAX_FILE_MB
 from .common import display, errors_as_click, index_option, open_index, progress_bar, resolve_index_path
 
 __all__ = ["export", "import_embeddings"]
@@ -48,15 +49,23 @@ def export(out: Path, index_path: Path | None, fmt: str, layout: str, as_json: b
 @click.option("--pretrained", default=None, help="Its pretrained tag (with --model).")
 @click.option("--base", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder that relative image paths in the files start from. Default: the current folder.")
+@click.option("--replace", is_flag=True,
+              help="Replace the embeddings of files already indexed with the same content (and drop their tags "
+                   "and captions). Default: they keep their own.")
+@click.option("--max-file-mb", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_MB, show_default=True,
+              help="Image files larger than this are not read; their rows fail (as in index).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def import_embeddings(files: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
-                      base: Path | None, as_json: bool) -> None:
+                      base: Path | None, replace: bool, max_file_mb: int, as_json: bool) -> None:
     """Add embeddings computed elsewhere (FILES: Parquet files or export folders) to the index.
 
     Each row is joined to the image file at its image_path (and checked against
     its sha256 when present); missing or changed files are recorded as failures
     (see `searchindex errors`). Embeddings of another model or vector size are
-    refused before anything is written. A missing index is created for the
+    refused before anything is written. A row whose vector is NaN, infinite or
+    all zeros is skipped and listed; files already indexed with the same content
+    keep their embeddings unless --replace; a row that does not match its file
+    never removes an indexed file's row. A missing index is created for the
     model the files record (or --model).
     """
     from ..index import Index
@@ -74,14 +83,17 @@ def import_embeddings(files: Sequence[Path], index_path: Path | None, model: str
             idx = (Index.create(path, model=model, pretrained=pretrained) if model
                    else Index.create(path, model=found.model, pretrained=found.pretrained))  # type: ignore[union-attr]
         with idx, progress_bar("importing") as bar:
-            summary = idx.import_embeddings(files, model=model, pretrained=pretrained, base=base, progress=bar)
+            summary = idx.import_embeddings(files, model=model, pretrained=pretrained, base=base, replace=replace,
+                                            max_file_bytes=max_file_mb * 1024 * 1024, progress=bar)
             total = idx.count()
     if as_json:
         click.echo(json.dumps({**asdict(summary), "failures": [asdict(f) for f in summary.failures],
                                "total": total}))
         return
-    click.echo(f"Imported {summary.imported} embeddings ({summary.unchanged} replaced for files already indexed), "
-               f"{summary.failed} failed; the index holds {total} images.")
+    already = (f"{summary.replaced} replaced for files already indexed" if replace
+               else f"{summary.unchanged} files already indexed kept their own")
+    click.echo(f"Imported {summary.imported} embeddings ({already}), {summary.failed} not imported; "
+               f"the index holds {total} images.")
     for f in summary.failures[:20]:
         click.echo(f"  {display(f.path)}: {f.reason}", err=True)
     if summary.failed > 20:

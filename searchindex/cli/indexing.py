@@ -144,13 +144,14 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
                                            stop=stop)
             total = idx.count()
+            recorded = len(idx.failures())
     if as_json:
         data = _summary_json(summary, path, total)
         if captions is not None:
             data["captions"] = captions.to_dict()
         click.echo(json.dumps(data))
     else:
-        _print_summary(summary, path, total)
+        _print_summary(summary, path, total, recorded)
         if captions is not None:
             _print_caption_summary(captions)
     if summary.interrupted or (captions is not None and captions.interrupted):
@@ -187,11 +188,12 @@ def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_s
         sys.exit(130)
     with errors_as_click(), Index.open(path) as idx:
         total = idx.count()
+        recorded = len(idx.failures())
         described = idx.spec.describe()
     if as_json:
         click.echo(json.dumps(_summary_json(summary, path, total)))
     else:
-        _print_summary(summary, path, total)
+        _print_summary(summary, path, total, recorded)
         click.echo(f"{path} now uses {described}.")
 
 
@@ -199,14 +201,18 @@ def _summary_json(summary: IndexSummary, path: Path, total: int) -> dict[str, An
     return {**summary.to_dict(), "index": str(path), "images_in_index": total}
 
 
-def _print_summary(summary: IndexSummary, path: Path, total: int) -> None:
+def _print_summary(summary: IndexSummary, path: Path, total: int, recorded: int) -> None:
+    """The run's counts, then the index's: ``recorded`` is every failure on record, this run's
+    and earlier runs' (what `info` and `errors` count), so the two numbers are told apart."""
     rate = f", {summary.indexed / summary.seconds:.1f} images/s" if summary.indexed and summary.seconds else ""
     changes = ", ".join(f"{n} {label}" for n, label in (
         (summary.new, "new"), (summary.modified, "modified"), (summary.touched, "touched"),
         (summary.moved, "moved"), (summary.duplicates, "duplicates"), (summary.deleted, "deleted")) if n)
     click.echo(
-        f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.failed} failed "
-        f"({changes or 'no changes'}) in {summary.seconds:.1f} s{rate}. {path} holds {total} images."
+        f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.failed} failed this run "
+        f"({changes or 'no changes'}) in {summary.seconds:.1f} s{rate}. {path} holds {total} images"
+        + (f"; {recorded} files on record as failed, this run's and earlier ones (searchindex errors)."
+           if recorded else ".")
     )
     for f in summary.failures[:20]:
         click.echo(f"  failed: {display(f.path)}: {f.reason}", err=True)

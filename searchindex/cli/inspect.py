@@ -30,7 +30,7 @@ def info(index_path: Path | None, as_json: bool) -> None:
     sha = f" (sha256 {data.checkpoint_sha256[:12]})" if data.checkpoint_sha256 else ""
     click.echo(f"index:      {data.path}")
     click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
-    click.echo(f"images:     {data.images} ({data.failures} failed)")
+    click.echo(f"images:     {data.images} ({data.failures} files on record as failed: searchindex errors)")
     click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory} (index type: {data.index_type})")
     if data.nprobe is not None:
         tuned = f", recall@10 {data.tuned_recall:.3f} when tuned" if data.tuned_recall is not None else ""

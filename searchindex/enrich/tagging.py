@@ -89,7 +89,10 @@ def parse_labels(text: str) -> list[str]:
     Raises:
         QueryError: no label, or a label too long to be a prompt.
     """
-    labels = list(dict.fromkeys(part.strip() for chunk in text.splitlines() for part in chunk.split(",")))
+    from ..textcheck import checked_text
+
+    labels = list(dict.fromkeys(part.strip() for chunk in checked_text(text, "the labels").splitlines()
+                                for part in chunk.split(",")))
     labels = [lab for lab in labels if lab and not lab.startswith("#")]
     if not labels:
         raise QueryError("no labels given")

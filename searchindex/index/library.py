@@ -36,14 +36,18 @@ class Exchange(IndexState):
 
     def import_embeddings(
         self, files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, model: str | None = None,
-        pretrained: str | None = None, base: str | os.PathLike[str] | None = None,
-        progress: Callable[[ImportProgress], None] | None = None,
+        pretrained: str | None = None, base: str | os.PathLike[str] | None = None, replace: bool = False,
+        max_file_bytes: int | None = None, progress: Callable[[ImportProgress], None] | None = None,
     ) -> ImportSummary:
         """Add embeddings computed elsewhere (Parquet files or folders, either layout) to this index.
 
         Rows are joined to files on disk by ``image_path`` (relative to ``base``), checked
         against ``sha256`` when present; missing or changed files become failures.  Files that
         do not record their model (clip-retrieval's) need ``model``/``pretrained`` to say it.
+        A row whose vector is not finite or all zeros is reported and skipped; a file already
+        indexed with the same content keeps its embedding unless ``replace``; a row that does
+        not match its file never removes the row of an indexed file.  Image files are read as
+        indexing reads them (regular files, at most ``max_file_bytes``).
 
         Raises:
             ModelMismatchError: another model or vector size (nothing is written).
@@ -54,7 +58,8 @@ class Exchange(IndexState):
         declared = resolve_model(model, pretrained) if model else None
         with self._writing():
             summary = import_embeddings(self.catalog, self.spec, self.dim, files, declared=declared, base=base,
-                                        progress=progress)
+                                        replace=replace, progress=progress,
+                                        **({"max_file_bytes": max_file_bytes} if max_file_bytes else {}))
             self.vectors.save()
         return summary
 

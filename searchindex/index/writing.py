@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..ingest.scan import FileEntry
     from ..results import IndexSummary
     from ..store.index_build import BuildReport
+    from ..store.records import FailureRecord
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Writing"]
 
@@ -85,18 +86,21 @@ class Writing(IndexState):
         t0 = time.perf_counter()
         options = _run_options(progress=progress, batch_size=batch_size, workers=workers,
                                max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
-        folders = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
         from ..ingest.engines import engine_options
-        from ..ingest.scan import scan_folders
+        from ..ingest.scan import path_list, scan_folders
+
+        folders = path_list(folder, "a folder to index")
 
         options = engine_options(engine, options, self.models)
         skipped: list[str] = []
-        entries = list(scan_folders(folders, skipped))
+        unread: list[FailureRecord] = []  # what the scan could not read: failures of this run
+        entries = list(scan_folders(folders, skipped, unread))
         # Refused (without building it) when even this run could not give it enough vectors to train.
         wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
-            return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, **options)
+            return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,
+                             **options)
 
     def forget_folder(self, folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> IndexSummary:
         """Drop every indexed image below ``folder`` (or several), a folder that no longer exists:
@@ -125,14 +129,19 @@ class Writing(IndexState):
                   stop: threading.Event | None = None) -> IndexSummary:
         """Index exactly these image files (no folder scan; nothing else leaves the index).
 
-        Options and errors as for :meth:`add_folder`; a missing file is a failure.
+        Options and errors as for :meth:`add_folder`; a missing file is a failure.  ``paths`` may
+        be a single path.
+
+        Raises:
+            PathTypeError: ``paths`` (or an item) is not a path.
         """
         t0 = time.perf_counter()
         options = _run_options(progress=progress, batch_size=batch_size, workers=workers,
                                max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
         from ..ingest import reindex as re_index
+        from ..ingest.scan import path_list
 
-        entries = re_index.entries_of(os.path.abspath(os.fspath(p)) for p in paths)
+        entries = re_index.entries_of(os.path.abspath(p) for p in path_list(paths, "a file to index"))
         with self._writing():
             return self._run(entries, [], t0, **options)
 

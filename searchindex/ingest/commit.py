@@ -45,6 +45,19 @@ class RunCounts:
     failures: list[FailureRecord] = field(default_factory=list)
 
 
+def _vector_problem(vector: np.ndarray, dim: int) -> str | None:
+    """Why an encoder's vector cannot be stored (``None``: it can): the wrong size, a NaN or
+    infinite component, or no length.  Such a vector would match nothing, or everything."""
+    v = np.asarray(vector, dtype=np.float64).reshape(-1)
+    if v.shape[0] != dim:
+        return f"encoder error: a {v.shape[0]}-d vector for a {dim}-d index"
+    if not np.isfinite(v).all():
+        return "encoder error: the vector holds NaN or infinite values"
+    if not float(np.linalg.norm(v)) > 1e-6:
+        return "encoder error: the vector is all zeros"
+    return None
+
+
 class Committer:
     """Commits the batches of one run planned as ``plan`` into ``catalog``.
 
@@ -105,6 +118,10 @@ class Committer:
                         continue
                     r = again
                 assert r.vector is not None
+                problem = _vector_problem(r.vector, self.dim)
+                if problem is not None:  # an engine's (or an fp16 overflow's) vector is checked like an import's
+                    bad.append(FailureRecord(e.path, e.size, e.mtime_ns, problem))
+                    continue
                 self._run_vectors[r.sha256] = (r.vector, r.width, r.height, r.format)
                 rows.append(NewImage(e.path, e.size, e.mtime_ns, r.sha256, r.width, r.height, r.format, r.vector,
                                      r.meta))

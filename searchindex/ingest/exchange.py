@@ -5,16 +5,28 @@ and written in :mod:`searchindex.ingest.parquet`; ``docs/scaling.md`` describes
 them for users.
 
 Importing joins rows to files by ``image_path`` (and ``sha256`` when the file has
-one): each file is read and hashed, so the catalog row describes the file on disk
-and a later ``add_folder`` sees it as unchanged.  Files that are missing or whose
-content differs from the recorded hash become failures with their reason.
+one): each file is read and hashed, under the rules indexing reads by (regular files
+only, at most ``max_file_bytes``), so the catalog row describes the file on disk and
+a later ``add_folder`` sees it as unchanged.  Files that are missing or whose content
+differs from the recorded hash become failures with their reason.
+
+Imported rows are never trusted further than they can be checked:
+
+- every vector must be finite and not (near) zero; it is stored as the unit vector
+  the index holds.  A row that fails is reported and skipped: it writes nothing, so
+  it cannot cost an indexed photo its good row, nor keep a new photo from being
+  indexed later;
+- a file already indexed with the same content keeps its embedding (and its tags
+  and captions) unless ``replace`` is asked for;
+- a row that does not describe the file on disk (a sha256 mismatch, a missing
+  file) never removes the row of a file that is indexed: it is reported only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +37,7 @@ import numpy as np
 
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..errors import EmbeddingFileError, ImageDecodeError, ModelMismatchError
+from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileError, read_bounded
 from ..models.images import decode_image
 from ..models.spec import ModelSpec
 from ..store.catalog import Catalog
@@ -35,7 +48,7 @@ from .metadata import read_metadata
 from .parquet import LAYOUTS, EmbeddingBatch, read_embedding_files, recorded_model
 
 __all__ = ["LAYOUTS", "ExportSummary", "ImportProgress", "ImportSummary", "export_embeddings",
-           "import_embeddings", "read_embedding_files", "recorded_model"]
+           "import_embeddings", "read_embedding_files", "recorded_model", "unit_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +81,11 @@ class ImportSummary:
     """What one import did."""
 
     rows: int  # rows read from the files
-    imported: int  # rows written to the catalog (new or replacing a row at the same path)
-    unchanged: int  # rows whose file is already indexed with the same content (vector replaced)
-    failed: int
+    imported: int  # rows written to the catalog (new, or a file changed since it was indexed)
+    unchanged: int  # rows whose file is already indexed with the same content
+    failed: int  # rows not imported, each in ``failures`` with its reason
     failures: tuple[FailureRecord, ...] = ()
+    replaced: int = 0  # of ``unchanged``, rows whose embedding was replaced (``replace=True``)
 
 
 # -- export ---------------------------------------------------------------
@@ -121,9 +135,13 @@ def export_embeddings(
     if layout == "clip-retrieval":
         (tmp / "img_emb").mkdir(exist_ok=True)
         (tmp / "metadata").mkdir(exist_ok=True)
-    for part, (records, vectors) in enumerate(_export_chunks(catalog, dim, max(1, rows_per_file))):
-        written += parquet.write_part(tmp, layout, part, records, vectors, spec, table_schema)
-        rows += len(records)
+    try:
+        for part, (records, vectors) in enumerate(_export_chunks(catalog, dim, max(1, rows_per_file))):
+            written += parquet.write_part(tmp, layout, part, records, vectors, spec, table_schema)
+            rows += len(records)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
+        raise
     # The folder appears complete or not at all.
     if folder.exists():
         folder.rmdir()
@@ -154,17 +172,20 @@ def check_model(found: dict[str, Any] | None, spec: ModelSpec, dim: int, source:
                                  f"{spec.describe()}; vectors from different models cannot be mixed")
 
 
-def _read_file(path: str, expect_sha: str | None, max_megapixels: float) -> tuple[Any, ...] | FailureRecord:
-    """(size, mtime_ns, sha256, width, height, format, metadata, texts, sidecars) of a file on disk."""
+def _read_file(path: str, expect_sha: str | None, max_megapixels: float,
+               max_file_bytes: int) -> tuple[Any, ...] | FailureRecord:
+    """(size, mtime_ns, sha256, width, height, format, metadata, texts, sidecars) of a file on disk,
+    read as indexing reads it: a regular file of at most ``max_file_bytes``."""
     try:
         st = os.stat(path)
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data, sha = read_bounded(path, max_file_bytes, digest=True)
     except FileNotFoundError:
         return FailureRecord(path, 0, 0, "file not found (its embedding was imported from elsewhere)")
+    except (NotRegularFileError, FileTooLargeError) as exc:
+        return FailureRecord(path, 0, 0, exc.strerror or str(exc))
     except OSError as exc:
         return FailureRecord(path, 0, 0, f"unreadable: {exc.strerror or exc}")
-    sha = hashlib.sha256(data).hexdigest()
+    assert sha is not None
     if expect_sha and expect_sha != sha:
         return FailureRecord(path, st.st_size, st.st_mtime_ns,
                              "content differs from the imported embedding's (sha256 mismatch)")
@@ -183,37 +204,44 @@ def import_embeddings(
     catalog: Catalog, spec: ModelSpec, dim: int,
     files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, declared: ModelSpec | None = None,
     base: str | os.PathLike[str] | None = None, batch_size: int = 1000,
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, progress: Callable[[ImportProgress], None] | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    replace: bool = False, progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImportSummary:
     """Add precomputed embeddings from ``files`` (either layout) to the catalog, batch by batch.
 
     Every file is checked before any row is written: a model or dimension
-    mismatch refuses the whole import.
+    mismatch refuses the whole import.  Each row is then checked on its own (see
+    the module docstring): a bad one is reported in the summary and skipped.
 
     Args:
         files: files or folders, in either layout.
         declared: the model that made embeddings whose files do not record it.
         base: relative ``image_path`` values are taken relative to this folder
             (default: the current directory).
+        max_file_bytes: larger image files are not read (their rows fail), as in indexing.
+        replace: replace the embedding of a file already indexed with the same content
+            (its tags and captions go with it); by default it keeps its own.
     """
     from .produce import default_workers
 
     files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    if max_file_bytes < 1:
+        raise ValueError(f"the file size limit must be positive, not {max_file_bytes}")
     for batch in parquet.first_batches(files):  # check every file's model and size before writing anything
         check_model(batch.model, spec, dim, batch.source, declared)
         _check_dim(batch, dim, allow_empty=True)
     total = parquet.row_count(files)
     root = Path(base).expanduser() if base is not None else Path.cwd()
     counts = _ImportCounts()
-    states = catalog.images.states()
+    rules = _Rules(max_megapixels, max_file_bytes, replace, catalog.images.states())
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="import") as pool:
         for batch in read_embedding_files(files, batch_rows=batch_size):
             _check_dim(batch, dim, allow_empty=False)
-            _import_batch(catalog, batch, root, pool, max_megapixels, states, counts)
+            _import_batch(catalog, batch, root, pool, rules, counts)
             if progress:
                 progress(ImportProgress(counts.done, total, counts.imported + counts.unchanged, len(counts.failures)))
     return ImportSummary(counts.done, counts.imported, counts.unchanged, len(counts.failures),
-                         tuple(counts.failures))
+                         tuple(counts.failures), counts.replaced)
 
 
 def _check_dim(batch: EmbeddingBatch, dim: int, *, allow_empty: bool) -> None:
@@ -227,37 +255,93 @@ class _ImportCounts:
     done: int = 0
     imported: int = 0
     unchanged: int = 0
+    replaced: int = 0
     failures: list[FailureRecord] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # paths imported so far (a second row for one is refused)
+
+
+@dataclass(frozen=True)
+class _Rules:
+    max_megapixels: float
+    max_file_bytes: int
+    replace: bool
+    states: dict[str, tuple[int, int, int, str]]  # path -> (id, size, mtime_ns, sha256) of indexed images
+
+
+#: Below this length a vector is taken for all zeros: its direction is rounding noise.
+_MIN_NORM = 1e-6
+
+
+def unit_vectors(vectors: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """``vectors`` as the unit float32 vectors the index holds, and per row why it cannot be
+    used (``None``: it can): a NaN or infinite component, or a (near) zero length."""
+    wide = np.asarray(vectors, dtype=np.float64)  # float32 squares of 1e20 overflow; these do not
+    finite: np.ndarray = np.asarray(np.isfinite(wide).all(axis=1))
+    norms = np.linalg.norm(np.where(finite[:, None], wide, 0.0), axis=1)
+    ok = finite & (norms > _MIN_NORM) & np.isfinite(norms)
+    unit = np.zeros(wide.shape, dtype=np.float32)
+    unit[ok] = (wide[ok] / norms[ok, None]).astype(np.float32)
+    reasons: list[str | None] = [
+        None if good else
+        "imported embedding is not finite (NaN or infinity)" if not fin else
+        "imported embedding is all zeros (it has no direction)"
+        for good, fin in zip(ok.tolist(), finite.tolist(), strict=True)
+    ]
+    return unit, reasons
+
+
+def _path_of(root: Path, value: Any) -> str | None:
+    """The absolute path an ``image_path`` value names, or ``None`` when it names none."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        return None
+    return os.path.abspath(root / value)
 
 
 def _import_batch(catalog: Catalog, batch: EmbeddingBatch, root: Path, pool: ThreadPoolExecutor,
-                  max_megapixels: float, states: dict[str, tuple[int, int, int, str]], counts: _ImportCounts) -> None:
-    """Read and hash the files of one batch of rows and commit their rows and failures."""
-    paths = [os.path.abspath(root / p) for p in batch.columns["image_path"]]
-    shas = batch.columns.get("sha256") or [None] * len(paths)
-    norms = np.linalg.norm(batch.vectors, axis=1, keepdims=True)
-    vectors = batch.vectors / np.where(norms > 0, norms, 1)  # the index holds unit vectors
-    read = list(pool.map(lambda a: _read_file(a[0], a[1], max_megapixels), zip(paths, shas, strict=True)))
+                  rules: _Rules, counts: _ImportCounts) -> None:
+    """Check the rows of one batch, read and hash their files, and commit what may be written."""
+    raw_paths = batch.columns["image_path"]
+    shas = batch.columns.get("sha256") or [None] * len(raw_paths)
+    vectors, vector_problems = unit_vectors(batch.vectors)
+    rejected: list[FailureRecord] = []  # reported, never written: they say nothing about the file
+    todo: list[tuple[str, np.ndarray, str | None]] = []
+    for raw, vec, sha, problem in zip(raw_paths, vectors, shas, vector_problems, strict=True):
+        path = _path_of(root, raw)
+        if path is None:
+            rejected.append(FailureRecord(str(raw), 0, 0, "row without a usable image_path"))
+        elif problem is not None:
+            rejected.append(FailureRecord(path, 0, 0, problem))
+        elif path in counts.seen:
+            rejected.append(FailureRecord(path, 0, 0, "a second row for this file (the first was imported)"))
+        else:
+            counts.seen.add(path)
+            todo.append((path, vec, sha if isinstance(sha, str) and sha else None))
+    read = list(pool.map(lambda a: _read_file(a[0], a[2], rules.max_megapixels, rules.max_file_bytes), todo))
     rows: list[NewImage] = []
     bad: list[FailureRecord] = []
     texts: dict[str, tuple[list[tuple[str, str]], str]] = {}
-    for path, vec, r in zip(paths, vectors, read, strict=True):
+    for (path, vec, _), r in zip(todo, read, strict=True):
+        state = rules.states.get(path)
         if isinstance(r, FailureRecord):
-            bad.append(r)
+            # A row that does not match the file never costs an indexed file its own row.
+            (rejected if state is not None else bad).append(r)
             continue
         size, mtime_ns, sha, w, h, fmt, meta, found_texts, sidecars = r
+        if state is not None and state[3] == sha:
+            counts.unchanged += 1
+            if not rules.replace:
+                continue  # the indexed row is as good and carries tags and captions
+            counts.replaced += 1
+        else:
+            counts.imported += 1
         meta = meta if isinstance(meta, PhotoMetadata) else None
         rows.append(NewImage(path, size, mtime_ns, sha, w, h, fmt, vec, meta))
         texts[path] = (found_texts, sidecars)
-        state = states.get(path)
-        if state is not None and state[3] == sha:
-            counts.unchanged += 1
-        else:
-            counts.imported += 1
-    catalog.commit_batch(rows, bad)
-    _store_texts(catalog, texts, {f.path for f in bad})
-    counts.failures += bad
-    counts.done += len(paths)
+    if rows or bad:
+        catalog.commit_batch(rows, bad)
+        _store_texts(catalog, texts, {f.path for f in bad})
+    counts.failures += bad + rejected
+    counts.done += len(raw_paths)
 
 
 def _store_texts(catalog: Catalog, texts: dict[str, tuple[list[tuple[str, str]], str]], failed: set[str]) -> None:

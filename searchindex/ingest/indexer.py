@@ -25,6 +25,7 @@ from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.encoders import Encoder
 from ..results import IndexProgress, IndexSummary
 from ..store.catalog import Catalog
+from ..store.records import FailureRecord
 from .backfill import backfill_keywords, backfill_metadata
 from .commit import Committer
 from .plan import plan_run
@@ -55,6 +56,7 @@ def index_entries(
     producer: Producer | None = None,
     t0: float | None = None,
     skipped: Sequence[str] = (),
+    unread: Sequence[FailureRecord] = (),
 ) -> IndexSummary:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
@@ -74,6 +76,8 @@ def index_entries(
         producer: the produce step (default: a :class:`LocalProducer` with ``workers``).
         skipped: folders below ``roots`` the scan did not walk (see
             :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
+        unread: folders and files the scan could not read, with their reasons (see
+            :func:`~searchindex.ingest.scan.scan_folders`): recorded and counted as failures.
         t0: when the run started (``time.perf_counter()``; default: now), for ``seconds``.
     """
     t0 = time.perf_counter() if t0 is None else t0
@@ -89,6 +93,8 @@ def index_entries(
     batches = plan.batches(batch_size)
     interrupted = False
     done = 0
+    if unread:
+        committer.commit(list(unread))  # recorded first: an interrupted run still reports them
     results = producer.produce(batches, frozenset(plan.by_sha))
     try:
         for i, batch_results in enumerate(results):

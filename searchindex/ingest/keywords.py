@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from ..defaults import MAX_KEYWORDS
 from ..fileio import read_bounded
 
 __all__ = [
@@ -54,6 +55,9 @@ SIDECAR_SUFFIXES = (".txt", ".xmp")
 MAX_SIDECAR_BYTES = 256 * 1024
 MAX_XMP_BYTES = 4 * 1024 * 1024
 
+#: Characters kept of one text (a source's joined keywords, or its notes) of one image.
+MAX_TEXT_CHARS = 32 * 1024
+
 _NS_DC = "http://purl.org/dc/elements/1.1/"
 _NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _NS_XML = "http://www.w3.org/XML/1998/namespace"
@@ -71,14 +75,30 @@ def _decode(data: bytes) -> str:
 
 
 def _clean(values: Iterable[str]) -> list[str]:
-    """Non-empty, whitespace-normalised, first occurrence of each (case-insensitive)."""
+    """Non-empty, whitespace-normalised, first occurrence of each (case-insensitive), at most
+    :data:`MAX_KEYWORDS` of them (the rest are dropped, with a debug message)."""
     out: list[str] = []
     seen: set[str] = set()
     for v in values:
         v = " ".join(v.split())
-        if v and v.lower() not in seen:
-            seen.add(v.lower())
+        if v and v.casefold() not in seen:
+            if len(out) == MAX_KEYWORDS:
+                log.debug("keeping the first %d keywords of a longer list", MAX_KEYWORDS)
+                break
+            seen.add(v.casefold())
             out.append(v)
+    return out
+
+
+def _bounded(texts: Texts) -> Texts:
+    """``texts`` with each text cut to :data:`MAX_TEXT_CHARS` (at a separator where there is one)."""
+    out: Texts = []
+    for source, text in texts:
+        if len(text) > MAX_TEXT_CHARS:
+            cut = text[:MAX_TEXT_CHARS]
+            at = max(cut.rfind(", "), cut.rfind("\n"))
+            text = cut[:at] if at > 0 else cut
+        out.append((source, text))
     return out
 
 
@@ -303,4 +323,5 @@ def read_texts(image_path: str, data: bytes | None = None, names: Collection[str
         data: the file's bytes when already read (the indexer has them), else the path is opened.
         names: the folder's file names, if listed (see :func:`sidecar_paths`).
     """
-    return read_embedded_texts(data if data is not None else image_path) + read_sidecar_texts(image_path, names)
+    return _bounded(read_embedded_texts(data if data is not None else image_path)
+                    + read_sidecar_texts(image_path, names))

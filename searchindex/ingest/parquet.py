@@ -79,6 +79,8 @@ def schema(dim: int, spec: ModelSpec, with_embedding: bool) -> Any:
         pa.field("gps_lat", pa.float64()), pa.field("gps_lon", pa.float64()),
         pa.field("orientation", pa.int32()),
         pa.field("model", pa.string()), pa.field("pretrained", pa.string()),
+        # The exact bytes of a path that is not UTF-8 (Parquet strings must be); null for the others.
+        pa.field("image_path_bytes", pa.binary()),
     ]
     if with_embedding:
         fields.append(pa.field("embedding", pa.list_(pa.float32(), dim)))
@@ -91,12 +93,13 @@ def write_part(folder: Path, layout: str, part: int, records: Sequence[ImageReco
     ``table_schema``) under ``folder``; returns the names written, relative to ``folder``."""
     pa, pq = _pyarrow()
     columns: dict[str, Any] = {
-        "image_path": [r.path for r in records], "image_id": [r.id for r in records],
+        "image_path": [_utf8(r.path) for r in records], "image_id": [r.id for r in records],
         "sha256": [r.sha256 for r in records], "size": [r.size for r in records],
         "mtime_ns": [r.mtime_ns for r in records], "width": [r.width for r in records],
         "height": [r.height for r in records], "format": [r.format for r in records],
-        **{c: [getattr(r, c) for r in records] for c in _PHOTO_COLUMNS},
+        **{c: [_utf8(getattr(r, c)) for r in records] for c in _PHOTO_COLUMNS},
         "model": [spec.model] * len(records), "pretrained": [spec.pretrained] * len(records),
+        "image_path_bytes": [None if _utf8(r.path) == r.path else os.fsencode(r.path) for r in records],
     }
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if layout == "parquet":
@@ -107,6 +110,18 @@ def write_part(folder: Path, layout: str, part: int, records: Sequence[ImageReco
     np.save(folder / "img_emb" / f"img_emb_{part}.npy", vectors)
     pq.write_table(pa.Table.from_pydict(columns, schema=table_schema), folder / "metadata" / f"metadata_{part}.parquet")
     return [f"img_emb/img_emb_{part}.npy", f"metadata/metadata_{part}.parquet"]
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` as text Parquet can hold: bytes that were not UTF-8 (lone surrogates, as Python
+    decodes file names) shown as U+FFFD; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
 
 
 # -- reading ---------------------------------------------------------------
@@ -183,6 +198,10 @@ def _read_pairs(pairs: Sequence[tuple[str, str | None]], batch_rows: int) -> Ite
             cols = batch.to_pydict() if emb is not None else batch.drop_columns(["embedding"]).to_pydict()
             if path_col != "image_path":
                 cols["image_path"] = cols.pop(path_col)
+            exact = cols.pop("image_path_bytes", None)
+            if exact is not None:  # a path that is not UTF-8: its exact bytes, as the file system has them
+                cols["image_path"] = [os.fsdecode(b) if isinstance(b, bytes) else p
+                                      for p, b in zip(cols["image_path"], exact, strict=True)]
             if emb is not None:
                 vectors = np.asarray(emb[start:start + batch.num_rows], dtype=np.float32)
             else:

@@ -99,7 +99,9 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     failures = catalog.images.failure_states()
     # A failure that may have gone away is not "unchanged": it is tried again.
     failed_before = {p: state[:2] for p, state in failures.items() if not retried(state[2])}
-    seen = {e.path for e in entries}
+    # A folder not walked keeps what is recorded for it too (its own failure record, when it could
+    # not be read: recorded again by this run).
+    seen = {e.path for e in entries} | set(skipped)
     gone = {p for p in list(images) + list(failures)
             if p not in seen and under(p, roots) and not under(p, skipped)}
     by_sha: dict[str, list[int]] = {}

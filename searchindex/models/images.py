@@ -13,7 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..errors import ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "DecodedImage", "check_megapixels", "decode_image"]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "MAX_ASPECT", "DecodedImage", "bound_aspect",
+           "check_megapixels", "decode_image"]
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",
@@ -58,6 +59,33 @@ def _lift_pillow_limit(max_megapixels: float) -> None:
         Image.MAX_IMAGE_PIXELS = wanted
 
 
+#: The longest side of a decoded image is at most this many times its shortest: beyond it the
+#: centre is kept.  The widest panoramas are about 12:1; a model resizes the short side to its
+#: input size first (224 px), so a 1x200000 px PNG (858 bytes) would otherwise become a
+#: 224x44,800,000 px image (4.1 GB) before its centre is cropped; at 64:1 a 224 px model's
+#: resize makes at most 3.2 megapixels.  A model that crops to the centre square sees the same
+#: pixels, give or take the resampling filter's reach at the window's ends.
+MAX_ASPECT = 64
+
+
+def bound_aspect(img: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """``img`` with its long side cut to the centre ``max_aspect`` times its short side.
+
+    The window is placed symmetrically (the same number of pixels dropped on each side, give
+    or take the one pixel an odd remainder leaves), so the centre a model crops is the same.
+    """
+    w, h = img.size
+    short, long = min(w, h), max(w, h)
+    keep = max(1, math.ceil(short * max_aspect))
+    if long <= keep:
+        return img
+    if (long - keep) % 2:
+        keep += 1  # an even remainder: the window's centre is the image's centre
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, h) if w > h else (0, start, w, start + keep)
+    return img.crop(box)
+
+
 # EXIF orientations 5-8 swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -80,6 +108,10 @@ def decode_image(
     min_side: int | None = None,
 ) -> DecodedImage:
     """Decode ``data`` into an RGB image, or raise :class:`ImageDecodeError`.
+
+    An image longer than :data:`MAX_ASPECT` times its short side is returned centre-cropped to
+    that aspect ratio (``width`` and ``height`` still give its full size), so what is made of it
+    afterwards (model input, thumbnail) costs memory in proportion to its short side.
 
     Args:
         name: shown in error messages.
@@ -123,7 +155,7 @@ def decode_image(
                 img.draft("RGB", (min_side, min_side))
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            img = _to_rgb(bound_aspect(img))  # cropped once oriented, before the mode conversion copies it
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .images import MAX_ASPECT
+
 __all__ = ["PixelSpec", "to_pixels"]
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -74,7 +76,14 @@ class PixelSpec:
 
 
 def to_pixels(img: Image.Image, spec: PixelSpec) -> np.ndarray:
-    """Resize and crop an RGB image as torchvision would, to ``uint8`` HWC."""
+    """Resize and crop an RGB image as torchvision would, to ``uint8`` HWC.
+
+    An image longer than :data:`~searchindex.models.images.MAX_ASPECT` times its short side
+    is resampled from the source window the centre crop keeps, straight to the model's size
+    (the same sample positions), rather than resized whole first: scaling the short side of a
+    1x200000 px image up to 224 px would make a 224x44,800,000 px image.  ``decode_image``
+    returns such images cut already; this covers images from elsewhere.
+    """
     resample = _RESAMPLE[spec.interpolation]
     if spec.resize_mode == "squash":
         out = img.resize((spec.width, spec.height), resample)
@@ -84,9 +93,14 @@ def to_pixels(img: Image.Image, spec: PixelSpec) -> np.ndarray:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = size, int(size * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), resample)
         top = int(round((new_h - size) / 2.0))
         left = int(round((new_w - size) / 2.0))
-        out = img.crop((left, top, left + size, top + size))
+        if long > MAX_ASPECT * short:
+            sx, sy = w / new_w, h / new_h  # source pixels per resized pixel
+            box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+            out = img.resize((size, size), resample, box=box)
+        else:
+            if (new_w, new_h) != (w, h):
+                img = img.resize((new_w, new_h), resample)
+            out = img.crop((left, top, left + size, top + size))
     return np.asarray(out.convert("RGB"), dtype=np.uint8)

@@ -172,8 +172,9 @@ def search_params(
     width, height, radius_km = _filter_numbers(min_width, min_height, near, radius)
     q = Query.parse(text, plus=plus, minus=minus, plus_weighted=plus_weighted, minus_weighted=minus_weighted,
                     images=image_paths)
+    # A blank camera (empty or spaces, as an empty form field sends) is not given, like a blank date.
     filters = Filters(paths=tuple(paths), exclude=tuple(exclude), min_width=width, min_height=height,
-                      after=after or None, before=before or None, cameras=tuple(c for c in cameras if c),
+                      after=after or None, before=before or None, cameras=tuple(c for c in cameras if c.strip()),
                       near=parse_near(near) if near else None, radius_km=radius_km,
                       cwd=cwd if cwd is not None else os.getcwd())
     request = SearchRequest(

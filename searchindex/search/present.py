@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..defaults import MAX_KEYWORDS
 from ..errors import NotFoundError
 from ..results import SearchResult
 from ..store.catalog import Catalog
@@ -31,14 +32,24 @@ def sort_results(results: list[SearchResult], sort: str) -> list[SearchResult]:
 
 
 def keywords(texts: Sequence[tuple[str, str]] | None) -> tuple[str, ...]:
-    """The words people wrote, as shown with a result: each keyword, each description, once."""
-    out: dict[str, None] = {}
+    """The words people wrote, as shown with a result: each keyword, each description, once,
+    at most :data:`~searchindex.defaults.MAX_KEYWORDS` of them.
+
+    Linear in the stored text and bounded in what it returns: an index built before
+    keywords were capped at index time may hold 100,000 for one image.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
     for source, text in texts or ():
         parts = text.split(", ") if source in _LIST_SOURCES else text.splitlines()
         for part in parts:
             part = part.strip()
-            if part and part.casefold() not in {o.casefold() for o in out}:
-                out[part] = None
+            folded = part.casefold()
+            if part and folded not in seen:
+                seen.add(folded)
+                out.append(part)
+                if len(out) == MAX_KEYWORDS:
+                    return tuple(out)
     return tuple(out)
 
 
@@ -82,8 +93,11 @@ def image_details(catalog: Catalog, image_id: int) -> ImageDetails:
     Raises:
         NotFoundError: no image with this id (never indexed, or removed since).
     """
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)):
+        raise NotFoundError(f"an image id is a whole number, not {image_id!r}")
     image_id = int(image_id)
-    row = catalog.read.records([image_id]).get(image_id)
+    # SQLite integers are 64-bit: a larger id names no image (and would overflow the query).
+    row = catalog.read.records([image_id]).get(image_id) if 0 <= image_id <= 2**63 - 1 else None
     if row is None:
         raise NotFoundError(f"no image with id {image_id} in this index")
     captions = catalog.read.captions([image_id]).get(image_id, [])

@@ -40,6 +40,7 @@ from ..store.filters import (
     parse_date,
     parse_near,
 )
+from ..textcheck import checked_text
 from .cutoff import AUTO_MIN_SIGNIFICANCE, AUTO_WINDOW, AUTO_Z_FALLBACK, auto_cutoff
 
 __all__ = [
@@ -85,8 +86,12 @@ class Term:
     def __post_init__(self) -> None:
         if (self.text is None) == (self.image is None):
             raise QueryError("a term is either a text or an image, not both or neither")
-        if self.text is not None and not self.text.strip():
+        if self.text is not None and not checked_text(self.text, "a query text").strip():
             raise QueryError("a text term is empty")
+        if self.image is not None and not isinstance(self.image, str):
+            raise QueryError(f"an image term's path must be a str, not {type(self.image).__name__}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)):
+            raise QueryError(f"a term's weight must be a number, not {type(self.weight).__name__}")
         if not math.isfinite(self.weight) or self.weight == 0:
             raise QueryError(f"a term's weight must be a non-zero number, not {self.weight}")
 
@@ -96,6 +101,10 @@ class Term:
 
     @classmethod
     def of_image(cls, path: str | os.PathLike[str], weight: float = 1.0) -> Term:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise QueryError(f"an image term is a path (str or os.PathLike), not {type(path).__name__}")
         return cls(image=os.fspath(Path(path).expanduser()), weight=weight)
 
     def describe(self) -> str:
@@ -235,13 +244,12 @@ class Query:
         if isinstance(query, Term):
             return cls((query,))
         if isinstance(query, str):
-            if not query.strip():
+            if not checked_text(query, "the query").strip():
                 raise QueryError("the query text is empty")
             return cls((Term.of_text(query),))
-        try:
-            terms = tuple(query)
-        except TypeError:  # None, a number: not a query at all
-            terms = (query,)  # type: ignore[assignment]
+        if not isinstance(query, (list, tuple)):  # None, a number, bytes, a path, ...
+            raise QueryError(f"a query is a text, a Term, a Query, or a sequence of Terms, not {type(query).__name__}")
+        terms = tuple(query)
         if not all(isinstance(t, Term) for t in terms):
             raise QueryError("a query is a text, a Term, a Query, or a sequence of Terms")
         return cls(terms)

@@ -12,14 +12,17 @@ and "no ``k`` given" meaning 10, or no limit with a score cutoff.
 from __future__ import annotations
 
 import dataclasses
-import numbers
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Union
 
+import numpy as np
+
 from ..defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
 from ..errors import ParameterError, QueryError
 from ..store.filters import Filters
+from ..textcheck import checked_text
 from .hybrid import DEFAULT_FUSION
 
 __all__ = ["DEFAULT_K", "SearchRequest", "Shot", "parse_shot", "parse_threshold"]
@@ -81,29 +84,37 @@ class SearchRequest:
             shots = getattr(self, name)
             if isinstance(shots, (str, int, os.PathLike)):
                 shots = (shots,)
-            object.__setattr__(self, name, tuple(shots))
-        # Callers without a type checker pass anything: name the option rather than fail deep inside
-        # FAISS with a TypeError (k=1.5) or return nonsense (k=True).
+            try:
+                shots = tuple(shots)
+            except TypeError:
+                raise QueryError(f"{name} takes image paths or ids, not {type(shots).__name__}") from None
+            for shot in shots:
+                if isinstance(shot, bool) or not isinstance(shot, (str, int, np.integer, os.PathLike)):
+                    raise QueryError(f"a {name} example is an image path or id, not {shot!r}")
+            object.__setattr__(self, name, shots)
         for name in ("k", "pool", "rerank_top"):
             value = getattr(self, name)
-            if name == "k" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            # 1.5 or True is no count of results; numpy integers are (a slice of an array's length).
+            if not (value is None and name == "k") and (
+                    isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 raise ParameterError(f"{name} must be a whole number, not {value!r}", name)
-            if value < 1:
+            if value is not None:
+                object.__setattr__(self, name, int(value))
+        for name in ("k", "pool", "rerank_top"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ParameterError(f"{name} must be at least 1", name)
-            object.__setattr__(self, name, int(value))  # a NumPy integer too
+        if self.min_score is not None and (isinstance(self.min_score, bool)
+                                           or not isinstance(self.min_score, (int, float, np.floating))
+                                           or not math.isfinite(self.min_score)):
+            raise ParameterError(f"min_score must be a number, not {self.min_score!r}", "min_score")
         if self.min_score is not None:
-            if (isinstance(self.min_score, bool) or not isinstance(self.min_score, numbers.Real)
-                    or self.min_score != self.min_score):
-                raise ParameterError(f"min_score must be a number, not {self.min_score!r}", "min_score")
             object.__setattr__(self, "min_score", float(self.min_score))
         if self.filters is not None and not isinstance(self.filters, Filters):
-            raise ParameterError(f"filters must be a Filters, not {self.filters!r}", "filters")
+            raise ParameterError(f"filters must be a Filters, not {type(self.filters).__name__}", "filters")
         for name in ("tag", "rerank_model"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ParameterError(f"{name} must be a text, not {value!r}", name)
+            if getattr(self, name) is not None:
+                checked_text(getattr(self, name), name)
         if self.threshold not in (None, "auto"):
             raise QueryError(f"threshold must be 'auto' or None, not {self.threshold!r} (use min_score for a number)")
         if self.sort not in SORT_KEYS:

@@ -27,7 +27,7 @@ from .present import build_results, sort_results
 from .query import Query, Term, combine
 from .request import SearchRequest, Shot
 from .rerank import rerank_itm
-from .shots import shot_vectors
+from .shots import shot_vectors, unchanged_ids
 
 __all__ = ["AUTO_BACKGROUND", "AUTO_MAX_POOL", "AUTO_POOL", "FUSION_DEPTH", "TEXT_DEPTH", "Searcher"]
 
@@ -57,12 +57,13 @@ class Searcher:
 
         An image term naming an indexed file uses its stored embedding (as like/unlike
         examples do): "more like this" on a result needs neither decoding nor the image model.
+        A file changed since it was indexed (another size or mtime) is encoded afresh.
         """
         q = Query.coerce(query)
         texts = [t.text for t in q.terms if t.text is not None]
         text_vecs = iter(self.models.encode_texts(texts)) if texts else iter(())
         key = {t.image: os.fspath(Path(t.image).expanduser().absolute()) for t in q.terms if t.image is not None}
-        by_path = self.catalog.read.ids_by_path(list(key.values())) if key else {}
+        by_path = unchanged_ids(self.catalog, list(key.values()))
         stored = self.catalog.read.embeddings(list(by_path.values()), self.models.dim) if by_path else {}
         vectors = []
         for term in q.terms:
@@ -122,9 +123,19 @@ class Searcher:
         """The images nearest to an embedding (see :meth:`searchindex.Index.search_vector`)."""
         if request.rerank is not None:
             raise QueryError("rerank judges images against words: use search() with a text query")
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self.models.dim:
-            raise QueryError(f"query vector has {vector.shape[0]} dimensions, the index {self.models.dim}")
+        try:
+            wide = np.asarray(vector, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise QueryError(f"a query vector is an array of numbers, not {type(vector).__name__}") from None
+        if wide.shape[0] != self.models.dim:
+            raise QueryError(f"query vector has {wide.shape[0]} dimensions, the index {self.models.dim}")
+        if not np.isfinite(wide).all():
+            raise QueryError("the query vector holds NaN or infinite values")
+        norm = float(np.linalg.norm(wide))
+        if not norm > 1e-6:
+            raise QueryError("the query vector is all zeros: it has no direction to search in")
+        # Scores are cosines: the index holds unit vectors, so the query is made one too.
+        vector = (wide / norm).astype(np.float32)
         candidates = self._candidates(request)
         scores, ids, _ = self._vector_ranking(vector, request.k, candidates, request)
         if request.k is not None:

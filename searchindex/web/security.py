@@ -119,7 +119,9 @@ def _cross_origin(headers: dict[str, str], scheme: str) -> str | None:
         parts = urlsplit(origin)
         if origin == "null" or parts.netloc.lower() != headers.get("host", "").lower() or parts.scheme != scheme:
             return "cross-origin request refused (Origin does not name this server)"
-    elif headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+    # Checked with or without an Origin: "same-site" is another port or subdomain of this host (a
+    # dev server on :3000 is not this page), and a browser never sends it for this page's own requests.
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return "cross-site request refused"
     if not headers.get("content-type", "application/json").lower().startswith("application/json"):
         return "send JSON (Content-Type: application/json)"
