@@ -144,10 +144,11 @@ def test_readme_is_a_short_front_door() -> None:
     assert size <= README_MAX_BYTES, f"README.md is {size} bytes; move detail into docs/"
 
 
-def test_readme_starts_with_the_two_commands() -> None:
+def test_readme_starts_with_install_and_demo_and_gives_the_two_commands() -> None:
     blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", README, re.S)
-    first = [line.split("#")[0].strip() for line in blocks[0].splitlines() if line.split("#")[0].strip()]
-    assert first[:2] == ["make demo", "make test"]
+    commands = [[line.split("#")[0].strip() for line in b.splitlines() if line.split("#")[0].strip()] for b in blocks]
+    assert commands[0][:2] == ["pipx install ./searchindex", "searchindex demo"]
+    assert any(c[:2] == ["make demo", "make test"] for c in commands), "the README gives `make demo` and `make test`"
 
 
 def test_readme_links_resolve() -> None:

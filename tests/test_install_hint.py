@@ -25,13 +25,13 @@ def test_pip_install(tmp_path: Path) -> None:
 def test_pipx_venv_gets_pipx_inject_with_the_extras_packages(tmp_path: Path) -> None:
     prefix = tmp_path / ".local" / "share" / "pipx" / "venvs" / "searchindex"
     site = prefix / "lib" / "python3.12" / "site-packages"
-    hint = install_hint("web", prefix=prefix, package_dir=site, direct_url="")
+    hint = install_hint("parquet", prefix=prefix, package_dir=site, direct_url="")
     assert hint.startswith("pipx inject searchindex ")
     # The packages the installed distribution declares for the extra (searchindex itself is
     # installed here, editable, with its metadata: the test reads the same metadata).
     from importlib.metadata import requires
 
-    declared = [r.split(";")[0].strip() for r in requires("searchindex") or [] if 'extra == "web"' in r]
+    declared = [r.split(";")[0].strip() for r in requires("searchindex") or [] if 'extra == "parquet"' in r]
     assert declared and hint == "pipx inject searchindex " + " ".join(f"'{r}'" for r in declared)
     # pipx's home may be elsewhere (PIPX_HOME), the app may be named otherwise (pipx install --suffix).
     assert install_hint("ray", prefix="/opt/pipx/venvs/searchindex@2", package_dir=site,
@@ -77,10 +77,11 @@ def test_every_raise_site_gets_the_hint(message: str) -> None:
 
 
 def test_the_web_command_says_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The web server is in the core install; an environment that lost it is told what to put back."""
     from click.testing import CliRunner
 
     from searchindex.cli import cli
 
-    monkeypatch.setitem(sys.modules, "fastapi", None)  # what an install without the extra looks like
+    monkeypatch.setitem(sys.modules, "fastapi", None)
     res = CliRunner().invoke(cli, ["serve", "--index", str(tmp_path)])
-    assert res.exit_code == 1 and install_hint("web") in res.output
+    assert res.exit_code == 1 and "pip install fastapi uvicorn" in res.output
