@@ -83,3 +83,39 @@ def test_a_worker_started_after_the_index_was_used_searches_like_the_parent(smal
         assert count == index.count() == 40
         # The parent goes on working after its child is gone.
         assert index.search("a green triangle", k=3)
+
+
+def test_faiss_calls_get_threads_by_their_size_and_the_count_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    from searchindex.threads import faiss_call
+
+    seen: list[int] = []
+
+    def probe() -> None:  # stands for a FAISS call: what OpenMP count would it run with?
+        seen.append(faiss.omp_get_max_threads())
+
+    before = faiss.omp_get_max_threads()
+    faiss_call(1000 * 512, probe)  # one query over 1,000 vectors
+    faiss_call(PARALLEL_WORK * 4, probe)  # a batch search, a build
+    monkeypatch.setenv("SEARCHINDEX_THREADS", "off")
+    faiss_call(1000 * 512, probe)
+    assert seen == [1, before, before]
+    assert faiss.omp_get_max_threads() == before
+
+
+@pytest.mark.parametrize("policy", ["on", "off"])
+def test_text_sessions_sleep_between_queries_unless_the_policy_is_off(small_index: Path, policy: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEARCHINDEX_THREADS", policy)
+    with Index.open(small_index, device="cpu") as index:
+        for text in ("a red circle", "a blue square"):  # the second runs on the repacked session
+            index.search(text, k=5)
+        encoder = index.models._text_encoder
+        assert encoder is not None, "the ONNX text tower was not used"
+        options = encoder._session.get_session_options()
+        try:
+            spinning = options.get_session_config_entry("session.intra_op.allow_spinning") != "0"
+        except RuntimeError:  # not set: ONNX Runtime's default is to spin
+            spinning = True
+        assert spinning == (policy == "off")
