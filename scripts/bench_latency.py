@@ -13,6 +13,13 @@ texts again, answered from the query cache.  Each text backend in
 
     python scripts/bench_latency.py                      # 1,000,000 rows, IVF4096,SQ8, nprobe 4
     python scripts/bench_latency.py --n 100000 --index /tmp/lat.idx
+    python scripts/bench_latency.py --n 1000 --factory IDMap2,Flat --policy-ab   # thread policy off/on
+
+``--policy-ab`` times the thread policy of :mod:`searchindex.threads` against no
+policy (``SEARCHINDEX_THREADS=off``) in one process, alternating query by query
+between two ``Index`` objects (one per setting, as a text session's spinning is
+fixed when it is made): warm text queries, batch searches of ``--batch`` queries,
+and building a FAISS index of ``--build`` of the index's vectors (train + add).
 """
 
 from __future__ import annotations
@@ -166,6 +173,73 @@ def measure(path: Path, texts: list[str], backend: str, nprobe: int, k: int) -> 
             print(f"[{backend}] {label} ({len(batch)}): p50/p95 ms: {parts}{note}")
 
 
+def _policy(on: bool) -> None:
+    os.environ["SEARCHINDEX_THREADS"] = "on" if on else "off"
+
+
+def measure_policy(path: Path, texts: list[str], nprobe: int, k: int, batch: int, build: int, rounds: int) -> None:
+    """Thread policy off against on, alternating within one process (see the module's docstring)."""
+    from searchindex.store.index_build import build_index
+
+    os.environ["SEARCHINDEX_TEXT_BACKEND"] = "onnx"
+    indexes = {}
+    for on in (False, True):
+        _policy(on)
+        index = Index.open(path, device="cpu")
+        index.vectors.current().nprobe = nprobe
+        for i in range(3):  # load the text tower, then its repacked session (made under this setting)
+            index.search(f"warm-up {on} {i} {time.time_ns()}", k=k)
+        indexes[on] = index
+    names = {False: "off", True: "on"}
+    totals: dict[bool, list[float]] = {False: [], True: []}
+    for i, text in enumerate(texts):
+        for on in ((False, True) if i % 2 else (True, False)):
+            _policy(on)
+            t0 = time.perf_counter()
+            indexes[on].search(f"{text} [{names[on]}]", k=k)
+            totals[on].append(time.perf_counter() - t0)
+    for on in (False, True):
+        print(f"[policy {names[on]}] {len(texts)} new text queries: p50/p95 {pct(totals[on], 50):.1f}/"
+              f"{pct(totals[on], 95):.1f} ms")
+    print(f"[policy] p50 off/on: {pct(totals[False], 50) / pct(totals[True], 50):.2f}x, "
+          f"p95 off/on: {pct(totals[False], 95) / pct(totals[True], 95):.2f}x")
+    vecs = indexes[True].vectors.current()
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((batch, vecs.dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    searches: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for on in ((False, True) if r % 2 else (True, False)):
+            _policy(on)
+            t0 = time.perf_counter()
+            indexes[on].vectors.current().search(q, k)
+            searches[on].append(time.perf_counter() - t0)
+    med = {on: float(np.median(v)) for on, v in searches.items()}
+    print(f"[policy] batch of {batch} queries, median of {rounds}: off {med[False] * 1000:.1f} ms, "
+          f"on {med[True] * 1000:.1f} ms ({batch / med[False]:.0f} vs {batch / med[True]:.0f} queries/s; "
+          f"on/off throughput {med[False] / med[True]:.2f}x)")
+    if build:
+        ids, x = indexes[True].vectors.current().all_vectors()
+        pick = np.sort(rng.choice(len(ids), min(build, len(ids)), replace=False))
+        ids, x = ids[pick], x[pick]
+        factory = f"IVF{max(1, int(4 * np.sqrt(len(ids))))},SQfp16"
+        builds: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(max(1, rounds // 4)):
+            for on in ((False, True) if r % 2 else (True, False)):
+                _policy(on)
+                t0 = time.perf_counter()
+                build_index(factory, vecs.dim, [(ids[s:s + 10_000], x[s:s + 10_000])
+                                                for s in range(0, len(ids), 10_000)],
+                            (ids, x), tune_queries=0)
+                builds[on].append(time.perf_counter() - t0)
+        bmed = {on: float(np.median(v)) for on, v in builds.items()}
+        print(f"[policy] build {factory} from {len(ids):,} vectors (train + add), median of {len(builds[True])}: "
+              f"off {bmed[False]:.2f} s, on {bmed[True]:.2f} s (on/off throughput {bmed[False] / bmed[True]:.2f}x)")
+    for index in indexes.values():
+        index.close()
+    os.environ.pop("SEARCHINDEX_THREADS", None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="rows in the index")
@@ -178,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--backends", default="onnx,torch", help="text backends to time, comma-separated")
     ap.add_argument("--index", type=Path, default=None, help="build the index here, or reuse it if present")
+    ap.add_argument("--policy-ab", action="store_true",
+                    help="time the thread policy against none, alternating (instead of --backends)")
+    ap.add_argument("--batch", type=int, default=256, help="--policy-ab: queries per batch search")
+    ap.add_argument("--build", type=int, default=50_000, help="--policy-ab: vectors per FAISS build (0: none)")
+    ap.add_argument("--rounds", type=int, default=8, help="--policy-ab: batch searches per setting")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -194,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             export_text_tower(load_encoder(spec, "cpu"))  # a no-op once exported
         texts = queries(args.queries)
         stamp = time.strftime("%H%M%S")
+        if args.policy_ab:
+            measure_policy(path, [f"{t} ({stamp})" for t in texts], args.nprobe, args.k, args.batch, args.build,
+                           args.rounds)
+            return 0
         for backend in args.backends.split(","):
             # Salted texts: no backend (and no earlier run on a reused index) finds them cached.
             measure(path, [f"{t} ({backend} {stamp})" for t in texts], backend.strip(), args.nprobe, args.k)

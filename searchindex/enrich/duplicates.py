@@ -24,6 +24,7 @@ from ..errors import QueryError
 from ..results import DuplicateGroup, DuplicateImage
 from ..store.catalog import Catalog
 from ..store.vector_store import VectorStore
+from ..threads import faiss_call
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -70,6 +71,7 @@ def find_pairs(vectors: np.ndarray, threshold: float, method: str = "auto") -> n
         return np.zeros((0, 2), dtype=np.int64)
     if method not in ("auto", "exact", "ivf"):
         raise ValueError(f"unknown method {method!r}")
+    nlist: int | None = None
     if method == "exact" or (method == "auto" and n <= EXACT_MAX):
         index = faiss.IndexFlatIP(d)
         index.add(x)
@@ -83,15 +85,17 @@ def find_pairs(vectors: np.ndarray, threshold: float, method: str = "auto") -> n
         index.cp.niter = 10
         rng = np.random.default_rng(0)
         sample = x if n <= 39 * nlist else x[np.sort(rng.choice(n, 39 * nlist, replace=False))]
-        index.train(sample)
-        index.add(x)
+        faiss_call(len(sample) * nlist * 10 * d, index.train, sample)
+        faiss_call(n * nlist * d, index.add, x)
         index.nprobe = min(IVF_NPROBE, nlist)
         log.debug("duplicates: IVF with %d cells, %d probed, over %d vectors", nlist, index.nprobe, n)
     # FAISS keeps inner products strictly above the radius; step just below the threshold.
     radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
     parts = []
     for start in range(0, n, _CHUNK):
-        lims, scores, labels = index.range_search(x[start : start + _CHUNK], radius)
+        chunk = x[start : start + _CHUNK]
+        per_query = n if nlist is None else nlist + index.nprobe * n / nlist
+        lims, scores, labels = faiss_call(len(chunk) * per_query * d, index.range_search, chunk, radius)
         rows = np.repeat(np.arange(start, start + len(lims) - 1, dtype=np.int64), np.diff(lims).astype(np.int64))
         cols = labels.astype(np.int64)
         keep = (cols != rows) & (scores >= threshold)

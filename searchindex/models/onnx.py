@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import ModelError
+from ..threads import keep_across_fork, spin_text
 from .cache import KEY_FORMAT, cache_root, tower_key, write_atomic
 from .spec import ModelSpec
 from .textforward import short_text_forward, supports_short_text, trim_tokens
@@ -143,8 +144,8 @@ def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int =
     # The MatMulIntegerToFloat fusion mishandles the per-row scales and zero point of the
     # int8 graphs searchindex.quantize writes (ONNX Runtime 1.32: wrong results); it has
     # nothing to fuse in fp32 graphs.
-    return ort.InferenceSession(str(path), options, providers=[*providers, "CPUExecutionProvider"],
-                                disabled_optimizers=["MatMulIntegerToFloatFusion"])
+    return keep_across_fork(ort.InferenceSession(str(path), options, providers=[*providers, "CPUExecutionProvider"],
+                                                 disabled_optimizers=["MatMulIntegerToFloatFusion"]))
 
 
 def image_tower_session(path: Path, spin: bool = True, providers: Sequence[str] = ()) -> Any:
@@ -172,7 +173,7 @@ class OnnxTextEncoder:
         from .tokenizer import clip_tokenizer
 
         self._model_file = model_file
-        self._session = _session(model_file, prepack=False)
+        self._session = _session(model_file, spin=spin_text(), prepack=False)
         self._packed = False
         self._used = False
         self._repacking = threading.Lock()
@@ -189,7 +190,7 @@ class OnnxTextEncoder:
         if self._used and not self._packed:
             with self._repacking:
                 if not self._packed:
-                    self._session = _session(self._model_file)
+                    self._session = _session(self._model_file, spin=spin_text())
                     self._packed = True
         self._used = True
         return self._session

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import IndexCorruptError, IndexSchemaError
 from ..models.spec import ModelSpec
+from ..threads import forks
 from .migrations import SCHEMA_VERSION, pending, upgrade
 from .reader import CatalogReader
 from .records import FailureRecord, ImageRecord, NewImage, PhotoMetadata, TagLabel
@@ -68,6 +69,7 @@ class Catalog:
         self._engine: Engine | None = None
         self._repositories: _Repositories | None = None
         self._making = threading.Lock()
+        self._forks = forks()
 
     @property
     def engine(self) -> Engine:
@@ -77,6 +79,11 @@ class Catalog:
     def _made(self) -> tuple[Engine, _Repositories]:
         """The engine and the repositories, made together on first use (from any thread)."""
         with self._making:
+            if self._engine is not None and self._forks != forks():
+                # Made before this process was forked: its pooled connections are the parent's,
+                # which SQLAlchemy drops without closing, so the child opens its own.
+                self._engine.dispose(close=False)
+            self._forks = forks()
             if self._engine is None or self._repositories is None:
                 from .captions import CaptionRepository
                 from .concepts import ConceptRepository
@@ -213,7 +220,7 @@ class Catalog:
         with self._making:
             engine, self._engine, self._repositories = self._engine, None, None
         if engine is not None:
-            engine.dispose()
+            engine.dispose(close=self._forks == forks())  # a forked child must not close the parent's
         self.read.close()
 
     # -- metadata ---------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexTypeError
+from ..threads import faiss_call
 from .index_types import TUNE_QUERIES, ivf_of, make_index
 from .vectors import VectorIndex
 
@@ -83,7 +84,7 @@ def build_index(
     if not index.is_trained:
         if ivf is not None:
             ivf.cp.niter = 10  # k-means iterations: 10 (FAISS's default) bounds training time
-        index.train(sample_x)
+        faiss_call(_train_work(index, len(sample_x), dim), index.train, sample_x)
     t_train = time.perf_counter() - t0
     tuning = ivf is not None and len(sample_x) > 0 and tune_queries > 0
     q = sample_x[:tune_queries] if tuning else np.zeros((0, dim), np.float32)
@@ -105,7 +106,7 @@ def build_index(
                 waiting.result()
             pending[slot] = pool.submit(_add_single_threaded, parts[slot], x, ids)
         else:
-            index.add_with_ids(x, ids)
+            faiss_call(_add_work(index, len(x), dim), index.add_with_ids, x, ids)
         if len(q):  # exact neighbours of the tuning queries: the chunk's best k+1, merged with the best so far
             s = q @ x.T
             best = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, : k + 1]
@@ -136,6 +137,18 @@ def build_index(
     return vecs, report
 
 
+def _train_work(index: Any, n: int, dim: int) -> float:
+    """Multiply-adds of training ``index`` on ``n`` vectors: k-means' passes over the list centroids."""
+    ivf = ivf_of(index)
+    return float(n) * dim * (ivf.nlist * ivf.cp.niter if ivf is not None else 1)
+
+
+def _add_work(index: Any, n: int, dim: int) -> float:
+    """Multiply-adds of adding ``n`` vectors: each is compared with every list centroid (IVF)."""
+    ivf = ivf_of(index)
+    return float(n) * dim * (ivf.nlist if ivf is not None else 1)
+
+
 def _faiss() -> Any:
     import faiss
 
@@ -157,7 +170,7 @@ def serialize_trained(factory: str, dim: int, sample: np.ndarray) -> bytes:
     if ivf is not None:
         ivf.cp.niter = 10
     if not index.is_trained:
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        faiss_call(_train_work(index, len(sample), dim), index.train, np.ascontiguousarray(sample, dtype=np.float32))
     return bytes(_faiss().serialize_index(index).tobytes())
 
 
@@ -169,7 +182,8 @@ def add_shard(trained: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
     """
     faiss = _faiss()
     index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
-    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    faiss_call(_add_work(index, len(vectors), int(index.d)), index.add_with_ids,
+               np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
     return bytes(faiss.serialize_index(index).tobytes())
 
 
@@ -212,7 +226,8 @@ def tune_nprobe(
     best = (1, 0.0)
     for nprobe in [p for p in NPROBES if p < ivf.nlist] + [ivf.nlist]:
         ivf.nprobe = nprobe
-        _, found = index.search(q, k + 1)
+        _, found = faiss_call(len(q) * (ivf.nlist + nprobe * index.ntotal / ivf.nlist) * index.d, index.search,
+                              q, k + 1)
         recall = _recall_without_self(found, truth, q_ids, k)
         best = (nprobe, recall)
         if recall >= target:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..threads import abandon, forks
+
 __all__ = ["CACHE_FILE", "MAX_ENTRIES", "QueryCache"]
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,15 @@ class QueryCache:
         self._dim = dim
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._db: sqlite3.Connection | None = None
+        self._forks = forks()  # the fork() count _db was opened at (a forked child opens its own)
         self._broken = False
         self._guard = threading.Lock()  # Index.search may be called from several threads
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
+        if self._forks != forks():  # opened by the parent of this forked process: not ours to use or close
+            if self._db is not None:
+                abandon(self._db)
+            self._db, self._forks = None, forks()
         if self._db is not None or self._broken:
             return self._db
         if not create and not self._file.is_file():
@@ -145,5 +152,8 @@ class QueryCache:
     def close(self) -> None:
         with self._guard:
             if self._db is not None:
-                self._db.close()
+                if self._forks == forks():
+                    self._db.close()
+                else:
+                    abandon(self._db)
                 self._db = None

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..threads import abandon, forks
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .records import RECORD_COLUMNS, ImageRecord, state_key
 from .sqlite import ENCODED_FROM, ENCODED_TO, connect, damaged, decode_path, encode_path, glob_bytes, is_damage
@@ -54,12 +55,13 @@ class _Connection:
     """One thread's connection; its lock is held while a statement runs, so that closing the
     catalog from another thread waits for the statement instead of breaking it."""
 
-    __slots__ = ("db", "lock", "closed")
+    __slots__ = ("db", "lock", "closed", "forks")
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         self.lock = threading.Lock()
         self.closed = False
+        self.forks = forks()  # made in this process, not inherited through fork()
 
 
 class CatalogReader:
@@ -74,6 +76,9 @@ class CatalogReader:
 
     def _connection(self) -> _Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.forks != forks():
+            self._drop_inherited()
+            conn = None
         if conn is None or conn.closed:
             conn = _Connection(connect(self.path, self._read_only))
             with self._guard:
@@ -95,9 +100,21 @@ class CatalogReader:
                         raise damaged(self.path, exc) from exc
                     raise
 
+    def _drop_inherited(self) -> None:
+        """In a forked child: set aside the connections the parent opened (SQLite: a child must
+        neither use nor close them); each thread here opens its own."""
+        with self._guard:
+            mine = forks()
+            for conn in self._open:
+                if conn.forks != mine:
+                    conn.closed = True
+                    abandon(conn.db)
+            self._open = [c for c in self._open if c.forks == mine]
+
     def close(self) -> None:
         """Close every thread's connection (waiting for a statement running on it); a later read
         opens a new one."""
+        self._drop_inherited()
         with self._guard:
             conns, self._open = self._open, []
         for conn in conns:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..threads import faiss_call
 from .index_types import (
     DEFAULT_FACTORY,
     FLAT_MAX,
@@ -204,7 +205,7 @@ class VectorIndex:
             if self.fetch is None:
                 raise RuntimeError("an IVF vector index needs a fetch function to give back vectors")
             return np.asarray(self.fetch(ids), dtype=np.float32).reshape(len(ids), self.dim)
-        return np.asarray(self._index.reconstruct_batch(ids))
+        return np.asarray(faiss_call(len(ids) * self.dim, self._index.reconstruct_batch, ids))
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of everything stored, in storage order."""
@@ -225,13 +226,24 @@ class VectorIndex:
             return
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         self.remove(ids)
-        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        nlist = int(self._ivf.nlist) if self._ivf is not None else 1
+        faiss_call(len(ids) * nlist * self.dim, self._index.add_with_ids,
+                   np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self._sorted_ids = None
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            faiss_call(self.ntotal, self._index.remove_ids, np.ascontiguousarray(ids, dtype=np.int64))
             self._sorted_ids = None
+
+    def _work(self, queries: int, params: Any) -> float:
+        """Multiply-adds of a search of ``queries`` vectors: every stored vector (flat), or the list
+        centroids and the probed lists (IVF)."""
+        if self._ivf is None:
+            return float(queries) * self.ntotal * self.dim
+        nlist = int(self._ivf.nlist)
+        nprobe = int(params.nprobe) if params is not None else int(self._ivf.nprobe)
+        return float(queries) * (nlist + nprobe * self.ntotal / max(nlist, 1)) * self.dim
 
     def _params(self, k: int, sel: Any = None, share: float = 1.0) -> Any:
         """Search parameters: the selector, and for IVF enough lists for ``k`` results.
@@ -278,7 +290,7 @@ class VectorIndex:
         The lists nearest a query can hold fewer vectors than ``k`` (or than the
         filter lets through), however the tuned ``nprobe`` was chosen.
         """
-        scores, ids = self._index.search(queries, k, params=params)
+        scores, ids = faiss_call(self._work(len(queries), params), self._index.search, queries, k, params=params)
         if self._ivf is None or params is None:
             return scores, ids
         nlist, nprobe = int(self._ivf.nlist), int(params.nprobe)
@@ -286,7 +298,8 @@ class VectorIndex:
         while len(short) and nprobe < nlist:
             nprobe = min(nlist, 2 * nprobe)
             params.nprobe = nprobe
-            more_scores, more_ids = self._index.search(queries[short], k, params=params)
+            more_scores, more_ids = faiss_call(self._work(len(short), params), self._index.search, queries[short],
+                                               k, params=params)
             scores[short], ids[short] = more_scores, more_ids
             short = short[(more_ids < 0).any(axis=1)]
         return scores, ids
@@ -352,7 +365,7 @@ class VectorIndex:
                       else self._params(1))
             # FAISS keeps inner products strictly above the radius; step just below min_score.
             radius = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
-            _, scores, ids = self._index.range_search(q, radius, params=params)
+            _, scores, ids = faiss_call(self._work(1, params), self._index.range_search, q, radius, params=params)
             ids = ids.astype(np.int64)
         keep = scores >= min_score
         scores, ids = scores[keep], ids[keep]
