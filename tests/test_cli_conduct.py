@@ -95,7 +95,6 @@ BAD_VALUES = [
     ["search", "x", "--after", "2023-13"],
     ["search", "x", "--before", "yesterday"],
     ["search", "x", "--after", "2024", "--before", "2023"],
-    ["search", "x", "--camera", " "],
     ["search", "x", "--near", "200,0"],
     ["search", "x", "--radius", "5"],
     ["search", "x", "--path", "/photos/[abc"],

@@ -35,6 +35,21 @@ int8_default = pytest.mark.skipif(encoders.DEFAULT_CPU_PRECISION != "int8",
                                   reason="int8 is the default on x86 CPUs only")
 
 
+@pytest.fixture()
+def torch_model(tmp_path: Path) -> str:
+    """tiny-shapes as a ``local-dir:`` model without its shipped ONNX image tower: a timm ResNet the graph
+    builder does not cover, so its int8 tower is prepared from torch's export (the path these tests check;
+    the torch-free path is tests/test_towers.py's)."""
+    import shutil
+
+    from searchindex.models.spec import builtin_models
+
+    folder = tmp_path / "tiny-torch"
+    shutil.copytree(builtin_models()["tiny-shapes"], folder,
+                    ignore=shutil.ignore_patterns("image.onnx", "towers.json"))
+    return f"local-dir:{folder}"
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -105,12 +120,12 @@ def test_int8_gemm_with_transposed_weights_zero_rows_and_bias(tmp_path: Path) ->
 
 @onnx_extra
 @int8_default
-def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shapes, tmp_path: Path,
+def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shapes, tmp_path: Path, torch_model: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     assert resolve_precision("auto", "cpu") == "int8"
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:24]]
-    spec = resolve_model("tiny-shapes")
+    spec = resolve_model(torch_model)
     first = load_encoder(spec, "cpu", "auto")  # builds the prepared tower
     assert isinstance(first, encoders.OpenClipEncoder) and first.precision == "int8"
     reference = load_encoder(spec, "cpu", "fp32")
@@ -126,7 +141,7 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
     # A new process loads it with neither torch nor open_clip.
     code = ("import sys\nfrom searchindex.models.backends import load_encoder\n"
             "from searchindex.models.spec import resolve_model\n"
-            "e = load_encoder(resolve_model('tiny-shapes'), 'cpu')\n"
+            f"e = load_encoder(resolve_model({torch_model!r}), 'cpu')\n"
             "print(type(e).__name__, 'torch' in sys.modules, 'open_clip' in sys.modules)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCHINDEX_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -135,11 +150,11 @@ def test_cpu_default_prepares_int8_once_then_loads_it_without_torch(shapes: Shap
 
 @onnx_extra
 @int8_default
-def test_a_damaged_prepared_tower_is_prepared_again(shapes: Shapes, tmp_path: Path,
+def test_a_damaged_prepared_tower_is_prepared_again(shapes: Shapes, tmp_path: Path, torch_model: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:6]]
-    spec = resolve_model("tiny-shapes")
+    spec = resolve_model(torch_model)
     want = load_encoder(spec, "cpu", "int8").encode_images(images)
     (model_file,) = (tmp_path / "onnx").glob("*-image-int8.onnx")
     size = model_file.stat().st_size
@@ -165,9 +180,9 @@ def test_a_damaged_prepared_tower_is_prepared_again(shapes: Shapes, tmp_path: Pa
 @int8_default
 @pytest.mark.parametrize("changed", ["onnxruntime", "torch", "open_clip_torch", "onnx"])
 def test_prepared_tower_is_rebuilt_after_an_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    changed: str) -> None:
+                                                    changed: str, torch_model: str) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
-    spec = resolve_model("tiny-shapes")
+    spec = resolve_model(torch_model)
     load_encoder(spec, "cpu", "int8")
     assert int8_tower.load_int8_tower(spec) is not None
     assert int8_tower.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
@@ -181,13 +196,13 @@ def test_prepared_tower_is_rebuilt_after_an_upgrade(tmp_path: Path, monkeypatch:
 
 @onnx_extra
 @int8_default
-def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, torch_model: str,
+                                             monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     # No real tower drifts this much, so the bar is raised above what int8 can reach.
     monkeypatch.setattr(encoders, "INT8_MIN_COSINE", 1.5)
     images = [Image.open(p).convert("RGB") for p in sorted(shapes.folder.glob("*.png"))[:12]]
-    spec = resolve_model("tiny-shapes")
+    spec = resolve_model(torch_model)
     auto = load_encoder(spec, "cpu", "auto")
     assert auto.precision == "fp32"
     expected = load_encoder(spec, "cpu", "fp32").encode_images(images)
@@ -199,11 +214,12 @@ def test_int8_that_drifts_falls_back_to_fp32(shapes: Shapes, tmp_path: Path, mon
     assert "drift from fp32" in caplog.text
 
 
-def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   torch_model: str) -> None:
     monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
     for module in (onnxmodels, int8_tower):  # the prepared tower's module asks too
         monkeypatch.setattr(module, "onnx_available", lambda export=False: False)
-    encoder = load_encoder(resolve_model("tiny-shapes"), "cpu", "int8")
+    encoder = load_encoder(resolve_model(torch_model), "cpu", "int8")
     assert encoder.precision == "fp32"
     assert not list(tmp_path.rglob("*int8*"))
 

@@ -264,10 +264,10 @@ def test_onnx_image_precision_matches_fp32(shapes: object) -> None:
     assert fast.precision == "onnx" and cosine.min() >= 0.999
 
 
-def test_onnx_precision_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_precision_without_onnx_runtime_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     from searchindex import ModelError
 
     monkeypatch.setattr(onnxmodels, "onnx_available", lambda export=False: False)
-    with pytest.raises(ModelError, match=r"searchindex\[onnx\]"):
+    with pytest.raises(ModelError, match=r"ONNX Runtime: pip install onnxruntime onnx"):
         load_encoder(resolve_model("tiny-shapes"), "cpu", "onnx")
 

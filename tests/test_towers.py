@@ -217,3 +217,38 @@ def test_pickled_checkpoint_needs_torch(tmp_path: Path) -> None:
     """, tmp_path)
     assert "[torch]" in out and "safetensors" in out, out
 
+
+
+@pytest.mark.parametrize(("changed", "rebuilt"), [("onnxruntime", True), ("onnx", True), ("torch", False),
+                                                  ("open_clip_torch", False)])
+def test_a_tower_built_without_torch_depends_on_onnx_versions_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   changed: str, rebuilt: bool) -> None:
+    from searchindex.models import int8 as int8_tower
+    from searchindex.models.int8 import PreparedEncoder
+
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    spec = resolve_model("tiny-shapes")
+    first = load_encoder(spec, "cpu", "int8")
+    assert isinstance(first, PreparedEncoder) and first.precision == "int8"
+    assert int8_tower.load_int8_tower(spec) is not None
+    real = int8_tower._version
+    monkeypatch.setattr(int8_tower, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    assert (int8_tower.load_int8_tower(spec) is None) == rebuilt
+
+
+def test_a_torchless_int8_tower_that_drifts_falls_back_to_the_fp32_graph(shapes: Shapes, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from searchindex.models import encoders
+
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path))
+    monkeypatch.setattr(encoders, "INT8_MIN_COSINE", 1.5)  # no real tower drifts this much: the bar is raised
+    spec = resolve_model("tiny-shapes")
+    fallback = load_encoder(spec, "cpu", "auto")
+    assert fallback.precision == "fp32"
+    images = [Image.open(p).convert("RGB") for p in list(shapes.labels)[:8]]
+    reference = load_encoder(spec, "cpu", "onnx").encode_images(images)  # the fp32 graph, by name
+    np.testing.assert_allclose(fallback.encode_images(images), reference, atol=1e-5)
+    facts = json.loads(next((tmp_path / "onnx").glob("*-image-int8.json")).read_text())
+    assert facts["accepted"] is False and facts["source"] == "shipped"

@@ -27,13 +27,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError, ModelError, WeightsUnavailableError
+from . import onnx as onnx_models
 from .cache import KEY_FORMAT, _version, cache_root, write_atomic
 from .onnx import OnnxTextEncoder, onnx_paths
-from .pixels import PixelSpec
 from .spec import CHECKPOINT_NAME, HUB, ModelSpec, builtin_models, offline_help, sha256_file
+
+if TYPE_CHECKING:
+    from .pixels import PixelSpec  # imports Pillow: only where pixels are made (a text search makes none)
 
 __all__ = ["HUB", "Towers", "checked_checkpoint", "make_towers", "pixel_spec_of", "text_encoder", "torch_available",
            "torchless", "verify_weights"]
@@ -124,6 +127,8 @@ def torchless(spec: ModelSpec) -> bool:
     of an architecture the builder covers.  Reads configs only; downloads nothing but a hub config."""
     from .architectures import UnsupportedArchitecture, from_open_clip_config
 
+    if not onnx_models.onnx_available(export=True):  # an environment without ONNX Runtime: torch or nothing
+        return False
     builtins = builtin_models()
     shipped = spec.model in builtins
     if shipped and not (spec.pretrained != "none" and (builtins[spec.model] / SHIPPED_IMAGE).is_file()):
@@ -318,6 +323,8 @@ def checked_checkpoint(spec: ModelSpec) -> Path:
 
 def pixel_spec_of(spec: ModelSpec) -> PixelSpec:
     """The input ``spec``'s model wants, from its config and pretrained tag (no weights loaded)."""
+    from .pixels import PixelSpec
+
     builtins = builtin_models()
     if spec.model in builtins and (builtins[spec.model] / "towers.json").is_file():
         return PixelSpec.from_json(json.loads((builtins[spec.model] / "towers.json").read_text())["pixel_spec"])
