@@ -17,7 +17,8 @@ after a parallel region, and on two cores a warm text query on 1,000 images took
   is per thread) and restored after the call.
 
 ``SEARCHINDEX_THREADS=off`` turns the policy off (FAISS keeps its own thread
-count, text sessions spin), for measuring against it.
+count, text sessions spin), for measuring against it; ``SEARCHINDEX_THREADS=faiss``
+keeps only its FAISS half.
 
 **Fork.**  A child made by ``fork()`` (a web server or task queue forking
 workers after opening an index) inherits three things it cannot use as they are:
@@ -69,8 +70,9 @@ def policy_on() -> bool:
 
 
 def spin_text() -> bool:
-    """Whether an ONNX Runtime text session's idle threads spin after a call (only with the policy off)."""
-    return not policy_on()
+    """Whether an ONNX Runtime text session's idle threads spin after a call: with the policy off, or with
+    ``SEARCHINDEX_THREADS=faiss`` (FAISS sized by the policy, text sessions left spinning)."""
+    return not policy_on() or os.environ.get("SEARCHINDEX_THREADS", "").strip().lower() == "faiss"
 
 
 def forks() -> int:
