@@ -1,7 +1,7 @@
 """Install size and time: searchindex's core install against rclip, from a warm wheel cache, side by side.
 
-Each round makes two fresh virtual environments, one per package, in alternating order, and installs into
-each with pip (the packages come from pip's cache after the first round, so the figure is install work, not
+Each round makes two fresh virtual environments, one per package, in alternating order (as pipx makes them:
+no pip inside, filled by this interpreter's pip with ``--python``), and installs into each (the packages come from pip's cache after the first round, so the figure is install work, not
 download speed).  Prints each round and the median of each, and the size of each environment as ``du``
 counts it, with the largest distributions.
 
@@ -37,10 +37,11 @@ def _largest(venv: Path, n: int = 6) -> list[tuple[str, float]]:
 
 
 def _install(target: str, venv: Path) -> float:
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # As pipx makes an application's environment: no pip of its own, filled by a shared pip (this one).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     start = time.perf_counter()
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    target], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
+                    "--disable-pip-version-check", target], check=True)
     return time.perf_counter() - start
 
 
