@@ -1,8 +1,8 @@
 """Install size and time: searchindex's core install against rclip, from a warm wheel cache, side by side.
 
-Each round makes two fresh virtual environments, one per package, in alternating order (as pipx makes them:
-no pip inside, filled by this interpreter's pip with ``--python``), and installs into each (the packages come from pip's cache after the first round, so the figure is install work, not
-download speed).  Prints each round and the median of each, and the size of each environment as ``du``
+Each round makes two fresh virtual environments, one per package, in alternating order (as pipx makes
+them: no pip inside, filled by this interpreter's pip with ``--python``), and installs into each (the
+packages come from pip's cache after the first round, so the figure is install work, not download speed).  Prints each round and the median of each, and the size of each environment as ``du``
 counts it, with the largest distributions.
 
     python scripts/bench_install.py [--rounds 3] [--wheel dist/searchindex-*.whl]
