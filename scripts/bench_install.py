@@ -2,8 +2,9 @@
 
 Each round makes two fresh virtual environments, one per package, in alternating order (as pipx makes
 them: no pip inside, filled by this interpreter's pip with ``--python``), and installs into each (the
-packages come from pip's cache after the first round, so the figure is install work, not download speed).  Prints each round and the median of each, and the size of each environment as ``du``
-counts it, with the largest distributions.
+packages come from pip's cache after the first round, so the figure is install work, not download
+speed).  Prints each round and the median of each, and the size of each environment as ``du`` counts
+it, with the largest distributions.
 
     python scripts/bench_install.py [--rounds 3] [--wheel dist/searchindex-*.whl]
 
