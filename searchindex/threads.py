@@ -6,9 +6,11 @@ ONNX Runtime session spins its idle threads after a call, OpenMP spins its team
 after a parallel region, and on two cores a warm text query on 1,000 images took
 20.8 ms p50 of which the 0.04 ms FAISS search took ~4 ms.  The policy, in one place:
 
-- ONNX Runtime text sessions do not spin after a call (:func:`spin_text`): a
-  query is one short call, and what follows it (FAISS, the catalog join, the
-  next request) needs the cores.
+- ONNX Runtime text sessions keep spinning after a call (:func:`spin_text`):
+  once FAISS no longer starts a team for one query, nothing in the query needs
+  the cores they spin on, and on a quiet machine spinning sessions answered the
+  next query faster (docs/performance.md).  ``SEARCHINDEX_THREADS=sleep`` makes
+  them sleep, which wins when other processes keep the cores busy.
 - A FAISS call gets threads by its size (:func:`faiss_call`): one thread below
   :data:`PARALLEL_WORK` multiply-adds (a single query, a small batch: starting
   and joining a team costs more than it saves, and on a busy machine far more),
@@ -17,8 +19,8 @@ after a parallel region, and on two cores a warm text query on 1,000 images took
   is per thread) and restored after the call.
 
 ``SEARCHINDEX_THREADS=off`` turns the policy off (FAISS keeps its own thread
-count, text sessions spin), for measuring against it; ``SEARCHINDEX_THREADS=faiss``
-keeps only its FAISS half.
+count), for measuring against it; ``SEARCHINDEX_THREADS=sleep`` adds sleeping
+text sessions to it.
 
 **Fork.**  A child made by ``fork()`` (a web server or task queue forking
 workers after opening an index) inherits three things it cannot use as they are:
@@ -70,9 +72,9 @@ def policy_on() -> bool:
 
 
 def spin_text() -> bool:
-    """Whether an ONNX Runtime text session's idle threads spin after a call: with the policy off, or with
-    ``SEARCHINDEX_THREADS=faiss`` (FAISS sized by the policy, text sessions left spinning)."""
-    return not policy_on() or os.environ.get("SEARCHINDEX_THREADS", "").strip().lower() == "faiss"
+    """Whether an ONNX Runtime text session's idle threads spin after a call: yes, unless
+    ``SEARCHINDEX_THREADS=sleep`` asks them to sleep (a machine where other work needs the cores)."""
+    return os.environ.get("SEARCHINDEX_THREADS", "").strip().lower() != "sleep"
 
 
 def forks() -> int:

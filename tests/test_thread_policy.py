@@ -104,9 +104,9 @@ def test_faiss_calls_get_threads_by_their_size_and_the_count_is_restored(monkeyp
     assert faiss.omp_get_max_threads() == before
 
 
-@pytest.mark.parametrize("policy", ["on", "off"])
-def test_text_sessions_sleep_between_queries_unless_the_policy_is_off(small_index: Path, policy: str,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("policy", ["on", "off", "sleep"])
+def test_text_sessions_sleep_between_queries_only_when_asked(small_index: Path, policy: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEARCHINDEX_THREADS", policy)
     with Index.open(small_index, device="cpu") as index:
         for text in ("a red circle", "a blue square"):  # the second runs on the repacked session
@@ -118,4 +118,4 @@ def test_text_sessions_sleep_between_queries_unless_the_policy_is_off(small_inde
             spinning = options.get_session_config_entry("session.intra_op.allow_spinning") != "0"
         except RuntimeError:  # not set: ONNX Runtime's default is to spin
             spinning = True
-        assert spinning == (policy == "off")
+        assert spinning == (policy != "sleep")
