@@ -50,7 +50,8 @@ _TEXT_DEFAULTS: dict[str, Any] = {
     "ls_init_value": None, "embed_cls": False, "no_causal_mask": False, "pool_type": "argmax",
     "proj_bias": False, "proj_type": "linear",
 }
-_PREPROCESS_DEFAULTS: dict[str, Any] = {
+#: open_clip's preprocessing where a config or tag says nothing (OpenAI CLIP's mean and std, bicubic, shortest side).
+PREPROCESS_DEFAULTS: dict[str, Any] = {
     "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
     "interpolation": "bicubic", "resize_mode": "shortest",
 }
@@ -271,6 +272,6 @@ def preprocess(name: str, tag: str | None = None) -> dict[str, Any]:
     ``PixelSpec.from_open_clip`` takes it: size, mean, std, interpolation, resize_mode."""
     vision = _entry(name)["config"].get("vision_cfg") or {}
     size = vision.get("image_size", _VISION_DEFAULTS["image_size"])
-    out = {**_PREPROCESS_DEFAULTS, **(_tag(name, tag).get("preprocess", {}) if tag else {})}
+    out = {**PREPROCESS_DEFAULTS, **(_tag(name, tag).get("preprocess", {}) if tag else {})}
     out["size"] = list(size) if isinstance(size, (list, tuple)) else int(size)
     return out

@@ -49,8 +49,6 @@ _SAFETENSORS = "open_clip_model.safetensors"
 _CONFIG = "open_clip_config.json"
 # Bump when the builder's graphs change: towers built under an older format are built again.
 _BUILD_FORMAT = 1
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def torch_available() -> bool:
@@ -328,11 +326,12 @@ def pixel_spec_of(spec: ModelSpec) -> PixelSpec:
     builtins = builtin_models()
     if spec.model in builtins and (builtins[spec.model] / "towers.json").is_file():
         return PixelSpec.from_json(json.loads((builtins[spec.model] / "towers.json").read_text())["pixel_spec"])
+    from .architectures import PREPROCESS_DEFAULTS
+
     model_cfg, pre, _ = _model_config(spec)
     vision = model_cfg.get("vision_cfg", {})
     size = (pre or {}).get("size") or vision.get("image_size", 224)
-    cfg = {"size": size, "mean": _OPENAI_MEAN, "std": _OPENAI_STD, "interpolation": "bicubic",
-           "resize_mode": "shortest"}
+    cfg = {**PREPROCESS_DEFAULTS, "size": size}
     cfg.update({k: v for k, v in (pre or {}).items() if v is not None})
     if isinstance(cfg["size"], list):
         cfg["size"] = tuple(cfg["size"])
