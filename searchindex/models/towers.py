@@ -38,8 +38,8 @@ from .spec import CHECKPOINT_NAME, HUB, ModelSpec, builtin_models, offline_help,
 if TYPE_CHECKING:
     from .pixels import PixelSpec  # imports Pillow: only where pixels are made (a text search makes none)
 
-__all__ = ["HUB", "Towers", "checked_checkpoint", "make_towers", "pixel_spec_of", "text_encoder", "torch_available",
-           "torchless", "verify_weights"]
+__all__ = ["Towers", "checked_checkpoint", "make_towers", "needs_torch", "pixel_spec_of", "text_encoder",
+           "torch_available", "torchless", "verify_weights"]
 
 log = logging.getLogger(__name__)
 
