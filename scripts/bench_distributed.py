@@ -98,8 +98,8 @@ def _commit_rate(dim: int, n: int = 5000, batch: int = 64) -> tuple[float, float
     """Images/s of the driver's catalog commits with vectors already computed (no decode, no model),
     and the catalog's bytes per image."""
     from searchindex.models.spec import ModelSpec
-    from searchindex.store.catalog import Catalog
-    from searchindex.store.records import NewImage, PhotoMetadata
+    from searchindex.store.catalog.database import Catalog
+    from searchindex.store.catalog.records import NewImage, PhotoMetadata
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

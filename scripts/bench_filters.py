@@ -9,7 +9,7 @@ one folder of 100 (1 % of the index, a ``--path`` glob), to one of 1,000 folders
 against a brute-force ranking of the matching vectors.  ``--sweep`` also times
 the two restricted-search strategies (scoring the candidates' vectors directly,
 and FAISS's id-selector scan) at several selectivities, the basis of
-``searchindex.store.vectors.GATHER_MAX``.
+``searchindex.store.vectors.index.GATHER_MAX``.
 
     python scripts/bench_filters.py                   # 100,000 x 512-d
     python scripts/bench_filters.py --count 20000 --dim 64
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             sweep = []
             if args.sweep:
-                from searchindex.store import vectors as vmod
+                import searchindex.store.vectors.index as vmod
 
                 for frac in (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25):
                     cand = np.sort(rng.choice(ids, max(1, int(len(ids) * frac)), replace=False))

@@ -42,8 +42,8 @@ from searchindex import Index  # noqa: E402
 from searchindex.models.backends import load_encoder  # noqa: E402
 from searchindex.models.encoders import resolve_model  # noqa: E402
 from searchindex.models.onnx import export_text_tower  # noqa: E402
-from searchindex.store.catalog import Catalog, NewImage  # noqa: E402
-from searchindex.store.vectors import latest_vector_file  # noqa: E402
+from searchindex.store.catalog.database import Catalog, NewImage  # noqa: E402
+from searchindex.store.vectors.index import latest_vector_file  # noqa: E402
 
 ADJECTIVES = ["red", "blue", "green", "old", "small", "tall", "happy", "dark", "bright", "wooden"]
 NOUNS = ["car", "dog", "cat", "house", "tree", "boat", "child", "mountain", "beach", "bicycle",
@@ -88,7 +88,7 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
     """Train and fill the FAISS index (from the catalog when no vectors are given) and save it."""
     import faiss
 
-    from searchindex.store.vectors import VectorIndex
+    from searchindex.store.vectors.index import VectorIndex
 
     t0 = time.perf_counter()
     catalog = Catalog.open(path)
@@ -179,7 +179,7 @@ def _policy(on: bool) -> None:
 
 def measure_policy(path: Path, texts: list[str], nprobe: int, k: int, batch: int, build: int, rounds: int) -> None:
     """Thread policy off against on, alternating within one process (see the module's docstring)."""
-    from searchindex.store.index_build import build_index
+    from searchindex.store.vectors.build import build_index
 
     os.environ["SEARCHINDEX_TEXT_BACKEND"] = "onnx"
     indexes = {}

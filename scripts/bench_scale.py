@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from searchindex.store.index_build import serialize_trained  # noqa: E402
-from searchindex.store.index_types import choose_factory, train_size  # noqa: E402
+from searchindex.store.vectors.build import serialize_trained  # noqa: E402
+from searchindex.store.vectors.kinds import choose_factory, train_size  # noqa: E402
 
 CHUNK = 50_000
 
@@ -50,7 +50,7 @@ def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
 def _child(args: argparse.Namespace) -> None:
     import faiss
 
-    from searchindex.store.index_build import _add_single_threaded, merge_shards
+    from searchindex.store.vectors.build import _add_single_threaded, merge_shards
 
     x = _vectors(args.n, args.dim, args.seed)
     q = _vectors(args.queries, args.dim, args.seed + 1)

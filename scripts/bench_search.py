@@ -2,8 +2,8 @@
 """Recall@k and speed of approximate FAISS indexes against exact search on clustered vectors.
 
 ``--mode auto`` (the default) measures the index searchindex itself would build:
-the type chosen by ``searchindex.store.vectors.choose_factory`` for N vectors, built
-and nprobe-tuned by ``searchindex.store.index_build.build_index`` (training sample, tuning
+the type chosen by ``searchindex.store.vectors.index.choose_factory`` for N vectors, built
+and nprobe-tuned by ``searchindex.store.vectors.build.build_index`` (training sample, tuning
 on the collection's own vectors) exactly as an indexing run does, then searched
 with the Q held-out queries: recall@k, queries/s and the speed-up over exact
 search timed in the same run, and serialized bytes per vector.  It also times
@@ -47,8 +47,8 @@ import time
 import faiss
 import numpy as np
 
-from searchindex.store.index_build import build_index
-from searchindex.store.index_types import choose_factory, train_size
+from searchindex.store.vectors.build import build_index
+from searchindex.store.vectors.kinds import choose_factory, train_size
 
 # PQ candidates ("IVF{nlist},PQ64,Refine(SQ8)", "IVF{nlist},PQ64x4fs,Refine(SQ8)") are
 # supported through --candidates but left out of the default: training 64 sub-quantizers

@@ -47,8 +47,8 @@ _LAZY = {
     "SearchResult": "results", "IndexInfo": "results", "IndexProgress": "results", "IndexSummary": "results",
     "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
     "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
-    "CaptionFailure": "results", "Concept": "results", "ImageDetails": "store.records",
-    "ModelSpec": "models.spec", "Filters": "store.filters", "Query": "search.query", "Term": "search.query",
+    "CaptionFailure": "results", "Concept": "results", "ImageDetails": "store.catalog.records",
+    "ModelSpec": "models.spec", "Filters": "store.catalog.filters", "Query": "search.query", "Term": "search.query",
     "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
     "ExportSummary": "ingest.exchange", "ImportSummary": "ingest.exchange",
@@ -93,9 +93,9 @@ if TYPE_CHECKING:
     from .search.fewshot import FewShotFit, FewShotReranker
     from .search.query import Query, Term
     from .search.request import SearchRequest
+    from .store.catalog.filters import Filters
+    from .store.catalog.records import ImageDetails
     from .store.check import CheckReport, Finding
-    from .store.filters import Filters
-    from .store.records import ImageDetails
     from .store.repair import RepairReport
 
 __all__ = [

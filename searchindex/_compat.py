@@ -22,11 +22,11 @@ from types import ModuleType
 
 #: old module path -> new module path
 ALIASES: dict[str, str] = {
-    "searchindex.catalog": "searchindex.store.catalog",
-    "searchindex.migrations": "searchindex.store.migrations",
+    "searchindex.catalog": "searchindex.store.catalog.database",
+    "searchindex.migrations": "searchindex.store.catalog.migrations",
     "searchindex.lock": "searchindex.store.lock",
     "searchindex.querycache": "searchindex.store.querycache",
-    "searchindex.vectors": "searchindex.store.vectors",
+    "searchindex.vectors": "searchindex.store.vectors.index",
     "searchindex.encoders": "searchindex.models.encoders",
     "searchindex.onnxmodels": "searchindex.models.onnx",
     "searchindex.quantize": "searchindex.models.quantize",

@@ -22,7 +22,7 @@ from searchindex.ingest.produce import ReadLimits, Result, read_file
 from searchindex.ingest.scan import FileEntry
 from searchindex.models.encoders import Encoder
 from searchindex.results import DuplicateGroup, DuplicateImage, IndexSummary
-from searchindex.store.filters import Filters
+from searchindex.store.catalog.filters import Filters
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from searchindex import Filters, Index, QueryError, Term
 from searchindex.cli import cli
 from searchindex.demo.synthetic import COLORS, SHAPES
 from searchindex.search.hybrid import FUSIONS, TextRanking, fuse, query_words, rank_text
-from searchindex.store.catalog import CATALOG_FILE
+from searchindex.store.catalog.database import CATALOG_FILE
 
 from .conftest import Shapes
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import searchindex.store.index_build as index_build
-import searchindex.store.index_types as index_types
 import searchindex.store.vector_store as vector_store
+import searchindex.store.vectors.build as index_build
+import searchindex.store.vectors.kinds as index_types
 from searchindex import Filters, Index, IndexTypeError
 from searchindex.cli import cli
-from searchindex.store.vectors import (
+from searchindex.store.vectors.index import (
     DEFAULT_FACTORY,
     FLAT_MAX,
     canonical_factory,
@@ -350,8 +350,8 @@ def test_failed_rebuild_keeps_the_old_index(grown: Path, monkeypatch: pytest.Mon
 
 _KILLED_CHILD = """
 import pathlib, sys, time
-import searchindex.store.index_types as T
-import searchindex.store.index_build as V
+import searchindex.store.vectors.kinds as T
+import searchindex.store.vectors.build as V
 T.FLAT_MAX = 2000
 real = V.tune_nprobe
 def slow(*args, **kwargs):

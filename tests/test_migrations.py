@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import searchindex.store.catalog.migrations as migrations
 from searchindex import Index, IndexSchemaError
-from searchindex.store import migrations
-from searchindex.store.catalog import CATALOG_FILE
+from searchindex.store.catalog.database import CATALOG_FILE
 
 from .test_write_errors import _cli, _drop_root
 

@@ -20,7 +20,7 @@ from searchindex.ingest import produce
 from searchindex.models.backends import load_encoder
 from searchindex.models.encoders import resolve_model, resolve_precision
 from searchindex.models.pixels import to_pixels
-from searchindex.store.catalog import CATALOG_FILE
+from searchindex.store.catalog.database import CATALOG_FILE
 
 from .conftest import Shapes
 

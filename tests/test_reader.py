@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from searchindex import Index
-from searchindex.store.filters import Filters
+from searchindex.store.catalog.filters import Filters
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _PROBE = """
 import json, os, sys
 from searchindex import Index, Term
-from searchindex.store.filters import Filters
+from searchindex.store.catalog.filters import Filters
 odd = os.fsdecode(bytes.fromhex(sys.argv[2]))
 out = {}
 with Index.open(sys.argv[1], device='cpu') as idx:

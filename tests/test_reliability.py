@@ -28,9 +28,9 @@ from searchindex.ingest.keywords import read_embedded_texts, read_sidecar_texts
 from searchindex.ingest.metadata import read_metadata
 from searchindex.models.images import decode_image
 from searchindex.search.query import Query, parse_term
-from searchindex.store.filters import Filters
-from searchindex.store.index_types import canonical_factory
+from searchindex.store.catalog.filters import Filters
 from searchindex.store.querycache import CACHE_FILE
+from searchindex.store.vectors.kinds import canonical_factory
 
 from .conftest import Shapes
 
@@ -434,8 +434,8 @@ def test_repair_of_overwritten_pages_recovers_what_it_can(built: Path, small_fol
 def _grown(built: Path, small_folder: Path, total: int) -> None:
     """Add synthetic rows (copies of the first row's embedding, other paths) up to ``total`` images,
     with a vector file of the catalog's generation, as an indexing run leaves it."""
-    from searchindex.store.catalog import Catalog
-    from searchindex.store.records import NewImage
+    from searchindex.store.catalog.database import Catalog
+    from searchindex.store.catalog.records import NewImage
 
     catalog = Catalog.open(built)
     try:
@@ -613,7 +613,7 @@ def test_a_vector_file_of_a_copy_that_changed_apart_is_not_used(built: Path, sha
 def test_an_empty_vector_file_is_damage_and_an_old_one_is_not(built: Path) -> None:
     import faiss
 
-    from searchindex.store.vector_file import VECTOR_MAGIC
+    from searchindex.store.vectors.file import VECTOR_MAGIC
 
     (vector_file,) = built.glob("vectors-*.faiss")
     data = vector_file.read_bytes()

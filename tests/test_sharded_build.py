@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from searchindex.errors import IndexTypeError
-from searchindex.store.index_build import add_shard, build_index, merge_shards, serialize_trained
-from searchindex.store.vectors import VectorIndex
+from searchindex.store.vectors.build import add_shard, build_index, merge_shards, serialize_trained
+from searchindex.store.vectors.index import VectorIndex
 
 
 def _data(n: int = 6000, dim: int = 32, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +60,7 @@ def test_only_ivf_merges() -> None:
 
 def test_index_rebuilds_ivf_from_shards(tmp_path) -> None:
     from searchindex import Index
-    from searchindex.store.records import NewImage
+    from searchindex.store.catalog.records import NewImage
 
     ids, x = _data(3000, 64)
     with Index.create(tmp_path / "s.idx", model="tiny-shapes", device="cpu") as index:

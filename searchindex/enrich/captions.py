@@ -18,7 +18,7 @@ from ..errors import ImageDecodeError
 from ..models.captioners import DEFAULT_CAPTION_MODEL, Captioner, load_captioner
 from ..models.images import decode_image
 from ..results import CaptionFailure, CaptionProgress, CaptionSummary
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 
 __all__ = ["CaptionFailure", "CaptionProgress", "CaptionSummary", "caption_catalog", "caption_index"]
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
 from ..errors import QueryError
 from ..results import DuplicateGroup, DuplicateImage
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from ..store.vector_store import VectorStore
 from ..threads import faiss_call
 

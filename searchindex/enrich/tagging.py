@@ -39,7 +39,7 @@ from ..errors import QueryError
 from ..fileio import read_bounded
 from ..models.encoders import Encoder
 from ..results import LabelReport
-from ..store.catalog import Catalog, TagLabel
+from ..store.catalog.database import Catalog, TagLabel
 
 __all__ = [
     "DEFAULT_TEMPLATES",

@@ -10,7 +10,7 @@ collaborators, reopened when another process swaps the folder):
 - :class:`~searchindex.index.library.Exchange` and :class:`~searchindex.index.library.Concepts`:
   Parquet embeddings and saved concepts.
 
-The collaborators: :attr:`Index.catalog` (:class:`~searchindex.store.catalog.Catalog`, the
+The collaborators: :attr:`Index.catalog` (:class:`~searchindex.store.catalog.database.Catalog`, the
 SQLite truth, one repository per concern), :attr:`Index.vectors`
 (:class:`~searchindex.store.vector_store.VectorStore`, the FAISS cache), :attr:`Index.models`
 (:class:`~searchindex.models.session.ModelSession`, encoders loaded once) and the searcher
@@ -37,12 +37,12 @@ from ..search.hybrid import DEFAULT_FUSION
 from ..search.present import image_details
 from ..search.query import Query, Term
 from ..search.request import DEFAULT_K, SearchRequest, Shot
-from ..store.catalog import Catalog
-from ..store.filters import Filters
+from ..store.catalog.database import Catalog
+from ..store.catalog.filters import Filters
+from ..store.catalog.records import ImageDetails
 from ..store.folder import create_catalog, default_index_path, holds_index, refuse_strangers, write_errors
 from ..store.info import describe_index
-from ..store.records import ImageDetails
-from ..store.vectors import DEFAULT_FACTORY, canonical_factory
+from ..store.vectors.index import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
 from .writing import DEFAULT_BATCH_SIZE, Writing
@@ -109,7 +109,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
         weights, or a built-in model such as ``tiny-shapes``).  ``device``: ``auto``, ``cpu``
         or ``cuda``; ``precision``: image encoding, ``auto`` (fp16 on CUDA, int8 on x86 CPUs,
         else fp32), ``fp32``, ``bf16``, ``int8``, ``onnx`` or ``fp16``.  ``index_type``: ``auto``
-        (by collection size, :func:`~searchindex.store.index_types.choose_factory`) or a FAISS
+        (by collection size, :func:`~searchindex.store.vectors.kinds.choose_factory`) or a FAISS
         index_factory string (``IVF1024,SQ8``), built once there are enough vectors to train it.
 
         Raises:
@@ -255,7 +255,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
             k: the most results; ``None`` for no limit (with a cutoff).
             request: every option at once, a :class:`SearchRequest` (then ``k`` and the options
                 below must be left at their defaults).
-            filters: only images that pass these :class:`~searchindex.store.filters.Filters`
+            filters: only images that pass these :class:`~searchindex.store.catalog.filters.Filters`
                 (path globs, size, date taken, camera, position); the ranking among them stays exact.
             min_score: only results with at least this cosine similarity (-1..1).
             threshold: ``"auto"``: only the results that stand out for this query (an adaptive cutoff).

@@ -1,5 +1,5 @@
 """The facade's methods over what an index keeps besides its images: embeddings exchanged as
-Parquet (:mod:`searchindex.ingest.exchange`) and saved concepts (:mod:`searchindex.store.concepts`)."""
+Parquet (:mod:`searchindex.ingest.exchange`) and saved concepts (:mod:`searchindex.store.catalog.concepts`)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from ..models.cache import tower_key
 from ..models.session import ModelSession
 from ..models.spec import ModelSpec
 from ..search.searcher import Searcher
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from ..store.folder import file_key, write_errors
 from ..store.lock import WriterLock
 from ..store.querycache import QueryCache

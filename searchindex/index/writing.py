@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ..ingest.produce import Producer
     from ..ingest.scan import FileEntry
     from ..results import IndexSummary
-    from ..store.index_build import BuildReport
-    from ..store.records import FailureRecord
+    from ..store.catalog.records import FailureRecord
+    from ..store.vectors.build import BuildReport
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Writing"]
 

@@ -10,7 +10,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from .keywords import read_texts
 from .metadata import read_metadata
 from .plan import Plan, listing

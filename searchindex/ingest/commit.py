@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..store.catalog import Catalog
-from ..store.records import FailureRecord, NewImage, PhotoMetadata
+from ..store.catalog.database import Catalog
+from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata
 from .plan import Plan
 from .produce import Producer, Result
 from .scan import FileEntry

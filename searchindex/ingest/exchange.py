@@ -40,8 +40,8 @@ from ..errors import EmbeddingFileError, ImageDecodeError, ModelMismatchError
 from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileError, read_bounded
 from ..models.images import decode_image
 from ..models.spec import ModelSpec
-from ..store.catalog import Catalog
-from ..store.records import FailureRecord, NewImage, PhotoMetadata
+from ..store.catalog.database import Catalog
+from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata
 from . import parquet
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata

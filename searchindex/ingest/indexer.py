@@ -24,8 +24,8 @@ from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.encoders import Encoder
 from ..results import IndexProgress, IndexSummary
-from ..store.catalog import Catalog
-from ..store.records import FailureRecord
+from ..store.catalog.database import Catalog
+from ..store.catalog.records import FailureRecord
 from .backfill import backfill_keywords, backfill_metadata
 from .commit import Committer
 from .plan import plan_run

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..fileio import read_bounded
 from ..models.images import MAX_METADATA_BYTES, png_text_bytes, strip_png_text
-from ..store.records import PhotoMetadata
+from ..store.catalog.records import PhotoMetadata
 
 __all__ = ["PhotoMetadata", "read_metadata"]
 

@@ -33,7 +33,7 @@ from ..errors import EmbeddingFileError, MissingExtraError
 from ..models.spec import ModelSpec
 
 if TYPE_CHECKING:
-    from ..store.records import ImageRecord
+    from ..store.catalog.records import ImageRecord
 
 __all__ = ["LAYOUTS", "EmbeddingBatch", "first_batches", "model_of", "read_embedding_files", "recorded_model",
            "row_count", "schema", "write_part"]

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from .keywords import sidecar_signature
 from .scan import FileEntry
 

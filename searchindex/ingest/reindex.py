@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from ..models.spec import ModelSpec, resolve_model
 from ..results import IndexSummary
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from ..store.folder import remove_index_files
 from ..store.lock import WriterLock
 from ..store.swap import crash_point, exchange, refuse_mount_point, settle_swap, staging_folder, swap_in

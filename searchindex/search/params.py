@@ -156,7 +156,7 @@ def search_params(
         NotFoundError: an unknown concept or image id.
         QueryError: a query or filter that cannot be run (bad date, glob, term, ...).
     """
-    from ..store.filters import Filters, parse_near
+    from ..store.catalog.filters import Filters, parse_near
 
     like_shots = [_shot(v) for v in like]
     unlike_shots = [_shot(v) for v in unlike]

@@ -10,8 +10,8 @@ import numpy as np
 from ..defaults import MAX_KEYWORDS
 from ..errors import NotFoundError
 from ..results import SearchResult
-from ..store.catalog import Catalog
-from ..store.records import ImageDetails
+from ..store.catalog.database import Catalog
+from ..store.catalog.records import ImageDetails
 from ..store.vector_store import VectorStore
 from .hybrid import TextRanking
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import QueryError
 
 # Filters and the cutoff have their own modules now; their names stay importable from here.
-from ..store.filters import (
+from ..store.catalog.filters import (
     DEFAULT_RADIUS_KM,
     EARTH_RADIUS_KM,
     Filters,

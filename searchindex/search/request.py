@@ -21,7 +21,7 @@ import numpy as np
 
 from ..defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_RERANK_TOP, FUSIONS, RERANKERS, SEARCH_MODES, SORT_KEYS
 from ..errors import ParameterError, QueryError
-from ..store.filters import Filters
+from ..store.catalog.filters import Filters
 from ..textcheck import checked_text
 from .hybrid import DEFAULT_FUSION
 

@@ -18,9 +18,9 @@ import numpy as np
 from ..errors import QueryError
 from ..models.session import ModelSession
 from ..results import SearchResult
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from ..store.vector_store import VectorStore
-from ..store.vectors import VectorIndex
+from ..store.vectors.index import VectorIndex
 from .cutoff import auto_cutoff
 from .hybrid import TextRanking, fuse, query_words, rank_text
 from .present import build_results, sort_results

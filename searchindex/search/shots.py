@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import QueryError
 from ..fileio import INT64_MAX, clamp_int64
 from ..models.session import ModelSession
-from ..store.catalog import Catalog
+from ..store.catalog.database import Catalog
 from .request import Shot
 
 __all__ = ["shot_vectors", "unchanged_ids"]

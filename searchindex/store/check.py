@@ -31,7 +31,7 @@ from ..fileio import clamp_int64
 from .lock import LOCK_FILE
 
 if TYPE_CHECKING:
-    from .vectors import VectorIndex
+    from .vectors.index import VectorIndex
 
 __all__ = ["CATALOG_FILE", "CheckReport", "Finding", "catalog_findings", "check_index", "connect_ro", "leftovers"]
 
@@ -107,7 +107,7 @@ def catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]:
         except sqlite3.DatabaseError as exc:
             found.append(Finding("error", "catalog", f"the meta table cannot be read: {exc}"))
             return found, None
-        from .migrations import pending
+        from .catalog.migrations import pending
 
         try:
             pending(db)  # the schema_version record: a number, not newer than this code, present if needed
@@ -117,7 +117,7 @@ def catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]:
             found.append(Finding("error", "catalog", f"the schema cannot be read: {exc}"))
     finally:
         db.close()
-    from .sqlite import check_meta
+    from .catalog.sqlite import check_meta
 
     db = connect_ro(path)
     try:
@@ -133,9 +133,9 @@ def catalog_findings(path: Path) -> tuple[list[Finding], dict[str, str] | None]:
 
 def _vector_findings(folder: Path, meta: dict[str, str], ids: np.ndarray,
                      embeddings: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[list[Finding], int | None]:
-    from .records import state_key
-    from .vector_file import VectorFileError, latest_vector_file, read_vector_file
-    from .vectors import VectorIndex
+    from .catalog.records import state_key
+    from .vectors.file import VectorFileError, latest_vector_file, read_vector_file
+    from .vectors.index import VectorIndex
 
     found: list[Finding] = []
     latest = latest_vector_file(folder)
@@ -296,7 +296,7 @@ def _writer_active(folder: Path) -> bool:
 
 def leftovers(folder: Path) -> list[Path]:
     """Temporary files of killed writers, and vector files superseded by a newer one."""
-    from .vector_file import latest_vector_file
+    from .vectors.file import latest_vector_file
 
     latest = latest_vector_file(folder)
     out = []
@@ -356,7 +356,7 @@ def _content_findings(folder: Path, meta: dict[str, str],
             vector_findings, vectors = _vector_findings(folder, meta, ids, embeddings())
             found += vector_findings
             if files:
-                from .sqlite import decode_path
+                from .catalog.sqlite import decode_path
 
                 rows = db.execute("SELECT path, size, mtime_ns FROM images").fetchall()
                 found += _file_findings([(decode_path(p or ""), s, m) for p, s, m in rows])

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import IndexExistsError, IndexFolderError, IndexWriteError
-from .catalog import Catalog
+from .catalog.database import Catalog
+from .catalog.sqlite import CATALOG_FILE, is_operational_error
 from .lock import LOCK_FILE, WriterLock
 from .querycache import CACHE_FILE
-from .sqlite import CATALOG_FILE, is_operational_error
 
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec

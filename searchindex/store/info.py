@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..results import IndexInfo
-from .catalog import CATALOG_FILE, Catalog
-from .vectors import DEFAULT_FACTORY, latest_vector_file
+from .catalog.database import CATALOG_FILE, Catalog
+from .vectors.index import DEFAULT_FACTORY, latest_vector_file
 
 __all__ = ["describe_index"]
 

@@ -118,8 +118,8 @@ def _known_image_ids(folder: Path) -> tuple[set[int], bool]:
     """The image ids the damaged catalog held, as far as anything beside its images table knows:
     the newest vector file (its checksum verified), less the removals after it, and the ids the
     other tables refer to; with whether that is the whole set (the file was of the catalog's generation)."""
-    from .vector_file import VectorFileError, latest_vector_file, read_vector_file
-    from .vectors import VectorIndex
+    from .vectors.file import VectorFileError, latest_vector_file, read_vector_file
+    from .vectors.index import VectorIndex
 
     known: set[int] = set()
     exact = False
@@ -156,7 +156,7 @@ def _readable(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list
 def _images_lost(folder: Path, known: set[int], exact: bool, unreadable: int) -> tuple[int, bool, tuple[str, ...]]:
     """How many images of ``known`` the recovered catalog lacks (at least ``unreadable``, the rows
     seen failing), whether that is exact, and the folders that cover the recovered images."""
-    from .sqlite import decode_path
+    from .catalog.sqlite import decode_path
 
     db = sqlite3.connect(folder / CATALOG_FILE)
     try:
@@ -198,8 +198,8 @@ def _drop_unfinished_reindex(folder: Path) -> str | None:
 
 def _rebuild_flat(folder: Path) -> int:
     """Write an exact vector file from the catalog's embeddings; returns its vector count."""
-    from .catalog import Catalog
-    from .vectors import VectorIndex
+    from .catalog.database import Catalog
+    from .vectors.index import VectorIndex
 
     catalog = Catalog.open(folder)
     try:
@@ -219,7 +219,7 @@ def _rebuild_flat(folder: Path) -> int:
 def _apply_policy(folder: Path) -> None:
     """Rebuild the vector index as the type the recorded choice or the size policy wants, as the end
     of every indexing run does (``Index.optimize``); call under the writer lock."""
-    from .catalog import Catalog
+    from .catalog.database import Catalog
     from .folder import write_errors
     from .vector_store import VectorStore
 
@@ -271,7 +271,7 @@ def _create_empty_catalog(path: Path) -> None:
     """An empty catalog of the current schema at ``path`` (replacing leftovers of an earlier try)."""
     from sqlalchemy import create_engine
 
-    from .schema import Base
+    from .catalog.schema import Base
 
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -326,8 +326,8 @@ def _copy_readable_rows(damaged: Path, fresh: Path) -> tuple[dict[str, int], dic
 def _restore_meta(dst: sqlite3.Connection) -> None:
     """Infer a lost dimension from the embeddings, refuse a catalog whose model is unknown, start a new
     generation and rebuild the full-text index, in the open transaction on ``dst``."""
-    from .migrations import SCHEMA_VERSION, refresh_text_index
-    from .records import state_key
+    from .catalog.migrations import SCHEMA_VERSION, refresh_text_index
+    from .catalog.records import state_key
 
     meta = dict(dst.execute("SELECT key, value FROM meta").fetchall())
     if not str(meta.get("dim", "")).isdigit() or int(meta["dim"]) == 0:

@@ -5,7 +5,7 @@ records the catalog generation it reflects.  :class:`VectorStore` owns that
 cache for one open index: it loads the saved file, catches it up from the rows
 changed since, saves it at the end of every indexing run, and rebuilds it as
 another index type when the recorded choice (or, for ``auto``, the size policy
-of :mod:`searchindex.store.index_types`) wants one.
+of :mod:`searchindex.store.vectors.kinds`) wants one.
 
 A saved file is used only when it carries the catalog's identity (``index_id``),
 generation, dimension and count, and (flat) a sample of its vectors equals the
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog
-from .index_build import BuildReport, build_index
-from .index_types import check_trainable
-from .vectors import (
+from .catalog.database import Catalog
+from .vectors.build import BuildReport, build_index
+from .vectors.index import (
     DEFAULT_FACTORY,
     VectorFileError,
     VectorIndex,
@@ -34,6 +33,7 @@ from .vectors import (
     read_vector_file,
     train_size,
 )
+from .vectors.kinds import check_trainable
 
 __all__ = ["VectorStore"]
 

@@ -24,7 +24,7 @@ from ..search.params import example_ids
 from .files import StaleFileError, mime_type, open_indexed, thumbnail_size
 
 if TYPE_CHECKING:
-    from ..store.records import ImageDetails
+    from ..store.catalog.records import ImageDetails
     from .app import WebApp
 
 __all__ = ["api_routers", "error_response", "json_response"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..models.images import decode_image
 
 if TYPE_CHECKING:
-    from ..store.records import ImageDetails
+    from ..store.catalog.records import ImageDetails
 
 __all__ = ["THUMBNAIL_SIZES", "StaleFileError", "ThumbnailCache", "open_indexed", "thumbnail_size"]
 

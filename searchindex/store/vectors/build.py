@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexTypeError
-from ..threads import faiss_call
-from .index_types import TUNE_QUERIES, ivf_of, make_index
-from .vectors import VectorIndex
+from ...errors import IndexTypeError
+from ...threads import faiss_call
+from .index import VectorIndex
+from .kinds import TUNE_QUERIES, ivf_of, make_index
 
 __all__ = ["DEFAULT_RECALL", "NPROBES", "BuildReport", "add_shard", "build_index", "merge_shards",
            "serialize_trained", "tune_nprobe"]

@@ -10,8 +10,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..errors import NotFoundError, QueryError
-from ..results import Concept
+from ...errors import NotFoundError, QueryError
+from ...results import Concept
 from .schema import ConceptRow, alive_ids
 
 __all__ = ["ConceptRepository"]

@@ -1,6 +1,6 @@
 """The catalog's tables (SQLAlchemy ORM) and the engine every repository shares.
 
-The schema is versioned: :mod:`searchindex.store.migrations` upgrades older
+The schema is versioned: :mod:`searchindex.store.catalog.migrations` upgrades older
 files step by step, and creates the FTS5 table the ORM cannot declare.
 """
 
@@ -21,7 +21,7 @@ from .sqlite import apply_pragmas, catalog_uri, damaged, decode_path, encode_pat
 
 class FsPath(TypeDecorator[str]):
     """A file path as text, losslessly, even when the name is not valid UTF-8 (see
-    :func:`~searchindex.store.sqlite.encode_path`)."""
+    :func:`~searchindex.store.catalog.sqlite.encode_path`)."""
 
     impl = String
     cache_ok = True

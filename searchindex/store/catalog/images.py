@@ -20,7 +20,7 @@ __all__ = ["ImageRepository"]
 class ImageRepository:
     """The ``images`` and ``failures`` tables (reads; :meth:`Catalog.commit_batch` writes them).
 
-    The reads a search makes are :class:`~searchindex.store.reader.CatalogReader`'s.
+    The reads a search makes are :class:`~searchindex.store.catalog.reader.CatalogReader`'s.
     """
 
     def __init__(self, engine: Engine, reader: CatalogReader) -> None:

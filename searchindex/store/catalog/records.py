@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..results import FailureRecord, JsonForm
+from ...results import FailureRecord, JsonForm
 
 __all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel",
            "state_key"]

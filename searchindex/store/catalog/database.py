@@ -12,7 +12,7 @@ the way sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.images`,
 :attr:`Catalog.texts`, :attr:`Catalog.captions`, :attr:`Catalog.tags` and :attr:`Catalog.concepts`.
 
 Writes go through SQLAlchemy; what a search reads goes through :attr:`Catalog.read`
-(:mod:`searchindex.store.reader`, plain :mod:`sqlite3`), and the engine and the
+(:mod:`searchindex.store.catalog.reader`, plain :mod:`sqlite3`), and the engine and the
 repositories are made on first use, so that a search never imports SQLAlchemy.
 """
 
@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import IndexCorruptError, IndexSchemaError
-from ..models.spec import ModelSpec
-from ..threads import forks
+from ...errors import IndexCorruptError, IndexSchemaError
+from ...models.spec import ModelSpec
+from ...threads import forks
 from .migrations import SCHEMA_VERSION, pending, upgrade
 from .reader import CatalogReader
 from .records import FailureRecord, ImageRecord, NewImage, PhotoMetadata, TagLabel
@@ -64,7 +64,7 @@ class Catalog:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
         self.read_only = read_only
-        #: The reads a search makes, through plain sqlite3 (see :mod:`searchindex.store.reader`).
+        #: The reads a search makes, through plain sqlite3 (see :mod:`searchindex.store.catalog.reader`).
         self.read = CatalogReader(path, read_only)
         self._engine: Engine | None = None
         self._repositories: _Repositories | None = None
@@ -166,7 +166,7 @@ class Catalog:
     def open(cls, folder: Path) -> Catalog:
         """Open read-write, or read-only when the folder cannot be written.
 
-        A catalog from an older schema is upgraded first (see :mod:`searchindex.store.migrations`).
+        A catalog from an older schema is upgraded first (see :mod:`searchindex.store.catalog.migrations`).
 
         Raises:
             IndexSchemaError: the catalog is newer than this code, or needs an

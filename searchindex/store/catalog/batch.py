@@ -1,7 +1,7 @@
 """One committed batch of the catalog: the writes of :meth:`Catalog.commit_batch` in one transaction.
 
-Kept apart from :mod:`searchindex.store.catalog` so that opening a catalog to
-search it does not import SQLAlchemy (see :mod:`searchindex.store.reader`).
+Kept apart from :mod:`searchindex.store.catalog.database` so that opening a catalog to
+search it does not import SQLAlchemy (see :mod:`searchindex.store.catalog.reader`).
 """
 
 from __future__ import annotations

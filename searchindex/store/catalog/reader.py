@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..threads import abandon, forks
+from ...threads import abandon, forks
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .records import RECORD_COLUMNS, ImageRecord, state_key
 from .sqlite import ENCODED_FROM, ENCODED_TO, connect, damaged, decode_path, encode_path, glob_bytes, is_damage

@@ -8,7 +8,7 @@ completed version, and the next open carries on.  A catalog newer than this
 code is refused rather than guessed at.
 
 New catalogs are created directly at the latest schema from the ORM models in
-:mod:`searchindex.store.catalog`; a test checks that migrating the oldest fixture
+:mod:`searchindex.store.catalog.database`; a test checks that migrating the oldest fixture
 ends at exactly that schema.  To change the schema: change the models, append a
 :class:`Migration` with the next version that turns the previous schema into
 the new one, and keep the old fixture test passing.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import IndexCorruptError, IndexSchemaError
+from ...errors import IndexCorruptError, IndexSchemaError
 
 __all__ = ["FTS_TABLE_SQL", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "refresh_text_index", "upgrade"]
 

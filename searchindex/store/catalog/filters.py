@@ -2,7 +2,7 @@
 
 :class:`Filters` is plain data, validated on construction (bad input is an
 input error, never a search-time surprise);
-:meth:`~searchindex.store.reader.CatalogReader.filtered_ids` resolves it into the
+:meth:`~searchindex.store.catalog.reader.CatalogReader.filtered_ids` resolves it into the
 sorted ids of every matching image with one SQL query, which the vector index
 then ranks exactly.
 """
@@ -17,7 +17,7 @@ from datetime import date, datetime
 
 import numpy as np
 
-from ..errors import QueryError
+from ...errors import QueryError
 
 __all__ = [
     "DEFAULT_RADIUS_KM",

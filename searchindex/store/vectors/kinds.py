@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from ..errors import IndexTypeError
+from ...errors import IndexTypeError
 
 log = logging.getLogger(__name__)
 

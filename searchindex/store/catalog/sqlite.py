@@ -1,7 +1,7 @@
 """The SQLite side of the catalog that needs no SQLAlchemy: connections, paths, damage.
 
 Both the SQLAlchemy engine (every write) and the plain :mod:`sqlite3` reader of
-:mod:`searchindex.store.reader` (what a search reads) open the catalog file
+:mod:`searchindex.store.catalog.reader` (what a search reads) open the catalog file
 through here, so they agree on pragmas, on how a file name that is not UTF-8 is
 stored, and on the one error a damaged file raises.  Importing this module costs
 nothing beyond the standard library: a search never pays for SQLAlchemy's import.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-from ..errors import IndexCorruptError
+from ...errors import IndexCorruptError
 
 __all__ = ["CATALOG_FILE", "ENCODED_FROM", "ENCODED_TO", "apply_pragmas", "catalog_uri", "check_meta", "connect",
            "damaged", "decode_path", "encode_path", "glob_bytes", "is_damage", "is_operational_error", "path_bytes"]

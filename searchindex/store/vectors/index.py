@@ -1,8 +1,8 @@
 """The vector index: FAISS over L2-normalised vectors, a cache of the catalog.
 
-Which FAISS index type to use is decided in :mod:`searchindex.store.index_types`
-(its names stay importable from here), building one in :mod:`searchindex.store.index_build`,
-its file format in :mod:`searchindex.store.vector_file`; this module searches and saves.
+Which FAISS index type to use is decided in :mod:`searchindex.store.vectors.kinds`
+(its names stay importable from here), building one in :mod:`searchindex.store.vectors.build`,
+its file format in :mod:`searchindex.store.vectors.file`; this module searches and saves.
 
 Each saved file carries in its name the catalog generation it reflects
 (``vectors-000000000042.faiss``).  A file is written under a temporary name and
@@ -23,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from ..threads import faiss_call
-from .index_types import (
+from ...threads import faiss_call
+from .file import (
+    VECTOR_MAGIC,
+    VectorFileError,
+    latest_vector_file,
+    read_vector_file,
+    write_vector_file,
+)
+from .kinds import (
     DEFAULT_FACTORY,
     FLAT_MAX,
     canonical_factory,
@@ -37,13 +44,6 @@ from .index_types import (
     make_index,
     planned_factory,
     train_size,
-)
-from .vector_file import (
-    VECTOR_MAGIC,
-    VectorFileError,
-    latest_vector_file,
-    read_vector_file,
-    write_vector_file,
 )
 
 __all__ = [
@@ -374,7 +374,7 @@ class VectorIndex:
 
     def save(self, folder: Path, index_id: str = "", state: str | None = None) -> Path:
         """Write atomically as ``vectors-<generation>.faiss`` (with the identity header of
-        :mod:`searchindex.store.vector_file`; ``state``: the catalog's token of this generation)
+        :mod:`searchindex.store.vectors.file`; ``state``: the catalog's token of this generation)
         and drop older files."""
         payload = load_faiss().serialize_index(self._index)
         return write_vector_file(folder, payload, index_id=index_id, generation=self.generation, dim=self.dim,
