@@ -168,3 +168,48 @@ def test_site_builds_strict(site: Path) -> None:
     for page in _nav_pages():
         built = site / ("" if page.stem == "index" else page.stem) / "index.html"
         assert built.exists(), f"{page.name} was not built"
+
+
+def test_duplicates_help_names_every_json_field() -> None:
+    """`duplicates --json` prints each group as {"group": n, **DuplicateGroup.to_dict()}: its
+    --help names every key, so a field added to the result shows up in the help too."""
+    import dataclasses
+
+    from searchindex.results import DuplicateGroup, DuplicateImage
+
+    result = CliRunner().invoke(cli, ["duplicates", "--help"], prog_name="searchindex")
+    assert result.exit_code == 0
+    text = re.sub(r"\s+", " ", result.output)
+    fields = ["group"] + [f.name for f in dataclasses.fields(DuplicateGroup) + dataclasses.fields(DuplicateImage)]
+    missing = [name for name in fields if not re.search(rf"(?<![\w-]){name}\b", text)]
+    assert not missing, f"`duplicates --help` does not name the JSON fields {missing}"
+
+
+def test_shell_completion_through_the_console_script(tmp_path: Path) -> None:
+    """The completion that docs/install.md documents works with the installed `searchindex`
+    command: the bash script comes out, and a Tab press completes commands and choices."""
+    script = shutil.which("searchindex", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("no `searchindex` console script beside this Python (pip install -e .)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    source = subprocess.run([script], env={**env, "_SEARCHINDEX_COMPLETE": "bash_source"},
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert source.returncode == 0 and "complete -o nosort -F _searchindex_completion searchindex" in source.stdout
+    assert "_SEARCHINDEX_COMPLETE=bash_source" in (DOCS / "install.md").read_text(encoding="utf-8")
+    for words, cword, expected in (("searchindex dup", 1, {"plain,duplicates"}),
+                                   ("searchindex search --mode ", 3, {"plain,auto", "plain,vector", "plain,text",
+                                                                      "plain,hybrid"})):
+        done = subprocess.run([script], env={**env, "_SEARCHINDEX_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                                             "COMP_CWORD": str(cword)},
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert set(done.stdout.split()) == expected, (words, done.stdout)
+
+
+def test_pages_keep_run_conditions_in_the_records() -> None:
+    """User pages say what was measured and at which commit; the load on the machine and who
+    else was using it belong in the benchmark records (docs/records/*.json)."""
+    for page in [ROOT / "README.md", *_nav_pages()]:
+        text = page.read_text(encoding="utf-8").lower()
+        for phrase in ("load average", "other jobs", "other agents", "this session"):
+            assert phrase not in text, f"{page.name} mentions {phrase!r}; put it in the benchmark record"

@@ -102,3 +102,25 @@ def test_bench_cli_times_each_cold_search() -> None:
     assert "cold search imports: ['faiss', 'numpy', 'onnxruntime']" in res.stdout
     for label in ("first-time query, onnx", "repeated query (cache)", "first-time query, full model"):
         assert f"search, {label}" in res.stdout
+
+
+def test_docs_tables_are_rendered_from_their_records(tmp_path: Path) -> None:
+    """Every measured table in docs/ is what its record renders to; an edited figure is caught."""
+    res = subprocess.run([sys.executable, "scripts/docs_tables.py", "--check"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs" / "records", docs / "records")
+    page = (ROOT / "docs" / "peers.md").read_text(encoding="utf-8")
+    assert "<!-- table: peers-core-install -->" in page
+    (docs / "peers.md").write_text(page.replace("**2.42× as fast**", "**3.00× as fast**"), encoding="utf-8")
+    stale = subprocess.run([sys.executable, "scripts/docs_tables.py", "--check", "--docs", str(docs)], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert stale.returncode == 1 and "out of date: peers.md" in stale.stdout
+    fixed = subprocess.run([sys.executable, "scripts/docs_tables.py", "--docs", str(docs)], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert fixed.returncode == 0 and (docs / "peers.md").read_text(encoding="utf-8") == page
+    (docs / "records" / "peers-core-install.json").unlink()
+    missing = subprocess.run([sys.executable, "scripts/docs_tables.py", "--check", "--docs", str(docs)], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "names no record" in missing.stderr

@@ -52,8 +52,8 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
 @click.option("--model", default=None,
-              help="open_clip architecture (ViT-B-32), hf-hub:ORG/REPO, or tiny-shapes. Only when creating "
-                   "an index; default ViT-B-32-256.")
+              help="open_clip architecture (ViT-B-32-256, ViT-L-14), hf-hub:ORG/REPO, local-dir:FOLDER, or "
+                   "tiny-shapes. Only when creating an index; default ViT-B-32-256 (datacomp_s34b_b86k).")
 @encoding_options
 @click.option("--max-megapixels", default=DEFAULT_MAX_MEGAPIXELS, show_default=True, type=click.FloatRange(min=0.01),
               callback=finite, help="Larger images are recorded as failures (decompression-bomb guard).")

@@ -62,7 +62,7 @@ def errors(index_path: Path | None, as_json: bool) -> None:
                    f"[default: {DEFAULT_DUPLICATE_THRESHOLD}]")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per group: {group, images: [{path, image_id, width, height, size, "
-                   "mtime_ns, similarity}]}, best copy first.")
+                   "mtime_ns, taken_at, similarity}]}, best copy first.")
 def duplicates(index_path: Path | None, threshold: float | None, as_json: bool) -> None:
     """List groups of near-identical images (resized, recompressed, cropped or edited copies).
 
