@@ -65,6 +65,8 @@ def test_every_option_goes_somewhere_that_exists() -> None:
     targets = [o.target for o in SEARCH_OPTIONS]
     assert all(field in fields[where] for where, field in targets), targets
     assert len(set(targets)) == len(targets)  # no two options fill one field
+    names = {o.name for o in SEARCH_OPTIONS}
+    assert all(o.needs in names for o in SEARCH_OPTIONS if o.needs is not None)
     for attribute in ("name", "api", "flag"):
         values = [getattr(o, attribute) for o in SEARCH_OPTIONS if getattr(o, attribute) is not None]
         assert len(set(values)) == len(values), attribute

@@ -54,6 +54,7 @@ class SearchOption:
         minimum: the least whole number an ``int`` option takes.
         api: the API's query parameter; ``None``: the CLI only.
         api_ids: the API takes image_ids (a page sends no files; the CLI takes paths too).
+        needs: the name of an option this one means nothing without (``--radius`` needs ``--near``).
         check: a check of its own, ``check(option, value) -> value``, instead of the type's;
             for a repeatable option it gets the tuple.
     """
@@ -72,6 +73,7 @@ class SearchOption:
     api: str | None = None
     api_help: str | None = None
     api_ids: bool = False
+    needs: str | None = None
     check: Callable[[SearchOption, Any], Any] | None = None
 
     def __post_init__(self) -> None:
@@ -258,7 +260,7 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
     SearchOption("near", "filters.near", "Only images taken near this GPS position (decimal degrees), within "
                  "--radius.", ("--near",), metavar="LAT,LON", check=_position, api="near"),
     SearchOption("radius", "filters.radius_km", "Distance for --near in km. [default: 10]", ("--radius",),
-                 type=float, metavar="KM", check=_km, api="radius"),
+                 type=float, metavar="KM", check=_km, needs="near", api="radius"),
     SearchOption("sort", "request.sort", "Order of the results: by score, or by date taken (newest first; same "
                  "results).", ("--sort",), choices=SORT_KEYS, default="score", show_default=True, api="sort"),
     SearchOption("tag", "request.tag", "Only images carrying this zero-shot label (see `searchindex tag`).",

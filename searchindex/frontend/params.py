@@ -87,7 +87,7 @@ def search_params(index: Index | None, query: str | None = None, *, cwd: str | N
     if unknown:
         raise TypeError(f"search_params() got unknown options: {', '.join(unknown)}")
     given["query"] = query
-    _require_near(given, described)
+    _require_needed(given, described)
     parts: dict[str, dict[str, Any]] = {target: {} for target in TARGETS}
     for option in options:
         where, field = option.target
@@ -112,12 +112,14 @@ def search_params(index: Index | None, query: str | None = None, *, cwd: str | N
     return SearchParams(Query.parse(text, **terms), search, skip)
 
 
-def _require_near(given: dict[str, Any], described: dict[str, SearchOption]) -> None:
-    """A radius needs a position: said before the radius itself is checked, as the CLI always has."""
-    if "radius" in described and "near" in described and given.get("radius") not in (None, "") \
-            and given.get("near") in (None, ""):
-        raise ParameterError(f"{described['radius'].flag} needs {described['near'].flag} LAT,LON",
-                             described["radius"].param)
+def _require_needed(given: dict[str, Any], described: dict[str, SearchOption]) -> None:
+    """An option given without the one it needs (``--radius`` without ``--near``): said before the
+    option's own value is checked."""
+    for option in described.values():
+        other = described.get(option.needs or "")
+        if other is not None and given.get(option.name) not in (None, "", ()) \
+                and given.get(other.name) in (None, "", ()):
+            raise ParameterError(f"{option.flag} needs {other.flag} {other.metavar or ''}".rstrip(), option.param)
 
 
 def _add_concept(index: Index | None, concept: str, text: str | None, request: dict[str, Any]) -> str | None:

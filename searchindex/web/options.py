@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 from fastapi import Query
 
@@ -28,27 +28,28 @@ def query_parameters(options: Sequence[SearchOption] = SEARCH_OPTIONS) -> Callab
     Raises (when called):
         ParameterError: an example image that is no image_id.
     """
-    taken = [o for o in options if o.api is not None]
+    taken = [(o.api, o) for o in options if o.api is not None]
 
     async def read(**values: Any) -> dict[str, Any]:
         given: dict[str, Any] = {}
-        for option in taken:
-            value = values[option.api]  # type: ignore[index]
+        for name, option in taken:
+            value = values[name]
             if option.api_ids:
                 value = example_ids(value, option.flag, option.param)
             given[option.name] = value
         return given
 
     # FastAPI reads the parameters from the signature: give it one parameter per option.
-    read.__signature__ = inspect.Signature([_parameter(o) for o in taken])  # type: ignore[attr-defined]
+    read.__signature__ = inspect.Signature([_parameter(name, o) for name, o in taken])  # type: ignore[attr-defined]
     return read
 
 
-def _parameter(option: SearchOption) -> inspect.Parameter:
+def _parameter(name: str, option: SearchOption) -> inspect.Parameter:
+    """One query parameter: repeated text for a repeatable option, else text (checked by the library)."""
     description = option.api_help or option.help
     if option.multiple:
-        return inspect.Parameter(option.api or option.name, inspect.Parameter.KEYWORD_ONLY, default=[],
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=[],
                                  annotation=Annotated[list[str], Query(description=description)])
     default = None if option.default is None else str(option.default)
-    return inspect.Parameter(option.api or option.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[Optional[str], Query(description=description)])  # noqa: UP045
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[str | None, Query(description=description)])
