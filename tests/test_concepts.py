@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from searchindex import Index, QueryError
 from searchindex.cli import cli
 from searchindex.errors import NotFoundError, ParameterError
-from searchindex.search.params import search_params
+from searchindex.frontend.params import search_params
 
 
 def test_concepts_are_saved_listed_run_and_removed(small_index: Path, small_folder: Path) -> None:
@@ -107,13 +107,13 @@ def test_paging_with_offset_in_the_cli(small_index: Path) -> None:
 
 
 @pytest.mark.parametrize(("options", "param", "message"), [
-    ({"text": "x", "k": "ten"}, "k", "-k must be a whole number, not 'ten'"),
-    ({"text": "x", "pool": 0}, "pool", "--pool must be at least 1, not 0"),
-    ({"text": "x", "radius": "-2", "near": "1,2"}, "radius", "--radius must be a positive number of km"),
-    ({"text": "x", "min_width": "0"}, "min_width", "--min-width must be at least 1, not 0"),
-    ({"text": "x", "sort": "name"}, "sort", "--sort must be one of score, date, not 'name'"),
-    ({"text": "x", "min_score": "nan"}, "min_score", "--min-score must be a number, not 'nan'"),
-    ({"text": "  "}, "q", "give a text QUERY"),
+    ({"query": "x", "k": "ten"}, "k", "-k must be a whole number, not 'ten'"),
+    ({"query": "x", "pool": 0}, "pool", "--pool must be at least 1, not 0"),
+    ({"query": "x", "radius": "-2", "near": "1,2"}, "radius", "--radius must be a positive number of km"),
+    ({"query": "x", "min_width": "0"}, "min_width", "--min-width must be at least 1, not 0"),
+    ({"query": "x", "sort": "name"}, "sort", "--sort must be one of score, date, not 'name'"),
+    ({"query": "x", "min_score": "nan"}, "min_score", "--min-score must be a number, not 'nan'"),
+    ({"query": "  "}, "q", "give a text QUERY"),
 ])
 def test_request_errors_name_the_parameter(options: dict, param: str, message: str) -> None:
     with pytest.raises(ParameterError) as info:

@@ -223,17 +223,17 @@ class Index(Writing, Enrichment, Exchange, Concepts):
         """Re-embed every image of the index at ``path`` with another model (options as for :meth:`add_folder`).
 
         Built beside the old index, which stays searchable, and swapped in atomically; an
-        interrupted run resumes when called again with the same model (see :mod:`searchindex.ingest.reindex`).
+        interrupted run resumes when called again with the same model (see :mod:`searchindex.index.reindex`).
 
         Raises:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.
         """
-        from ..ingest import reindex as re_index
+        from .reindex import reindex_folder
 
         with write_errors(Path(path)):
-            return re_index.reindex(cls, path, model, pretrained, device=device, precision=precision,
-                                    progress=progress, batch_size=batch_size, workers=workers,
-                                    max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
+            return reindex_folder(cls, path, model, pretrained, device=device, precision=precision,
+                                  progress=progress, batch_size=batch_size, workers=workers,
+                                  max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
 
     # -- searching --------------------------------------------------------
 

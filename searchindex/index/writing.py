@@ -138,10 +138,9 @@ class Writing(IndexState):
         t0 = time.perf_counter()
         options = _run_options(progress=progress, batch_size=batch_size, workers=workers,
                                max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
-        from ..ingest import reindex as re_index
-        from ..ingest.scan import path_list
+        from ..ingest.scan import entries_of, path_list
 
-        entries = re_index.entries_of(os.path.abspath(p) for p in path_list(paths, "a file to index"))
+        entries = entries_of(os.path.abspath(p) for p in path_list(paths, "a file to index"))
         with self._writing():
             return self._run(entries, [], t0, **options)
 

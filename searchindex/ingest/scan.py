@@ -13,7 +13,7 @@ from ..fileio import clamp_int64
 from ..models.images import IMAGE_EXTENSIONS
 from ..store.catalog.records import FailureRecord
 
-__all__ = ["FileEntry", "check_folders", "path_list", "scan_folders"]
+__all__ = ["FileEntry", "check_folders", "entries_of", "path_list", "scan_folders"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,19 @@ def path_list(value: object, what: str) -> list[str]:
     except TypeError:
         raise PathTypeError(f"{what} must be a path or an iterable of paths, not {type(value).__name__}") from None
     return [_one_path(v, what) for v in items]
+
+
+def entries_of(paths: Iterable[str]) -> list[FileEntry]:
+    """The files at ``paths`` as scan entries; a file that cannot be stat'ed gets an impossible size,
+    so that reading it reports why (as the scan does)."""
+    entries = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            entries.append(FileEntry(p, st.st_size, st.st_mtime_ns))
+        except OSError:
+            entries.append(FileEntry(p, -1, 0))
+    return entries
 
 
 def check_folders(folders: Iterable[str | os.PathLike[str]]) -> None:

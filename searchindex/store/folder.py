@@ -68,7 +68,7 @@ def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_
         raise IndexWriteError(f"cannot create an index at {folder}: {reason}") from exc
 
 #: The mark of a reindex's folder swap: written into the new index before the swap, removed once
-#: the old index's folder is emptied of other people's files (see :mod:`searchindex.ingest.reindex`).
+#: the old index's folder is emptied of other people's files (see :mod:`searchindex.index.reindex`).
 SWAP_MARK = "reindex-swap"
 
 # The names an index folder's own files have: SQLite's journals, the writer lock, the

@@ -14,14 +14,14 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
 from ..errors import NotFoundError
 from ..results import TagCount
-from ..search.params import example_ids
 from .files import StaleFileError, mime_type, open_indexed, thumbnail_size
+from .options import query_parameters
 
 if TYPE_CHECKING:
     from ..store.catalog.records import ImageDetails
@@ -32,6 +32,7 @@ __all__ = ["api_routers", "error_response", "json_response"]
 log = logging.getLogger(__name__)
 
 _MAX_ID = 2**63 - 1
+search_parameters = query_parameters()  # GET /api/search's query parameters, from the options description
 _PLACEHOLDER = (
     b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" width="256" height="256">'
     b'<rect width="64" height="64" fill="#ddd"/><path d="M20 20l24 24M44 20L20 44" stroke="#999" '
@@ -67,42 +68,9 @@ def _search_router(state: WebApp) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["search"])
 
     @router.get("/search")
-    async def search(
-        q: Annotated[str | None, Query(description="Query text (the CLI's QUERY).")] = None,
-        k: Annotated[str | None, Query(description="Results per page (default 10; all that pass a cutoff).")] = None,
-        offset: Annotated[str | None, Query(description="Results to skip: paging.")] = None,
-        image: Annotated[list[str], Query(description="image_id of an example image to search by.")] = [],  # noqa: B006
-        plus: Annotated[list[str], Query(description="[WEIGHT:]TEXT added to the query.")] = [],  # noqa: B006
-        minus: Annotated[list[str], Query(description="[WEIGHT:]TEXT subtracted.")] = [],  # noqa: B006
-        path: Annotated[list[str], Query(description="Only paths matching this glob or folder.")] = [],  # noqa: B006
-        exclude: Annotated[list[str], Query(description="Leave out paths matching this glob.")] = [],  # noqa: B006
-        min_width: str | None = None,
-        min_height: str | None = None,
-        after: Annotated[str | None, Query(description="Taken at or after (YYYY[-MM[-DD]]).")] = None,
-        before: Annotated[str | None, Query(description="Taken before (exclusive).")] = None,
-        camera: Annotated[list[str], Query(description="Camera make/model contains.")] = [],  # noqa: B006
-        near: Annotated[str | None, Query(description="LAT,LON")] = None,
-        radius: Annotated[str | None, Query(description="km around near (default 10).")] = None,
-        tag: str | None = None,
-        like: Annotated[list[str], Query(description="image_id of an example of what is meant.")] = [],  # noqa: B006
-        unlike: Annotated[list[str], Query(description="image_id of an example of what is not.")] = [],  # noqa: B006
-        concept: Annotated[str | None, Query(description="Name of a saved concept.")] = None,
-        mode: Annotated[str, Query(description="auto, vector, text or hybrid.")] = "auto",
-        threshold: Annotated[str | None, Query(description="'auto' or a number.")] = None,
-        min_score: str | None = None,
-        sort: Annotated[str, Query(description="score or date.")] = "score",
-        pool: str | None = None,
-    ) -> Response:
+    async def search(params: Annotated[dict[str, Any], Depends(search_parameters)]) -> Response:
         """Search: results with exactly the fields of ``searchindex search --json``, in the same order."""
-        params: dict[str, Any] = dict(
-            text=q, k=k, offset=offset, plus=plus, minus=minus, paths=path, exclude=exclude, min_width=min_width,
-            min_height=min_height, after=after, before=before, cameras=camera, near=near, radius=radius, tag=tag,
-            like=example_ids(like, "--like", "like"), unlike=example_ids(unlike, "--unlike", "unlike"),
-            images=example_ids(image, "--image", "image"), concept=concept, mode=mode, threshold=threshold,
-            min_score=min_score, sort=sort,
-        )
-        if pool not in (None, ""):
-            params["pool"] = pool
+        # The query parameters are derived from the one description of the search options (web/options.py).
         results, search = await state.run(lambda: state.search(**params))
         more = search.k is not None and len(results) == search.k
         body: dict[str, Any] = {"results": results,

@@ -29,8 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..defaults import DEFAULT_HOST
 from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError, SearchIndexError
+from ..frontend.params import search_params
 from ..index import Index
-from ..search.params import search_params
 from ..store.folder import THUMBNAIL_FOLDER
 from .api import api_routers, error_response
 from .files import ThumbnailCache

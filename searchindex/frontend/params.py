@@ -1,0 +1,165 @@
+"""A front end's search, checked once for every front end.
+
+``searchindex search`` and the web API (``GET /api/search``) both turn what they were
+given into :class:`SearchParams` with :func:`search_params`: the query, a
+:class:`~searchindex.search.request.SearchRequest`, and a page offset.  Both read the
+options from one description (:data:`~searchindex.frontend.options.SEARCH_OPTIONS`), so a
+bad value gets the same message from both, and the same parameters run the same search.
+Values may arrive as text (HTTP query strings) or already typed (click).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ParameterError
+from ..search.query import Query
+from ..search.request import SearchRequest
+from ..store.catalog.filters import Filters
+from .options import SEARCH_OPTIONS, TARGETS, SearchOption
+
+if TYPE_CHECKING:
+    from ..index import Index
+    from ..results import SearchResult
+
+__all__ = ["SearchParams", "example_ids", "search_params"]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """A checked search: the query, the options (:class:`SearchRequest`), and the page."""
+
+    query: Query
+    request: SearchRequest  # its ``k`` reaches to the end of the page: offset + page size
+    offset: int = 0
+
+    @property
+    def k(self) -> int | None:
+        """Results per page; ``None``: every result that passes the cutoff."""
+        return None if self.request.k is None else self.request.k - self.offset
+
+    def run(self, index: Index) -> list[SearchResult]:
+        """The results of this page; ranks count from the first page."""
+        return index.search(self.query, request=self.request)[self.offset:]
+
+    def empty_message(self) -> str:
+        """Why a search found nothing, in words."""
+        r = self.request
+        if r.mode == "text":
+            return "No image's keywords, captions or file name contain the query's words."
+        if r.threshold == "auto":
+            return "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
+        if r.min_score is not None:
+            return f"No result scores {r.min_score} or more."
+        if (r.filters is not None and r.filters.active) or r.tag is not None:
+            return "No results: no indexed image matches the filters, or none scores high enough."
+        if self.offset:
+            return "No more results."
+        return "No results (the index is empty)."
+
+
+def search_params(index: Index | None, query: str | None = None, *, cwd: str | None = None,
+                  options: Sequence[SearchOption] = SEARCH_OPTIONS, **given: Any) -> SearchParams:
+    """Check a search's options, as a front end was given them, and build the search.
+
+    Args:
+        index: resolves ``concept`` and image ids given as ``images`` (may be
+            ``None`` when neither is used).
+        query: the query text; with ``concept``, replaces the concept's text.
+        cwd: the folder relative ``paths``/``exclude`` patterns start from.
+        options: the description the values follow (the search's own unless a test
+            brings another).
+        given: the other options by name (``k``, ``paths``, ``images``, ...: see
+            :data:`~searchindex.frontend.options.SEARCH_OPTIONS`); text or typed;
+            ``images``, ``like`` and ``unlike`` take ``int`` image ids or paths.
+
+    Raises:
+        TypeError: an option that ``options`` does not describe.
+        ParameterError: a bad value; the message names the option as the CLI does.
+        NotFoundError: an unknown concept or image id.
+        QueryError: a query or filter that cannot be run (bad date, glob, term, ...).
+    """
+    described = {o.name: o for o in options}
+    unknown = sorted(set(given) - set(described))
+    if unknown:
+        raise TypeError(f"search_params() got unknown options: {', '.join(unknown)}")
+    given["query"] = query
+    _require_needed(given, described)
+    parts: dict[str, dict[str, Any]] = {target: {} for target in TARGETS}
+    for option in options:
+        where, field = option.target
+        parts[where][field] = option.read(given.get(option.name))
+    terms, request = parts["query"], parts["request"]
+    concept = parts["concept"].get("concept")
+    if concept is not None:
+        terms["text"] = _add_concept(index, concept, terms.get("text"), request)
+    terms["images"] = _image_paths(index, terms.get("images", ()))
+    text = terms.pop("text", None)
+    some_term = terms["images"] or terms.get("plus") or terms.get("plus_weighted")
+    if text is not None and not text.strip() and not some_term:
+        text = None
+    if text is None and not some_term:
+        raise ParameterError("give a text QUERY, --image PATH, or --plus TERM", described["query"].param)
+    filters = Filters(**parts["filters"], cwd=cwd if cwd is not None else os.getcwd())
+    # SearchRequest decides what the options leave open: no k means 10, or no limit with a cutoff.
+    search = SearchRequest.from_options(filters=filters, **request)
+    skip: int = parts["page"].get("offset") or 0
+    if skip and search.k is not None:
+        search = search.replace(k=search.k + skip)
+    return SearchParams(Query.parse(text, **terms), search, skip)
+
+
+def _require_needed(given: dict[str, Any], described: dict[str, SearchOption]) -> None:
+    """An option given without the one it needs (``--radius`` without ``--near``): said before the
+    option's own value is checked."""
+    for option in described.values():
+        other = described.get(option.needs or "")
+        if other is not None and given.get(option.name) not in (None, "", ()) \
+                and given.get(other.name) in (None, "", ()):
+            raise ParameterError(f"{option.flag} needs {other.flag} {other.metavar or ''}".rstrip(), option.param)
+
+
+def _add_concept(index: Index | None, concept: str, text: str | None, request: dict[str, Any]) -> str | None:
+    """Add the saved concept's examples to the request's ``like``/``unlike``; returns the query text
+    (``text``, else the concept's)."""
+    if index is None:
+        raise ParameterError("--concept needs an index", "concept")
+    saved = index.concept(concept)
+    for name, examples in (("like", saved.like), ("unlike", saved.unlike)):
+        mine = request.setdefault(name, [])
+        request[name] = list(mine) + [i for i in examples if i not in mine]
+    return text if text else saved.query
+
+
+def _image_paths(index: Index | None, images: Sequence[Any]) -> list[str]:
+    """The files of the query's example images (ids looked up in ``index``)."""
+    image_paths: list[str] = []
+    for value in images:
+        if isinstance(value, int):
+            if index is None:
+                raise ParameterError("an image id needs an index", "image")
+            image_paths.append(index.image(value).path)
+        else:
+            image_paths.append(os.fspath(value))
+    return image_paths
+
+
+def example_ids(values: Sequence[Any], flag: str, param: str) -> list[int]:
+    """Image ids given as text or numbers (the API's ``image``, ``like`` and ``unlike``).
+
+    Raises:
+        ParameterError: a value that is no image id.
+    """
+    ids = []
+    for value in values:
+        if isinstance(value, int):
+            ids.append(value)
+        elif isinstance(value, str) and value.isdigit():
+            ids.append(int(value))
+        else:
+            raise ParameterError(f"{flag} takes an image_id (a whole number from the results), not {value!r}",
+                                 param)
+    return ids
