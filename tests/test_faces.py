@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 from PIL import Image
 
 pytest.importorskip("dlib")
@@ -249,3 +250,36 @@ def test_models_load_and_run_without_network(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_person_json_form() -> None:
     assert Person(1, None, 0, 0, False, False).to_dict()["name"] is None
+
+
+def test_person_filter_info_and_api(people_index, tmp_path: Path) -> None:
+    from searchindex.web import create_app
+
+    folder = _copy(people_index, tmp_path)
+    with Index.open(folder) as index:
+        a, b = index.persons()
+        index.name_person(a.id, "Ann")
+        ann_images = {f.image_id for f in index.person(a.id).faces}
+        hits = index.search("a person", k=100, persons=["ann"])
+        assert {h.image_id for h in hits} == ann_images and all("Ann" in h.persons for h in hits)
+        index.name_person(b.id, "Bea")
+        both = index.search("a person", k=100, persons=["Ann", "Bea"])
+        assert {h.image_id for h in both} == ann_images & {f.image_id for f in index.person(b.id).faces}
+        assert len(both) == 3  # the three scenes
+        assert index.info().faces["named_persons"] == 2
+    with TestClient(create_app(folder, device="cpu", warm=False), base_url="http://127.0.0.1:8765") as client:
+        _api_checks(client)
+
+
+def _api_checks(client: TestClient) -> None:
+    people = client.get("/api/people").json()["people"]
+    assert [p["name"] for p in people] == ["Ann", "Bea"]
+    r = client.get("/api/search", params={"q": "a person", "person": ["Ann", "Bea"], "k": 50})
+    assert r.status_code == 200 and len(r.json()["results"]) == 3
+    assert client.get("/api/search", params={"q": "x", "person": "Zed"}).status_code == 400
+    face = people[0]["faces"][0]
+    r = client.post(f"/api/faces/{face['id']}/not", json={"person": people[0]["id"]})
+    assert r.status_code == 204
+    assert client.post("/api/people/999/name", json={"name": "X"}).status_code == 404
+    in_image = client.get(f"/api/images/{face['image_id']}/faces").json()["faces"]
+    assert [f["person_id"] for f in in_image if f["id"] == face["id"]] == [None]

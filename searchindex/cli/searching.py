@@ -74,6 +74,8 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
 @click.option("--tag", "tag", default=None, help="Only images carrying this zero-shot label (see `searchindex tag`).")
+@click.option("--person", "persons", multiple=True, metavar="NAME",
+              help="Only images showing this named person (see `searchindex people`). Repeatable: all of them.")
 @click.option("--like", "like", multiple=True, metavar="PATH|ID",
               help="An example of what you mean (an image file, or an image_id from --json results); repeatable.")
 @click.option("--unlike", "unlike", multiple=True, metavar="PATH|ID",
@@ -96,7 +98,8 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
-           as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
+           as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, persons: tuple[str, ...],
+           like: Sequence[str],
            unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
            rerank_model: str | None) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
@@ -120,7 +123,7 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
             idx, query, images=[str(p) for p in images], plus=plus, minus=minus, plus_weighted=plus_weighted,
             minus_weighted=minus_weighted, k=k, offset=offset, threshold=threshold, min_score=min_score,
             paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height, after=after,
-            before=before, cameras=cameras, near=near, radius=radius_km, sort=sort, tag=tag, like=like,
+            before=before, cameras=cameras, near=near, radius=radius_km, sort=sort, tag=tag, persons=persons, like=like,
             unlike=unlike, pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top, rerank_model=rerank_model,
             concept=concept)
 

@@ -244,8 +244,10 @@ class Index(Writing, Enrichment, Exchange, Concepts, People):
                tag: str | None = None, like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
                pool: int = DEFAULT_POOL, mode: str = "auto", rerank: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, rerank_model: str | None = None,
-               fusion: str = DEFAULT_FUSION) -> list[SearchResult]:
+               fusion: str = DEFAULT_FUSION, persons: Sequence[str] = ()) -> list[SearchResult]:
         """The images that best match ``query``, best first.
+
+        ``persons``: names of persons (see :meth:`name_person`) who must all be in each image.
 
         Safe to call from several threads at once on one index (see the class docstring).
 
@@ -278,7 +280,7 @@ class Index(Writing, Enrichment, Exchange, Concepts, People):
         """
         request = SearchRequest.of(request, k, {
             "filters": filters, "min_score": min_score, "threshold": threshold, "sort": sort, "tag": tag,
-            "like": like, "unlike": unlike, "pool": pool, "mode": mode, "rerank": rerank,
+            "persons": persons, "like": like, "unlike": unlike, "pool": pool, "mode": mode, "rerank": rerank,
             "rerank_top": rerank_top, "rerank_model": rerank_model, "fusion": fusion})
         self._follow_swap()
         return self._searcher.search(query, request)

@@ -94,7 +94,7 @@ class SearchParams:
             return "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
         if r.min_score is not None:
             return f"No result scores {r.min_score} or more."
-        if (r.filters is not None and r.filters.active) or r.tag is not None:
+        if (r.filters is not None and r.filters.active) or r.tag is not None or r.persons:
             return "No results: no indexed image matches the filters, or none scores high enough."
         if self.offset:
             return "No more results."
@@ -125,6 +125,7 @@ def search_params(
     radius: Any = None,
     sort: str = "score",
     tag: str | None = None,
+    persons: Sequence[str] = (),
     like: Sequence[Any] = (),
     unlike: Sequence[Any] = (),
     pool: Any = DEFAULT_POOL,
@@ -180,6 +181,7 @@ def search_params(
     request = SearchRequest(
         k=None if limit is None else limit + skip, filters=filters, min_score=score, threshold=cut,
         sort=_choice(sort or "score", "--sort", "sort", SORT_KEYS), tag=tag or None,
+        persons=tuple(p for p in persons if p.strip()),
         like=tuple(like_shots), unlike=tuple(unlike_shots),
         pool=_int(pool, "--pool", "pool", 1), mode=_choice(mode or "auto", "--mode", "mode", SEARCH_MODES),
         rerank=_choice(rerank, "--rerank", "rerank", ("itm",)) if rerank else None,

@@ -54,7 +54,10 @@ def error_response(status: int, message: str, parameter: str | None = None) -> R
 
 def api_routers(state: WebApp) -> list[APIRouter]:
     """The API's routers over ``state``, in the order the OpenAPI page lists them."""
-    return [_search_router(state), _image_router(state), _index_router(state), _concept_router(state)]
+    from .people import people_router
+
+    return [_search_router(state), _image_router(state), _index_router(state), _concept_router(state),
+            people_router(state)]
 
 
 def _image_or_404(state: WebApp, image_id: int) -> ImageDetails:
@@ -84,6 +87,7 @@ def _search_router(state: WebApp) -> APIRouter:
         near: Annotated[str | None, Query(description="LAT,LON")] = None,
         radius: Annotated[str | None, Query(description="km around near (default 10).")] = None,
         tag: str | None = None,
+        person: Annotated[list[str], Query(description="A named person in the image (all).")] = [],  # noqa: B006
         like: Annotated[list[str], Query(description="image_id of an example of what is meant.")] = [],  # noqa: B006
         unlike: Annotated[list[str], Query(description="image_id of an example of what is not.")] = [],  # noqa: B006
         concept: Annotated[str | None, Query(description="Name of a saved concept.")] = None,
@@ -97,6 +101,7 @@ def _search_router(state: WebApp) -> APIRouter:
         params: dict[str, Any] = dict(
             text=q, k=k, offset=offset, plus=plus, minus=minus, paths=path, exclude=exclude, min_width=min_width,
             min_height=min_height, after=after, before=before, cameras=camera, near=near, radius=radius, tag=tag,
+            persons=person,
             like=example_ids(like, "--like", "like"), unlike=example_ids(unlike, "--unlike", "unlike"),
             images=example_ids(image, "--image", "image"), concept=concept, mode=mode, threshold=threshold,
             min_score=min_score, sort=sort,
