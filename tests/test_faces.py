@@ -283,3 +283,21 @@ def _api_checks(client: TestClient) -> None:
     assert client.post("/api/people/999/name", json={"name": "X"}).status_code == 404
     in_image = client.get(f"/api/images/{face['image_id']}/faces").json()["faces"]
     assert [f["person_id"] for f in in_image if f["id"] == face["id"]] == [None]
+
+
+def test_reindex_keeps_faces_names_and_fixes(people_index, tmp_path: Path) -> None:
+    folder = _copy(people_index, tmp_path)
+    with Index.open(folder) as index:
+        a, b = index.persons()
+        index.name_person(a.id, "Ann")
+        rejected = b.faces[-1]
+        index.reject_face(rejected.id, b.id)
+        before = {(Path(f.path).name, f.box): p.name for p in index.persons() for f in p.faces}
+    Index.reindex(folder, "tiny-shapes", "none", device="cpu")
+    with Index.open(folder) as index:
+        after = {(Path(f.path).name, f.box): p.name for p in index.persons() for f in p.faces}
+        assert after == before
+        summary = index.find_faces()  # nothing to search again, and the rejected face stays out
+        assert summary.images == 0 and summary.already == 32
+        assert (Path(rejected.path).name, rejected.box) not in {
+            (Path(f.path).name, f.box) for f in index.person(b.id).faces}

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ..models.spec import ModelSpec, resolve_model
 from ..results import IndexSummary
 from ..store.catalog.database import Catalog
+from ..store.catalog.faces import carry_faces
 from ..store.folder import remove_index_files
 from ..store.lock import WriterLock
 from ..store.swap import crash_point, exchange, refuse_mount_point, settle_swap, staging_folder, swap_in
@@ -102,6 +103,8 @@ def reindex(index_cls: _IndexClass, path: str | os.PathLike[str], model: str | N
                     new.tag(names, templates=list(templates))
                 # Captions describe the pictures, not their vectors: keep them for the same content.
                 carry_captions(old.catalog, new.catalog)
+                # Faces and persons (names, fixes) describe the pictures too.
+                carry_faces(old.catalog.engine, new.catalog.engine)
         if summary.interrupted:
             return summary
         old.close()

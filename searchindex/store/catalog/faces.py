@@ -22,7 +22,7 @@ from ...errors import NotFoundError, ParameterError
 from ...faceresults import Face, Person
 from .sqlite import decode_path
 
-__all__ = ["FLAG_MANUAL", "FaceRepository", "FaceTable", "NewFace"]
+__all__ = ["FLAG_MANUAL", "FaceRepository", "FaceTable", "NewFace", "carry_faces"]
 
 #: A user put this face in its person (move, merge): grouping never takes it out.
 FLAG_MANUAL = 1
@@ -356,3 +356,48 @@ class FaceRepository:
                       {"f": int(face_id), "p": int(person_id)})
             c.execute(text("UPDATE faces SET person_id = NULL, flags = flags & ~:m WHERE id = :f AND person_id = :p"),
                       {"f": int(face_id), "p": int(person_id), "m": FLAG_MANUAL})
+
+
+def carry_faces(old: Engine, new: Engine) -> int:
+    """Copy faces, persons, "not this person" marks and searched-image records from the catalog
+    behind ``old`` to the images with the same content (sha256) in the catalog behind ``new`` (a
+    reindex: faces do not depend on the CLIP model).  Does nothing when ``new`` already has faces
+    or persons (a resumed reindex that carried them before).  Returns how many faces were copied."""
+    with new.connect() as c:
+        if c.execute(text("SELECT (SELECT count(*) FROM faces) + (SELECT count(*) FROM persons)")).scalar():
+            return 0
+        new_ids: dict[str, list[int]] = {}
+        for image_id, sha in c.execute(text("SELECT id, sha256 FROM images")):
+            new_ids.setdefault(str(sha), []).append(int(image_id))
+    with old.connect() as c:
+        persons = c.execute(text("SELECT id, name, hidden, confirmed, created_at FROM persons")).all()
+        faces = c.execute(text(
+            'SELECT f.id, i.sha256, f."left", f.top, f.width, f.height, f.score, f.quality, f.landmarks, '
+            "f.embedding, f.person_id, f.flags FROM faces f JOIN images i ON i.id = f.image_id ORDER BY f.id")).all()
+        states = c.execute(text("SELECT i.sha256, s.detector, s.faces, s.error, s.processed_at FROM face_states s "
+                                "JOIN images i ON i.id = s.image_id")).all()
+        rejections = c.execute(text("SELECT face_id, person_id FROM face_rejections")).all()
+    copied = 0
+    face_map: dict[int, list[int]] = {}
+    with new.begin() as c:
+        for row in persons:
+            c.execute(text("INSERT INTO persons (id, name, hidden, confirmed, created_at) VALUES (:i, :n, :h, :c, :t)"),
+                      {"i": row[0], "n": row[1], "h": row[2], "c": row[3], "t": row[4]})
+        for fid, sha, left, top, width, height, score, quality, marks, emb, pid, flags in faces:
+            for image_id in new_ids.get(str(sha), ()):
+                made = c.execute(text(
+                    'INSERT INTO faces (image_id, "left", top, width, height, score, quality, landmarks, embedding, '
+                    "person_id, flags) VALUES (:i, :l, :t, :w, :h, :s, :q, :m, :e, :p, :f)"),
+                    {"i": image_id, "l": left, "t": top, "w": width, "h": height, "s": score, "q": quality,
+                     "m": marks, "e": emb, "p": pid, "f": flags})
+                face_map.setdefault(int(fid), []).append(int(made.lastrowid or 0))
+                copied += 1
+        for sha, detector, n, error, at in states:
+            for image_id in new_ids.get(str(sha), ()):
+                c.execute(text("INSERT OR REPLACE INTO face_states VALUES (:i, :s, :d, :n, :e, :t)"),
+                          {"i": image_id, "s": sha, "d": detector, "n": n, "e": error, "t": at})
+        for face_id, person_id in rejections:
+            for new_face in face_map.get(int(face_id), ()):
+                c.execute(text("INSERT OR IGNORE INTO face_rejections VALUES (:f, :p)"),
+                          {"f": new_face, "p": person_id})
+    return copied
