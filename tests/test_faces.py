@@ -301,3 +301,32 @@ def test_reindex_keeps_faces_names_and_fixes(people_index, tmp_path: Path) -> No
         assert summary.images == 0 and summary.already == 32
         assert (Path(rejected.path).name, rejected.box) not in {
             (Path(f.path).name, f.box) for f in index.person(b.id).faces}
+
+
+def test_person_names_in_the_query_text() -> None:
+    from searchindex.errors import QueryError
+    from searchindex.search.names import split_person_names
+
+    names = ["Mom", "Rose", "Anna Maria", "Anna"]
+    assert split_person_names("Mom at the beach", names) == ("at the beach", ["Mom"])
+    assert split_person_names("a rose in the garden", names) == ("a rose in the garden", [])  # the flower
+    assert split_person_names("Rose in the garden", names) == ("in the garden", ["Rose"])
+    assert split_person_names("Anna Maria and Mom", names) == ("a photo", ["Anna Maria", "Mom"])
+    assert split_person_names('@"anna maria" with @rose skiing', names) == ("skiing", ["Anna Maria", "Rose"])
+    with pytest.raises(QueryError, match="no person named 'Dad'"):
+        split_person_names("@Dad at work", names)
+
+
+def test_query_box_names_filter_cli_and_api(people_index, tmp_path: Path) -> None:
+    folder = _copy(people_index, tmp_path)
+    with Index.open(folder) as index:
+        a, b = index.persons()
+        index.name_person(a.id, "Ann")
+        index.name_person(b.id, "Bea")
+        scenes = {f.image_id for f in index.person(a.id).faces} & {f.image_id for f in index.person(b.id).faces}
+    out = CliRunner().invoke(cli, ["search", "Ann and Bea outdoors", "--index", str(folder), "--json", "-k", "50"])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    assert {r["image_id"] for r in rows} == scenes
+    out = CliRunner().invoke(cli, ["search", "@Zed outdoors", "--index", str(folder)])
+    assert out.exit_code == 2 and "no person named 'Zed'" in out.output

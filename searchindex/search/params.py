@@ -9,6 +9,7 @@ same search.  Values may arrive as text (HTTP query strings) or already typed (c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_RERANK_TOP, SEARCH_MODES, SORT_KEYS
 from ..errors import ParameterError, QueryError
-from .query import Query
+from .names import split_person_names
+from .query import Query, Term
 from .request import SearchRequest, parse_shot, parse_threshold
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class SearchParams:
     query: Query
     request: SearchRequest  # its ``k`` reaches to the end of the page: offset + page size
     offset: int = 0
+    names_in_text: bool = False  # the query text's first term may name persons (see search/names.py)
 
     @property
     def k(self) -> int | None:
@@ -82,8 +85,18 @@ class SearchParams:
         return None if self.request.k is None else self.request.k - self.offset
 
     def run(self, index: Index) -> list[SearchResult]:
-        """The results of this page; ranks count from the first page."""
-        return index.search(self.query, request=self.request)[self.offset:]
+        """The results of this page; ranks count from the first page.  Person names in the query
+        text become person filters (:mod:`searchindex.search.names`)."""
+        query, request = self.query, self.request
+        first = query.terms[0]
+        if self.names_in_text and first.text is not None and first.weight > 0:
+            names = index.catalog.read.named_persons()
+            rest, found = split_person_names(first.text, names) if names or "@" in first.text else (first.text, [])
+            if found:
+                query = Query((Term.of_text(rest, first.weight), *query.terms[1:]))
+                request = dataclasses.replace(request, persons=tuple(request.persons) + tuple(
+                    n for n in found if n.casefold() not in {p.casefold() for p in request.persons}))
+        return index.search(query, request=request)[self.offset:]
 
     def empty_message(self) -> str:
         """Why a search found nothing, in words."""
@@ -187,7 +200,7 @@ def search_params(
         rerank=_choice(rerank, "--rerank", "rerank", ("itm",)) if rerank else None,
         rerank_top=_int(rerank_top, "--rerank-top", "rerank_top", 1), rerank_model=rerank_model or None,
     )
-    return SearchParams(q, request, skip)
+    return SearchParams(q, request, skip, names_in_text=text is not None and concept is None)
 
 
 def _add_concept(index: Index | None, concept: str, text: str | None, like: list[str | int],

@@ -292,6 +292,13 @@ class CatalogReader:
             return None
         return np.sort(np.asarray([r[0] for r in rows], dtype=np.int64))
 
+    def named_persons(self) -> list[str]:
+        """The names of the named persons (none when the catalog has no faces tables)."""
+        try:
+            return [r[0] for r in self._rows("SELECT name FROM persons WHERE name IS NOT NULL ORDER BY name")]
+        except sqlite3.OperationalError:
+            return []
+
     def person_names(self, ids: Iterable[int]) -> dict[int, list[str]]:
         """image id -> names of the named persons whose faces are in it, left to right."""
         try:
