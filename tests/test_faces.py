@@ -8,6 +8,7 @@ that one photo never shows one person twice, and that named persons are never me
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shutil
@@ -278,6 +279,8 @@ def _api_checks(client: TestClient) -> None:
     assert r.status_code == 200 and len(r.json()["results"]) == 3
     assert client.get("/api/search", params={"q": "x", "person": "Zed"}).status_code == 400
     face = people[0]["faces"][0]
+    crop = client.get(f"/api/faces/{face['id']}/crop", params={"size": 96})
+    assert crop.status_code == 200 and Image.open(io.BytesIO(crop.content)).size == (96, 96)
     r = client.post(f"/api/faces/{face['id']}/not", json={"person": people[0]["id"]})
     assert r.status_code == 204
     assert client.post("/api/people/999/name", json={"name": "X"}).status_code == 404

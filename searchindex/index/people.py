@@ -66,6 +66,10 @@ class People(IndexState):
         """One person with all its faces.  Raises NotFoundError."""
         return self._faces.person(int(person_id))
 
+    def face(self, face_id: int) -> Face:
+        """One face.  Raises NotFoundError."""
+        return self._faces.face(int(face_id))
+
     def faces_in(self, image_id: int) -> list[Face]:
         """The faces found in one image, left to right, with their persons."""
         return self._faces.faces_of(int(image_id))
