@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from ..faceresults import Person
-from .common import display, index_option, open_index, progress_bar, resolve_index_path, stop_on_sigint
+from .common import (
+    display,
+    index_option,
+    open_index,
+    progress_bar,
+    resolve_index_path,
+    stop_on_sigint,
+    verbosity_options,
+)
 
 
 @click.command()
@@ -149,3 +157,7 @@ def hide_cmd(ctx: click.Context, index_path: Path | None, person_id: int, undo: 
     with open_index(_index_of(ctx, index_path)) as idx:
         idx.hide_person(person_id, not undo)
     click.echo(f"Person {person_id} {'shown' if undo else 'hidden'}.", err=True)
+
+
+for _fix in people.commands.values():  # -q/-v after a subcommand's name too
+    verbosity_options(_fix)
