@@ -53,6 +53,7 @@ _LAZY = {
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
     "ExportSummary": "ingest.exchange", "ImportSummary": "ingest.exchange",
     "CheckReport": "store.check", "Finding": "store.check", "RepairReport": "store.repair",
+    "Face": "faceresults", "Person": "faceresults", "FaceSummary": "faceresults",
 }
 
 
@@ -71,6 +72,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .faceresults import Face, FaceSummary, Person
     from .index import Index
     from .ingest.exchange import ExportSummary, ImportSummary
     from .models.captioners import Captioner, ItmScorer
@@ -100,6 +102,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EmbeddingFileError",
+    "Face",
+    "FaceSummary",
+    "Person",
     "ExportSummary",
     "ImportSummary",
     "CaptionFailure",

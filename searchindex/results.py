@@ -86,6 +86,7 @@ class SearchResult(JsonForm):
     keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote (XMP, IPTC, sidecars)
     vector_score: float | None = None  # CLIP cosine similarity (None in text mode)
     text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
+    persons: tuple[str, ...] = ()  # named persons whose faces are in the image (searchindex faces)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class IndexInfo(JsonForm):
     faiss_memory_bytes: int = 0  # the FAISS index in memory (its serialized size)
     bytes_per_image: float = 0.0
     captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
+    faces: dict[str, int] = dataclasses.field(default_factory=dict)  # images searched, faces, persons, named
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from . import demo, exchange, indexing, inspect, searching, serving, tagging
+from . import demo, exchange, indexing, inspect, people, searching, serving, tagging
 from .common import configure_logging, verbosity_options
 
 __all__ = ["cli", "main"]
@@ -53,7 +53,8 @@ def cli() -> None:
 
 for _command in (indexing.index, indexing.reindex, indexing.caption, searching.search, tagging.tag, tagging.tags,
                  inspect.info, inspect.errors, inspect.duplicates, inspect.check, inspect.repair,
-                 serving.serve, exchange.export, exchange.import_embeddings, demo.demo):
+                 serving.serve, exchange.export, exchange.import_embeddings, demo.demo, people.faces,
+                 people.people):
     cli.add_command(verbosity_options(_command))
 
 

@@ -70,6 +70,8 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help=f"Image-to-text model for --caption: hub id or local folder. Default: {DEFAULT_CAPTION_MODEL}.")
 @click.option("--caption-prompt", default=None,
               help="Prompt for --caption (conditional captioning, e.g. 'a photo of').")
+@click.option("--faces", "faces_after", is_flag=True,
+              help="Then find and group the faces of new images, as `searchindex faces` (needs the faces extra).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where files are read, decoded and encoded: this machine's worker pool, or Ray Data "
                    "(needs searchindex[ray]); scanning, change detection and commits stay here.")
@@ -88,7 +90,7 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
           max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
-          caption_prompt: str | None, engine: str, ray_address: str | None, encoder_workers: int,
+          caption_prompt: str | None, faces_after: bool, engine: str, ray_address: str | None, encoder_workers: int,
           num_gpus_per_worker: float, ray_cpus: int | None, gone: bool, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
@@ -115,6 +117,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
         raise click.UsageError(f"{', '.join(k for k, v in ray_options.items() if v)} need --engine ray")
     path = resolve_index_path(index_path)
     captions = None
+    faces = None
     runner: Any = "local"
     if gone:
         with errors_as_click(), Index.open(path) as idx:
@@ -143,18 +146,25 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
                 with progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
                                            stop=stop)
+            if faces_after and not summary.interrupted and not (captions is not None and captions.interrupted):
+                with progress_bar("faces") as bar:
+                    faces = idx.find_faces(progress=bar, stop=stop)  # type: ignore[arg-type]
             total = idx.count()
             recorded = len(idx.failures())
     if as_json:
         data = _summary_json(summary, path, total)
         if captions is not None:
             data["captions"] = captions.to_dict()
+        if faces is not None:
+            data["faces"] = faces.to_dict()
         click.echo(json.dumps(data))
     else:
         _print_summary(summary, path, total, recorded)
         if captions is not None:
             _print_caption_summary(captions)
-    if summary.interrupted or (captions is not None and captions.interrupted):
+        if faces is not None:
+            click.echo(f"{faces.faces} faces found in {faces.images} images; see `searchindex people`.")
+    if summary.interrupted or any(x is not None and x.interrupted for x in (captions, faces)):
         click.echo("Interrupted: everything processed so far is committed. Run the same command again to "
                    "resume.", err=True)
         sys.exit(130)

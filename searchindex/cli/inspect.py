@@ -37,6 +37,10 @@ def info(index_path: Path | None, as_json: bool) -> None:
         click.echo(f"search:     nprobe {data.nprobe}{tuned} (built at {data.built_at} images)")
     for model, n in sorted(data.captions.items()):
         click.echo(f"captions:   {n} by {model}")
+    if data.faces.get("images_searched"):
+        f = data.faces
+        click.echo(f"faces:      {f['faces']} in {f['images_searched']} images searched; {f['persons']} persons "
+                   f"({f['named_persons']} named), {f['faces_grouped']} faces in a person")
     click.echo(f"catalog:    {human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {human_bytes(data.vector_bytes)}")
     click.echo(f"FAISS memory: {human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")

@@ -118,7 +118,8 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
         for r in results:
             tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
             words = f"  | {_words(r)}" if show_words else ""
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {display(r.path)}{tags}{words}")
+            people = f"  ({', '.join(r.persons)})" if r.persons else ""  # named persons in the photo
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {display(r.path)}{people}{tags}{words}")
 
 
 def _words(r: SearchResult, width: int = 80) -> str:

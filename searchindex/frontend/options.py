@@ -265,6 +265,9 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
                  "results).", ("--sort",), choices=SORT_KEYS, default="score", show_default=True, api="sort"),
     SearchOption("tag", "request.tag", "Only images carrying this zero-shot label (see `searchindex tag`).",
                  ("--tag",), api="tag"),
+    SearchOption("persons", "request.persons", "Only images showing this named person (see `searchindex people`). "
+                 "Repeatable: all of them.", ("--person",), multiple=True, metavar="NAME", api="person",
+                 api_help="A named person in the image (all of them)."),
     SearchOption("like", "request.like", "An example of what you mean (an image file, or an image_id from --json "
                  "results); repeatable.", ("--like",), multiple=True, metavar="PATH|ID", check=_shots,
                  api="like", api_ids=True, api_help="image_id of an example of what is meant."),

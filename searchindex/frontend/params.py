@@ -10,13 +10,15 @@ Values may arrive as text (HTTP query strings) or already typed (click).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ParameterError
-from ..search.query import Query
+from ..search.names import split_person_names
+from ..search.query import Query, Term
 from ..search.request import SearchRequest
 from ..store.catalog.filters import Filters
 from .options import SEARCH_OPTIONS, TARGETS, SearchOption
@@ -35,6 +37,7 @@ class SearchParams:
     query: Query
     request: SearchRequest  # its ``k`` reaches to the end of the page: offset + page size
     offset: int = 0
+    names_in_text: bool = False  # the query text's first term may name persons (see search/names.py)
 
     @property
     def k(self) -> int | None:
@@ -42,8 +45,19 @@ class SearchParams:
         return None if self.request.k is None else self.request.k - self.offset
 
     def run(self, index: Index) -> list[SearchResult]:
-        """The results of this page; ranks count from the first page."""
-        return index.search(self.query, request=self.request)[self.offset:]
+        """The results of this page; ranks count from the first page.  Person names in the query
+        text become person filters (:mod:`searchindex.search.names`)."""
+        query, request = self.query, self.request
+        first = query.terms[0]
+        if self.names_in_text and first.text is not None and first.weight > 0:
+            names = index.catalog.read.named_persons()
+            rest, found = split_person_names(first.text, names) if names or "@" in first.text else (first.text, [])
+            if found:
+                query = Query((Term.of_text(rest, first.weight), *query.terms[1:]))
+                known = {p.casefold() for p in request.persons}
+                request = dataclasses.replace(request, persons=tuple(request.persons) + tuple(
+                    n for n in found if n.casefold() not in known))
+        return index.search(query, request=request)[self.offset:]
 
     def empty_message(self) -> str:
         """Why a search found nothing, in words."""
@@ -54,7 +68,7 @@ class SearchParams:
             return "Nothing stands out for this query (use -k N or --min-score X to see the best matches anyway)."
         if r.min_score is not None:
             return f"No result scores {r.min_score} or more."
-        if (r.filters is not None and r.filters.active) or r.tag is not None:
+        if (r.filters is not None and r.filters.active) or r.tag is not None or r.persons:
             return "No results: no indexed image matches the filters, or none scores high enough."
         if self.offset:
             return "No more results."
@@ -109,7 +123,7 @@ def search_params(index: Index | None, query: str | None = None, *, cwd: str | N
     skip: int = parts["page"].get("offset") or 0
     if skip and search.k is not None:
         search = search.replace(k=search.k + skip)
-    return SearchParams(Query.parse(text, **terms), search, skip)
+    return SearchParams(Query.parse(text, **terms), search, skip, names_in_text=text is not None and concept is None)
 
 
 def _require_needed(given: dict[str, Any], described: dict[str, SearchOption]) -> None:

@@ -45,6 +45,7 @@ from ..store.info import describe_index
 from ..store.vectors.index import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
+from .people import People
 from .writing import DEFAULT_BATCH_SIZE, Writing
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ __all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "defau
 log = logging.getLogger("searchindex.index")
 
 
-class Index(Writing, Enrichment, Exchange, Concepts):
+class Index(Writing, Enrichment, Exchange, Concepts, People):
     """A searchable image index stored in one folder.
 
     Create one with :meth:`create`, reopen it with :meth:`open`.  The model that
@@ -243,7 +244,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
                tag: str | None = None, like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
                pool: int = DEFAULT_POOL, mode: str = "auto", rerank: str | None = None,
                rerank_top: int = DEFAULT_RERANK_TOP, rerank_model: str | None = None,
-               fusion: str = DEFAULT_FUSION) -> list[SearchResult]:
+               fusion: str = DEFAULT_FUSION, persons: Sequence[str] = ()) -> list[SearchResult]:
         """The images that best match ``query``, best first.
 
         Safe to call from several threads at once on one index (see the class docstring).
@@ -269,15 +270,17 @@ class Index(Writing, Enrichment, Exchange, Concepts):
             rerank: ``"itm"``: re-score the top results with BLIP's image-text matching head
                 (``searchindex[caption]``); ``rerank_top`` of them, with ``rerank_model``.
             fusion: how ``hybrid`` fuses the two rankings.
+            persons: names of persons (see :meth:`name_person`) who must all be in each image
+                (``searchindex[faces]``; case-insensitive).
 
         Raises:
-            QueryError: empty query, unreadable image term, unknown tag, unusable example image,
+            QueryError: empty query, unreadable image term, unknown tag, unknown person, unusable example image,
                 a mode the query cannot use; :class:`~searchindex.errors.ParameterError` (a
                 ``QueryError``) for a bad option value (``k=0``, ``k=1.5``, ``mode="fast"``).
         """
         request = SearchRequest.of(request, k, {
             "filters": filters, "min_score": min_score, "threshold": threshold, "sort": sort, "tag": tag,
-            "like": like, "unlike": unlike, "pool": pool, "mode": mode, "rerank": rerank,
+            "persons": persons, "like": like, "unlike": unlike, "pool": pool, "mode": mode, "rerank": rerank,
             "rerank_top": rerank_top, "rerank_model": rerank_model, "fusion": fusion})
         self._follow_swap()
         return self._searcher.search(query, request)
@@ -288,7 +291,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
                      tag: str | None = None, like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
                      pool: int = DEFAULT_POOL, mode: str = "auto", rerank: str | None = None,
                      rerank_top: int = DEFAULT_RERANK_TOP, rerank_model: str | None = None,
-                     fusion: str = DEFAULT_FUSION) -> list[SearchResult]:
+                     fusion: str = DEFAULT_FUSION, persons: Sequence[str] = ()) -> list[SearchResult]:
         """The images most similar to the image file at ``path`` (options as in :meth:`search`).
 
         Raises:
@@ -297,19 +300,19 @@ class Index(Writing, Enrichment, Exchange, Concepts):
         return self.search(Term.of_image(path), k, request=request, filters=filters, min_score=min_score,
                            threshold=threshold, sort=sort, tag=tag, like=like, unlike=unlike, pool=pool,
                            mode=mode, rerank=rerank, rerank_top=rerank_top, rerank_model=rerank_model,
-                           fusion=fusion)
+                           fusion=fusion, persons=persons)
 
     def search_vector(self, vector: np.ndarray, k: int | None = DEFAULT_K, *, request: SearchRequest | None = None,
                       filters: Filters | None = None, min_score: float | None = None,
                       threshold: str | None = None, sort: str = "score", tag: str | None = None,
                       like: Sequence[Shot] = (), unlike: Sequence[Shot] = (),
-                      pool: int = DEFAULT_POOL) -> list[SearchResult]:
+                      pool: int = DEFAULT_POOL, persons: Sequence[str] = ()) -> list[SearchResult]:
         """The images nearest to an embedding from this index's model (options as in :meth:`search`,
         without ``mode``, ``fusion`` and ``rerank``, which need words); under a filter, the exact top
         ``k`` of the matching images (see :meth:`~searchindex.search.searcher.Searcher.search_vector`)."""
         request = SearchRequest.of(request, k, {
             "filters": filters, "min_score": min_score, "threshold": threshold, "sort": sort, "tag": tag,
-            "like": like, "unlike": unlike, "pool": pool})
+            "like": like, "unlike": unlike, "pool": pool, "persons": persons})
         self._follow_swap()
         return self._searcher.search_vector(vector, request)
 

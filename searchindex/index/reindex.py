@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..ingest.carryover import carry_captions, labels_by_templates
 from ..models.spec import resolve_model
 from ..results import IndexSummary
+from ..store.catalog.faces import carry_faces
 from ..store.folder import remove_index_files
 from ..store.lock import WriterLock
 from ..store.swap import crash_point, refuse_mount_point, settle_swap, staging_folder, swap_in
@@ -75,6 +76,8 @@ def reindex_folder(index_cls: type[Index], path: str | os.PathLike[str], model: 
                     new.tag(names, templates=list(templates))
                 # Captions describe the pictures, not their vectors: keep them for the same content.
                 carry_captions(old.catalog, new.catalog)
+                # Faces and persons (names, fixes) describe the pictures too.
+                carry_faces(old.catalog.engine, new.catalog.engine)
         if summary.interrupted:
             return summary
         old.close()

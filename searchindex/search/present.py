@@ -65,6 +65,7 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
     tags = catalog.read.tags(id_list)
     captions = catalog.read.captions(id_list)
     texts = catalog.read.texts(id_list)
+    persons = catalog.read.person_names(id_list)
     bm25 = dict(zip(text.ids.tolist(), text.scores.tolist(), strict=True)) if text is not None else {}
     cosines = dict(zip(id_list, vectors.cosines(vector, ids).tolist(), strict=True)) if vector is not None else {}
     out: list[SearchResult] = []
@@ -82,7 +83,7 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
             row.taken_at, row.taken_offset, row.date_source, row.camera_make, row.camera_model, row.lens,
             row.gps_lat, row.gps_lon, tuple(name for name, _ in tags.get(image_id, ())),
             caption=first_caption, keywords=keywords(texts.get(image_id)),
-            vector_score=vector_score, text_score=bm25.get(image_id),
+            vector_score=vector_score, text_score=bm25.get(image_id), persons=tuple(persons.get(image_id, ())),
         ))
     return out
 

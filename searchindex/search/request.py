@@ -70,6 +70,7 @@ class SearchRequest:
     threshold: str | None = None  # "auto" or None
     sort: str = "score"
     tag: str | None = None
+    persons: tuple[str, ...] = ()  # named persons who must all be in the image (searchindex[faces])
     like: tuple[Shot, ...] = ()
     unlike: tuple[Shot, ...] = ()
     pool: int = DEFAULT_POOL
@@ -112,6 +113,11 @@ class SearchRequest:
             object.__setattr__(self, "min_score", float(self.min_score))
         if self.filters is not None and not isinstance(self.filters, Filters):
             raise ParameterError(f"filters must be a Filters, not {type(self.filters).__name__}", "filters")
+        persons = (self.persons,) if isinstance(self.persons, str) else tuple(self.persons)
+        for person in persons:
+            if not isinstance(person, str) or not person.strip():
+                raise ParameterError(f"a person is a name, not {person!r}", "person")
+        object.__setattr__(self, "persons", persons)
         for name in ("tag", "rerank_model"):
             if getattr(self, name) is not None:
                 checked_text(getattr(self, name), name)
@@ -181,7 +187,7 @@ class SearchRequest:
             raise ParameterError(f"request must be a SearchRequest, not {request!r}", "request")
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         given = [name for name, value in options.items()
-                 if not (value == defaults[name] or (name in ("like", "unlike") and not value))]
+                 if not (value == defaults[name] or (name in ("like", "unlike", "persons") and not value))]
         if given or k != DEFAULT_K:
             raise QueryError("give either a SearchRequest or keyword options, not both")
         return request

@@ -152,6 +152,12 @@ class Searcher:
                 raise QueryError(f"unknown tag {r.tag!r} (labels in this index: {listing}); "
                                  "add labels with `searchindex tag --labels ...`")
             candidates = np.sort(np.asarray(self.catalog.read.ids_tagged(r.tag), dtype=np.int64))
+        for person in r.persons:  # every named person must be in the image
+            with_person = self.catalog.read.ids_with_person(person)
+            if with_person is None:
+                raise QueryError(f"no person named {person!r} in this index (name one with "
+                                 "`searchindex people name ID NAME`)")
+            candidates = with_person if candidates is None else np.intersect1d(candidates, with_person)
         if r.filters is not None and r.filters.active:
             matching = self.catalog.read.filtered_ids(r.filters)
             candidates = matching if candidates is None else np.intersect1d(candidates, matching)

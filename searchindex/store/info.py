@@ -32,4 +32,19 @@ def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
         # A FAISS index in memory is its serialized form (codes, ids, centroids), so the file measures it.
         faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
         captions=dict(catalog.captions.counts()),
+        faces=face_counts(catalog),
     )
+
+
+def face_counts(catalog: Catalog) -> dict[str, int]:
+    """Images searched for faces, faces, grouped faces, persons and named persons; empty before any
+    ``searchindex faces`` run (or in a catalog opened read-only before its faces migration)."""
+    from sqlalchemy.exc import OperationalError
+
+    from .catalog.faces import FaceRepository
+
+    try:
+        counts = FaceRepository(catalog.engine).counts()
+    except OperationalError:
+        return {}
+    return counts if counts["images_searched"] else {}

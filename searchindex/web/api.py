@@ -55,7 +55,10 @@ def error_response(status: int, message: str, parameter: str | None = None) -> R
 
 def api_routers(state: WebApp) -> list[APIRouter]:
     """The API's routers over ``state``, in the order the OpenAPI page lists them."""
-    return [_search_router(state), _image_router(state), _index_router(state), _concept_router(state)]
+    from .people import people_router
+
+    return [_search_router(state), _image_router(state), _index_router(state), _concept_router(state),
+            people_router(state)]
 
 
 def _image_or_404(state: WebApp, image_id: int) -> ImageDetails:

@@ -167,6 +167,34 @@ def _concepts(db: sqlite3.Connection) -> None:
     )
 
 
+def _faces(db: sqlite3.Connection) -> None:
+    """v9: faces found in images (box, score, landmarks, embedding), the persons they are grouped
+    into, "not this person" marks, and which images were searched for faces."""
+    db.execute(
+        "CREATE TABLE persons (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, name VARCHAR, "
+        "hidden INTEGER DEFAULT '0' NOT NULL, "
+        "confirmed INTEGER DEFAULT '0' NOT NULL, created_at FLOAT NOT NULL)"
+    )
+    db.execute("CREATE INDEX ix_persons_name ON persons (name)")
+    db.execute(
+        "CREATE TABLE faces (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, image_id INTEGER NOT NULL, "
+        "\"left\" INTEGER NOT NULL, "
+        "top INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, score FLOAT NOT NULL, "
+        "quality FLOAT NOT NULL, landmarks VARCHAR NOT NULL, embedding BLOB NOT NULL, person_id INTEGER, "
+        "flags INTEGER DEFAULT '0' NOT NULL)"
+    )
+    db.execute("CREATE INDEX ix_faces_image_id ON faces (image_id)")
+    db.execute("CREATE INDEX ix_faces_person_id ON faces (person_id)")
+    db.execute(
+        "CREATE TABLE face_rejections (face_id INTEGER NOT NULL, person_id INTEGER NOT NULL, "
+        "PRIMARY KEY (face_id, person_id))"
+    )
+    db.execute(
+        "CREATE TABLE face_states (image_id INTEGER NOT NULL, sha256 VARCHAR NOT NULL, detector VARCHAR NOT NULL, "
+        "faces INTEGER NOT NULL, error VARCHAR, processed_at FLOAT NOT NULL, PRIMARY KEY (image_id))"
+    )
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -183,6 +211,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "text_states", _text_states),
     Migration(7, "index_identity", _index_identity),
     Migration(8, "concepts", _concepts),
+    Migration(9, "faces", _faces),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

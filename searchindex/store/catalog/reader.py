@@ -280,6 +280,36 @@ class CatalogReader:
         return np.sort(np.asarray([r[0] for r in self._rows("SELECT image_id FROM image_tags WHERE label = ?",
                                                               (label,))], dtype=np.int64))
 
+    def ids_with_person(self, name: str) -> np.ndarray | None:
+        """Sorted ids of the images showing the person named ``name`` (case-insensitive); ``None``
+        when no person has that name (or the catalog has no faces tables)."""
+        try:
+            found = self._rows("SELECT id FROM persons WHERE lower(name) = lower(?)", (" ".join(name.split()),))
+            if not found:
+                return None
+            rows = self._rows("SELECT DISTINCT image_id FROM faces WHERE person_id = ?", (found[0][0],))
+        except sqlite3.OperationalError:  # a catalog opened read-only before its faces migration
+            return None
+        return np.sort(np.asarray([r[0] for r in rows], dtype=np.int64))
+
+    def named_persons(self) -> list[str]:
+        """The names of the named persons (none when the catalog has no faces tables)."""
+        try:
+            return [r[0] for r in self._rows("SELECT name FROM persons WHERE name IS NOT NULL ORDER BY name")]
+        except sqlite3.OperationalError:
+            return []
+
+    def person_names(self, ids: Iterable[int]) -> dict[int, list[str]]:
+        """image id -> names of the named persons whose faces are in it, left to right."""
+        try:
+            rows = self._per_image(
+                "SELECT f.image_id, p.name FROM faces f JOIN persons p ON p.id = f.person_id "
+                "WHERE p.name IS NOT NULL AND p.hidden = 0 AND f.image_id IN ({marks}) ORDER BY f.image_id, f.\"left\"",
+                ids)
+        except sqlite3.OperationalError:
+            return {}
+        return {i: [r[0] for r in names] for i, names in rows.items()}
+
     def captions(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
         """image id -> [(model, caption)], oldest caption first."""
         return self._per_image("SELECT image_id, model, text FROM captions WHERE image_id IN ({marks}) "

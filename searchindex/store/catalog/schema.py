@@ -203,3 +203,57 @@ def alive_ids(s: Session, ids: Sequence[int]) -> set[int]:
     for start in range(0, len(ids), 500):
         alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(ids[start : start + 500])))))
     return alive
+
+
+class PersonRow(Base):
+    """A person: a group of faces, perhaps named (schema 9: faces).  ``confirmed``: a user named or
+    confirmed it, so grouping never merges it with another person."""
+
+    __tablename__ = "persons"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String, index=True)
+    hidden: Mapped[int] = mapped_column(Integer, server_default="0")
+    confirmed: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class FaceRow(Base):
+    """A face found in an image: its box in the oriented image's pixels, detector score, landmarks,
+    128-d embedding and person (schema 9)."""
+
+    __tablename__ = "faces"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, index=True)
+    left: Mapped[int] = mapped_column(Integer)
+    top: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    landmarks: Mapped[str] = mapped_column(String)  # JSON [[x, y], ...]
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32 x 128
+    person_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    flags: Mapped[int] = mapped_column(Integer, server_default="0")  # see searchindex.store.catalog.faces
+
+
+class FaceRejectionRow(Base):
+    """"Not this person": a face that grouping must never put in a person (schema 9)."""
+
+    __tablename__ = "face_rejections"
+    face_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class FaceStateRow(Base):
+    """That an image was searched for faces: with which detector, the content it had then, how many
+    faces were found, and why it could not be read if it could not (schema 9)."""
+
+    __tablename__ = "face_states"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String)
+    detector: Mapped[str] = mapped_column(String)
+    faces: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String)
+    processed_at: Mapped[float] = mapped_column(Float)

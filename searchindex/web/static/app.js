@@ -237,6 +237,7 @@ async function openLightbox(index) {
   $("#lb-unlike").setAttribute("aria-pressed", String(s.unlike.includes(id)));
   box.dataset.imageId = id;
   renderFacts(r, null);
+  if (window.searchindexPeople) window.searchindexPeople.outline(r); // static/people.js: face boxes
   if (!box.open) box.showModal();
   try { renderFacts(r, await getJson(`/api/images/${r.image_id}`)); } catch (err) { /* the result's own facts stay */ }
 }
@@ -298,6 +299,8 @@ async function showView(view) {
       box.replaceChildren(el("h2", {}, `Files that could not be indexed: ${errors.length}`),
         el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Path"), el("th", {}, "Reason"))),
           el("tbody", {}, ...errors.map((e) => el("tr", {}, el("td", {}, e.path), el("td", {}, e.reason))))));
+    } else if (view === "people" && window.searchindexPeople) {
+      await window.searchindexPeople.show(box); // static/people.js
     }
   } catch (err) { box.replaceChildren(el("p", {}, err.message)); }
 }
