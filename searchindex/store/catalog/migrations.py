@@ -167,6 +167,20 @@ def _concepts(db: sqlite3.Connection) -> None:
     )
 
 
+def _videos(db: sqlite3.Connection) -> None:
+    """v9: videos (an image row each, with its length) and the sampled frames of each, with their
+    time and embedding.  Nothing to backfill: videos were not indexed before."""
+    db.execute(
+        "CREATE TABLE videos (image_id INTEGER NOT NULL, duration FLOAT NOT NULL, codec VARCHAR NOT NULL, "
+        "rotation INTEGER NOT NULL, frames INTEGER NOT NULL, PRIMARY KEY (image_id))"
+    )
+    db.execute(
+        "CREATE TABLE video_frames (id INTEGER NOT NULL, image_id INTEGER NOT NULL, time FLOAT NOT NULL, "
+        "embedding BLOB NOT NULL, PRIMARY KEY (id))"
+    )
+    db.execute("CREATE INDEX ix_video_frames_image_id ON video_frames (image_id)")
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -183,6 +197,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "text_states", _text_states),
     Migration(7, "index_identity", _index_identity),
     Migration(8, "concepts", _concepts),
+    Migration(9, "videos", _videos),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

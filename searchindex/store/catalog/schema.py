@@ -203,3 +203,24 @@ def alive_ids(s: Session, ids: Sequence[int]) -> set[int]:
     for start in range(0, len(ids), 500):
         alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(ids[start : start + 500])))))
     return alive
+
+
+class VideoRow(Base):
+    """A video's facts; the video itself is an ``images`` row with the mean of its frames' embeddings (schema 9)."""
+
+    __tablename__ = "videos"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    duration: Mapped[float] = mapped_column(Float)  # seconds
+    codec: Mapped[str] = mapped_column(String)
+    rotation: Mapped[int] = mapped_column(Integer)  # degrees counter-clockwise applied when decoding
+    frames: Mapped[int] = mapped_column(Integer)  # frames kept
+
+
+class VideoFrameRow(Base):
+    """A kept frame of a video: its time in seconds and its embedding (schema 9)."""
+
+    __tablename__ = "video_frames"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, index=True)
+    time: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
