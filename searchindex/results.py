@@ -86,6 +86,9 @@ class SearchResult(JsonForm):
     keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote (XMP, IPTC, sidecars)
     vector_score: float | None = None  # CLIP cosine similarity (None in text mode)
     text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
+    timestamp: float | None = None  # a video's best-matching second (None for photos)
+    moments: tuple[float, ...] = ()  # a video's next best seconds, best first, >= 10 s apart
+    duration: float | None = None  # a video's length in seconds
 
 
 @dataclass(frozen=True)

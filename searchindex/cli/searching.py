@@ -70,6 +70,8 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
               help="Order of the results: by score, or by date taken (newest first; same results).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per result (rank, score, path, size and date fields; see docs/queries.md).")
+@click.option("--moments", "show_moments", is_flag=True,
+              help="For videos, list the other matching moments too (up to 3, at least 10 s apart).")
 @click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs).")
 @click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
@@ -96,7 +98,7 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
-           as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
+           as_json: bool, show_moments: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
            unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
            rerank_model: str | None) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
@@ -130,11 +132,11 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
             params = params or build(idx)
             results = params.run(idx)
     empty = params.empty_message()
-    _print_results(results, as_json, paths_only, null, empty)
+    _print_results(results, as_json, paths_only, null, empty, moments=show_moments)
 
 
 def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool, null: bool = False,
-                   empty: str = "No results (the index is empty).") -> None:
+                   empty: str = "No results (the index is empty).", moments: bool = False) -> None:
     if as_json:
         for r in results:
             click.echo(json.dumps(r.to_dict()))
@@ -154,7 +156,17 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
         for r in results:
             tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
             words = f"  | {_words(r)}" if show_words else ""
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {display(r.path)}{tags}{words}")
+            at = "" if r.timestamp is None else f" @ {clock(r.timestamp)}"
+            also = f" (also {', '.join(clock(t) for t in r.moments)})" if moments and r.moments else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {display(r.path)}{at}{also}{tags}"
+                       f"{words}")
+
+
+def clock(seconds: float) -> str:
+    """A moment in a video as ``01:23`` (``1:02:03`` past the hour)."""
+    total = int(seconds)
+    h, rest = divmod(total, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _words(r: SearchResult, width: int = 80) -> str:
