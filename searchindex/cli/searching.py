@@ -98,7 +98,8 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
            before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
-           as_json: bool, show_moments: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
+           as_json: bool, show_moments: bool, paths_only: bool, null: bool, device: str, tag: str | None,
+           like: Sequence[str],
            unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
            rerank_model: str | None) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.

@@ -3,8 +3,8 @@
 A video's score is its best frame's cosine with the query; its ``timestamp`` is
 that frame's time, and ``moments`` are up to :data:`MAX_MOMENTS` more frames, best
 first, each at least :data:`MOMENT_GAP` seconds from the moments chosen before it
-(a 5-second shot is one moment, not five) and within :data:`MOMENT_MARGIN` of the best.  Filters apply to the video's row, so
-its frames follow its path, date and tags.
+(a 5-second shot is one moment, not five) and within :data:`MOMENT_MARGIN` of the best.
+Filters apply to the video's row, so its frames follow its path, date and tags.
 
 The frames of an index are few next to its photos (a minute of video keeps tens),
 so they are scored exactly, from a matrix read once per catalog generation.
