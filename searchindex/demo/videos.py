@@ -39,11 +39,14 @@ class SyntheticClip:
 
 
 def random_clip(rng: random.Random, duration: float, scenes: int, min_len: float = 4.0,
-                max_len: float = 10.0) -> SyntheticClip:
+                max_len: float = 10.0, used: set[tuple[str, str]] | None = None) -> SyntheticClip:
     """``scenes`` scenes of ``min_len``..``max_len`` seconds, spread over ``duration`` seconds with gaps
-    between them, each a different colour and shape pair (so a query names exactly one)."""
+    between them, each a different colour and shape pair (so a query names exactly one).
+
+    ``used``: (colour, shape) pairs to avoid, updated with this clip's (distinct scenes across clips).
+    """
     slot = duration / scenes
-    used: set[tuple[str, str]] = set()
+    used = set() if used is None else used
     out = []
     for i in range(scenes):
         while True:
