@@ -320,3 +320,61 @@ def test_incremental_moved_changed_deleted_and_no_videos(tmp_path: Path) -> None
         assert reader.counts()[0] == 1
         assert reader.frames(b_id, idx.dim) is None
         assert idx.catalog.read._rows("SELECT COUNT(*) FROM video_frames WHERE image_id = ?", (b_id,))[0][0] == 0
+
+
+# -- the page -----------------------------------------------------------------
+
+
+def test_byte_ranges() -> None:
+    from searchindex.web.videos import byte_range
+
+    assert byte_range(None, 100) is None
+    assert byte_range("bytes=0-", 100) == (0, 99)
+    assert byte_range("bytes=10-19", 100) == (10, 19)
+    assert byte_range("bytes=90-200", 100) == (90, 99)
+    assert byte_range("bytes=-30", 100) == (70, 99)
+    assert byte_range("bytes=0-1,5-6", 100) is None  # several ranges: the whole file
+    for bad in ("bytes=100-", "bytes=20-10", "bytes=-0"):
+        with pytest.raises(ValueError):
+            byte_range(bad, 100)
+
+
+def test_web_serves_videos_by_id_with_ranges_and_moment_thumbnails(
+        library: tuple[Path, Path, dict[str, SyntheticClip]], tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from searchindex.web import create_app
+
+    folder, index_path, clips = library
+    copy = tmp_path / "v.idx"
+    shutil.copytree(index_path, copy)  # the thumbnail cache writes into the index folder
+    path = next(iter(clips))
+    size = Path(path).stat().st_size
+    with TestClient(create_app(copy, device="cpu", warm=False), base_url="http://127.0.0.1:8000") as client:
+        found = client.get("/api/search", params={"q": "a circle", "k": 10}).json()
+        rows = found["results"] if isinstance(found, dict) else found
+        row = next(r for r in rows if r["path"] == path)
+        assert row["timestamp"] is not None and row["duration"] > 0 and isinstance(row["moments"], list)
+        vid = row["image_id"]
+        whole = client.get(f"/api/images/{vid}/video")
+        assert whole.status_code == 200 and len(whole.content) == size
+        assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-type"] == "video/mp4"
+        part = client.get(f"/api/images/{vid}/video", headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == Path(path).read_bytes()[100:200]
+        assert part.headers["content-range"] == f"bytes 100-199/{size}"
+        assert client.get(f"/api/images/{vid}/video", headers={"Range": f"bytes={size}-"}).status_code == 416
+        thumb = client.get(f"/api/images/{vid}/thumbnail", params={"size": 128, "t": row["timestamp"]})
+        assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")
+        assert "X-Thumbnail" not in thumb.headers
+        other = client.get(f"/api/images/{vid}/thumbnail", params={"size": 128, "t": 0})
+        assert other.headers["etag"] != thumb.headers["etag"]  # each moment its own cached frame
+        assert client.get("/static/video.js").status_code == 200
+        assert client.get("/api/images/999999/video").status_code == 404
+        # never by path, and never a file changed since it was indexed
+        st = Path(path).stat()
+        os.utime(path, ns=(1, 1))
+        try:
+            assert client.get(f"/api/images/{vid}/video").status_code == 404
+        finally:
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
