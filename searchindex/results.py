@@ -114,6 +114,8 @@ class IndexInfo(JsonForm):
     faiss_memory_bytes: int = 0  # the FAISS index in memory (its serialized size)
     bytes_per_image: float = 0.0
     captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
+    videos: int = 0  # of ``images``, how many are videos
+    video_frames: int = 0  # frames kept from them (each with its time and embedding)
 
 
 @dataclass(frozen=True)

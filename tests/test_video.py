@@ -378,3 +378,28 @@ def test_web_serves_videos_by_id_with_ranges_and_moment_thumbnails(
             assert client.get(f"/api/images/{vid}/video").status_code == 404
         finally:
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_check_reports_damaged_video_rows(library: tuple[Path, Path, dict[str, SyntheticClip]],
+                                          tmp_path: Path) -> None:
+    import sqlite3
+
+    from searchindex.store.check import check_index
+
+    _, index_path, _ = library
+    copy = tmp_path / "c.idx"
+    shutil.copytree(index_path, copy)
+    assert check_index(copy, files=False).ok
+    with Index.open(copy) as idx:
+        info = idx.info()
+    assert info.videos == 4 and info.video_frames >= 8
+    db = sqlite3.connect(copy / "catalog.sqlite")
+    first = db.execute("SELECT MIN(image_id) FROM video_frames").fetchone()[0]
+    db.execute("DELETE FROM video_frames WHERE image_id = ?", (first,))
+    db.execute("INSERT INTO video_frames (image_id, time, embedding) VALUES (99999, 1.0, x'00')")
+    db.commit()
+    db.close()
+    report = check_index(copy, files=False)
+    messages = " | ".join(f.message for f in report.findings)
+    assert not report.ok and "1 videos have no frames" in messages and "belong to no indexed video" in messages
+    assert "wrong size" in messages

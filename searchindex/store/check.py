@@ -355,6 +355,9 @@ def _content_findings(folder: Path, meta: dict[str, str],
 
             vector_findings, vectors = _vector_findings(folder, meta, ids, embeddings())
             found += vector_findings
+            from .videocheck import video_findings
+
+            found += video_findings(db, dim)
             if files:
                 from .catalog.sqlite import decode_path
 

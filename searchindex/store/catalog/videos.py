@@ -92,7 +92,9 @@ class VideoReader:
     def matrix(self, dim: int) -> FrameMatrix:
         """Every kept frame of the index, with the catalog generation it was read at."""
         generation = self._read.generation()
-        rows = self._rows("SELECT image_id, time, embedding FROM video_frames ORDER BY image_id, time, id")
+        # Frames whose video row is gone (only after damage: they are written and removed together) are left out.
+        rows = self._rows("SELECT image_id, time, embedding FROM video_frames WHERE image_id IN "
+                          "(SELECT id FROM images) ORDER BY image_id, time, id")
         ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
         times = np.array([float(r[1]) for r in rows], dtype=np.float64)
         vectors = (np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
