@@ -357,7 +357,8 @@ def _content_findings(folder: Path, meta: dict[str, str],
             found += vector_findings
             from .videocheck import video_findings
 
-            found += video_findings(db, dim)
+            found += [Finding(severity, "catalog", message, count=n)
+                      for severity, message, n in video_findings(db, dim)]
             if files:
                 from .catalog.sqlite import decode_path
 

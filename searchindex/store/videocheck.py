@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 
-from .check import Finding
-
 __all__ = ["video_findings"]
 
 
-def video_findings(db: sqlite3.Connection, dim: int) -> list[Finding]:
-    """The video findings of the catalog behind ``db`` (none for a catalog without video tables)."""
+def video_findings(db: sqlite3.Connection, dim: int) -> list[tuple[str, str, int]]:
+    """(severity, message, count) of each problem with the videos of the catalog behind ``db`` (none for a
+    catalog without video tables); :mod:`.check` makes them findings."""
     try:
         orphans = db.execute("SELECT COUNT(*) FROM video_frames WHERE image_id NOT IN (SELECT id FROM images)"
                              ).fetchone()[0]
@@ -27,15 +26,12 @@ def video_findings(db: sqlite3.Connection, dim: int) -> list[Finding]:
         if "no such table" in str(exc):
             return []
         raise
-    found = []
+    found: list[tuple[str, str, int]] = []
     if orphans:
-        found.append(Finding("warning", "catalog", f"{orphans} video frames belong to no indexed video "
-                             "(searches ignore them)", count=orphans))
+        found.append(("warning", f"{orphans} video frames belong to no indexed video (searches ignore them)", orphans))
     if bare:
-        found.append(Finding("error", "catalog", f"{bare} videos have no frames: they are found by their mean "
-                             "picture only (move them out of the indexed folders, index, move them back and index "
-                             "again)", count=bare))
+        found.append(("error", f"{bare} videos have no frames: they are found by their mean picture only (move "
+                      "them out of the indexed folders, index, move them back and index again)", bare))
     if bad:
-        found.append(Finding("error", "catalog", f"{bad} video frames have an embedding of the wrong size",
-                             count=bad))
+        found.append(("error", f"{bad} video frames have an embedding of the wrong size", bad))
     return found

@@ -95,6 +95,7 @@ class VideoReader:
         # Frames whose video row is gone (only after damage: they are written and removed together) are left out.
         rows = self._rows("SELECT image_id, time, embedding FROM video_frames WHERE image_id IN "
                           "(SELECT id FROM images) ORDER BY image_id, time, id")
+        rows = [r for r in rows if isinstance(r[2], bytes) and len(r[2]) == 4 * dim]  # damaged ones: see check
         ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
         times = np.array([float(r[1]) for r in rows], dtype=np.float64)
         vectors = (np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(-1, dim)
