@@ -143,12 +143,17 @@ def test_bad_videos_raise_decode_errors_with_reasons(tmp_path: Path) -> None:
     (tmp_path / "junk.mkv").write_bytes(os.urandom(4096))
     (tmp_path / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     _audio_only(tmp_path / "voice.m4a")
-    expected = {"empty.mp4": "empty file", "junk.mkv": "not a readable video", "cut.mp4": "",
+    expected = {"empty.mp4": "empty file", "junk.mkv": "not a readable video", "cut.mp4": "not a readable video",
                 "voice.m4a": "no video stream (audio only)"}
     for name, reason in expected.items():
         with pytest.raises(ImageDecodeError) as err:
             decode_video(str(tmp_path / name))
         assert reason in err.value.reason
+    # A Matroska file cut in half keeps the frames of its first half.
+    whole = write_clip(tmp_path / "whole.mkv", random_clip(random.Random(6), 20.0, 2), width=W, height=H, fps=FPS)
+    (tmp_path / "half.mkv").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    half = decode_video(str(tmp_path / "half.mkv"))
+    assert 3 <= len(half.frames) and max(f.time for f in half.frames) < 14
     with pytest.raises(ImageDecodeError, match="too large: 128x96"):
         decode_video(str(good), Sampling(max_megapixels=0.01))
     with pytest.raises(ImageDecodeError, match="gave up"):

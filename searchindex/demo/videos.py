@@ -72,7 +72,7 @@ def _empty(side: int, seed: int) -> np.ndarray:
 
 def write_clip(path: str | Path, clip: SyntheticClip, *, width: int = 160, height: int = 120, fps: float = 10.0,
                codec: str = "h264", gop: int | None = None, motion: float = 0.08, noise: float = 6.0,
-               rotation: int = 0, seed: int = 0) -> Path:
+               rotation: int = 0, seed: int = 0, options: dict[str, str] | None = None) -> Path:
     """Write ``clip`` as a video file at ``path``.
 
     Args:
@@ -81,6 +81,7 @@ def write_clip(path: str | Path, clip: SyntheticClip, *, width: int = 160, heigh
         motion: how far the camera pans over a scene, as a fraction of the frame.
         noise: standard deviation of the per-frame noise, in 8-bit levels.
         rotation: a display rotation (degrees counter-clockwise) recorded in the stream.
+        options: encoder options (``{"preset": "ultrafast"}`` for x264 at large sizes).
     """
     import av
 
@@ -91,12 +92,16 @@ def write_clip(path: str | Path, clip: SyntheticClip, *, width: int = 160, heigh
     pictures = {id(s): np.asarray(render(s.scene, size=min(canvas_side, 512)).resize(
         (canvas_side, canvas_side), Image.Resampling.BILINEAR), dtype=np.float32) for s in clip.scenes}
     empty = _empty(canvas_side, seed)
+    # A few noise fields in turn: fresh-looking noise without drawing millions of samples per 4K frame.
+    fields = [rng.normal(0, noise, (height, width, 3)).astype(np.float32) for _ in range(5)] if noise else []
     rate = round(fps) if float(fps).is_integer() else fps
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec in ("libvpx-vp9", "libvpx"):  # libvpx's default "good" deadline is 30x slower than realtime
-            stream.options = {"deadline": "realtime", "cpu-used": "8"}
+            stream.options = {"deadline": "realtime", "cpu-used": "8", **(options or {})}
+        elif options:
+            stream.options = dict(options)
         if gop is not None:
             stream.codec_context.gop_size = gop
         if rotation:
@@ -110,7 +115,9 @@ def write_clip(path: str | Path, clip: SyntheticClip, *, width: int = 160, heigh
             off = int(progress * motion * side)
             top = (canvas_side - height) // 2
             frame = base[top:top + height, off:off + width]
-            frame = (frame + rng.normal(0, noise, frame.shape)).clip(0, 255).astype(np.uint8)
+            if fields:
+                frame = frame + fields[i % len(fields)]
+            frame = frame.clip(0, 255).astype(np.uint8)
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(video_frame):
                 out.mux(packet)
