@@ -408,3 +408,14 @@ def test_check_reports_damaged_video_rows(library: tuple[Path, Path, dict[str, S
     messages = " | ".join(f.message for f in report.findings)
     assert not report.ok and "1 videos have no frames" in messages and "belong to no indexed video" in messages
     assert "wrong size" in messages
+
+
+def test_a_video_is_captioned_by_its_middle_frame(tmp_path: Path) -> None:
+    from searchindex.enrich.captions import _read_image
+
+    clip = SyntheticClip(20.0, (ClipScene(8.0, 12.0, random_clip(random.Random(8), 20.0, 1).scenes[0].scene),))
+    path = write_clip(tmp_path / "m.mp4", clip, width=W, height=H, fps=FPS)
+    middle = np.asarray(_read_image(str(path), 64), dtype=np.float32)
+    start = np.asarray(frame_at(str(path), 1.0, side=64), dtype=np.float32)
+    # the scene (a saturated shape) shows at 10 s, the empty grey texture at 1 s
+    assert (middle.max(axis=2) - middle.min(axis=2)).mean() > (start.max(axis=2) - start.min(axis=2)).mean() + 10
