@@ -419,3 +419,48 @@ def test_a_video_is_captioned_by_its_middle_frame(tmp_path: Path) -> None:
     start = np.asarray(frame_at(str(path), 1.0, side=64), dtype=np.float32)
     # the scene (a saturated shape) shows at 10 s, the empty grey texture at 1 s
     assert (middle.max(axis=2) - middle.min(axis=2)).mean() > (start.max(axis=2) - start.min(axis=2)).mean() + 10
+
+
+def test_a_killed_run_leaves_no_video_without_frames_and_resumes(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from searchindex.store.check import check_index
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    rng = random.Random(31)
+    for i in range(6):
+        write_clip(folder / f"v{i}.mp4", random_clip(rng, 12.0, 2), width=96, height=72, fps=FPS, seed=i)
+    index = tmp_path / "k.idx"
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "searchindex.cli", "index", str(folder), "--index", str(index), "--model",
+           "tiny-shapes", "--device", "cpu", "--batch-size", "1", "--workers", "0"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    rows = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            con = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5)
+            rows = con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            rows = 0
+        if rows >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= rows < 6 and proc.returncode == -signal.SIGKILL, (rows, proc.returncode)
+    assert check_index(index, files=False).ok  # every video row committed has its frames, and no frame is orphaned
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Index.open(index) as idx:
+        videos, frames = VideoReader(idx.catalog.read).counts()
+        assert videos == 6 and idx.count() == 6
+        rows_left = idx.catalog.read._rows("SELECT COUNT(*) FROM video_frames")[0][0]
+        assert rows_left == frames
