@@ -29,6 +29,8 @@ from searchindex.store.catalog.videos import VideoReader  # noqa: E402
 
 W, H, FPS = 128, 96, 5.0
 CODECS = [("h264", ".mp4"), ("mpeg4", ".avi"), ("libvpx-vp9", ".webm")]
+# HEVC in MOV, and AV1 in Matroska: dav1d decodes only keyframes for good if asked to skip the others when it opens.
+DECODED = [*CODECS, ("hevc", ".mov"), ("libsvtav1", ".mkv")]
 
 
 def _gaps(times: list[float], end: float) -> float:
@@ -39,7 +41,7 @@ def _gaps(times: list[float], end: float) -> float:
 # -- decoding -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("codec", "ext"), CODECS)
+@pytest.mark.parametrize(("codec", "ext"), DECODED)
 def test_keyframes_then_gap_fills_leave_no_gap_over_the_interval(tmp_path: Path, codec: str, ext: str) -> None:
     clip = random_clip(random.Random(3), 30.0, 3)
     path = write_clip(tmp_path / f"c{ext}", clip, width=W, height=H, fps=FPS, codec=codec, gop=60)

@@ -288,8 +288,8 @@ def _decode(container: Any, path: str, sampling: Sampling, t0: float) -> Decoded
     frames: dict[float, SampledFrame] = {}
     rotation = 0
     last = 0.0
-    # 1. keyframes only
-    ctx.skip_frame = "NONKEY"
+    # 1. keyframes only: packets not flagged as keyframes never reach the decoder.  (The decoder's own
+    # skip setting is left alone: dav1d reads it once, when it opens, and would then skip for good.)
     for frame in _decode_frames(container, stream, budget, counts, keys_only=True):
         t = _time(frame, start)
         if t is None:
@@ -305,7 +305,6 @@ def _decode(container: Any, path: str, sampling: Sampling, t0: float) -> Decoded
     if not frames and end <= 0:
         raise ImageDecodeError(path, "no decodable video frames")
     # 2. fill the gaps: one seek per run of targets between two keyframes
-    ctx.skip_frame = "DEFAULT"
     key_times = sorted(frames)
     targets = gap_targets(key_times, end, sampling.interval)
     budget_left = sampling.max_frames - len(frames)
