@@ -58,6 +58,54 @@ def _memory(path: Path) -> dict[str, float]:
             "growth_mib": float(after) - float(before), "frames": int(frames), "decode_s": float(seconds)}
 
 
+ACCURACY_CODECS = [("h264", ".mp4"), ("mpeg4", ".avi"), ("libvpx-vp9", ".webm"), ("hevc", ".mov"),
+                   ("libsvtav1", ".mkv")]
+
+
+def accuracy(tmp: Path, clips: int, seconds: float = 60.0, scenes: int = 5) -> dict[str, Any]:
+    """Scenes found at their second: ``clips`` clips of ``seconds`` at 320x240, 15 fps, codecs in turn."""
+    from searchindex import Index
+    from searchindex.demo.videos import random_clip, write_clip
+    from searchindex.store.catalog.videos import VideoReader
+
+    folder = tmp / "accuracy"
+    folder.mkdir()
+    if clips * scenes > 40:
+        raise SystemExit("at most 40 scenes: each is a colour and shape pair of its own")
+    rng = random.Random(5)
+    used: set[tuple[str, str]] = set()  # every scene a pair of its own: a query names one scene of one clip
+    truth = {}
+    per_codec: dict[str, list[int]] = {}
+    for i in range(clips):
+        codec, ext = ACCURACY_CODECS[i % len(ACCURACY_CODECS)]
+        clip = random_clip(rng, seconds, scenes, used=used)
+        path = folder / f"clip{i:02d}{ext}"
+        write_clip(path, clip, width=320, height=240, fps=15.0, codec=codec, seed=i)
+        truth[str(path)] = (codec, clip)
+    with Index.create(tmp / "idx-accuracy", model="tiny-shapes", device="cpu") as idx:
+        idx.add_folder(folder)
+        reader = VideoReader(idx.catalog.read)
+        within = first = total = 0
+        kept = []
+        for path, (codec, clip) in truth.items():
+            vid = idx.catalog.read.ids_by_path([path])[path]
+            kept.append(reader.facts([vid])[vid].frames * 60 / clip.duration)
+            for sc in clip.scenes:
+                total += 1
+                results = idx.search(f"a {sc.scene.color} {sc.scene.shape}", k=clips)
+                ours = [r for r in results if r.path == path]
+                ok = bool(ours) and ours[0].timestamp is not None and \
+                    sc.start - 2 <= ours[0].timestamp <= sc.end + 2
+                within += ok
+                first += bool(results) and results[0].path == path
+                per_codec.setdefault(codec, [0, 0])
+                per_codec[codec][0] += ok
+                per_codec[codec][1] += 1
+    return {"clips": clips, "scenes": total, "within_2s": round(within / total, 3),
+            "video_ranked_first": round(first / total, 3), "frames_kept_per_min": round(statistics.mean(kept), 1),
+            "per_codec_within_2s": {c: round(a / b, 3) for c, (a, b) in per_codec.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each clip (default 30)")
@@ -66,78 +114,92 @@ def main() -> None:
                     help="comma-separated; open_clip architectures run with --pretrained none")
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per setting (median reported)")
     ap.add_argument("--memory-seconds", type=float, default=4.0, help="length of the 4K clip (0: skip)")
+    ap.add_argument("--accuracy-clips", type=int, default=0,
+                    help="also: scenes found within 2 s of their span in N (at most 8) 60 s clips of 5 scenes, "
+                         "codecs in turn")
+    ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True, help="run the speed part")
     ap.add_argument("--json", dest="json_out", type=Path, default=None, help="write the figures here")
     args = ap.parse_args()
-
-    from searchindex import Index
-    from searchindex.models.video import decode_video
-
     figures: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "load_before": os.getloadavg()[0],
                                "runs": []}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        clips = {}
-        for size in args.sizes.split(","):
-            t = time.perf_counter()
-            clips[size] = _clip(tmp / size, "clip.mp4", size, args.seconds, seed=1)
-            print(f"wrote a {args.seconds:g} s {size} clip in {time.perf_counter() - t:.0f} s", flush=True)
-        warm = _clip(tmp / "warm", "warm.mp4", "720p", 2.0, seed=2)
-        indexes = {}
-        for model in args.models.split(","):
-            pretrained = None if model == "tiny-shapes" else "none"
-            idx = Index.create(tmp / f"idx-{model}", model=model, pretrained=pretrained, device="cpu")
-            idx.add_folder(warm.parent)  # loads the model: the timed runs are of a warm process
-            indexes[model] = idx
-        times: dict[tuple[str, str], list[float]] = {}
-        decode: dict[str, list[float]] = {}
-        kept: dict[tuple[str, str], int] = {}
-        sampled: dict[str, int] = {}
-        for r in range(args.rounds):
-            for size, path in clips.items():
-                t = time.perf_counter()
-                video = decode_video(str(path))
-                decode.setdefault(size, []).append(time.perf_counter() - t)
-                sampled[size] = len(video.frames)
-                for model, idx in indexes.items():
-                    # Another name each round: the content is new to the index, so it is decoded and encoded.
-                    copy = path.parent / f"r{r}-{model}" / "clip.mp4"
-                    copy.parent.mkdir()
-                    with open(path, "rb") as src, open(copy, "wb") as dst:
-                        dst.write(src.read())
-                        dst.write(f"round {r} {model}".encode())  # trailing bytes: another SHA-256
-                    t = time.perf_counter()
-                    summary = idx.add_folder(copy.parent)
-                    times.setdefault((size, model), []).append(time.perf_counter() - t)
-                    assert summary.indexed == 1, summary
-                    vid = idx.catalog.read.ids_by_path([str(copy)])[str(copy)]
-                    from searchindex.store.catalog.videos import VideoReader
-
-                    kept[(size, model)] = VideoReader(idx.catalog.read).facts([vid])[vid].frames
-        for (size, model), runs in times.items():
-            total = statistics.median(runs)
-            dec = statistics.median(decode[size])
-            row = {"size": size, "model": model, "index_s": round(total, 3), "decode_s": round(dec, 3),
-                   "fraction_of_duration": round(total / args.seconds, 4),
-                   "decode_share": round(min(1.0, dec / total), 3),
-                   "frames_sampled_per_min": round(sampled[size] * 60 / args.seconds, 1),
-                   "frames_kept_per_min": round(kept[(size, model)] * 60 / args.seconds, 1), "runs": runs}
-            figures["runs"].append(row)
-            print(f"{size:>6} {model:<14} index {total:6.2f} s = {total / args.seconds:.3f} x duration; decode "
-                  f"{dec:5.2f} s ({row['decode_share']:.0%}); frames/min sampled {row['frames_sampled_per_min']}, "
-                  f"kept {row['frames_kept_per_min']}", flush=True)
-        for idx in indexes.values():
-            idx.close()
-        if args.memory_seconds > 0:
-            t = time.perf_counter()
-            big = _clip(tmp / "4k", "clip.mp4", "4k", args.memory_seconds, seed=3)
-            print(f"wrote a {args.memory_seconds:g} s 4K clip in {time.perf_counter() - t:.0f} s", flush=True)
-            figures["memory_4k"] = _memory(big)
-            m = figures["memory_4k"]
-            print(f"4K decode: peak RSS {m['rss_peak_mib']:.0f} MiB, {m['growth_mib']:.0f} MiB over the process "
-                  f"before decoding; {m['frames']} frames in {m['decode_s']:.2f} s", flush=True)
+        if args.accuracy_clips:
+            figures["accuracy"] = a = accuracy(tmp, args.accuracy_clips)
+            print(f"{a['scenes']} scenes in {a['clips']} clips: {a['within_2s']:.1%} found within 2 s of their span, "
+                  f"the video first for {a['video_ranked_first']:.1%}; {a['frames_kept_per_min']} frames kept per "
+                  f"minute; per codec {a['per_codec_within_2s']}", flush=True)
+        if args.speed:
+            _speed(args, tmp, figures)
     figures["load_after"] = os.getloadavg()[0]
     if args.json_out:
         args.json_out.write_text(json.dumps(figures, indent=1))
+
+
+def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None:
+    """Index time / clip length per size and model, decode share, 4K decode memory (see the module docstring)."""
+    from searchindex import Index
+    from searchindex.models.video import decode_video
+
+    clips = {}
+    for size in args.sizes.split(","):
+        t = time.perf_counter()
+        clips[size] = _clip(tmp / size, "clip.mp4", size, args.seconds, seed=1)
+        print(f"wrote a {args.seconds:g} s {size} clip in {time.perf_counter() - t:.0f} s", flush=True)
+    warm = _clip(tmp / "warm", "warm.mp4", "720p", 2.0, seed=2)
+    indexes = {}
+    for model in args.models.split(","):
+        pretrained = None if model == "tiny-shapes" else "none"
+        idx = Index.create(tmp / f"idx-{model}", model=model, pretrained=pretrained, device="cpu")
+        idx.add_folder(warm.parent)  # loads the model: the timed runs are of a warm process
+        indexes[model] = idx
+    times: dict[tuple[str, str], list[float]] = {}
+    decode: dict[str, list[float]] = {}
+    kept: dict[tuple[str, str], int] = {}
+    sampled: dict[str, int] = {}
+    for r in range(args.rounds):
+        for size, path in clips.items():
+            t = time.perf_counter()
+            video = decode_video(str(path))
+            decode.setdefault(size, []).append(time.perf_counter() - t)
+            sampled[size] = len(video.frames)
+            for model, idx in indexes.items():
+                # Another name each round: the content is new to the index, so it is decoded and encoded.
+                copy = path.parent / f"r{r}-{model}" / "clip.mp4"
+                copy.parent.mkdir()
+                with open(path, "rb") as src, open(copy, "wb") as dst:
+                    dst.write(src.read())
+                    dst.write(f"round {r} {model}".encode())  # trailing bytes: another SHA-256
+                t = time.perf_counter()
+                summary = idx.add_folder(copy.parent)
+                times.setdefault((size, model), []).append(time.perf_counter() - t)
+                assert summary.indexed == 1, summary
+                vid = idx.catalog.read.ids_by_path([str(copy)])[str(copy)]
+                from searchindex.store.catalog.videos import VideoReader
+
+                kept[(size, model)] = VideoReader(idx.catalog.read).facts([vid])[vid].frames
+    for (size, model), runs in times.items():
+        total = statistics.median(runs)
+        dec = statistics.median(decode[size])
+        row = {"size": size, "model": model, "index_s": round(total, 3), "decode_s": round(dec, 3),
+               "fraction_of_duration": round(total / args.seconds, 4),
+               "decode_share": round(min(1.0, dec / total), 3),
+               "frames_sampled_per_min": round(sampled[size] * 60 / args.seconds, 1),
+               "frames_kept_per_min": round(kept[(size, model)] * 60 / args.seconds, 1), "runs": runs}
+        figures["runs"].append(row)
+        print(f"{size:>6} {model:<14} index {total:6.2f} s = {total / args.seconds:.3f} x duration; decode "
+              f"{dec:5.2f} s ({row['decode_share']:.0%}); frames/min sampled {row['frames_sampled_per_min']}, "
+              f"kept {row['frames_kept_per_min']}", flush=True)
+    for idx in indexes.values():
+        idx.close()
+    if args.memory_seconds > 0:
+        t = time.perf_counter()
+        big = _clip(tmp / "4k", "clip.mp4", "4k", args.memory_seconds, seed=3)
+        print(f"wrote a {args.memory_seconds:g} s 4K clip in {time.perf_counter() - t:.0f} s", flush=True)
+        figures["memory_4k"] = _memory(big)
+        m = figures["memory_4k"]
+        print(f"4K decode: peak RSS {m['rss_peak_mib']:.0f} MiB, {m['growth_mib']:.0f} MiB over the process "
+              f"before decoding; {m['frames']} frames in {m['decode_s']:.2f} s", flush=True)
 
 
 if __name__ == "__main__":
