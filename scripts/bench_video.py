@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,14 +29,21 @@ from typing import Any
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
-def _clip(folder: Path, name: str, size: str, seconds: float, seed: int) -> Path:
+def _clip(folder: Path, name: str, size: str, seconds: float, seed: int, cache: Path | None = None) -> Path:
     from searchindex.demo.videos import random_clip, write_clip
 
     w, h = SIZES[size]
-    clip = random_clip(random.Random(seed), seconds, max(1, int(seconds // 10)))
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = cache / f"{size}-{seconds:g}s-{seed}.mp4" if cache else None
+    if kept is not None and kept.is_file():
+        shutil.copyfile(kept, path)
+        return path
+    clip = random_clip(random.Random(seed), seconds, max(1, int(seconds // 10)))
     write_clip(path, clip, width=w, height=h, fps=30.0, codec="h264", seed=seed, options={"preset": "veryfast"})
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, kept)
     return path
 
 
@@ -118,6 +126,8 @@ def main() -> None:
                     help="also: scenes found within 2 s of their span in N (at most 8) 60 s clips of 5 scenes, "
                          "codecs in turn")
     ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True, help="run the speed part")
+    ap.add_argument("--clips", type=Path, default=None,
+                    help="keep the generated speed clips in this folder and reuse them (writing 1080p is slow)")
     ap.add_argument("--json", dest="json_out", type=Path, default=None, help="write the figures here")
     args = ap.parse_args()
     figures: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "load_before": os.getloadavg()[0],
@@ -144,7 +154,7 @@ def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None
     clips = {}
     for size in args.sizes.split(","):
         t = time.perf_counter()
-        clips[size] = _clip(tmp / size, "clip.mp4", size, args.seconds, seed=1)
+        clips[size] = _clip(tmp / size, "clip.mp4", size, args.seconds, seed=1, cache=args.clips)
         print(f"wrote a {args.seconds:g} s {size} clip in {time.perf_counter() - t:.0f} s", flush=True)
     warm = _clip(tmp / "warm", "warm.mp4", "720p", 2.0, seed=2)
     indexes = {}
@@ -194,7 +204,7 @@ def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None
         idx.close()
     if args.memory_seconds > 0:
         t = time.perf_counter()
-        big = _clip(tmp / "4k", "clip.mp4", "4k", args.memory_seconds, seed=3)
+        big = _clip(tmp / "4k", "clip.mp4", "4k", args.memory_seconds, seed=3, cache=args.clips)
         print(f"wrote a {args.memory_seconds:g} s 4K clip in {time.perf_counter() - t:.0f} s", flush=True)
         figures["memory_4k"] = _memory(big)
         m = figures["memory_4k"]
