@@ -466,3 +466,11 @@ def test_a_killed_run_leaves_no_video_without_frames_and_resumes(tmp_path: Path)
         assert videos == 6 and idx.count() == 6
         rows_left = idx.catalog.read._rows("SELECT COUNT(*) FROM video_frames")[0][0]
         assert rows_left == frames
+
+
+def test_a_word_match_carries_the_duration_but_no_moment(library: tuple[Path, Path, dict[str, SyntheticClip]]) -> None:
+    _, index_path, clips = library
+    with Index.open(index_path) as idx:
+        results = idx.search("static", k=5, mode="text")  # the file name static.mp4
+    assert [Path(r.path).name for r in results] == ["static.mp4"]
+    assert results[0].timestamp is None and results[0].moments == () and results[0].duration == pytest.approx(60, abs=1)

@@ -105,6 +105,7 @@ class Searcher:
             if k is not None:
                 ids, scores = ids[:k], scores[:k]
             results = build_results(self.catalog, self.vectors, ids, scores, text=text)
+            results = attach_moments(results, {}, self.catalog.read)  # a video's duration; no moment matched words
         else:
             vector = self.embed(q)
             depth = max(k, FUSION_DEPTH) if mode == "hybrid" and k is not None else k
