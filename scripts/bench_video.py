@@ -164,14 +164,17 @@ def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None
         idx.add_folder(warm.parent)  # loads the model: the timed runs are of a warm process
         indexes[model] = idx
     times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # CPU seconds of this process (all threads): less load-bound
     decode: dict[str, list[float]] = {}
+    decode_cpu: dict[str, list[float]] = {}
     kept: dict[tuple[str, str], int] = {}
     sampled: dict[str, int] = {}
     for r in range(args.rounds):
         for size, path in clips.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             video = decode_video(str(path))
             decode.setdefault(size, []).append(time.perf_counter() - t)
+            decode_cpu.setdefault(size, []).append(time.process_time() - c)
             sampled[size] = len(video.frames)
             for model, idx in indexes.items():
                 # Another name each round: the content is new to the index, so it is decoded and encoded.
@@ -180,9 +183,10 @@ def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None
                 with open(path, "rb") as src, open(copy, "wb") as dst:
                     dst.write(src.read())
                     dst.write(f"round {r} {model}".encode())  # trailing bytes: another SHA-256
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 summary = idx.add_folder(copy.parent)
                 times.setdefault((size, model), []).append(time.perf_counter() - t)
+                cpu.setdefault((size, model), []).append(time.process_time() - c)
                 assert summary.indexed == 1, summary
                 vid = idx.catalog.read.ids_by_path([str(copy)])[str(copy)]
                 from searchindex.store.catalog.videos import VideoReader
@@ -191,7 +195,10 @@ def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None
     for (size, model), runs in times.items():
         total = statistics.median(runs)
         dec = statistics.median(decode[size])
+        cpu_total, cpu_dec = statistics.median(cpu[(size, model)]), statistics.median(decode_cpu[size])
         row = {"size": size, "model": model, "index_s": round(total, 3), "decode_s": round(dec, 3),
+               "index_cpu_s": round(cpu_total, 3), "decode_cpu_s": round(cpu_dec, 3),
+               "cpu_fraction_of_duration": round(cpu_total / args.seconds, 4),
                "fraction_of_duration": round(total / args.seconds, 4),
                "decode_share": round(min(1.0, dec / total), 3),
                "frames_sampled_per_min": round(sampled[size] * 60 / args.seconds, 1),
@@ -199,7 +206,8 @@ def _speed(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None
         figures["runs"].append(row)
         print(f"{size:>6} {model:<14} index {total:6.2f} s = {total / args.seconds:.3f} x duration; decode "
               f"{dec:5.2f} s ({row['decode_share']:.0%}); frames/min sampled {row['frames_sampled_per_min']}, "
-              f"kept {row['frames_kept_per_min']}", flush=True)
+              f"kept {row['frames_kept_per_min']}; CPU {cpu_total:.2f} s ({cpu_total / args.seconds:.3f} x duration), "
+              f"decoding {cpu_dec:.2f} s of it", flush=True)
     for idx in indexes.values():
         idx.close()
     if args.memory_seconds > 0:
