@@ -37,6 +37,7 @@ window.videoLightbox = (r) => {
     return false;
   }
   img.hidden = true;
+  document.querySelector("#lb-file").href = `/api/images/${r.image_id}/video`;  // plays in a tab (the file route sends bytes)
   if (!player) {
     player = document.createElement("video");
     player.id = "lb-video";
