@@ -87,6 +87,9 @@ class SearchResult(JsonForm):
     vector_score: float | None = None  # CLIP cosine similarity (None in text mode)
     text_score: float | None = None  # BM25 of the query's words (None when words played no part in the rank)
     persons: tuple[str, ...] = ()  # named persons whose faces are in the image (searchindex faces)
+    timestamp: float | None = None  # a video's best-matching second (None for photos)
+    moments: tuple[float, ...] = ()  # a video's next best seconds, best first, >= 10 s apart
+    duration: float | None = None  # a video's length in seconds
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class IndexInfo(JsonForm):
     bytes_per_image: float = 0.0
     captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
     faces: dict[str, int] = dataclasses.field(default_factory=dict)  # images searched, faces, persons, named
+    videos: int = 0  # of ``images``, how many are videos
+    video_frames: int = 0  # frames kept from them (each with its time and embedding)
 
 
 @dataclass(frozen=True)

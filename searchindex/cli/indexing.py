@@ -86,12 +86,15 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--gone", is_flag=True,
               help="FOLDERS no longer exist (renamed, moved or deleted): drop the images indexed below them "
                    "(a missing folder is otherwise taken for offline, and its images kept).")
+@click.option("--videos/--no-videos", "videos", default=None,
+              help="Index the videos too, each as moments (see docs/video.md). [default: when PyAV is installed, "
+                   "pip install 'searchindex[video]'] --no-videos keeps the videos indexed before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
           max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
           caption_prompt: str | None, faces_after: bool, engine: str, ray_address: str | None, encoder_workers: int,
-          num_gpus_per_worker: float, ray_cpus: int | None, gone: bool, as_json: bool) -> None:
+          num_gpus_per_worker: float, ray_cpus: int | None, gone: bool, videos: bool | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
     Creates the index on first use with --model/--pretrained; later runs use the
@@ -141,7 +144,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             with progress_bar("indexing") as bar:
                 summary = idx.add_folder(folders, progress=bar, batch_size=batch_size, workers=workers,
                                          max_megapixels=max_megapixels, stop=stop, index_type=index_type,
-                                         engine=runner, max_file_bytes=max_file_mb * 1024 * 1024)
+                                         engine=runner, max_file_bytes=max_file_mb * 1024 * 1024, videos=videos)
             if caption_after and not summary.interrupted:
                 with progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,

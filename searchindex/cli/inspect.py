@@ -31,6 +31,8 @@ def info(index_path: Path | None, as_json: bool) -> None:
     click.echo(f"index:      {data.path}")
     click.echo(f"model:      {data.model} / {data.pretrained}{sha}")
     click.echo(f"images:     {data.images} ({data.failures} files on record as failed: searchindex errors)")
+    if data.videos:
+        click.echo(f"videos:     {data.videos} of them, {data.video_frames} frames kept")
     click.echo(f"vectors:    {data.dim}-d, FAISS {data.faiss_factory} (index type: {data.index_type})")
     if data.nprobe is not None:
         tuned = f", recall@10 {data.tuned_recall:.3f} when tuned" if data.tuned_recall is not None else ""

@@ -59,6 +59,8 @@ def _click_parameter(option: SearchOption) -> Decorator:
 _OUTPUT_OPTIONS = (
     click.option("--json", "as_json", is_flag=True,
                  help="One JSON object per result (rank, score, path, size and date fields; see docs/queries.md)."),
+    click.option("--moments", "show_moments", is_flag=True,
+                 help="For videos, list the other matching moments too (up to 3, at least 10 s apart)."),
     click.option("--paths", "paths_only", is_flag=True, help="Only paths, one per line (for xargs)."),
     click.option("-0", "--null", is_flag=True, help="Only paths, each ended by a NUL byte (for xargs -0)."),
     click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs."),
@@ -67,7 +69,7 @@ _OUTPUT_OPTIONS = (
 
 @click.command()
 @search_options(between={"minus_weighted": (index_option,), "sort": _OUTPUT_OPTIONS})
-def search(index_path: Path | None, as_json: bool, paths_only: bool, null: bool, device: str,
+def search(index_path: Path | None, as_json: bool, show_moments: bool, paths_only: bool, null: bool, device: str,
            **given: Any) -> None:
     """Find the images that best match QUERY (text), --image (an example), or a mix.
 
@@ -94,11 +96,11 @@ def search(index_path: Path | None, as_json: bool, paths_only: bool, null: bool,
             params = params or build(idx)
             results = params.run(idx)
     empty = params.empty_message()
-    _print_results(results, as_json, paths_only, null, empty)
+    _print_results(results, as_json, paths_only, null, empty, moments=show_moments)
 
 
 def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: bool, null: bool = False,
-                   empty: str = "No results (the index is empty).") -> None:
+                   empty: str = "No results (the index is empty).", moments: bool = False) -> None:
     if as_json:
         for r in results:
             click.echo(json.dumps(r.to_dict()))
@@ -119,7 +121,17 @@ def _print_results(results: Sequence[SearchResult], as_json: bool, paths_only: b
             tags = f"  [{', '.join(r.tags)}]" if show_tags else ""
             words = f"  | {_words(r)}" if show_words else ""
             people = f"  ({', '.join(r.persons)})" if r.persons else ""  # named persons in the photo
-            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {display(r.path)}{people}{tags}{words}")
+            at = "" if r.timestamp is None else f" @ {clock(r.timestamp)}"
+            also = f" (also {', '.join(clock(t) for t in r.moments)})" if moments and r.moments else ""
+            click.echo(f"{r.rank:>4}  {r.score:>6.3f}  {_date(r.taken_at):<16}  {display(r.path)}{at}{also}{people}"
+                       f"{tags}{words}")
+
+
+def clock(seconds: float) -> str:
+    """A moment in a video as ``01:23`` (``1:02:03`` past the hour)."""
+    total = int(seconds)
+    h, rest = divmod(total, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _words(r: SearchResult, width: int = 80) -> str:

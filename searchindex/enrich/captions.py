@@ -8,6 +8,7 @@ files as the indexer does, and commits each batch's captions at once.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def _read_image(path: str, side: int) -> Image.Image:
-    """Decode an indexed file as the indexer does (EXIF orientation, RGB, JPEG draft down to ``side``)."""
+    """Decode an indexed file as the indexer does (EXIF orientation, RGB, JPEG draft down to ``side``);
+    a video's caption describes its middle frame."""
+    from ..models.video import VIDEO_EXTENSIONS
+
+    if os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS:
+        from ..models.video import MISSING_EXTRA, available, frame_at, probe_video
+
+        if not available():
+            raise ImageDecodeError(path, MISSING_EXTRA)
+        return frame_at(path, probe_video(path)[0] / 2, side=side)
     with open(path, "rb") as fh:
         data = fh.read()
     return decode_image(data, path, min_side=side).image

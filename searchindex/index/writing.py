@@ -57,8 +57,8 @@ class Writing(IndexState):
                    progress: ProgressCallback | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                    workers: int | None = None, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, stop: threading.Event | None = None,
-                   ) -> IndexSummary:
-        """Bring the index in line with every image below ``folder`` (or several folders).
+                   videos: bool | None = None) -> IndexSummary:
+        """Bring the index in line with every image (and video) below ``folder`` (or several folders).
 
         New and modified files are encoded; unchanged ones are skipped; touched, moved and
         duplicated files reuse their stored embedding; files gone from below the folders
@@ -76,6 +76,8 @@ class Writing(IndexState):
             max_file_bytes: larger files are recorded as failures without being read (default 1 GiB).
             stop: set it (from another thread, a signal handler) to stop after the batch in
                 flight is committed; the summary then says ``interrupted``.
+            videos: index the videos too (see :mod:`searchindex.models.video`); default: when
+                the ``video`` extra is installed.  When false, videos indexed before are kept.
 
         Raises:
             ParameterError: a bad option value.
@@ -88,19 +90,21 @@ class Writing(IndexState):
                                max_megapixels=max_megapixels, max_file_bytes=max_file_bytes, stop=stop)
         from ..ingest.engines import engine_options
         from ..ingest.scan import path_list, scan_folders
+        from ..ingest.videos import scan_extensions
 
         folders = path_list(folder, "a folder to index")
 
         options = engine_options(engine, options, self.models)
         skipped: list[str] = []
         unread: list[FailureRecord] = []  # what the scan could not read: failures of this run
-        entries = list(scan_folders(folders, skipped, unread))
+        extensions, kept = scan_extensions(videos)
+        entries = list(scan_folders(folders, skipped, unread, extensions))
         # Refused (without building it) when even this run could not give it enough vectors to train.
         wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
             return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,
-                             **options)
+                             kept=kept, **options)
 
     def forget_folder(self, folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> IndexSummary:
         """Drop every indexed image below ``folder`` (or several), a folder that no longer exists:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata
+from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata, VideoFrames
+from ..store.catalog.videos import VideoReader
 from .plan import Plan
 from .produce import Producer, Result
 from .scan import FileEntry
@@ -72,6 +73,7 @@ class Committer:
         self.producer = producer
         self.counts = RunCounts()
         self._run_vectors: dict[str, tuple[np.ndarray, int, int, str]] = {}  # sha -> vector, w, h, format
+        self._run_videos: dict[str, VideoFrames] = {}  # sha -> a video's frames encoded by this run
 
     def commit(self, results: Sequence[Result]) -> None:
         """Write one batch's results in one transaction."""
@@ -123,8 +125,10 @@ class Committer:
                     bad.append(FailureRecord(e.path, e.size, e.mtime_ns, problem))
                     continue
                 self._run_vectors[r.sha256] = (r.vector, r.width, r.height, r.format)
+                if r.video is not None:
+                    self._run_videos[r.sha256] = r.video
                 rows.append(NewImage(e.path, e.size, e.mtime_ns, r.sha256, r.width, r.height, r.format, r.vector,
-                                     r.meta))
+                                     r.meta, r.video))
                 counts.indexed += 1
             if state is None:
                 counts.new += 1
@@ -161,13 +165,17 @@ class Committer:
         stored = self.catalog.images.embeddings(src_ids, self.dim)
         facts = self.catalog.images.by_id(src_ids)
         rows = []
+        videos = VideoReader(self.catalog.read)
         for e, sha, s, meta in copies:
+            video: VideoFrames | None
             if s >= 0:
                 vec, f = stored[s], facts[s]
                 w, h, fmt = f.width, f.height, f.format
+                video = videos.frames(s, self.dim) if fmt == "video" else None
             else:
                 vec, w, h, fmt = self._run_vectors[sha]
-            rows.append(NewImage(e.path, e.size, e.mtime_ns, sha, w, h, fmt, vec, meta))
+                video = self._run_videos.get(sha)
+            rows.append(NewImage(e.path, e.size, e.mtime_ns, sha, w, h, fmt, vec, meta, video))
             if self.plan.images.get(e.path) is None:
                 self.counts.duplicates += 1
         return rows

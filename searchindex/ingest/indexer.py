@@ -57,6 +57,7 @@ def index_entries(
     t0: float | None = None,
     skipped: Sequence[str] = (),
     unread: Sequence[FailureRecord] = (),
+    kept: frozenset[str] = frozenset(),
 ) -> IndexSummary:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
@@ -78,6 +79,8 @@ def index_entries(
             :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
         unread: folders and files the scan could not read, with their reasons (see
             :func:`~searchindex.ingest.scan.scan_folders`): recorded and counted as failures.
+        kept: file name extensions the scan left out (videos, with ``videos=False``): what is
+            indexed with them is kept.
         t0: when the run started (``time.perf_counter()``; default: now), for ``seconds``.
     """
     t0 = time.perf_counter() if t0 is None else t0
@@ -85,7 +88,7 @@ def index_entries(
         raise ValueError("batch_size must be at least 1")
     ReadLimits(max_megapixels, max_file_bytes)  # ValueError (nan, 0, ...) before any work
     threads = workers or default_workers()
-    plan = plan_run(catalog, entries, roots, skipped)
+    plan = plan_run(catalog, entries, roots, skipped, kept)
     if producer is None:
         producer = LocalProducer(get_encoder, workers=workers, max_megapixels=max_megapixels,
                                  max_file_bytes=max_file_bytes)

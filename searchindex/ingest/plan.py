@@ -88,11 +88,13 @@ def _denied(path: str) -> bool:
 
 
 def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str],
-             skipped: Sequence[str] = ()) -> Plan:
+             skipped: Sequence[str] = (), kept: frozenset[str] = frozenset()) -> Plan:
     """Classify ``entries`` (found below ``roots``) against the catalog.
 
     ``skipped``: folders below ``roots`` the scan did not walk (see
     :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
+    ``kept``: file name extensions not scanned this run (videos, with ``--no-videos``): what is
+    indexed with them is kept too.
     """
     roots = [os.path.abspath(r) for r in roots]
     images = catalog.images.states()
@@ -103,7 +105,8 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     # not be read: recorded again by this run).
     seen = {e.path for e in entries} | set(skipped)
     gone = {p for p in list(images) + list(failures)
-            if p not in seen and under(p, roots) and not under(p, skipped)}
+            if p not in seen and under(p, roots) and not under(p, skipped)
+            and os.path.splitext(p)[1].lower() not in kept}
     by_sha: dict[str, list[int]] = {}
     id_path: dict[int, str] = {}
     for path, (image_id, _, _, sha) in images.items():

@@ -43,10 +43,12 @@ from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileEr
 from ..models.encoders import Encoder
 from ..models.images import check_megapixels, decode_image
 from ..models.pixels import PixelSpec, to_pixels
-from ..store.catalog.records import FailureRecord, PhotoMetadata
+from ..models.video import Sampling
+from ..store.catalog.records import FailureRecord, PhotoMetadata, VideoFrames
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
 from .scan import FileEntry
+from .videos import VideoPixels, encode_video, is_video, read_video
 from .workerpool import worker_pool
 
 __all__ = ["PROCESS_MIN_FILES", "LocalProducer", "Produced", "Producer", "ReadFile", "Result", "default_workers",
@@ -71,6 +73,7 @@ class Produced:
     width: int = 0
     height: int = 0
     format: str = ""
+    video: VideoFrames | None = None  # a video's kept frames (its vector is their mean)
 
 
 #: What a producer yields for one file.
@@ -96,6 +99,7 @@ class ReadFile:
 
     produced: Produced
     pixels: Any = None  # uint8 HWC array (with a PixelSpec) or the model's input tensor
+    video: VideoPixels | None = None  # a new video's sampled frames (then ``pixels`` is None)
 
 
 def default_workers() -> int:
@@ -139,6 +143,11 @@ def _read_one(entry: FileEntry, known: Set[str], prepare: PixelSpec | Encoder,
     def fail(reason: str) -> FailureRecord:
         return FailureRecord(entry.path, entry.size, entry.mtime_ns, reason)
 
+    if is_video(entry.path) and not os.path.isdir(entry.path):
+        fields, video = read_video(entry, known, prepare)
+        if isinstance(fields, FailureRecord):
+            return fields
+        return ReadFile(Produced(entry, **fields), video=video)
     try:
         if os.path.isdir(entry.path):
             return fail("a directory named like an image (its contents are scanned as a folder)")
@@ -284,11 +293,28 @@ class LocalProducer:
         for r in read:
             if isinstance(r, FailureRecord):
                 out.append(r)
+            elif r.video is not None:
+                out.append(self._encode_video(encoder, r, seen))
             elif r.pixels is not None and firsts.get(r.produced.sha256) is r:
                 out.append(replace(r.produced, vector=vectors[r.produced.sha256]))
             else:  # known content, or a second copy within the batch: no vector (the commit copies one)
                 out.append(r.produced)
         return out
+
+    @staticmethod
+    def _encode_video(encoder: Encoder, r: ReadFile, seen: set[str]) -> Result:
+        """A video's vector and kept frames (each content once per run: a second copy is copied)."""
+        assert r.video is not None
+        e = r.produced.entry
+        if r.produced.sha256 in seen:
+            return r.produced
+        try:
+            vector, frames = encode_video(encoder, r.video, Sampling().similarity)
+        except Exception as exc:  # an encoder failure on one video must not stop the run
+            log.exception("unexpected error encoding the frames of %s", e.path)
+            return FailureRecord(e.path, e.size, e.mtime_ns, f"encode error: {type(exc).__name__}: {exc}")
+        seen.add(r.produced.sha256)
+        return replace(r.produced, vector=vector, video=frames)
 
     def close(self) -> None:
         while self._pools:

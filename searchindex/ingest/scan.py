@@ -80,8 +80,9 @@ def _unread_reason(exc: OSError, what: str) -> str:
 
 
 def scan_folders(folders: Iterable[str | os.PathLike[str]], skipped: list[str] | None = None,
-                 unread: list[FailureRecord] | None = None) -> Iterator[FileEntry]:
-    """Yield every file with an image extension below ``folders``, sorted per folder.
+                 unread: list[FailureRecord] | None = None,
+                 extensions: frozenset[str] = IMAGE_EXTENSIONS) -> Iterator[FileEntry]:
+    """Yield every file with an image extension (or one of ``extensions``) below ``folders``, sorted per folder.
 
     Symbolic links to folders are followed (like ``find -L``), and every folder is
     walked once, known by its device and inode: the real folders below
@@ -142,9 +143,9 @@ def scan_folders(folders: Iterable[str | os.PathLike[str]], skipped: list[str] |
             dirnames.sort()
             # A folder named like an image is still walked, and also reported, so
             # that nothing with an image's name is skipped silently.
-            odd = [d for d in dirnames if os.path.splitext(d)[1].lower() in IMAGE_EXTENSIONS]
+            odd = [d for d in dirnames if os.path.splitext(d)[1].lower() in extensions]
             for name in sorted(filenames + odd):
-                if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                if os.path.splitext(name)[1].lower() not in extensions:
                     continue
                 path = os.path.join(dirpath, name)
                 if path in seen:

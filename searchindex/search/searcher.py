@@ -23,6 +23,7 @@ from ..store.vector_store import VectorStore
 from ..store.vectors.index import VectorIndex
 from .cutoff import auto_cutoff
 from .hybrid import TextRanking, fuse, query_words, rank_text
+from .moments import FrameRanking, VideoHit, attach_moments, merge_videos
 from .present import build_results, sort_results
 from .query import Query, Term, combine
 from .request import SearchRequest, Shot
@@ -51,6 +52,7 @@ class Searcher:
         self.catalog = catalog
         self.vectors = vectors
         self.models = models
+        self.frames = FrameRanking(catalog.read, models.dim)
 
     def embed(self, query: str | Term | Query | Sequence[Term]) -> np.ndarray:
         """The unit-length query vector of a text, term, query or list of terms.
@@ -103,10 +105,12 @@ class Searcher:
             if k is not None:
                 ids, scores = ids[:k], scores[:k]
             results = build_results(self.catalog, self.vectors, ids, scores, text=text)
+            results = attach_moments(results, {}, self.catalog.read)  # a video's duration; no moment matched words
         else:
             vector = self.embed(q)
             depth = max(k, FUSION_DEPTH) if mode == "hybrid" and k is not None else k
             scores, ids, shot_ids = self._vector_ranking(vector, depth, candidates, r)
+            scores, ids, hits = self._with_videos(vector, scores, ids, depth, candidates, r, shot_ids)
             if mode == "hybrid":
                 full = text.full().without(shot_ids)
                 ids, scores = fuse(r.fusion, ids, scores, full, lambda i: self.vectors.cosines(vector, i))
@@ -115,6 +119,7 @@ class Searcher:
                 scores, ids = scores[:k], ids[:k]
             results = build_results(self.catalog, self.vectors, ids, scores, text=text if mode == "hybrid" else None,
                                     vector=vector if mode == "hybrid" else None)
+            results = attach_moments(results, hits, self.catalog.read)
         if r.rerank == "itm":
             results = rerank_itm(self.models, results, positive, r.rerank_top, r.rerank_model)
         return sort_results(results[:limit] if limit is not None else results, r.sort)
@@ -137,10 +142,26 @@ class Searcher:
         # Scores are cosines: the index holds unit vectors, so the query is made one too.
         vector = (wide / norm).astype(np.float32)
         candidates = self._candidates(request)
-        scores, ids, _ = self._vector_ranking(vector, request.k, candidates, request)
+        scores, ids, shots = self._vector_ranking(vector, request.k, candidates, request)
+        scores, ids, hits = self._with_videos(vector, scores, ids, request.k, candidates, request, shots)
         if request.k is not None:
             scores, ids = scores[: request.k], ids[: request.k]
-        return sort_results(build_results(self.catalog, self.vectors, ids, scores), request.sort)
+        results = attach_moments(build_results(self.catalog, self.vectors, ids, scores), hits, self.catalog.read)
+        return sort_results(results, request.sort)
+
+    def _with_videos(self, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int | None,
+                     candidates: np.ndarray | None, r: SearchRequest,
+                     shot_ids: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, VideoHit]]:
+        """The CLIP ranking with videos scored by their best frames (see :mod:`.moments`).
+
+        A few-shot rerank and ``--threshold auto`` judge the videos by their rows (the mean of
+        their frames) and get their moments attached only.
+        """
+        hits = self.frames.hits(vector, candidates)
+        if not hits or shot_ids or r.like or r.unlike or r.threshold == "auto":
+            return scores, ids, hits
+        scores, ids = merge_videos(scores, ids, hits, k, r.min_score)
+        return scores, ids, hits
 
     def _candidates(self, r: SearchRequest) -> np.ndarray | None:
         """The sorted ids meeting the request's filters and tag; ``None`` when nothing restricts the search."""

@@ -355,6 +355,10 @@ def _content_findings(folder: Path, meta: dict[str, str],
 
             vector_findings, vectors = _vector_findings(folder, meta, ids, embeddings())
             found += vector_findings
+            from .videocheck import video_findings
+
+            found += [Finding(severity, "catalog", message, count=n)
+                      for severity, message, n in video_findings(db, dim)]
             if files:
                 from .catalog.sqlite import decode_path
 

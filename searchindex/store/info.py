@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..results import IndexInfo
 from .catalog.database import CATALOG_FILE, Catalog
+from .catalog.videos import VideoReader
 from .vectors.index import DEFAULT_FACTORY, latest_vector_file
 
 __all__ = ["describe_index"]
@@ -20,6 +21,7 @@ def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
     catalog_bytes = sum(p.stat().st_size for p in folder.glob(CATALOG_FILE + "*") if p.is_file())
     images = catalog.images.count()
     vector_bytes = found[0].stat().st_size if found else 0
+    videos, frames = VideoReader(catalog.read).counts()
     return IndexInfo(
         path=str(folder), model=spec.model, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
         dim=int(meta["dim"]), images=images, failures=catalog.images.failure_count(),
@@ -31,7 +33,7 @@ def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
         built_at=int(meta.get("faiss_built_at") or 0),
         # A FAISS index in memory is its serialized form (codes, ids, centroids), so the file measures it.
         faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
-        captions=dict(catalog.captions.counts()),
+        captions=dict(catalog.captions.counts()), videos=videos, video_frames=frames,
         faces=face_counts(catalog),
     )
 

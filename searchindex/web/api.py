@@ -56,9 +56,10 @@ def error_response(status: int, message: str, parameter: str | None = None) -> R
 def api_routers(state: WebApp) -> list[APIRouter]:
     """The API's routers over ``state``, in the order the OpenAPI page lists them."""
     from .people import people_router
+    from .videos import video_router
 
-    return [_search_router(state), _image_router(state), _index_router(state), _concept_router(state),
-            people_router(state)]
+    return [_search_router(state), _image_router(state), video_router(state), _index_router(state),
+            _concept_router(state), people_router(state)]
 
 
 def _image_or_404(state: WebApp, image_id: int) -> ImageDetails:
@@ -95,12 +96,14 @@ def _image_router(state: WebApp) -> APIRouter:
 
     @router.get("/{image_id:int}/thumbnail")
     async def thumbnail(request: Request, image_id: int,
-                        size: Annotated[int | None, Query(ge=16, le=4096)] = None) -> Response:
-        """A thumbnail (WebP, else JPEG; EXIF orientation applied); a placeholder when the file is unusable."""
+                        size: Annotated[int | None, Query(ge=16, le=4096)] = None,
+                        t: Annotated[float | None, Query(ge=0, le=1e7)] = None) -> Response:
+        """A thumbnail (WebP, else JPEG; EXIF orientation applied); for a video, its frame at ``t`` seconds;
+        a placeholder when the file is unusable."""
         details = await state.run(_image_or_404, state, image_id)
         edge = thumbnail_size(size)
         try:
-            thumb = await state.run(state.thumbnails.get, details, edge, pool=state.thumbnail_pool)
+            thumb = await state.run(state.thumbnails.get, details, edge, t, pool=state.thumbnail_pool)
         except StaleFileError as exc:
             log.info("no thumbnail for %s: %s", details.path, exc)
             return Response(_PLACEHOLDER, media_type="image/svg+xml",

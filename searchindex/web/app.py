@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml",
-           "people.js": "text/javascript", "people.css": "text/css"}
+           "people.js": "text/javascript", "people.css": "text/css",
+           "video.js": "text/javascript"}
 _PAGE_HEADERS = {
     # Everything the page uses comes from this server; no inline scripts, no framing.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "

@@ -97,30 +97,36 @@ class ThumbnailCache:
         self._webp = bool(features.check("webp"))
         self._ext = "webp" if self._webp else "jpg"
 
-    def _file(self, sha256: str, size: int) -> Path:
-        return self.folder / sha256[:2] / f"{sha256}-{size}.{self._ext}"
+    def _file(self, sha256: str, size: int, at: str = "") -> Path:
+        return self.folder / sha256[:2] / f"{sha256}-{size}{at}.{self._ext}"
 
-    def get(self, image: ImageDetails, size: int) -> Thumbnail:
-        """The thumbnail of ``image`` at ``size`` (made now when not cached).
+    def get(self, image: ImageDetails, size: int, at: float | None = None) -> Thumbnail:
+        """The thumbnail of ``image`` at ``size`` (made now when not cached); for a video, of its
+        frame at ``at`` seconds (default: its first).
 
         Raises:
             StaleFileError: the file is gone, changed, or cannot be decoded.
         """
         media = "image/webp" if self._webp else "image/jpeg"
-        etag = f'"{image.sha256[:32]}-{size}"'
-        path = self._file(image.sha256, size)
+        moment = f"-t{round((at or 0.0) * 1000)}" if image.format == "video" else ""
+        etag = f'"{image.sha256[:32]}-{size}{moment}"'
+        path = self._file(image.sha256, size, moment)
         try:
             data = path.read_bytes()
             return Thumbnail(data, media, etag)
         except OSError:
             pass
-        with open_indexed(image) as f:
-            raw = f.read()
-        try:
-            decoded = decode_image(raw, image.path, min_side=size)
-        except Exception as exc:
-            raise StaleFileError(f"cannot decode: {getattr(exc, 'reason', exc)}") from None
-        img = decoded.image
+        if image.format == "video":
+            from .videos import frame_picture
+
+            img = frame_picture(image, at or 0.0, size)
+        else:
+            with open_indexed(image) as f:
+                raw = f.read()
+            try:
+                img = decode_image(raw, image.path, min_side=size).image
+            except Exception as exc:
+                raise StaleFileError(f"cannot decode: {getattr(exc, 'reason', exc)}") from None
         img.thumbnail((size, size))
         out = io.BytesIO()
         if self._webp:

@@ -26,6 +26,8 @@ from .schema import (
     MetaRow,
     RemovalRow,
     TextStateRow,
+    VideoFrameRow,
+    VideoRow,
     executor,
 )
 
@@ -78,6 +80,8 @@ def _remove_rows(s: Session, gone: list[str], gen: int) -> list[int]:
         s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids)))
         s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(gone_ids)))
         s.execute(delete(TextStateRow).where(TextStateRow.image_id.in_(gone_ids)))
+        s.execute(delete(VideoRow).where(VideoRow.image_id.in_(gone_ids)))
+        s.execute(delete(VideoFrameRow).where(VideoFrameRow.image_id.in_(gone_ids)))
         removed.extend(gone_ids)
         s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
         s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
@@ -126,4 +130,25 @@ def _write_images(s: Session, images: Sequence[NewImage], gen: int, now: float) 
         s.flush()
         for start in range(0, len(paths), 500):
             ids.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(paths[start : start + 500]))))
+    _write_videos(s, images, list(existing.values()))
     return ids
+
+
+def _write_videos(s: Session, images: Sequence[NewImage], replaced: list[int]) -> None:
+    """The frames of the videos among ``images`` (a replaced row's old frames go first)."""
+    if replaced:
+        s.execute(delete(VideoRow).where(VideoRow.image_id.in_(replaced)))
+        s.execute(delete(VideoFrameRow).where(VideoFrameRow.image_id.in_(replaced)))
+    videos = [im for im in images if im.video is not None]
+    if not videos:
+        return
+    ids = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_([v.path for v in videos]))).all())
+    for im in videos:
+        v = im.video
+        assert v is not None
+        image_id = ids[im.path]
+        s.add(VideoRow(image_id=image_id, duration=float(v.duration), codec=v.codec, rotation=int(v.rotation),
+                       frames=len(v.times)))
+        s.add_all(VideoFrameRow(image_id=image_id, time=float(t),
+                                embedding=np.ascontiguousarray(vec, dtype=np.float32).tobytes())
+                  for t, vec in zip(v.times, v.vectors, strict=True))

@@ -193,6 +193,18 @@ def _faces(db: sqlite3.Connection) -> None:
         "CREATE TABLE face_states (image_id INTEGER NOT NULL, sha256 VARCHAR NOT NULL, detector VARCHAR NOT NULL, "
         "faces INTEGER NOT NULL, error VARCHAR, processed_at FLOAT NOT NULL, PRIMARY KEY (image_id))"
     )
+def _videos(db: sqlite3.Connection) -> None:
+    """v10: videos (an image row each, with its length) and the sampled frames of each, with their
+    time and embedding.  Nothing to backfill: videos were not indexed before."""
+    db.execute(
+        "CREATE TABLE videos (image_id INTEGER NOT NULL, duration FLOAT NOT NULL, codec VARCHAR NOT NULL, "
+        "rotation INTEGER NOT NULL, frames INTEGER NOT NULL, PRIMARY KEY (image_id))"
+    )
+    db.execute(
+        "CREATE TABLE video_frames (id INTEGER NOT NULL, image_id INTEGER NOT NULL, time FLOAT NOT NULL, "
+        "embedding BLOB NOT NULL, PRIMARY KEY (id))"
+    )
+    db.execute("CREATE INDEX ix_video_frames_image_id ON video_frames (image_id)")
 
 
 def _schema_history(db: sqlite3.Connection) -> None:
@@ -212,6 +224,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "index_identity", _index_identity),
     Migration(8, "concepts", _concepts),
     Migration(9, "faces", _faces),
+    Migration(10, "videos", _videos),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -14,7 +14,7 @@ import numpy as np
 from ...results import FailureRecord, JsonForm
 
 __all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel",
-           "state_key"]
+           "VideoFrames", "state_key"]
 
 
 def state_key(generation: int) -> str:
@@ -58,6 +58,18 @@ class NewImage:
     format: str
     embedding: np.ndarray
     meta: PhotoMetadata | None = None
+    video: VideoFrames | None = None  # the kept frames when the file is a video
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """A video's kept frames (times in seconds, unit embeddings in rows) and its facts."""
+
+    duration: float
+    codec: str
+    rotation: int
+    times: np.ndarray  # float64, ascending
+    vectors: np.ndarray  # float32, one row per time
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,22 @@ class FaceStateRow(Base):
     faces: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String)
     processed_at: Mapped[float] = mapped_column(Float)
+class VideoRow(Base):
+    """A video's facts; the video itself is an ``images`` row with the mean of its frames' embeddings (schema 10)."""
+
+    __tablename__ = "videos"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    duration: Mapped[float] = mapped_column(Float)  # seconds
+    codec: Mapped[str] = mapped_column(String)
+    rotation: Mapped[int] = mapped_column(Integer)  # degrees counter-clockwise applied when decoding
+    frames: Mapped[int] = mapped_column(Integer)  # frames kept
+
+
+class VideoFrameRow(Base):
+    """A kept frame of a video: its time in seconds and its embedding (schema 10)."""
+
+    __tablename__ = "video_frames"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, index=True)
+    time: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)

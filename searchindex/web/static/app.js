@@ -131,6 +131,7 @@ function renderTiles(results, start, s) {
         el("button", { type: "button", class: "like", "aria-pressed": String(liked), title: "Like: more like this (l)", onclick: () => toggle("like", id) }, "Like"),
         el("button", { type: "button", class: "unlike", "aria-pressed": String(unliked), title: "Not like this (u)", onclick: () => toggle("unlike", id) }, "Not"),
         el("button", { type: "button", class: "similar", title: "More like this (m)", onclick: () => similar(id) }, "Similar")));
+    if (window.videoTile) window.videoTile(tile, r);  // video.js: moment frame and duration badge
     frag.append(tile);
   });
   grid.append(frag);
@@ -232,6 +233,7 @@ async function openLightbox(index) {
   $("#lb-img").src = thumb(r.image_id, 1024);
   $("#lb-img").alt = label(r);
   $("#lb-file").href = `/api/images/${r.image_id}/file`;
+  if (window.videoLightbox) window.videoLightbox(r);  // video.js: plays a video from its moment
   const s = readUrl(), id = String(r.image_id);
   $("#lb-like").setAttribute("aria-pressed", String(s.like.includes(id)));
   $("#lb-unlike").setAttribute("aria-pressed", String(s.unlike.includes(id)));
