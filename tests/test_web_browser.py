@@ -88,8 +88,10 @@ def tile_ids(page: Any) -> list[str]:
 def search(page: Any, text: str) -> None:
     page.goto("/")
     page.wait_for_function("() => document.activeElement && document.activeElement.name === 'q'")
+    page.wait_for_selector("#status:has-text('newest first')")  # the empty page shows the library
     page.keyboard.type(text)
     page.keyboard.press("Enter")
+    page.wait_for_selector("#status:has-text('results for')")
     page.wait_for_function("() => document.querySelectorAll('#grid .tile').length >= 10")
 
 
@@ -207,7 +209,7 @@ def test_liking_two_tiles_reranks_and_a_concept_survives_a_reload(page: Any, tmp
         page.goto("/")
         page.click("#concept-list button.concept:has-text('round things')")
         page.wait_for_url("**concept=round+things**")
-        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length >= 10")
+        page.wait_for_selector("#status:has-text('results for concept')")
         assert tile_ids(page)[:10] == after[:10]
 
 

@@ -21,7 +21,7 @@ from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
 from ..errors import NotFoundError
 from ..results import TagCount
 from ..search.params import example_ids
-from .files import StaleFileError, mime_type, open_indexed, thumbnail_size
+from .files import StaleFileError, file_problem, mime_type, open_indexed, thumbnail_size
 
 if TYPE_CHECKING:
     from ..store.catalog.records import ImageDetails
@@ -54,7 +54,11 @@ def error_response(status: int, message: str, parameter: str | None = None) -> R
 
 def api_routers(state: WebApp) -> list[APIRouter]:
     """The API's routers over ``state``, in the order the OpenAPI page lists them."""
-    return [_search_router(state), _image_router(state), _index_router(state), _concept_router(state)]
+    from .browse import browse_router  # it uses this module's responses
+    from .selection import selection_router
+
+    return [_search_router(state), browse_router(state), _image_router(state), selection_router(state),
+            _index_router(state), _concept_router(state)]
 
 
 def _image_or_404(state: WebApp, image_id: int) -> ImageDetails:
@@ -119,8 +123,10 @@ def _image_router(state: WebApp) -> APIRouter:
 
     @router.get("/{image_id:int}")
     async def image(image_id: int) -> Response:
-        """What the index knows about one image: file facts, date, camera, place, caption, keywords, tags."""
-        return json_response((await state.run(_image_or_404, state, image_id)).to_dict())
+        """What the index knows about one image: file facts, date, camera, place, caption, keywords, tags;
+        ``file_problem``: why its file cannot be served now (gone, changed), else ``null``."""
+        details = await state.run(_image_or_404, state, image_id)
+        return json_response({**details.to_dict(), "file_problem": await state.run(file_problem, details)})
 
     @router.get("/{image_id:int}/thumbnail")
     async def thumbnail(request: Request, image_id: int,

@@ -23,7 +23,7 @@ from ..models.images import decode_image
 if TYPE_CHECKING:
     from ..store.catalog.records import ImageDetails
 
-__all__ = ["THUMBNAIL_SIZES", "StaleFileError", "ThumbnailCache", "open_indexed", "thumbnail_size"]
+__all__ = ["THUMBNAIL_SIZES", "StaleFileError", "ThumbnailCache", "file_problem", "open_indexed", "thumbnail_size"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,15 @@ def open_indexed(image: ImageDetails) -> io.BufferedReader:
     except BaseException:
         os.close(fd)
         raise
+
+
+def file_problem(image: ImageDetails) -> str | None:
+    """Why the file of ``image`` cannot be served (gone, changed since indexing), or ``None``."""
+    try:
+        open_indexed(image).close()
+    except StaleFileError as exc:
+        return str(exc)
+    return None
 
 
 def thumbnail_size(requested: int | None) -> int:
@@ -109,12 +118,11 @@ class ThumbnailCache:
         media = "image/webp" if self._webp else "image/jpeg"
         etag = f'"{image.sha256[:32]}-{size}"'
         path = self._file(image.sha256, size)
-        try:
-            data = path.read_bytes()
-            return Thumbnail(data, media, etag)
-        except OSError:
-            pass
-        with open_indexed(image) as f:
+        with open_indexed(image) as f:  # also before a cached thumbnail: a deleted photo shows as gone
+            try:
+                return Thumbnail(path.read_bytes(), media, etag)
+            except OSError:
+                pass
             raw = f.read()
         try:
             decoded = decode_image(raw, image.path, min_side=size)

@@ -1,0 +1,99 @@
+// The detail view (a modal dialog): the picture, its facts, like / not like / more like this, and
+// moving through the results with the arrow keys.
+import { $, el, thumb, getJson } from "./util.js";
+import { readUrl } from "./url.js";
+import { state, actions } from "./state.js";
+import { label, setActive } from "./grid.js";
+import { detailHooks } from "./hooks.js";
+
+export async function openDetail(index) {
+  const r = state.results[index];
+  if (!r) return;
+  state.lbIndex = index;
+  const box = $("#lightbox");
+  const img = $("#lb-img");
+  img.hidden = false;
+  img.src = thumb(r.image_id, 1024);
+  img.alt = label(r);
+  $("#lb-missing").hidden = true;
+  $("#lb-file").hidden = false;
+  $("#lb-file").href = `/api/images/${r.image_id}/file`;
+  const s = readUrl(), id = String(r.image_id);
+  $("#lb-like").setAttribute("aria-pressed", String(s.like.includes(id)));
+  $("#lb-unlike").setAttribute("aria-pressed", String(s.unlike.includes(id)));
+  box.dataset.imageId = id;
+  renderFacts(r, null);
+  if (!box.open) box.showModal();
+  try {
+    const details = await getJson(`/api/images/${r.image_id}`);
+    if (box.dataset.imageId === id) {
+      renderFacts(r, details);
+      if (details.file_problem) showMissing(details.file_problem);
+    }
+  } catch (err) { /* the result's own facts stay */ }
+}
+
+function chips(values) {
+  return el("ul", { class: "chips" }, ...values.map((v) => el("li", {}, v)));
+}
+
+export function renderFacts(r, details) {
+  const d = details || r;
+  const place = d.gps_lat != null ? `${d.gps_lat.toFixed(5)}, ${d.gps_lon.toFixed(5)}` : "";
+  const rows = [
+    ["Score", r.score !== undefined ? r.score.toFixed(3) + (r.rank ? ` (rank ${r.rank})` : "") : ""],
+    ["Date taken", d.taken_at ? d.taken_at.replace("T", " ") + (d.taken_offset || "") : ""],
+    ["Camera", [d.camera_make, d.camera_model].filter(Boolean).join(" ") + (d.lens ? ` · ${d.lens}` : "")],
+    ["Place", place],
+    ["Size", d.size ? `${d.width} × ${d.height} px, ${(d.size / 1024).toFixed(0)} KB, ${d.format}` : `${d.width} × ${d.height} px`],
+    ["Path", d.path],
+    ["Caption", d.caption || ""],
+    // Each keyword (and tag) on its own: "a, b" joined into one string read as one keyword.
+    ["Keywords", (d.keywords || []).length ? chips(d.keywords) : ""],
+    ["Tags", (d.tags || []).length ? chips(d.tags) : ""],
+  ];
+  const dl = $("#lb-facts");
+  dl.replaceChildren(...rows.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  if (details) for (const hook of detailHooks) hook(details, dl);
+}
+
+export function closeDetail() { const box = $("#lightbox"); if (box.open) box.close(); }
+
+export function moveDetail(step) {
+  const next = state.lbIndex + step;
+  if (next >= 0 && next < state.results.length) openDetail(next);
+  else if (next >= state.results.length && state.next !== null) actions.more().then(() => openDetail(next));
+}
+
+// The picture's file is gone or changed: say so instead of a grey cross.
+function showMissing(problem) {
+  $("#lb-img").hidden = true;
+  const note = $("#lb-missing");
+  note.hidden = false;
+  note.replaceChildren(
+    el("p", { class: "missing-title" }, "This photo's file is missing or has changed since it was indexed."),
+    el("p", {}, `(${problem}.) Indexing its folder again brings the index in line: a file that is gone leaves it.`));
+  $("#lb-file").hidden = true;
+}
+
+export function wireDetail() {
+  $("#lb-prev").addEventListener("click", () => moveDetail(-1));
+  $("#lb-next").addEventListener("click", () => moveDetail(1));
+  $("#lb-close").addEventListener("click", closeDetail);
+  $("#lb-like").addEventListener("click", () => actions.toggle("like", $("#lightbox").dataset.imageId, state.lbIndex, true));
+  $("#lb-unlike").addEventListener("click", () => actions.toggle("unlike", $("#lightbox").dataset.imageId, state.lbIndex, true));
+  $("#lb-similar").addEventListener("click", () => actions.similar($("#lightbox").dataset.imageId));
+  $("#lightbox").addEventListener("close", () => {
+    const t = document.querySelector(`#grid .tile[data-index="${state.lbIndex}"]`);
+    if (t) setActive(state.lbIndex);
+  });
+}
+
+export function onDetailKey(ev) {
+  const box = $("#lightbox");
+  if (ev.key === "ArrowRight") { ev.preventDefault(); moveDetail(1); }
+  else if (ev.key === "ArrowLeft") { ev.preventDefault(); moveDetail(-1); }
+  else if (ev.key === "l") actions.toggle("like", box.dataset.imageId, state.lbIndex, true);
+  else if (ev.key === "u") actions.toggle("unlike", box.dataset.imageId, state.lbIndex, true);
+  else if (ev.key === "m") actions.similar(box.dataset.imageId);
+}
