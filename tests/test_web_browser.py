@@ -232,3 +232,208 @@ def test_filters_views_and_phone_width(page: Any, tmp_path: Path) -> None:
         page.wait_for_selector("#view h2:has-text('Duplicates')")
         page.go_back()
         page.wait_for_selector("#view h2:has-text('could not be indexed')")
+
+
+# -- issue 22: browsing, selecting, and the rough edges ------------------------------------------------
+
+
+def browse(page: Any, url: str = "/") -> None:
+    page.goto(url)
+    page.wait_for_selector("#status:has-text('newest first')")
+
+
+def test_the_empty_page_is_the_library_newest_first_with_infinite_scroll(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        browse(page)
+        assert page.title() == "Photos — searchindex"
+        assert page.locator("h1").count() == 1 and page.locator("main").count() == 1
+        assert page.locator("#grid .date-heading").count() >= 1
+        first = tile_ids(page)
+        assert len(first) == 60
+        walked = page.evaluate("""async () => {
+            let ids = [], cursor = null;
+            do {
+                const r = await (await fetch('/api/browse?k=45' + (cursor ? '&cursor=' + cursor : ''))).json();
+                ids.push(...r.images.map(i => String(i.image_id))); cursor = r.next_cursor;
+            } while (cursor && ids.length < 200);
+            return ids; }""")
+        assert first == walked[:60]
+        page.mouse.wheel(0, 30_000)  # infinite scroll: the next page comes by itself
+        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length >= 120")
+        assert tile_ids(page)[:180] == walked[:len(tile_ids(page)[:180])]
+        # A filter without a query is a filtered timeline, shown as a chip that survives a reload.
+        page.click("#filters-toggle")
+        page.fill("#filters input[name=path]", "*7.png")
+        page.click("#filters button[type=submit]")
+        page.wait_for_url("**path=**")
+        page.wait_for_selector("#chip-list li:has-text('Folder: *7.png')")
+        page.wait_for_function("() => [...document.querySelectorAll('#grid .tile img')].every(i => i.alt.endsWith('7.png'))")
+        assert 0 < len(tile_ids(page)) <= 100 and page.evaluate("window.scrollY") == 0
+        page.reload()
+        page.wait_for_selector("#chip-list li:has-text('Folder: *7.png')")
+        page.click("#chip-list button[aria-label^='Remove filter Folder']")
+        page.wait_for_function("() => !location.search.includes('path=')")
+        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 60")
+        # Jump to: the months of the library are offered, and choosing one starts there.
+        months = page.eval_on_selector_all("#jump option", "os => os.map(o => o.value).filter(Boolean)")
+        assert months
+        page.select_option("#jump", months[-1])
+        page.wait_for_url(f"**start={months[-1]}**")
+        # Apply keeps what was typed in the box.
+        page.click("#filters-toggle")
+        page.fill("#q", "a red circle")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#status:has-text('results for')")
+        assert "q=a+red+circle" in page.url
+
+
+def test_keyboard_grid_is_one_tab_stop_and_focus_stays_after_like(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        search(page, "a red circle")
+        assert page.title().startswith("a red circle")
+        page.focus("#q")
+        stops = []
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            stops.append(page.evaluate("""() => { const a = document.activeElement;
+                return a.closest('#grid') ? 'grid' : (a.id || a.tagName); }"""))
+        # The focused tile and its own four buttons, then on past the grid (not 60 x 4 stops).
+        assert 1 <= stops.count("grid") <= 5 and stops[stops.index("grid") + stops.count("grid")] != "grid"
+        page.focus("#grid .tile[data-index='0']")
+        for key in ("ArrowRight", "ArrowRight", "ArrowDown"):
+            page.keyboard.press(key)
+        at = page.evaluate("document.activeElement.dataset.index")
+        assert int(at) > 2
+        page.keyboard.press("l")
+        page.wait_for_url("**like=**")
+        page.wait_for_function(f"() => document.activeElement.dataset && document.activeElement.dataset.index === '{at}'")
+        # A new result set ("m": more like this) starts at the top, focus on its first tile.
+        page.mouse.wheel(0, 3000)
+        page.wait_for_function("() => window.scrollY > 200")
+        page.focus("#grid .tile[data-index='20']")
+        page.keyboard.press("m")
+        page.wait_for_url("**image=**")
+        page.wait_for_function("() => document.activeElement.dataset && document.activeElement.dataset.index === '0'")
+        assert page.evaluate("window.scrollY") == 0
+        assert page.inner_text("#lightbox #lb-close") == "Close"
+
+
+def test_select_with_keyboard_and_mouse_then_download_and_copy(page: Any, tmp_path: Path,
+                                                               browser: Any, base_url: str) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        search(page, "a blue star")
+        ids = tile_ids(page)
+        page.focus("#grid .tile[data-index='0']")
+        page.keyboard.press("Space")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("Space")
+        page.wait_for_selector("#selection-count:has-text('2 photos selected')")
+        page.click("#grid .tile[data-index='4'] img", modifiers=["Shift"])  # a range from the last one chosen
+        page.wait_for_selector("#selection-count:has-text('5 photos selected')")
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#selection")
+        page.focus("#grid .tile[data-index='0']")
+        page.keyboard.press("Control+a")
+        page.wait_for_selector(f"#selection-count:has-text('{len(ids)} photos selected')")
+        page.keyboard.press("Escape")
+        page.focus("#grid .tile[data-index='0']")
+        for _ in range(3):
+            page.keyboard.press("Space")
+            page.keyboard.press("ArrowRight")
+        page.wait_for_selector("#selection-count:has-text('3 photos selected')")
+        with page.expect_download() as info:
+            page.click("#sel-download")
+        zipped = tmp_path / "photos.zip"
+        info.value.save_as(zipped)
+        paths = page.evaluate(f"""async () => Promise.all({ids[:3]}.map(async i =>
+            (await (await fetch('/api/images/' + i)).json()).path))""")
+        import zipfile
+        with zipfile.ZipFile(zipped) as zf:
+            assert zf.namelist() == [Path(p).name for p in paths]
+            assert all(zf.read(Path(p).name) == Path(p).read_bytes() for p in paths)
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page.click("#sel-copy")
+        page.wait_for_selector("#status:has-text('Copied 3 paths')")
+        assert page.evaluate("navigator.clipboard.readText()").split() == paths
+        page.click("#sel-like")
+        page.wait_for_function(f"() => new URL(location.href).searchParams.getAll('like').join() === '{','.join(ids[:3])}'")
+        page.wait_for_selector("#status:has-text('results for')")
+        assert page.is_hidden("#selection")
+
+
+def test_failed_requests_keep_the_grid_and_back_works_offline(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        search(page, "a red circle")
+        red = tile_ids(page)
+        page.fill("#q", "a blue star")
+        page.press("#q", "Enter")
+        page.wait_for_selector("#status:has-text('“a blue star”')")
+        blue = tile_ids(page)
+        page.route("**/api/**", lambda route: route.abort())  # the server is gone
+        page.go_back()
+        page.wait_for_selector("#status:has-text('cannot be reached')")
+        assert tile_ids(page) == red  # the answer from before, for this URL
+        page.fill("#q", "a green triangle")
+        page.press("#q", "Enter")
+        page.wait_for_selector("#status button:has-text('Retry')")
+        assert tile_ids(page) == red  # kept, not wiped
+        page.unroute("**/api/**")
+        page.click("#status button:has-text('Retry')")
+        page.wait_for_selector("#status:has-text('“a green triangle”')")
+        assert tile_ids(page) not in (red, blue)
+
+
+def test_unknown_view_wording_deletes_and_duplicates(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        page.goto("/?view=nonsense")
+        page.wait_for_selector("#status:has-text('There is no “nonsense” view')")
+        assert len(tile_ids(page)) == 60 and "view=" not in page.url
+        page.goto("/?q=a+red+circle&min_width=abc")
+        page.wait_for_selector("#status:has-text('Min. width')")
+        assert "--" not in page.inner_text("#status")
+        page.goto("/?q=a+red+circle&k=1")
+        # A concept deleted by one click can be put back.
+        page.evaluate("""() => fetch('/api/concepts', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                         body: JSON.stringify({name: 'keepme', query: 'a red circle', like: [1]})})""")
+        page.goto("/")
+        page.click("#concept-list button[aria-label='Delete concept keepme']")
+        page.wait_for_selector("#status:has-text('Deleted concept “keepme”')")
+        assert page.locator("#concept-list button.concept:has-text('keepme')").count() == 0
+        page.click("#status button:has-text('Undo')")
+        page.wait_for_selector("#concept-list button.concept:has-text('keepme')")
+        # A label asks first.
+        page.evaluate("""() => fetch('/api/tags', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                         body: JSON.stringify({labels: ['red'], templates: 'single'})})""")
+        page.goto("/?view=tags")
+        page.wait_for_selector("main #view h2:has-text('Tags')")
+        page.once("dialog", lambda d: d.dismiss())
+        page.click("button[aria-label='Remove label red']")
+        page.wait_for_timeout(300)
+        assert page.locator("button[aria-label='Remove label red']").count() == 1
+        page.once("dialog", lambda d: d.accept())
+        page.click("button[aria-label='Remove label red']")
+        page.wait_for_selector("#status:has-text('Removed the label')")
+        assert page.locator("button[aria-label='Remove label red']").count() == 0
+        page.goto("/?view=duplicates")
+        page.wait_for_selector("main #view h2:has-text('Duplicates')")
+        if page.locator(".group").count():
+            assert page.locator(".group").count() <= 20
+            page.click(".group .tile button.open")
+            page.wait_for_selector("#lightbox[open]")
+
+
+def test_phone_width_touch_targets(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        page.set_viewport_size({"width": 390, "height": 844})
+        search(page, "a red circle")
+        small = page.evaluate("""() => [...document.querySelectorAll('header button, nav button, .tile button')]
+            .filter(b => b.offsetParent !== null).map(b => b.getBoundingClientRect())
+            .filter(r => r.width < 44 || r.height < 44).length""")
+        assert small == 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.click("#grid .tile img")
+        page.wait_for_selector("#lightbox[open]")
+        small = page.evaluate("""() => [...document.querySelectorAll('.lb-actions button, .lb-actions a')]
+            .filter(b => b.offsetParent !== null).map(b => b.getBoundingClientRect())
+            .filter(r => r.width < 44 || r.height < 44).length""")
+        assert small == 0

@@ -148,3 +148,20 @@ def test_pictures_stay_on_this_page(client: TestClient) -> None:
 def test_no_page_loads_anything_from_elsewhere(client: TestClient) -> None:
     assert client.get("/docs").status_code == 404  # Swagger UI would load its scripts from a CDN
     assert client.get("/openapi.json").json()["paths"]["/api/browse"]
+
+
+def test_a_deleted_photo_is_shown_as_missing(dated: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(dated[0], folder)
+    path = tmp_path / "own.idx"
+    with Index.create(path, model="tiny-shapes", device="cpu") as index:
+        index.add_folder(folder)
+    with TestClient(create_app(path, device="cpu", warm=False), base_url=BASE) as c:
+        image = c.get("/api/browse", params={"k": "1"}).json()["images"][0]
+        url = f"/api/images/{image['image_id']}"
+        assert c.get(url).json()["file_problem"] is None
+        assert "x-thumbnail" not in c.get(f"{url}/thumbnail").headers  # made, and cached
+        Path(image["path"]).unlink()
+        assert "cannot open" in c.get(url).json()["file_problem"]
+        # The cached thumbnail is not shown for a file that is gone.
+        assert c.get(f"{url}/thumbnail").headers["x-thumbnail"] == "placeholder"
