@@ -267,7 +267,8 @@ def test_the_empty_page_is_the_library_newest_first_with_infinite_scroll(page: A
         page.click("#filters button[type=submit]")
         page.wait_for_url("**path=**")
         page.wait_for_selector("#chip-list li:has-text('Folder: *7.png')")
-        page.wait_for_function("() => [...document.querySelectorAll('#grid .tile img')].every(i => i.alt.endsWith('7.png'))")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#grid .tile img')].every(i => i.alt.endsWith('7.png'))")
         assert 0 < len(tile_ids(page)) <= 100 and page.evaluate("window.scrollY") == 0
         page.reload()
         page.wait_for_selector("#chip-list li:has-text('Folder: *7.png')")
@@ -306,7 +307,7 @@ def test_keyboard_grid_is_one_tab_stop_and_focus_stays_after_like(page: Any, tmp
         assert int(at) > 2
         page.keyboard.press("l")
         page.wait_for_url("**like=**")
-        page.wait_for_function(f"() => document.activeElement.dataset && document.activeElement.dataset.index === '{at}'")
+        page.wait_for_function(f"() => document.activeElement.dataset.index === '{at}'")
         # A new result set ("m": more like this) starts at the top, focus on its first tile.
         page.mouse.wheel(0, 3000)
         page.wait_for_function("() => window.scrollY > 200")
@@ -356,7 +357,8 @@ def test_select_with_keyboard_and_mouse_then_download_and_copy(page: Any, tmp_pa
         page.wait_for_selector("#status:has-text('Copied 3 paths')")
         assert page.evaluate("navigator.clipboard.readText()").split() == paths
         page.click("#sel-like")
-        page.wait_for_function(f"() => new URL(location.href).searchParams.getAll('like').join() === '{','.join(ids[:3])}'")
+        liked = ",".join(ids[:3])
+        page.wait_for_function(f"() => new URL(location.href).searchParams.getAll('like').join() === '{liked}'")
         page.wait_for_selector("#status:has-text('results for')")
         assert page.is_hidden("#selection")
 
