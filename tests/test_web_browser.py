@@ -439,3 +439,23 @@ def test_phone_width_touch_targets(page: Any, tmp_path: Path) -> None:
             .filter(b => b.offsetParent !== null).map(b => b.getBoundingClientRect())
             .filter(r => r.width < 44 || r.height < 44).length""")
         assert small == 0
+
+
+def test_search_by_a_picture_finds_its_near_copy(page: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    with screenshot_on_failure(page, tmp_path):
+        browse(page)
+        target = page.evaluate("async () => (await (await fetch('/api/browse?k=9')).json()).images[8]")
+        copy = tmp_path / "holiday.jpg"
+        Image.open(target["path"]).convert("RGB").save(copy, "JPEG", quality=85)  # re-encoded: no byte in common
+        page.set_input_files("#picture-input", str(copy))
+        page.wait_for_selector("#status:has-text('results for your picture (holiday.jpg)')")
+        assert tile_ids(page)[0] == str(target["image_id"]) and "picture=holiday.jpg" in page.url
+        page.reload()  # the picture is not kept anywhere
+        page.wait_for_selector("#status:has-text('not kept')")
+        assert "picture=" not in page.url
+        page.evaluate("""() => { const dt = new DataTransfer();
+            dt.items.add(new File(['not an image'], 'notes.txt', {type: 'text/plain'}));
+            document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }""")
+        page.wait_for_selector("#status:has-text('not a picture')")

@@ -165,3 +165,33 @@ def test_a_deleted_photo_is_shown_as_missing(dated: tuple[Path, Path], tmp_path:
         assert "cannot open" in c.get(url).json()["file_problem"]
         # The cached thumbnail is not shown for a file that is gone.
         assert c.get(f"{url}/thumbnail").headers["x-thumbnail"] == "placeholder"
+
+
+def _near_copy(path: str) -> bytes:
+    """The picture at ``path`` made smaller and saved as a JPEG: not a byte of it is indexed."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").resize((48, 48)).save(out, "JPEG", quality=70)
+    return out.getvalue()
+
+
+def test_search_by_any_picture(client: TestClient, dated: tuple[Path, Path]) -> None:
+    target = client.get("/api/browse", params={"k": "5"}).json()["images"][3]
+    picture = _near_copy(target["path"])
+    r = client.post("/api/search/image", content=picture, params={"k": "3"},
+                    headers={**SAME, "Content-Type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["image_id"] == target["image_id"] and r.json()["next_offset"] == 3
+    with Index.open(dated[1]) as index:
+        assert index.count() == 30  # not added
+    page2 = client.post("/api/search/image", content=picture, params={"k": "3", "offset": "3"},
+                        headers={**SAME, "Content-Type": "image/jpeg"}).json()["results"]
+    assert [x["rank"] for x in page2] == [4, 5, 6]
+    bad = client.post("/api/search/image", content=b"hello", headers={**SAME, "Content-Type": "image/png"})
+    assert bad.status_code == 400 and "not a recognised image format" in bad.json()["error"]
+    empty = client.post("/api/search/image", content=b"", headers={**SAME, "Content-Type": "image/png"})
+    assert empty.status_code == 400
+    for headers in ({"Origin": "http://evil.example", "Content-Type": "image/jpeg"},
+                    {**SAME, "Content-Type": "text/plain"}, {**SAME, "Content-Type": "multipart/form-data"}):
+        assert client.post("/api/search/image", content=picture, headers=headers).status_code == 403, headers

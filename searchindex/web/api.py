@@ -56,8 +56,9 @@ def api_routers(state: WebApp) -> list[APIRouter]:
     """The API's routers over ``state``, in the order the OpenAPI page lists them."""
     from .browse import browse_router  # it uses this module's responses
     from .selection import selection_router
+    from .upload import upload_router
 
-    return [_search_router(state), browse_router(state), _image_router(state), selection_router(state),
+    return [_search_router(state), upload_router(state), browse_router(state), _image_router(state), selection_router(state),
             _index_router(state), _concept_router(state)]
 
 

@@ -8,8 +8,8 @@
   ``?token=`` (which sets the cookie, so links from the printed URL work).
 - Same origin: requests that change something (POST, PUT, PATCH, DELETE) must come
   from the page itself: an ``Origin`` naming this server (or, without one,
-  ``Sec-Fetch-Site: same-origin``/``none``), and a JSON body, which a cross-site
-  form cannot send.
+  ``Sec-Fetch-Site: same-origin``/``none``), and a JSON body (or a picture's bytes, for a
+  search by picture), which a cross-site form cannot send.
 - Pictures stay on this page: every response says ``Cross-Origin-Resource-Policy:
   same-origin``, and a request for an image (``/api/images/...``) that a browser marks
   ``Sec-Fetch-Site: cross-site`` or ``same-site`` is refused (a page elsewhere cannot show, or
@@ -135,7 +135,10 @@ def _cross_origin(headers: dict[str, str], scheme: str) -> str | None:
     # dev server on :3000 is not this page), and a browser never sends it for this page's own requests.
     if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return "cross-site request refused"
-    if not headers.get("content-type", "application/json").lower().startswith("application/json"):
+    # JSON, or a picture's bytes: none of these types can come from a form or a "simple" cross-site
+    # request, so a page elsewhere would need a CORS preflight, which is never granted for writes.
+    kind = headers.get("content-type", "application/json").lower()
+    if not kind.startswith(("application/json", "image/", "application/octet-stream")):
         return "send JSON (Content-Type: application/json)"
     return None
 

@@ -11,6 +11,7 @@ import { openDetail, closeDetail, wireDetail, onDetailKey } from "./detail.js";
 import { renderBar, wireSelection, fillConcepts } from "./selection.js";
 import { showView, knownView, loadTags } from "./views.js";
 import { views } from "./hooks.js";
+import { wirePicture } from "./picture.js";
 
 const PAGE = 60;
 const MONTH_DAYS = 31;
@@ -19,18 +20,21 @@ const LABELS = { after: "After", before: "Before", camera: "Camera", path: "Fold
 // The last answer for each request: Back still shows a page when the server cannot be reached.
 const answers = new Map();
 
-async function fetchPage(url) {
+async function fetchPage(url, picture = null) {
   try {
-    const body = await getJson(url);
+    const body = picture
+      ? await getJson(url, { method: "POST", headers: { "Content-Type": picture.type || "application/octet-stream" }, body: picture })
+      : await getJson(url);
     answers.set(url, body);
     return { body, stale: false };
   } catch (err) {
-    if (offline(err) && answers.has(url)) return { body: answers.get(url), stale: true };
+    if (offline(err) && !picture && answers.has(url)) return { body: answers.get(url), stale: true };
     throw err;
   }
 }
 
 function describe(s) {
+  if (s.picture) return `your picture (${s.picture})`;
   if (s.concept) return `concept “${s.concept}”`;
   if (s.q) return `“${s.q}”`;
   return "this image";
@@ -59,6 +63,13 @@ async function run(append = false) {
   $("#view").hidden = true;
   $("#results").hidden = false;
   renderStrip(s);
+  if (s.picture && (!state.picture || (state.picture.name || "pasted picture") !== s.picture)) {
+    // A picture is never kept (not by the server, not in the URL): after a reload it is gone.
+    writeUrl({ ...s, picture: "" }, true);
+    await run(append);
+    status("The picture is not kept after a reload: drop, paste or choose it again.");
+    return;
+  }
   const browsing = !hasQuery(s);
   const generation = ++state.generation;
   let url;
@@ -71,13 +82,14 @@ async function run(append = false) {
     const p = toParams(s, false);
     p.set("k", PAGE);
     p.set("offset", append ? state.results.length : 0);
-    url = `/api/search?${p}`;
+    if (s.picture) { p.delete("picture"); p.delete("mode"); }
+    url = s.picture ? `/api/search/image?${p}` : `/api/search?${p}`;
   }
-  document.title = browsing ? "Photos — searchindex" : `${s.q || s.concept || "Similar images"} — searchindex`;
+  document.title = browsing ? "Photos — searchindex" : `${s.q || s.concept || s.picture || "Similar images"} — searchindex`;
   state.loading = true;
   if (!append) status(browsing ? "Loading your photos…" : "Searching…");
   try {
-    const { body, stale } = await fetchPage(url);
+    const { body, stale } = await fetchPage(url, s.picture ? state.picture : null);
     if (generation !== state.generation) return; // a newer request started meanwhile
     const items = browsing ? body.images : body.results;
     if (!append) {
@@ -162,7 +174,7 @@ async function toggle(kind, id, index = 0, fromDetail = false) {
 async function similar(id) {
   const s = readUrl();
   closeDetail();
-  writeUrl({ ...s, q: "", image: [id], like: [], unlike: [], concept: "", view: "", start: "" });
+  writeUrl({ ...s, q: "", image: [id], like: [], unlike: [], concept: "", view: "", start: "", picture: "" });
   await run();
   setActive(0);
 }
@@ -184,7 +196,7 @@ async function loadConcepts() {
     const { concepts } = await getJson("/api/concepts");
     $("#concepts").hidden = concepts.length === 0;
     $("#concept-list").replaceChildren(...concepts.map((c) => el("li", {},
-      el("button", { type: "button", class: "concept", title: c.query || "", onclick: () => { writeUrl({ ...readUrl(), q: "", image: [], like: [], unlike: [], concept: c.name, view: "", start: "" }); run(); } }, c.name),
+      el("button", { type: "button", class: "concept", title: c.query || "", onclick: () => { writeUrl({ ...readUrl(), q: "", image: [], like: [], unlike: [], concept: c.name, view: "", start: "", picture: "" }); run(); } }, c.name),
       el("button", { type: "button", class: "del", "aria-label": `Delete concept ${c.name}`, title: `Delete concept ${c.name}`, onclick: () => deleteConcept(c) }, "×"))));
     fillConcepts(concepts);
   } catch (err) { status(err.message); }
@@ -291,7 +303,7 @@ function start() {
     const q = $("#q").value.trim();
     // A new text starts a new search: examples belong to the old one.
     const same = q === s.q;
-    writeUrl({ ...s, q, image: q ? [] : s.image, like: same ? s.like : [], unlike: same ? s.unlike : [], concept: q ? "" : s.concept, view: "", start: "" });
+    writeUrl({ ...s, q, image: q ? [] : s.image, like: same ? s.like : [], unlike: same ? s.unlike : [], concept: q ? "" : s.concept, view: "", start: "", picture: q ? "" : s.picture });
     run();
   });
   $("#filters-toggle").addEventListener("click", () => {
@@ -311,6 +323,7 @@ function start() {
   $("#jump").addEventListener("change", () => { writeUrl({ ...readUrl(), start: $("#jump").value }); run(); });
   wireDetail();
   wireSelection();
+  wirePicture();
   document.addEventListener("keydown", onKey);
   window.addEventListener("popstate", () => { closeDetail(); run(); });
   new IntersectionObserver((entries) => {

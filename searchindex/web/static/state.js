@@ -10,5 +10,6 @@ export const state = {
   active: 0,          // the grid's one Tab stop (roving tabindex)
   selected: new Set(), // image ids (strings)
   anchor: null,       // where a shift-click range starts
+  picture: null,      // the File of a search by picture (never stored)
 };
 export const actions = { toggle: null, similar: null, open: null, more: null, selectionChanged: null };

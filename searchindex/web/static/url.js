@@ -16,11 +16,12 @@ export function readUrl() {
     concept: p.get("concept") || "",
     view: p.get("view") || "",
     start: p.get("start") || "",
+    picture: p.get("picture") || "",
     filters: Object.fromEntries(FILTERS.map((f) => [f, p.get(f) || ""])),
   };
 }
 
-export function hasQuery(s) { return Boolean(s.q || s.image.length || s.concept); }
+export function hasQuery(s) { return Boolean(s.q || s.image.length || s.concept || s.picture); }
 
 // The search as query parameters: for the address bar (defaults left out, the open view kept)
 // or for the API (defaults filled in).
@@ -40,6 +41,7 @@ export function toParams(s, forUrl) {
     }
   }
   if (forUrl && s.start) p.set("start", s.start);
+  if (forUrl && s.picture) p.set("picture", s.picture);
   if (forUrl && s.view) p.set("view", s.view);
   return p;
 }
