@@ -58,8 +58,8 @@ def api_routers(state: WebApp) -> list[APIRouter]:
     from .selection import selection_router
     from .upload import upload_router
 
-    return [_search_router(state), upload_router(state), browse_router(state), _image_router(state), selection_router(state),
-            _index_router(state), _concept_router(state)]
+    return [_search_router(state), upload_router(state), browse_router(state), _image_router(state),
+            selection_router(state), _index_router(state), _concept_router(state)]
 
 
 def _image_or_404(state: WebApp, image_id: int) -> ImageDetails:
