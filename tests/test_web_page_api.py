@@ -195,3 +195,13 @@ def test_search_by_any_picture(client: TestClient, dated: tuple[Path, Path]) -> 
     for headers in ({"Origin": "http://evil.example", "Content-Type": "image/jpeg"},
                     {**SAME, "Content-Type": "text/plain"}, {**SAME, "Content-Type": "multipart/form-data"}):
         assert client.post("/api/search/image", content=picture, headers=headers).status_code == 403, headers
+
+
+def test_a_like_keeps_the_clip_similarity_as_the_vector_score(client: TestClient) -> None:
+    plain = client.get("/api/search", params={"q": "a red circle", "k": "30"}).json()["results"]
+    liked = client.get("/api/search", params={"q": "a red circle", "k": "30",
+                                              "like": str(plain[0]["image_id"])}).json()["results"]
+    cosine = {r["image_id"]: r["vector_score"] for r in plain}
+    common = [r for r in liked if r["image_id"] in cosine]
+    assert common and all(abs(r["vector_score"] - cosine[r["image_id"]]) < 1e-5 for r in common)
+    assert any(r["score"] != r["vector_score"] for r in liked)  # the order is the reranked one

@@ -113,8 +113,10 @@ class Searcher:
                 text = full
             if k is not None:
                 scores, ids = scores[:k], ids[:k]
+            # Fused or few-shot scores are not cosines: vector_score keeps the CLIP similarity itself.
+            not_cosine = mode == "hybrid" or bool(r.like or r.unlike)
             results = build_results(self.catalog, self.vectors, ids, scores, text=text if mode == "hybrid" else None,
-                                    vector=vector if mode == "hybrid" else None)
+                                    vector=vector if not_cosine else None)
         if r.rerank == "itm":
             results = rerank_itm(self.models, results, positive, r.rerank_top, r.rerank_model)
         return sort_results(results[:limit] if limit is not None else results, r.sort)
@@ -140,7 +142,8 @@ class Searcher:
         scores, ids, _ = self._vector_ranking(vector, request.k, candidates, request)
         if request.k is not None:
             scores, ids = scores[: request.k], ids[: request.k]
-        return sort_results(build_results(self.catalog, self.vectors, ids, scores), request.sort)
+        return sort_results(build_results(self.catalog, self.vectors, ids, scores,
+                                          vector=vector if request.like or request.unlike else None), request.sort)
 
     def _candidates(self, r: SearchRequest) -> np.ndarray | None:
         """The sorted ids meeting the request's filters and tag; ``None`` when nothing restricts the search."""

@@ -79,9 +79,14 @@ async function run(append = false) {
     if (append) p.set("cursor", state.next); else if (s.start) p.set("start", s.start);
     url = `/api/browse?${p}`;
   } else {
+    // Examples re-rank the results and the library has no cutoff for that order (yet): none then.
+    const taught = s.like.length + s.unlike.length > 0 || Boolean(s.concept);
+    if (!append) state.phase = (s.filters.threshold || DEFAULTS.threshold) === "auto" && !taught ? "strong" : "all";
     const p = toParams(s, false);
     p.set("k", PAGE);
     p.set("offset", append ? state.results.length : 0);
+    // Past the cutoff: the same ranking, on.  Taught: no cutoff.
+    if (state.phase === "weaker" || (taught && p.get("threshold") === "auto")) p.delete("threshold");
     if (s.picture) { p.delete("picture"); p.delete("mode"); }
     url = s.picture ? `/api/search/image?${p}` : `/api/search?${p}`;
   }
@@ -105,14 +110,35 @@ async function run(append = false) {
     }
     $("#browse-bar").hidden = !browsing;
     const start = state.results.length;
+    if (!browsing && state.phase === "weaker" && start === state.strong && items.length) {
+      $("#grid").append(el("h2", { class: "divider" }, state.strong ? "Weaker matches" : "Closest matches"));
+    }
     state.results.push(...items);
     state.next = browsing ? body.next_cursor : body.next_offset;
     renderTiles(items, start, s);
-    $("#more").hidden = state.next === null;
-    const more = state.next !== null ? " (more below)" : "";
     const note = stale ? " — the server cannot be reached: this is the page as it was." : "";
-    if (browsing) status(state.results.length ? `${plural(state.results.length, "photo")}, newest first${more}${note}` : "No photos match these filters.");
-    else status(state.results.length ? `${plural(state.results.length, "result")} for ${describe(s)}${more}${note}` : emptyMessage(s, body));
+    if (browsing) {
+      const more = state.next !== null ? " (more below)" : "";
+      status(state.results.length ? `${plural(state.results.length, "photo")}, newest first${more}${note}` : "No photos match these filters.");
+    } else if (state.phase === "strong" && state.next === null) {
+      // The cutoff's end: what stands out is shown; the rest stays reachable below a divider.
+      state.strong = state.results.length;
+      state.phase = "weaker";
+      state.next = state.strong;
+      if (state.strong) status(`${plural(state.strong, "result")} for ${describe(s)} (weaker matches below)${note}`);
+      else {
+        await run(true);
+        if (generation + 1 === state.generation && state.results.length) {
+          status(`Nothing stands out for ${describe(s)}: no photo matches it clearly better than the rest. The closest matches follow.`);
+        }
+      }
+    } else if (state.phase === "weaker") {
+      status(state.results.length ? `${plural(state.strong, "result")} for ${describe(s)} (weaker matches below)${note}` : body.message || "No results.");
+    } else {
+      const more = state.next !== null ? " (more below)" : "";
+      status(state.results.length ? `${plural(state.results.length, "result")} for ${describe(s)}${more}${note}` : body.message || "No results.");
+    }
+    $("#more").hidden = state.next === null;
   } catch (err) {
     if (generation !== state.generation) return;
     if (offline(err)) {
@@ -125,11 +151,6 @@ async function run(append = false) {
   } finally {
     if (generation === state.generation) state.loading = false;
   }
-}
-
-function emptyMessage(s, body) {
-  if ((s.filters.threshold || DEFAULTS.threshold) === "auto") return "Nothing stands out for this query: no image matches it clearly better than the rest.";
-  return body.message || "No results.";
 }
 
 async function loadMonths(s) {

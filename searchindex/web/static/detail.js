@@ -3,7 +3,7 @@
 import { $, el, thumb, getJson } from "./util.js";
 import { readUrl } from "./url.js";
 import { state, actions } from "./state.js";
-import { label, setActive } from "./grid.js";
+import { label, setActive, shownScore } from "./grid.js";
 import { detailHooks } from "./hooks.js";
 
 export async function openDetail(index) {
@@ -41,7 +41,7 @@ export function renderFacts(r, details) {
   const d = details || r;
   const place = d.gps_lat != null ? `${d.gps_lat.toFixed(5)}, ${d.gps_lon.toFixed(5)}` : "";
   const rows = [
-    ["Score", r.score !== undefined ? r.score.toFixed(3) + (r.rank ? ` (rank ${r.rank})` : "") : ""],
+    ["Similarity", shownScore(r) !== null ? shownScore(r).toFixed(3) + (r.rank ? ` (rank ${r.rank})` : "") : r.rank ? `rank ${r.rank}` : ""],
     ["Date taken", d.taken_at ? d.taken_at.replace("T", " ") + (d.taken_offset || "") : ""],
     ["Camera", [d.camera_make, d.camera_model].filter(Boolean).join(" ") + (d.lens ? ` · ${d.lens}` : "")],
     ["Place", place],

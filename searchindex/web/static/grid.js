@@ -10,6 +10,15 @@ export function label(r) {
   return r.caption ? `${r.caption} (${name})` : name;
 }
 
+// One meaning for the number on a tile whatever the mode: the CLIP similarity (likes, hybrid fusion
+// and reranking change the order, shown by position, never this number); word matches (text mode)
+// have none.
+export function shownScore(r) {
+  if (r.vector_score !== undefined && r.vector_score !== null) return r.vector_score;
+  if (r.text_score !== undefined && r.text_score !== null) return null;
+  return r.score !== undefined && r.score !== null ? r.score : null;
+}
+
 export function tiles() { return [...document.querySelectorAll("#grid .tile")]; }
 
 const MONTH = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "long" });
@@ -48,7 +57,7 @@ function tile(r, i, s) {
   return el("div", { class: cls, "data-image-id": id, "data-index": i, tabindex: "-1", role: "group",
                      "aria-label": label(r) + (selected ? ", selected" : "") },
     el("img", { src: thumb(id), alt: label(r), loading: i < 24 ? "eager" : "lazy", decoding: "async", onclick: (ev) => clickTile(ev, i) }),
-    r.score !== undefined ? el("span", { class: "score", "aria-hidden": "true" }, r.score.toFixed(3)) : null,
+    shownScore(r) !== null ? el("span", { class: "score", "aria-hidden": "true", title: "CLIP similarity" }, shownScore(r).toFixed(3)) : null,
     el("button", { type: "button", class: "select", tabindex: "-1", "aria-pressed": String(selected),
                    "aria-label": `Select ${label(r)}`, title: "Select (Space)", onclick: () => toggleSelected(i) }, "✓"),
     el("div", { class: "acts" },

@@ -1,8 +1,8 @@
 // The whole search lives in the URL (q, filters, like/unlike ids, concept, view), so a search or a
 // filtered timeline can be bookmarked, shared, reloaded, and Back works.
 export const FILTERS = ["after", "before", "camera", "path", "tag", "min_width", "min_height", "mode", "threshold", "sort"];
-// What the page uses when the URL says nothing.
-export const DEFAULTS = { mode: "auto", sort: "score" };
+// What the page uses when the URL says nothing: the adaptive cutoff is on ("threshold=none" turns it off).
+export const DEFAULTS = { mode: "auto", sort: "score", threshold: "auto" };
 // Filters that browsing (no query) also applies; the others only rank a search.
 export const BROWSE_FILTERS = ["after", "before", "camera", "path", "tag", "min_width", "min_height"];
 
@@ -37,7 +37,7 @@ export function toParams(s, forUrl) {
     if (forUrl) { if (v && v !== DEFAULTS[f]) p.set(f, v); }
     else {
       const value = v || DEFAULTS[f] || "";
-      if (value) p.set(f, value);
+      if (value && value !== "none") p.set(f, value);
     }
   }
   if (forUrl && s.start) p.set("start", s.start);
