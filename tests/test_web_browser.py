@@ -486,7 +486,8 @@ def test_adaptive_cutoff_divider_and_nothing_stands_out(page: Any, tmp_path: Pat
         after_like = page.eval_on_selector_all("#grid .tile", scores)
         common = set(before_like) & set(after_like)
         assert common and all(before_like[i] == after_like[i] for i in common)
-        assert all(-1 <= float(x) <= 1 for x in page.eval_on_selector_all("#grid .score", "s => s.map(x => x.textContent)"))
+        shown = page.eval_on_selector_all("#grid .score", "s => s.map(x => x.textContent)")
+        assert all(-1 <= float(x) <= 1 for x in shown)
         # A query where nothing stands out says so, and still shows the closest matches.
         page.goto("/?q=an+invoice")
         page.wait_for_selector("#status:has-text('Nothing stands out for “an invoice”')")
