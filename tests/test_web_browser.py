@@ -30,6 +30,13 @@ from searchindex.web import create_app  # noqa: E402
 
 from .conftest import Shapes  # noqa: E402
 
+try:  # axe-core's engine as the axe-playwright-python package ships it (the dev extra installs it)
+    import axe_playwright_python
+
+    AXE = Path(axe_playwright_python.__file__).parent / "axe.min.js"
+except ImportError:  # the axe test skips
+    AXE = Path("/nonexistent/axe.min.js")
+
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
@@ -493,3 +500,49 @@ def test_adaptive_cutoff_divider_and_nothing_stands_out(page: Any, tmp_path: Pat
         page.wait_for_selector("#status:has-text('Nothing stands out for “an invoice”')")
         page.wait_for_selector("#grid .divider:has-text('Closest matches')")
         assert len(tile_ids(page)) > 0
+
+
+def _axe(page: Any) -> list[dict[str, Any]]:
+    """axe-core's critical and serious violations on the page as it is now."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=AXE.read_text())
+    found = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+        .filter(v => v.impact === 'critical' || v.impact === 'serious')
+        .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))""")
+    return list(found)
+
+
+def test_axe_finds_no_critical_or_serious_violations(browser: Any, base_url: str, tmp_path: Path) -> None:
+    if not AXE.exists():
+        pytest.skip("axe-core is not installed (pip install axe-playwright-python; the dev extra has it)")
+    # The page's CSP forbids inline scripts; axe is injected by the test, so it runs with CSP bypassed.
+    context = browser.new_context(base_url=base_url, viewport={"width": 1366, "height": 768}, bypass_csp=True)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    report: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with screenshot_on_failure(page, tmp_path):
+            browse(page)
+            report["browse"] = _axe(page)
+            page.evaluate("""() => fetch('/api/concepts', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                             body: JSON.stringify({name: 'red things', query: 'a red circle'})})""")
+            search(page, "a red circle")
+            page.wait_for_selector("#concept-list button.concept")
+            page.focus("#grid .tile[data-index='0']")
+            page.keyboard.press("Space")
+            report["search, concepts, selection"] = _axe(page)
+            page.keyboard.press("Escape")
+            page.click("#grid .tile[data-index='1'] img")
+            page.wait_for_selector("#lb-facts dt:has-text('Path')")
+            report["detail"] = _axe(page)
+            page.keyboard.press("Escape")
+            for view in ("tags", "duplicates", "errors"):
+                page.goto(f"/?view={view}")
+                page.wait_for_selector("#view h2")
+                report[view] = _axe(page)
+            page.set_viewport_size({"width": 390, "height": 844})
+            search(page, "a blue star")
+            report["search at phone width"] = _axe(page)
+    finally:
+        context.close()
+    assert report == {name: [] for name in report}, report
