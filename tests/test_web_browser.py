@@ -524,7 +524,8 @@ def test_axe_finds_no_critical_or_serious_violations(browser: Any, base_url: str
         with screenshot_on_failure(page, tmp_path):
             browse(page)
             report["browse"] = _axe(page)
-            page.evaluate("""() => fetch('/api/concepts', {method: 'POST', headers: {'Content-Type': 'application/json'},
+            page.evaluate("""() => fetch("/api/concepts", {
+                method: "POST", headers: {"Content-Type": "application/json"},
                              body: JSON.stringify({name: 'red things', query: 'a red circle'})})""")
             search(page, "a red circle")
             page.wait_for_selector("#concept-list button.concept")
