@@ -547,3 +547,26 @@ def test_axe_finds_no_critical_or_serious_violations(browser: Any, base_url: str
     finally:
         context.close()
     assert report == {name: [] for name in report}, report
+
+
+def test_screenshots_at_desktop_and_phone_width(browser: Any, base_url: str, tmp_path: Path) -> None:
+    """The page as people see it, kept as test artifacts ($SEARCHINDEX_TEST_ARTIFACTS, else the test's folder)."""
+    from PIL import Image
+
+    folder = Path(os.environ.get("SEARCHINDEX_TEST_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, width, height in (("desktop", 1366, 768), ("phone", 390, 844)):
+        context = browser.new_context(base_url=base_url, viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        try:
+            search(page, "a red circle")
+            page.wait_for_function("""() => [...document.querySelectorAll('#grid .tile img')].slice(0, 6)
+                                       .every(i => i.complete && i.naturalWidth > 0)""")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing sideways
+            shot = folder / f"page-search-{name}.png"
+            page.screenshot(path=str(shot))
+            with Image.open(shot) as img:
+                assert img.size == (width, height)
+        finally:
+            context.close()
