@@ -205,3 +205,15 @@ def test_a_like_keeps_the_clip_similarity_as_the_vector_score(client: TestClient
     common = [r for r in liked if r["image_id"] in cosine]
     assert common and all(abs(r["vector_score"] - cosine[r["image_id"]]) < 1e-5 for r in common)
     assert any(r["score"] != r["vector_score"] for r in liked)  # the order is the reranked one
+
+
+def test_an_index_folder_deleted_while_serving_stays_deleted(dated: tuple[Path, Path], tmp_path: Path) -> None:
+    path = tmp_path / "gone.idx"
+    shutil.copytree(dated[1], path)
+    shutil.rmtree(path / "thumbnails", ignore_errors=True)
+    with TestClient(create_app(path, device="cpu", warm=False), base_url=BASE) as c:
+        image_id = c.get("/api/browse", params={"k": "1"}).json()["images"][0]["image_id"]
+        shutil.rmtree(path)
+        r = c.get(f"/api/images/{image_id}/thumbnail")
+        assert r.status_code == 200  # made from the photo, just not cached
+        assert not path.exists()  # thumbnails/ was not made inside the deleted folder

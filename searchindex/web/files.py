@@ -141,7 +141,10 @@ class ThumbnailCache:
 
     def _store(self, path: Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Never with parents=True: an index folder deleted while serving must stay deleted,
+            # not come back holding only thumbnails/.
+            self.folder.mkdir(exist_ok=True)
+            path.parent.mkdir(exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)  # readers see the whole file or none
