@@ -46,6 +46,13 @@ def base_url(shapes_index: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """One real server per module, on a free loopback port, over a private copy of the test index."""
     path = tmp_path_factory.mktemp("browser") / "shapes.idx"
     shutil.copytree(shapes_index, path)
+    with serving(path) as url:
+        yield url
+
+
+@contextmanager
+def serving(path: Path) -> Iterator[str]:
+    """A real uvicorn server over the index at ``path``; its base URL."""
     app = create_app(path, device="cpu")
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -55,9 +62,11 @@ def base_url(shapes_index: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -568,5 +577,29 @@ def test_screenshots_at_desktop_and_phone_width(browser: Any, base_url: str, tmp
             page.screenshot(path=str(shot))
             with Image.open(shot) as img:
                 assert img.size == (width, height)
+        finally:
+            context.close()
+
+
+def test_a_photo_deleted_from_disk_shows_as_missing_and_can_leave_the_index(
+        browser: Any, small_index: Path, small_folder: Path, tmp_path: Path) -> None:
+    with serving(small_index) as url:
+        context = browser.new_context(base_url=url, viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        try:
+            with screenshot_on_failure(page, tmp_path):
+                browse(page)
+                assert len(tile_ids(page)) == 40
+                gone = page.get_attribute("#grid .tile[data-index='2']", "data-image-id")
+                name = page.get_attribute("#grid .tile[data-index='2'] img", "alt")
+                (small_folder / name).unlink()
+                page.click("#grid .tile[data-index='2'] img")
+                page.wait_for_selector("#lb-missing:has-text('file is missing')")
+                assert page.is_hidden("#lb-img") and page.is_hidden("#lb-file")
+                page.click("#lb-missing button:has-text('Remove it from the index')")
+                page.wait_for_selector("#status:has-text('Removed from the index')")
+                page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 39")
+                assert gone not in tile_ids(page)
         finally:
             context.close()

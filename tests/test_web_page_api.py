@@ -165,6 +165,16 @@ def test_a_deleted_photo_is_shown_as_missing(dated: tuple[Path, Path], tmp_path:
         assert "cannot open" in c.get(url).json()["file_problem"]
         # The cached thumbnail is not shown for a file that is gone.
         assert c.get(f"{url}/thumbnail").headers["x-thumbnail"] == "placeholder"
+        # Removing it from the index: only images whose file is gone go, never a file on disk.
+        other = c.get("/api/browse", params={"k": "2"}).json()["images"][1]
+        forget = c.post("/api/images/forget", json={"ids": [image["image_id"], other["image_id"]]}, headers=SAME)
+        assert forget.status_code == 200 and forget.json() == {"removed": [image["image_id"]]}
+        assert c.get(url).status_code == 404 and Path(other["path"]).exists()
+        assert image["image_id"] not in _walk(c, k="500")
+        hits = c.get("/api/search", params={"q": "a shape", "k": "100", "threshold": ""}).json()["results"]
+        assert image["image_id"] not in [h["image_id"] for h in hits]
+        assert c.post("/api/images/forget", json={"ids": [other["image_id"]]},
+                      headers={"Origin": "http://evil.example"}).status_code == 403
 
 
 def _near_copy(path: str) -> bytes:

@@ -1,4 +1,5 @@
-"""Acting on several images at once: ``POST /api/download`` (a zip of the originals, streamed).
+"""Acting on several images at once: ``POST /api/download`` (a zip of the originals, streamed), and
+``POST /api/images/forget`` (images whose files are gone leave the index).
 
 Images are named by id, never by path, and only a file that is still the indexed one is put in
 (the same check as ``/api/images/{id}/file``); the others are listed in ``MISSING.txt`` inside
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import Response, StreamingResponse
 
 from ..errors import ParameterError
+from .api import json_response
 from .files import StaleFileError, open_indexed
 
 if TYPE_CHECKING:
@@ -99,5 +101,18 @@ def selection_router(state: WebApp) -> APIRouter:
         return StreamingResponse(zip_stream(images), media_type="application/zip", headers={
             "Content-Disposition": 'attachment; filename="photos.zip"', "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff"})
+
+    @router.post("/images/forget")
+    async def forget(ids: Annotated[list[int], Body(embed=True, description="image_ids")]) -> Response:
+        """Remove from the index the images among ``ids`` whose files are gone (never touches a file)."""
+        if not ids or any(not 0 < i < 2**63 for i in ids):
+            raise ParameterError("ids are image_ids from the results (whole numbers above 0)", "ids")
+
+        def drop() -> list[int]:
+            images = [state.index.image(i) for i in dict.fromkeys(ids)]
+            dropped = set(state.index.forget_missing([im.path for im in images]))
+            return [im.id for im in images if im.path in dropped]
+
+        return json_response({"removed": await state.run(state.locked, drop)})
 
     return router

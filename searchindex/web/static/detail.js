@@ -1,6 +1,6 @@
 // The detail view (a modal dialog): the picture, its facts, like / not like / more like this, and
 // moving through the results with the arrow keys.
-import { $, el, thumb, getJson } from "./util.js";
+import { $, el, thumb, getJson, postJson, status } from "./util.js";
 import { readUrl } from "./url.js";
 import { state, actions } from "./state.js";
 import { label, setActive, shownScore } from "./grid.js";
@@ -28,7 +28,7 @@ export async function openDetail(index) {
     const details = await getJson(`/api/images/${r.image_id}`);
     if (box.dataset.imageId === id) {
       renderFacts(r, details);
-      if (details.file_problem) showMissing(details.file_problem);
+      if (details.file_problem) showMissing(id, details.file_problem);
     }
   } catch (err) { /* the result's own facts stay */ }
 }
@@ -65,15 +65,27 @@ export function moveDetail(step) {
   else if (next >= state.results.length && state.next !== null) actions.more().then(() => openDetail(next));
 }
 
-// The picture's file is gone or changed: say so instead of a grey cross.
-function showMissing(problem) {
+// The picture's file is gone or changed: say so instead of a grey cross, and offer to remove a gone one.
+function showMissing(id, problem) {
   $("#lb-img").hidden = true;
   const note = $("#lb-missing");
   note.hidden = false;
+  const gone = problem.startsWith("cannot open");
   note.replaceChildren(
-    el("p", { class: "missing-title" }, "This photo's file is missing or has changed since it was indexed."),
-    el("p", {}, `(${problem}.) Indexing its folder again brings the index in line: a file that is gone leaves it.`));
+    el("p", { class: "missing-title" }, gone ? "This photo's file is missing: it was moved or deleted since it was indexed."
+                                             : "This photo's file has changed since it was indexed."),
+    gone ? el("button", { type: "button", onclick: () => forget(id) }, "Remove it from the index")
+         : el("p", {}, "Indexing its folder again brings the index in line."));
   $("#lb-file").hidden = true;
+}
+
+async function forget(id) {
+  try {
+    await postJson("/api/images/forget", { ids: [Number(id)] });
+    closeDetail();
+    await actions.refresh();
+    status("Removed from the index (no file was touched).");
+  } catch (err) { status(err.message); }
 }
 
 export function wireDetail() {
