@@ -90,7 +90,14 @@ async function duplicatesView(box) {
     more.hidden = shown >= groups.length;
   };
   more.addEventListener("click", page);
-  box.replaceChildren(el("h2", {}, `Duplicates: ${plural(groups.length, "group")}`), list, more);
+  // Keep the best, list the rest: the other copies' paths, one a line, to review or pipe (nothing is deleted).
+  const rest = groups.flatMap((g) => g.images.slice(1).map((im) => im.path));
+  const listRest = el("button", { type: "button", class: "list-rest", onclick: async () => {
+    const text = rest.join("\n") + "\n";
+    try { await navigator.clipboard.writeText(text); status(`Copied the paths of ${plural(rest.length, "copy", "copies")} (every copy but the best); nothing was deleted.`); }
+    catch (err) { status("The clipboard is not available here."); }
+  } }, "Copy the paths of all but the best copies");
+  box.replaceChildren(el("h2", {}, `Duplicates: ${plural(groups.length, "group")}`), groups.length ? listRest : "", list, more);
   page();
   if (!groups.length) box.append(el("p", {}, "No near-duplicates found."));
 }
