@@ -154,6 +154,7 @@ def test_errors_command_and_strict(runner: CliRunner, small_folder: Path, tmp_pa
     res = runner.invoke(cli, ["index", str(small_folder), "--index", idx])
     # The run's count is this run's; the index's count (as `info` gives it) includes bad.png from before.
     assert res.exit_code == 0 and "1 failed this run" in res.output
+    assert "(1 unreadable)" in res.output and "no changes" not in res.output  # a new broken file is a change
     assert "2 files on record as failed, this run's and earlier ones (searchindex errors)" in res.output
     res = runner.invoke(cli, ["info", "--index", idx])
     assert "images:     40 (2 files on record as failed: searchindex errors)" in res.output

@@ -29,7 +29,7 @@ from searchindex.web.app import build_app
 from searchindex.web.options import query_parameters
 
 # The search command's own options (and those every command has), which are no option of a search.
-CLI_ONLY = {"index_path", "as_json", "paths_only", "null", "device", "verbose", "quiet"}
+CLI_ONLY = {"index_path", "as_json", "show_moments", "paths_only", "null", "device", "verbose", "quiet"}
 
 
 def test_the_cli_takes_exactly_the_described_options() -> None:

@@ -220,7 +220,9 @@ def _print_summary(summary: IndexSummary, path: Path, total: int, recorded: int)
     rate = f", {summary.indexed / summary.seconds:.1f} images/s" if summary.indexed and summary.seconds else ""
     changes = ", ".join(f"{n} {label}" for n, label in (
         (summary.new, "new"), (summary.modified, "modified"), (summary.touched, "touched"),
-        (summary.moved, "moved"), (summary.duplicates, "duplicates"), (summary.deleted, "deleted")) if n)
+        (summary.moved, "moved"), (summary.duplicates, "duplicates"), (summary.deleted, "deleted"),
+        # A file that could not be read is a change too: "(no changes)" next to "1 failed" hid it.
+        (summary.failed, "unreadable")) if n)
     click.echo(
         f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.failed} failed this run "
         f"({changes or 'no changes'}) in {summary.seconds:.1f} s{rate}. {path} holds {total} images"

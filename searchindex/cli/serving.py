@@ -27,7 +27,7 @@ def serve(index_path: Path | None, host: str, port: int, token: str | None, open
 
     The page: a thumbnail grid, a detail view, "more like this", like/unlike
     to teach the search, saved concepts, filters, tags, duplicates, errors.
-    The API is documented at /docs. Ctrl-C stops the server.
+    The API is described at /openapi.json. Ctrl-C stops the server.
     """
     from ..web import is_loopback, serve_app
 

@@ -127,6 +127,26 @@ class Writing(IndexState):
         with self._writing():
             return self._run([], roots, t0, workers=0)
 
+    def forget_missing(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+        """Drop the indexed images at ``paths`` whose files no longer exist; returns the paths dropped.
+
+        A path whose file still exists is kept (indexing its folder brings a changed file in
+        line), and so is one that is not indexed.  Nothing is encoded.
+
+        Raises:
+            IndexLockedError, IndexWriteError.
+        """
+        gone = [os.path.abspath(os.fspath(p)) for p in paths]
+        gone = [p for p in gone if not os.path.lexists(p)]
+        if not gone:
+            return []
+        with self._writing():
+            known = list(self.catalog.read.ids_by_path(gone))
+            if known:
+                self.catalog.commit_batch(deleted=known)
+                self.vectors.save()
+        return known
+
     def add_files(self, paths: Iterable[str | os.PathLike[str]], *, progress: ProgressCallback | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
                   max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,

@@ -117,8 +117,10 @@ class Searcher:
                 text = full
             if k is not None:
                 scores, ids = scores[:k], ids[:k]
+            # Fused or few-shot scores are not cosines: vector_score keeps the CLIP similarity itself.
+            not_cosine = mode == "hybrid" or bool(r.like or r.unlike)
             results = build_results(self.catalog, self.vectors, ids, scores, text=text if mode == "hybrid" else None,
-                                    vector=vector if mode == "hybrid" else None)
+                                    vector=vector if not_cosine else None)
             results = attach_moments(results, hits, self.catalog.read)
         if r.rerank == "itm":
             results = rerank_itm(self.models, results, positive, r.rerank_top, r.rerank_model)
@@ -146,7 +148,9 @@ class Searcher:
         scores, ids, hits = self._with_videos(vector, scores, ids, request.k, candidates, request, shots)
         if request.k is not None:
             scores, ids = scores[: request.k], ids[: request.k]
-        results = attach_moments(build_results(self.catalog, self.vectors, ids, scores), hits, self.catalog.read)
+        results = attach_moments(build_results(self.catalog, self.vectors, ids, scores,
+                                             vector=vector if request.like or request.unlike else None),
+                                 hits, self.catalog.read)
         return sort_results(results, request.sort)
 
     def _with_videos(self, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int | None,

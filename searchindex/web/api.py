@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from ..defaults import DEFAULT_DUPLICATE_THRESHOLD
 from ..errors import NotFoundError
 from ..results import TagCount
-from .files import StaleFileError, mime_type, open_indexed, thumbnail_size
+from .files import StaleFileError, file_problem, mime_type, open_indexed, thumbnail_size
 from .options import query_parameters
 
 if TYPE_CHECKING:
@@ -55,11 +55,15 @@ def error_response(status: int, message: str, parameter: str | None = None) -> R
 
 def api_routers(state: WebApp) -> list[APIRouter]:
     """The API's routers over ``state``, in the order the OpenAPI page lists them."""
+    from .browse import browse_router  # it uses this module's responses
     from .people import people_router
+    from .selection import selection_router
+    from .upload import upload_router
     from .videos import video_router
 
-    return [_search_router(state), _image_router(state), video_router(state), _index_router(state),
-            _concept_router(state), people_router(state)]
+    return [_search_router(state), upload_router(state), browse_router(state), _image_router(state),
+            video_router(state), selection_router(state), _index_router(state), _concept_router(state),
+            people_router(state)]
 
 
 def _image_or_404(state: WebApp, image_id: int) -> ImageDetails:
@@ -91,8 +95,10 @@ def _image_router(state: WebApp) -> APIRouter:
 
     @router.get("/{image_id:int}")
     async def image(image_id: int) -> Response:
-        """What the index knows about one image: file facts, date, camera, place, caption, keywords, tags."""
-        return json_response((await state.run(_image_or_404, state, image_id)).to_dict())
+        """What the index knows about one image: file facts, date, camera, place, caption, keywords, tags;
+        ``file_problem``: why its file cannot be served now (gone, changed), else ``null``."""
+        details = await state.run(_image_or_404, state, image_id)
+        return json_response({**details.to_dict(), "file_problem": await state.run(file_problem, details)})
 
     @router.get("/{image_id:int}/thumbnail")
     async def thumbnail(request: Request, image_id: int,

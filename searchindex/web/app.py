@@ -41,9 +41,8 @@ __all__ = ["WebApp", "build_app"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml",
-           "people.js": "text/javascript", "people.css": "text/css",
-           "video.js": "text/javascript"}
+# Every file of static/ with one of these endings is served (so a feature adds its module by adding a file).
+_MEDIA = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 _PAGE_HEADERS = {
     # Everything the page uses comes from this server; no inline scripts, no framing.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -86,8 +85,9 @@ class WebApp:
         self._thumb_pool = ThreadPoolExecutor(thumbnail_workers or min(4, os.cpu_count() or 1),
                                               thread_name_prefix="thumbnail")
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="searchindex")
-        self._assets = {name: (resources.files(__package__) / "static" / name).read_bytes()
-                        for name in (*_STATIC, "index.html")}
+        folder = resources.files(__package__) / "static"
+        self._assets = {item.name: item.read_bytes() for item in folder.iterdir()
+                        if item.is_file() and (os.path.splitext(item.name)[1] in _MEDIA or item.name == "index.html")}
 
     async def run(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn, *args)
@@ -136,7 +136,9 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
 
     app = FastAPI(title="searchindex", version=_version(), lifespan=lifespan,
                   summary="Search a local photo index by text, example images and saved concepts.",
-                  docs_url="/docs", redoc_url=None)
+                  # No /docs: Swagger UI loads its scripts from a CDN, which this page's CSP and a
+                  # person's privacy both rule out; /openapi.json describes the API to any tool.
+                  docs_url=None, redoc_url=None)
     app.state.web = state
 
     @app.exception_handler(SearchIndexError)
@@ -172,7 +174,8 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
 
         wrapped = CORSMiddleware(wrapped, allow_origins=state.cors_origins, allow_methods=["GET"],
                                  allow_headers=["Authorization"])
-    guard = RequestGuard(wrapped, bind_host=state.host, token=state.token, allowed_hosts=state.allowed_hosts)
+    guard = RequestGuard(wrapped, bind_host=state.host, token=state.token, allowed_hosts=state.allowed_hosts,
+                         cors_origins=state.cors_origins)
     # The guard runs first, also in front of the OpenAPI page; `app.state.web` stays reachable on the outer app.
     guard.state = app.state  # type: ignore[attr-defined]
     guard.fastapi = app  # type: ignore[attr-defined]
@@ -195,12 +198,12 @@ def _page_routes(app: FastAPI, state: WebApp) -> None:
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(request: Request, name: str) -> Response:
-        if name not in _STATIC:
+        if name not in state._assets or name == "index.html":
             return error_response(404, "not found")
         headers = {"ETag": etags[name], "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
         if request.headers.get("if-none-match") == etags[name]:
             return Response(status_code=304, headers=headers)
-        return Response(state._assets[name], media_type=_STATIC[name], headers=headers)
+        return Response(state._assets[name], media_type=_MEDIA[os.path.splitext(name)[1]], headers=headers)
 
 
 def asset_folder() -> Path:

@@ -23,7 +23,7 @@ from ..models.images import decode_image
 if TYPE_CHECKING:
     from ..store.catalog.records import ImageDetails
 
-__all__ = ["THUMBNAIL_SIZES", "StaleFileError", "ThumbnailCache", "open_indexed", "thumbnail_size"]
+__all__ = ["THUMBNAIL_SIZES", "StaleFileError", "ThumbnailCache", "file_problem", "open_indexed", "thumbnail_size"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,15 @@ def open_indexed(image: ImageDetails) -> io.BufferedReader:
     except BaseException:
         os.close(fd)
         raise
+
+
+def file_problem(image: ImageDetails) -> str | None:
+    """Why the file of ``image`` cannot be served (gone, changed since indexing), or ``None``."""
+    try:
+        open_indexed(image).close()
+    except StaleFileError as exc:
+        return str(exc)
+    return None
 
 
 def thumbnail_size(requested: int | None) -> int:
@@ -111,18 +120,17 @@ class ThumbnailCache:
         moment = f"-t{round((at or 0.0) * 1000)}" if image.format == "video" else ""
         etag = f'"{image.sha256[:32]}-{size}{moment}"'
         path = self._file(image.sha256, size, moment)
-        try:
-            data = path.read_bytes()
-            return Thumbnail(data, media, etag)
-        except OSError:
-            pass
+        with open_indexed(image) as f:  # also before a cached thumbnail: a deleted photo shows as gone
+            try:
+                return Thumbnail(path.read_bytes(), media, etag)
+            except OSError:
+                pass
+            raw = b"" if image.format == "video" else f.read()
         if image.format == "video":
             from .videos import frame_picture
 
             img = frame_picture(image, at or 0.0, size)
         else:
-            with open_indexed(image) as f:
-                raw = f.read()
             try:
                 img = decode_image(raw, image.path, min_side=size).image
             except Exception as exc:
@@ -139,7 +147,10 @@ class ThumbnailCache:
 
     def _store(self, path: Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Never with parents=True: an index folder deleted while serving must stay deleted,
+            # not come back holding only thumbnails/.
+            self.folder.mkdir(exist_ok=True)
+            path.parent.mkdir(exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)  # readers see the whole file or none

@@ -8,8 +8,12 @@
   ``?token=`` (which sets the cookie, so links from the printed URL work).
 - Same origin: requests that change something (POST, PUT, PATCH, DELETE) must come
   from the page itself: an ``Origin`` naming this server (or, without one,
-  ``Sec-Fetch-Site: same-origin``/``none``), and a JSON body, which a cross-site
-  form cannot send.
+  ``Sec-Fetch-Site: same-origin``/``none``), and a JSON body (or a picture's bytes, for a
+  search by picture), which a cross-site form cannot send.
+- Pictures stay on this page: every response says ``Cross-Origin-Resource-Policy:
+  same-origin``, and a request for an image (``/api/images/...``) that a browser marks
+  ``Sec-Fetch-Site: cross-site`` or ``same-site`` is refused (a page elsewhere cannot show, or
+  time, a person's photos), unless it comes from an origin allowed by ``cors_origins``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ __all__ = ["TOKEN_COOKIE", "RequestGuard"]
 
 TOKEN_COOKIE = "searchindex_token"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PICTURES = "/api/images/"
+_CORP = (b"cross-origin-resource-policy", b"same-origin")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -45,9 +51,10 @@ class RequestGuard:
     """ASGI middleware refusing requests that fail the checks above (JSON error, 400/401/403)."""
 
     def __init__(self, app: Any, *, bind_host: str, token: str | None = None,
-                 allowed_hosts: Iterable[str] | None = None) -> None:
+                 allowed_hosts: Iterable[str] | None = None, cors_origins: Iterable[str] = ()) -> None:
         self.app = app
         self.token = token
+        self.cors_origins = frozenset(cors_origins)
         if allowed_hosts is not None:
             self.allowed: set[str] | None = {_host_name(h) for h in allowed_hosts}
         elif is_loopback(bind_host):
@@ -81,18 +88,23 @@ class RequestGuard:
             if problem:
                 await _refuse(send, 403, problem)
                 return
-        if not set_cookie:
-            await self.app(scope, receive, send)
+        elif (scope.get("path", "").startswith(_PICTURES)
+              and headers.get("sec-fetch-site", "same-origin") in ("cross-site", "same-site")
+              and headers.get("origin") not in self.cors_origins):
+            await _refuse(send, 403, "pictures are served to this server's own page only")
             return
-        assert self.token is not None
-        cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+        extra = [_CORP]
+        if set_cookie:
+            assert self.token is not None
+            extra.append((b"set-cookie",
+                          f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")))
 
-        async def send_with_cookie(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        await self.app(scope, receive, send_with_headers)
 
 
 def _bearer(value: str) -> str | None:
@@ -123,7 +135,10 @@ def _cross_origin(headers: dict[str, str], scheme: str) -> str | None:
     # dev server on :3000 is not this page), and a browser never sends it for this page's own requests.
     if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return "cross-site request refused"
-    if not headers.get("content-type", "application/json").lower().startswith("application/json"):
+    # JSON, or a picture's bytes: none of these types can come from a form or a "simple" cross-site
+    # request, so a page elsewhere would need a CORS preflight, which is never granted for writes.
+    kind = headers.get("content-type", "application/json").lower()
+    if not kind.startswith(("application/json", "image/", "application/octet-stream")):
         return "send JSON (Content-Type: application/json)"
     return None
 
@@ -131,5 +146,6 @@ def _cross_origin(headers: dict[str, str], scheme: str) -> str | None:
 async def _refuse(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            _CORP]})
     await send({"type": "http.response.body", "body": body})

@@ -248,6 +248,13 @@ class CatalogReader:
             conds += _bounding_box(*filters.near, float(filters.radius_km or 0), params)
         return " AND ".join(conds) or "1", params
 
+    def timeline(self) -> list[tuple[str, int]]:
+        """(date, id) of every image, oldest first: the date taken (local wall-clock ISO text),
+        else the file's modification time in this machine's local time, in the same form."""
+        rows = self._rows("SELECT COALESCE(taken_at, strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1e9, 'unixepoch', "
+                          "'localtime')), id FROM images")
+        return sorted((str(key or ""), int(i)) for key, i in rows)
+
     def ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
         """path -> image id of those ``paths`` that are indexed."""
         out: dict[str, int] = {}

@@ -1,160 +1,206 @@
-// searchindex serve: the search page. Plain JavaScript, no build step, no third-party code.
-// The whole search lives in the URL (q, filters, like/unlike ids, concept), so a search can be
-// bookmarked, shared, reloaded, and Back works.
-"use strict";
+// searchindex serve: the page's entry module. Plain JavaScript modules, no build step, no
+// third-party code.  Its parts: util.js (DOM, API client, status line), url.js (the URL is the
+// state), state.js, grid.js (tiles, keyboard, selecting), detail.js (the detail view),
+// selection.js (the selection bar), views.js (tags, duplicates, errors) and hooks.js (where a
+// feature's own module plugs in).
+import { $, el, thumb, getJson, postJson, status, plural, offline } from "./util.js";
+import { FILTERS, DEFAULTS, readUrl, writeUrl, toParams, browseParams, hasQuery } from "./url.js";
+import { state, actions } from "./state.js";
+import { renderTiles, setActive, tiles, onGridKey, selectAll, clearSelection } from "./grid.js";
+import { openDetail, closeDetail, wireDetail, onDetailKey } from "./detail.js";
+import { renderBar, wireSelection, fillConcepts } from "./selection.js";
+import { showView, knownView, loadTags } from "./views.js";
+import { views } from "./hooks.js";
+import { wirePicture } from "./picture.js";
 
 const PAGE = 60;
-const FILTERS = ["after", "before", "camera", "path", "tag", "min_width", "min_height", "mode", "threshold", "sort"];
-const $ = (sel) => document.querySelector(sel);
-const el = (tag, attrs = {}, ...children) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== null && v !== undefined && v !== false) e.setAttribute(k, v === true ? "" : v);
+const MONTH_DAYS = 31;
+const LABELS = { after: "After", before: "Before", camera: "Camera", path: "Folder", tag: "Tag", min_width: "Min. width",
+                 min_height: "Min. height", mode: "Mode", threshold: "Cutoff", sort: "Sort" };
+// The last answer for each request: Back still shows a page when the server cannot be reached.
+const answers = new Map();
+
+async function fetchPage(url, picture = null) {
+  try {
+    const body = picture
+      ? await getJson(url, { method: "POST", headers: { "Content-Type": picture.type || "application/octet-stream" }, body: picture })
+      : await getJson(url);
+    answers.set(url, body);
+    return { body, stale: false };
+  } catch (err) {
+    if (offline(err) && !picture && answers.has(url)) return { body: answers.get(url), stale: true };
+    throw err;
   }
-  for (const c of children) e.append(c);
-  return e;
-};
-const thumb = (id, size = 256) => `/api/images/${id}/thumbnail?size=${size}`;
-
-let state = { results: [], nextOffset: null, loading: false, generation: 0, lbIndex: -1 };
-
-// -- the URL is the state ----------------------------------------------------------------------
-
-function readUrl() {
-  const p = new URLSearchParams(location.search);
-  return {
-    q: p.get("q") || "",
-    image: p.getAll("image"),
-    like: p.getAll("like"),
-    unlike: p.getAll("unlike"),
-    concept: p.get("concept") || "",
-    view: p.get("view") || "",
-    filters: Object.fromEntries(FILTERS.map((f) => [f, p.get(f) || ""])),
-  };
 }
 
-// The search as query parameters: for the address bar (defaults left out, the open view kept)
-// or for /api/search.
-function toParams(s, forUrl) {
-  const p = new URLSearchParams();
-  if (s.q) p.set("q", s.q);
-  for (const i of s.image) p.append("image", i);
-  if (s.concept) p.set("concept", s.concept);
-  for (const i of s.like) p.append("like", i);
-  for (const i of s.unlike) p.append("unlike", i);
-  const defaults = forUrl ? { mode: "auto", sort: "score" } : {};
-  for (const f of FILTERS) if (s.filters[f] && s.filters[f] !== defaults[f]) p.set(f, s.filters[f]);
-  if (forUrl && s.view) p.set("view", s.view);
-  return p;
+function describe(s) {
+  if (s.picture) return `your picture (${s.picture})`;
+  if (s.concept) return `concept “${s.concept}”`;
+  if (s.q) return `“${s.q}”`;
+  return "this image";
 }
 
-function writeUrl(s, replace = false) {
-  const p = toParams(s, true);
-  const url = p.toString() ? `?${p}` : location.pathname;
-  if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
-}
-
-function apiParams(s, offset) {
-  const p = toParams(s, false);
-  p.set("k", PAGE);
-  p.set("offset", offset);
-  return p;
-}
-
-async function getJson(url, options) {
-  const r = await fetch(url, options);
-  const body = r.status === 204 ? null : await r.json().catch(() => ({ error: r.statusText }));
-  if (!r.ok) throw new Error((body && body.error) || r.statusText);
-  return body;
-}
-
-// -- searching ---------------------------------------------------------------------------------
-
-function hasQuery(s) { return Boolean(s.q || s.image.length || s.concept); }
+// -- one result set: a search, or the library by date ----------------------------------------------
 
 async function run(append = false) {
   const s = readUrl();
   syncControls(s);
-  if (s.view) return showView(s.view);
+  renderChips(s);
+  if (s.view && !knownView(s.view)) {
+    const unknown = s.view;
+    s.view = "";
+    writeUrl(s, true);
+    await run(append);
+    status(`There is no “${unknown}” view; here are your photos.`);
+    return;
+  }
+  for (const b of document.querySelectorAll("nav [data-view]")) b.setAttribute("aria-current", String(b.dataset.view === s.view));
+  if (s.view) {
+    $("#results").hidden = true; $("#teach").hidden = true; $("#view").hidden = false;
+    clearSelection();
+    return showView(s.view);
+  }
   $("#view").hidden = true;
   $("#results").hidden = false;
   renderStrip(s);
-  if (!hasQuery(s)) {
-    state.results = []; state.nextOffset = null;
-    $("#grid").replaceChildren();
-    $("#more").hidden = true;
-    status("Type what you are looking for and press Enter.");
+  if (s.picture && (!state.picture || (state.picture.name || "pasted picture") !== s.picture)) {
+    // A picture is never kept (not by the server, not in the URL): after a reload it is gone.
+    writeUrl({ ...s, picture: "" }, true);
+    await run(append);
+    status("The picture is not kept after a reload: drop, paste or choose it again.");
     return;
   }
+  const browsing = !hasQuery(s);
   const generation = ++state.generation;
-  const offset = append ? state.results.length : 0;
+  let url;
+  if (browsing) {
+    const p = browseParams(s);
+    p.set("k", PAGE);
+    if (append) p.set("cursor", state.next); else if (s.start) p.set("start", s.start);
+    url = `/api/browse?${p}`;
+  } else {
+    // Examples re-rank the results and the library has no cutoff for that order (yet): none then.
+    const taught = s.like.length + s.unlike.length > 0 || Boolean(s.concept);
+    if (!append) state.phase = (s.filters.threshold || DEFAULTS.threshold) === "auto" && !taught ? "strong" : "all";
+    const p = toParams(s, false);
+    p.set("k", PAGE);
+    p.set("offset", append ? state.results.length : 0);
+    // Past the cutoff: the same ranking, on.  Taught: no cutoff.
+    if (state.phase === "weaker" || (taught && p.get("threshold") === "auto")) p.delete("threshold");
+    if (s.picture) { p.delete("picture"); p.delete("mode"); }
+    url = s.picture ? `/api/search/image?${p}` : `/api/search?${p}`;
+  }
+  document.title = browsing ? "Photos — searchindex" : `${s.q || s.concept || s.picture || "Similar images"} — searchindex`;
   state.loading = true;
-  if (!append) status("Searching…");
+  if (!append) status(browsing ? "Loading your photos…" : "Searching…");
   try {
-    const body = await getJson(`/api/search?${apiParams(s, offset)}`);
-    if (generation !== state.generation) return; // a newer search started meanwhile
-    if (!append) { state.results = []; $("#grid").replaceChildren(); }
+    const { body, stale } = await fetchPage(url, s.picture ? state.picture : null);
+    if (generation !== state.generation) return; // a newer request started meanwhile
+    const items = browsing ? body.images : body.results;
+    if (!append) {
+      state.results = []; state.active = 0; state.browsing = browsing;
+      state.selected.clear(); state.anchor = null; renderBar();
+      $("#grid").replaceChildren();
+      window.scrollTo(0, 0); // a new result set starts at its top, whatever was scrolled before
+      if (browsing) {
+        const first = items[0] && items[0].date, last = items.length && items[items.length - 1].date;
+        state.byDay = Boolean(first && last) && (Date.parse(first) - Date.parse(last)) / 864e5 < MONTH_DAYS;
+        loadMonths(s);
+      }
+    }
+    $("#browse-bar").hidden = !browsing;
     const start = state.results.length;
-    state.results.push(...body.results);
-    state.nextOffset = body.next_offset;
-    renderTiles(body.results, start, s);
-    $("#more").hidden = state.nextOffset === null;
-    const what = s.concept ? `concept “${s.concept}”` : s.q ? `“${s.q}”` : "this image";
-    status(state.results.length ? `${state.results.length} results for ${what}${state.nextOffset !== null ? " (more below)" : ""}` : body.message || "No results.");
+    if (!browsing && state.phase === "weaker" && start === state.strong && items.length) {
+      $("#grid").append(el("h2", { class: "divider" }, state.strong ? "Weaker matches" : "Closest matches"));
+    }
+    state.results.push(...items);
+    state.next = browsing ? body.next_cursor : body.next_offset;
+    renderTiles(items, start, s);
+    const note = stale ? " — the server cannot be reached: this is the page as it was." : "";
+    if (browsing) {
+      const more = state.next !== null ? " (more below)" : "";
+      status(state.results.length ? `${plural(state.results.length, "photo")}, newest first${more}${note}` : "No photos match these filters.");
+    } else if (state.phase === "strong" && state.next === null) {
+      // The cutoff's end: what stands out is shown; the rest stays reachable below a divider.
+      state.strong = state.results.length;
+      state.phase = "weaker";
+      state.next = state.strong;
+      if (state.strong) status(`${plural(state.strong, "result")} for ${describe(s)} (weaker matches below)${note}`);
+      else {
+        await run(true);
+        if (generation + 1 === state.generation && state.results.length) {
+          status(`Nothing stands out for ${describe(s)}: no photo matches it clearly better than the rest. The closest matches follow.`);
+        }
+      }
+    } else if (state.phase === "weaker") {
+      status(state.results.length ? `${plural(state.strong, "result")} for ${describe(s)} (weaker matches below)${note}` : body.message || "No results.");
+    } else {
+      const more = state.next !== null ? " (more below)" : "";
+      status(state.results.length ? `${plural(state.results.length, "result")} for ${describe(s)}${more}${note}` : body.message || "No results.");
+    }
+    $("#more").hidden = state.next === null;
   } catch (err) {
-    if (generation === state.generation) { status(err.message); $("#grid").replaceChildren(); $("#more").hidden = true; }
+    if (generation !== state.generation) return;
+    if (offline(err)) {
+      // Keep what is shown; the request can be tried again.
+      status("The server cannot be reached (is searchindex serve still running?).", { label: "Retry", run: () => run(append) });
+    } else {
+      status(err.message);
+      if (!append) { state.results = []; $("#grid").replaceChildren(); $("#more").hidden = true; }
+    }
   } finally {
     if (generation === state.generation) state.loading = false;
   }
 }
 
-function status(text) { $("#status").textContent = text; }
-
-function label(r) {
-  const name = r.path.split("/").pop();
-  return r.caption ? `${r.caption} (${name})` : name;
+async function loadMonths(s) {
+  try {
+    const { months } = await getJson(`/api/browse/months?${browseParams(s)}`);
+    const years = new Map();
+    for (const m of months) {
+      const y = m.month.slice(0, 4);
+      if (!years.has(y)) years.set(y, []);
+      years.get(y).push(m);
+    }
+    const fmt = new Intl.DateTimeFormat(undefined, { month: "long" });
+    $("#jump").replaceChildren(el("option", { value: "" }, "Newest"), ...[...years].map(([y, ms]) => el("optgroup", { label: y },
+      el("option", { value: y }, `${y} (all)`),
+      ...ms.map((m) => el("option", { value: m.month }, `${fmt.format(new Date(Number(y), Number(m.month.slice(5)) - 1, 1))} ${y} (${m.images})`)))));
+    $("#jump").value = s.start;
+  } catch (err) { /* the control stays as it was */ }
 }
 
-function renderTiles(results, start, s) {
-  const grid = $("#grid");
-  const frag = document.createDocumentFragment();
-  results.forEach((r, n) => {
-    const id = String(r.image_id);
-    const liked = s.like.includes(id), unliked = s.unlike.includes(id);
-    const tile = el("div", { class: "tile" + (liked ? " liked" : "") + (unliked ? " unliked" : ""), "data-image-id": id,
-                             "data-index": start + n, tabindex: start + n === 0 ? "0" : "-1", role: "group", "aria-label": label(r) },
-      el("img", { src: thumb(id), alt: label(r), loading: start + n < 24 ? "eager" : "lazy", decoding: "async", onclick: () => openLightbox(start + n) }),
-      el("span", { class: "score", "aria-hidden": "true" }, r.score.toFixed(3)),
-      el("div", { class: "acts" },
-        el("button", { type: "button", class: "like", "aria-pressed": String(liked), title: "Like: more like this (l)", onclick: () => toggle("like", id) }, "Like"),
-        el("button", { type: "button", class: "unlike", "aria-pressed": String(unliked), title: "Not like this (u)", onclick: () => toggle("unlike", id) }, "Not"),
-        el("button", { type: "button", class: "similar", title: "More like this (m)", onclick: () => similar(id) }, "Similar")));
-    if (window.videoTile) window.videoTile(tile, r);  // video.js: moment frame and duration badge
-    frag.append(tile);
-  });
-  grid.append(frag);
-}
+// -- liking, more like this ---------------------------------------------------------------------------
 
-function toggle(kind, id) {
+async function toggle(kind, id, index = 0, fromDetail = false) {
   const s = readUrl();
   const other = kind === "like" ? "unlike" : "like";
   s[other] = s[other].filter((x) => x !== id);
   s[kind] = s[kind].includes(id) ? s[kind].filter((x) => x !== id) : [...s[kind], id];
   if (!hasQuery(s) && kind === "like" && s.like.length) s.image = [s.like[0]];
   writeUrl(s);
-  run();
+  await run();
+  if (fromDetail && $("#lightbox").open) {
+    // The detail view stays open on the same photo (focus stays in it); arrows go on from here.
+    const at = state.results.findIndex((r) => String(r.image_id) === id);
+    state.lbIndex = at >= 0 ? at : index - 1;
+    const now = readUrl();
+    $("#lb-like").setAttribute("aria-pressed", String(now.like.includes(id)));
+    $("#lb-unlike").setAttribute("aria-pressed", String(now.unlike.includes(id)));
+  } else {
+    setActive(Math.min(index, tiles().length - 1)); // focus stays where it was in the grid
+  }
 }
 
-function similar(id) {
+async function similar(id) {
   const s = readUrl();
-  closeLightbox();
-  writeUrl({ ...s, q: "", image: [id], like: [], unlike: [], concept: "", view: "" });
-  run();
+  closeDetail();
+  writeUrl({ ...s, q: "", image: [id], like: [], unlike: [], concept: "", view: "", start: "", picture: "" });
+  await run();
+  setActive(0);
 }
 
-// -- the strip of liked / unliked examples, and concepts ------------------------------------------
+// -- the strip of liked / unliked examples, and concepts -------------------------------------------------
 
 function renderStrip(s) {
   const show = s.like.length + s.unlike.length > 0;
@@ -171,8 +217,9 @@ async function loadConcepts() {
     const { concepts } = await getJson("/api/concepts");
     $("#concepts").hidden = concepts.length === 0;
     $("#concept-list").replaceChildren(...concepts.map((c) => el("li", {},
-      el("button", { type: "button", class: "concept", title: c.query || "", onclick: () => { writeUrl({ ...readUrl(), q: "", image: [], like: [], unlike: [], concept: c.name, view: "" }); run(); } }, c.name),
-      el("button", { type: "button", class: "del", "aria-label": `Delete concept ${c.name}`, onclick: () => deleteConcept(c.name) }, "×"))));
+      el("button", { type: "button", class: "concept", title: c.query || "", onclick: () => { writeUrl({ ...readUrl(), q: "", image: [], like: [], unlike: [], concept: c.name, view: "", start: "", picture: "" }); run(); } }, c.name),
+      el("button", { type: "button", class: "del", "aria-label": `Delete concept ${c.name}`, title: `Delete concept ${c.name}`, onclick: () => deleteConcept(c) }, "×"))));
+    fillConcepts(concepts);
   } catch (err) { status(err.message); }
 }
 
@@ -182,35 +229,47 @@ async function saveConcept(ev) {
   const name = ev.target.elements.name.value.trim();
   if (!name) return;
   try {
-    await getJson("/api/concepts", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name, query: s.q || null, like: s.like.map(Number), unlike: s.unlike.map(Number) }) });
+    await postJson("/api/concepts", { name, query: s.q || null, like: s.like.map(Number), unlike: s.unlike.map(Number) });
     ev.target.reset();
     status(`Saved concept “${name}”.`);
     loadConcepts();
   } catch (err) { status(err.message); }
 }
 
-async function deleteConcept(name) {
-  try { await getJson(`/api/concepts/${encodeURIComponent(name)}`, { method: "DELETE" }); loadConcepts(); } catch (err) { status(err.message); }
+// One click deletes; the notice offers to put it back as it was.
+async function deleteConcept(c) {
+  try {
+    await getJson(`/api/concepts/${encodeURIComponent(c.name)}`, { method: "DELETE" });
+    await loadConcepts();
+    status(`Deleted concept “${c.name}”.`, { label: "Undo", run: async () => {
+      try {
+        await postJson("/api/concepts", { name: c.name, query: c.query, like: c.like, unlike: c.unlike });
+        await loadConcepts();
+        status(`Concept “${c.name}” is back.`);
+      } catch (err) { status(err.message); }
+    } });
+  } catch (err) { status(err.message); }
 }
 
-// -- filters -------------------------------------------------------------------------------------
+// -- filters and their chips ------------------------------------------------------------------------------
 
 function syncControls(s) {
   $("#q").value = s.q;
   const form = $("#filters");
-  for (const f of FILTERS) form.elements[f].value = s.filters[f] || (f === "mode" ? "auto" : f === "sort" ? "score" : "");
+  for (const f of FILTERS) form.elements[f].value = s.filters[f] || DEFAULTS[f] || "";
 }
 
-async function loadTags() {
-  try {
-    const { tags } = await getJson("/api/tags");
-    const select = $("#filters").elements.tag;
-    const current = readUrl().filters.tag;
-    select.replaceChildren(el("option", { value: "" }, "any"), ...tags.map((t) => el("option", { value: t.label }, `${t.label} (${t.images})`)));
-    select.value = current;
-    return tags;
-  } catch (err) { return []; }
+function activeFilters(s) {
+  return FILTERS.filter((f) => s.filters[f] && s.filters[f] !== DEFAULTS[f]);
+}
+
+function renderChips(s) {
+  const active = activeFilters(s);
+  $("#chips").hidden = active.length === 0;
+  $("#chip-list").replaceChildren(...active.map((f) => el("li", {},
+    el("span", {}, `${LABELS[f]}: ${s.filters[f]}`),
+    el("button", { type: "button", "aria-label": `Remove filter ${LABELS[f]}: ${s.filters[f]}`, title: "Remove this filter",
+                   onclick: () => { const now = readUrl(); now.filters[f] = ""; writeUrl(now); run(); } }, "×"))));
 }
 
 function applyFilters(ev) {
@@ -218,173 +277,54 @@ function applyFilters(ev) {
   const s = readUrl();
   const form = $("#filters");
   for (const f of FILTERS) s.filters[f] = form.elements[f].value.trim();
+  const q = $("#q").value.trim(); // what was typed in the box counts too
+  if (q !== s.q) Object.assign(s, { q, image: q ? [] : s.image, like: [], unlike: [], concept: q ? "" : s.concept });
   s.view = "";
   writeUrl(s);
   run();
 }
 
-// -- the lightbox --------------------------------------------------------------------------------
-
-async function openLightbox(index) {
-  const r = state.results[index];
-  if (!r) return;
-  state.lbIndex = index;
-  const box = $("#lightbox");
-  $("#lb-img").src = thumb(r.image_id, 1024);
-  $("#lb-img").alt = label(r);
-  $("#lb-file").href = `/api/images/${r.image_id}/file`;
-  if (window.videoLightbox) window.videoLightbox(r);  // video.js: plays a video from its moment
-  const s = readUrl(), id = String(r.image_id);
-  $("#lb-like").setAttribute("aria-pressed", String(s.like.includes(id)));
-  $("#lb-unlike").setAttribute("aria-pressed", String(s.unlike.includes(id)));
-  box.dataset.imageId = id;
-  renderFacts(r, null);
-  if (window.searchindexPeople) window.searchindexPeople.outline(r); // static/people.js: face boxes
-  if (!box.open) box.showModal();
-  try { renderFacts(r, await getJson(`/api/images/${r.image_id}`)); } catch (err) { /* the result's own facts stay */ }
-}
-
-function renderFacts(r, details) {
-  const d = details || r;
-  const place = d.gps_lat != null ? `${d.gps_lat.toFixed(5)}, ${d.gps_lon.toFixed(5)}` : "";
-  const rows = [
-    ["Score", r.score.toFixed(3) + (r.rank ? ` (rank ${r.rank})` : "")],
-    ["Date taken", d.taken_at ? d.taken_at.replace("T", " ") + (d.taken_offset || "") : ""],
-    ["Camera", [d.camera_make, d.camera_model].filter(Boolean).join(" ") + (d.lens ? ` · ${d.lens}` : "")],
-    ["Place", place],
-    ["Size", `${d.width} × ${d.height} px, ${(d.size / 1024).toFixed(0)} KB, ${d.format}`],
-    ["Path", d.path],
-    ["Caption", d.caption || ""],
-    ["Keywords", (d.keywords || []).join(", ")],
-    ["Tags", (d.tags || []).join(", ")],
-  ];
-  $("#lb-facts").replaceChildren(...rows.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
-}
-
-function closeLightbox() { const box = $("#lightbox"); if (box.open) box.close(); }
-
-function moveLightbox(step) {
-  const next = state.lbIndex + step;
-  if (next >= 0 && next < state.results.length) openLightbox(next);
-  else if (next >= state.results.length && state.nextOffset !== null) run(true).then(() => openLightbox(next));
-}
-
-// -- other views: tags, duplicates, errors -------------------------------------------------------
-
-async function showView(view) {
-  $("#results").hidden = true;
-  $("#teach").hidden = true;
-  const box = $("#view");
-  box.hidden = false;
-  box.replaceChildren(el("p", {}, "Loading…"));
-  status("");
-  try {
-    if (view === "tags") {
-      const tags = await loadTags();
-      const form = el("form", { class: "add-tags", onsubmit: addTags },
-        el("label", {}, "Add labels ", el("input", { name: "labels", placeholder: "beach, dog, sunset", required: true })),
-        el("button", { type: "submit" }, "Tag all images"));
-      box.replaceChildren(el("h2", {}, "Tags"), form, tags.length ? el("ul", { class: "tag-list" }, ...tags.map((t) => el("li", {},
-        el("button", { type: "button", onclick: () => { const s = readUrl(); s.view = ""; s.filters.tag = t.label; if (!hasQuery(s)) s.q = t.label; writeUrl(s); run(); } }, `${t.label} (${t.images})`),
-        el("button", { type: "button", class: "del", "aria-label": `Remove label ${t.label}`, onclick: () => removeTag(t.label) }, "×"))))
-        : el("p", {}, "No labels yet."));
-    } else if (view === "duplicates") {
-      const { groups } = await getJson("/api/duplicates");
-      box.replaceChildren(el("h2", {}, `Duplicates: ${groups.length} groups`), ...groups.map((g) => el("div", { class: "group" },
-        el("h3", {}, `Group ${g.group}: ${g.images.length} images, best copy first`),
-        el("div", { class: "grid" }, ...g.images.map((im, i) => el("div", { class: "tile", "data-image-id": im.image_id },
-          el("img", { src: thumb(im.image_id), alt: `${i === 0 ? "best copy" : "copy"}: ${im.path}`, title: `${im.width}×${im.height} ${im.path}` }),
-          el("span", { class: "score" }, i === 0 ? "best" : im.similarity.toFixed(3))))))));
-      if (!groups.length) box.append(el("p", {}, "No near-duplicates found."));
-    } else if (view === "errors") {
-      const { errors } = await getJson("/api/errors");
-      box.replaceChildren(el("h2", {}, `Files that could not be indexed: ${errors.length}`),
-        el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Path"), el("th", {}, "Reason"))),
-          el("tbody", {}, ...errors.map((e) => el("tr", {}, el("td", {}, e.path), el("td", {}, e.reason))))));
-    } else if (view === "people" && window.searchindexPeople) {
-      await window.searchindexPeople.show(box); // static/people.js
-    }
-  } catch (err) { box.replaceChildren(el("p", {}, err.message)); }
-}
-
-async function addTags(ev) {
-  ev.preventDefault();
-  const labels = ev.target.elements.labels.value.split(",").map((x) => x.trim()).filter(Boolean);
-  status("Tagging every image…");
-  try {
-    const { labels: reports } = await getJson("/api/tags", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ labels }) });
-    await showView("tags");
-    status(reports.map((r) => `${r.label}: ${r.tagged} images`).join("; "));
-  } catch (err) { status(err.message); }
-}
-
-async function removeTag(label) {
-  try { await getJson(`/api/tags/${encodeURIComponent(label)}`, { method: "DELETE" }); showView("tags"); } catch (err) { status(err.message); }
-}
-
-// -- keyboard --------------------------------------------------------------------------------------
-
-function tiles() { return [...document.querySelectorAll("#grid .tile")]; }
-
-function focusTile(i) {
-  const all = tiles();
-  if (!all.length) return;
-  i = Math.max(0, Math.min(all.length - 1, i));
-  all.forEach((t, n) => t.setAttribute("tabindex", n === i ? "0" : "-1"));
-  all[i].focus();
-  if (i >= all.length - 6 && state.nextOffset !== null && !state.loading) run(true);
-}
-
-function columns() {
-  const all = tiles();
-  if (all.length < 2) return 1;
-  const top = all[0].offsetTop;
-  const n = all.findIndex((t) => t.offsetTop !== top);
-  return n === -1 ? all.length : n;
-}
+// -- keyboard -----------------------------------------------------------------------------------------------
 
 function onKey(ev) {
-  const typing = ev.target.matches("input, select, textarea");
-  const box = $("#lightbox");
-  if (box.open) {
-    if (ev.key === "ArrowRight") { ev.preventDefault(); moveLightbox(1); }
-    else if (ev.key === "ArrowLeft") { ev.preventDefault(); moveLightbox(-1); }
-    else if (ev.key === "l") toggleFromLightbox("like");
-    else if (ev.key === "u") toggleFromLightbox("unlike");
-    else if (ev.key === "m") similar(box.dataset.imageId);
-    return; // Esc closes the dialog natively
-  }
-  if (typing) return;
+  if ($("#lightbox").open) { onDetailKey(ev); return; } // Esc closes the dialog natively
+  if ($("#help").open) return;
+  if (ev.target.matches("input, select, textarea")) return;
   if (ev.key === "/") { ev.preventDefault(); $("#q").focus(); $("#q").select(); return; }
   if (ev.key === "?") { $("#help").showModal(); return; }
+  if ((ev.ctrlKey || ev.metaKey) && ev.key === "a" && !$("#results").hidden) { ev.preventDefault(); selectAll(); return; }
+  if (ev.key === "Escape" && state.selected.size) { clearSelection(); return; }
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const tile = ev.target.closest && ev.target.closest("#grid .tile");
-  if (!tile) return;
-  const i = Number(tile.dataset.index), id = tile.dataset.imageId;
-  const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns() };
-  if (ev.key in moves) { ev.preventDefault(); focusTile(i + moves[ev.key]); }
-  else if (ev.key === "Enter" && ev.target === tile) { ev.preventDefault(); openLightbox(i); }
-  else if (ev.key === "l") toggle("like", id);
-  else if (ev.key === "u") toggle("unlike", id);
-  else if (ev.key === "m") similar(id);
+  if (tile) onGridKey(ev, tile);
 }
 
-function toggleFromLightbox(kind) {
-  const id = $("#lightbox").dataset.imageId;
-  closeLightbox();
-  toggle(kind, id);
+// -- wiring -------------------------------------------------------------------------------------------------
+
+function navButtons() {
+  const nav = $("nav");
+  for (const [name, v] of views) {
+    if (!nav.querySelector(`[data-view="${name}"]`)) {
+      const b = el("button", { type: "button", "data-view": name }, v.label);
+      b.addEventListener("click", () => { writeUrl({ ...readUrl(), view: name }); run(); });
+      nav.insertBefore(b, $("#help-button"));
+    }
+  }
 }
 
-// -- wiring ----------------------------------------------------------------------------------------
+Object.assign(actions, {
+  toggle, similar, open: openDetail, more: () => run(true), refresh: () => run(),
+  selectionChanged: renderBar,
+});
 
-document.addEventListener("DOMContentLoaded", () => {
+function start() {
   $("#search").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const s = readUrl();
     const q = $("#q").value.trim();
     // A new text starts a new search: examples belong to the old one.
     const same = q === s.q;
-    writeUrl({ ...s, q, image: q ? [] : s.image, like: same ? s.like : [], unlike: same ? s.unlike : [], concept: q ? "" : s.concept, view: "" });
+    writeUrl({ ...s, q, image: q ? [] : s.image, like: same ? s.like : [], unlike: same ? s.unlike : [], concept: q ? "" : s.concept, view: "", start: "", picture: q ? "" : s.picture });
     run();
   });
   $("#filters-toggle").addEventListener("click", () => {
@@ -397,19 +337,18 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#filters-clear").addEventListener("click", () => { for (const f of FILTERS) $("#filters").elements[f].value = ""; applyFilters(); });
   $("#save-concept").addEventListener("submit", saveConcept);
   for (const b of document.querySelectorAll("nav [data-view]")) b.addEventListener("click", () => { writeUrl({ ...readUrl(), view: b.dataset.view }); run(); });
+  document.addEventListener("searchindex:views", navButtons);
+  navButtons();
   $("#help-button").addEventListener("click", () => $("#help").showModal());
   $("#more").addEventListener("click", () => run(true));
-  $("#lb-prev").addEventListener("click", () => moveLightbox(-1));
-  $("#lb-next").addEventListener("click", () => moveLightbox(1));
-  $("#lb-close").addEventListener("click", closeLightbox);
-  $("#lb-like").addEventListener("click", () => toggleFromLightbox("like"));
-  $("#lb-unlike").addEventListener("click", () => toggleFromLightbox("unlike"));
-  $("#lb-similar").addEventListener("click", () => similar($("#lightbox").dataset.imageId));
-  $("#lightbox").addEventListener("close", () => { const t = document.querySelector(`#grid .tile[data-index="${state.lbIndex}"]`); if (t) focusTile(state.lbIndex); });
+  $("#jump").addEventListener("change", () => { writeUrl({ ...readUrl(), start: $("#jump").value }); run(); });
+  wireDetail();
+  wireSelection();
+  wirePicture();
   document.addEventListener("keydown", onKey);
-  window.addEventListener("popstate", () => { closeLightbox(); run(); });
+  window.addEventListener("popstate", () => { closeDetail(); run(); });
   new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting) && state.nextOffset !== null && !state.loading && !$("#results").hidden) run(true);
+    if (entries.some((e) => e.isIntersecting) && state.next !== null && !state.loading && !$("#results").hidden) run(true);
   }, { rootMargin: "600px" }).observe($("#sentinel"));
   if (new URLSearchParams(location.search).has("token")) { // the cookie is set: keep the token out of the URL bar
     const p = new URLSearchParams(location.search); p.delete("token");
@@ -419,4 +358,6 @@ document.addEventListener("DOMContentLoaded", () => {
   loadConcepts();
   run();
   $("#q").focus();
-});
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();

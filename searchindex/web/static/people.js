@@ -1,7 +1,7 @@
+import { registerView, onOpen } from "/static/hooks.js";
 // searchindex serve: the People view and the faces outlined in the image details.
-// Plain JavaScript, no build step. app.js calls searchindexPeople.show(box) for the "people" view and
-// searchindexPeople.outline(result) when the details of an image open.
-"use strict";
+// Plain JavaScript, no build step. It registers the "people" view and outlines the faces when the
+// details of an image open, through hooks.js (see the end of this file).
 
 window.searchindexPeople = (() => {
   const make = (tag, attrs = {}, ...children) => {
@@ -101,3 +101,6 @@ window.searchindexPeople = (() => {
 
   return { show, outline };
 })();
+
+registerView("people", "People", (box) => window.searchindexPeople.show(box));
+onOpen((result) => window.searchindexPeople.outline(result));

@@ -1,7 +1,7 @@
 // searchindex serve: videos on the search page. A video result shows the frame of its best moment with
 // a duration badge; its detail view plays the file (streamed by id, with range requests) from that
-// second and lists the other moments to jump to. Hooked into app.js by two calls.
-"use strict";
+// second and lists the other moments to jump to. Hooked into the page through hooks.js.
+import { onOpen, onTiles } from "/static/hooks.js";
 
 const clock = (seconds) => {
   const s = Math.floor(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
@@ -73,3 +73,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const box = document.querySelector("#lightbox");
   if (box) box.addEventListener("close", () => { const p = document.querySelector("#lb-video"); if (p) p.pause(); });
 });
+
+onTiles((tiles, results) => tiles.forEach((tile, i) => { if (results[i]) window.videoTile(tile, results[i]); }));
+onOpen((result) => window.videoLightbox(result));
