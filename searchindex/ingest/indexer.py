@@ -57,6 +57,7 @@ def index_entries(
     t0: float | None = None,
     skipped: Sequence[str] = (),
     unread: Sequence[FailureRecord] = (),
+    vanished: Iterable[str] = (),
 ) -> IndexSummary:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
@@ -78,6 +79,8 @@ def index_entries(
             :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
         unread: folders and files the scan could not read, with their reasons (see
             :func:`~searchindex.ingest.scan.scan_folders`): recorded and counted as failures.
+        vanished: indexed paths known to be gone (a watcher's delete and move events): they
+            leave the index, or their row follows a file of the same content in ``entries``.
         t0: when the run started (``time.perf_counter()``; default: now), for ``seconds``.
     """
     t0 = time.perf_counter() if t0 is None else t0
@@ -85,7 +88,7 @@ def index_entries(
         raise ValueError("batch_size must be at least 1")
     ReadLimits(max_megapixels, max_file_bytes)  # ValueError (nan, 0, ...) before any work
     threads = workers or default_workers()
-    plan = plan_run(catalog, entries, roots, skipped)
+    plan = plan_run(catalog, entries, roots, skipped, vanished)
     if producer is None:
         producer = LocalProducer(get_encoder, workers=workers, max_megapixels=max_megapixels,
                                  max_file_bytes=max_file_bytes)
