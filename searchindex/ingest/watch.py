@@ -61,8 +61,10 @@ class WatchOptions:
 
     Args:
         debounce: seconds without a new event before the changes seen so far form a batch.
-        settle: a file with no close-after-write event counts as written once its size and
-            mtime stayed the same this long.
+        settle: where no close-after-write events come (polling), a file counts as written
+            once its size and mtime stayed the same this long.
+        close_wait: where they come (inotify), a file still open for writing counts as written
+            after this long without a change (a program writing through a memory map).
         max_wait: a steady stream of events still yields a batch this often (seconds).
         max_batch: at most this many files per batch.
         max_pending: changes remembered at once; past it they are dropped and the folders scanned.
@@ -74,6 +76,7 @@ class WatchOptions:
 
     debounce: float = 0.5
     settle: float = 1.0
+    close_wait: float = 30.0
     max_wait: float = 5.0
     max_batch: int = 1000
     max_pending: int = 100_000
@@ -115,6 +118,7 @@ class _Seen:
     closed: bool = False  # a close-after-write since the latest modification
     stat: tuple[int, int] | None = None  # (size, mtime_ns) at the latest look
     since: float = 0.0  # when ``stat`` was first seen like this
+    closes: bool = False  # its observer reports closes: wait for one (or for ``close_wait``)
 
 
 def _is_image(path: str) -> bool:
@@ -187,13 +191,13 @@ class _Pending:
             self.gone_folders.clear()
             self.overflowed = True
 
-    def file_written(self, path: str, *, closed: bool = False) -> None:
+    def file_written(self, path: str, *, closed: bool = False, closes: bool = False) -> None:
         now = time.monotonic()
         with self.lock:
             self.gone.pop(path, None)
             seen = self.files.get(path)
             if seen is None:
-                self.files[path] = _Seen(now, closed)
+                self.files[path] = _Seen(now, closed, closes=closes)
             else:  # written again after a close: wait for the next close (or for it to settle)
                 seen.last, seen.closed = now, closed
             self._touch(now)
@@ -256,7 +260,8 @@ class _Pending:
             for path, seen in list(self.files.items()):
                 if now - seen.last < o.debounce:
                     continue
-                if not seen.closed and not self._settled(path, seen, now):
+                if not seen.closed and (not self._settled(path, seen, now)
+                                        or (seen.closes and now - seen.last < o.close_wait)):
                     continue
                 changed.append(path)
                 if len(changed) >= o.max_batch:
@@ -290,8 +295,9 @@ class _Pending:
         return now - seen.since >= self.options.settle
 
 
-def _handler(pending: _Pending) -> Any:
-    """A watchdog event handler feeding ``pending``."""
+def _handler(pending: _Pending, closes: bool) -> Any:
+    """A watchdog event handler feeding ``pending``; ``closes``: its observer reports
+    close-after-write events (a file being written is then waited for until closed)."""
     from watchdog.events import FileSystemEventHandler
 
     class Handler(FileSystemEventHandler):
@@ -321,7 +327,7 @@ def _handler(pending: _Pending) -> Any:
             elif kind == "closed":
                 pending.file_written(src, closed=True)
             elif kind in ("created", "modified"):
-                pending.file_written(src)
+                pending.file_written(src, closes=closes)
 
     return Handler()
 
@@ -350,6 +356,7 @@ class FolderWatcher:
         self._native: Any = None
         self._polling: Any = None
         self._handler: Any = None
+        self._poll_handler: Any = None
         self._limit_hit = False  # after a watch limit, the rest is polled
         self._rescan: set[str] = set()  # roots to scan as soon as possible
         self._next_rescan = 0.0
@@ -367,8 +374,10 @@ class FolderWatcher:
             MissingExtraError: watchdog is not installed.
         """
         native, polling = _observers()
-        self._handler = _handler(self._pending)
         self._native = native()
+        # inotify reports close-after-write; FSEvents, Windows and polling do not.
+        self._handler = _handler(self._pending, closes=type(self._native).__name__ == "InotifyObserver")
+        self._poll_handler = _handler(self._pending, closes=False)
         self._polling = polling(timeout=self.options.poll_interval)
         self._native.start()
         self._polling.start()
@@ -463,7 +472,7 @@ class FolderWatcher:
                     root.watch, root.mode = watch, "events"
                 log.info("watching %s (events)", root.path)
                 return
-        watch = self._polling.schedule(self._handler, root.path, recursive=True)
+        watch = self._polling.schedule(self._poll_handler, root.path, recursive=True)
         with self._lock:
             root.watch, root.mode = watch, "polling"
         why = f"a {root.fs_type} file system" if needs_polling(root.fs_type) and poll is None else "polling"

@@ -1,0 +1,245 @@
+"""A live index (issue 26): events -> batches -> the indexing path, with the real watchdog, encoder and catalog."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from searchindex import Index
+from searchindex.ingest.watch import WatchOptions, mount_type, needs_polling
+from searchindex.store.lock import WriterLock
+
+pytest.importorskip("watchdog")
+
+FAST = WatchOptions(debounce=0.2, settle=0.3, rescan_interval=0, poll_interval=0.5)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Seconds until ``condition()`` held; fails the test after ``timeout``."""
+    t0 = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - t0 > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.02)
+    return time.perf_counter() - t0
+
+
+def paths(index: Index) -> set[str]:
+    return set(index.catalog.images.states())
+
+
+@pytest.fixture()
+def index(small_folder: Path, tmp_path: Path) -> Iterator[Index]:
+    idx = Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu")
+    idx.add_folder(small_folder)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture()
+def spare(shapes, tmp_path: Path) -> list[Path]:  # noqa: ANN001
+    """Ten scenes not in ``small_folder`` (which holds the first 40)."""
+    return sorted(shapes.folder.glob("*.png"))[100:110]
+
+
+@pytest.fixture()
+def watching(index: Index) -> Iterator[Index]:
+    handle = index.watch(options=FAST)
+    wait_for(lambda: handle.batches >= 0 and not handle._watcher._rescan)  # the start scan is done
+    index.handle = handle  # type: ignore[attr-defined]
+    yield index
+    handle.stop()
+    assert not handle.running
+
+
+def test_watch_needs_a_folder(tmp_path: Path) -> None:
+    from searchindex.errors import ParameterError
+
+    with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as idx:
+        with pytest.raises(ParameterError, match="no folder to watch"):
+            idx.watch()
+
+
+def test_new_file_is_searchable_within_seconds(watching: Index, small_folder: Path, spare: list[Path]) -> None:
+    before = watching.models.images_encoded
+    target = small_folder / "new.png"
+    t0 = time.perf_counter()
+    shutil.copy(spare[0], target)
+    # Searched through another Index, as the page or another process would.
+    with Index.open(watching.path, device="cpu") as reader:
+        def found() -> bool:
+            hits = reader.search_image(spare[0], k=1)
+            return bool(hits) and hits[0].path == str(target)
+
+        wait_for(found, timeout=10)
+    assert time.perf_counter() - t0 < 5.0
+    assert watching.models.images_encoded == before + 1  # the counter counts what was encoded
+
+
+def test_rename_and_move_cost_no_encoder_call(watching: Index, small_folder: Path) -> None:
+    first, second = sorted(small_folder.glob("*.png"))[:2]
+    ids = {p: i for p, (i, *_rest) in watching.catalog.images.states().items()}
+    before = watching.models.images_encoded
+    first.rename(small_folder / "renamed.png")
+    (small_folder / "sub").mkdir()
+    second.rename(small_folder / "sub" / second.name)
+    wait_for(lambda: {str(small_folder / "renamed.png"), str(small_folder / "sub" / second.name)} <= paths(watching))
+    states = watching.catalog.images.states()
+    assert states[str(small_folder / "renamed.png")][0] == ids[str(first)]  # the row followed the file
+    assert str(first) not in states and watching.count() == 40
+    assert watching.models.images_encoded == before  # zero encoder calls
+
+
+def test_folder_moved_in_within_and_out(watching: Index, small_folder: Path, spare: list[Path],
+                                        tmp_path: Path) -> None:
+    outside = tmp_path / "album"
+    outside.mkdir()
+    for f in spare[:3]:
+        shutil.copy(f, outside / f.name)
+    outside.rename(small_folder / "album")  # moved in: scanned
+    wait_for(lambda: watching.count() == 43)
+    encoded = watching.models.images_encoded
+    (small_folder / "album").rename(small_folder / "album-2024")  # within: moves, no model call
+    wait_for(lambda: str(small_folder / "album-2024" / spare[0].name) in paths(watching))
+    assert watching.count() == 43 and watching.models.images_encoded == encoded
+    (small_folder / "album-2024").rename(tmp_path / "away")  # out of the tree: removed
+    wait_for(lambda: watching.count() == 40)
+
+
+def test_deleted_file_leaves_the_index(watching: Index, small_folder: Path) -> None:
+    victim = sorted(small_folder.glob("*.png"))[5]
+    victim.unlink()
+    wait_for(lambda: str(victim) not in paths(watching))
+    assert watching.count() == 39
+
+
+def test_temporary_file_and_rename_saves_index_once(watching: Index, small_folder: Path,
+                                                    spare: list[Path]) -> None:
+    before = watching.models.images_encoded
+    data = spare[1].read_bytes()
+    # An editor's save: write a temporary file in pieces, then rename it over the photo.
+    target = sorted(small_folder.glob("*.png"))[3]
+    temp = small_folder / f".{target.name}.tmp"
+    with open(temp, "wb") as f:
+        f.write(data[:100])
+        f.flush()
+        time.sleep(0.3)
+        f.write(data[100:])
+    temp.rename(target)
+    # Another way: a temporary name with an image extension.
+    temp2 = small_folder / "tmp-8f3a.png"
+    temp2.write_bytes(spare[2].read_bytes())
+    temp2.rename(small_folder / "saved.png")
+    with Index.open(watching.path, device="cpu") as reader:
+        wait_for(lambda: reader.search_image(spare[1], k=1)[0].path == str(target))
+        wait_for(lambda: reader.search_image(spare[2], k=1)[0].path == str(small_folder / "saved.png"))
+    time.sleep(FAST.debounce + FAST.settle + 0.3)  # nothing more comes
+    assert watching.models.images_encoded == before + 2  # each save encoded once
+    assert str(temp2) not in paths(watching) and watching.count() == 41
+
+
+def test_file_being_written_waits_for_its_close(watching: Index, small_folder: Path, spare: list[Path]) -> None:
+    data = spare[6].read_bytes()
+    target = small_folder / "camera-import.png"
+    before = watching.models.images_encoded
+    with open(target, "wb") as f:
+        f.write(data[: len(data) // 3])
+        f.flush()
+        time.sleep(FAST.debounce + FAST.settle + 0.8)  # long enough to look finished by its size
+        assert str(target) not in paths(watching) and not watching.failures()
+        f.write(data[len(data) // 3 :])
+    wait_for(lambda: str(target) in paths(watching))
+    assert not watching.failures() and watching.models.images_encoded == before + 1
+
+
+def test_deleted_and_recreated_folder_loses_nothing(watching: Index, small_folder: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "backup"
+    shutil.copytree(small_folder, keep)
+    handle = watching.handle  # type: ignore[attr-defined]
+    shutil.rmtree(small_folder)
+    wait_for(lambda: handle.modes()[str(small_folder)] == "offline")
+    time.sleep(FAST.debounce + 1.0)
+    assert watching.count() == 40  # a vanished root is offline, not deleted
+    encoded = watching.models.images_encoded
+    shutil.copytree(keep, small_folder)  # back (another copy: new inodes and mtimes, same content)
+    (small_folder / sorted(os.listdir(small_folder))[0]).unlink()  # one really removed meanwhile
+    wait_for(lambda: handle.modes()[str(small_folder)] == "events")
+    wait_for(lambda: watching.count() == 39 and not handle._watcher._rescan)
+    assert watching.models.images_encoded == encoded  # nothing re-encoded
+
+
+def test_writer_lock_is_taken_per_batch(watching: Index, small_folder: Path, spare: list[Path]) -> None:
+    lock = WriterLock(watching.path)
+    lock.acquire()  # another writer (searchindex index) runs
+    try:
+        shutil.copy(spare[3], small_folder / "while-locked.png")
+        time.sleep(1.0)
+        assert str(small_folder / "while-locked.png") not in paths(watching)
+    finally:
+        lock.release()
+    wait_for(lambda: str(small_folder / "while-locked.png") in paths(watching))
+
+
+def test_watch_limit_falls_back_to_polling(index: Index, small_folder: Path, spare: list[Path],
+                                           monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from watchdog.observers import inotify
+
+    def limit(self: object) -> None:  # what watchdog raises when inotify_add_watch says ENOSPC
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(inotify.InotifyEmitter, "on_thread_start", limit)
+    other = small_folder.parent / "other"
+    other.mkdir()
+    with caplog.at_level(logging.WARNING, logger="searchindex"):
+        handle = index.watch([small_folder, other], options=FAST)
+        try:
+            assert handle.modes() == {str(small_folder): "polling", str(other): "polling"}
+            shutil.copy(spare[4], other / "polled.png")
+            wait_for(lambda: str(other / "polled.png") in paths(index))
+        finally:
+            handle.stop()
+    said = [r.getMessage() for r in caplog.records if "max_user_watches" in r.getMessage()]
+    assert len(said) == 1 and "polled" in said[0]  # said once, with the sysctl
+
+
+def test_missing_root_at_start_is_watched_for(index: Index, tmp_path: Path, spare: list[Path]) -> None:
+    later = tmp_path / "card"
+    handle = index.watch([later], options=FAST)
+    try:
+        assert handle.modes() == {str(later): "offline"}
+        later.mkdir()
+        shutil.copy(spare[5], later / "a.png")
+        wait_for(lambda: str(later / "a.png") in paths(index))
+    finally:
+        handle.stop()
+
+
+def test_network_and_fuse_mounts_are_polled(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\n"
+                      "server:/photos /mnt/nas nfs4 rw 0 0\n"
+                      "sshfs#me@host: /mnt/my\\040box fuse.sshfs rw 0 0\n")
+    assert mount_type("/mnt/nas/2024/a.jpg", str(mounts)) == "nfs4"
+    assert mount_type("/mnt/my box/x", str(mounts)) == "fuse.sshfs"
+    assert mount_type("/home/me", str(mounts)) == "ext4"
+    assert mount_type("/mnt/nasty", str(mounts)) == "ext4"  # a prefix of a name is no parent
+    assert needs_polling("nfs4") and needs_polling("fuse.sshfs") and not needs_polling("ext4")
+
+
+def test_flood_of_files_all_indexed(index: Index, small_folder: Path, shapes) -> None:  # noqa: ANN001
+    # A bound far below the flood: the single changes are dropped and the folder scanned instead.
+    handle = index.watch(options=WatchOptions(debounce=0.2, settle=0.3, rescan_interval=0, max_pending=300))
+    try:
+        wait_for(lambda: not handle._watcher._rescan)
+        flood = small_folder / "flood"
+        shutil.copytree(shapes.folder, flood, ignore=shutil.ignore_patterns("*.jsonl"))
+        wait_for(lambda: index.count() == 1040, timeout=120)
+    finally:
+        handle.stop()
