@@ -243,3 +243,50 @@ def test_flood_of_files_all_indexed(index: Index, small_folder: Path, shapes) ->
         wait_for(lambda: index.count() == 1040, timeout=120)
     finally:
         handle.stop()
+
+
+def test_cli_watch_runs_until_sigterm(index: Index, small_folder: Path, spare: list[Path]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    index.close()
+    proc = subprocess.Popen([sys.executable, "-m", "searchindex.cli", "watch", "--index", str(index.path),
+                             "--device", "cpu", "--debounce", "0.2", "-v"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with Index.open(index.path, device="cpu") as reader:
+            wait_for(lambda: reader.catalog.meta().get("folders") is not None)
+            time.sleep(2.0)  # started, start scan done
+            shutil.copy(spare[7], small_folder / "from-cli.png")
+            wait_for(lambda: str(small_folder / "from-cli.png") in paths(reader), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"Watching {small_folder} (events)" in err
+    assert "1 new" in err and "SIGTERM: stopping" in err and "holds 41 images" in err
+
+
+def test_serve_watch_tells_the_page(index: Index, small_folder: Path, spare: list[Path]) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from searchindex.web import create_app
+
+    index.close()
+    with TestClient(create_app(index.path, device="cpu", warm=False), base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/watch").json()["watching"] is False
+    with TestClient(create_app(index.path, device="cpu", warm=False, watch=True),
+                    base_url="http://127.0.0.1:8765") as c:
+        first = c.get("/api/watch").json()
+        assert first["watching"] is True and first["added"] == 0
+        assert first["folders"] == {str(small_folder): "events"}
+        assert b"/static/watch.js" in c.get("/").content and c.get("/static/watch.js").status_code == 200
+        time.sleep(1.0)  # the start scan
+        shutil.copy(spare[8], small_folder / "live.png")
+        wait_for(lambda: c.get("/api/watch").json()["added"] == 1)
+        hits = c.get("/api/search", params={"q": "a shape", "k": "100"}).json()
+        assert str(small_folder / "live.png") in {h["path"] for h in hits["results"]}

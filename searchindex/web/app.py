@@ -41,7 +41,8 @@ __all__ = ["WebApp", "build_app"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml",
+           "watch.js": "text/javascript"}
 _PAGE_HEADERS = {
     # Everything the page uses comes from this server; no inline scripts, no framing.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -67,13 +68,17 @@ class WebApp:
         thumbnail_cache_mb: bound of the thumbnail folder ``<index>/thumbnails``.
         thumbnail_workers: threads making thumbnails.
         warm: load the text model at startup so the first search is fast.
+        watch: keep the index live (``serve --watch``, see :mod:`searchindex.web.watching`).
     """
 
     def __init__(self, index_path: str | os.PathLike[str], *, host: str = DEFAULT_HOST, token: str | None = None,
                  allowed_hosts: list[str] | None = None, cors_origins: list[str] | None = None,
                  device: str = "auto", thumbnail_cache_mb: int = 512, thumbnail_workers: int | None = None,
-                 warm: bool = True) -> None:
+                 warm: bool = True, watch: bool = False) -> None:
         self.index = Index.open(index_path, device=device)
+        from .watching import LiveIndex
+
+        self.live = LiveIndex(index_path, device=device) if watch else None
         self.host = host
         self.token = token
         self.allowed_hosts = allowed_hosts
@@ -127,9 +132,13 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.warm:
             asyncio.get_running_loop().run_in_executor(state._pool, state.warm_up)
+        if state.live is not None:
+            state.live.start()
         try:
             yield
         finally:
+            if state.live is not None:
+                state.live.stop()
             state.close()
 
     app = FastAPI(title="searchindex", version=_version(), lifespan=lifespan,
@@ -160,7 +169,9 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
         return error_response(400, f"{'.'.join(where) or 'request'}: {problem.get('msg', 'bad value')}",
                       where[0] if where else None)
 
-    for router in api_routers(state):
+    from .watching import watch_router
+
+    for router in [*api_routers(state), watch_router(state.live)]:
         app.include_router(router)
     _page_routes(app, state)
 
