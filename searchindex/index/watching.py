@@ -118,7 +118,7 @@ class Watching(Writing):
         def apply(batch: ChangeBatch) -> None:
             report(self.apply_changes(batch.changed, vanished=batch.vanished,
                                       vanished_folders=batch.vanished_folders, folders=batch.folders,
-                                      batch_size=batch_size))
+                                      synced_folders=batch.synced_folders, batch_size=batch_size))
 
         def catch_up(online: list[str], stop: threading.Event) -> None:
             log.info("scanning %s", ", ".join(online))
@@ -131,7 +131,8 @@ class Watching(Writing):
     def apply_changes(self, changed: Iterable[str | os.PathLike[str]] = (), *,
                       vanished: Iterable[str | os.PathLike[str]] = (),
                       vanished_folders: Iterable[str | os.PathLike[str]] = (),
-                      folders: Iterable[str | os.PathLike[str]] = (), batch_size: int = 64) -> IndexSummary:
+                      folders: Iterable[str | os.PathLike[str]] = (),
+                      synced_folders: Iterable[str | os.PathLike[str]] = (), batch_size: int = 64) -> IndexSummary:
         """Bring these paths in line, as a watch does with one batch of events.
 
         Args:
@@ -140,6 +141,8 @@ class Watching(Writing):
                 same content among ``changed`` (a move: no model call).
             vanished_folders: folders gone: everything indexed below them, as ``vanished``.
             folders: folders created or moved in: scanned, and their images indexed.
+            synced_folders: folders whose own files (not those below) are brought in line: new
+                and changed ones indexed, missing ones gone (what a poll found changed).
 
         Raises:
             IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
@@ -162,8 +165,17 @@ class Watching(Writing):
                 if e.path not in seen:
                     seen.add(e.path)
                     entries.append(e)
+        synced = {os.path.abspath(os.fspath(f)) for f in synced_folders}
+        for folder in synced:
+            for e in entries_of(_images_in(folder)):
+                if e.path not in seen:
+                    seen.add(e.path)
+                    entries.append(e)
         dropped = [os.path.abspath(os.fspath(f)) for f in vanished_folders]
         with self._writing():
+            if synced:
+                known = [*self.catalog.images.states(), *self.catalog.images.failure_states()]
+                gone += [p for p in known if os.path.dirname(p) in synced]
             if dropped:
                 # A folder moved elsewhere in the tree arrives in the same batch: its files then
                 # follow their rows (moves), the rest leaves.
@@ -171,3 +183,15 @@ class Watching(Writing):
                 gone += [p for p in known if under(p, dropped) and not os.path.lexists(p)]
             gone = [p for p in dict.fromkeys(gone) if p not in seen and not os.path.lexists(p)]
             return self._run(entries, [], t0, vanished=gone, batch_size=batch_size, workers=None)
+
+
+def _images_in(folder: str) -> list[str]:
+    """The image files directly in ``folder`` (none when it cannot be listed)."""
+    from ..models.images import IMAGE_EXTENSIONS
+
+    try:
+        with os.scandir(folder) as it:
+            return sorted(e.path for e in it if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                          and not e.is_dir())
+    except OSError:
+        return []

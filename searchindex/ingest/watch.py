@@ -16,7 +16,10 @@ What breaks watchers, handled here:
 - an inotify watch or instance limit: that folder and every later one are polled instead,
   with one warning naming the sysctl that raises the limit;
 - network and FUSE file systems (NFS, SMB, sshfs, ...) send no events for changes made by
-  other machines: they are polled (:func:`mount_type` reads ``/proc/mounts``);
+  other machines: they are polled (:func:`mount_type` reads ``/proc/mounts``).  The poller
+  (:class:`FolderPoller`) keeps one number per folder, a fingerprint of its image files'
+  names, sizes and mtimes, rather than a snapshot of every file, and a folder whose
+  fingerprint changed (and then held still) is synced against the catalog;
 - event floods: pending changes are bounded (:attr:`WatchOptions.max_pending`); past the
   bound the watcher forgets them and schedules a scan of the folders instead;
 - anything missed at all: a catch-up scan at start and every ``rescan_interval`` seconds.
@@ -40,8 +43,8 @@ from ..errors import IndexLockedError, MissingExtraError, SearchIndexError
 from ..models.images import IMAGE_EXTENSIONS
 from .plan import under
 
-__all__ = ["NETWORK_FILE_SYSTEMS", "ChangeBatch", "FolderWatcher", "RootState", "WatchOptions", "mount_type",
-           "needs_polling"]
+__all__ = ["NETWORK_FILE_SYSTEMS", "ChangeBatch", "FolderPoller", "FolderWatcher", "RootState", "WatchOptions",
+           "mount_type", "needs_polling"]
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +96,14 @@ class ChangeBatch:
     vanished: tuple[str, ...] = ()  # files deleted or moved away: their rows leave (or follow a move)
     vanished_folders: tuple[str, ...] = ()  # folders deleted or moved away: everything indexed below them
     folders: tuple[str, ...] = ()  # folders created or moved in: scanned
+    synced_folders: tuple[str, ...] = ()  # folders polled as changed: their files synced, not below
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.vanished or self.vanished_folders or self.folders)
+        return bool(self.changed or self.vanished or self.vanished_folders or self.folders or self.synced_folders)
 
     def __len__(self) -> int:
-        return len(self.changed) + len(self.vanished) + len(self.vanished_folders) + len(self.folders)
+        return (len(self.changed) + len(self.vanished) + len(self.vanished_folders) + len(self.folders)
+                + len(self.synced_folders))
 
 
 @dataclass
@@ -150,19 +155,18 @@ def needs_polling(fs_type: str) -> bool:
     return fs_type in NETWORK_FILE_SYSTEMS or fs_type.startswith("fuse.")
 
 
-def _observers() -> tuple[Any, Any]:
-    """watchdog's native observer class and its polling one.
+def _observer() -> Any:
+    """watchdog's native observer class.
 
     Raises:
         MissingExtraError: watchdog is not installed (``searchindex[watch]``).
     """
     try:
         from watchdog.observers import Observer
-        from watchdog.observers.polling import PollingObserver
     except ImportError:
         raise MissingExtraError("watching folders needs watchdog: pip install 'searchindex[watch]'",
                                 extra="watch") from None
-    return Observer, PollingObserver
+    return Observer
 
 
 class _Pending:
@@ -175,20 +179,26 @@ class _Pending:
         self.gone: dict[str, float] = {}
         self.gone_folders: dict[str, float] = {}
         self.folders: dict[str, float] = {}
+        self.synced: dict[str, float] = {}
         self.last_event = 0.0
         self.first_event = 0.0
         self.overflowed = False
 
+    def _tables(self) -> tuple[dict[str, Any], ...]:
+        return (self.files, self.gone, self.gone_folders, self.folders, self.synced)
+
+    def size(self) -> int:
+        """Changes pending now."""
+        return sum(len(t) for t in self._tables())
+
     def _touch(self, now: float) -> None:
-        if not (self.files or self.gone or self.gone_folders or self.folders):
+        if self.size() <= 1:
             self.first_event = now
         self.last_event = now
-        if len(self.files) + len(self.gone) + len(self.folders) + len(self.gone_folders) > self.options.max_pending:
+        if self.size() > self.options.max_pending:
             # A flood beyond the bound: forget the single changes, scan the folders instead.
-            self.files.clear()
-            self.gone.clear()
-            self.folders.clear()
-            self.gone_folders.clear()
+            for table in self._tables():
+                table.clear()
             self.overflowed = True
 
     def file_written(self, path: str, *, closed: bool = False, closes: bool = False) -> None:
@@ -216,6 +226,13 @@ class _Pending:
             self.folders[path] = now
             self._touch(now)
 
+    def folder_changed(self, path: str) -> None:
+        """A polled folder whose files changed (and then held still): sync its files."""
+        now = time.monotonic()
+        with self.lock:
+            self.synced[path] = now
+            self._touch(now)
+
     def folder_gone(self, path: str) -> None:
         now = time.monotonic()
         with self.lock:
@@ -228,7 +245,7 @@ class _Pending:
     def forget_below(self, root: str) -> None:
         """Drop what is pending below ``root`` (gone offline: nothing there may be removed)."""
         with self.lock:
-            for table in (self.files, self.gone, self.gone_folders, self.folders):
+            for table in self._tables():
                 for p in [p for p in table if p == root or under(p, [root])]:
                     del table[p]
 
@@ -244,6 +261,8 @@ class _Pending:
                 self.gone_folders.setdefault(p, now)
             for p in batch.folders:
                 self.folders.setdefault(p, now)
+            for p in batch.synced_folders:
+                self.synced.setdefault(p, now)
             self.first_event = min(self.first_event or now, now)
 
     def take(self) -> ChangeBatch | None:
@@ -251,7 +270,7 @@ class _Pending:
         o = self.options
         now = time.monotonic()
         with self.lock:
-            if not (self.files or self.gone or self.gone_folders or self.folders):
+            if not self.size():
                 return None
             quiet = now - self.last_event >= o.debounce
             if not quiet and now - self.first_event < o.max_wait:
@@ -273,12 +292,14 @@ class _Pending:
             gone = list(self.gone) if quiet else []
             gone_folders = list(self.gone_folders) if quiet else []
             folders = list(self.folders) if quiet else []
-            for table, keys in ((self.gone, gone), (self.gone_folders, gone_folders), (self.folders, folders)):
+            synced = list(self.synced) if quiet else []
+            for table, keys in ((self.gone, gone), (self.gone_folders, gone_folders), (self.folders, folders),
+                                (self.synced, synced)):
                 for k in keys:
                     del table[k]
-            if self.files or self.gone or self.gone_folders or self.folders:
+            if self.size():
                 self.first_event = now
-        batch = ChangeBatch(tuple(changed), tuple(gone), tuple(gone_folders), tuple(folders))
+        batch = ChangeBatch(tuple(changed), tuple(gone), tuple(gone_folders), tuple(folders), tuple(synced))
         return batch or None
 
     def _settled(self, path: str, seen: _Seen, now: float) -> bool:
@@ -332,6 +353,167 @@ def _handler(pending: _Pending, closes: bool) -> Any:
     return Handler()
 
 
+class FolderPoller(threading.Thread):
+    """Poll root folders every ``interval`` seconds, feeding ``pending``.
+
+    Memory is one number per folder, not a record per file: a folder's fingerprint sums a hash
+    of each image file's name, size and mtime.  A new folder is scanned, a folder gone is gone
+    (below an offline root the watcher drops that), and a folder whose fingerprint changed is
+    looked at again every quarter second until it held still for ``settle`` seconds (files
+    still being copied), then synced.
+    """
+
+    def __init__(self, pending: _Pending, interval: float, settle: float) -> None:
+        super().__init__(name="searchindex-poll", daemon=True)
+        self._pending = pending
+        self.interval = interval
+        self.settle = settle
+        self._roots: dict[str, dict[str, int] | None] = {}  # root -> folder -> fingerprint (None: not listed)
+        # folder -> fingerprint, since when, what ("new", "changed", "gone"): folders seen changing,
+        # appearing or disappearing, until they (and the others) hold still
+        self._unsettled: dict[str, tuple[int, float, str]] = {}
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._wake = threading.Event()
+
+    def add(self, root: str) -> None:
+        """Poll ``root`` (its first listing is the baseline: changes before it are the scans' job)."""
+        with self._lock:
+            self._roots[root] = None
+        self._wake.set()
+
+    def remove(self, root: str) -> None:
+        """Stop polling ``root``."""
+        with self._lock:
+            self._roots.pop(root, None)
+            for folder in [f for f in self._unsettled if f == root or under(f, [root])]:
+                del self._unsettled[folder]
+
+    def stop(self) -> None:
+        """End the thread after the look in progress."""
+        self._halt.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        next_poll = 0.0
+        while not self._halt.is_set():
+            now = time.monotonic()
+            with self._lock:
+                fresh = any(v is None for v in self._roots.values())
+            if now >= next_poll or fresh:
+                self.poll()
+                next_poll = time.monotonic() + self.interval
+            self._check_unsettled()
+            wait = 0.25 if self._unsettled else next_poll - time.monotonic()
+            self._wake.wait(max(0.05, wait))
+            self._wake.clear()
+
+    def poll(self) -> None:
+        """One look at every root."""
+        with self._lock:
+            roots = list(self._roots.items())
+        for root, old in roots:
+            if self._halt.is_set():
+                return
+            if not os.path.isdir(root):  # offline: the watcher follows that; a baseline again on return
+                with self._lock:
+                    if root in self._roots:
+                        self._roots[root] = None
+                continue
+            prints = _fingerprints(root, old or {})
+            with self._lock:
+                if root not in self._roots:
+                    continue
+                self._roots[root] = prints
+            if old is None:
+                continue
+            now = time.monotonic()
+            for folder, fp in prints.items():
+                before = old.get(folder)
+                if before is None:
+                    if os.path.dirname(folder) in old or folder == root:  # the top of what is new
+                        with self._lock:  # scanned once settled, with its old parent's sync (moves)
+                            self._unsettled[folder] = (fp, now, "new")
+                elif fp != before:
+                    with self._lock:
+                        self._unsettled[folder] = (fp, now, "changed")
+            for folder in old:
+                if folder not in prints and os.path.dirname(folder) in prints:  # the top of what is gone
+                    with self._lock:
+                        self._unsettled[folder] = (-1, now, "gone")
+
+    def _check_unsettled(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            todo = list(self._unsettled.items())
+        ready = []
+        for folder, (fp, since, what) in todo:
+            current = _fingerprint(folder, [])
+            with self._lock:
+                if folder not in self._unsettled:
+                    continue
+                if current != fp:
+                    self._unsettled[folder] = (current, now, what)
+                elif now - since >= self.settle:
+                    ready.append((folder, what))
+        # All held still: one batch, so that moves between them pair up.  A folder that never holds
+        # still (written to all the time) does not hold the others back for more than 30 s.
+        oldest = min((since for _, since, _ in (v for _, v in todo)), default=now)
+        if ready and (len(ready) == len(todo) or now - oldest > 30.0):
+            with self._lock:
+                for folder, _ in ready:
+                    self._unsettled.pop(folder, None)
+            for folder, what in ready:
+                if what == "new":
+                    self._pending.folder_in(folder)
+                elif what == "gone":
+                    self._pending.folder_gone(folder)
+                else:
+                    self._pending.folder_changed(folder)
+
+
+def _fingerprint(folder: str, subfolders: list[str]) -> int:
+    """A number that changes when an image file in ``folder`` (not below) is added, removed,
+    renamed or rewritten; ``subfolders`` gets its folders.  -1: the folder cannot be listed."""
+    total = 0
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    if entry.is_dir():
+                        subfolders.append(entry.path)
+                    elif _is_image(entry.name):
+                        st = entry.stat()
+                        total += hash((entry.name, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    continue
+    except OSError:
+        return -1
+    return total & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _fingerprints(root: str, old: dict[str, int]) -> dict[str, int]:
+    """Folder -> fingerprint for ``root`` and every folder below it (links followed, each folder
+    once); a folder that cannot be listed keeps its ``old`` fingerprint (unreadable is not gone)."""
+    prints: dict[str, int] = {}
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        subfolders: list[str] = []
+        fp = _fingerprint(folder, subfolders)
+        prints[folder] = old.get(folder, 0) if fp == -1 else fp
+        stack.extend(subfolders)
+    return prints
+
+
 class FolderWatcher:
     """Watch ``roots`` and hand their changes to ``apply`` in batches, from a thread of its own.
 
@@ -354,9 +536,8 @@ class FolderWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._native: Any = None
-        self._polling: Any = None
+        self._polling: FolderPoller | None = None
         self._handler: Any = None
-        self._poll_handler: Any = None
         self._limit_hit = False  # after a watch limit, the rest is polled
         self._rescan: set[str] = set()  # roots to scan as soon as possible
         self._next_rescan = 0.0
@@ -373,12 +554,10 @@ class FolderWatcher:
         Raises:
             MissingExtraError: watchdog is not installed.
         """
-        native, polling = _observers()
-        self._native = native()
-        # inotify reports close-after-write; FSEvents, Windows and polling do not.
+        self._native = _observer()()
+        # inotify reports close-after-write; FSEvents and Windows do not.
         self._handler = _handler(self._pending, closes=type(self._native).__name__ == "InotifyObserver")
-        self._poll_handler = _handler(self._pending, closes=False)
-        self._polling = polling(timeout=self.options.poll_interval)
+        self._polling = FolderPoller(self._pending, self.options.poll_interval, self.options.settle)
         self._native.start()
         self._polling.start()
         for root in self.roots.values():
@@ -393,12 +572,13 @@ class FolderWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        for observer in (self._native, self._polling):
-            if observer is not None:
-                observer.stop()
-        for observer in (self._native, self._polling):
-            if observer is not None and observer.is_alive():
-                observer.join(timeout)
+        if self._polling is not None:
+            self._polling.stop()
+        if self._native is not None:
+            self._native.stop()
+        for thread in (self._native, self._polling):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -472,9 +652,10 @@ class FolderWatcher:
                     root.watch, root.mode = watch, "events"
                 log.info("watching %s (events)", root.path)
                 return
-        watch = self._polling.schedule(self._poll_handler, root.path, recursive=True)
+        assert self._polling is not None  # started
+        self._polling.add(root.path)
         with self._lock:
-            root.watch, root.mode = watch, "polling"
+            root.watch, root.mode = root.path, "polling"
         why = f"a {root.fs_type} file system" if needs_polling(root.fs_type) and poll is None else "polling"
         log.info("watching %s (%s: looking every %g s)", root.path, why, self.options.poll_interval)
 
@@ -489,11 +670,14 @@ class FolderWatcher:
         watch, root.watch = root.watch, None
         if watch is None:
             return
-        for observer in (self._native, self._polling):
-            try:
-                observer.unschedule(watch)
-            except (KeyError, OSError):
-                continue
+        if root.mode == "polling":
+            assert self._polling is not None
+            self._polling.remove(root.path)
+            return
+        try:
+            self._native.unschedule(watch)
+        except (KeyError, OSError):
+            pass
 
     def _emitter_alive(self, root: RootState) -> bool:
         for emitter in list(getattr(self._native, "emitters", ())):
@@ -553,7 +737,8 @@ class FolderWatcher:
 
         roots = list(self.roots)
         return ChangeBatch(batch.changed, keep(batch.vanished),
-                           keep(f for f in batch.vanished_folders if f not in roots), batch.folders)
+                           keep(f for f in batch.vanished_folders if f not in roots), batch.folders,
+                           batch.synced_folders)
 
     def _guard(self, fn: Callable[..., object], *args: Any) -> object:
         """Run ``fn``; an error is logged and reported, and the watcher goes on."""
