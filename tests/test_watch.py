@@ -239,16 +239,34 @@ def test_network_and_fuse_mounts_are_polled(tmp_path: Path) -> None:
     assert needs_polling("nfs4") and needs_polling("fuse.sshfs") and not needs_polling("ext4")
 
 
-def test_flood_of_files_all_indexed(index: Index, small_folder: Path, shapes) -> None:  # noqa: ANN001
-    # A bound far below the flood: the single changes are dropped and the folder scanned instead.
-    handle = index.watch(options=WatchOptions(debounce=0.2, settle=0.3, rescan_interval=0, max_pending=300))
+@pytest.mark.parametrize("max_pending", [100_000, 300], ids=["events", "past-the-bound"])
+def test_flood_of_files_all_indexed(index: Index, small_folder: Path, shapes, max_pending: int) -> None:  # noqa: ANN001
+    # 1,000 files at once; with a bound far below the flood, the single changes are dropped and
+    # the folder scanned instead.  Either way what is remembered stays within the bound.
+    import threading
+
+    handle = index.watch(options=WatchOptions(debounce=0.2, settle=0.3, rescan_interval=0, max_pending=max_pending))
+    pending = handle._watcher._pending
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], pending.size())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
     try:
         wait_for(lambda: not handle._watcher._rescan)
+        sampler.start()
         flood = small_folder / "flood"
         shutil.copytree(shapes.folder, flood, ignore=shutil.ignore_patterns("*.jsonl"))
         wait_for(lambda: index.count() == 1040, timeout=120)
     finally:
+        done.set()
         handle.stop()
+    assert 0 < peak[0] <= max_pending + 1
+    assert index.failures() == []
 
 
 def test_cli_watch_runs_until_sigterm(index: Index, small_folder: Path, spare: list[Path]) -> None:
@@ -296,3 +314,18 @@ def test_serve_watch_tells_the_page(index: Index, small_folder: Path, spare: lis
         wait_for(lambda: c.get("/api/watch").json()["added"] == 1)
         hits = c.get("/api/search", params={"q": "a shape", "k": "100"}).json()
         assert str(small_folder / "live.png") in {h["path"] for h in hits["results"]}
+
+
+def test_restart_catches_up_without_reencoding(index: Index, small_folder: Path, spare: list[Path]) -> None:
+    handle = index.watch(options=FAST)
+    wait_for(lambda: not handle._watcher._rescan)
+    handle.stop()
+    before = index.models.images_encoded
+    shutil.copy(spare[9], small_folder / "while-stopped.png")  # missed: nobody watched
+    (small_folder / sorted(os.listdir(small_folder))[0]).unlink()
+    handle = index.watch(options=FAST)
+    try:
+        wait_for(lambda: str(small_folder / "while-stopped.png") in paths(index) and index.count() == 40)
+    finally:
+        handle.stop()
+    assert index.models.images_encoded == before + 1  # only the new one: unchanged files are not re-encoded
