@@ -329,3 +329,15 @@ def test_restart_catches_up_without_reencoding(index: Index, small_folder: Path,
     finally:
         handle.stop()
     assert index.models.images_encoded == before + 1  # only the new one: unchanged files are not re-encoded
+
+
+@pytest.mark.parametrize("command", [["watch"], ["serve", "--watch", "--port", "0"]])
+def test_nothing_to_watch_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from searchindex.cli import cli
+
+    Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu").close()
+    res = CliRunner().invoke(cli, [*command, "--index", str(tmp_path / "idx"), "--device", "cpu"])
+    assert res.exit_code == 2, res.output
+    assert "index one first" in res.output and "Traceback" not in res.output

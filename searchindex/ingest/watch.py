@@ -44,7 +44,7 @@ from ..models.images import IMAGE_EXTENSIONS
 from .plan import under
 
 __all__ = ["NETWORK_FILE_SYSTEMS", "ChangeBatch", "FolderPoller", "FolderWatcher", "RootState", "WatchOptions",
-           "mount_type", "needs_polling"]
+           "mount_type", "needs_polling", "require_watchdog"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,11 @@ def mount_type(path: str, mounts: str = "/proc/mounts") -> str:
 def needs_polling(fs_type: str) -> bool:
     """Whether a file system of this type must be polled (network and FUSE file systems)."""
     return fs_type in NETWORK_FILE_SYSTEMS or fs_type.startswith("fuse.")
+
+
+def require_watchdog() -> None:
+    """Raise :class:`~searchindex.errors.MissingExtraError` unless watchdog can be imported."""
+    _observer()
 
 
 def _observer() -> Any:
@@ -707,8 +712,8 @@ class FolderWatcher:
                 todo = sorted(self._rescan)
             if todo and now >= self._retry_at:
                 outcome = self._guard(self._catch_up, todo, self._stop)
-                if outcome is _BUSY:
-                    self._retry_at = time.monotonic() + 1.0
+                if outcome is _BUSY:  # a scan is not free: ask again a little later
+                    self._retry_at = time.monotonic() + 5.0
                 else:  # done, or failed: tried again at the next interval (or when asked)
                     with self._lock:
                         self._rescan -= set(todo)

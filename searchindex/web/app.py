@@ -79,6 +79,12 @@ class WebApp:
         from .watching import LiveIndex
 
         self.live = LiveIndex(index_path, device=device) if watch else None
+        if self.live is not None:
+            try:
+                self.live.check(self.index)
+            except BaseException:
+                self.index.close()
+                raise
         self.host = host
         self.token = token
         self.allowed_hosts = allowed_hosts

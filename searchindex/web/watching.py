@@ -44,6 +44,21 @@ class LiveIndex:
         self.changed_at = 0.0
         self.error = ""
 
+    def check(self, index: Index) -> None:
+        """Fail before serving when the watch could not start.
+
+        Raises:
+            MissingExtraError: watchdog is not installed (``searchindex[watch]``).
+            ParameterError: no folder has been indexed yet.
+        """
+        from ..errors import ParameterError
+        from ..ingest.watch import require_watchdog
+
+        require_watchdog()
+        if not index.indexed_folders():
+            raise ParameterError("--watch watches the folders indexed so far, and none has been: "
+                                 "index one first (searchindex index FOLDER)", "--watch")
+
     def start(self) -> None:
         """Open the watch's own index and start watching its indexed folders.
 
