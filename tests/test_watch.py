@@ -309,6 +309,7 @@ def test_serve_watch_tells_the_page(index: Index, small_folder: Path, spare: lis
         assert first["watching"] is True and first["added"] == 0
         assert first["folders"] == {str(small_folder): "events"}
         assert b"/static/watch.js" in c.get("/").content and c.get("/static/watch.js").status_code == 200
+        assert "/api/watch" in c.get("/openapi.json").json()["paths"]
         time.sleep(1.0)  # the start scan
         shutil.copy(spare[8], small_folder / "live.png")
         wait_for(lambda: c.get("/api/watch").json()["added"] == 1)

@@ -14,12 +14,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
+from fastapi.responses import Response  # at run time: FastAPI reads the route's annotations
 
 from .api import json_response
 
 if TYPE_CHECKING:
-    from fastapi.responses import Response
-
     from ..index import Index
     from ..index.watching import WatchHandle
     from ..results import IndexSummary
