@@ -50,9 +50,33 @@ def make_tree(root: Path, files: int, per_folder: int) -> float:
     return time.perf_counter() - t0
 
 
+def idle_watchdog_polling(tree: str, idle: float, poll_interval: float) -> dict:
+    """watchdog's own PollingObserver (a snapshot of every file), for comparison."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers.polling import PollingObserver
+
+    before = rss_mb()
+    observer = PollingObserver(timeout=poll_interval)
+    t0 = time.perf_counter()
+    observer.schedule(FileSystemEventHandler(), tree, recursive=True)
+    observer.start()
+    started = time.perf_counter() - t0
+    time.sleep(1.0)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    time.sleep(idle)
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    after = rss_mb()
+    observer.stop()
+    return {"mode": "watchdog PollingObserver", "start_s": round(started, 2), "rss_before_mb": round(before, 1),
+            "rss_watching_mb": round(after, 1), "rss_growth_mb": round(after - before, 1),
+            "idle_cpu_percent": round(100 * cpu, 2)}
+
+
 def idle_child(tree: str, mode: str, idle: float, poll_interval: float) -> dict:
     from searchindex.ingest.watch import FolderWatcher, WatchOptions
 
+    if mode == "watchdog-polling":
+        return idle_watchdog_polling(tree, idle, poll_interval)
     before = rss_mb()
     batches: list[int] = []
     options = WatchOptions(polling=mode == "polling", poll_interval=poll_interval, rescan_interval=0)
@@ -76,7 +100,7 @@ def bench_idle(args: argparse.Namespace, work: Path) -> dict:
     tree = work / "tree"
     made = make_tree(tree, args.files, args.per_folder)
     out: dict = {"files": args.files, "folders": -(-args.files // args.per_folder), "tree_seconds": round(made, 1)}
-    for mode in ("events", "polling"):
+    for mode in ("events", "polling", *(["watchdog-polling"] if args.compare_watchdog else [])):
         res = subprocess.run([sys.executable, __file__, "--child-idle", mode, "--tree", str(tree), "--idle",
                               str(args.idle), "--poll-interval", str(args.poll_interval)],
                              capture_output=True, text=True, check=True)
@@ -164,6 +188,8 @@ def main() -> None:
     ap.add_argument("--latency", type=int, default=30, help="images for the latency figures")
     ap.add_argument("--flood", type=int, default=1000, help="images copied in at once (0: no flood)")
     ap.add_argument("--debounce", type=float, default=0.5, help="the watcher's debounce (seconds)")
+    ap.add_argument("--compare-watchdog", action="store_true",
+                    help="also measure watchdog's own PollingObserver on the idle tree (what polling replaced)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: idle, latency")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--child-idle", default=None, help=argparse.SUPPRESS)
