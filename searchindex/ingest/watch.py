@@ -382,9 +382,11 @@ class FolderPoller(threading.Thread):
         self._wake = threading.Event()
 
     def add(self, root: str) -> None:
-        """Poll ``root`` (its first listing is the baseline: changes before it are the scans' job)."""
+        """Poll ``root``; its first listing, taken now, is the baseline.  Taken before the catch-up
+        scan that follows (at start, or on a root's return), so no change falls between the two."""
+        prints = _fingerprints(root, {}) if os.path.isdir(root) else None
         with self._lock:
-            self._roots[root] = None
+            self._roots[root] = prints
         self._wake.set()
 
     def remove(self, root: str) -> None:
