@@ -342,3 +342,19 @@ def test_nothing_to_watch_is_one_line(tmp_path: Path, command: list[str]) -> Non
     res = CliRunner().invoke(cli, [*command, "--index", str(tmp_path / "idx"), "--device", "cpu"])
     assert res.exit_code == 2, res.output
     assert "index one first" in res.output and "Traceback" not in res.output
+
+
+def test_new_images_are_tagged_as_they_arrive(index: Index, small_folder: Path, shapes) -> None:  # noqa: ANN001
+    index.tag(["circle"])
+    before = dict(index.tags())["circle"]
+    circles = [f for f in sorted(shapes.folder.glob("*.png"))[200:260]
+               if shapes.labels[str(f.absolute())]["shape"] == "circle"][:4]
+    handle = index.watch(options=FAST)
+    try:
+        wait_for(lambda: not handle._watcher._rescan)
+        for f in circles:
+            shutil.copy(f, small_folder / f.name)
+        wait_for(lambda: index.count() == 40 + len(circles))
+        wait_for(lambda: dict(index.tags())["circle"] >= before + len(circles) - 1)
+    finally:
+        handle.stop()
