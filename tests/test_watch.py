@@ -358,3 +358,21 @@ def test_new_images_are_tagged_as_they_arrive(index: Index, small_folder: Path, 
         wait_for(lambda: dict(index.tags())["circle"] >= before + len(circles) - 1)
     finally:
         handle.stop()
+
+
+def test_info_lists_the_indexed_folders(index: Index, small_folder: Path) -> None:
+    from click.testing import CliRunner
+
+    from searchindex.cli import cli
+
+    assert index.indexed_folders() == [str(small_folder)] and index.info().folders == (str(small_folder),)
+    res = CliRunner().invoke(cli, ["info", "--index", str(index.path)])
+    assert f"folder:     {small_folder}\n" in res.output
+    gone = small_folder.parent / "gone"
+    index.add_folder(small_folder.parent / "photos")  # the same folder once
+    gone.mkdir()
+    index.add_folder(gone)
+    gone.rmdir()
+    assert index.indexed_folders() == [str(small_folder), str(gone)]
+    index.forget_folder(gone)
+    assert index.indexed_folders() == [str(small_folder)]

@@ -129,13 +129,9 @@ class Writing(IndexState):
 
     def indexed_folders(self) -> list[str]:
         """The folders :meth:`add_folder` has indexed (absolute paths; what ``searchindex watch`` watches)."""
-        import json
+        from ..store.info import recorded_folders
 
-        try:
-            folders = json.loads(self.catalog.meta().get("folders") or "[]")
-        except ValueError:
-            return []
-        return [f for f in folders if isinstance(f, str)]
+        return recorded_folders(self.catalog.meta())
 
     def _record_folders(self, *, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Keep the list of indexed folders (under the writer lock)."""
