@@ -376,3 +376,28 @@ def test_info_lists_the_indexed_folders(index: Index, small_folder: Path) -> Non
     assert index.indexed_folders() == [str(small_folder), str(gone)]
     index.forget_folder(gone)
     assert index.indexed_folders() == [str(small_folder)]
+
+
+def test_new_images_are_captioned_by_the_index_s_captioners(index: Index, small_folder: Path, spare: list[Path],
+                                                          tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.support.blip import write_tiny_blip
+
+    model = str(write_tiny_blip(tmp_path / "blip")[0])
+    index.caption(model, batch_size=8, max_new_tokens=8, num_beams=2)
+    assert index.caption_counts() == {model: 40}
+    handle = index.watch(options=FAST)
+    try:
+        wait_for(lambda: not handle._watcher._rescan)
+        shutil.copy(spare[0], small_folder / "to-caption.png")
+        wait_for(lambda: index.caption_counts() == {model: 41}, timeout=60)
+    finally:
+        handle.stop()
+    without = index.watch(options=FAST, captions=False)
+    try:
+        shutil.copy(spare[1], small_folder / "not-captioned.png")
+        wait_for(lambda: str(small_folder / "not-captioned.png") in paths(index))
+        time.sleep(1.0)
+    finally:
+        without.stop()
+    assert index.caption_counts() == {model: 41}

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ParameterError
+from .enrichment import Enrichment
 from .writing import Writing
 
 if TYPE_CHECKING:
     from ..ingest.watch import ChangeBatch, FolderWatcher, WatchOptions
+    from ..models.captioners import Captioner
     from ..results import IndexSummary
 
 __all__ = ["WatchHandle", "Watching"]
@@ -69,12 +71,12 @@ class WatchHandle:
         self.stop()
 
 
-class Watching(Writing):
+class Watching(Writing, Enrichment):
     """:meth:`watch` and :meth:`apply_changes` of :class:`~searchindex.index.Index`."""
 
     def watch(self, folders: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None, *,
               on_change: ChangeCallback | None = None, on_error: Callable[[BaseException], None] | None = None,
-              options: WatchOptions | None = None, batch_size: int = 64) -> WatchHandle:
+              options: WatchOptions | None = None, batch_size: int = 64, captions: bool = True) -> WatchHandle:
         """Keep the index in line with ``folders`` (default: :meth:`indexed_folders`) as they change,
         from a thread of its own, until the handle's :meth:`~WatchHandle.stop`.
 
@@ -92,6 +94,8 @@ class Watching(Writing):
             on_error: called with each error the watch logged and went on after.
             options: debounce, settle, polling... (:class:`~searchindex.ingest.watch.WatchOptions`).
             batch_size: images per model call.
+            captions: caption new images with each model the index has captions from (loaded
+                once; as :meth:`caption` with its default options).  Zero-shot tags always follow.
 
         Raises:
             ParameterError: no folders given and none indexed yet.
@@ -115,14 +119,41 @@ class Watching(Writing):
                 if on_change is not None:
                     on_change(summary)
 
+        captioners: dict[str, Captioner | None] = {}  # model id -> loaded once (None: cannot load)
+
+        def follow(summary: IndexSummary) -> None:
+            """Caption what a batch added, with the models the index has captions from."""
+            if not captions or not (summary.new or summary.modified):
+                return
+            from ..errors import IndexLockedError, SearchIndexError
+            from ..models.captioners import load_captioner
+
+            for model_id in self.caption_counts():
+                if model_id not in captioners:
+                    try:
+                        captioners[model_id] = load_captioner(model_id, device=self._device)
+                    except SearchIndexError as exc:
+                        log.warning("new photos are not captioned with %s: %s", model_id, exc)
+                        captioners[model_id] = None
+                captioner = captioners[model_id]
+                if captioner is not None:
+                    try:
+                        self.caption(captioner)
+                    except IndexLockedError:  # another writer: the next batch's captioning catches up
+                        return
+
         def apply(batch: ChangeBatch) -> None:
-            report(self.apply_changes(batch.changed, vanished=batch.vanished,
-                                      vanished_folders=batch.vanished_folders, folders=batch.folders,
-                                      synced_folders=batch.synced_folders, batch_size=batch_size))
+            summary = self.apply_changes(batch.changed, vanished=batch.vanished,
+                                         vanished_folders=batch.vanished_folders, folders=batch.folders,
+                                         synced_folders=batch.synced_folders, batch_size=batch_size)
+            report(summary)
+            follow(summary)
 
         def catch_up(online: list[str], stop: threading.Event) -> None:
             log.info("scanning %s", ", ".join(online))
-            report(self.add_folder(online, batch_size=batch_size, stop=stop))
+            summary = self.add_folder(online, batch_size=batch_size, stop=stop)
+            report(summary)
+            follow(summary)
 
         watcher = FolderWatcher(roots, apply, catch_up, options, on_error)
         watcher.start()
