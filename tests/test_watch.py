@@ -378,6 +378,7 @@ def test_info_lists_the_indexed_folders(index: Index, small_folder: Path) -> Non
     assert index.indexed_folders() == [str(small_folder)]
 
 
+@pytest.mark.slow  # about 30 s: captioning 40 images first
 def test_new_images_are_captioned_by_the_index_s_captioners(index: Index, small_folder: Path, spare: list[Path],
                                                           tmp_path: Path) -> None:
     pytest.importorskip("transformers")
