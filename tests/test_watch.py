@@ -117,6 +117,19 @@ def test_folder_moved_in_within_and_out(watching: Index, small_folder: Path, spa
     wait_for(lambda: watching.count() == 40)
 
 
+def test_files_moved_and_linked_in_are_indexed(watching: Index, small_folder: Path, spare: list[Path],
+                                               tmp_path: Path) -> None:
+    outside = tmp_path / "downloads"
+    outside.mkdir()
+    shutil.copy(spare[2], outside / "moved-in.png")
+    shutil.copy(spare[3], outside / "linked.png")
+    t0 = time.perf_counter()
+    (outside / "moved-in.png").rename(small_folder / "moved-in.png")  # a create event, no write, no close
+    os.link(outside / "linked.png", small_folder / "linked.png")
+    wait_for(lambda: {str(small_folder / "moved-in.png"), str(small_folder / "linked.png")} <= paths(watching))
+    assert time.perf_counter() - t0 < 5.0
+
+
 def test_deleted_file_leaves_the_index(watching: Index, small_folder: Path) -> None:
     victim = sorted(small_folder.glob("*.png"))[5]
     victim.unlink()

@@ -123,7 +123,8 @@ class _Seen:
     closed: bool = False  # a close-after-write since the latest modification
     stat: tuple[int, int] | None = None  # (size, mtime_ns) at the latest look
     since: float = 0.0  # when ``stat`` was first seen like this
-    closes: bool = False  # its observer reports closes: wait for one (or for ``close_wait``)
+    closes: bool = False  # its observer reports closes: wait for one (or for ``close_wait``)...
+    written: bool = False  # ... once a write was seen (a file moved or linked in is created, never written)
 
 
 def _is_image(path: str) -> bool:
@@ -206,15 +207,15 @@ class _Pending:
                 table.clear()
             self.overflowed = True
 
-    def file_written(self, path: str, *, closed: bool = False, closes: bool = False) -> None:
+    def file_written(self, path: str, *, closed: bool = False, closes: bool = False, written: bool = False) -> None:
         now = time.monotonic()
         with self.lock:
             self.gone.pop(path, None)
             seen = self.files.get(path)
             if seen is None:
-                self.files[path] = _Seen(now, closed, closes=closes)
+                self.files[path] = _Seen(now, closed, closes=closes, written=written)
             else:  # written again after a close: wait for the next close (or for it to settle)
-                seen.last, seen.closed = now, closed
+                seen.last, seen.closed, seen.written = now, closed, seen.written or written
             self._touch(now)
 
     def file_gone(self, path: str) -> None:
@@ -285,7 +286,7 @@ class _Pending:
                 if now - seen.last < o.debounce:
                     continue
                 if not seen.closed and (not self._settled(path, seen, now)
-                                        or (seen.closes and now - seen.last < o.close_wait)):
+                                        or (seen.closes and seen.written and now - seen.last < o.close_wait)):
                     continue
                 changed.append(path)
                 if len(changed) >= o.max_batch:
@@ -353,7 +354,9 @@ def _handler(pending: _Pending, closes: bool) -> Any:
             elif kind == "closed":
                 pending.file_written(src, closed=True)
             elif kind in ("created", "modified"):
-                pending.file_written(src, closes=closes)
+                # A file moved in from outside, or linked, is "created" and never written nor closed:
+                # it counts as written once it holds still.
+                pending.file_written(src, closes=closes, written=kind == "modified")
 
     return Handler()
 
