@@ -739,16 +739,18 @@ class FolderWatcher:
             self._stop.wait(0.1)
 
     def _without_offline(self, batch: ChangeBatch) -> ChangeBatch:
-        """Drop removals below roots that are offline now (a vanished root is not a deletion)."""
+        """Drop what lies below roots that are offline now: a vanished (or unmounted) root is not a
+        deletion, and a file or folder below it that cannot be found now would be taken for one.
+        The roots themselves are never removed as folders."""
         offline = [r.path for r in self.roots.values() if not self._online(r)]
 
         def keep(paths: Iterable[str]) -> tuple[str, ...]:
             return tuple(p for p in paths if not any(p == o or under(p, [o]) for o in offline))
 
         roots = list(self.roots)
-        return ChangeBatch(batch.changed, keep(batch.vanished),
-                           keep(f for f in batch.vanished_folders if f not in roots), batch.folders,
-                           batch.synced_folders)
+        return ChangeBatch(keep(batch.changed), keep(batch.vanished),
+                           keep(f for f in batch.vanished_folders if f not in roots), keep(batch.folders),
+                           keep(batch.synced_folders))
 
     def _guard(self, fn: Callable[..., object], *args: Any) -> object:
         """Run ``fn``; an error is logged and reported, and the watcher goes on."""
