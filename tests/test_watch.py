@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -415,3 +416,19 @@ def test_new_images_are_captioned_by_the_index_s_captioners(index: Index, small_
     finally:
         without.stop()
     assert index.caption_counts() == {model: 41}
+
+
+@pytest.mark.slow
+def test_bench_watch_reports_every_figure() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, "scripts/bench_watch.py", "--files", "300", "--idle", "1", "--latency", "3",
+                          "--flood", "20", "--poll-interval", "1", "--compare-watchdog"],
+                         cwd=root, capture_output=True, text=True, check=True)
+    out = json.loads(res.stdout)
+    assert out["latency"]["n"] == 3 and 0 < out["latency"]["p50_s"] <= out["latency"]["p95_s"] < 5
+    assert out["flood"]["files"] == 20 and out["flood"]["all_indexed_s"] > 0
+    assert [out["idle"][m]["mode"] for m in ("events", "polling")] == ["events", "polling"]
+    assert out["idle"]["watchdog-polling"]["rss_growth_mb"] >= 0
