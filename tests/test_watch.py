@@ -432,3 +432,52 @@ def test_bench_watch_reports_every_figure() -> None:
     assert out["flood"]["files"] == 20 and out["flood"]["all_indexed_s"] > 0
     assert [out["idle"][m]["mode"] for m in ("events", "polling")] == ["events", "polling"]
     assert out["idle"]["watchdog-polling"]["rss_growth_mb"] >= 0
+
+
+def _user_namespaces() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-Ur", "sh", "-c", "echo 3 > /proc/sys/user/max_inotify_watches"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _user_namespaces(), reason="needs `unshare -Ur` (user namespaces) to set a watch limit")
+@pytest.mark.parametrize("when", ["at-start", "later"])
+def test_real_watch_limit_falls_back_to_polling(index: Index, small_folder: Path, spare: list[Path],
+                                                when: str) -> None:
+    """A real inotify limit, set low in a user namespace of its own: at start (3 watches for 7
+    folders), or reached by folders made while watching (just enough watches for those at start)."""
+    import signal
+    import subprocess
+    import sys
+
+    for i in range(6):
+        (small_folder / f"album{i}").mkdir()
+    limit = 3 if when == "at-start" else 7
+    index.close()
+    cli = (f"{sys.executable} -m searchindex.cli watch --index {index.path} --device cpu --debounce 0.2 "
+           f"--poll-interval 0.5 -v")
+    proc = subprocess.Popen(["unshare", "-Ur", "sh", "-c", f"echo {limit} > /proc/sys/user/max_inotify_watches"
+                             f" && exec {cli}"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with Index.open(index.path, device="cpu") as reader:
+            time.sleep(3.0)  # started, start scan done
+            target = small_folder / "album5" / "new.png"
+            if when == "later":
+                for i in range(3):
+                    (small_folder / f"new{i}").mkdir()
+                target = small_folder / "new2" / "new.png"
+                time.sleep(1.5)
+            shutil.copy(spare[0], target)
+            wait_for(lambda: str(target) in paths(reader), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("fs.inotify.max_user_watches") == 1, err
+    assert f"watching {small_folder} (polling" in err

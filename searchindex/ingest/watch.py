@@ -524,6 +524,34 @@ def _fingerprints(root: str, old: dict[str, int]) -> dict[str, int]:
     return prints
 
 
+class _LimitSeen(logging.Handler):
+    """Hears watchdog say a folder made after the start could not get an inotify watch (the limit):
+    it logs that and goes on, leaving that folder unwatched; the watcher then polls that root."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.paths: list[str] = []
+        self._paths_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == "Unable to watch %r: %s" and len(args) == 2:
+            path, error = args
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EMFILE) \
+                    and isinstance(path, (str, bytes)):
+                with self._paths_lock:
+                    self.paths.append(os.fsdecode(path))
+
+    def take(self) -> list[str]:
+        with self._paths_lock:
+            paths, self.paths = self.paths, []
+        return paths
+
+
+#: watchdog's inotify logger, where it says a folder could not be watched.
+_INOTIFY_LOGGER = "watchdog.observers.inotify"
+
+
 class FolderWatcher:
     """Watch ``roots`` and hand their changes to ``apply`` in batches, from a thread of its own.
 
@@ -548,6 +576,7 @@ class FolderWatcher:
         self._native: Any = None
         self._polling: FolderPoller | None = None
         self._handler: Any = None
+        self._limit_seen = _LimitSeen()
         self._limit_hit = False  # after a watch limit, the rest is polled
         self._rescan: set[str] = set()  # roots to scan as soon as possible
         self._next_rescan = 0.0
@@ -564,6 +593,8 @@ class FolderWatcher:
         Raises:
             MissingExtraError: watchdog is not installed.
         """
+        self._limit_seen = _LimitSeen()
+        logging.getLogger(_INOTIFY_LOGGER).addHandler(self._limit_seen)
         self._native = _observer()()
         # inotify reports close-after-write; FSEvents and Windows do not.
         self._handler = _handler(self._pending, closes=type(self._native).__name__ == "InotifyObserver")
@@ -582,6 +613,7 @@ class FolderWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        logging.getLogger(_INOTIFY_LOGGER).removeHandler(self._limit_seen)
         if self._polling is not None:
             self._polling.stop()
         if self._native is not None:
@@ -617,8 +649,10 @@ class FolderWatcher:
             return False
         return not (root.was_mount and not os.path.ismount(root.path))
 
-    def _check_root(self, root: RootState, *, first: bool = False) -> None:
-        """Follow a root going offline or coming back."""
+    def _check_root(self, root: RootState, first: bool = False, unwatched: Sequence[str] = ()) -> None:
+        """Follow a root going offline or coming back, or losing its watches (``unwatched``: folders
+        that could not be watched, from watchdog's log)."""
+        limited = any(p == root.path or under(p, [root.path]) for p in unwatched)
         online = self._online(root)
         if first and online:
             root.was_mount = os.path.ismount(root.path)
@@ -638,8 +672,8 @@ class FolderWatcher:
         elif not online and first:
             log.warning("%s is not there (offline?): its indexed photos are kept; watching for it to appear",
                         root.path)
-        elif root.mode == "events" and not self._emitter_alive(root):
-            # An emitter that died (a watch limit reached for a folder made since): poll instead.
+        elif root.mode == "events" and (not self._emitter_alive(root) or limited):
+            # A folder made since that got no watch (the limit), or an emitter that died: poll instead.
             self._unschedule(root)
             self._limit_reached(root.path, None)
             self._schedule(root)
@@ -701,10 +735,11 @@ class FolderWatcher:
         last_check = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now - last_check >= 1.0:
+            unwatched = self._limit_seen.take()
+            if now - last_check >= 1.0 or unwatched:
                 last_check = now
                 for root in list(self.roots.values()):
-                    self._guard(self._check_root, root)
+                    self._guard(self._check_root, root, False, unwatched)
                 if self._pending.overflowed:
                     self._pending.overflowed = False
                     log.warning("more than %d changes at once: scanning the folders instead",
