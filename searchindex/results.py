@@ -118,6 +118,7 @@ class IndexInfo(JsonForm):
     faces: dict[str, int] = dataclasses.field(default_factory=dict)  # images searched, faces, persons, named
     videos: int = 0  # of ``images``, how many are videos
     video_frames: int = 0  # frames kept from them (each with its time and embedding)
+    folders: tuple[str, ...] = ()  # the folders indexed (what `searchindex watch` watches by default)
 
 
 @dataclass(frozen=True)

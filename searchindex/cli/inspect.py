@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 @index_option
 @click.option("--json", "as_json", is_flag=True, help="Print as one JSON object.")
 def info(index_path: Path | None, as_json: bool) -> None:
-    """Show an index's model, image count, captions per model, vector size, FAISS index type and sizes."""
+    """Show an index's model, image count, captions per model, folders indexed, vector size, FAISS index type
+    and sizes."""
     with open_index(index_path) as idx:
         data = idx.info()
     if as_json:
@@ -43,6 +44,8 @@ def info(index_path: Path | None, as_json: bool) -> None:
         f = data.faces
         click.echo(f"faces:      {f['faces']} in {f['images_searched']} images searched; {f['persons']} persons "
                    f"({f['named_persons']} named), {f['faces_grouped']} faces in a person")
+    for folder in data.folders:
+        click.echo(f"folder:     {display(folder)}")
     click.echo(f"catalog:    {human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {human_bytes(data.vector_bytes)}")
     click.echo(f"FAISS memory: {human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")

@@ -21,8 +21,11 @@ from .common import DEVICE, errors_as_click, index_option, resolve_index_path
                    "when --host is not a loopback address and none is given.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default web browser.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--watch", is_flag=True,
+              help="Keep the index live while serving (as `searchindex watch` on the indexed folders); the page "
+                   "offers new photos as they arrive.")
 def serve(index_path: Path | None, host: str, port: int, token: str | None, open_browser: bool,
-          device: str) -> None:
+          device: str, watch: bool) -> None:
     """Serve a search page and a JSON API for the index.
 
     The page: a thumbnail grid, a detail view, "more like this", like/unlike
@@ -48,4 +51,4 @@ def serve(index_path: Path | None, host: str, port: int, token: str | None, open
             webbrowser.open(url)
 
     with errors_as_click():
-        serve_app(path, host=host, port=port, token=token, device=device, on_ready=ready)
+        serve_app(path, host=host, port=port, token=token, device=device, on_ready=ready, watch=watch)

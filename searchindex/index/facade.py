@@ -6,6 +6,7 @@ delegations over :class:`~searchindex.index.state.IndexState` (the open catalog 
 collaborators, reopened when another process swaps the folder):
 
 - :class:`~searchindex.index.writing.Writing`: indexing (:mod:`searchindex.ingest`) and the vector index;
+- :class:`~searchindex.index.watching.Watching`: a live index (:mod:`searchindex.ingest.watch`);
 - :class:`~searchindex.index.enrichment.Enrichment`: duplicates, tags and captions (:mod:`searchindex.enrich`);
 - :class:`~searchindex.index.library.Exchange` and :class:`~searchindex.index.library.Concepts`:
   Parquet embeddings and saved concepts.
@@ -46,6 +47,7 @@ from ..store.vectors.index import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
 from .people import People
+from .watching import Watching
 from .writing import DEFAULT_BATCH_SIZE, Writing
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ __all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "defau
 log = logging.getLogger("searchindex.index")
 
 
-class Index(Writing, Enrichment, Exchange, Concepts, People):
+class Index(Watching, Writing, Enrichment, Exchange, Concepts, People):
     """A searchable image index stored in one folder.
 
     Create one with :meth:`create`, reopen it with :meth:`open`.  The model that

@@ -103,8 +103,10 @@ class Writing(IndexState):
         wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
-            return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,
-                             kept=kept, **options)
+            summary = self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,
+                                kept=kept, **options)
+            self._record_folders(add=folders)
+            return summary
 
     def forget_folder(self, folder: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> IndexSummary:
         """Drop every indexed image below ``folder`` (or several), a folder that no longer exists:
@@ -125,7 +127,23 @@ class Writing(IndexState):
                 raise FolderExistsError(f"{given} exists: index it to bring its images in line "
                                           "(only the images of a folder that no longer exists are forgotten)")
         with self._writing():
-            return self._run([], roots, t0, workers=0)
+            summary = self._run([], roots, t0, workers=0)
+            self._record_folders(remove=roots)
+            return summary
+
+    def indexed_folders(self) -> list[str]:
+        """The folders :meth:`add_folder` has indexed (absolute paths; what ``searchindex watch`` watches)."""
+        from ..store.info import recorded_folders
+
+        return recorded_folders(self.catalog.meta())
+
+    def _record_folders(self, *, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
+        """Keep the list of indexed folders (under the writer lock)."""
+        known = self.indexed_folders()
+        gone = {os.path.abspath(f) for f in remove}
+        wanted = [f for f in dict.fromkeys([*known, *(os.path.abspath(f) for f in add)]) if f not in gone]
+        if wanted != known:
+            self.catalog.set_meta(folders=wanted)
 
     def forget_missing(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """Drop the indexed images at ``paths`` whose files no longer exist; returns the paths dropped.

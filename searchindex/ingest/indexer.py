@@ -58,6 +58,7 @@ def index_entries(
     skipped: Sequence[str] = (),
     unread: Sequence[FailureRecord] = (),
     kept: frozenset[str] = frozenset(),
+    vanished: Iterable[str] = (),
 ) -> IndexSummary:
     """Bring the catalog in line with ``entries`` found below ``roots``.
 
@@ -81,6 +82,8 @@ def index_entries(
             :func:`~searchindex.ingest.scan.scan_folders`): recorded and counted as failures.
         kept: file name extensions the scan left out (videos, with ``videos=False``): what is
             indexed with them is kept.
+        vanished: indexed paths known to be gone (a watcher's delete and move events): they
+            leave the index, or their row follows a file of the same content in ``entries``.
         t0: when the run started (``time.perf_counter()``; default: now), for ``seconds``.
     """
     t0 = time.perf_counter() if t0 is None else t0
@@ -88,7 +91,7 @@ def index_entries(
         raise ValueError("batch_size must be at least 1")
     ReadLimits(max_megapixels, max_file_bytes)  # ValueError (nan, 0, ...) before any work
     threads = workers or default_workers()
-    plan = plan_run(catalog, entries, roots, skipped, kept)
+    plan = plan_run(catalog, entries, roots, skipped, kept=kept, vanished=vanished)
     if producer is None:
         producer = LocalProducer(get_encoder, workers=workers, max_megapixels=max_megapixels,
                                  max_file_bytes=max_file_bytes)

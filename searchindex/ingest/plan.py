@@ -88,13 +88,16 @@ def _denied(path: str) -> bool:
 
 
 def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str],
-             skipped: Sequence[str] = (), kept: frozenset[str] = frozenset()) -> Plan:
+             skipped: Sequence[str] = (), kept: frozenset[str] = frozenset(),
+             vanished: Iterable[str] = ()) -> Plan:
     """Classify ``entries`` (found below ``roots``) against the catalog.
 
     ``skipped``: folders below ``roots`` the scan did not walk (see
     :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
     ``kept``: file name extensions not scanned this run (videos, with ``--no-videos``): what is
     indexed with them is kept too.
+    ``vanished``: paths known to be gone without a folder scan (a watcher's delete and
+    move events); like files gone from below ``roots`` they can be the source of a move.
     """
     roots = [os.path.abspath(r) for r in roots]
     images = catalog.images.states()
@@ -107,6 +110,7 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     gone = {p for p in list(images) + list(failures)
             if p not in seen and under(p, roots) and not under(p, skipped)
             and os.path.splitext(p)[1].lower() not in kept}
+    gone |= {p for p in vanished if p not in seen and (p in images or p in failures)}
     by_sha: dict[str, list[int]] = {}
     id_path: dict[int, str] = {}
     for path, (image_id, _, _, sha) in images.items():

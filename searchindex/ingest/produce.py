@@ -285,6 +285,7 @@ class LocalProducer:
         if firsts:
             inputs = [r.pixels for r in firsts.values()]
             encoded = encoder.encode_pixels(inputs) if encoder.pixel_spec is not None else encoder.encode_batch(inputs)
+            encoder.images_encoded += len(inputs)
             vectors = dict(zip(firsts, encoded, strict=True))
             if not seen:
                 log.debug("first images encoded (%d)", len(firsts))  # scripts/bench_peers.py times this

@@ -125,6 +125,9 @@ class Encoder(ABC):
     # When set, decode workers may produce the model's pixels themselves (see searchindex.models.pixels).
     pixel_spec: PixelSpec | None = None
     precision: str = "fp32"
+    #: Images encoded by indexing runs so far (counted where a run calls the model): what a
+    #: watcher's rename must not raise.
+    images_encoded: int = 0
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> Any:

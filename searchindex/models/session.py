@@ -88,6 +88,11 @@ class ModelSession:
             return "torch"
         return "onnx" if self._text_encoder is not None else None
 
+    @property
+    def images_encoded(self) -> int:
+        """Images the loaded encoder has encoded for indexing runs (0 while none is loaded)."""
+        return self._encoder.images_encoded if self._encoder is not None else 0
+
     def take_models_of(self, other: ModelSession) -> None:
         """Keep the models ``other`` (a session of the same weights) has loaded."""
         with self._lock:

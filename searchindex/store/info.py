@@ -9,7 +9,18 @@ from .catalog.database import CATALOG_FILE, Catalog
 from .catalog.videos import VideoReader
 from .vectors.index import DEFAULT_FACTORY, latest_vector_file
 
-__all__ = ["describe_index"]
+__all__ = ["describe_index", "recorded_folders"]
+
+
+def recorded_folders(meta: dict[str, str]) -> list[str]:
+    """The indexed folders recorded in the catalog's ``meta`` (``folders``, a JSON list)."""
+    import json
+
+    try:
+        folders = json.loads(meta.get("folders") or "[]")
+    except ValueError:
+        return []
+    return [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else []
 
 
 def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
@@ -34,7 +45,7 @@ def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
         # A FAISS index in memory is its serialized form (codes, ids, centroids), so the file measures it.
         faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
         captions=dict(catalog.captions.counts()), videos=videos, video_frames=frames,
-        faces=face_counts(catalog),
+        faces=face_counts(catalog), folders=tuple(recorded_folders(meta)),
     )
 
 

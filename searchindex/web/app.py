@@ -68,13 +68,23 @@ class WebApp:
         thumbnail_cache_mb: bound of the thumbnail folder ``<index>/thumbnails``.
         thumbnail_workers: threads making thumbnails.
         warm: load the text model at startup so the first search is fast.
+        watch: keep the index live (``serve --watch``, see :mod:`searchindex.web.watching`).
     """
 
     def __init__(self, index_path: str | os.PathLike[str], *, host: str = DEFAULT_HOST, token: str | None = None,
                  allowed_hosts: list[str] | None = None, cors_origins: list[str] | None = None,
                  device: str = "auto", thumbnail_cache_mb: int = 512, thumbnail_workers: int | None = None,
-                 warm: bool = True) -> None:
+                 warm: bool = True, watch: bool = False) -> None:
         self.index = Index.open(index_path, device=device)
+        from .watching import LiveIndex
+
+        self.live = LiveIndex(index_path, device=device) if watch else None
+        if self.live is not None:
+            try:
+                self.live.check(self.index)
+            except BaseException:
+                self.index.close()
+                raise
         self.host = host
         self.token = token
         self.allowed_hosts = allowed_hosts
@@ -129,9 +139,13 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.warm:
             asyncio.get_running_loop().run_in_executor(state._pool, state.warm_up)
+        if state.live is not None:
+            state.live.start()
         try:
             yield
         finally:
+            if state.live is not None:
+                state.live.stop()
             state.close()
 
     app = FastAPI(title="searchindex", version=_version(), lifespan=lifespan,
@@ -164,7 +178,9 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
         return error_response(400, f"{'.'.join(where) or 'request'}: {problem.get('msg', 'bad value')}",
                       where[0] if where else None)
 
-    for router in api_routers(state):
+    from .watching import watch_router
+
+    for router in [*api_routers(state), watch_router(state.live)]:
         app.include_router(router)
     _page_routes(app, state)
 
