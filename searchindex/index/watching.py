@@ -180,7 +180,7 @@ class Watching(Writing, Enrichment):
         """
         t0 = time.perf_counter()
         from ..ingest.plan import under
-        from ..ingest.reindex import entries_of
+        from ..ingest.scan import entries_of
         from ..ingest.scan import scan_folders
 
         gone = [os.path.abspath(os.fspath(p)) for p in vanished]
