@@ -94,7 +94,7 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
     catalog = Catalog.open(path)
     dim, generation, index_id = int(catalog.meta()["dim"]), catalog.generation(), catalog.meta()["index_id"]
     if vectors is None:
-        chunks = list(catalog.images.embeddings_since(0, dim))
+        chunks = list(catalog.read.embeddings_since(0, dim))
         ids = np.concatenate([c[0] for c in chunks]).astype(np.int64)
         vectors = np.concatenate([c[1] for c in chunks])
     catalog.close()

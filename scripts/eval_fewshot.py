@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         with Index.create(Path(tmp) / "idx", model=args.model, pretrained=args.pretrained, device="cpu") as index:
             index.add_folder(folder)
             vecs = index.vectors.current()
-            rows = index.catalog.images.by_id(int(i) for i in vecs.ids())
+            rows = index.catalog.read.records(int(i) for i in vecs.ids())
             id_truth = {i: truth[r.path] for i, r in rows.items()}
             queries = {text: index.encoder.encode_texts([text])[0] for text, _, _ in intents()}
             pools = {}

@@ -53,10 +53,10 @@ def _state(index_path: Path) -> dict[str, tuple[object, ...]]:
         assert len(set(ids)) == len(ids) == cat.images.count()
         vectors = index.vectors.current()  # caught up from the catalog
         np.testing.assert_array_equal(vectors.ids(), np.array(ids, dtype=np.int64))
-        stored = cat.images.embeddings(ids, index.dim)
+        stored = cat.read.embeddings(ids, index.dim)
         for i in ids[:: max(1, len(ids) // 20)]:
             np.testing.assert_allclose(vectors.reconstruct(i), stored[i], atol=1e-6)
-        facts = cat.images.by_id(ids)
+        facts = cat.read.records(ids)
         return {p: (sz, mt, sha, facts[i].width, facts[i].height, tuple(np.round(stored[i], 4)))
                 for p, (i, sz, mt, sha) in states.items()}
 

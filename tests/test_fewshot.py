@@ -68,7 +68,7 @@ def test_four_shots_find_the_intent(shapes_index: Path, shapes: Shapes) -> None:
 def test_examples_by_id_or_path_agree(shapes_index: Path, shapes: Shapes) -> None:
     likes, unlikes = _shots(shapes, 2)
     with Index.open(shapes_index, device="cpu") as index:
-        ids = index.catalog.images.ids_by_path(likes + unlikes)
+        ids = index.catalog.read.ids_by_path(likes + unlikes)
         by_path = index.search(QUERY, k=10, like=likes, unlike=unlikes)
         by_id = index.search(QUERY, k=10, like=[ids[p] for p in likes], unlike=[ids[p] for p in unlikes])
         with pytest.raises(QueryError, match="no image with id 999999"):

@@ -58,7 +58,7 @@ def test_old_index_is_upgraded_and_keeps_its_contents(old_index: Path, tmp_path:
     with Index.open(old_index) as index:
         assert index.info().schema_version == migrations.SCHEMA_VERSION
         assert index.count() == 12
-        vectors = index.catalog.images.embeddings(range(1, 13), index.dim)
+        vectors = index.catalog.read.embeddings(range(1, 13), index.dim)
         assert len(vectors) == 12
         for image_id, vec in vectors.items():  # the stored vectors still find their own image
             assert index.search_vector(vec, k=1)[0].image_id == image_id

@@ -27,7 +27,7 @@ def _build(folder: Path, idx: Path) -> None:
 def _stored(idx: Path) -> dict[str, np.ndarray]:
     with Index.open(idx) as index:
         rows = index.catalog.images.states()
-        vecs = index.catalog.images.embeddings([r[0] for r in rows.values()], index.dim)
+        vecs = index.catalog.read.embeddings([r[0] for r in rows.values()], index.dim)
         return {p: vecs[r[0]] for p, r in rows.items()}
 
 

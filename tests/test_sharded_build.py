@@ -74,5 +74,5 @@ def test_index_rebuilds_ivf_from_shards(tmp_path) -> None:
         vecs = index.vectors.current()
         assert (vecs.factory, vecs.ntotal, vecs.generation) == ("IVF16,SQfp16", 3000, generation)
         scores, found = vecs.search(x[:5], 1)
-        assert found[:, 0].tolist() == sorted(index.catalog.images.ids_by_path([f"/p/{i}.png" for i in ids[:5]])
+        assert found[:, 0].tolist() == sorted(index.catalog.read.ids_by_path([f"/p/{i}.png" for i in ids[:5]])
                                               .values())

@@ -65,7 +65,7 @@ def caption_catalog(
         if loaded is None:
             loaded = captioner()
             prompt = loaded.prompt
-        rows = catalog.images.by_id(todo[start:start + batch_size])
+        rows = catalog.read.records(todo[start:start + batch_size])
         ids, images = [], []
         for image_id in todo[start:start + batch_size]:
             row = rows.get(image_id)

@@ -239,7 +239,7 @@ def tag_catalog(
             continue  # nothing written since: no work, no write
         since = 0 if full else label.scored_generation
         ids_parts, score_parts, margin_parts = [], [], []
-        for ids, vectors in catalog.images.embeddings_since(since, dim):
+        for ids, vectors in catalog.read.embeddings_since(since, dim):
             scores, margins = _margins(label, vectors)
             ids_parts.append(ids)
             score_parts.append(scores)
@@ -264,7 +264,7 @@ def tag_catalog(
         if progress is not None:
             progress(label.name)
         reports.append(LabelReport(label.name, -1, len(ids), float(threshold), calibrated))
-    counts = dict(catalog.tags.counts())
+    counts = dict(catalog.read.tag_counts())
     return [LabelReport(r.label, counts.get(r.label, 0), r.scored, r.threshold, r.calibrated) for r in reports]
 
 

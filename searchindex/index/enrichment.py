@@ -55,7 +55,7 @@ class Enrichment(IndexState):
 
     def tags(self) -> list[tuple[str, int]]:
         """(label, number of images tagged) for every stored label."""
-        return self.catalog.tags.counts()
+        return self.catalog.read.tag_counts()
 
     def caption(self, model: str | Captioner | None = None, *, device: str | None = None,
                 progress: Callable[[CaptionProgress], None] | None = None, stop: threading.Event | None = None,

@@ -158,8 +158,8 @@ class Committer:
         if not copies:
             return []
         src_ids = [s for _, _, s, _ in copies if s >= 0]
-        stored = self.catalog.images.embeddings(src_ids, self.dim)
-        facts = self.catalog.images.by_id(src_ids)
+        stored = self.catalog.read.embeddings(src_ids, self.dim)
+        facts = self.catalog.read.records(src_ids)
         rows = []
         for e, sha, s, meta in copies:
             if s >= 0:
@@ -178,7 +178,7 @@ class Committer:
         A crash before this leaves rows without a text state: the next run reads their texts again.
         """
         paths = [p for p in texts if p not in failed]
-        ids = self.catalog.images.ids_by_path(paths) if paths else {}
+        ids = self.catalog.read.ids_by_path(paths) if paths else {}
         if not ids:
             return
         self.catalog.texts.store({ids[p]: texts[p][0] for p in paths if p in ids})

@@ -96,8 +96,8 @@ def _export_chunks(catalog: Catalog, dim: int, rows_per_file: int) -> Iterator[t
     records: list[Any] = []
     vectors: list[np.ndarray] = []
     n = 0
-    for ids, vecs in catalog.images.embeddings_since(0, dim):
-        facts = catalog.images.by_id(ids.tolist())
+    for ids, vecs in catalog.read.embeddings_since(0, dim):
+        facts = catalog.read.records(ids.tolist())
         keep = [k for k, i in enumerate(ids) if int(i) in facts]  # rows deleted meanwhile are skipped
         records.extend(facts[int(ids[k])] for k in keep)
         vectors.append(vecs[keep])
@@ -347,7 +347,7 @@ def _import_batch(catalog: Catalog, batch: EmbeddingBatch, root: Path, pool: Thr
 def _store_texts(catalog: Catalog, texts: dict[str, tuple[list[tuple[str, str]], str]], failed: set[str]) -> None:
     """Store the keywords read for the rows a batch committed (as indexing does)."""
     paths = [p for p in texts if p not in failed]
-    ids = catalog.images.ids_by_path(paths) if paths else {}
+    ids = catalog.read.ids_by_path(paths) if paths else {}
     if ids:
         catalog.texts.store({ids[p]: texts[p][0] for p in paths if p in ids})
         catalog.texts.store_states({ids[p]: texts[p][1] for p in paths if p in ids})

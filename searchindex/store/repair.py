@@ -206,7 +206,7 @@ def _rebuild_flat(folder: Path) -> int:
         dim = int(catalog.meta()["dim"])
         factory = "IDMap2,Flat"
         vecs = VectorIndex.empty(dim, factory)
-        for ids, chunk in catalog.images.embeddings_since(0, dim):
+        for ids, chunk in catalog.read.embeddings_since(0, dim):
             vecs.upsert(ids, chunk)
         vecs.generation = catalog.generation()
         vecs.save(folder, catalog.meta().get("index_id", ""), catalog.read.state(vecs.generation))

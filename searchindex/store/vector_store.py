@@ -228,7 +228,7 @@ class VectorStore:
             rng = np.random.default_rng(old.generation)
             sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
             try:
-                new, report = build_index(factory, self.dim, self.catalog.images.embeddings_since(0, self.dim),
+                new, report = build_index(factory, self.dim, self.catalog.read.embeddings_since(0, self.dim),
                                           (sample_ids, self.fetch(sample_ids)), shards=shards or self.build_shards)
             except (RuntimeError, MemoryError) as exc:
                 log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,

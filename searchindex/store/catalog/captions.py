@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .reader import CatalogReader
 from .schema import CaptionRow, ImageRow, alive_ids, executor
 
 __all__ = ["CaptionRepository"]
@@ -19,9 +18,8 @@ __all__ = ["CaptionRepository"]
 class CaptionRepository:
     """The ``captions`` table."""
 
-    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._read = reader
 
     def store(self, rows: Sequence[tuple[int, str, str, str]]) -> None:
         """Save (image_id, model, prompt, text) captions in one transaction, replacing any
@@ -48,10 +46,6 @@ class CaptionRepository:
         stmt = select(CaptionRow.model, func.count()).group_by(CaptionRow.model).order_by(CaptionRow.model)
         with Session(self._engine) as s:
             return [(m, int(n)) for m, n in s.execute(stmt)]
-
-    def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
-        """image id -> [(model, caption)], oldest caption first."""
-        return self._read.captions(ids)
 
     def by_content(self) -> list[tuple[str, str, str, str]]:
         """(sha256, model, prompt, caption) of every caption: what a reindex carries over,

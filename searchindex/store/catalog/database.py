@@ -94,8 +94,8 @@ class Catalog:
 
                 engine = engine_for(self.path, read_only=self.read_only)
                 self._engine, self._repositories = engine, _Repositories(
-                    ImageRepository(engine, self.read), TextRepository(engine, self.read),
-                    CaptionRepository(engine, self.read), TagRepository(engine, self.read), ConceptRepository(engine))
+                    ImageRepository(engine), TextRepository(engine), CaptionRepository(engine),
+                    TagRepository(engine), ConceptRepository(engine))
             return self._engine, self._repositories
 
     @property

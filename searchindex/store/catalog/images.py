@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from .filters import Filters
-from .reader import CatalogReader
-from .records import FailureRecord, ImageRecord
+from .records import FailureRecord
 from .schema import FailureRow, ImageRow
 
 __all__ = ["ImageRepository"]
@@ -23,9 +18,8 @@ class ImageRepository:
     The reads a search makes are :class:`~searchindex.store.catalog.reader.CatalogReader`'s.
     """
 
-    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._read = reader
 
     def count(self) -> int:
         """Number of indexed images."""
@@ -62,14 +56,6 @@ class ImageRepository:
                     select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns, FailureRow.reason))
             }
 
-    def ids(self) -> np.ndarray:
-        """The ids of every indexed image, sorted."""
-        return self._read.image_ids()
-
-    def embeddings(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-        """image id -> embedding (``dim`` float32) of those ``ids`` still indexed."""
-        return self._read.embeddings(ids, dim)
-
     def failures(self) -> list[FailureRecord]:
         """Every recorded failure, by path."""
         with Session(self._engine) as s:
@@ -77,23 +63,3 @@ class ImageRepository:
                 FailureRecord(r.path, r.size, r.mtime_ns, r.reason)
                 for r in s.scalars(select(FailureRow).order_by(FailureRow.path))
             ]
-
-    def by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
-        """image id -> record (without the embedding) of those ``ids`` still indexed."""
-        return self._read.records(ids)
-
-    def filtered_ids(self, filters: Filters) -> np.ndarray:
-        """The sorted ids of every image meeting ``filters`` (see :meth:`.CatalogReader.filtered_ids`)."""
-        return self._read.filtered_ids(filters)
-
-    def embeddings_since(self, generation: int, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) chunks of every row written after ``generation``."""
-        return self._read.embeddings_since(generation, dim)
-
-    def removed_since(self, generation: int) -> np.ndarray:
-        """Ids removed by the batches committed after ``generation``."""
-        return self._read.removed_since(generation)
-
-    def ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
-        """path -> image id of those ``paths`` that are indexed."""
-        return self._read.ids_by_path(paths)

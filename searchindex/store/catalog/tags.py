@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from .reader import CatalogReader
 from .records import TagLabel
 from .schema import ImageRow, ImageTagRow, TagLabelRow
 
@@ -21,9 +20,8 @@ __all__ = ["TagRepository"]
 class TagRepository:
     """The ``tag_labels`` and ``image_tags`` tables."""
 
-    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._read = reader
 
     def labels(self) -> list[TagLabel]:
         """Every stored label, by name."""
@@ -81,15 +79,3 @@ class TagRepository:
             s.execute(delete(ImageTagRow).where(ImageTagRow.label.in_(list(names))))
             s.execute(delete(TagLabelRow).where(TagLabelRow.name.in_(list(names))))
         return n
-
-    def counts(self) -> list[tuple[str, int]]:
-        """(label, number of tagged images) for every label, including those with none."""
-        return self._read.tag_counts()
-
-    def ids_with(self, label: str) -> np.ndarray:
-        """Sorted ids of the images carrying ``label``."""
-        return self._read.ids_tagged(label)
-
-    def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
-        """image id -> [(label, margin)], strongest first."""
-        return self._read.tags(ids)

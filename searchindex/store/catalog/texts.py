@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .reader import CatalogReader
 from .schema import CaptionRow, ImageTextRow, TextStateRow, alive_ids, executor
 
 __all__ = ["TextRepository"]
@@ -18,9 +16,8 @@ __all__ = ["TextRepository"]
 class TextRepository:
     """The ``image_texts`` and ``text_states`` tables, and full-text search over ``text_fts``."""
 
-    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._read = reader
 
     def store(self, texts: Mapping[int, Sequence[tuple[str, str]]]) -> None:
         """Replace the image_texts of the given ids with their (source, text) pairs
@@ -49,18 +46,9 @@ class TextRepository:
                 if i in alive:
                     s.merge(TextStateRow(image_id=i, sidecars=states[i]))
 
-    def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
-        """image id -> [(source, text)], by source."""
-        return self._read.texts(ids)
-
     def has_any(self) -> bool:
         """Whether any image has a caption or a text people wrote."""
         with Session(self._engine) as s:
             return bool(s.scalar(select(func.count()).select_from(select(CaptionRow.image_id).limit(1).subquery()))
                         or s.scalar(select(func.count()).select_from(
                             select(ImageTextRow.image_id).limit(1).subquery())))
-
-    def search(self, query: str, limit: int, ids: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Full-text search over file names, image texts and captions: (image_id, score), best first
-        (see :meth:`.CatalogReader.text_search`)."""
-        return self._read.text_search(query, limit, ids)
