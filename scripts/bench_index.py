@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 from searchindex import Index  # noqa: E402
 from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
 from searchindex.models.backends import load_encoder  # noqa: E402
-from searchindex.models.encoders import resolve_model  # noqa: E402
+from searchindex.models.spec import resolve_model  # noqa: E402
 
 
 def photo_like(width: int, height: int, rng: np.random.Generator) -> Image.Image:

@@ -40,10 +40,11 @@ sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
 from searchindex.models.backends import load_encoder  # noqa: E402
-from searchindex.models.encoders import resolve_model  # noqa: E402
 from searchindex.models.onnx import export_text_tower  # noqa: E402
-from searchindex.store.catalog.database import Catalog, NewImage  # noqa: E402
-from searchindex.store.vectors.index import latest_vector_file  # noqa: E402
+from searchindex.models.spec import resolve_model  # noqa: E402
+from searchindex.store.catalog.database import Catalog  # noqa: E402
+from searchindex.store.catalog.records import NewImage  # noqa: E402
+from searchindex.store.vectors.file import latest_vector_file  # noqa: E402
 
 ADJECTIVES = ["red", "blue", "green", "old", "small", "tall", "happy", "dark", "bright", "wooden"]
 NOUNS = ["car", "dog", "cat", "house", "tree", "boat", "child", "mountain", "beach", "bicycle",

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             pools = {}
             for text, q in queries.items():
                 scores, ids = vecs.search(q[None, :], args.pool)
-                pools[text] = (ids[0], scores[0].astype(np.float64), vecs.reconstruct_many(ids[0]).astype(np.float64))
+                pools[text] = (ids[0], scores[0].astype(np.float64), vecs.vectors(ids[0]).astype(np.float64))
 
     reranker = FewShotReranker()
     methods: dict[str, Callable[..., np.ndarray]] = {

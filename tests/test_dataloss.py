@@ -20,8 +20,9 @@ import pytest
 
 from searchindex import Index
 from searchindex.errors import IndexFolderError
-from searchindex.store.catalog.database import CATALOG_FILE
-from searchindex.store.vectors.index import VECTOR_MAGIC, VectorIndex, latest_vector_file, read_vector_file
+from searchindex.store.catalog.sqlite import CATALOG_FILE
+from searchindex.store.vectors.file import VECTOR_MAGIC, latest_vector_file, read_vector_file
+from searchindex.store.vectors.index import VectorIndex
 
 from .test_write_errors import _cli, _drop_root
 

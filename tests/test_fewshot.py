@@ -41,7 +41,7 @@ def test_closed_gate_returns_the_clip_scores_bit_for_bit(shapes_index: Path, sha
         q = index.encoder.encode_texts([QUERY])[0]
         vecs = index.vectors.current()
         scores, ids = vecs.search(q[None, :], 1000)
-        cand = vecs.reconstruct_many(ids[0])
+        cand = vecs.vectors(ids[0])
     likes, unlikes = cand[:3], cand[3:6]
     closed = FewShotReranker(default_gate=0.0, gates=(), betas=(1.0,), default_beta=1.0)
     new, fit = closed.fit_scores(q, cand, likes, unlikes, base_scores=scores[0])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from searchindex import Filters, Index, QueryError
 from searchindex.cli import cli
-from searchindex.search.query import glob_to_sqlite
+from searchindex.store.catalog.filters import glob_to_sqlite
 from searchindex.store.vectors.index import GATHER_MAX
 from tests.support.vectors import write_vector_index
 

@@ -20,14 +20,14 @@ import searchindex.store.vectors.build as index_build
 import searchindex.store.vectors.kinds as index_types
 from searchindex import Filters, Index, IndexTypeError
 from searchindex.cli import cli
-from searchindex.store.vectors.index import (
+from searchindex.store.vectors.file import latest_vector_file
+from searchindex.store.vectors.kinds import (
     DEFAULT_FACTORY,
     FLAT_MAX,
     canonical_factory,
     choose_factory,
     estimate_bytes,
     ivf_nlist,
-    latest_vector_file,
     planned_factory,
 )
 from tests.support.vectors import write_vector_index

@@ -15,7 +15,7 @@ from PIL import Image
 from searchindex import Index
 from searchindex.cli import cli
 from searchindex.ingest.metadata import read_metadata
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 
 def _exif(date: str = "2024:07:14 18:03:22", offset: str | None = "+02:00", gps: bool = True) -> Image.Exif:

@@ -10,7 +10,7 @@ import pytest
 
 import searchindex.store.catalog.migrations as migrations
 from searchindex import Index, IndexSchemaError
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 from .test_write_errors import _cli, _drop_root
 

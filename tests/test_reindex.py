@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from searchindex import Index
 from searchindex.cli import cli
-from searchindex.ingest.indexer import IndexProgress
+from searchindex.results import IndexProgress
 
 
 def _build(folder: Path, idx: Path) -> None:

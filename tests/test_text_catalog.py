@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from searchindex import Index
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema-v1.idx"
 

@@ -231,8 +231,8 @@ def test_a_tower_built_without_torch_depends_on_onnx_versions_only(tmp_path: Pat
     first = load_encoder(spec, "cpu", "int8")
     assert isinstance(first, PreparedEncoder) and first.precision == "int8"
     assert int8_tower.load_int8_tower(spec) is not None
-    real = int8_tower._version
-    monkeypatch.setattr(int8_tower, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    real = int8_tower.package_version
+    monkeypatch.setattr(int8_tower, "package_version", lambda dist: "99.0" if dist == changed else real(dist))
     assert (int8_tower.load_int8_tower(spec) is None) == rebuilt
 
 

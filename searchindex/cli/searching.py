@@ -14,7 +14,7 @@ from ..defaults import DEFAULT_ITM_MODEL, DEFAULT_POOL, DEFAULT_RERANK_TOP, RERA
 from .common import DEVICE, display, errors_as_click, index_option, open_index
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..index.facade import Index
     from ..results import SearchResult
     from ..search.params import SearchParams
 

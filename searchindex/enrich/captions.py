@@ -14,13 +14,14 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from ..defaults import DEFAULT_CAPTION_MODEL
 from ..errors import ImageDecodeError
-from ..models.captioners import DEFAULT_CAPTION_MODEL, Captioner, load_captioner
+from ..models.captioners import Captioner, load_captioner
 from ..models.images import decode_image
 from ..results import CaptionFailure, CaptionProgress, CaptionSummary
 from ..store.catalog.database import Catalog
 
-__all__ = ["CaptionFailure", "CaptionProgress", "CaptionSummary", "caption_catalog", "caption_index"]
+__all__ = ["caption_catalog", "caption_index"]
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,6 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "EXACT_MAX",
     "IVF_NPROBE",
-    "DuplicateGroup",
-    "DuplicateImage",
     "find_duplicates",
     "find_pairs",
     "group_pairs",

@@ -39,13 +39,13 @@ from ..errors import QueryError
 from ..fileio import read_bounded
 from ..models.encoders import Encoder
 from ..results import LabelReport
-from ..store.catalog.database import Catalog, TagLabel
+from ..store.catalog.database import Catalog
+from ..store.catalog.records import TagLabel
 
 __all__ = [
     "DEFAULT_TEMPLATES",
     "NULL_WORDS",
     "SINGLE_TEMPLATE",
-    "LabelReport",
     "calibrate_threshold",
     "define_labels",
     "label_classifier",

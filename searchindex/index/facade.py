@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..defaults import DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL, DEFAULT_RERANK_TOP
+from ..defaults import DEFAULT_K, DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL, DEFAULT_RERANK_TOP
 from ..errors import IndexExistsError, IndexNotFoundError
 from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.spec import resolve_model
@@ -36,13 +36,13 @@ from ..results import FailureRecord, IndexInfo, IndexSummary, SearchResult
 from ..search.hybrid import DEFAULT_FUSION
 from ..search.present import image_details
 from ..search.query import Query, Term
-from ..search.request import DEFAULT_K, SearchRequest, Shot
+from ..search.request import SearchRequest, Shot
 from ..store.catalog.database import Catalog
 from ..store.catalog.filters import Filters
 from ..store.catalog.records import ImageDetails
-from ..store.folder import create_catalog, default_index_path, holds_index, refuse_strangers, write_errors
+from ..store.folder import create_catalog, holds_index, refuse_strangers, write_errors
 from ..store.info import describe_index
-from ..store.vectors.index import DEFAULT_FACTORY, canonical_factory
+from ..store.vectors.kinds import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
 from .writing import DEFAULT_BATCH_SIZE, Writing
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ..store.check import CheckReport
     from ..store.repair import RepairReport
 
-__all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "default_index_path"]
+__all__ = ["Index"]
 
 log = logging.getLogger("searchindex.index")
 

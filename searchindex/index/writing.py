@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from ..ingest.indexer import ProgressCallback
     from ..ingest.produce import Producer
     from ..ingest.scan import FileEntry
-    from ..results import IndexSummary
-    from ..store.catalog.records import FailureRecord
+    from ..results import FailureRecord, IndexSummary
     from ..store.vectors.build import BuildReport
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Writing"]

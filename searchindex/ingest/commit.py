@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..results import FailureRecord
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata
+from ..store.catalog.records import NewImage, PhotoMetadata
 from .plan import Plan
 from .produce import Producer, Result
 from .scan import FileEntry

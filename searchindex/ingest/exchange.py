@@ -40,15 +40,15 @@ from ..errors import EmbeddingFileError, ImageDecodeError, ModelMismatchError
 from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileError, read_bounded
 from ..models.images import decode_image
 from ..models.spec import ModelSpec
+from ..results import FailureRecord
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata
+from ..store.catalog.records import NewImage, PhotoMetadata
 from . import parquet
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
-from .parquet import LAYOUTS, EmbeddingBatch, read_embedding_files, recorded_model
+from .parquet import LAYOUTS, EmbeddingBatch, read_embedding_files
 
-__all__ = ["LAYOUTS", "ExportSummary", "ImportProgress", "ImportSummary", "export_embeddings",
-           "import_embeddings", "read_embedding_files", "recorded_model", "unit_vectors"]
+__all__ = ["ExportSummary", "ImportProgress", "ImportSummary", "export_embeddings", "import_embeddings", "unit_vectors"]
 
 log = logging.getLogger(__name__)
 

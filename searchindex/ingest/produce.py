@@ -43,7 +43,8 @@ from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileEr
 from ..models.encoders import Encoder
 from ..models.images import check_megapixels, decode_image
 from ..models.pixels import PixelSpec, to_pixels
-from ..store.catalog.records import FailureRecord, PhotoMetadata
+from ..results import FailureRecord
+from ..store.catalog.records import PhotoMetadata
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
 from .scan import FileEntry

@@ -20,10 +20,10 @@ from ..results import IndexSummary
 from ..store.catalog.database import Catalog
 from ..store.folder import remove_index_files
 from ..store.lock import WriterLock
-from ..store.swap import crash_point, exchange, refuse_mount_point, settle_swap, staging_folder, swap_in
+from ..store.swap import crash_point, refuse_mount_point, settle_swap, staging_folder, swap_in
 from .scan import FileEntry
 
-__all__ = ["carry_captions", "entries_of", "exchange", "labels_by_templates", "reindex", "staging_folder"]
+__all__ = ["carry_captions", "entries_of", "labels_by_templates", "reindex"]
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from .query import Query
 from .request import SearchRequest, parse_shot, parse_threshold
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..index.facade import Index
     from ..results import SearchResult
 
 __all__ = ["SearchParams", "example_ids", "search_params"]

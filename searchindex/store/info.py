@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..results import IndexInfo
-from .catalog.database import CATALOG_FILE, Catalog
-from .vectors.index import DEFAULT_FACTORY, latest_vector_file
+from .catalog.database import Catalog
+from .catalog.sqlite import CATALOG_FILE
+from .vectors.file import latest_vector_file
+from .vectors.kinds import DEFAULT_FACTORY
 
 __all__ = ["describe_index"]
 

@@ -23,17 +23,9 @@ import numpy as np
 
 from .catalog.database import Catalog
 from .vectors.build import BuildReport, build_index
-from .vectors.index import (
-    DEFAULT_FACTORY,
-    VectorFileError,
-    VectorIndex,
-    canonical_factory,
-    latest_vector_file,
-    planned_factory,
-    read_vector_file,
-    train_size,
-)
-from .vectors.kinds import check_trainable
+from .vectors.file import VectorFileError, latest_vector_file, read_vector_file
+from .vectors.index import VectorIndex
+from .vectors.kinds import DEFAULT_FACTORY, canonical_factory, check_trainable, planned_factory, train_size
 
 __all__ = ["VectorStore"]
 

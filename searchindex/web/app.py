@@ -19,7 +19,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -29,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..defaults import DEFAULT_HOST
 from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError, SearchIndexError
-from ..index import Index
+from ..index.facade import Index
 from ..search.params import search_params
 from ..store.folder import THUMBNAIL_FOLDER
 from .api import api_routers, error_response
@@ -199,8 +198,3 @@ def _page_routes(app: FastAPI, state: WebApp) -> None:
         if request.headers.get("if-none-match") == etags[name]:
             return Response(status_code=304, headers=headers)
         return Response(state._assets[name], media_type=_STATIC[name], headers=headers)
-
-
-def asset_folder() -> Path:
-    """Where the page's files are (for docs and tests)."""
-    return Path(str(resources.files(__package__) / "static"))

@@ -15,8 +15,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from ...results import FailureRecord
 from .migrations import refresh_text_index
-from .records import FailureRecord, NewImage, PhotoMetadata, state_key
+from .records import NewImage, PhotoMetadata, state_key
 from .schema import (
     CaptionRow,
     FailureRow,

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...errors import IndexCorruptError, IndexSchemaError
 from ...models.spec import ModelSpec
+from ...results import FailureRecord
 from ...threads import forks
 from .migrations import SCHEMA_VERSION, pending, upgrade
 from .reader import CatalogReader
-from .records import FailureRecord, ImageRecord, NewImage, PhotoMetadata, TagLabel
+from .records import NewImage, PhotoMetadata
 from .sqlite import CATALOG_FILE, catalog_uri, check_meta, damaged, is_damage
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from .tags import TagRepository
     from .texts import TextRepository
 
-__all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage", "TagLabel"]
+__all__ = ["Catalog"]
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from .records import FailureRecord
+from ...results import FailureRecord
 from .schema import FailureRow, ImageRow
 
 __all__ = ["ImageRepository"]

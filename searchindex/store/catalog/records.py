@@ -1,7 +1,7 @@
 """The catalog's record types: what goes in and what comes out, as plain values.
 
-:class:`~searchindex.results.FailureRecord` is a public result type and lives in
-:mod:`searchindex.results`; it is re-exported here for the store's users.
+A failure comes out as :class:`~searchindex.results.FailureRecord`, a public result type of
+:mod:`searchindex.results`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ...results import FailureRecord, JsonForm
+from ...results import JsonForm
 
-__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel",
-           "state_key"]
+__all__ = ["RECORD_COLUMNS", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel", "state_key"]
 
 
 def state_key(generation: int) -> str:
