@@ -91,9 +91,9 @@ class Committer:
             e = r.entry
             texts[e.path] = (r.texts, r.sidecars)
             state = plan.images.get(e.path)
-            if state and state[3] == r.sha256:
-                touched.append((state[0], e.size, e.mtime_ns))
-                metadata.append((state[0], r.meta))
+            if state and state.sha256 == r.sha256:
+                touched.append((state.id, e.size, e.mtime_ns))
+                metadata.append((state.id, r.meta))
                 counts.touched += 1
                 continue
             mover = None

@@ -42,7 +42,7 @@ from ..models.images import decode_image
 from ..models.spec import ModelSpec
 from ..results import FailureRecord
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import NewImage, PhotoMetadata
+from ..store.catalog.records import ImageState, NewImage, PhotoMetadata
 from . import parquet
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
@@ -265,7 +265,7 @@ class _Rules:
     max_megapixels: float
     max_file_bytes: int
     replace: bool
-    states: dict[str, tuple[int, int, int, str]]  # path -> (id, size, mtime_ns, sha256) of indexed images
+    states: dict[str, ImageState]  # path -> state of every indexed image
 
 
 #: Below this length a vector is taken for all zeros: its direction is rounding noise.
@@ -327,7 +327,7 @@ def _import_batch(catalog: Catalog, batch: EmbeddingBatch, root: Path, pool: Thr
             (rejected if state is not None else bad).append(r)
             continue
         size, mtime_ns, sha, w, h, fmt, meta, found_texts, sidecars = r
-        if state is not None and state[3] == sha:
+        if state is not None and state.sha256 == sha:
             counts.unchanged += 1
             if not rules.replace:
                 continue  # the indexed row is as good and carries tags and captions

@@ -118,8 +118,8 @@ class WebApp:
         self.index.close()
 
 
-def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
-    """The FastAPI app for an index (see :class:`WebApp` for ``options``)."""
+def build_app(index_path: str | os.PathLike[str], **options: Any) -> RequestGuard:
+    """The ASGI app for an index: its FastAPI app behind the request guard (see :class:`WebApp` for ``options``)."""
     state = WebApp(index_path, **options)
 
     @contextlib.asynccontextmanager
@@ -169,11 +169,9 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
 
         wrapped = CORSMiddleware(wrapped, allow_origins=state.cors_origins, allow_methods=["GET"],
                                  allow_headers=["Authorization"])
-    guard = RequestGuard(wrapped, bind_host=state.host, token=state.token, allowed_hosts=state.allowed_hosts)
     # The guard runs first, also in front of the OpenAPI page; `app.state.web` stays reachable on the outer app.
-    guard.state = app.state  # type: ignore[attr-defined]
-    guard.fastapi = app  # type: ignore[attr-defined]
-    return guard  # type: ignore[return-value]
+    return RequestGuard(wrapped, bind_host=state.host, token=state.token, allowed_hosts=state.allowed_hosts,
+                        inner=app)
 
 
 def _version() -> str:

@@ -45,8 +45,12 @@ class RequestGuard:
     """ASGI middleware refusing requests that fail the checks above (JSON error, 400/401/403)."""
 
     def __init__(self, app: Any, *, bind_host: str, token: str | None = None,
-                 allowed_hosts: Iterable[str] | None = None) -> None:
+                 allowed_hosts: Iterable[str] | None = None, inner: Any = None) -> None:
+        """``app``: what requests that pass go to; ``inner``: the application behind any other
+        middleware (the FastAPI app), whose ``state`` stays reachable from outside."""
         self.app = app
+        self.fastapi: Any = inner if inner is not None else app
+        self.state: Any = getattr(self.fastapi, "state", None)  # state.web: the WebApp behind the routes
         self.token = token
         if allowed_hosts is not None:
             self.allowed: set[str] | None = {_host_name(h) for h in allowed_hosts}

@@ -36,7 +36,7 @@ from ...threads import forks
 from .migrations import SCHEMA_VERSION, pending, upgrade
 from .reader import CatalogReader
 from .records import NewImage, PhotoMetadata
-from .sqlite import CATALOG_FILE, catalog_uri, check_meta, damaged, is_damage
+from .sqlite import CATALOG_FILE, catalog_uri, check_meta, chunks, damaged, is_damage
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -250,8 +250,8 @@ class Catalog:
         with Session(self.engine) as s, s.begin():
             keys = s.scalars(select(MetaRow.key).where(MetaRow.key.like("state:%"))).all()
             old = [k for k in keys if k[6:].isdigit() and int(k[6:]) < below]
-            for start in range(0, len(old), 500):
-                s.execute(delete(MetaRow).where(MetaRow.key.in_(old[start : start + 500])))
+            for chunk in chunks(old):
+                s.execute(delete(MetaRow).where(MetaRow.key.in_(chunk)))
 
     def model_spec(self) -> ModelSpec:
         """The model recorded at creation."""

@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ...results import FailureRecord
+from .records import ImageState
 from .schema import FailureRow, ImageRow
 
 __all__ = ["ImageRepository"]
@@ -31,11 +32,11 @@ class ImageRepository:
         with Session(self._engine) as s:
             return int(s.scalar(select(func.count()).select_from(FailureRow)) or 0)
 
-    def states(self) -> dict[str, tuple[int, int, int, str]]:
-        """path -> (id, size, mtime_ns, sha256) of every indexed image."""
+    def states(self) -> dict[str, ImageState]:
+        """path -> state of every indexed image."""
         stmt = select(ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256)
         with Session(self._engine) as s:
-            return {p: (i, sz, mt, sha) for p, i, sz, mt, sha in s.execute(stmt)}
+            return {p: ImageState(i, sz, mt, sha) for p, i, sz, mt, sha in s.execute(stmt)}
 
     def all_paths(self) -> list[str]:
         """Every path the catalog knows: indexed images, then recorded failures."""
@@ -47,14 +48,6 @@ class ImageRepository:
         """Rows whose photo metadata was never read (indexed before schema 2)."""
         with Session(self._engine) as s:
             return set(s.scalars(select(ImageRow.id).where(ImageRow.date_source.is_(None))))
-
-    def failure_states(self) -> dict[str, tuple[int, int, str]]:
-        """path -> (size, mtime_ns, reason) of every recorded failure."""
-        with Session(self._engine) as s:
-            return {
-                p: (sz, mt, why) for p, sz, mt, why in s.execute(
-                    select(FailureRow.path, FailureRow.size, FailureRow.mtime_ns, FailureRow.reason))
-            }
 
     def failures(self) -> list[FailureRecord]:
         """Every recorded failure, by path."""

@@ -28,11 +28,20 @@ import numpy as np
 from ...threads import abandon, forks
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .records import RECORD_COLUMNS, ImageRecord, state_key
-from .sqlite import ENCODED_FROM, ENCODED_TO, connect, damaged, decode_path, encode_path, glob_bytes, is_damage
+from .sqlite import (
+    ENCODED_FROM,
+    ENCODED_TO,
+    chunks,
+    connect,
+    damaged,
+    decode_path,
+    encode_path,
+    glob_bytes,
+    is_damage,
+)
 
 __all__ = ["CatalogReader"]
 
-_CHUNK = 500  # ids per statement: under SQLite's limit on bound variables
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _PATH_AT = RECORD_COLUMNS.index("path")
 
@@ -40,11 +49,6 @@ _PATH_AT = RECORD_COLUMNS.index("path")
 def _fts_words(query: str) -> list[str]:
     """The words of ``query`` as quoted FTS5 strings (so no word is read as syntax)."""
     return [f'"{w}"' for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(query))]
-
-
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
 
 
 def _marks(n: int) -> str:
@@ -149,7 +153,7 @@ class CatalogReader:
         """image id -> record (without the embedding) of those ``ids`` still indexed."""
         out: dict[int, ImageRecord] = {}
         columns = ", ".join(RECORD_COLUMNS)
-        for chunk in _chunks([int(i) for i in ids]):
+        for chunk in chunks([int(i) for i in ids]):
             for row in self._rows(f"SELECT {columns} FROM images WHERE id IN ({_marks(len(chunk))})", chunk):
                 values = list(row)
                 values[_PATH_AT] = decode_path(values[_PATH_AT])
@@ -159,7 +163,7 @@ class CatalogReader:
     def embeddings(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         """image id -> embedding (``dim`` float32) of those ``ids`` still indexed."""
         out: dict[int, np.ndarray] = {}
-        for chunk in _chunks([int(i) for i in ids]):
+        for chunk in chunks([int(i) for i in ids]):
             for i, blob in self._rows(f"SELECT id, embedding FROM images WHERE id IN ({_marks(len(chunk))})", chunk):
                 out[i] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
         return out
@@ -251,7 +255,7 @@ class CatalogReader:
     def ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
         """path -> image id of those ``paths`` that are indexed."""
         out: dict[str, int] = {}
-        for chunk in _chunks([encode_path(p) for p in paths]):
+        for chunk in chunks([encode_path(p) for p in paths]):
             for path, i in self._rows(f"SELECT path, id FROM images WHERE path IN ({_marks(len(chunk))})", chunk):
                 out[decode_path(path)] = i
         return out
@@ -260,7 +264,7 @@ class CatalogReader:
 
     def _per_image(self, sql: str, ids: Iterable[int]) -> dict[int, list[Any]]:
         out: dict[int, list[Any]] = {}
-        for chunk in _chunks([int(i) for i in ids]):
+        for chunk in chunks([int(i) for i in ids]):
             for image_id, *rest in self._rows(sql.format(marks=_marks(len(chunk))), chunk):
                 out.setdefault(image_id, []).append(tuple(rest))
         return out

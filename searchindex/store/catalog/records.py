@@ -7,13 +7,14 @@ A failure comes out as :class:`~searchindex.results.FailureRecord`, a public res
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ...results import JsonForm
 
-__all__ = ["RECORD_COLUMNS", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel", "state_key"]
+__all__ = ["RECORD_COLUMNS", "ImageDetails", "ImageRecord", "ImageState", "NewImage", "PhotoMetadata", "TagLabel",
+           "state_key"]
 
 
 def state_key(generation: int) -> str:
@@ -70,6 +71,16 @@ class TagLabel:
     threshold: float
     calibrated_images: int
     scored_generation: int
+
+
+class ImageState(NamedTuple):
+    """What a run compares a file found on disk with: its row's id, the stat it was indexed with,
+    and its content's hash."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    sha256: str
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .records import TagLabel
-from .schema import ImageRow, ImageTagRow, TagLabelRow
+from .schema import ImageTagRow, TagLabelRow, alive_ids
+from .sqlite import chunks
 
 __all__ = ["TagRepository"]
 
@@ -61,14 +62,11 @@ class TagRepository:
                 s.execute(delete(ImageTagRow).where(ImageTagRow.label == label.name))
             else:
                 ids = [int(i) for i in scored_ids]
-                for start in range(0, len(ids), 500):
+                for chunk in chunks(ids):
                     s.execute(delete(ImageTagRow).where(
-                        ImageTagRow.label == label.name, ImageTagRow.image_id.in_(ids[start : start + 500])))
+                        ImageTagRow.label == label.name, ImageTagRow.image_id.in_(chunk)))
             # Only images still in the catalog: a concurrent delete must not leave orphans.
-            alive: set[int] = set()
-            tag_ids = [int(t[0]) for t in tags]
-            for start in range(0, len(tag_ids), 500):
-                alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(tag_ids[start : start + 500]))))
+            alive = alive_ids(s, [int(t[0]) for t in tags])
             s.add_all(ImageTagRow(image_id=int(i), label=label.name, score=float(sc), margin=float(m))
                       for i, sc, m in tags if int(i) in alive)
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
 from .schema import CaptionRow, ImageTextRow, TextStateRow, alive_ids, executor
+from .sqlite import chunks
 
 __all__ = ["TextRepository"]
 
@@ -24,8 +25,8 @@ class TextRepository:
         (an empty sequence clears them), in one transaction."""
         ids = sorted(int(i) for i in texts)
         with Session(self._engine) as s, s.begin():
-            for start in range(0, len(ids), 500):
-                s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(ids[start : start + 500])))
+            for chunk in chunks(ids):
+                s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(chunk)))
             alive = alive_ids(s, ids)
             s.add_all(ImageTextRow(image_id=i, source=source, text=value)
                       for i in ids if i in alive for source, value in dict(texts[i]).items())
