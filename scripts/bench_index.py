@@ -89,7 +89,7 @@ def fast_embeddings(folder: Path, idx: Path, model: str, pretrained: str | None,
         summary = index.add_folder(folder, batch_size=batch)
         seconds = time.perf_counter() - t0
         assert summary.failed == 0, summary.failures
-        states = index.catalog.images.states()
+        states = index.catalog.read.image_states()
         vecs = index.catalog.read.embeddings([s[0] for s in states.values()], index.dim)
         return seconds, {p: vecs[s[0]] for p, s in states.items()}, index.encoder.precision
 

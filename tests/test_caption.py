@@ -63,7 +63,7 @@ def _images(folder: Path, n: int) -> list[Image.Image]:
 
 def _all_captions(path: Path) -> dict[int, list[tuple[str, str]]]:
     with Index.open(path) as index:
-        ids = [int(i) for i in index.catalog.read.ids_by_path(index.catalog.images.all_paths()).values()]
+        ids = [int(i) for i in index.catalog.read.ids_by_path(index.catalog.read.all_paths()).values()]
         return index.catalog.read.captions(ids)
 
 

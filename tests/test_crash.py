@@ -48,9 +48,9 @@ def _state(index_path: Path) -> dict[str, tuple[object, ...]]:
     """Catalog content a clean run must reproduce, after checking the invariants."""
     with Index.open(index_path, device="cpu") as index:
         cat = index.catalog
-        states = cat.images.states()
+        states = cat.read.image_states()
         ids = sorted(i for i, *_ in states.values())
-        assert len(set(ids)) == len(ids) == cat.images.count()
+        assert len(set(ids)) == len(ids) == cat.read.image_count()
         vectors = index.vectors.current()  # caught up from the catalog
         np.testing.assert_array_equal(vectors.ids(), np.array(ids, dtype=np.int64))
         stored = cat.read.embeddings(ids, index.dim)

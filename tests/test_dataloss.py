@@ -298,7 +298,7 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
     with Index.create(idx, model="tiny-shapes", device="cpu") as index:
         first = index.add_folder(top, workers=0)
         assert (first.indexed, first.failed) == (40, 0)  # the linked album is indexed, the cycle ends
-        paths = {r for r in index.catalog.images.all_paths()}
+        paths = {r for r in index.catalog.read.all_paths()}
         assert str(top / "album" / photos[20].name) in paths
         assert not any("/loop/" in p for p in paths)
         album = index.add_folder(top / "album", workers=0)
@@ -312,7 +312,7 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
         assert (via.deleted, via.duplicates, via.indexed) == (0, 40, 0)
         assert index.add_folder(top, workers=0).deleted == 0
         assert index.count() == 80
-        assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index.catalog.images.all_paths())
+        assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index.catalog.read.all_paths())
 
 
 def test_an_unlistable_folder_is_not_taken_for_deleted(small_folder: Path, tmp_path: Path) -> None:

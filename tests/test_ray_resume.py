@@ -79,6 +79,6 @@ def test_sigkilled_driver_resumes_without_redoing_committed_batches(tmp_path: Pa
         assert resumed.count() == N_IMAGES
         got = vectors_by_path(resumed)
         np.testing.assert_array_equal(resumed.vectors.current().ids(), np.sort(np.array(
-            [i for i, *_ in resumed.catalog.images.states().values()])))
+            [i for i, *_ in resumed.catalog.read.image_states().values()])))
     assert got.keys() == want.keys()
     assert min(float(got[p] @ want[p]) for p in want) >= 0.999

@@ -21,7 +21,7 @@ def _index(small_folder: Path, tmp_path: Path) -> Index:
 
 
 def _ids_by_name(index: Index) -> dict[str, int]:
-    return {Path(p).name: state[0] for p, state in index.catalog.images.states().items()}
+    return {Path(p).name: state[0] for p, state in index.catalog.read.image_states().items()}
 
 
 def test_file_names_are_searchable_as_words(small_folder: Path, tmp_path: Path) -> None:
@@ -68,15 +68,15 @@ def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folde
         cat = index.catalog
         ids = sorted(_ids_by_name(index).values())
         a, b, c = ids[:3]
-        assert cat.captions.ids_without("blip") == ids
+        assert cat.read.ids_without_caption("blip") == ids
         cat.captions.store([(a, "blip", "", "a dog on a beach"), (b, "blip", "a photo of", "a red car")])
         cat.captions.store([(a, "git", "", "a puppy near the sea")])  # another model keeps both
         cat.texts.store({c: [("sidecar:txt", "Oktoberfest 2019"), ("iptc:keywords", "Anna, Berlin")]})
-        assert cat.captions.ids_without("blip") == ids[2:]
-        assert cat.captions.counts() == [("blip", 2), ("git", 1)]
+        assert cat.read.ids_without_caption("blip") == ids[2:]
+        assert cat.read.caption_counts() == [("blip", 2), ("git", 1)]
         assert cat.read.captions([a])[a] == [("blip", "a dog on a beach"), ("git", "a puppy near the sea")]
         assert cat.read.texts([c])[c] == [("iptc:keywords", "Anna, Berlin"), ("sidecar:txt", "Oktoberfest 2019")]
-        assert cat.texts.has_any()
+        assert cat.read.has_texts()
 
         assert [i for i, _ in cat.read.text_search("puppy", 5)] == [a]
         assert [i for i, _ in cat.read.text_search("oktoberfest", 5)] == [c]
@@ -91,7 +91,7 @@ def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folde
         assert cat.read.text_search("oktoberfest", 5) == []
 
         # A moved file keeps its captions and is found under its new name.
-        path_a = next(p for p, s in cat.images.states().items() if s[0] == a)
+        path_a = next(p for p, s in cat.read.image_states().items() if s[0] == a)
         cat.commit_batch(moved=[(a, str(Path(path_a).with_name("holiday-beach.png")), 1, 1)])
         assert [i for i, _ in cat.read.text_search("holiday", 5)] == [a]
         assert [i for i, _ in cat.read.text_search("puppy", 5)] == [a]
@@ -99,7 +99,7 @@ def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folde
         cat.commit_batch(deleted=[str(Path(path_a).with_name("holiday-beach.png"))])
         assert cat.read.text_search("puppy", 5) == [] and cat.read.text_search("holiday", 5) == []
         assert a not in cat.read.captions([a])
-        assert cat.captions.counts() == [("blip", 1)]
+        assert cat.read.caption_counts() == [("blip", 1)]
 
 
 def test_new_content_at_the_same_path_drops_the_old_caption(small_folder: Path, tmp_path: Path) -> None:
@@ -112,14 +112,14 @@ def test_new_content_at_the_same_path_drops_the_old_caption(small_folder: Path, 
         render(next(iter_scenes(1, seed=4242))).save(victim)
         assert index.add_folder(small_folder).modified == 1
         assert index.catalog.read.captions([image_id]) == {}
-        assert image_id in index.catalog.captions.ids_without("blip")
+        assert image_id in index.catalog.read.ids_without_caption("blip")
 
 
 def test_migration_makes_existing_file_names_searchable(tmp_path: Path) -> None:
     path = tmp_path / "old.idx"
     shutil.copytree(FIXTURE, path)
     with Index.open(path) as index:
-        names = {i: Path(p).name for p, (i, *_rest) in index.catalog.images.states().items()}
+        names = {i: Path(p).name for p, (i, *_rest) in index.catalog.read.image_states().items()}
         some_id, some_name = sorted(names.items())[0]
         word = Path(some_name).stem
         assert some_id in [i for i, _ in index.catalog.read.text_search(word, 20)]

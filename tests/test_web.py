@@ -354,7 +354,7 @@ def tamper(shapes: Shapes, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     shutil.copy2(sorted(shapes.folder.glob("*.png"))[50], secret)
     with Index.create(root / "t.idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(folder)
-        ids = {Path(p).name: i for p, (i, *_) in index.catalog.images.states().items()}
+        ids = {Path(p).name: i for p, (i, *_) in index.catalog.read.image_states().items()}
     return root, folder, ids
 
 

@@ -52,8 +52,8 @@ def caption_catalog(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     t0 = time.perf_counter()
-    todo = catalog.captions.ids_without(model_id)
-    already = catalog.images.count() - len(todo)
+    todo = catalog.read.ids_without_caption(model_id)
+    already = catalog.read.image_count() - len(todo)
     loaded: Captioner | None = None
     prompt: str | None = None
     captioned, failures = 0, []

@@ -230,7 +230,7 @@ def tag_catalog(
     is recalibrated anyway).
     """
     generation = catalog.generation()
-    total = catalog.images.count()
+    total = catalog.read.image_count()
     reports = []
     for label in labels:
         full = recalibrate or total >= 2 * max(label.calibrated_images, MIN_CALIBRATION_IMAGES // 2)
@@ -292,7 +292,7 @@ def labels_to_tag(catalog: Catalog, encoder: Callable[[], Encoder], labels: Sequ
         QueryError: no labels (given or stored), bad templates.
     """
     if labels is None:
-        stored = catalog.tags.labels()
+        stored = catalog.read.tag_labels()
         if not stored:
             raise QueryError("this index has no labels yet; give some with --labels")
         return stored
@@ -301,6 +301,6 @@ def labels_to_tag(catalog: Catalog, encoder: Callable[[], Encoder], labels: Sequ
 
 def tag_new_images(catalog: Catalog, dim: int) -> None:
     """Tag the images written since each stored label last ran (after an indexing run)."""
-    labels = catalog.tags.labels()
+    labels = catalog.read.tag_labels()
     if labels:
         tag_catalog(catalog, dim, labels, recalibrate=False)

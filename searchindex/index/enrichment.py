@@ -81,4 +81,4 @@ class Enrichment(IndexState):
 
     def caption_counts(self) -> dict[str, int]:
         """Model -> number of images it has captioned."""
-        return dict(self.catalog.captions.counts())
+        return dict(self.catalog.read.caption_counts())

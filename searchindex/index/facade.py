@@ -326,7 +326,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
     def count(self) -> int:
         """Number of indexed images."""
         self._follow_swap()  # another process's reindex: its model, not the one opened
-        return self.catalog.images.count()
+        return self.catalog.read.image_count()
 
     def image(self, image_id: int) -> ImageDetails:
         """The catalog facts, tags, captions and keywords of one indexed image.
@@ -339,7 +339,7 @@ class Index(Writing, Enrichment, Exchange, Concepts):
     def failures(self) -> list[FailureRecord]:
         """Files that could not be indexed, with their reasons."""
         self._follow_swap()  # another process's reindex: its model, not the one opened
-        return self.catalog.images.failures()
+        return self.catalog.read.failures()
 
     def info(self) -> IndexInfo:
         """What the index is made of; the FAISS figures describe the saved vector file (no loading)."""

@@ -95,7 +95,7 @@ class Writing(IndexState):
         unread: list[FailureRecord] = []  # what the scan could not read: failures of this run
         entries = list(scan_folders(folders, skipped, unread))
         # Refused (without building it) when even this run could not give it enough vectors to train.
-        wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
+        wanted = self.vectors.check_index_type(index_type, self.catalog.read.image_count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
             return self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,

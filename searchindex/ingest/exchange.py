@@ -233,7 +233,7 @@ def import_embeddings(
     total = parquet.row_count(files)
     root = Path(base).expanduser() if base is not None else Path.cwd()
     counts = _ImportCounts()
-    rules = _Rules(max_megapixels, max_file_bytes, replace, catalog.images.states())
+    rules = _Rules(max_megapixels, max_file_bytes, replace, catalog.read.image_states())
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="import") as pool:
         for batch in read_embedding_files(files, batch_rows=batch_size):
             _check_dim(batch, dim, allow_empty=False)

@@ -96,8 +96,8 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     :func:`~searchindex.ingest.scan.scan_folders`); what is indexed below them is kept.
     """
     roots = [os.path.abspath(r) for r in roots]
-    images = catalog.images.states()
-    failures = {f.path: f for f in catalog.images.failures()}
+    images = catalog.read.image_states()
+    failures = {f.path: f for f in catalog.read.failures()}
     # A failure that may have gone away is not "unchanged": it is tried again.
     failed_before = {p: (f.size, f.mtime_ns) for p, f in failures.items() if not retried(f.reason)}
     # A folder not walked keeps what is recorded for it too (its own failure record, when it could
@@ -111,8 +111,8 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
         by_sha.setdefault(known.sha256, []).append(known.id)
         id_path[known.id] = path
     plan = Plan([], 0, gone, images, by_sha, id_path)
-    without_metadata = catalog.images.ids_without_metadata() if images else set()
-    text_states = catalog.texts.states() if images else {}
+    without_metadata = catalog.read.ids_without_metadata() if images else set()
+    text_states = catalog.read.text_states() if images else {}
     for e in entries:
         state = images.get(e.path)
         if state and e.size < 0 and _denied(e.path):

@@ -150,7 +150,7 @@ class VectorStore:
         if index_type is None or index_type == "auto":
             return index_type
         factory = canonical_factory(index_type, self.dim)
-        check_trainable(factory, self.catalog.images.count() if most is None else most)
+        check_trainable(factory, self.catalog.read.image_count() if most is None else most)
         return factory
 
     def set_index_type(self, index_type: str | None) -> None:
@@ -187,7 +187,7 @@ class VectorStore:
             _, header = read_vector_file(path, generation, self.index_id, self.dim, self.catalog.read.state)
         except (OSError, VectorFileError):
             return False
-        return bool(header["count"] == self.catalog.images.count())
+        return bool(header["count"] == self.catalog.read.image_count())
 
     def _save(self, vecs: VectorIndex) -> None:
         """Write ``vecs`` with the catalog's token of its generation; drop the tokens of older
@@ -197,7 +197,7 @@ class VectorStore:
 
     def _planned(self) -> str | None:
         meta = self.catalog.meta()
-        return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self.catalog.images.count(),
+        return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self.catalog.read.image_count(),
                                self.dim, self._index_type)
 
     def _record(self, vecs: VectorIndex, built_at: int, recall: float | None) -> None:

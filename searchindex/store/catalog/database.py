@@ -6,14 +6,12 @@ vector size, schema version, generation).  Every committed batch bumps the
 generation, and each changed row carries the generation that wrote it, so the
 FAISS file (a cache) can be caught up from exactly what changed since it was saved.
 
-:class:`Catalog` owns the file's lifecycle, its metadata and the one batch
-writer; reads and the smaller writes go through one repository per concern, in
-the way sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.images`,
-:attr:`Catalog.texts`, :attr:`Catalog.captions`, :attr:`Catalog.tags` and :attr:`Catalog.concepts`.
-
-Writes go through SQLAlchemy; what a search reads goes through :attr:`Catalog.read`
-(:mod:`searchindex.store.catalog.reader`, plain :mod:`sqlite3`), and the engine and the
-repositories are made on first use, so that a search never imports SQLAlchemy.
+:class:`Catalog` owns the file's lifecycle, its metadata and the one batch writer.
+Every read goes through one door, :attr:`Catalog.read` (:mod:`searchindex.store.catalog.reader`,
+plain :mod:`sqlite3`); the smaller writes go through one repository per concern, in the way
+sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.texts`, :attr:`Catalog.captions`,
+:attr:`Catalog.tags` and :attr:`Catalog.concepts`.  Writes go through SQLAlchemy, whose engine
+and the repositories are made on first use, so that a search never imports SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
 
     from .captions import CaptionRepository
     from .concepts import ConceptRepository
-    from .images import ImageRepository
     from .tags import TagRepository
     from .texts import TextRepository
 
@@ -52,7 +49,6 @@ __all__ = ["Catalog"]
 log = logging.getLogger(__name__)
 
 class _Repositories(NamedTuple):
-    images: ImageRepository
     texts: TextRepository
     captions: CaptionRepository
     tags: TagRepository
@@ -74,7 +70,7 @@ class Catalog:
 
     @property
     def engine(self) -> Engine:
-        """The SQLAlchemy engine every write (and the repositories' other reads) goes through."""
+        """The SQLAlchemy engine every write goes through."""
         return self._made()[0]
 
     def _made(self) -> tuple[Engine, _Repositories]:
@@ -88,21 +84,14 @@ class Catalog:
             if self._engine is None or self._repositories is None:
                 from .captions import CaptionRepository
                 from .concepts import ConceptRepository
-                from .images import ImageRepository
                 from .schema import engine_for
                 from .tags import TagRepository
                 from .texts import TextRepository
 
                 engine = engine_for(self.path, read_only=self.read_only)
                 self._engine, self._repositories = engine, _Repositories(
-                    ImageRepository(engine), TextRepository(engine), CaptionRepository(engine),
-                    TagRepository(engine), ConceptRepository(engine))
+                    TextRepository(engine), CaptionRepository(engine), TagRepository(engine), ConceptRepository(engine))
             return self._engine, self._repositories
-
-    @property
-    def images(self) -> ImageRepository:
-        """The ``images`` and ``failures`` tables."""
-        return self._made()[1].images
 
     @property
     def texts(self) -> TextRepository:

@@ -24,16 +24,6 @@ class TagRepository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def labels(self) -> list[TagLabel]:
-        """Every stored label, by name."""
-        with Session(self._engine) as s:
-            return [
-                TagLabel(r.name, tuple(json.loads(r.templates)), np.frombuffer(r.classifier, dtype=np.float32),
-                         np.frombuffer(r.null_classifier, dtype=np.float32), r.threshold, r.calibrated_images,
-                         r.scored_generation)
-                for r in s.scalars(select(TagLabelRow).order_by(TagLabelRow.name))
-            ]
-
     def store(
         self,
         label: TagLabel,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .schema import CaptionRow, ImageTextRow, TextStateRow, alive_ids, executor
+from .schema import ImageTextRow, TextStateRow, alive_ids, executor
 from .sqlite import chunks
 
 __all__ = ["TextRepository"]
@@ -32,12 +32,6 @@ class TextRepository:
                       for i in ids if i in alive for source, value in dict(texts[i]).items())
             refresh_text_index(executor(s), ids)
 
-    def states(self) -> dict[int, str]:
-        """image id -> sidecar signature, for every image whose texts were read."""
-        # Plain pairs for every image of a re-run: skip SQLAlchemy's per-row processing.
-        with self._engine.connect() as conn:
-            return dict(conn.execute(select(TextStateRow.image_id, TextStateRow.sidecars)).cursor.fetchall())
-
     def store_states(self, states: Mapping[int, str]) -> None:
         """Record that the texts of these images were read, with their sidecars' signatures."""
         ids = sorted(int(i) for i in states)
@@ -46,10 +40,3 @@ class TextRepository:
             for i in ids:
                 if i in alive:
                     s.merge(TextStateRow(image_id=i, sidecars=states[i]))
-
-    def has_any(self) -> bool:
-        """Whether any image has a caption or a text people wrote."""
-        with Session(self._engine) as s:
-            return bool(s.scalar(select(func.count()).select_from(select(CaptionRow.image_id).limit(1).subquery()))
-                        or s.scalar(select(func.count()).select_from(
-                            select(ImageTextRow.image_id).limit(1).subquery())))
