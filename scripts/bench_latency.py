@@ -93,7 +93,8 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
 
     t0 = time.perf_counter()
     catalog = Catalog.open(path)
-    dim, generation, index_id = int(catalog.meta()["dim"]), catalog.generation(), catalog.meta()["index_id"]
+    meta = catalog.read.meta()
+    dim, generation, index_id = int(meta["dim"]), catalog.read.generation(), meta["index_id"]
     if vectors is None:
         chunks = list(catalog.read.embeddings_since(0, dim))
         ids = np.concatenate([c[0] for c in chunks]).astype(np.int64)

@@ -218,7 +218,7 @@ def _search_ok(idx: Path, probes: list[Path]) -> None:
 def _file_ok(idx: Path) -> None:
     with Index.open(idx) as index:
         found = latest_vector_file(idx)
-        assert found is not None and found[1] == index.catalog.generation()
+        assert found is not None and found[1] == index.catalog.read.generation()
         _, header = read_vector_file(found[0], found[1], index.id, index.dim)
         assert header["count"] == index.count()
 

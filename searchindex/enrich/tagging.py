@@ -229,7 +229,7 @@ def tag_catalog(
     stored threshold (a label whose collection has doubled since its calibration
     is recalibrated anyway).
     """
-    generation = catalog.generation()
+    generation = catalog.read.generation()
     total = catalog.read.image_count()
     reports = []
     for label in labels:

@@ -16,7 +16,7 @@ __all__ = ["describe_index"]
 def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
     """The :class:`~searchindex.results.IndexInfo` of the index in ``folder``; the FAISS figures
     describe the saved vector file."""
-    meta = catalog.meta()
+    meta = catalog.read.meta()
     spec = catalog.model_spec()
     found = latest_vector_file(folder)
     catalog_bytes = sum(p.stat().st_size for p in folder.glob(CATALOG_FILE + "*") if p.is_file())

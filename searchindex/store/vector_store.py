@@ -42,7 +42,7 @@ class VectorStore:
         self.folder = folder
         self.catalog = catalog
         self.dim = dim
-        meta = catalog.meta()
+        meta = catalog.read.meta()
         self.index_id = meta.get("index_id", "")
         self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
         self._index_type = meta.get("faiss_index_type") or "auto"
@@ -62,7 +62,7 @@ class VectorStore:
     def current(self) -> VectorIndex:
         """The vector index, caught up with the catalog's latest generation."""
         with self._lock:
-            generation = self.catalog.generation()
+            generation = self.catalog.read.generation()
             vecs = self._current
             if vecs is None:
                 # Without a usable file, start exact: it needs no training, and the
@@ -81,7 +81,7 @@ class VectorStore:
                     vecs.fetch = self.fetch
                     loaded = None
                 self._saved = loaded is not None  # else the next save must write a file
-                meta = self.catalog.meta()
+                meta = self.catalog.read.meta()
                 if meta.get("faiss_nprobe") and meta.get("faiss_factory") == vecs.factory:
                     vecs.nprobe = int(meta["faiss_nprobe"])
             if vecs.generation < generation:
@@ -169,7 +169,7 @@ class VectorStore:
         atomic save (default :attr:`build_shards`).
         """
         found = latest_vector_file(self.folder)
-        if (self._current is None and found is not None and found[1] == self.catalog.generation()
+        if (self._current is None and found is not None and found[1] == self.catalog.read.generation()
                 and self._planned() is None and self._file_verifies(found[0], found[1])):
             return None  # nothing changed: FAISS need not even be loaded
         vecs = self.current()
@@ -196,7 +196,7 @@ class VectorStore:
         self.catalog.prune_states(vecs.generation)
 
     def _planned(self) -> str | None:
-        meta = self.catalog.meta()
+        meta = self.catalog.read.meta()
         return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self.catalog.read.image_count(),
                                self.dim, self._index_type)
 

@@ -215,10 +215,6 @@ class Catalog:
 
     # -- metadata ---------------------------------------------------------
 
-    def meta(self) -> dict[str, str]:
-        """Every key of the ``meta`` table (model, dim, generation, FAISS settings...)."""
-        return self.read.meta()
-
     def set_meta(self, **values: Any) -> None:
         """Set ``meta`` keys (strings as they are, anything else as JSON)."""
         from sqlalchemy.orm import Session
@@ -243,13 +239,10 @@ class Catalog:
                 s.execute(delete(MetaRow).where(MetaRow.key.in_(chunk)))
 
     def model_spec(self) -> ModelSpec:
-        """The model recorded at creation."""
-        m = self.meta()
+        """The model recorded at creation (read from ``meta``; made here, where :meth:`create` records it,
+        so that the catalog's one import of a model type stays in this module)."""
+        m = self.read.meta()
         return ModelSpec(m["model"], m["pretrained"], m.get("checkpoint_sha256") or None)
-
-    def generation(self) -> int:
-        """The generation of the last committed batch."""
-        return self.read.generation()
 
     # -- the batch writer -------------------------------------------------
 
