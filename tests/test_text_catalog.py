@@ -76,7 +76,6 @@ def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folde
         assert cat.read.caption_counts() == [("blip", 2), ("git", 1)]
         assert cat.read.captions([a])[a] == [("blip", "a dog on a beach"), ("git", "a puppy near the sea")]
         assert cat.read.texts([c])[c] == [("iptc:keywords", "Anna, Berlin"), ("sidecar:txt", "Oktoberfest 2019")]
-        assert cat.read.has_texts()
 
         assert [i for i, _ in cat.read.text_search("puppy", 5)] == [a]
         assert [i for i, _ in cat.read.text_search("oktoberfest", 5)] == [c]

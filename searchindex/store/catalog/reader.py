@@ -264,10 +264,6 @@ class CatalogReader(ThreadConnections):
         """image id -> sidecar signature, for every image whose texts were read."""
         return dict(self._rows("SELECT image_id, sidecars FROM text_states"))
 
-    def has_texts(self) -> bool:
-        """Whether any image has a caption or a text people wrote."""
-        return bool(self._rows("SELECT EXISTS (SELECT 1 FROM captions) OR EXISTS (SELECT 1 FROM image_texts)")[0][0])
-
     def caption_counts(self) -> list[tuple[str, int]]:
         """(model, captioned images) for every captioning model, by model."""
         rows = self._rows("SELECT model, count(*) FROM captions GROUP BY model ORDER BY model")
