@@ -12,7 +12,7 @@ import searchindex.store.catalog.migrations as migrations
 from searchindex import Index, IndexSchemaError
 from searchindex.store.catalog.sqlite import CATALOG_FILE
 
-from .test_write_errors import _cli, _drop_root
+from .test_write_errors import drop_root, run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema-v1.idx"
 
@@ -106,10 +106,10 @@ def test_newer_index_is_refused(old_index: Path) -> None:
 
 
 def test_old_read_only_index_says_it_needs_write_access(old_index: Path) -> None:
-    prefix = _drop_root()
+    prefix = drop_root()
     old_index.chmod(0o555)
     try:
-        res = _cli(["info", "--index", str(old_index)], prefix=prefix)
+        res = run_cli(["info", "--index", str(old_index)], prefix=prefix)
     finally:
         old_index.chmod(0o755)
     assert res.returncode == 1, res.stdout + res.stderr

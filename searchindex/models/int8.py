@@ -27,7 +27,7 @@ from .pixels import PixelSpec
 from .spec import ModelSpec
 
 __all__ = ["PreparedEncoder", "int8_verdict", "int8_weight_levels", "load_int8_tower", "prepare_int8_tower",
-           "prepared_pixel_spec"]
+           "prepared_pixel_spec", "probe_pixels"]
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -92,7 +92,7 @@ def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
     return stem.with_suffix(".onnx"), stem.with_suffix(".json")
 
 
-def _probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarray:
+def probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarray:
     """Seeded photo-like probes at the model's input size (smooth colour fields, edges, grain):
     what the int8 tower is checked on."""
     from PIL import Image, ImageDraw
@@ -178,7 +178,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
             log.debug("cannot load the prepared int8 tower %s: %s", loaded[0], exc)
     if int8_verdict(encoder.spec) is not None:
         return None
-    probes = _probe_pixels(encoder.pixel_spec)
+    probes = probe_pixels(encoder.pixel_spec)
     model = encoder.torch_model
 
     def reference(pixels: np.ndarray) -> np.ndarray:
@@ -204,7 +204,7 @@ def prepare_int8_from_graph(spec: ModelSpec, fp32_file: Path, pixel_spec: PixelS
     if (facts_now := _sidecar(spec)) is not None and _current(facts_now) and not facts_now.get("accepted") \
             and facts_now.get("source") == source:
         return None
-    probes = _probe_pixels(pixel_spec)
+    probes = probe_pixels(pixel_spec)
     fp32_session = image_tower_session(fp32_file, spin=False)
 
     def reference(pixels: np.ndarray) -> np.ndarray:
