@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 matching = None
                 sql_ms = 0.0
                 if filters is not None:
-                    sql_ms, matching = _time(lambda f=filters: index.catalog.images.filtered_ids(f), args.repeats)
+                    sql_ms, matching = _time(lambda f=filters: index.catalog.read.filtered_ids(f), args.repeats)
                 per_query = []
                 for q in queries:
                     ms, got = _time(lambda q=q, f=filters: index.search_vector(q, args.k, filters=f), args.repeats)

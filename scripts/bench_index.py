@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 from searchindex import Index  # noqa: E402
 from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
 from searchindex.models.backends import load_encoder  # noqa: E402
-from searchindex.models.encoders import resolve_model  # noqa: E402
+from searchindex.models.spec import resolve_model  # noqa: E402
 
 
 def photo_like(width: int, height: int, rng: np.random.Generator) -> Image.Image:
@@ -89,8 +89,8 @@ def fast_embeddings(folder: Path, idx: Path, model: str, pretrained: str | None,
         summary = index.add_folder(folder, batch_size=batch)
         seconds = time.perf_counter() - t0
         assert summary.failed == 0, summary.failures
-        states = index.catalog.images.states()
-        vecs = index.catalog.images.embeddings([s[0] for s in states.values()], index.dim)
+        states = index.catalog.read.image_states()
+        vecs = index.catalog.read.embeddings([s[0] for s in states.values()], index.dim)
         return seconds, {p: vecs[s[0]] for p, s in states.items()}, index.encoder.precision
 
 

@@ -40,10 +40,11 @@ sys.path.insert(0, str(REPO))
 
 from searchindex import Index  # noqa: E402
 from searchindex.models.backends import load_encoder  # noqa: E402
-from searchindex.models.encoders import resolve_model  # noqa: E402
 from searchindex.models.onnx import export_text_tower  # noqa: E402
-from searchindex.store.catalog.database import Catalog, NewImage  # noqa: E402
-from searchindex.store.vectors.index import latest_vector_file  # noqa: E402
+from searchindex.models.spec import resolve_model  # noqa: E402
+from searchindex.store.catalog.database import Catalog  # noqa: E402
+from searchindex.store.catalog.records import NewImage  # noqa: E402
+from searchindex.store.vectors.file import latest_vector_file  # noqa: E402
 
 ADJECTIVES = ["red", "blue", "green", "old", "small", "tall", "happy", "dark", "bright", "wooden"]
 NOUNS = ["car", "dog", "cat", "house", "tree", "boat", "child", "mountain", "beach", "bicycle",
@@ -92,9 +93,10 @@ def build_vectors(path: Path, factory: str, nprobe: int, vectors: np.ndarray | N
 
     t0 = time.perf_counter()
     catalog = Catalog.open(path)
-    dim, generation, index_id = int(catalog.meta()["dim"]), catalog.generation(), catalog.meta()["index_id"]
+    meta = catalog.read.meta()
+    dim, generation, index_id = int(meta["dim"]), catalog.read.generation(), meta["index_id"]
     if vectors is None:
-        chunks = list(catalog.images.embeddings_since(0, dim))
+        chunks = list(catalog.read.embeddings_since(0, dim))
         ids = np.concatenate([c[0] for c in chunks]).astype(np.int64)
         vectors = np.concatenate([c[1] for c in chunks])
     catalog.close()

@@ -50,7 +50,7 @@ def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
 def _child(args: argparse.Namespace) -> None:
     import faiss
 
-    from searchindex.store.vectors.build import _add_single_threaded, merge_shards
+    from searchindex.store.vectors.build import add_single_threaded, merge_shards
 
     x = _vectors(args.n, args.dim, args.seed)
     q = _vectors(args.queries, args.dim, args.seed + 1)
@@ -68,7 +68,7 @@ def _child(args: argparse.Namespace) -> None:
         with ThreadPoolExecutor(args.shards) as pool:
             def fill(part: object, k: int) -> None:
                 for c in range(k * CHUNK, args.n, args.shards * CHUNK):
-                    _add_single_threaded(part, x[c:c + CHUNK], ids[c:c + CHUNK])
+                    add_single_threaded(part, x[c:c + CHUNK], ids[c:c + CHUNK])
 
             futures = [pool.submit(fill, part, k) for k, part in enumerate(parts)]
             for f in futures:

@@ -140,7 +140,7 @@ def bench_latency_and_flood(args: argparse.Namespace, work: Path) -> dict:
             target = photos / f"new-{f.name}"
             shutil.copy(f, target)
             t0 = time.perf_counter()
-            while not reader.catalog.images.ids_by_path([str(target)]):
+            while not reader.catalog.read.ids_by_path([str(target)]):
                 time.sleep(0.005)
             lat.append(time.perf_counter() - t0)
             time.sleep(0.3)

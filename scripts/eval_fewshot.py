@@ -143,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         with Index.create(Path(tmp) / "idx", model=args.model, pretrained=args.pretrained, device="cpu") as index:
             index.add_folder(folder)
             vecs = index.vectors.current()
-            rows = index.catalog.images.by_id(int(i) for i in vecs.ids())
+            rows = index.catalog.read.records(int(i) for i in vecs.ids())
             id_truth = {i: truth[r.path] for i, r in rows.items()}
             queries = {text: index.encoder.encode_texts([text])[0] for text, _, _ in intents()}
             pools = {}
             for text, q in queries.items():
                 scores, ids = vecs.search(q[None, :], args.pool)
-                pools[text] = (ids[0], scores[0].astype(np.float64), vecs.reconstruct_many(ids[0]).astype(np.float64))
+                pools[text] = (ids[0], scores[0].astype(np.float64), vecs.vectors(ids[0]).astype(np.float64))
 
     reranker = FewShotReranker()
     methods: dict[str, Callable[..., np.ndarray]] = {

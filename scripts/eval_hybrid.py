@@ -38,8 +38,9 @@ sys.path.insert(0, str(REPO))
 from evalargs import held_out_parser  # noqa: E402
 
 from searchindex import Index  # noqa: E402
+from searchindex.defaults import FUSIONS  # noqa: E402
 from searchindex.demo.synthetic import COLORS, SHAPES, write_dataset  # noqa: E402
-from searchindex.search.hybrid import DEFAULT_FUSION, FUSIONS  # noqa: E402
+from searchindex.search.hybrid import DEFAULT_FUSION  # noqa: E402
 
 #: Keywords of the groups: people and events, one naming a colour and a shape.
 GROUPS = (

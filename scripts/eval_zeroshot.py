@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         truth = {str((folder / r["file"]).absolute()): r for r in write_dataset(folder, args.count, args.seed)}
         with Index.create(Path(tmp) / "idx", model=args.model, pretrained=args.pretrained, device="cpu") as index:
             index.add_folder(folder)
-            ids = {r.path: r.id for r in index.catalog.images.by_id(range(1, 10 * args.count)).values()}
+            ids = {r.path: r.id for r in index.catalog.read.records(range(1, 10 * args.count)).values()}
             paths = sorted(ids)
-            emb = index.catalog.images.embeddings([ids[p] for p in paths], index.dim)
+            emb = index.catalog.read.embeddings([ids[p] for p in paths], index.dim)
             vectors = np.stack([emb[ids[p]] for p in paths]).astype(np.float64)
             enc = index.encoder
             model = getattr(enc, "_model", None)  # the model's own softmax temperature, for the log-loss
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             attrs = {**{s: "shape" for s in SHAPES}, **{c: "color" for c in COLORS},
                      **{s: "size" for s in SIZES}, **{b: "background" for b in BACKGROUNDS}}
             reports = index.tag(list(attrs))
-            tagged = index.catalog.tags.by_id(ids.values())
+            tagged = index.catalog.read.tags(ids.values())
             by_id = {v: k for k, v in ids.items()}
             tp = fp = fn = 0
             f1s = {}

@@ -24,9 +24,9 @@ from pathlib import Path
 def export(model: str) -> Path:
     import onnx
 
-    from searchindex.models.cache import _version
+    from searchindex.models.cache import package_version
     from searchindex.models.encoders import OpenClipEncoder
-    from searchindex.models.onnx import _export_graph
+    from searchindex.models.onnx import export_graph
     from searchindex.models.spec import builtin_models, resolve_model
 
     folder = builtin_models()[model]
@@ -38,7 +38,7 @@ def export(model: str) -> Path:
     probes = np.random.default_rng(0).standard_normal((2, 3, encoder.image_size, encoder.image_size))
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "image.onnx"
-        _export_graph(encoder, encoder.torch_model.visual, probes.astype(np.float32), "pixels", staged)
+        export_graph(encoder, encoder.torch_model.visual, probes.astype(np.float32), "pixels", staged)
         graph = onnx.load(str(staged))  # weights back inside the file: one file to ship
         target = folder / "image.onnx"
         onnx.save_model(graph, str(target))
@@ -50,8 +50,8 @@ def export(model: str) -> Path:
         "dim": encoder.dim,
         "image_size": encoder.image_size,
         "pixel_spec": encoder.pixel_spec.to_json(),
-        "made_with": {"torch": _version("torch"), "open_clip_torch": _version("open_clip_torch"),
-                      "onnx": _version("onnx")},
+        "made_with": {"torch": package_version("torch"), "open_clip_torch": package_version("open_clip_torch"),
+                      "onnx": package_version("onnx")},
     }
     (folder / "towers.json").write_text(json.dumps(facts, indent=1) + "\n")
     return target

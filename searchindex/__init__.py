@@ -11,7 +11,6 @@ torch, open_clip and faiss are imported only when a model or the vector index is
 
 from typing import TYPE_CHECKING
 
-from . import _compat
 from .errors import (
     EmbeddingFileError,
     FolderExistsError,
@@ -38,12 +37,10 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-_compat.install()  # old flat module paths (searchindex.fewshot, ...) still import
-
 # The domain classes pull in numpy, SQLAlchemy and Pillow: load them on first
 # use, so that `searchindex --help` and `import searchindex.errors` stay instant.
 _LAZY = {
-    "Index": "index", "SearchRequest": "search.request",
+    "Index": "index.facade", "SearchRequest": "search.request",
     "SearchResult": "results", "IndexInfo": "results", "IndexProgress": "results", "IndexSummary": "results",
     "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
     "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
@@ -73,7 +70,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .faceresults import Face, FaceSummary, Person
-    from .index import Index
+    from .index.facade import Index
     from .ingest.exchange import ExportSummary, ImportSummary
     from .models.captioners import Captioner, ItmScorer
     from .models.spec import ModelSpec

@@ -20,7 +20,7 @@ from searchindex.demo.synthetic import iter_scenes, render
 Expected = tuple[str, object]
 
 
-def _photo(size: int = 96, seed: int = 1) -> Image.Image:
+def scene_photo(size: int = 96, seed: int = 1) -> Image.Image:
     return render(next(iter_scenes(1, seed)), size)
 
 
@@ -74,10 +74,10 @@ def build(folder: Path) -> dict[str, Expected]:
 
     # -- must be recorded and skipped --------------------------------------
     write("zero-byte.jpg", b"", ("fail", "empty file"))
-    good_jpeg = _jpeg(_photo(seed=2))
+    good_jpeg = _jpeg(scene_photo(seed=2))
     write("truncated.jpg", good_jpeg[: len(good_jpeg) // 2], ("fail", "corrupt image"))
     write("random-bytes.jpg", os.urandom(4096), ("fail", "not a recognised image format"))
-    png = bytearray(_png(_photo(seed=3)))
+    png = bytearray(_png(scene_photo(seed=3)))
     idat = png.find(b"IDAT")
     length = int.from_bytes(png[idat - 4:idat], "big")
     png[idat + 4 + length] ^= 0xFF  # flip a byte of the IDAT checksum
@@ -92,43 +92,43 @@ def build(folder: Path) -> dict[str, Expected]:
     expect["loop-b.jpg"] = ("fail", "symbolic link loop")
     (folder / "folder.jpg").mkdir()
     expect["folder.jpg"] = ("fail", "a directory named like an image")
-    write("photo.heic", heic(_photo(seed=19)), ("ok", (96, 96)) if HAVE_HEIF else ("fail", "searchindex[heif]"))
+    write("photo.heic", heic(scene_photo(seed=19)), ("ok", (96, 96)) if HAVE_HEIF else ("fail", "searchindex[heif]"))
 
     # -- must be indexed correctly -------------------------------------------
-    upright = _photo(seed=4).resize((80, 40))
+    upright = scene_photo(seed=4).resize((80, 40))
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: viewers rotate 90 degrees clockwise
     write("exif-rotated.jpg", _jpeg(upright, exif=exif.tobytes()), ("ok", (40, 80)))
-    write("cmyk.jpg", _jpeg(_photo(seed=5).convert("CMYK")), ("ok", (96, 96)))
+    write("cmyk.jpg", _jpeg(scene_photo(seed=5).convert("CMYK")), ("ok", (96, 96)))
     grey16 = Image.fromarray(__import__("numpy").arange(96 * 96, dtype="uint16").reshape(96, 96) * 7)
     buf = io.BytesIO()
     grey16.save(buf, "PNG")
     write("sixteen-bit.png", buf.getvalue(), ("ok", (96, 96)))
-    write("greyscale.jpg", _jpeg(_photo(seed=6).convert("L")), ("ok", (96, 96)))
-    pal = _photo(seed=7).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    write("greyscale.jpg", _jpeg(scene_photo(seed=6).convert("L")), ("ok", (96, 96)))
+    pal = scene_photo(seed=7).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     buf = io.BytesIO()
     pal.save(buf, "PNG", transparency=0)
     write("palette-transparent.png", buf.getvalue(), ("ok", (96, 96)))
-    rgba = _photo(seed=8).convert("RGBA")
+    rgba = scene_photo(seed=8).convert("RGBA")
     rgba.putalpha(128)
     write("rgba.png", _png(rgba), ("ok", (96, 96)))
-    frames = [_photo(seed=9 + i) for i in range(3)]
+    frames = [scene_photo(seed=9 + i) for i in range(3)]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     write("animated.gif", buf.getvalue(), ("ok", (96, 96)))
-    write("panorama.jpg", _jpeg(_photo(seed=12).resize((4000, 120))), ("ok", (4000, 120)))
+    write("panorama.jpg", _jpeg(scene_photo(seed=12).resize((4000, 120))), ("ok", (4000, 120)))
     write("one-pixel.png", _png(Image.new("RGB", (1, 1), (255, 0, 0))), ("ok", (1, 1)))
     buf = io.BytesIO()
-    _photo(seed=13).save(buf, "WEBP")
+    scene_photo(seed=13).save(buf, "WEBP")
     write("photo.webp", buf.getvalue(), ("ok", (96, 96)))
     buf = io.BytesIO()
-    _photo(seed=14).save(buf, "AVIF")
+    scene_photo(seed=14).save(buf, "AVIF")
     write("photo.avif", buf.getvalue(), ("ok", (96, 96)))
-    write("café 写真 ünïcode.png", _png(_photo(seed=15)), ("ok", (96, 96)))
-    write("name with  spaces.png", _png(_photo(seed=16)), ("ok", (96, 96)))
-    write("name\nwith\nnewlines.png", _png(_photo(seed=17)), ("ok", (96, 96)))
+    write("café 写真 ünïcode.png", _png(scene_photo(seed=15)), ("ok", (96, 96)))
+    write("name with  spaces.png", _png(scene_photo(seed=16)), ("ok", (96, 96)))
+    write("name\nwith\nnewlines.png", _png(scene_photo(seed=17)), ("ok", (96, 96)))
     latin1 = os.fsdecode(b"latin1-caf\xe9.png")  # not valid UTF-8 on disk
     with open(os.path.join(os.fsencode(folder), b"latin1-caf\xe9.png"), "wb") as fh:
-        fh.write(_png(_photo(seed=18)))
+        fh.write(_png(scene_photo(seed=18)))
     expect[latin1] = ("ok", (96, 96))
     return expect

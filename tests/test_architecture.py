@@ -1,13 +1,11 @@
-"""The restructure's seams (issue 14): layers, old import paths, one JSON form, SearchRequest, the Producer."""
+"""The restructure's seams (issue 14): layers, one home per name, one JSON form, SearchRequest, the Producer."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator, Sequence, Set
 from pathlib import Path
 
@@ -16,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from searchindex import FailureRecord, Index, QueryError, SearchRequest, SearchResult
-from searchindex._compat import ALIASES
 from searchindex.cli import cli
 from searchindex.ingest.produce import ReadLimits, Result, read_file
 from searchindex.ingest.scan import FileEntry
@@ -47,27 +44,50 @@ def test_import_layers_hold() -> None:
     assert kept, "an import points the wrong way (see lint-imports)"
 
 
-@pytest.mark.parametrize("old", sorted(ALIASES))
-def test_old_module_paths_still_import(old: str) -> None:
-    new = importlib.import_module(ALIASES[old])
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        aliased = importlib.import_module(old)
-    assert aliased is new
-    assert aliased.__spec__ is not None and aliased.__spec__.name == ALIASES[old]
-    assert any(issubclass(w.category, DeprecationWarning) and ALIASES[old] in str(w.message) for w in caught)
+def _top_level_names(path: Path) -> tuple[set[str], list[str]]:
+    """(names a module defines at its top level, its ``__all__``), read from its source."""
+    import ast
+
+    defined: set[str] = set()
+    exported: list[str] = []
+    body = list(ast.parse(path.read_text()).body)
+    while body:
+        node = body.pop(0)
+        if isinstance(node, (ast.If, ast.Try)):
+            handlers = getattr(node, "handlers", ())
+            body[:0] = [*node.body, *node.orelse, *(h for handler in handlers for h in handler.body)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            defined |= names
+            if "__all__" in names and node.value is not None:
+                exported = list(ast.literal_eval(node.value))
+    return defined, exported
 
 
-def test_documented_old_names_resolve() -> None:
-    """What the README documented under the flat layout."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from searchindex.captioning import CAPTIONER_KINDS, load_itm  # noqa: F401
-        from searchindex.fewshot import FewShotReranker  # noqa: F401
-        from searchindex.vectors import choose_factory
+def test_each_exported_name_has_one_home() -> None:
+    """A module's ``__all__`` lists what it defines, never a name it imports from another module, so that
+    every name is imported from the module that defines it (the package root's lazy API aside)."""
+    package = ROOT / "searchindex"
+    borrowed = {}
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "__init__.py":
+            continue
+        defined, exported = _top_level_names(path)
+        if extra := [n for n in exported if n not in defined]:
+            borrowed[str(path.relative_to(ROOT))] = extra
+    assert borrowed == {}
 
-    assert choose_factory(10, 64) == "IDMap2,Flat"
+
+def test_lazy_api_names_point_at_their_defining_modules() -> None:
+    import searchindex
+
+    for name, module in searchindex._LAZY.items():
+        path = ROOT / "searchindex" / module.replace(".", "/")
+        defined, _ = _top_level_names(path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+        assert name in defined, f"searchindex.{name} is not defined in searchindex.{module}"
 
 
 def test_json_form_is_plain_and_nested() -> None:

@@ -15,7 +15,7 @@ from searchindex import Index
 from searchindex.cli import cli
 from searchindex.demo.synthetic import iter_scenes, render
 
-from .badinput import HAVE_HEIF, _photo, build, heic
+from .badinput import HAVE_HEIF, build, heic, scene_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_unreadable_file_is_recorded(small_folder: Path, tmp_path: Path) -> None
 def test_heic_without_the_extra_names_it(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
-    (folder / "real.heic").write_bytes(heic(_photo(seed=3)))
+    (folder / "real.heic").write_bytes(heic(scene_photo(seed=3)))
     code = (
         "import sys; sys.modules['pillow_heif'] = None  # as if the extra were not installed\n"
         "from searchindex import Index\n"

@@ -63,8 +63,8 @@ def _images(folder: Path, n: int) -> list[Image.Image]:
 
 def _all_captions(path: Path) -> dict[int, list[tuple[str, str]]]:
     with Index.open(path) as index:
-        ids = [int(i) for i in index.catalog.images.ids_by_path(index.catalog.images.all_paths()).values()]
-        return index.catalog.captions.by_id(ids)
+        ids = [int(i) for i in index.catalog.read.ids_by_path(index.catalog.read.all_paths()).values()]
+        return index.catalog.read.captions(ids)
 
 
 def test_captioner_writes_one_caption_per_image(tiny_blip: tuple[Path, Path], small_folder: Path) -> None:

@@ -57,7 +57,7 @@ def encoded(index: Index, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _vector(index: Index, path: Path) -> np.ndarray:
     hit = index.search_image(path, k=1)[0]
     assert hit.path == str(path.absolute())
-    return index.catalog.images.embeddings([hit.image_id], index.dim)[hit.image_id]
+    return index.catalog.read.embeddings([hit.image_id], index.dim)[hit.image_id]
 
 
 def test_touched_file_is_not_reencoded(index: Index, small_folder: Path, encoded: list[int]) -> None:
@@ -97,7 +97,7 @@ def test_duplicates_are_encoded_once_and_both_paths_found(index: Index, small_fo
     assert sum(encoded) == 1  # one image given to the encoder, in all
     found = {r.path for r in index.search_image(small_folder / "brand-new-a.png", k=2)}
     assert found == {str((small_folder / n).absolute()) for n in ("brand-new-a.png", "brand-new-b.png")}
-    np.testing.assert_array_equal(_vector(index, files[0]), index.catalog.images.embeddings(
+    np.testing.assert_array_equal(_vector(index, files[0]), index.catalog.read.embeddings(
         [next(r.image_id for r in index.search_image(files[0], k=2) if r.path.endswith("copy-of-existing.png"))],
         index.dim).popitem()[1])
 

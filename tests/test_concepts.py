@@ -18,7 +18,7 @@ from searchindex.frontend.params import search_params
 
 def test_concepts_are_saved_listed_run_and_removed(small_index: Path, small_folder: Path) -> None:
     with Index.open(small_index, device="cpu") as index:
-        ids = sorted(index.catalog.images.ids_by_path([str(p) for p in small_folder.glob("*.png")]).values())
+        ids = sorted(index.catalog.read.ids_by_path([str(p) for p in small_folder.glob("*.png")]).values())
         saved = index.save_concept("reds", "a red circle", like=[ids[0], ids[1], ids[0]], unlike=[ids[2]])
         assert (saved.name, saved.query, saved.like, saved.unlike) == ("reds", "a red circle", tuple(ids[:2]),
                                                                       (ids[2],))
@@ -46,7 +46,7 @@ def test_concepts_are_saved_listed_run_and_removed(small_index: Path, small_fold
 
 def test_examples_of_removed_images_leave_the_concept(small_index: Path, small_folder: Path) -> None:
     with Index.open(small_index, device="cpu") as index:
-        by_path = index.catalog.images.ids_by_path([str(p) for p in sorted(small_folder.glob("*.png"))])
+        by_path = index.catalog.read.ids_by_path([str(p) for p in sorted(small_folder.glob("*.png"))])
         paths = sorted(by_path)
         index.save_concept("c", "a shape", like=[by_path[paths[0]], by_path[paths[1]]])
         Path(paths[0]).unlink()

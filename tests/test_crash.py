@@ -33,7 +33,7 @@ def _indexer(folder: Path, index: Path, batch_size: int = 4) -> subprocess.Popen
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def _rows(index: Path) -> int:
+def catalog_rows(index: Path) -> int:
     try:
         con = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5)
         try:
@@ -44,19 +44,19 @@ def _rows(index: Path) -> int:
         return 0
 
 
-def _state(index_path: Path) -> dict[str, tuple[object, ...]]:
+def catalog_state(index_path: Path) -> dict[str, tuple[object, ...]]:
     """Catalog content a clean run must reproduce, after checking the invariants."""
     with Index.open(index_path, device="cpu") as index:
         cat = index.catalog
-        states = cat.images.states()
+        states = cat.read.image_states()
         ids = sorted(i for i, *_ in states.values())
-        assert len(set(ids)) == len(ids) == cat.images.count()
+        assert len(set(ids)) == len(ids) == cat.read.image_count()
         vectors = index.vectors.current()  # caught up from the catalog
         np.testing.assert_array_equal(vectors.ids(), np.array(ids, dtype=np.int64))
-        stored = cat.images.embeddings(ids, index.dim)
+        stored = cat.read.embeddings(ids, index.dim)
         for i in ids[:: max(1, len(ids) // 20)]:
             np.testing.assert_allclose(vectors.reconstruct(i), stored[i], atol=1e-6)
-        facts = cat.images.by_id(ids)
+        facts = cat.read.records(ids)
         return {p: (sz, mt, sha, facts[i].width, facts[i].height, tuple(np.round(stored[i], 4)))
                 for p, (i, sz, mt, sha) in states.items()}
 
@@ -76,7 +76,7 @@ def clean_state(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     with Index.create(path, model="tiny-shapes", device="cpu") as index:
         summary = index.add_folder(corpus, batch_size=4)
     assert (summary.indexed, summary.failed) == (N_IMAGES, 1)
-    return _state(path)
+    return catalog_state(path)
 
 
 def test_sigkill_at_random_points_then_resume(corpus: Path, clean_state: dict, tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_sigkill_at_random_points_then_resume(corpus: Path, clean_state: dict, t
             target = rng.randrange(1, N_IMAGES)
             proc = _indexer(corpus, path)
             deadline = time.monotonic() + 120
-            while _rows(path) < target and proc.poll() is None and time.monotonic() < deadline:
+            while catalog_rows(path) < target and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
         elif trial == 1:
             # Kill during start-up: possibly while the subprocess creates the index.
@@ -103,21 +103,21 @@ def test_sigkill_at_random_points_then_resume(corpus: Path, clean_state: dict, t
             target = -2
             Index.create(path, model="tiny-shapes", device="cpu").close()
             proc = _indexer(corpus, path)
-            while _rows(path) < 1 and proc.poll() is None:
+            while catalog_rows(path) < 1 and proc.poll() is None:
                 time.sleep(0.002)
             time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        committed = _rows(path)
+        committed = catalog_rows(path)
         outcomes.append((trial, target, committed, proc.returncode))
         if Index.exists(path):
-            _state(path)  # openable and consistent right after the kill
+            catalog_state(path)  # openable and consistent right after the kill
             index = Index.open(path, device="cpu")
         else:
             index = Index.create(path, model="tiny-shapes", device="cpu")
         with index:
             index.add_folder(corpus, batch_size=4)
-        assert _state(path) == clean_state, f"trial {trial} differs from a clean run"
+        assert catalog_state(path) == clean_state, f"trial {trial} differs from a clean run"
     print("\n(trial, kill at rows, rows committed at kill, exit code):", outcomes)
     killed_mid_run = [o for o in outcomes if 0 < o[2] < N_IMAGES]
     assert len(killed_mid_run) >= TRIALS // 2, outcomes

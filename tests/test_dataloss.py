@@ -20,10 +20,11 @@ import pytest
 
 from searchindex import Index
 from searchindex.errors import IndexFolderError
-from searchindex.store.catalog.database import CATALOG_FILE
-from searchindex.store.vectors.index import VECTOR_MAGIC, VectorIndex, latest_vector_file, read_vector_file
+from searchindex.store.catalog.sqlite import CATALOG_FILE
+from searchindex.store.vectors.file import VECTOR_MAGIC, latest_vector_file, read_vector_file
+from searchindex.store.vectors.index import VectorIndex
 
-from .test_write_errors import _cli, _drop_root
+from .test_write_errors import drop_root, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,7 @@ def test_a_new_index_refuses_a_folder_with_other_files(small_folder: Path) -> No
     before = _digests(small_folder)
     with pytest.raises(IndexFolderError, match="not empty"):
         Index.create(small_folder, model="tiny-shapes", device="cpu")
-    done = _cli(["index", str(small_folder), "--index", str(small_folder), "--model", "tiny-shapes",
+    done = run_cli(["index", str(small_folder), "--index", str(small_folder), "--model", "tiny-shapes",
                  "--device", "cpu"])
     assert done.returncode == 1 and "not empty" in done.stderr and "Traceback" not in done.stderr
     assert _digests(small_folder) == before  # nothing added, nothing removed
@@ -187,7 +188,7 @@ def test_an_open_index_follows_a_reindex_by_another_process(small_folder: Path, 
     with Index.open(idx) as index:
         old_id = index.id
         assert index.search_image(photos[0], k=1)[0].path == str(photos[0])  # vectors loaded
-        done = _cli(["reindex", "--index", str(idx), "--model", "tiny-shapes", "--pretrained", "none",
+        done = run_cli(["reindex", "--index", str(idx), "--model", "tiny-shapes", "--pretrained", "none",
                      "--device", "cpu", "--workers", "0"])
         assert done.returncode == 0, done.stderr
         summary = index.add_folder(later, workers=0)  # through the object opened before the swap
@@ -217,7 +218,7 @@ def _search_ok(idx: Path, probes: list[Path]) -> None:
 def _file_ok(idx: Path) -> None:
     with Index.open(idx) as index:
         found = latest_vector_file(idx)
-        assert found is not None and found[1] == index.catalog.generation()
+        assert found is not None and found[1] == index.catalog.read.generation()
         _, header = read_vector_file(found[0], found[1], index.id, index.dim)
         assert header["count"] == index.count()
 
@@ -275,7 +276,7 @@ def test_a_vector_file_that_does_not_match_is_rebuilt_from_the_catalog(
         _search_ok(idx, probes)
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     # `index` with nothing changed must not keep (or save) the bad file as current.
-    done = _cli(["index", str(small_folder), "--index", str(idx), "--workers", "0"])
+    done = run_cli(["index", str(small_folder), "--index", str(idx), "--workers", "0"])
     assert done.returncode == 0, done.stderr
     _file_ok(idx)
     _search_ok(idx, probes)
@@ -297,7 +298,7 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
     with Index.create(idx, model="tiny-shapes", device="cpu") as index:
         first = index.add_folder(top, workers=0)
         assert (first.indexed, first.failed) == (40, 0)  # the linked album is indexed, the cycle ends
-        paths = {r for r in index.catalog.images.all_paths()}
+        paths = {r for r in index.catalog.read.all_paths()}
         assert str(top / "album" / photos[20].name) in paths
         assert not any("/loop/" in p for p in paths)
         album = index.add_folder(top / "album", workers=0)
@@ -311,11 +312,11 @@ def test_linked_folders_are_followed_once_and_never_taken_for_deleted(small_fold
         assert (via.deleted, via.duplicates, via.indexed) == (0, 40, 0)
         assert index.add_folder(top, workers=0).deleted == 0
         assert index.count() == 80
-        assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index.catalog.images.all_paths())
+        assert {p for p in paths if p.startswith(str(top / "album"))} <= set(index.catalog.read.all_paths())
 
 
 def test_an_unlistable_folder_is_not_taken_for_deleted(small_folder: Path, tmp_path: Path) -> None:
-    prefix = _drop_root()
+    prefix = drop_root()
     top = tmp_path / "top"
     sub = top / "sub"
     sub.mkdir(parents=True)
@@ -325,7 +326,7 @@ def test_an_unlistable_folder_is_not_taken_for_deleted(small_folder: Path, tmp_p
     _build(top, idx)
     sub.chmod(0o000)
     try:
-        done = _cli(["index", str(top), "--index", str(idx), "--workers", "0", "--json"], prefix=prefix)
+        done = run_cli(["index", str(top), "--index", str(idx), "--workers", "0", "--json"], prefix=prefix)
     finally:
         sub.chmod(0o755)
     assert done.returncode == 0, done.stderr
@@ -342,18 +343,18 @@ def test_an_unlistable_folder_is_not_taken_for_deleted(small_folder: Path, tmp_p
 def test_a_file_made_readable_is_retried_and_a_corrupt_one_is_not(small_folder: Path, tmp_path: Path) -> None:
     import json
 
-    prefix = _drop_root()
+    prefix = drop_root()
     locked = sorted(small_folder.glob("*.png"))[3]
     locked.chmod(0o000)
     (small_folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)
     idx = tmp_path / "idx"
     args = ["index", str(small_folder), "--index", str(idx), "--workers", "0", "--json"]
-    first = _cli([*args, "--model", "tiny-shapes", "--device", "cpu"], prefix=prefix)
+    first = run_cli([*args, "--model", "tiny-shapes", "--device", "cpu"], prefix=prefix)
     assert first.returncode == 0, first.stderr
     reasons = {f["path"]: f["reason"] for f in json.loads(first.stdout)["failures"]}
     assert "Permission denied" in reasons[str(locked)] and str(small_folder / "corrupt.png") in reasons
     locked.chmod(0o644)  # fixed without changing the file's size or mtime
-    second = json.loads(_cli(args, prefix=prefix).stdout)
+    second = json.loads(run_cli(args, prefix=prefix).stdout)
     assert (second["indexed"], second["failed"]) == (1, 0)  # the fixed file; the corrupt one is not re-read
     assert second["unchanged"] == 40
     with Index.open(idx) as index:

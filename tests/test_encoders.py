@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from searchindex import Index, ModelError, UnknownModelError, WeightsUnavailableError
 from searchindex.models.backends import load_encoder
-from searchindex.models.encoders import resolve_model
+from searchindex.models.spec import resolve_model
 
 TINY = Path(__file__).resolve().parent.parent / "searchindex" / "models" / "tiny-shapes"
 

@@ -41,7 +41,7 @@ def test_closed_gate_returns_the_clip_scores_bit_for_bit(shapes_index: Path, sha
         q = index.encoder.encode_texts([QUERY])[0]
         vecs = index.vectors.current()
         scores, ids = vecs.search(q[None, :], 1000)
-        cand = vecs.reconstruct_many(ids[0])
+        cand = vecs.vectors(ids[0])
     likes, unlikes = cand[:3], cand[3:6]
     closed = FewShotReranker(default_gate=0.0, gates=(), betas=(1.0,), default_beta=1.0)
     new, fit = closed.fit_scores(q, cand, likes, unlikes, base_scores=scores[0])
@@ -68,7 +68,7 @@ def test_four_shots_find_the_intent(shapes_index: Path, shapes: Shapes) -> None:
 def test_examples_by_id_or_path_agree(shapes_index: Path, shapes: Shapes) -> None:
     likes, unlikes = _shots(shapes, 2)
     with Index.open(shapes_index, device="cpu") as index:
-        ids = index.catalog.images.ids_by_path(likes + unlikes)
+        ids = index.catalog.read.ids_by_path(likes + unlikes)
         by_path = index.search(QUERY, k=10, like=likes, unlike=unlikes)
         by_id = index.search(QUERY, k=10, like=[ids[p] for p in likes], unlike=[ids[p] for p in unlikes])
         with pytest.raises(QueryError, match="no image with id 999999"):

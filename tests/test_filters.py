@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from searchindex import Filters, Index, QueryError
 from searchindex.cli import cli
-from searchindex.search.query import glob_to_sqlite
+from searchindex.store.catalog.filters import glob_to_sqlite
 from searchindex.store.vectors.index import GATHER_MAX
 from tests.support.vectors import write_vector_index
 
@@ -40,8 +40,8 @@ Row = tuple[str, int, int, "str | None", str, "float | None", "float | None"]
 def truth(vector_index: Path) -> tuple[dict[int, Row], dict[int, np.ndarray]]:
     """Every row (path, width, height, date, camera, lat, lon) and embedding, read from the catalog."""
     with Index.open(vector_index) as index:
-        rows = index.catalog.images.by_id(range(1, COUNT + 1))
-        emb = index.catalog.images.embeddings(list(rows), index.dim)
+        rows = index.catalog.read.records(range(1, COUNT + 1))
+        emb = index.catalog.read.embeddings(list(rows), index.dim)
     return {i: (r.path, r.width, r.height, r.taken_at, f"{r.camera_make or ''} {r.camera_model or ''}",
                 r.gps_lat, r.gps_lon) for i, r in rows.items()}, emb
 
@@ -140,8 +140,8 @@ def test_filtered_top_k_equals_brute_force(vector_index: Path, truth: Any, name:
 
 def test_both_strategies_are_exercised(vector_index: Path) -> None:
     with Index.open(vector_index) as index:
-        small = index.catalog.images.filtered_ids(CASES["1 % (one folder)"])
-        large = index.catalog.images.filtered_ids(CASES["~25 % (width)"])
+        small = index.catalog.read.filtered_ids(CASES["1 % (one folder)"])
+        large = index.catalog.read.filtered_ids(CASES["~25 % (width)"])
     assert 0 < len(small) <= GATHER_MAX < len(large)  # direct scoring vs FAISS id-selector scan
     assert len(small) == COUNT // 100
 
@@ -152,9 +152,9 @@ def test_filtered_text_search_on_real_images(shapes: Shapes, shapes_index: Path)
     with Index.open(shapes_index, device="cpu") as index:
         got = index.search("a photo of a red circle", k=5, filters=Filters(paths=(pattern,)))
         q = index.embed("a photo of a red circle")
-        subset = [i for i, r in index.catalog.images.by_id(range(1, 2000)).items()
+        subset = [i for i, r in index.catalog.read.records(range(1, 2000)).items()
                   if r.path.rsplit("/", 1)[1].startswith("shape_99_0001")]
-        emb = index.catalog.images.embeddings(subset, index.dim)
+        emb = index.catalog.read.embeddings(subset, index.dim)
         want = sorted(subset, key=lambda i: -float(emb[i] @ q))[:5]
     assert len(subset) == 10
     assert [r.image_id for r in got] == want

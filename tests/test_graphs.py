@@ -30,7 +30,7 @@ from searchindex.models import architectures
 from searchindex.models.architectures import UnsupportedArchitecture, from_open_clip_config
 from searchindex.models.encoders import INT8_MIN_COSINE
 from searchindex.models.graphs import build_image_graph, build_text_graph, read_checkpoint
-from searchindex.models.int8 import _probe_pixels, int8_weight_levels
+from searchindex.models.int8 import int8_weight_levels, probe_pixels
 from searchindex.models.pixels import PixelSpec
 from searchindex.models.quantize import quantize_onnx_file
 from searchindex.models.textforward import trim_tokens
@@ -82,7 +82,7 @@ def _check_model(model: Any, arch: architectures.ClipArchitecture, pixel_spec: P
     assert (tmp / "image.onnx.data").stat().st_size > 20 * (tmp / "image.onnx").stat().st_size
     out: dict[str, float] = {}
 
-    probes = _probe_pixels(pixel_spec)
+    probes = probe_pixels(pixel_spec)
     with torch.inference_mode():
         want = model.encode_image(torch.from_numpy(probes)).float().numpy()
     fp32 = got = _session(image_file).run(None, {"pixels": probes})[0]

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from searchindex import Filters, Index, QueryError, Term
 from searchindex.cli import cli
+from searchindex.defaults import FUSIONS
 from searchindex.demo.synthetic import COLORS, SHAPES
-from searchindex.search.hybrid import FUSIONS, TextRanking, fuse, query_words, rank_text
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.search.hybrid import TextRanking, fuse, query_words, rank_text
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 from .conftest import Shapes
 

@@ -18,7 +18,7 @@ from searchindex import (
     QueryError,
 )
 from searchindex.demo.synthetic import iter_scenes, render
-from searchindex.store.vectors.index import latest_vector_file
+from searchindex.store.vectors.file import latest_vector_file
 
 
 def _create(path: Path) -> Index:

@@ -20,14 +20,14 @@ import searchindex.store.vectors.build as index_build
 import searchindex.store.vectors.kinds as index_types
 from searchindex import Filters, Index, IndexTypeError
 from searchindex.cli import cli
-from searchindex.store.vectors.index import (
+from searchindex.store.vectors.file import latest_vector_file
+from searchindex.store.vectors.kinds import (
     DEFAULT_FACTORY,
     FLAT_MAX,
     canonical_factory,
     choose_factory,
     estimate_bytes,
     ivf_nlist,
-    latest_vector_file,
     planned_factory,
 )
 from tests.support.vectors import write_vector_index
@@ -127,7 +127,7 @@ def ivf_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _queries(path: Path, n: int = 40) -> np.ndarray:
     with Index.open(path) as index:
         ids = np.random.default_rng(1).choice(np.arange(1, COUNT + 1), n, replace=False)
-        stored = index.catalog.images.embeddings([int(i) for i in ids], DIM)
+        stored = index.catalog.read.embeddings([int(i) for i in ids], DIM)
     rng = np.random.default_rng(2)
     q = np.stack([stored[int(i)] for i in ids]) + 0.05 * rng.standard_normal((n, DIM)).astype(np.float32)
     return q / np.linalg.norm(q, axis=1, keepdims=True)
@@ -262,7 +262,7 @@ def _exact_scores(index: Index, text: str) -> dict[int, float]:
     """Every image's exact score for ``text``, from the catalog's embeddings."""
     q = index.embed(text)
     ids = [int(i) for i in index.vectors.current().ids()]
-    return {i: float(v @ q) for i, v in index.catalog.images.embeddings(ids, index.dim).items()}
+    return {i: float(v @ q) for i, v in index.catalog.read.embeddings(ids, index.dim).items()}
 
 
 def _top_hits(index: Index, text: str, k: int) -> int:
@@ -310,7 +310,7 @@ def grown(tmp_path: Path) -> Path:
 
 def _searchable(path: Path) -> list[int]:
     with Index.open(path) as index:
-        q = index.catalog.images.embeddings([7], DIM)[7]
+        q = index.catalog.read.embeddings([7], DIM)[7]
         hits = index.search_vector(q, 5)
         assert hits[0].image_id == 7
         return [r.image_id for r in hits]

@@ -15,7 +15,7 @@ from PIL import Image
 from searchindex import Index
 from searchindex.cli import cli
 from searchindex.ingest.metadata import read_metadata
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 
 def _exif(date: str = "2024:07:14 18:03:22", offset: str | None = "+02:00", gps: bool = True) -> Image.Exif:
@@ -96,7 +96,7 @@ def test_metadata_of_older_rows_is_backfilled_without_encoding(tmp_path: Path) -
         summary = index.add_folder(tmp_path / "photos")
         assert summary.indexed == 0 and summary.unchanged == 2
         assert index.models.loaded is None  # the model was never loaded
-        rows = index.catalog.images.by_id(range(1, 3))
+        rows = index.catalog.read.records(range(1, 3))
     by_name = {Path(r.path).name: r for r in rows.values()}
     assert by_name["camera.jpg"].taken_at == "2024-07-14T18:03:22" and by_name["camera.jpg"].date_source == "exif"
     assert by_name["camera.jpg"].camera_model == "Canon EOS R5"
@@ -111,5 +111,5 @@ def test_touched_file_updates_its_mtime_date(tmp_path: Path) -> None:
         os.utime(files["plain"], (1_650_000_000, 1_650_000_000))
         summary = index.add_folder(tmp_path / "photos")
         assert summary.touched == 1 and summary.indexed == 0
-        row = next(r for r in index.catalog.images.by_id(range(1, 3)).values() if r.path == str(files["plain"]))
+        row = next(r for r in index.catalog.read.records(range(1, 3)).values() if r.path == str(files["plain"]))
     assert row.taken_at == datetime.fromtimestamp(1_650_000_000).isoformat()

@@ -10,9 +10,9 @@ import pytest
 
 import searchindex.store.catalog.migrations as migrations
 from searchindex import Index, IndexSchemaError
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
-from .test_write_errors import _cli, _drop_root
+from .test_write_errors import drop_root, run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema-v1.idx"
 
@@ -58,7 +58,7 @@ def test_old_index_is_upgraded_and_keeps_its_contents(old_index: Path, tmp_path:
     with Index.open(old_index) as index:
         assert index.info().schema_version == migrations.SCHEMA_VERSION
         assert index.count() == 12
-        vectors = index.catalog.images.embeddings(range(1, 13), index.dim)
+        vectors = index.catalog.read.embeddings(range(1, 13), index.dim)
         assert len(vectors) == 12
         for image_id, vec in vectors.items():  # the stored vectors still find their own image
             assert index.search_vector(vec, k=1)[0].image_id == image_id
@@ -106,10 +106,10 @@ def test_newer_index_is_refused(old_index: Path) -> None:
 
 
 def test_old_read_only_index_says_it_needs_write_access(old_index: Path) -> None:
-    prefix = _drop_root()
+    prefix = drop_root()
     old_index.chmod(0o555)
     try:
-        res = _cli(["info", "--index", str(old_index)], prefix=prefix)
+        res = run_cli(["info", "--index", str(old_index)], prefix=prefix)
     finally:
         old_index.chmod(0o755)
     assert res.returncode == 1, res.stdout + res.stderr

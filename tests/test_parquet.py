@@ -46,7 +46,7 @@ def test_round_trip_gives_identical_search_results(small_index: Path, tmp_path: 
 def test_parquet_schema_is_what_other_tools_read(small_index: Path, tmp_path: Path) -> None:
     with Index.open(small_index) as a:
         a.export_embeddings(tmp_path / "e")
-        stored = a.catalog.images.embeddings([1], a.dim)[1]
+        stored = a.catalog.read.embeddings([1], a.dim)[1]
         dim = a.dim
     table = pq.read_table(tmp_path / "e" / "part-00000.parquet")
     kind = table.schema.field("embedding").type
@@ -62,8 +62,8 @@ def test_parquet_schema_is_what_other_tools_read(small_index: Path, tmp_path: Pa
 def test_clip_retrieval_output_needs_its_model_stated(small_index: Path, tmp_path: Path) -> None:
     """clip-retrieval writes img_emb/*.npy and metadata/*.parquet with image_path and no model."""
     with Index.open(small_index) as a:
-        ids, vecs = next(a.catalog.images.embeddings_since(0, a.dim))
-        paths = [a.catalog.images.by_id([int(i)])[int(i)].path for i in ids]
+        ids, vecs = next(a.catalog.read.embeddings_since(0, a.dim))
+        paths = [a.catalog.read.records([int(i)])[int(i)].path for i in ids]
     out = tmp_path / "clip"
     (out / "img_emb").mkdir(parents=True)
     (out / "metadata").mkdir()
@@ -78,7 +78,7 @@ def test_clip_retrieval_output_needs_its_model_stated(small_index: Path, tmp_pat
             c.import_embeddings(out, model="ViT-B-32", pretrained="none")
         summary = c.import_embeddings(out, model="tiny-shapes")
         assert (summary.imported, summary.failed) == (40, 0)
-        got = c.catalog.images.embeddings([1], c.dim)[1]
+        got = c.catalog.read.embeddings([1], c.dim)[1]
         assert float(got @ vecs[0]) > 0.999
 
 
@@ -165,8 +165,8 @@ def _rewrite(src: Path, dst: Path, change: dict[int, np.ndarray | None] | None =
 
 
 def _stored(index: Index) -> dict[str, bytes]:
-    ids, vecs = next(index.catalog.images.embeddings_since(0, index.dim))
-    facts = index.catalog.images.by_id(ids.tolist())
+    ids, vecs = next(index.catalog.read.embeddings_since(0, index.dim))
+    facts = index.catalog.read.records(ids.tolist())
     return {facts[int(i)].path: v.tobytes() for i, v in zip(ids, vecs, strict=True)}
 
 

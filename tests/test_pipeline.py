@@ -18,9 +18,10 @@ from PIL import Image
 from searchindex import Index, ModelError
 from searchindex.ingest import produce
 from searchindex.models.backends import load_encoder
-from searchindex.models.encoders import resolve_model, resolve_precision
+from searchindex.models.encoders import resolve_precision
 from searchindex.models.pixels import to_pixels
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.models.spec import resolve_model
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 from .conftest import Shapes
 

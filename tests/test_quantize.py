@@ -21,9 +21,10 @@ from searchindex.models import encoders
 from searchindex.models import int8 as int8_tower
 from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
-from searchindex.models.encoders import resolve_model, resolve_precision
+from searchindex.models.encoders import resolve_precision
 from searchindex.models.int8 import PreparedEncoder
 from searchindex.models.quantize import quantize_onnx_file
+from searchindex.models.spec import resolve_model
 
 from .conftest import Shapes
 
@@ -74,8 +75,8 @@ def test_int8_vit_agrees_with_fp32_and_ignores_batch_mates(tmp_path: Path, level
     _export(tower, torch.zeros(2, 3, 32, 32), tmp_path / "fp32.onnx")
     converted = quantize_onnx_file(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", weight_levels=levels)
     assert converted == 2 * 4 + 1  # per block: attention in/out, MLP in/out; and the projection
-    fp32 = onnxmodels._session(tmp_path / "fp32.onnx")
-    int8 = onnxmodels._session(tmp_path / "int8.onnx", spin=False)
+    fp32 = onnxmodels.cpu_session(tmp_path / "fp32.onnx")
+    int8 = onnxmodels.cpu_session(tmp_path / "int8.onnx", spin=False)
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
@@ -111,7 +112,7 @@ def test_int8_gemm_with_transposed_weights_zero_rows_and_bias(tmp_path: Path) ->
     assert quantize_onnx_file(tmp_path / "g.onnx", tmp_path / "q.onnx") == 1
     x = rng.standard_normal((5, 16)).astype(np.float32)
     x[2] = 0.0
-    got = onnxmodels._session(tmp_path / "q.onnx").run(None, {"x": x})[0]
+    got = onnxmodels.cpu_session(tmp_path / "q.onnx").run(None, {"x": x})[0]
     want = x @ w.T + b
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got[2], b, atol=1e-6)  # a zero row: no division by zero, only the bias
@@ -186,8 +187,8 @@ def test_prepared_tower_is_rebuilt_after_an_upgrade(tmp_path: Path, monkeypatch:
     load_encoder(spec, "cpu", "int8")
     assert int8_tower.load_int8_tower(spec) is not None
     assert int8_tower.load_int8_tower(resolve_model("tiny-shapes", "none")) is None  # another model's weights
-    real = int8_tower._version
-    monkeypatch.setattr(int8_tower, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    real = int8_tower.package_version
+    monkeypatch.setattr(int8_tower, "package_version", lambda dist: "99.0" if dist == changed else real(dist))
     assert int8_tower.load_int8_tower(spec) is None
     rebuilt = load_encoder(spec, "cpu", "int8")
     assert isinstance(rebuilt, encoders.OpenClipEncoder) and rebuilt.precision == "int8"
@@ -229,7 +230,7 @@ def test_int8_without_onnx_runtime_encodes_in_fp32(tmp_path: Path, monkeypatch: 
     (17, 1, [8, 9]), (64, 4, [16, 16, 16, 16]), (20, 4, [5, 5, 5, 5]), (3, 4, [1, 1, 1]),
 ])
 def test_image_calls_fill_the_runs_with_at_most_one_chunk_each(n: int, runs: int, want: list[int]) -> None:
-    calls = encoders._calls(n, runs)
+    calls = encoders.encode_calls(n, runs)
     assert [b - a for a, b in calls] == want
     assert all(b == a2 for (_, b), (a2, _) in pairwise(calls)) and (not calls or calls[-1][1] == n)
 
@@ -243,7 +244,7 @@ def test_side_by_side_calls_give_the_vectors_of_one_call(tmp_path: Path, monkeyp
                               output_dim=32).eval()
     _export(tower, torch.zeros(2, 3, 32, 32), tmp_path / "fp32.onnx")
     quantize_onnx_file(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
-    session = onnxmodels._session(tmp_path / "int8.onnx", spin=False, threads=1)
+    session = onnxmodels.cpu_session(tmp_path / "int8.onnx", spin=False, threads=1)
     x = np.random.default_rng(5).standard_normal((70, 3, 32, 32)).astype(np.float32)
     whole = _unit(session.run(None, {"pixels": x})[0])
     monkeypatch.setattr(encoders, "image_runs", lambda: (3, 1))  # 70 images: 6 calls, 3 at a time

@@ -53,8 +53,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def vectors_by_path(index: Index) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for ids, vecs in index.catalog.images.embeddings_since(0, index.dim):
-        facts = index.catalog.images.by_id(ids.tolist())
+    for ids, vecs in index.catalog.read.embeddings_since(0, index.dim):
+        facts = index.catalog.read.records(ids.tolist())
         out.update({facts[int(i)].path: v for i, v in zip(ids, vecs, strict=True)})
     return out
 

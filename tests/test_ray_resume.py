@@ -17,7 +17,7 @@ import pytest
 from searchindex import Index
 from searchindex.demo.synthetic import write_dataset
 
-from .test_crash import _rows
+from .test_crash import catalog_rows
 from .test_ray import vectors_by_path
 
 pytest.importorskip("ray.data")
@@ -48,7 +48,7 @@ def test_sigkilled_driver_resumes_without_redoing_committed_batches(tmp_path: Pa
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 400
-        while _rows(index) < 3 * BATCH:
+        while catalog_rows(index) < 3 * BATCH:
             assert driver.poll() is None, driver.stderr.read().decode()[-3000:] if driver.stderr else ""
             assert time.monotonic() < deadline, "no batch committed in time"
             time.sleep(0.2)
@@ -59,7 +59,7 @@ def test_sigkilled_driver_resumes_without_redoing_committed_batches(tmp_path: Pa
             os.killpg(driver.pid, signal.SIGKILL)  # then what is left of the Ray instance it started
         except ProcessLookupError:
             pass
-    committed = _rows(index)
+    committed = catalog_rows(index)
     assert 3 * BATCH <= committed < N_IMAGES
     # The same work, run again through the CLI: only what was not committed is encoded.
     cmd = [sys.executable, "-m", "searchindex.cli", "index", str(photos), "--index", str(index), "--engine", "ray",
@@ -79,6 +79,6 @@ def test_sigkilled_driver_resumes_without_redoing_committed_batches(tmp_path: Pa
         assert resumed.count() == N_IMAGES
         got = vectors_by_path(resumed)
         np.testing.assert_array_equal(resumed.vectors.current().ids(), np.sort(np.array(
-            [i for i, *_ in resumed.catalog.images.states().values()])))
+            [i for i, *_ in resumed.catalog.read.image_states().values()])))
     assert got.keys() == want.keys()
     assert min(float(got[p] @ want[p]) for p in want) >= 0.999

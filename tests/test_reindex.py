@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from searchindex import Index
 from searchindex.cli import cli
-from searchindex.ingest.indexer import IndexProgress
+from searchindex.results import IndexProgress
 
 
 def _build(folder: Path, idx: Path) -> None:
@@ -26,8 +26,8 @@ def _build(folder: Path, idx: Path) -> None:
 
 def _stored(idx: Path) -> dict[str, np.ndarray]:
     with Index.open(idx) as index:
-        rows = index.catalog.images.states()
-        vecs = index.catalog.images.embeddings([r[0] for r in rows.values()], index.dim)
+        rows = index.catalog.read.image_states()
+        vecs = index.catalog.read.embeddings([r[0] for r in rows.values()], index.dim)
         return {p: vecs[r[0]] for p, r in rows.items()}
 
 
@@ -47,7 +47,7 @@ def test_reindex_swaps_in_the_new_model(small_folder: Path, tmp_path: Path) -> N
     with Index.open(idx) as index:
         assert index.spec.pretrained == "none" and index.count() == 39
         assert [f.path for f in index.failures()] == [str(gone)]
-        labels = {lab.name: lab for lab in index.catalog.tags.labels()}  # rebuilt with the new text tower
+        labels = {lab.name: lab for lab in index.catalog.read.tag_labels()}  # rebuilt with the new text tower
         assert set(labels) == {"circle", "red"} and labels["red"].templates == ("a photo of a {}.",)
         assert np.allclose(labels["red"].classifier, index.encoder.encode_texts(["a photo of a red."])[0], atol=1e-5)
         probe = sorted(small_folder.glob("*.png"))[5]

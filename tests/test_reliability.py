@@ -439,7 +439,7 @@ def _grown(built: Path, small_folder: Path, total: int) -> None:
 
     catalog = Catalog.open(built)
     try:
-        first = catalog.images.embeddings([1], 64)[1]
+        first = catalog.read.embeddings([1], 64)[1]
         for start in range(40, total, 500):
             catalog.commit_batch([NewImage(str(small_folder / f"more_{i:05d}.png"), 100, 1, f"{i:064x}", 64, 64,
                                            "PNG", first) for i in range(start, min(start + 500, total))])

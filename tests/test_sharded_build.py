@@ -69,10 +69,10 @@ def test_index_rebuilds_ivf_from_shards(tmp_path) -> None:
             index.catalog.commit_batch(rows[start:start + 1000])
         report = index.optimize("IVF16,SQfp16", shards=3)
         assert report is not None and report.factory == "IVF16,SQfp16" and report.vectors == 3000
-        generation = index.catalog.generation()
+        generation = index.catalog.read.generation()
     with Index.open(tmp_path / "s.idx") as index:  # the merged index was saved with its generation
         vecs = index.vectors.current()
         assert (vecs.factory, vecs.ntotal, vecs.generation) == ("IVF16,SQfp16", 3000, generation)
         scores, found = vecs.search(x[:5], 1)
-        assert found[:, 0].tolist() == sorted(index.catalog.images.ids_by_path([f"/p/{i}.png" for i in ids[:5]])
+        assert found[:, 0].tolist() == sorted(index.catalog.read.ids_by_path([f"/p/{i}.png" for i in ids[:5]])
                                               .values())

@@ -35,8 +35,8 @@ def test_tags_match_the_ground_truth(tagged_index: Path, shapes: Shapes) -> None
     with Index.open(tagged_index) as index:
         counts = dict(index.tags())
         assert set(counts) == set(LABELS)
-        by_path = {r.path: r for r in index.catalog.images.by_id(range(1, 5000)).values()}
-        tags = index.catalog.tags.by_id(r.id for r in by_path.values())
+        by_path = {r.path: r for r in index.catalog.read.records(range(1, 5000)).values()}
+        tags = index.catalog.read.tags(r.id for r in by_path.values())
     for label in LABELS:
         truth = {p for p, row in shapes.labels.items() if row[ATTR[label]] == label}
         got = {p for p, r in by_path.items() if label in {t for t, _ in tags.get(r.id, [])}}
@@ -84,8 +84,8 @@ def test_new_images_are_tagged_and_deleted_images_lose_their_tags(shapes: Shapes
         (folder / Path(victim.path).name).unlink()
         index.add_folder(folder)
         assert dict(index.tags())["circle"] == after - 1
-        assert victim.image_id not in index.catalog.tags.by_id([victim.image_id])
-        assert victim.image_id not in set(index.catalog.tags.ids_with("circle").tolist())
+        assert victim.image_id not in index.catalog.read.tags([victim.image_id])
+        assert victim.image_id not in set(index.catalog.read.ids_tagged("circle").tolist())
 
         assert index.untag(["circle"]) == 1
         assert index.tags() == []

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from searchindex import Index
-from searchindex.store.catalog.database import CATALOG_FILE
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema-v1.idx"
 
@@ -21,7 +21,7 @@ def _index(small_folder: Path, tmp_path: Path) -> Index:
 
 
 def _ids_by_name(index: Index) -> dict[str, int]:
-    return {Path(p).name: state[0] for p, state in index.catalog.images.states().items()}
+    return {Path(p).name: state[0] for p, state in index.catalog.read.image_states().items()}
 
 
 def test_file_names_are_searchable_as_words(small_folder: Path, tmp_path: Path) -> None:
@@ -30,9 +30,9 @@ def test_file_names_are_searchable_as_words(small_folder: Path, tmp_path: Path) 
     with _index(small_folder, tmp_path) as index:
         wanted = _ids_by_name(index)["IMG_0042-Grandma Müller.png"]
         for query in ("grandma", "GRANDMA muller", "0042", "img 0042 grandma"):
-            hits = index.catalog.texts.search(query, limit=5)
+            hits = index.catalog.read.text_search(query, limit=5)
             assert hits and hits[0][0] == wanted, query
-        assert index.catalog.texts.search("nobody", limit=5) == []
+        assert index.catalog.read.text_search("nobody", limit=5) == []
 
 
 def test_user_text_never_reaches_fts5_as_syntax(small_folder: Path, tmp_path: Path) -> None:
@@ -57,10 +57,10 @@ def test_user_text_never_reaches_fts5_as_syntax(small_folder: Path, tmp_path: Pa
             targets[query] = ids[2 * n]
         index.catalog.texts.store(texts)
         for query, target in targets.items():
-            hits = index.catalog.texts.search(query, limit=5)
+            hits = index.catalog.read.text_search(query, limit=5)
             assert hits and hits[0][0] == target, (query, hits)
         for query in ("", "   ", "*", "^", '""'):
-            assert index.catalog.texts.search(query, limit=5) == []
+            assert index.catalog.read.text_search(query, limit=5) == []
 
 
 def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folder: Path, tmp_path: Path) -> None:
@@ -68,38 +68,37 @@ def test_captions_and_texts_are_stored_searched_and_follow_the_image(small_folde
         cat = index.catalog
         ids = sorted(_ids_by_name(index).values())
         a, b, c = ids[:3]
-        assert cat.captions.ids_without("blip") == ids
+        assert cat.read.ids_without_caption("blip") == ids
         cat.captions.store([(a, "blip", "", "a dog on a beach"), (b, "blip", "a photo of", "a red car")])
         cat.captions.store([(a, "git", "", "a puppy near the sea")])  # another model keeps both
         cat.texts.store({c: [("sidecar:txt", "Oktoberfest 2019"), ("iptc:keywords", "Anna, Berlin")]})
-        assert cat.captions.ids_without("blip") == ids[2:]
-        assert cat.captions.counts() == [("blip", 2), ("git", 1)]
-        assert cat.captions.by_id([a])[a] == [("blip", "a dog on a beach"), ("git", "a puppy near the sea")]
-        assert cat.texts.by_id([c])[c] == [("iptc:keywords", "Anna, Berlin"), ("sidecar:txt", "Oktoberfest 2019")]
-        assert cat.texts.has_any()
+        assert cat.read.ids_without_caption("blip") == ids[2:]
+        assert cat.read.caption_counts() == [("blip", 2), ("git", 1)]
+        assert cat.read.captions([a])[a] == [("blip", "a dog on a beach"), ("git", "a puppy near the sea")]
+        assert cat.read.texts([c])[c] == [("iptc:keywords", "Anna, Berlin"), ("sidecar:txt", "Oktoberfest 2019")]
 
-        assert [i for i, _ in cat.texts.search("puppy", 5)] == [a]
-        assert [i for i, _ in cat.texts.search("oktoberfest", 5)] == [c]
+        assert [i for i, _ in cat.read.text_search("puppy", 5)] == [a]
+        assert [i for i, _ in cat.read.text_search("oktoberfest", 5)] == [c]
         # Every word first, then any word: "dog car" matches a and b only through OR.
-        assert [i for i, _ in cat.texts.search("red car", 5)][0] == b
-        assert {i for i, _ in cat.texts.search("dog car", 5)} == {a, b}
+        assert [i for i, _ in cat.read.text_search("red car", 5)][0] == b
+        assert {i for i, _ in cat.read.text_search("dog car", 5)} == {a, b}
         # Filters restrict the text ranking too.
-        assert [i for i, _ in cat.texts.search("dog car", 5, ids=np.array([b]))] == [b]
-        assert cat.texts.search("puppy", 5, ids=np.array([b, c])) == []
+        assert [i for i, _ in cat.read.text_search("dog car", 5, ids=np.array([b]))] == [b]
+        assert cat.read.text_search("puppy", 5, ids=np.array([b, c])) == []
 
         cat.texts.store({c: []})  # cleared
-        assert cat.texts.search("oktoberfest", 5) == []
+        assert cat.read.text_search("oktoberfest", 5) == []
 
         # A moved file keeps its captions and is found under its new name.
-        path_a = next(p for p, s in cat.images.states().items() if s[0] == a)
+        path_a = next(p for p, s in cat.read.image_states().items() if s[0] == a)
         cat.commit_batch(moved=[(a, str(Path(path_a).with_name("holiday-beach.png")), 1, 1)])
-        assert [i for i, _ in cat.texts.search("holiday", 5)] == [a]
-        assert [i for i, _ in cat.texts.search("puppy", 5)] == [a]
+        assert [i for i, _ in cat.read.text_search("holiday", 5)] == [a]
+        assert [i for i, _ in cat.read.text_search("puppy", 5)] == [a]
         # A deleted image takes its captions and text row with it.
         cat.commit_batch(deleted=[str(Path(path_a).with_name("holiday-beach.png"))])
-        assert cat.texts.search("puppy", 5) == [] and cat.texts.search("holiday", 5) == []
-        assert a not in cat.captions.by_id([a])
-        assert cat.captions.counts() == [("blip", 1)]
+        assert cat.read.text_search("puppy", 5) == [] and cat.read.text_search("holiday", 5) == []
+        assert a not in cat.read.captions([a])
+        assert cat.read.caption_counts() == [("blip", 1)]
 
 
 def test_new_content_at_the_same_path_drops_the_old_caption(small_folder: Path, tmp_path: Path) -> None:
@@ -111,18 +110,18 @@ def test_new_content_at_the_same_path_drops_the_old_caption(small_folder: Path, 
         index.catalog.captions.store([(image_id, "blip", "", "an old picture")])
         render(next(iter_scenes(1, seed=4242))).save(victim)
         assert index.add_folder(small_folder).modified == 1
-        assert index.catalog.captions.by_id([image_id]) == {}
-        assert image_id in index.catalog.captions.ids_without("blip")
+        assert index.catalog.read.captions([image_id]) == {}
+        assert image_id in index.catalog.read.ids_without_caption("blip")
 
 
 def test_migration_makes_existing_file_names_searchable(tmp_path: Path) -> None:
     path = tmp_path / "old.idx"
     shutil.copytree(FIXTURE, path)
     with Index.open(path) as index:
-        names = {i: Path(p).name for p, (i, *_rest) in index.catalog.images.states().items()}
+        names = {i: Path(p).name for p, (i, *_rest) in index.catalog.read.image_states().items()}
         some_id, some_name = sorted(names.items())[0]
         word = Path(some_name).stem
-        assert some_id in [i for i, _ in index.catalog.texts.search(word, 20)]
+        assert some_id in [i for i, _ in index.catalog.read.text_search(word, 20)]
     db = sqlite3.connect(path / CATALOG_FILE)
     try:
         assert db.execute("SELECT count(*) FROM text_fts").fetchone()[0] == len(names)
@@ -138,5 +137,5 @@ def test_reindex_carries_captions_over_by_content(small_folder: Path, tmp_path: 
     Index.reindex(tmp_path / "idx", model="tiny-shapes", pretrained="none", device="cpu")
     with Index.open(tmp_path / "idx", device="cpu") as index:
         new_id = _ids_by_name(index)[first]
-        assert index.catalog.captions.by_id([new_id])[new_id] == [("blip", "a blue square")]
-        assert [i for i, _ in index.catalog.texts.search("blue square", 3)][0] == new_id
+        assert index.catalog.read.captions([new_id])[new_id] == [("blip", "a blue square")]
+        assert [i for i, _ in index.catalog.read.text_search("blue square", 3)][0] == new_id

@@ -17,7 +17,7 @@ import pytest
 from searchindex import Index
 from searchindex.models import onnx as onnxmodels
 from searchindex.models.backends import load_encoder
-from searchindex.models.encoders import resolve_model
+from searchindex.models.spec import resolve_model
 from searchindex.models.tokenizer import ClipTokenizer
 from searchindex.store import querycache
 from searchindex.store.querycache import CACHE_FILE, QueryCache

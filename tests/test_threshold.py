@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from searchindex import Index, QueryError
 from searchindex.cli import cli
 from searchindex.demo.synthetic import COLORS, SHAPES
-from searchindex.search.query import auto_cutoff
+from searchindex.search.cutoff import auto_cutoff
 
 from .conftest import Shapes
 
@@ -119,8 +119,9 @@ def test_auto_threshold_grows_its_pool_past_the_first_candidates(tmp_path: Path)
     break is inside it. Real catalog and FAISS; synthetic vectors (no model needed)."""
     from searchindex.models.spec import ModelSpec
     from searchindex.search.searcher import AUTO_POOL
-    from searchindex.store.catalog.database import Catalog, NewImage
-    from searchindex.store.vectors.index import DEFAULT_FACTORY
+    from searchindex.store.catalog.database import Catalog
+    from searchindex.store.catalog.records import NewImage
+    from searchindex.store.vectors.kinds import DEFAULT_FACTORY
 
     dim, tier, rest = 64, 3000, 30_000
     rng = np.random.default_rng(27)

@@ -44,7 +44,7 @@ def test_shipped_image_tower_matches_torch() -> None:
     import torch
 
     from searchindex.models.encoders import OpenClipEncoder
-    from searchindex.models.int8 import _probe_pixels
+    from searchindex.models.int8 import probe_pixels
 
     folder = builtin_models()["tiny-shapes"]
     facts = json.loads((folder / "towers.json").read_text())
@@ -52,7 +52,7 @@ def test_shipped_image_tower_matches_torch() -> None:
     assert facts["image_sha256"] == sha256_file(folder / "image.onnx")
     encoder = OpenClipEncoder(resolve_model("tiny-shapes"), "cpu", "fp32")
     assert encoder.pixel_spec is not None and facts["pixel_spec"] == encoder.pixel_spec.to_json()
-    probes = _probe_pixels(encoder.pixel_spec, 8)
+    probes = probe_pixels(encoder.pixel_spec, 8)
     with torch.inference_mode():
         want = encoder.torch_model.visual(torch.from_numpy(probes)).numpy()
     got = ort.InferenceSession(str(folder / "image.onnx"), providers=["CPUExecutionProvider"]).run(
@@ -231,8 +231,8 @@ def test_a_tower_built_without_torch_depends_on_onnx_versions_only(tmp_path: Pat
     first = load_encoder(spec, "cpu", "int8")
     assert isinstance(first, PreparedEncoder) and first.precision == "int8"
     assert int8_tower.load_int8_tower(spec) is not None
-    real = int8_tower._version
-    monkeypatch.setattr(int8_tower, "_version", lambda dist: "99.0" if dist == changed else real(dist))
+    real = int8_tower.package_version
+    monkeypatch.setattr(int8_tower, "package_version", lambda dist: "99.0" if dist == changed else real(dist))
     assert (int8_tower.load_int8_tower(spec) is None) == rebuilt
 
 

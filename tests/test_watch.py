@@ -34,7 +34,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> float:
 
 
 def paths(index: Index) -> set[str]:
-    return set(index.catalog.images.states())
+    return set(index.catalog.read.image_states())
 
 
 @pytest.fixture()
@@ -89,14 +89,14 @@ def test_new_file_is_searchable_within_seconds(watching: Index, small_folder: Pa
 
 def test_rename_and_move_cost_no_encoder_call(watching: Index, small_folder: Path) -> None:
     first, second = sorted(small_folder.glob("*.png"))[:2]
-    ids = {p: i for p, (i, *_rest) in watching.catalog.images.states().items()}
+    ids = {p: i for p, (i, *_rest) in watching.catalog.read.image_states().items()}
     before = watching.models.images_encoded
     first.rename(small_folder / "renamed.png")
     (small_folder / "sub").mkdir()
     second.rename(small_folder / "sub" / second.name)
     moved = {str(small_folder / "renamed.png"), str(small_folder / "sub" / second.name)}
     wait_for(lambda: moved <= paths(watching) and not {str(first), str(second)} & paths(watching))
-    states = watching.catalog.images.states()
+    states = watching.catalog.read.image_states()
     assert states[str(small_folder / "renamed.png")][0] == ids[str(first)]  # the row followed the file
     assert str(first) not in states and watching.count() == 40
     assert watching.models.images_encoded == before  # zero encoder calls
@@ -294,7 +294,7 @@ def test_cli_watch_runs_until_sigterm(index: Index, small_folder: Path, spare: l
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         with Index.open(index.path, device="cpu") as reader:
-            wait_for(lambda: reader.catalog.meta().get("folders") is not None)
+            wait_for(lambda: reader.catalog.read.meta().get("folders") is not None)
             time.sleep(2.0)  # started, start scan done
             shutil.copy(spare[7], small_folder / "from-cli.png")
             wait_for(lambda: str(small_folder / "from-cli.png") in paths(reader), timeout=30)

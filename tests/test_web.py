@@ -135,7 +135,7 @@ def test_bad_parameters_get_the_cli_message(client: TestClient, web_index: Path,
 def test_like_and_unlike_by_id_improve_precision_as_in_the_cli(client: TestClient, web_index: Path,
                                                                 shapes: Shapes) -> None:
     with Index.open(web_index) as index:
-        ids = index.catalog.images.ids_by_path(sorted(shapes.labels))
+        ids = index.catalog.read.ids_by_path(sorted(shapes.labels))
     by_label = sorted(shapes.labels)
     likes = [ids[p] for p in by_label if _intent(shapes.labels[p])][:4]
     unlikes = [ids[p] for p in by_label if shapes.labels[p]["shape"] == "circle" and not _intent(shapes.labels[p])][:4]
@@ -160,7 +160,7 @@ def test_more_like_this_is_an_image_query(client: TestClient, web_index: Path) -
 
 def test_concepts_round_trip_through_api_and_cli(client: TestClient, web_index: Path, shapes: Shapes) -> None:
     with Index.open(web_index) as index:
-        ids = index.catalog.images.ids_by_path(sorted(shapes.labels))
+        ids = index.catalog.read.ids_by_path(sorted(shapes.labels))
     likes = [ids[p] for p in sorted(shapes.labels) if _intent(shapes.labels[p])][:3]
     r = client.post("/api/concepts", json={"name": "sandy circles", "query": QUERY, "like": likes})
     assert r.status_code == 201, r.text
@@ -249,7 +249,7 @@ def test_exif_orientation_applied_and_broken_files_get_a_placeholder(tmp_path: P
     Image.new("RGB", (50, 50), (30, 200, 30)).save(folder / "broken.png")
     with Index.create(tmp_path / "i.idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(folder)
-        ids = {Path(p).name: i for p, i in index.catalog.images.ids_by_path(
+        ids = {Path(p).name: i for p, i in index.catalog.read.ids_by_path(
             [str(folder / n) for n in ("rotated.jpg", "gone.png", "broken.png")]).items()}
     (folder / "gone.png").unlink()
     st = os.stat(folder / "broken.png")
@@ -354,7 +354,7 @@ def tamper(shapes: Shapes, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     shutil.copy2(sorted(shapes.folder.glob("*.png"))[50], secret)
     with Index.create(root / "t.idx", model="tiny-shapes", device="cpu") as index:
         index.add_folder(folder)
-        ids = {Path(p).name: i for p, (i, *_) in index.catalog.images.states().items()}
+        ids = {Path(p).name: i for p, (i, *_) in index.catalog.read.image_states().items()}
     return root, folder, ids
 
 

@@ -38,7 +38,7 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:  # the library (numpy, SQLAlchemy, Pillow) loads only when a command runs
-    from ..index import Index
+    from ..index.facade import Index
     from ..ingest.exchange import ImportProgress
     from ..results import CaptionProgress, IndexProgress
 
@@ -165,7 +165,7 @@ def quiet() -> bool:
 @contextmanager
 def open_index(index_path: Path | None, **options: str) -> Iterator[Index]:
     """Open the index at --index (or the default one), turning library errors into CLI errors."""
-    from ..index import Index
+    from ..index.facade import Index
 
     with errors_as_click(), Index.open(resolve_index_path(index_path), **options) as idx:
         yield idx

@@ -68,8 +68,8 @@ def import_embeddings(files: Sequence[Path], index_path: Path | None, model: str
     never removes an indexed file's row. A missing index is created for the
     model the files record (or --model).
     """
-    from ..index import Index
-    from ..ingest.exchange import recorded_model
+    from ..index.facade import Index
+    from ..ingest.parquet import recorded_model
 
     path = resolve_index_path(index_path)
     with errors_as_click():

@@ -109,7 +109,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     link or an unreadable folder are kept, not taken for deleted. A new index
     needs a folder of its own (new, or empty).
     """
-    from ..index import Index
+    from ..index.facade import Index
     from ..ingest.scan import check_folders
 
     if (caption_model or caption_prompt) and not caption_after:
@@ -189,7 +189,7 @@ def reindex(index_path: Path | None, model: str, pretrained: str | None, batch_s
     replaces it atomically when complete. Ctrl-C (or a crash) keeps what was
     done; run the same command again to resume.
     """
-    from ..index import Index
+    from ..index.facade import Index
 
     path = resolve_index_path(index_path)
     with errors_as_click(), progress_bar("reindexing") as bar, stop_on_sigint() as stop:

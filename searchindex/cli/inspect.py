@@ -117,7 +117,7 @@ def check(index_path: Path | None, no_files: bool, as_json: bool) -> None:
     files left by an interrupted writer. Errors need `searchindex repair`; warnings are
     dealt with by the next `index` run (or by repair).
     """
-    from ..index import Index
+    from ..index.facade import Index
 
     path = resolve_index_path(index_path)
     with errors_as_click():
@@ -147,7 +147,7 @@ def repair(index_path: Path | None, as_json: bool) -> None:
     catalog; temporary files of interrupted writers are removed. Photos are never
     touched. Ends with a check of the result (exit code 1 if it still finds damage).
     """
-    from ..index import Index
+    from ..index.facade import Index
 
     path = resolve_index_path(index_path)
     with errors_as_click():

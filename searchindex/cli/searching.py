@@ -15,7 +15,7 @@ from .common import DEVICE, display, errors_as_click, index_option, open_index
 
 if TYPE_CHECKING:
     from ..frontend.params import SearchParams
-    from ..index import Index
+    from ..index.facade import Index
     from ..results import SearchResult
 
 #: A click decorator: a parameter (or several) added to a command function.

@@ -8,8 +8,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..index import Index, SearchResult
-from ..ingest.indexer import IndexSummary, ProgressCallback
+from ..index.facade import Index
+from ..ingest.indexer import ProgressCallback
+from ..results import IndexSummary, SearchResult
 from .synthetic import write_dataset
 
 __all__ = ["DEMO_MODEL", "DEMO_QUERIES", "DemoQuery", "DemoReport", "run_demo"]

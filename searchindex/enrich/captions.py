@@ -15,13 +15,14 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from ..defaults import DEFAULT_CAPTION_MODEL
 from ..errors import ImageDecodeError
-from ..models.captioners import DEFAULT_CAPTION_MODEL, Captioner, load_captioner
+from ..models.captioners import Captioner, load_captioner
 from ..models.images import decode_image
 from ..results import CaptionFailure, CaptionProgress, CaptionSummary
 from ..store.catalog.database import Catalog
 
-__all__ = ["CaptionFailure", "CaptionProgress", "CaptionSummary", "caption_catalog", "caption_index"]
+__all__ = ["caption_catalog", "caption_index"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ def caption_catalog(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     t0 = time.perf_counter()
-    todo = catalog.captions.ids_without(model_id)
-    already = catalog.images.count() - len(todo)
+    todo = catalog.read.ids_without_caption(model_id)
+    already = catalog.read.image_count() - len(todo)
     loaded: Captioner | None = None
     prompt: str | None = None
     captioned, failures = 0, []
@@ -75,7 +76,7 @@ def caption_catalog(
         if loaded is None:
             loaded = captioner()
             prompt = loaded.prompt
-        rows = catalog.images.by_id(todo[start:start + batch_size])
+        rows = catalog.read.records(todo[start:start + batch_size])
         ids, images = [], []
         for image_id in todo[start:start + batch_size]:
             row = rows.get(image_id)

@@ -30,8 +30,6 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "EXACT_MAX",
     "IVF_NPROBE",
-    "DuplicateGroup",
-    "DuplicateImage",
     "find_duplicates",
     "find_pairs",
     "group_pairs",
@@ -141,7 +139,7 @@ def find_duplicates(catalog: Catalog, vectors: VectorStore,
         raise QueryError(f"a duplicate threshold is a cosine similarity in (0, 1], not {threshold}")
     ids, x = vectors.current().all_vectors()
     groups = group_pairs(find_pairs(x, threshold), len(ids))
-    rows = catalog.images.by_id(int(ids[i]) for g in groups for i in g)
+    rows = catalog.read.records(int(ids[i]) for g in groups for i in g)
     out = []
     for g in groups:
         members = [(int(i), rows[int(ids[i])]) for i in g if int(ids[i]) in rows]

@@ -39,13 +39,13 @@ from ..errors import QueryError
 from ..fileio import read_bounded
 from ..models.encoders import Encoder
 from ..results import LabelReport
-from ..store.catalog.database import Catalog, TagLabel
+from ..store.catalog.database import Catalog
+from ..store.catalog.records import TagLabel
 
 __all__ = [
     "DEFAULT_TEMPLATES",
     "NULL_WORDS",
     "SINGLE_TEMPLATE",
-    "LabelReport",
     "calibrate_threshold",
     "define_labels",
     "label_classifier",
@@ -229,8 +229,8 @@ def tag_catalog(
     stored threshold (a label whose collection has doubled since its calibration
     is recalibrated anyway).
     """
-    generation = catalog.generation()
-    total = catalog.images.count()
+    generation = catalog.read.generation()
+    total = catalog.read.image_count()
     reports = []
     for label in labels:
         full = recalibrate or total >= 2 * max(label.calibrated_images, MIN_CALIBRATION_IMAGES // 2)
@@ -239,7 +239,7 @@ def tag_catalog(
             continue  # nothing written since: no work, no write
         since = 0 if full else label.scored_generation
         ids_parts, score_parts, margin_parts = [], [], []
-        for ids, vectors in catalog.images.embeddings_since(since, dim):
+        for ids, vectors in catalog.read.embeddings_since(since, dim):
             scores, margins = _margins(label, vectors)
             ids_parts.append(ids)
             score_parts.append(scores)
@@ -264,7 +264,7 @@ def tag_catalog(
         if progress is not None:
             progress(label.name)
         reports.append(LabelReport(label.name, -1, len(ids), float(threshold), calibrated))
-    counts = dict(catalog.tags.counts())
+    counts = dict(catalog.read.tag_counts())
     return [LabelReport(r.label, counts.get(r.label, 0), r.scored, r.threshold, r.calibrated) for r in reports]
 
 
@@ -292,7 +292,7 @@ def labels_to_tag(catalog: Catalog, encoder: Callable[[], Encoder], labels: Sequ
         QueryError: no labels (given or stored), bad templates.
     """
     if labels is None:
-        stored = catalog.tags.labels()
+        stored = catalog.read.tag_labels()
         if not stored:
             raise QueryError("this index has no labels yet; give some with --labels")
         return stored
@@ -301,6 +301,6 @@ def labels_to_tag(catalog: Catalog, encoder: Callable[[], Encoder], labels: Sequ
 
 def tag_new_images(catalog: Catalog, dim: int) -> None:
     """Tag the images written since each stored label last ran (after an indexing run)."""
-    labels = catalog.tags.labels()
+    labels = catalog.read.tag_labels()
     if labels:
         tag_catalog(catalog, dim, labels, recalibrate=False)

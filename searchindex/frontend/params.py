@@ -24,7 +24,7 @@ from ..store.catalog.filters import Filters
 from .options import SEARCH_OPTIONS, TARGETS, SearchOption
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..index.facade import Index
     from ..results import SearchResult
 
 __all__ = ["SearchParams", "example_ids", "search_params"]

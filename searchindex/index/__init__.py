@@ -1,5 +1,2 @@
-"""The :class:`Index` facade (see :mod:`searchindex.index.facade`) and the names it returns."""
-
-from .facade import Index, IndexInfo, SearchRequest, SearchResult, Shot, default_index_path
-
-__all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "default_index_path"]
+"""The :class:`~searchindex.index.facade.Index` facade (:mod:`searchindex.index.facade`), assembled from one part
+per concern (:mod:`.state`, :mod:`.writing`, :mod:`.enrichment`, :mod:`.library`)."""

@@ -55,7 +55,7 @@ class Enrichment(IndexState):
 
     def tags(self) -> list[tuple[str, int]]:
         """(label, number of images tagged) for every stored label."""
-        return self.catalog.tags.counts()
+        return self.catalog.read.tag_counts()
 
     def caption(self, model: str | Captioner | None = None, *, device: str | None = None,
                 progress: Callable[[CaptionProgress], None] | None = None, stop: threading.Event | None = None,
@@ -81,4 +81,4 @@ class Enrichment(IndexState):
 
     def caption_counts(self) -> dict[str, int]:
         """Model -> number of images it has captioned."""
-        return dict(self.catalog.captions.counts())
+        return dict(self.catalog.read.caption_counts())

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..defaults import DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL, DEFAULT_RERANK_TOP
+from ..defaults import DEFAULT_K, DEFAULT_MAX_MEGAPIXELS, DEFAULT_POOL, DEFAULT_RERANK_TOP
 from ..errors import IndexExistsError, IndexNotFoundError
 from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.spec import resolve_model
@@ -37,13 +37,13 @@ from ..results import FailureRecord, IndexInfo, IndexSummary, SearchResult
 from ..search.hybrid import DEFAULT_FUSION
 from ..search.present import image_details
 from ..search.query import Query, Term
-from ..search.request import DEFAULT_K, SearchRequest, Shot
+from ..search.request import SearchRequest, Shot
 from ..store.catalog.database import Catalog
 from ..store.catalog.filters import Filters
 from ..store.catalog.records import ImageDetails
-from ..store.folder import create_catalog, default_index_path, holds_index, refuse_strangers, write_errors
+from ..store.folder import create_catalog, holds_index, refuse_strangers, write_errors
 from ..store.info import describe_index
-from ..store.vectors.index import DEFAULT_FACTORY, canonical_factory
+from ..store.vectors.kinds import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
 from .people import People
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from ..store.check import CheckReport
     from ..store.repair import RepairReport
 
-__all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "default_index_path"]
+__all__ = ["Index"]
 
 log = logging.getLogger("searchindex.index")
 
@@ -331,7 +331,7 @@ class Index(Watching, Writing, Enrichment, Exchange, Concepts, People):
     def count(self) -> int:
         """Number of indexed images."""
         self._follow_swap()  # another process's reindex: its model, not the one opened
-        return self.catalog.images.count()
+        return self.catalog.read.image_count()
 
     def image(self, image_id: int) -> ImageDetails:
         """The catalog facts, tags, captions and keywords of one indexed image.
@@ -344,7 +344,7 @@ class Index(Watching, Writing, Enrichment, Exchange, Concepts, People):
     def failures(self) -> list[FailureRecord]:
         """Files that could not be indexed, with their reasons."""
         self._follow_swap()  # another process's reindex: its model, not the one opened
-        return self.catalog.images.failures()
+        return self.catalog.read.failures()
 
     def info(self) -> IndexInfo:
         """What the index is made of; the FAISS figures describe the saved vector file (no loading)."""

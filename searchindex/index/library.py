@@ -80,7 +80,7 @@ class Concepts(IndexState):
 
     def concepts(self) -> list[Concept]:
         """Every saved concept, by name (example images removed since are left out)."""
-        return self.catalog.concepts.all()
+        return self.catalog.read.concepts()
 
     def concept(self, name: str) -> Concept:
         """The saved concept called ``name``.
@@ -88,7 +88,7 @@ class Concepts(IndexState):
         Raises:
             NotFoundError: no concept of that name.
         """
-        return self.catalog.concepts.get(name)
+        return self.catalog.read.concept(name)
 
     def remove_concept(self, name: str) -> bool:
         """Forget a concept; False when there was none of that name."""

@@ -69,7 +69,7 @@ def reindex_folder(index_cls: type[Index], path: str | os.PathLike[str], model: 
         else:
             log.info("resuming the reindex in %s", staging)
         with new:
-            summary = new.add_files(old.catalog.images.all_paths(), **options)
+            summary = new.add_files(old.catalog.read.all_paths(), **options)
             if not summary.interrupted:
                 # Zero-shot labels are text embeddings of the old model: rebuild them with the new one.
                 for templates, names in labels_by_templates(old.catalog).items():

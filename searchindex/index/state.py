@@ -53,7 +53,7 @@ class IndexState:
         old: ModelSession | None = getattr(self, "models", None)
         self.catalog = catalog
         self.spec: ModelSpec = catalog.model_spec()
-        self.dim = int(catalog.meta()["dim"])
+        self.dim = int(catalog.read.meta()["dim"])
         self.models = ModelSession(self.spec, self.dim, device=self._device, precision=self._precision,
                                    cache=lambda: QueryCache(self.path, tower_key(self.spec), self.dim))
         if old is not None:

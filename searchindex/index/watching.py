@@ -180,8 +180,7 @@ class Watching(Writing, Enrichment):
         """
         t0 = time.perf_counter()
         from ..ingest.plan import under
-        from ..ingest.scan import entries_of
-        from ..ingest.scan import scan_folders
+        from ..ingest.scan import entries_of, scan_folders
 
         gone = [os.path.abspath(os.fspath(p)) for p in vanished]
         files: list[str] = []
@@ -205,12 +204,12 @@ class Watching(Writing, Enrichment):
         dropped = [os.path.abspath(os.fspath(f)) for f in vanished_folders]
         with self._writing():
             if synced:
-                known = [*self.catalog.images.states(), *self.catalog.images.failure_states()]
+                known = [*self.catalog.read.image_states(), *(f.path for f in self.catalog.read.failures())]
                 gone += [p for p in known if os.path.dirname(p) in synced]
             if dropped:
                 # A folder moved elsewhere in the tree arrives in the same batch: its files then
                 # follow their rows (moves), the rest leaves.
-                known = [*self.catalog.images.states(), *self.catalog.images.failure_states()]
+                known = [*self.catalog.read.image_states(), *(f.path for f in self.catalog.read.failures())]
                 gone += [p for p in known if under(p, dropped) and not os.path.lexists(p)]
             gone = [p for p in dict.fromkeys(gone) if p not in seen and not os.path.lexists(p)]
             return self._run(entries, [], t0, vanished=gone, batch_size=batch_size, workers=None)

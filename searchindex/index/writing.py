@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from ..ingest.indexer import ProgressCallback
     from ..ingest.produce import Producer
     from ..ingest.scan import FileEntry
-    from ..results import IndexSummary
-    from ..store.catalog.records import FailureRecord
+    from ..results import FailureRecord, IndexSummary
     from ..store.vectors.build import BuildReport
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Writing"]
@@ -100,7 +99,7 @@ class Writing(IndexState):
         extensions, kept = scan_extensions(videos)
         entries = list(scan_folders(folders, skipped, unread, extensions))
         # Refused (without building it) when even this run could not give it enough vectors to train.
-        wanted = self.vectors.check_index_type(index_type, self.catalog.images.count() + len(entries))
+        wanted = self.vectors.check_index_type(index_type, self.catalog.read.image_count() + len(entries))
         with self._writing():
             self.vectors.set_index_type(wanted)
             summary = self._run(entries, [os.fspath(f) for f in folders], t0, skipped=skipped, unread=unread,
@@ -135,7 +134,7 @@ class Writing(IndexState):
         """The folders :meth:`add_folder` has indexed (absolute paths; what ``searchindex watch`` watches)."""
         from ..store.info import recorded_folders
 
-        return recorded_folders(self.catalog.meta())
+        return recorded_folders(self.catalog.read.meta())
 
     def _record_folders(self, *, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Keep the list of indexed folders (under the writer lock)."""

@@ -15,7 +15,7 @@ __all__ = ["carry_captions", "labels_by_templates"]
 def labels_by_templates(catalog: Catalog) -> dict[tuple[str, ...], list[str]]:
     """The stored zero-shot labels, grouped by their prompt templates: what a new model re-derives."""
     grouped: dict[tuple[str, ...], list[str]] = {}
-    for label in catalog.tags.labels():
+    for label in catalog.read.tag_labels():
         grouped.setdefault(tuple(label.templates), []).append(label.name)
     return grouped
 
@@ -23,10 +23,10 @@ def labels_by_templates(catalog: Catalog) -> dict[tuple[str, ...], list[str]]:
 def carry_captions(old: Catalog, new: Catalog, chunk: int = 1000) -> int:
     """Copy the captions of ``old`` to the images of ``new`` with the same content; returns how many."""
     new_ids: dict[str, list[int]] = {}
-    for image_id, _, _, sha in new.images.states().values():
+    for image_id, _, _, sha in new.read.image_states().values():
         new_ids.setdefault(sha, []).append(image_id)
     carried = [(image_id, model, prompt, caption)
-               for sha, model, prompt, caption in old.captions.by_content()
+               for sha, model, prompt, caption in old.read.captions_by_content()
                for image_id in new_ids.get(sha, ())]
     for start in range(0, len(carried), chunk):
         new.captions.store(carried[start : start + chunk])

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..results import FailureRecord
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata, VideoFrames
+from ..store.catalog.records import NewImage, PhotoMetadata, VideoFrames
 from ..store.catalog.videos import VideoReader
 from .plan import Plan
 from .produce import Producer, Result
@@ -92,9 +93,9 @@ class Committer:
             e = r.entry
             texts[e.path] = (r.texts, r.sidecars)
             state = plan.images.get(e.path)
-            if state and state[3] == r.sha256:
-                touched.append((state[0], e.size, e.mtime_ns))
-                metadata.append((state[0], r.meta))
+            if state and state.sha256 == r.sha256:
+                touched.append((state.id, e.size, e.mtime_ns))
+                metadata.append((state.id, r.meta))
                 counts.touched += 1
                 continue
             mover = None
@@ -162,8 +163,8 @@ class Committer:
         if not copies:
             return []
         src_ids = [s for _, _, s, _ in copies if s >= 0]
-        stored = self.catalog.images.embeddings(src_ids, self.dim)
-        facts = self.catalog.images.by_id(src_ids)
+        stored = self.catalog.read.embeddings(src_ids, self.dim)
+        facts = self.catalog.read.records(src_ids)
         rows = []
         videos = VideoReader(self.catalog.read)
         for e, sha, s, meta in copies:
@@ -186,7 +187,7 @@ class Committer:
         A crash before this leaves rows without a text state: the next run reads their texts again.
         """
         paths = [p for p in texts if p not in failed]
-        ids = self.catalog.images.ids_by_path(paths) if paths else {}
+        ids = self.catalog.read.ids_by_path(paths) if paths else {}
         if not ids:
             return
         self.catalog.texts.store({ids[p]: texts[p][0] for p in paths if p in ids})

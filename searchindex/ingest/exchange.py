@@ -40,15 +40,15 @@ from ..errors import EmbeddingFileError, ImageDecodeError, ModelMismatchError
 from ..fileio import DEFAULT_MAX_FILE_BYTES, FileTooLargeError, NotRegularFileError, read_bounded
 from ..models.images import decode_image
 from ..models.spec import ModelSpec
+from ..results import FailureRecord
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import FailureRecord, NewImage, PhotoMetadata
+from ..store.catalog.records import ImageState, NewImage, PhotoMetadata
 from . import parquet
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
-from .parquet import LAYOUTS, EmbeddingBatch, read_embedding_files, recorded_model
+from .parquet import LAYOUTS, EmbeddingBatch, read_embedding_files
 
-__all__ = ["LAYOUTS", "ExportSummary", "ImportProgress", "ImportSummary", "export_embeddings",
-           "import_embeddings", "read_embedding_files", "recorded_model", "unit_vectors"]
+__all__ = ["ExportSummary", "ImportProgress", "ImportSummary", "export_embeddings", "import_embeddings", "unit_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ def _export_chunks(catalog: Catalog, dim: int, rows_per_file: int) -> Iterator[t
     records: list[Any] = []
     vectors: list[np.ndarray] = []
     n = 0
-    for ids, vecs in catalog.images.embeddings_since(0, dim):
-        facts = catalog.images.by_id(ids.tolist())
+    for ids, vecs in catalog.read.embeddings_since(0, dim):
+        facts = catalog.read.records(ids.tolist())
         keep = [k for k, i in enumerate(ids) if int(i) in facts]  # rows deleted meanwhile are skipped
         records.extend(facts[int(ids[k])] for k in keep)
         vectors.append(vecs[keep])
@@ -233,7 +233,7 @@ def import_embeddings(
     total = parquet.row_count(files)
     root = Path(base).expanduser() if base is not None else Path.cwd()
     counts = _ImportCounts()
-    rules = _Rules(max_megapixels, max_file_bytes, replace, catalog.images.states())
+    rules = _Rules(max_megapixels, max_file_bytes, replace, catalog.read.image_states())
     with ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="import") as pool:
         for batch in read_embedding_files(files, batch_rows=batch_size):
             _check_dim(batch, dim, allow_empty=False)
@@ -265,7 +265,7 @@ class _Rules:
     max_megapixels: float
     max_file_bytes: int
     replace: bool
-    states: dict[str, tuple[int, int, int, str]]  # path -> (id, size, mtime_ns, sha256) of indexed images
+    states: dict[str, ImageState]  # path -> state of every indexed image
 
 
 #: Below this length a vector is taken for all zeros: its direction is rounding noise.
@@ -327,7 +327,7 @@ def _import_batch(catalog: Catalog, batch: EmbeddingBatch, root: Path, pool: Thr
             (rejected if state is not None else bad).append(r)
             continue
         size, mtime_ns, sha, w, h, fmt, meta, found_texts, sidecars = r
-        if state is not None and state[3] == sha:
+        if state is not None and state.sha256 == sha:
             counts.unchanged += 1
             if not rules.replace:
                 continue  # the indexed row is as good and carries tags and captions
@@ -347,7 +347,7 @@ def _import_batch(catalog: Catalog, batch: EmbeddingBatch, root: Path, pool: Thr
 def _store_texts(catalog: Catalog, texts: dict[str, tuple[list[tuple[str, str]], str]], failed: set[str]) -> None:
     """Store the keywords read for the rows a batch committed (as indexing does)."""
     paths = [p for p in texts if p not in failed]
-    ids = catalog.images.ids_by_path(paths) if paths else {}
+    ids = catalog.read.ids_by_path(paths) if paths else {}
     if ids:
         catalog.texts.store({ids[p]: texts[p][0] for p in paths if p in ids})
         catalog.texts.store_states({ids[p]: texts[p][1] for p in paths if p in ids})

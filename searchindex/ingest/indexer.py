@@ -23,17 +23,15 @@ from collections.abc import Callable, Iterable, Sequence
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..models.encoders import Encoder
-from ..results import IndexProgress, IndexSummary
+from ..results import FailureRecord, IndexProgress, IndexSummary
 from ..store.catalog.database import Catalog
-from ..store.catalog.records import FailureRecord
 from .backfill import backfill_keywords, backfill_metadata
 from .commit import Committer
 from .plan import plan_run
-from .produce import PROCESS_MIN_FILES, LocalProducer, Producer, ReadLimits, default_workers
+from .produce import LocalProducer, Producer, ReadLimits, default_workers
 from .scan import FileEntry
 
-__all__ = ["PROCESS_MIN_FILES", "IndexProgress", "IndexSummary", "ProgressCallback", "default_workers",
-           "index_entries"]
+__all__ = ["ProgressCallback", "index_entries"]
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from ..fileio import read_bounded
 from ..models.images import MAX_METADATA_BYTES, png_text_bytes, strip_png_text
 from ..store.catalog.records import PhotoMetadata
 
-__all__ = ["PhotoMetadata", "read_metadata"]
+__all__ = ["read_metadata"]
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..store.catalog.database import Catalog
+from ..store.catalog.records import ImageState
 from .keywords import sidecar_signature
 from .scan import FileEntry
 
@@ -40,7 +41,7 @@ class Plan:
     todo: list[FileEntry]  # files to read: new, or stat changed
     unchanged: int
     gone: set[str]  # paths to remove when the run completes
-    images: dict[str, tuple[int, int, int, str]]  # path -> (id, size, mtime_ns, sha256) before the run
+    images: dict[str, ImageState]  # path -> state before the run
     by_sha: dict[str, list[int]]  # sha256 -> ids holding that content
     id_path: dict[int, str]  # id -> path (updated as rows move)
     backfill: list[tuple[int, FileEntry]] = field(default_factory=list)  # rows without photo metadata
@@ -100,10 +101,10 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     move events); like files gone from below ``roots`` they can be the source of a move.
     """
     roots = [os.path.abspath(r) for r in roots]
-    images = catalog.images.states()
-    failures = catalog.images.failure_states()
+    images = catalog.read.image_states()
+    failures = {f.path: f for f in catalog.read.failures()}
     # A failure that may have gone away is not "unchanged": it is tried again.
-    failed_before = {p: state[:2] for p, state in failures.items() if not retried(state[2])}
+    failed_before = {p: (f.size, f.mtime_ns) for p, f in failures.items() if not retried(f.reason)}
     # A folder not walked keeps what is recorded for it too (its own failure record, when it could
     # not be read: recorded again by this run).
     seen = {e.path for e in entries} | set(skipped)
@@ -113,12 +114,12 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
     gone |= {p for p in vanished if p not in seen and (p in images or p in failures)}
     by_sha: dict[str, list[int]] = {}
     id_path: dict[int, str] = {}
-    for path, (image_id, _, _, sha) in images.items():
-        by_sha.setdefault(sha, []).append(image_id)
-        id_path[image_id] = path
+    for path, known in images.items():
+        by_sha.setdefault(known.sha256, []).append(known.id)
+        id_path[known.id] = path
     plan = Plan([], 0, gone, images, by_sha, id_path)
-    without_metadata = catalog.images.ids_without_metadata() if images else set()
-    text_states = catalog.texts.states() if images else {}
+    without_metadata = catalog.read.ids_without_metadata() if images else set()
+    text_states = catalog.read.text_states() if images else {}
     for e in entries:
         state = images.get(e.path)
         if state and e.size < 0 and _denied(e.path):
@@ -127,15 +128,16 @@ def plan_run(catalog: Catalog, entries: Sequence[FileEntry], roots: Iterable[str
             plan.unchanged += 1
             plan.unreachable.add(os.path.dirname(e.path))
             continue
-        if (state and state[1:3] == (e.size, e.mtime_ns)) or failed_before.get(e.path) == (e.size, e.mtime_ns):
+        if (state and (state.size, state.mtime_ns) == (e.size, e.mtime_ns)
+                or failed_before.get(e.path) == (e.size, e.mtime_ns)):
             plan.unchanged += 1
-            if state and state[0] in without_metadata:
-                plan.backfill.append((state[0], e))
+            if state and state.id in without_metadata:
+                plan.backfill.append((state.id, e))
             if state:
                 # Sidecars change without the image changing: compare their stat signature.
                 signature = sidecar_signature(e.path, listing(plan.listings, e.path))
-                if text_states.get(state[0]) != signature:
-                    plan.reread.append((state[0], e, signature))
+                if text_states.get(state.id) != signature:
+                    plan.reread.append((state.id, e, signature))
         else:
             plan.todo.append(e)
     for folder in sorted(plan.unreachable):

@@ -44,7 +44,8 @@ from ..models.encoders import Encoder
 from ..models.images import check_megapixels, decode_image
 from ..models.pixels import PixelSpec, to_pixels
 from ..models.video import Sampling
-from ..store.catalog.records import FailureRecord, PhotoMetadata, VideoFrames
+from ..results import FailureRecord
+from ..store.catalog.records import PhotoMetadata, VideoFrames
 from .keywords import read_texts, sidecar_signature
 from .metadata import read_metadata
 from .scan import FileEntry

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..errors import FolderNotFoundError, PathTypeError
 from ..fileio import clamp_int64
 from ..models.images import IMAGE_EXTENSIONS
-from ..store.catalog.records import FailureRecord
+from ..results import FailureRecord
 
 __all__ = ["FileEntry", "check_folders", "entries_of", "path_list", "scan_folders"]
 

@@ -25,7 +25,8 @@ from ..models.encoders import Encoder
 from ..models.images import IMAGE_EXTENSIONS
 from ..models.pixels import PixelSpec, to_pixels
 from ..models.video import MISSING_EXTRA, VIDEO_EXTENSIONS, Sampling, available, decode_video, keep_distinct
-from ..store.catalog.records import FailureRecord, VideoFrames
+from ..results import FailureRecord
+from ..store.catalog.records import VideoFrames
 from .metadata import read_metadata
 from .scan import FileEntry
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
-__all__ = ["KEY_FORMAT", "cache_root", "tower_key", "write_atomic"]
+__all__ = ["KEY_FORMAT", "cache_root", "package_version", "tower_key", "write_atomic"]
 
 #: Bump when exported files change meaning: files under older keys are then ignored.
 KEY_FORMAT = 3  # 3: text towers take any token count
@@ -51,7 +51,9 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
             os.unlink(tmp)
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
+    """The installed version of the distribution ``dist`` (``"-"`` when it is not installed): what a
+    cached graph records about the code that made it."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -68,5 +70,5 @@ def tower_key(spec: ModelSpec) -> str:
     ident: dict[str, Any] = {"format": KEY_FORMAT, "model": spec.model, "pretrained": spec.pretrained,
                              "sha256": spec.checkpoint_sha256}
     if spec.pretrained == "none":
-        ident["versions"] = [_version("torch"), _version("open_clip_torch")]
+        ident["versions"] = [package_version("torch"), package_version("open_clip_torch")]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPTIONER_KINDS",
-    "DEFAULT_CAPTION_MODEL",
-    "DEFAULT_ITM_MODEL",
     "Captioner",
     "CaptionerKind",
     "ItmScorer",

@@ -20,11 +20,8 @@ from ..errors import ModelError, WeightsUnavailableError
 from .pixels import PixelSpec
 from .spec import (
     CHECKPOINT_NAME,
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
     ModelSpec,
     builtin_models,
-    resolve_model,
     sha256_file,
 )
 
@@ -32,12 +29,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_PRETRAINED",
     "Encoder",
-    "ModelSpec",
     "OpenClipEncoder",
-    "resolve_model",
+    "encode_calls",
 ]
 
 log = logging.getLogger(__name__)
@@ -297,7 +291,7 @@ def image_runs() -> tuple[int, int]:
     """How this process runs an ONNX image tower: (calls side by side, ONNX Runtime threads per call).
 
     One call spread over every core leaves the cores idle between the graph's operators (its
-    threads wait for each other, and sleep rather than spin: see ``onnx._session``); calls on
+    threads wait for each other, and sleep rather than spin: see ``onnx.cpu_session``); calls on
     one thread each, side by side on the same session, keep every core busy.  ViT-B-32-256
     int8, 2 cores, per image: 25.1 ms as one call on 2 threads, 20.7 ms as two 1-thread calls
     at once.  Up to four calls (a default batch of 64 is four calls of 16); more cores give
@@ -308,7 +302,7 @@ def image_runs() -> tuple[int, int]:
     return runs, max(1, cores // runs)
 
 
-def _calls(n: int, runs: int) -> list[tuple[int, int]]:
+def encode_calls(n: int, runs: int) -> list[tuple[int, int]]:
     """``n`` images as near-equal calls of at most :data:`ENCODE_CHUNK`, as many as fill ``runs``
     (16 images on two runs: two calls of 8, not one of 16 and an idle core)."""
     calls = -(-n // ENCODE_CHUNK)
@@ -321,7 +315,7 @@ def run_image_session(session: Any, x: np.ndarray) -> np.ndarray:
     """Unit vectors of an NCHW batch from an ONNX image tower (made by ``onnx.image_tower_session``):
     calls of at most :data:`ENCODE_CHUNK` images, :func:`image_runs` of them at a time."""
     runs, _ = image_runs()
-    calls = _calls(len(x), runs)
+    calls = encode_calls(len(x), runs)
 
     def run(span: tuple[int, int]) -> np.ndarray:
         out: np.ndarray = session.run(None, {"pixels": x[span[0]:span[1]]})[0]

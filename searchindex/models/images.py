@@ -13,8 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..defaults import DEFAULT_MAX_MEGAPIXELS
 from ..errors import ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_MEGAPIXELS", "IMAGE_EXTENSIONS", "MAX_ASPECT", "DecodedImage", "bound_aspect",
-           "check_megapixels", "decode_image"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_ASPECT", "DecodedImage", "bound_aspect", "check_megapixels", "decode_image"]
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",

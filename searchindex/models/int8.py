@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelError
-from .cache import _version, tower_key, write_atomic
+from .cache import package_version, tower_key, write_atomic
 from .encoders import Encoder, OpenClipEncoder, as_array, run_image_session
-from .onnx import _export_graph, image_tower_session, load_text_encoder, model_cache_dir, onnx_available
+from .onnx import export_graph, image_tower_session, load_text_encoder, model_cache_dir, onnx_available
 from .pixels import PixelSpec
 from .spec import ModelSpec
 
 __all__ = ["PreparedEncoder", "int8_verdict", "int8_weight_levels", "load_int8_tower", "prepare_int8_tower",
-           "prepared_pixel_spec"]
+           "prepared_pixel_spec", "probe_pixels"]
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -73,10 +73,10 @@ def int8_weight_levels() -> int:
 def _int8_ident(source: str = "torch") -> dict[str, Any]:
     """What a prepared tower depends on.  One quantised from a graph built without torch (``built``,
     ``shipped``) does not depend on the torch and open_clip versions; one exported by torch does."""
-    ident: dict[str, Any] = {"format": _INT8_FORMAT, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
-                             "weight_levels": int8_weight_levels()}
+    ident: dict[str, Any] = {"format": _INT8_FORMAT, "onnxruntime": package_version("onnxruntime"),
+                             "onnx": package_version("onnx"), "weight_levels": int8_weight_levels()}
     if source == "torch":
-        ident.update(torch=_version("torch"), open_clip=_version("open_clip_torch"))
+        ident.update(torch=package_version("torch"), open_clip=package_version("open_clip_torch"))
     else:
         ident["source"] = source
     return ident
@@ -92,7 +92,7 @@ def _int8_paths(spec: ModelSpec) -> tuple[Path, Path]:
     return stem.with_suffix(".onnx"), stem.with_suffix(".json")
 
 
-def _probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarray:
+def probe_pixels(pixel_spec: PixelSpec, count: int = _INT8_PROBES) -> np.ndarray:
     """Seeded photo-like probes at the model's input size (smooth colour fields, edges, grain):
     what the int8 tower is checked on."""
     from PIL import Image, ImageDraw
@@ -178,7 +178,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
             log.debug("cannot load the prepared int8 tower %s: %s", loaded[0], exc)
     if int8_verdict(encoder.spec) is not None:
         return None
-    probes = _probe_pixels(encoder.pixel_spec)
+    probes = probe_pixels(encoder.pixel_spec)
     model = encoder.torch_model
 
     def reference(pixels: np.ndarray) -> np.ndarray:
@@ -186,7 +186,7 @@ def prepare_int8_tower(encoder: OpenClipEncoder, min_cosine: float) -> tuple[Any
             return np.asarray(model.visual(torch.from_numpy(pixels)).float().numpy())
 
     def export(fp32: Path) -> None:
-        _export_graph(encoder, model.visual, probes[:2], "pixels", fp32)
+        export_graph(encoder, model.visual, probes[:2], "pixels", fp32)
 
     facts = {"dim": encoder.dim, "image_size": encoder.image_size, "pixel_spec": encoder.pixel_spec.to_json()}
     made = _quantise_checked(encoder.spec, export, reference, probes, facts, "torch", min_cosine)
@@ -204,7 +204,7 @@ def prepare_int8_from_graph(spec: ModelSpec, fp32_file: Path, pixel_spec: PixelS
     if (facts_now := _sidecar(spec)) is not None and _current(facts_now) and not facts_now.get("accepted") \
             and facts_now.get("source") == source:
         return None
-    probes = _probe_pixels(pixel_spec)
+    probes = probe_pixels(pixel_spec)
     fp32_session = image_tower_session(fp32_file, spin=False)
 
     def reference(pixels: np.ndarray) -> np.ndarray:

@@ -44,10 +44,8 @@ from .cache import KEY_FORMAT, cache_root, tower_key, write_atomic
 from .spec import ModelSpec
 from .textforward import short_text_forward, supports_short_text, trim_tokens
 
-__all__ = ["OnnxTextEncoder", "TextEncoder", "export_text_tower", "image_session", "load_text_encoder",
-           "model_cache_dir", "onnx_available", "onnx_paths",
-           "short_text_forward", "supports_short_text", "text_backend",
-           "tower_key", "trim_tokens"]
+__all__ = ["OnnxTextEncoder", "TextEncoder", "cpu_session", "export_graph", "export_text_tower", "image_session",
+           "load_text_encoder", "model_cache_dir", "onnx_available", "onnx_paths", "text_backend"]
 
 if TYPE_CHECKING:
     from .encoders import Encoder, OpenClipEncoder
@@ -120,7 +118,7 @@ def _weights_apart(model_file: Path) -> None:
                     location=_data_name(model_file), size_threshold=1024)
 
 
-def _session(path: Path, spin: bool = True, prepack: bool = True, threads: int = 0,
+def cpu_session(path: Path, spin: bool = True, prepack: bool = True, threads: int = 0,
              providers: Sequence[str] = ()) -> Any:
     """An ONNX Runtime CPU session; ``spin=False``: idle threads sleep instead of spinning;
     ``prepack=False``: weights are used as stored instead of repacked for the CPU's kernels;
@@ -154,7 +152,7 @@ def image_tower_session(path: Path, spin: bool = True, providers: Sequence[str] 
     ONNX Runtime execution providers to try before the CPU (``CUDAExecutionProvider``)."""
     from .encoders import image_runs
 
-    return _session(path, spin=spin, threads=image_runs()[1], providers=providers)
+    return cpu_session(path, spin=spin, threads=image_runs()[1], providers=providers)
 
 
 class OnnxTextEncoder:
@@ -173,7 +171,7 @@ class OnnxTextEncoder:
         from .tokenizer import clip_tokenizer
 
         self._model_file = model_file
-        self._session = _session(model_file, spin=spin_text(), prepack=False)
+        self._session = cpu_session(model_file, spin=spin_text(), prepack=False)
         self._packed = False
         self._used = False
         self._repacking = threading.Lock()
@@ -190,7 +188,7 @@ class OnnxTextEncoder:
         if self._used and not self._packed:
             with self._repacking:
                 if not self._packed:
-                    self._session = _session(self._model_file, spin=spin_text())
+                    self._session = cpu_session(self._model_file, spin=spin_text())
                     self._packed = True
         self._used = True
         return self._session
@@ -290,8 +288,8 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
 
     tokens = ClipTokenizer(context_length)(_PROBE)
     # Traced on a trimmed batch, so the length axis is not folded into a constant of 77.
-    _export_graph(encoder, TextTower(encoder.torch_model), trim_tokens(tokens[:2]) if short else tokens, "tokens",
-                  model_file, length_axis=short, checks=[tokens, trim_tokens(tokens[:1])] if short else [])
+    export_graph(encoder, TextTower(encoder.torch_model), trim_tokens(tokens[:2]) if short else tokens, "tokens",
+                 model_file, length_axis=short, checks=[tokens, trim_tokens(tokens[:1])] if short else [])
     facts = {"format": _FORMAT, "model": encoder.spec.describe(), "context_length": context_length,
              "dim": encoder.dim, "tokenizer": "clip-bpe", "any_length": short}
     write_atomic(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(facts, indent=1)))
@@ -299,8 +297,8 @@ def _export_text(encoder: OpenClipEncoder, context_length: int, model_file: Path
     return model_file
 
 
-def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, input_name: str,
-                  model_file: Path, length_axis: bool = False, checks: Sequence[np.ndarray] = ()) -> None:
+def export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, input_name: str,
+                 model_file: Path, length_axis: bool = False, checks: Sequence[np.ndarray] = ()) -> None:
     """Trace ``module`` on ``example`` (batch axis dynamic), check it against torch, move it into place.
 
     ``length_axis``: axis 1 is dynamic too; ``checks``: more inputs the export must reproduce.
@@ -336,7 +334,7 @@ def _export_graph(encoder: OpenClipEncoder, module: Any, example: np.ndarray, in
             finally:
                 torch.backends.mha.set_fastpath_enabled(fastpath)
             _weights_apart(staged)
-            session = _session(staged)
+            session = cpu_session(staged)
             for probe in [example, *checks]:
                 with torch.inference_mode():
                     want = module(torch.from_numpy(probe)).float().numpy()
@@ -373,7 +371,7 @@ def image_session(encoder: OpenClipEncoder) -> Any:
         rng = np.random.default_rng(0)
         example = rng.standard_normal((2, 3, size, size)).astype(np.float32)
         try:
-            _export_graph(encoder, encoder.torch_model.visual, example, "pixels", model_file)
+            export_graph(encoder, encoder.torch_model.visual, example, "pixels", model_file)
         except Exception as exc:
             raise ModelError(f"could not export the {encoder.spec.describe()} image tower to ONNX: {exc}") from exc
         facts = {"format": _FORMAT, "model": encoder.spec.describe(), "image_size": size, "dim": encoder.dim}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, ModelMismatchError, UnknownModelError, WeightsUnavailableError
-from .cache import _version, cache_root, write_atomic
+from .cache import cache_root, package_version, write_atomic
 
 __all__ = [
     "CHECKPOINT_NAME", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "HUB", "ModelSpec", "builtin_models", "offline_help",
@@ -177,7 +177,7 @@ def open_clip_catalogue() -> dict[str, list[str]]:
     """
     import importlib.util
 
-    version = _version("open_clip_torch")
+    version = package_version("open_clip_torch")
     if version == "-" or importlib.util.find_spec("open_clip") is None:  # the core install: the shipped copy
         from .architectures import catalogue as shipped
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError, ModelError, WeightsUnavailableError
 from . import onnx as onnx_models
-from .cache import KEY_FORMAT, _version, cache_root, write_atomic
+from .cache import KEY_FORMAT, cache_root, package_version, write_atomic
 from .onnx import OnnxTextEncoder, onnx_paths
 from .spec import CHECKPOINT_NAME, HUB, ModelSpec, builtin_models, offline_help, sha256_file
 
@@ -345,7 +345,7 @@ def pixel_spec_of(spec: ModelSpec) -> PixelSpec:
 
 
 def _ident(spec: ModelSpec) -> dict[str, Any]:
-    return {"build_format": _BUILD_FORMAT, "key_format": KEY_FORMAT, "onnx": _version("onnx"),
+    return {"build_format": _BUILD_FORMAT, "key_format": KEY_FORMAT, "onnx": package_version("onnx"),
             "model": spec.model, "pretrained": spec.pretrained, "sha256": spec.checkpoint_sha256}
 
 

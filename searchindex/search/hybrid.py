@@ -33,7 +33,6 @@ from ..defaults import FUSIONS
 
 __all__ = [
     "DEFAULT_FUSION",
-    "FUSIONS",
     "RRF_K",
     "STOPWORDS",
     "TextRanking",

@@ -29,35 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QueryError
-
-# Filters and the cutoff have their own modules now; their names stay importable from here.
-from ..store.catalog.filters import (
-    DEFAULT_RADIUS_KM,
-    EARTH_RADIUS_KM,
-    Filters,
-    glob_to_sqlite,
-    haversine_km,
-    parse_date,
-    parse_near,
-)
 from ..textcheck import checked_text
-from .cutoff import AUTO_MIN_SIGNIFICANCE, AUTO_WINDOW, AUTO_Z_FALLBACK, auto_cutoff
 
 __all__ = [
-    "AUTO_MIN_SIGNIFICANCE",
-    "AUTO_WINDOW",
-    "AUTO_Z_FALLBACK",
-    "DEFAULT_RADIUS_KM",
-    "EARTH_RADIUS_KM",
-    "Filters",
     "Query",
     "Term",
-    "auto_cutoff",
     "combine",
-    "glob_to_sqlite",
-    "haversine_km",
-    "parse_date",
-    "parse_near",
     "parse_term",
 ]
 

@@ -25,7 +25,7 @@ from ..store.catalog.filters import Filters
 from ..textcheck import checked_text
 from .hybrid import DEFAULT_FUSION
 
-__all__ = ["DEFAULT_K", "SearchRequest", "Shot", "parse_shot", "parse_threshold"]
+__all__ = ["SearchRequest", "Shot", "parse_shot", "parse_threshold"]
 
 # An example image for few-shot search: a path, or the id of an indexed image.
 Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)

@@ -203,13 +203,13 @@ def _rebuild_flat(folder: Path) -> int:
 
     catalog = Catalog.open(folder)
     try:
-        dim = int(catalog.meta()["dim"])
+        dim = int(catalog.read.meta()["dim"])
         factory = "IDMap2,Flat"
         vecs = VectorIndex.empty(dim, factory)
-        for ids, chunk in catalog.images.embeddings_since(0, dim):
+        for ids, chunk in catalog.read.embeddings_since(0, dim):
             vecs.upsert(ids, chunk)
-        vecs.generation = catalog.generation()
-        vecs.save(folder, catalog.meta().get("index_id", ""), catalog.read.state(vecs.generation))
+        vecs.generation = catalog.read.generation()
+        vecs.save(folder, catalog.read.meta().get("index_id", ""), catalog.read.state(vecs.generation))
         catalog.set_meta(faiss_factory=factory, faiss_nprobe="", faiss_built_at=str(vecs.ntotal), faiss_recall="")
         return vecs.ntotal
     finally:
@@ -226,7 +226,7 @@ def _apply_policy(folder: Path) -> None:
     with write_errors(folder):
         catalog = Catalog.open(folder)
         try:
-            VectorStore(folder, catalog, int(catalog.meta()["dim"])).save()
+            VectorStore(folder, catalog, int(catalog.read.meta()["dim"])).save()
         finally:
             catalog.close()
 

@@ -23,17 +23,9 @@ import numpy as np
 
 from .catalog.database import Catalog
 from .vectors.build import BuildReport, build_index
-from .vectors.index import (
-    DEFAULT_FACTORY,
-    VectorFileError,
-    VectorIndex,
-    canonical_factory,
-    latest_vector_file,
-    planned_factory,
-    read_vector_file,
-    train_size,
-)
-from .vectors.kinds import check_trainable
+from .vectors.file import VectorFileError, latest_vector_file, read_vector_file
+from .vectors.index import VectorIndex
+from .vectors.kinds import DEFAULT_FACTORY, canonical_factory, check_trainable, planned_factory, train_size
 
 __all__ = ["VectorStore"]
 
@@ -50,7 +42,7 @@ class VectorStore:
         self.folder = folder
         self.catalog = catalog
         self.dim = dim
-        meta = catalog.meta()
+        meta = catalog.read.meta()
         self.index_id = meta.get("index_id", "")
         self._factory = meta.get("faiss_factory", DEFAULT_FACTORY)
         self._index_type = meta.get("faiss_index_type") or "auto"
@@ -70,7 +62,7 @@ class VectorStore:
     def current(self) -> VectorIndex:
         """The vector index, caught up with the catalog's latest generation."""
         with self._lock:
-            generation = self.catalog.generation()
+            generation = self.catalog.read.generation()
             vecs = self._current
             if vecs is None:
                 # Without a usable file, start exact: it needs no training, and the
@@ -89,7 +81,7 @@ class VectorStore:
                     vecs.fetch = self.fetch
                     loaded = None
                 self._saved = loaded is not None  # else the next save must write a file
-                meta = self.catalog.meta()
+                meta = self.catalog.read.meta()
                 if meta.get("faiss_nprobe") and meta.get("faiss_factory") == vecs.factory:
                     vecs.nprobe = int(meta["faiss_nprobe"])
             if vecs.generation < generation:
@@ -158,7 +150,7 @@ class VectorStore:
         if index_type is None or index_type == "auto":
             return index_type
         factory = canonical_factory(index_type, self.dim)
-        check_trainable(factory, self.catalog.images.count() if most is None else most)
+        check_trainable(factory, self.catalog.read.image_count() if most is None else most)
         return factory
 
     def set_index_type(self, index_type: str | None) -> None:
@@ -177,7 +169,7 @@ class VectorStore:
         atomic save (default :attr:`build_shards`).
         """
         found = latest_vector_file(self.folder)
-        if (self._current is None and found is not None and found[1] == self.catalog.generation()
+        if (self._current is None and found is not None and found[1] == self.catalog.read.generation()
                 and self._planned() is None and self._file_verifies(found[0], found[1])):
             return None  # nothing changed: FAISS need not even be loaded
         vecs = self.current()
@@ -195,7 +187,7 @@ class VectorStore:
             _, header = read_vector_file(path, generation, self.index_id, self.dim, self.catalog.read.state)
         except (OSError, VectorFileError):
             return False
-        return bool(header["count"] == self.catalog.images.count())
+        return bool(header["count"] == self.catalog.read.image_count())
 
     def _save(self, vecs: VectorIndex) -> None:
         """Write ``vecs`` with the catalog's token of its generation; drop the tokens of older
@@ -204,8 +196,8 @@ class VectorStore:
         self.catalog.prune_states(vecs.generation)
 
     def _planned(self) -> str | None:
-        meta = self.catalog.meta()
-        return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self.catalog.images.count(),
+        meta = self.catalog.read.meta()
+        return planned_factory(self._factory, int(meta.get("faiss_built_at") or 0), self.catalog.read.image_count(),
                                self.dim, self._index_type)
 
     def _record(self, vecs: VectorIndex, built_at: int, recall: float | None) -> None:
@@ -228,7 +220,7 @@ class VectorStore:
             rng = np.random.default_rng(old.generation)
             sample_ids = rng.choice(ids, train_size(factory, len(ids)), replace=False)
             try:
-                new, report = build_index(factory, self.dim, self.catalog.images.embeddings_since(0, self.dim),
+                new, report = build_index(factory, self.dim, self.catalog.read.embeddings_since(0, self.dim),
                                           (sample_ids, self.fetch(sample_ids)), shards=shards or self.build_shards)
             except (RuntimeError, MemoryError) as exc:
                 log.warning("could not rebuild the vector index as %s (%s); keeping %s", factory,

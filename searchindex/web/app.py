@@ -19,7 +19,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -30,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..defaults import DEFAULT_HOST
 from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError, SearchIndexError
 from ..frontend.params import search_params
-from ..index import Index
+from ..index.facade import Index
 from ..store.folder import THUMBNAIL_FOLDER
 from .api import api_routers, error_response
 from .files import ThumbnailCache
@@ -131,8 +130,8 @@ class WebApp:
         self.index.close()
 
 
-def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
-    """The FastAPI app for an index (see :class:`WebApp` for ``options``)."""
+def build_app(index_path: str | os.PathLike[str], **options: Any) -> RequestGuard:
+    """The ASGI app for an index: its FastAPI app behind the request guard (see :class:`WebApp` for ``options``)."""
     state = WebApp(index_path, **options)
 
     @contextlib.asynccontextmanager
@@ -190,12 +189,9 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> FastAPI:
 
         wrapped = CORSMiddleware(wrapped, allow_origins=state.cors_origins, allow_methods=["GET"],
                                  allow_headers=["Authorization"])
-    guard = RequestGuard(wrapped, bind_host=state.host, token=state.token, allowed_hosts=state.allowed_hosts,
-                         cors_origins=state.cors_origins)
     # The guard runs first, also in front of the OpenAPI page; `app.state.web` stays reachable on the outer app.
-    guard.state = app.state  # type: ignore[attr-defined]
-    guard.fastapi = app  # type: ignore[attr-defined]
-    return guard  # type: ignore[return-value]
+    return RequestGuard(wrapped, bind_host=state.host, token=state.token, allowed_hosts=state.allowed_hosts,
+                        cors_origins=state.cors_origins, inner=app)
 
 
 def _version() -> str:
@@ -220,8 +216,3 @@ def _page_routes(app: FastAPI, state: WebApp) -> None:
         if request.headers.get("if-none-match") == etags[name]:
             return Response(status_code=304, headers=headers)
         return Response(state._assets[name], media_type=_MEDIA[os.path.splitext(name)[1]], headers=headers)
-
-
-def asset_folder() -> Path:
-    """Where the page's files are (for docs and tests)."""
-    return Path(str(resources.files(__package__) / "static"))

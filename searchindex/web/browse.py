@@ -26,7 +26,7 @@ from ..store.catalog.filters import Filters, parse_date, parse_near
 from .api import json_response
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..index.facade import Index
     from .app import WebApp
 
 __all__ = ["Timeline", "browse_router"]

@@ -51,8 +51,13 @@ class RequestGuard:
     """ASGI middleware refusing requests that fail the checks above (JSON error, 400/401/403)."""
 
     def __init__(self, app: Any, *, bind_host: str, token: str | None = None,
-                 allowed_hosts: Iterable[str] | None = None, cors_origins: Iterable[str] = ()) -> None:
+                 allowed_hosts: Iterable[str] | None = None, cors_origins: Iterable[str] = (),
+                 inner: Any = None) -> None:
+        """``app``: what requests that pass go to; ``inner``: the application behind any other
+        middleware (the FastAPI app), whose ``state`` stays reachable from outside."""
         self.app = app
+        self.fastapi: Any = inner if inner is not None else app
+        self.state: Any = getattr(self.fastapi, "state", None)  # state.web: the WebApp behind the routes
         self.token = token
         self.cors_origins = frozenset(cors_origins)
         if allowed_hosts is not None:

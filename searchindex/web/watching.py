@@ -19,7 +19,7 @@ from fastapi.responses import Response  # at run time: FastAPI reads the route's
 from .api import json_response
 
 if TYPE_CHECKING:
-    from ..index import Index
+    from ..index.facade import Index
     from ..index.watching import WatchHandle
     from ..results import IndexSummary
 
@@ -64,7 +64,7 @@ class LiveIndex:
         Raises:
             MissingExtraError, ParameterError: as :meth:`searchindex.Index.watch`.
         """
-        from ..index import Index
+        from ..index.facade import Index
 
         self._index = Index.open(self._path, device=self._device)
         try:

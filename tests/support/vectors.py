@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from searchindex.models.spec import ModelSpec
-from searchindex.store.catalog.database import Catalog, NewImage
-from searchindex.store.catalog.records import PhotoMetadata
-from searchindex.store.vectors.index import DEFAULT_FACTORY
+from searchindex.store.catalog.database import Catalog
+from searchindex.store.catalog.records import NewImage, PhotoMetadata
+from searchindex.store.vectors.kinds import DEFAULT_FACTORY
 
 __all__ = ["CAMERAS", "PLACES", "write_vector_index"]
 

@@ -15,8 +15,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from ...results import FailureRecord
 from .migrations import refresh_text_index
-from .records import FailureRecord, NewImage, PhotoMetadata, state_key
+from .records import NewImage, PhotoMetadata, state_key
 from .schema import (
     CaptionRow,
     FailureRow,
@@ -30,6 +31,7 @@ from .schema import (
     VideoRow,
     executor,
 )
+from .sqlite import chunks
 
 __all__ = ["commit_batch"]
 
@@ -71,8 +73,7 @@ def _remove_rows(s: Session, gone: list[str], gen: int) -> list[int]:
     """Delete the rows (and failure records) at ``gone`` with what hangs off them, scheduling their
     vectors for removal at ``gen``; returns the ids removed."""
     removed: list[int] = []
-    for start in range(0, len(gone), 500):
-        chunk = gone[start : start + 500]
+    for chunk in chunks(gone):
         gone_ids = list(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(chunk))))
         for image_id in gone_ids:
             s.merge(RemovalRow(image_id=image_id, generation=gen))
@@ -128,8 +129,8 @@ def _write_images(s: Session, images: Sequence[NewImage], gen: int, now: float) 
     ids: list[int] = []
     if paths:
         s.flush()
-        for start in range(0, len(paths), 500):
-            ids.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(paths[start : start + 500]))))
+        for chunk in chunks(paths):
+            ids.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(chunk))))
     _write_videos(s, images, list(existing.values()))
     return ids
 

@@ -6,11 +6,11 @@ import json
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ...errors import NotFoundError, QueryError
+from ...errors import QueryError
 from ...results import Concept
 from .schema import ConceptRow, alive_ids
 
@@ -45,28 +45,6 @@ class ConceptRepository:
             s.merge(ConceptRow(name=name, query=query, like_ids=json.dumps(like), unlike_ids=json.dumps(unlike),
                                updated_at=now))
         return Concept(name, query, tuple(like), tuple(unlike), now)
-
-    def all(self) -> list[Concept]:
-        """Every saved concept, by name; example ids of images removed since are left out."""
-        with Session(self._engine) as s:
-            rows = list(s.scalars(select(ConceptRow).order_by(ConceptRow.name)))
-            ids = {i for r in rows for i in (*json.loads(r.like_ids), *json.loads(r.unlike_ids))}
-            alive = alive_ids(s, sorted(ids))
-        return [Concept(r.name, r.query, tuple(i for i in json.loads(r.like_ids) if i in alive),
-                        tuple(i for i in json.loads(r.unlike_ids) if i in alive), r.updated_at) for r in rows]
-
-    def get(self, name: str) -> Concept:
-        """The saved concept called ``name``.
-
-        Raises:
-            NotFoundError: no concept of that name (the message lists those there are).
-        """
-        saved = self.all()
-        for c in saved:
-            if c.name == name:
-                return c
-        known = ", ".join(c.name for c in saved) or "none yet"
-        raise NotFoundError(f"no concept named {name!r} (concepts in this index: {known})")
 
     def remove(self, name: str) -> bool:
         """Forget a concept; False when there was none of that name."""

@@ -6,14 +6,12 @@ vector size, schema version, generation).  Every committed batch bumps the
 generation, and each changed row carries the generation that wrote it, so the
 FAISS file (a cache) can be caught up from exactly what changed since it was saved.
 
-:class:`Catalog` owns the file's lifecycle, its metadata and the one batch
-writer; reads and the smaller writes go through one repository per concern, in
-the way sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.images`,
-:attr:`Catalog.texts`, :attr:`Catalog.captions`, :attr:`Catalog.tags` and :attr:`Catalog.concepts`.
-
-Writes go through SQLAlchemy; what a search reads goes through :attr:`Catalog.read`
-(:mod:`searchindex.store.catalog.reader`, plain :mod:`sqlite3`), and the engine and the
-repositories are made on first use, so that a search never imports SQLAlchemy.
+:class:`Catalog` owns the file's lifecycle, its metadata and the one batch writer.
+Every read goes through one door, :attr:`Catalog.read` (:mod:`searchindex.store.catalog.reader`,
+plain :mod:`sqlite3`); the smaller writes go through one repository per concern, in the way
+sqlite-utils hands out a ``Table`` per table: :attr:`Catalog.texts`, :attr:`Catalog.captions`,
+:attr:`Catalog.tags` and :attr:`Catalog.concepts`.  Writes go through SQLAlchemy, whose engine
+and the repositories are made on first use, so that a search never imports SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -31,27 +29,26 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...errors import IndexCorruptError, IndexSchemaError
 from ...models.spec import ModelSpec
+from ...results import FailureRecord
 from ...threads import forks
 from .migrations import SCHEMA_VERSION, pending, upgrade
 from .reader import CatalogReader
-from .records import FailureRecord, ImageRecord, NewImage, PhotoMetadata, TagLabel
-from .sqlite import CATALOG_FILE, catalog_uri, check_meta, damaged, is_damage
+from .records import NewImage, PhotoMetadata
+from .sqlite import CATALOG_FILE, catalog_uri, check_meta, chunks, damaged, is_damage
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from .captions import CaptionRepository
     from .concepts import ConceptRepository
-    from .images import ImageRepository
     from .tags import TagRepository
     from .texts import TextRepository
 
-__all__ = ["CATALOG_FILE", "SCHEMA_VERSION", "Catalog", "FailureRecord", "ImageRecord", "NewImage", "TagLabel"]
+__all__ = ["Catalog"]
 
 log = logging.getLogger(__name__)
 
 class _Repositories(NamedTuple):
-    images: ImageRepository
     texts: TextRepository
     captions: CaptionRepository
     tags: TagRepository
@@ -73,7 +70,7 @@ class Catalog:
 
     @property
     def engine(self) -> Engine:
-        """The SQLAlchemy engine every write (and the repositories' other reads) goes through."""
+        """The SQLAlchemy engine every write goes through."""
         return self._made()[0]
 
     def _made(self) -> tuple[Engine, _Repositories]:
@@ -87,21 +84,14 @@ class Catalog:
             if self._engine is None or self._repositories is None:
                 from .captions import CaptionRepository
                 from .concepts import ConceptRepository
-                from .images import ImageRepository
                 from .schema import engine_for
                 from .tags import TagRepository
                 from .texts import TextRepository
 
                 engine = engine_for(self.path, read_only=self.read_only)
                 self._engine, self._repositories = engine, _Repositories(
-                    ImageRepository(engine, self.read), TextRepository(engine, self.read),
-                    CaptionRepository(engine, self.read), TagRepository(engine, self.read), ConceptRepository(engine))
+                    TextRepository(engine), CaptionRepository(engine), TagRepository(engine), ConceptRepository(engine))
             return self._engine, self._repositories
-
-    @property
-    def images(self) -> ImageRepository:
-        """The ``images`` and ``failures`` tables."""
-        return self._made()[1].images
 
     @property
     def texts(self) -> TextRepository:
@@ -225,10 +215,6 @@ class Catalog:
 
     # -- metadata ---------------------------------------------------------
 
-    def meta(self) -> dict[str, str]:
-        """Every key of the ``meta`` table (model, dim, generation, FAISS settings...)."""
-        return self.read.meta()
-
     def set_meta(self, **values: Any) -> None:
         """Set ``meta`` keys (strings as they are, anything else as JSON)."""
         from sqlalchemy.orm import Session
@@ -249,17 +235,14 @@ class Catalog:
         with Session(self.engine) as s, s.begin():
             keys = s.scalars(select(MetaRow.key).where(MetaRow.key.like("state:%"))).all()
             old = [k for k in keys if k[6:].isdigit() and int(k[6:]) < below]
-            for start in range(0, len(old), 500):
-                s.execute(delete(MetaRow).where(MetaRow.key.in_(old[start : start + 500])))
+            for chunk in chunks(old):
+                s.execute(delete(MetaRow).where(MetaRow.key.in_(chunk)))
 
     def model_spec(self) -> ModelSpec:
-        """The model recorded at creation."""
-        m = self.meta()
+        """The model recorded at creation (read from ``meta``; made here, where :meth:`create` records it,
+        so that the catalog's one import of a model type stays in this module)."""
+        m = self.read.meta()
         return ModelSpec(m["model"], m["pretrained"], m.get("checkpoint_sha256") or None)
-
-    def generation(self) -> int:
-        """The generation of the last committed batch."""
-        return self.read.generation()
 
     # -- the batch writer -------------------------------------------------
 

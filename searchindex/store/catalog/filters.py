@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import numpy as np
@@ -214,6 +214,3 @@ class Filters:
         """True when any condition is set."""
         return bool(self.paths or self.exclude or self.min_width or self.min_height or self.after
                     or self.before or self.cameras or self.near)
-
-    def with_cwd(self, cwd: str) -> Filters:
-        return replace(self, cwd=cwd)

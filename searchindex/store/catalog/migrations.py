@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import IndexCorruptError, IndexSchemaError
+from .sqlite import chunks
 
 __all__ = ["FTS_TABLE_SQL", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "refresh_text_index", "upgrade"]
 
@@ -113,8 +114,7 @@ def refresh_text_index(execute: Callable[[str, dict[str, Any]], Any], ids: Seque
         execute(fill, {})
         return
     ids = [int(i) for i in ids]
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    for chunk in chunks(ids):
         params = {f"p{n}": i for n, i in enumerate(chunk)}
         where = ", ".join(f":{k}" for k in params)
         execute(f"DELETE FROM text_fts WHERE rowid IN ({where})", params)

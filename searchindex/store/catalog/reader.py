@@ -1,38 +1,49 @@
-"""What a search reads from the catalog, through the standard library's :mod:`sqlite3` alone.
+"""Every read of the catalog, through the standard library's :mod:`sqlite3` alone: the one door
+(:attr:`Catalog.read <searchindex.store.catalog.database.Catalog.read>`) that the package, its
+scripts and its tests read through.
 
 A first search in a new process (the CLI, a script) is mostly start-up, and
 SQLAlchemy's import alone was about 0.18 s of a 0.6 s cold search on the 2-core
-reference machine.  The reads a search needs are few and simple (metadata, rows
-and texts by id, embeddings, the full-text ranking), so they are plain SQL here;
-writes and the rarer reads stay with SQLAlchemy in the repositories, which
-delegate these reads to this one implementation.
+reference machine.  The reads are few and simple (metadata, rows and texts by id,
+embeddings, the full-text ranking, what a run compares the files with), so they are
+plain SQL here; writes stay with SQLAlchemy in the repositories.
 
-Each thread gets its own connection (SQLite connections must not be shared by
-threads working at once), opened on first use and closed with the catalog;
-a scan of the whole table (catching a vector file up) uses one of its own.
+Each thread gets its own connection (:mod:`.connections`), opened on first use and
+closed with the catalog; a scan of the whole table (catching a vector file up) uses
+one of its own.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...threads import abandon, forks
+from ...errors import NotFoundError
+from ...results import Concept, FailureRecord
+from .connections import ThreadConnections
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
-from .records import RECORD_COLUMNS, ImageRecord, state_key
-from .sqlite import ENCODED_FROM, ENCODED_TO, connect, damaged, decode_path, encode_path, glob_bytes, is_damage
+from .records import RECORD_COLUMNS, ImageRecord, ImageState, TagLabel, state_key
+from .sqlite import (
+    ENCODED_FROM,
+    ENCODED_TO,
+    chunks,
+    connect,
+    damaged,
+    decode_path,
+    encode_path,
+    glob_bytes,
+    is_damage,
+)
 
 __all__ = ["CatalogReader"]
 
-_CHUNK = 500  # ids per statement: under SQLite's limit on bound variables
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _PATH_AT = RECORD_COLUMNS.index("path")
 
@@ -42,85 +53,12 @@ def _fts_words(query: str) -> list[str]:
     return [f'"{w}"' for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(query))]
 
 
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
-
-
 def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-class _Connection:
-    """One thread's connection; its lock is held while a statement runs, so that closing the
-    catalog from another thread waits for the statement instead of breaking it."""
-
-    __slots__ = ("db", "lock", "closed", "forks")
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.lock = threading.Lock()
-        self.closed = False
-        self.forks = forks()  # made in this process, not inherited through fork()
-
-
-class CatalogReader:
-    """Read-only queries on one catalog file, one connection per thread."""
-
-    def __init__(self, path: Path, read_only: bool = False) -> None:
-        self.path = path
-        self._read_only = read_only
-        self._local = threading.local()
-        self._open: list[_Connection] = []
-        self._guard = threading.Lock()
-
-    def _connection(self) -> _Connection:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.forks != forks():
-            self._drop_inherited()
-            conn = None
-        if conn is None or conn.closed:
-            conn = _Connection(connect(self.path, self._read_only))
-            with self._guard:
-                self._open.append(conn)
-            self._local.conn = conn
-        return conn
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """All rows of one statement; a damaged file raises the catalog's one damage error."""
-        while True:
-            conn = self._connection()
-            with conn.lock:
-                if conn.closed:  # closed by another thread since: open a new one
-                    continue
-                try:
-                    return conn.db.execute(sql, params).fetchall()
-                except sqlite3.DatabaseError as exc:
-                    if is_damage(exc):
-                        raise damaged(self.path, exc) from exc
-                    raise
-
-    def _drop_inherited(self) -> None:
-        """In a forked child: set aside the connections the parent opened (SQLite: a child must
-        neither use nor close them); each thread here opens its own."""
-        with self._guard:
-            mine = forks()
-            for conn in self._open:
-                if conn.forks != mine:
-                    conn.closed = True
-                    abandon(conn.db)
-            self._open = [c for c in self._open if c.forks == mine]
-
-    def close(self) -> None:
-        """Close every thread's connection (waiting for a statement running on it); a later read
-        opens a new one."""
-        self._drop_inherited()
-        with self._guard:
-            conns, self._open = self._open, []
-        for conn in conns:
-            with conn.lock:
-                conn.closed = True
-                conn.db.close()
+class CatalogReader(ThreadConnections):
+    """Every read of one catalog file, through plain :mod:`sqlite3` (one connection per thread)."""
 
     # -- metadata ---------------------------------------------------------
 
@@ -149,7 +87,7 @@ class CatalogReader:
         """image id -> record (without the embedding) of those ``ids`` still indexed."""
         out: dict[int, ImageRecord] = {}
         columns = ", ".join(RECORD_COLUMNS)
-        for chunk in _chunks([int(i) for i in ids]):
+        for chunk in chunks([int(i) for i in ids]):
             for row in self._rows(f"SELECT {columns} FROM images WHERE id IN ({_marks(len(chunk))})", chunk):
                 values = list(row)
                 values[_PATH_AT] = decode_path(values[_PATH_AT])
@@ -159,7 +97,7 @@ class CatalogReader:
     def embeddings(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         """image id -> embedding (``dim`` float32) of those ``ids`` still indexed."""
         out: dict[int, np.ndarray] = {}
-        for chunk in _chunks([int(i) for i in ids]):
+        for chunk in chunks([int(i) for i in ids]):
             for i, blob in self._rows(f"SELECT id, embedding FROM images WHERE id IN ({_marks(len(chunk))})", chunk):
                 out[i] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
         return out
@@ -258,16 +196,48 @@ class CatalogReader:
     def ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
         """path -> image id of those ``paths`` that are indexed."""
         out: dict[str, int] = {}
-        for chunk in _chunks([encode_path(p) for p in paths]):
+        for chunk in chunks([encode_path(p) for p in paths]):
             for path, i in self._rows(f"SELECT path, id FROM images WHERE path IN ({_marks(len(chunk))})", chunk):
                 out[decode_path(path)] = i
         return out
+
+    def image_count(self) -> int:
+        """Number of indexed images."""
+        return int(self._rows("SELECT count(*) FROM images")[0][0])
+
+    def image_states(self) -> dict[str, ImageState]:
+        """path -> state (id, stat, content hash) of every indexed image: what a run compares the files with."""
+        return {decode_path(p): ImageState(i, size, mtime_ns, sha)
+                for p, i, size, mtime_ns, sha in self._rows("SELECT path, id, size, mtime_ns, sha256 FROM images")}
+
+    def all_paths(self) -> list[str]:
+        """Every path the catalog knows: indexed images (by id), then recorded failures (by path)."""
+        rows = self._rows("SELECT path FROM images ORDER BY id") + self._rows("SELECT path FROM failures ORDER BY path")
+        return [decode_path(p) for (p,) in rows]
+
+    def ids_without_metadata(self) -> set[int]:
+        """Rows whose photo metadata was never read (indexed before schema 2)."""
+        return {i for (i,) in self._rows("SELECT id FROM images WHERE date_source IS NULL")}
+
+    def failure_count(self) -> int:
+        """Number of recorded failures."""
+        return int(self._rows("SELECT count(*) FROM failures")[0][0])
+
+    def failures(self) -> list[FailureRecord]:
+        """Every recorded failure, by path."""
+        return [FailureRecord(decode_path(p), size, mtime_ns, reason) for p, size, mtime_ns, reason
+                in self._rows("SELECT path, size, mtime_ns, reason FROM failures ORDER BY path")]
+
+    def _alive(self, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are still image rows."""
+        return {i for chunk in chunks([int(i) for i in ids])
+                for (i,) in self._rows(f"SELECT id FROM images WHERE id IN ({_marks(len(chunk))})", chunk)}
 
     # -- what hangs off an image ------------------------------------------
 
     def _per_image(self, sql: str, ids: Iterable[int]) -> dict[int, list[Any]]:
         out: dict[int, list[Any]] = {}
-        for chunk in _chunks([int(i) for i in ids]):
+        for chunk in chunks([int(i) for i in ids]):
             for image_id, *rest in self._rows(sql.format(marks=_marks(len(chunk))), chunk):
                 out.setdefault(image_id, []).append(tuple(rest))
         return out
@@ -326,6 +296,57 @@ class CatalogReader:
         """image id -> [(source, text)] people wrote (XMP, IPTC, sidecars), by source."""
         return self._per_image("SELECT image_id, source, text FROM image_texts WHERE image_id IN ({marks}) "
                                "ORDER BY image_id, source", ids)
+
+    def text_states(self) -> dict[int, str]:
+        """image id -> sidecar signature, for every image whose texts were read."""
+        return dict(self._rows("SELECT image_id, sidecars FROM text_states"))
+
+    def caption_counts(self) -> list[tuple[str, int]]:
+        """(model, captioned images) for every captioning model, by model."""
+        rows = self._rows("SELECT model, count(*) FROM captions GROUP BY model ORDER BY model")
+        return [(m, int(n)) for m, n in rows]
+
+    def ids_without_caption(self, model: str) -> list[int]:
+        """Ids of images (ascending) with no caption from ``model`` yet."""
+        return [i for (i,) in self._rows("SELECT id FROM images WHERE id NOT IN "
+                                         "(SELECT image_id FROM captions WHERE model = ?) ORDER BY id", (model,))]
+
+    def captions_by_content(self) -> list[tuple[str, str, str, str]]:
+        """(sha256, model, prompt, caption) of every caption: what a reindex carries over,
+        since a caption describes the picture, whatever model embeds it."""
+        return [tuple(r) for r in self._rows("SELECT i.sha256, c.model, c.prompt, c.text FROM captions c "
+                                             "JOIN images i ON i.id = c.image_id")]
+
+    def tag_labels(self) -> list[TagLabel]:
+        """Every stored zero-shot label, by name."""
+        return [TagLabel(name, tuple(json.loads(templates)), np.frombuffer(classifier, dtype=np.float32),
+                         np.frombuffer(null_classifier, dtype=np.float32), threshold, calibrated, scored)
+                for name, templates, classifier, null_classifier, threshold, calibrated, scored in self._rows(
+                    "SELECT name, templates, classifier, null_classifier, threshold, calibrated_images, "
+                    "scored_generation FROM tag_labels ORDER BY name")]
+
+    # -- saved concepts -----------------------------------------------------
+
+    def concepts(self) -> list[Concept]:
+        """Every saved concept, by name; example ids of images removed since are left out."""
+        rows = [(name, query, json.loads(like), json.loads(unlike), updated) for name, query, like, unlike, updated
+                in self._rows("SELECT name, query, like_ids, unlike_ids, updated_at FROM concepts ORDER BY name")]
+        alive = self._alive(sorted({i for r in rows for i in (*r[2], *r[3])}))
+        return [Concept(name, query, tuple(i for i in like if i in alive), tuple(i for i in unlike if i in alive),
+                        updated) for name, query, like, unlike, updated in rows]
+
+    def concept(self, name: str) -> Concept:
+        """The saved concept called ``name``.
+
+        Raises:
+            NotFoundError: no concept of that name (the message lists those there are).
+        """
+        saved = self.concepts()
+        for c in saved:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in saved) or "none yet"
+        raise NotFoundError(f"no concept named {name!r} (concepts in this index: {known})")
 
     # -- full text ----------------------------------------------------------
 

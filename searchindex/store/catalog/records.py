@@ -1,19 +1,19 @@
 """The catalog's record types: what goes in and what comes out, as plain values.
 
-:class:`~searchindex.results.FailureRecord` is a public result type and lives in
-:mod:`searchindex.results`; it is re-exported here for the store's users.
+A failure comes out as :class:`~searchindex.results.FailureRecord`, a public result type of
+:mod:`searchindex.results`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ...results import FailureRecord, JsonForm
+from ...results import JsonForm
 
-__all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel",
+__all__ = ["RECORD_COLUMNS", "ImageDetails", "ImageRecord", "ImageState", "NewImage", "PhotoMetadata", "TagLabel",
            "VideoFrames", "state_key"]
 
 
@@ -83,6 +83,16 @@ class TagLabel:
     threshold: float
     calibrated_images: int
     scored_generation: int
+
+
+class ImageState(NamedTuple):
+    """What a run compares a file found on disk with: its row's id, the stat it was indexed with,
+    and its content's hash."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    sha256: str
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .migrations import FTS_TABLE_SQL
-from .sqlite import apply_pragmas, catalog_uri, damaged, decode_path, encode_path, is_damage
+from .sqlite import apply_pragmas, catalog_uri, chunks, damaged, decode_path, encode_path, is_damage
 
 
 class FsPath(TypeDecorator[str]):
@@ -200,8 +200,8 @@ def executor(s: Session) -> Callable[[str, dict[str, Any]], Any]:
 def alive_ids(s: Session, ids: Sequence[int]) -> set[int]:
     """Which of ``ids`` are still image rows (inside the session's transaction)."""
     alive: set[int] = set()
-    for start in range(0, len(ids), 500):
-        alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(ids[start : start + 500])))))
+    for chunk in chunks(ids):
+        alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(list(chunk)))))
     return alive
 
 

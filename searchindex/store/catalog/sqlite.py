@@ -13,13 +13,16 @@ import logging
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
 from ...errors import IndexCorruptError
 
-__all__ = ["CATALOG_FILE", "ENCODED_FROM", "ENCODED_TO", "apply_pragmas", "catalog_uri", "check_meta", "connect",
-           "damaged", "decode_path", "encode_path", "glob_bytes", "is_damage", "is_operational_error", "path_bytes"]
+__all__ = ["CATALOG_FILE", "CHUNK", "ENCODED_FROM", "ENCODED_TO", "apply_pragmas", "catalog_uri", "check_meta",
+           "chunks", "connect", "damaged", "decode_path", "encode_path", "glob_bytes", "is_damage",
+           "is_operational_error", "path_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,20 @@ def glob_bytes(pattern: str) -> str:
     """A GLOB pattern in the form :func:`path_bytes` gives paths: its file-system bytes, one
     character per byte (``*``, ``?`` and ``[...]`` are ASCII and keep their meaning)."""
     return os.fsencode(pattern).decode("latin-1")
+
+
+# -- statements --------------------------------------------------------------------------
+
+#: Values one statement binds at most: under SQLite's limit on bound variables (999 before 3.32).
+CHUNK = 500
+
+_T = TypeVar("_T")
+
+
+def chunks(values: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
+    """``values`` in consecutive slices of at most ``size``: one ``IN (...)`` statement's worth each."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 # -- connections -------------------------------------------------------------------------

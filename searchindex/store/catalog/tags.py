@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from .reader import CatalogReader
 from .records import TagLabel
-from .schema import ImageRow, ImageTagRow, TagLabelRow
+from .schema import ImageTagRow, TagLabelRow, alive_ids
+from .sqlite import chunks
 
 __all__ = ["TagRepository"]
 
@@ -21,19 +21,8 @@ __all__ = ["TagRepository"]
 class TagRepository:
     """The ``tag_labels`` and ``image_tags`` tables."""
 
-    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._read = reader
-
-    def labels(self) -> list[TagLabel]:
-        """Every stored label, by name."""
-        with Session(self._engine) as s:
-            return [
-                TagLabel(r.name, tuple(json.loads(r.templates)), np.frombuffer(r.classifier, dtype=np.float32),
-                         np.frombuffer(r.null_classifier, dtype=np.float32), r.threshold, r.calibrated_images,
-                         r.scored_generation)
-                for r in s.scalars(select(TagLabelRow).order_by(TagLabelRow.name))
-            ]
 
     def store(
         self,
@@ -63,14 +52,11 @@ class TagRepository:
                 s.execute(delete(ImageTagRow).where(ImageTagRow.label == label.name))
             else:
                 ids = [int(i) for i in scored_ids]
-                for start in range(0, len(ids), 500):
+                for chunk in chunks(ids):
                     s.execute(delete(ImageTagRow).where(
-                        ImageTagRow.label == label.name, ImageTagRow.image_id.in_(ids[start : start + 500])))
+                        ImageTagRow.label == label.name, ImageTagRow.image_id.in_(chunk)))
             # Only images still in the catalog: a concurrent delete must not leave orphans.
-            alive: set[int] = set()
-            tag_ids = [int(t[0]) for t in tags]
-            for start in range(0, len(tag_ids), 500):
-                alive.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(tag_ids[start : start + 500]))))
+            alive = alive_ids(s, [int(t[0]) for t in tags])
             s.add_all(ImageTagRow(image_id=int(i), label=label.name, score=float(sc), margin=float(m))
                       for i, sc, m in tags if int(i) in alive)
 
@@ -81,15 +67,3 @@ class TagRepository:
             s.execute(delete(ImageTagRow).where(ImageTagRow.label.in_(list(names))))
             s.execute(delete(TagLabelRow).where(TagLabelRow.name.in_(list(names))))
         return n
-
-    def counts(self) -> list[tuple[str, int]]:
-        """(label, number of tagged images) for every label, including those with none."""
-        return self._read.tag_counts()
-
-    def ids_with(self, label: str) -> np.ndarray:
-        """Sorted ids of the images carrying ``label``."""
-        return self._read.ids_tagged(label)
-
-    def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
-        """image id -> [(label, margin)], strongest first."""
-        return self._read.tags(ids)

@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
-from .reader import CatalogReader
-from .schema import CaptionRow, ImageTextRow, TextStateRow, alive_ids, executor
+from .schema import ImageTextRow, TextStateRow, alive_ids, executor
+from .sqlite import chunks
 
 __all__ = ["TextRepository"]
 
 class TextRepository:
     """The ``image_texts`` and ``text_states`` tables, and full-text search over ``text_fts``."""
 
-    def __init__(self, engine: Engine, reader: CatalogReader) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._read = reader
 
     def store(self, texts: Mapping[int, Sequence[tuple[str, str]]]) -> None:
         """Replace the image_texts of the given ids with their (source, text) pairs
         (an empty sequence clears them), in one transaction."""
         ids = sorted(int(i) for i in texts)
         with Session(self._engine) as s, s.begin():
-            for start in range(0, len(ids), 500):
-                s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(ids[start : start + 500])))
+            for chunk in chunks(ids):
+                s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(chunk)))
             alive = alive_ids(s, ids)
             s.add_all(ImageTextRow(image_id=i, source=source, text=value)
                       for i in ids if i in alive for source, value in dict(texts[i]).items())
             refresh_text_index(executor(s), ids)
-
-    def states(self) -> dict[int, str]:
-        """image id -> sidecar signature, for every image whose texts were read."""
-        # Plain pairs for every image of a re-run: skip SQLAlchemy's per-row processing.
-        with self._engine.connect() as conn:
-            return dict(conn.execute(select(TextStateRow.image_id, TextStateRow.sidecars)).cursor.fetchall())
 
     def store_states(self, states: Mapping[int, str]) -> None:
         """Record that the texts of these images were read, with their sidecars' signatures."""
@@ -48,19 +40,3 @@ class TextRepository:
             for i in ids:
                 if i in alive:
                     s.merge(TextStateRow(image_id=i, sidecars=states[i]))
-
-    def by_id(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
-        """image id -> [(source, text)], by source."""
-        return self._read.texts(ids)
-
-    def has_any(self) -> bool:
-        """Whether any image has a caption or a text people wrote."""
-        with Session(self._engine) as s:
-            return bool(s.scalar(select(func.count()).select_from(select(CaptionRow.image_id).limit(1).subquery()))
-                        or s.scalar(select(func.count()).select_from(
-                            select(ImageTextRow.image_id).limit(1).subquery())))
-
-    def search(self, query: str, limit: int, ids: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Full-text search over file names, image texts and captions: (image_id, score), best first
-        (see :meth:`.CatalogReader.text_search`)."""
-        return self._read.text_search(query, limit, ids)

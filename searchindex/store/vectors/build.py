@@ -21,8 +21,8 @@ from ...threads import faiss_call
 from .index import VectorIndex
 from .kinds import TUNE_QUERIES, ivf_of, make_index
 
-__all__ = ["DEFAULT_RECALL", "NPROBES", "BuildReport", "add_shard", "build_index", "merge_shards",
-           "serialize_trained", "tune_nprobe"]
+__all__ = ["DEFAULT_RECALL", "NPROBES", "BuildReport", "add_shard", "add_single_threaded", "build_index",
+           "merge_shards", "serialize_trained", "tune_nprobe"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_index(
             waiting = pending[slot]
             if waiting is not None:
                 waiting.result()
-            pending[slot] = pool.submit(_add_single_threaded, parts[slot], x, ids)
+            pending[slot] = pool.submit(add_single_threaded, parts[slot], x, ids)
         else:
             faiss_call(_add_work(index, len(x), dim), index.add_with_ids, x, ids)
         if len(q):  # exact neighbours of the tuning queries: the chunk's best k+1, merged with the best so far
@@ -155,7 +155,7 @@ def _faiss() -> Any:
     return faiss
 
 
-def _add_single_threaded(index: Any, x: np.ndarray, ids: np.ndarray) -> None:
+def add_single_threaded(index: Any, x: np.ndarray, ids: np.ndarray) -> None:
     """Add in this thread only: each shard is one thread; FAISS's own OpenMP threads on top of
     them oversubscribe the cores (4 shards x 2 OpenMP threads took 2.5x longer than one index)."""
     faiss = _faiss()

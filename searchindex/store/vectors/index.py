@@ -25,7 +25,6 @@ import numpy as np
 
 from ...threads import faiss_call
 from .file import (
-    VECTOR_MAGIC,
     VectorFileError,
     latest_vector_file,
     read_vector_file,
@@ -33,34 +32,15 @@ from .file import (
 )
 from .kinds import (
     DEFAULT_FACTORY,
-    FLAT_MAX,
-    canonical_factory,
-    choose_factory,
     describe,
-    estimate_bytes,
-    ivf_nlist,
     ivf_of,
     load_faiss,
     make_index,
-    planned_factory,
-    train_size,
 )
 
 __all__ = [
-    "DEFAULT_FACTORY",
-    "FLAT_MAX",
     "GATHER_MAX",
-    "VECTOR_MAGIC",
-    "VectorFileError",
     "VectorIndex",
-    "canonical_factory",
-    "choose_factory",
-    "estimate_bytes",
-    "ivf_nlist",
-    "latest_vector_file",
-    "planned_factory",
-    "read_vector_file",
-    "train_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,10 +195,6 @@ class VectorIndex:
         if self._ivf is not None:
             return ids, self.vectors(ids)
         return ids, self._index.index.reconstruct_n(0, len(ids))
-
-    def reconstruct_many(self, ids: np.ndarray) -> np.ndarray:
-        """The stored vectors of ``ids`` as an (n, dim) array (same as :meth:`vectors`)."""
-        return self.vectors(ids)
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors, replacing any already stored under the same ids."""
