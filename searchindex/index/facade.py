@@ -45,6 +45,7 @@ from ..store.info import describe_index
 from ..store.vectors.index import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
+from .reading import Reading
 from .writing import DEFAULT_BATCH_SIZE, Writing
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ __all__ = ["Index", "IndexInfo", "SearchRequest", "SearchResult", "Shot", "defau
 log = logging.getLogger("searchindex.index")
 
 
-class Index(Writing, Enrichment, Exchange, Concepts):
+class Index(Writing, Enrichment, Reading, Exchange, Concepts):
     """A searchable image index stored in one folder.
 
     Create one with :meth:`create`, reopen it with :meth:`open`.  The model that

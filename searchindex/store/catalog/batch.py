@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .migrations import refresh_text_index
+from .ocrindex import forget_ocr
 from .records import FailureRecord, NewImage, PhotoMetadata, state_key
 from .schema import (
     CaptionRow,
@@ -78,6 +79,7 @@ def _remove_rows(s: Session, gone: list[str], gen: int) -> list[int]:
         s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids)))
         s.execute(delete(ImageTextRow).where(ImageTextRow.image_id.in_(gone_ids)))
         s.execute(delete(TextStateRow).where(TextStateRow.image_id.in_(gone_ids)))
+        forget_ocr(executor(s), gone_ids)
         removed.extend(gone_ids)
         s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
         s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
@@ -119,6 +121,7 @@ def _write_images(s: Session, images: Sequence[NewImage], gen: int, now: float) 
             # captions of the old picture no longer describe it.
             s.execute(delete(ImageTagRow).where(ImageTagRow.image_id == existing[im.path]))
             s.execute(delete(CaptionRow).where(CaptionRow.image_id == existing[im.path]))
+            forget_ocr(executor(s), [existing[im.path]])  # the new picture's text is read by the next pass
         else:
             s.add(ImageRow(path=im.path, **values))
     ids: list[int] = []

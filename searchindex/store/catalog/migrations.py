@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import IndexCorruptError, IndexSchemaError
+from .ocrindex import add_ocr_tables
 
 __all__ = ["FTS_TABLE_SQL", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "refresh_text_index", "upgrade"]
 
@@ -183,6 +184,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "text_states", _text_states),
     Migration(7, "index_identity", _index_identity),
     Migration(8, "concepts", _concepts),
+    Migration(9, "ocr", add_ocr_tables),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 
