@@ -21,7 +21,7 @@ __all__ = ["bigrams", "fts_terms", "index_form", "is_cjk"]
 # Hangul syllables and jamo, CJK ideographs (with extension A and compatibility), kana.
 _CJK = "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7a3\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK}]+")
-_TOKEN = re.compile(f"[{_CJK}]+|[^\\W_]+")
+_TOKEN = re.compile(f"[{_CJK}]+|[^\\W_{_CJK}]+")
 
 
 def is_cjk(text: str) -> bool:
@@ -42,7 +42,7 @@ def index_form(text: str) -> str:
     >>> index_form("서울역에서 Coffee")
     '서울 울역 역에 에서 Coffee'
     """
-    return _CJK_RUN.sub(lambda m: " " + " ".join(bigrams(m.group())) + " ", text).strip()
+    return " ".join(_CJK_RUN.sub(lambda m: " " + " ".join(bigrams(m.group())) + " ", text).split())
 
 
 def fts_terms(word: str) -> list[str]:

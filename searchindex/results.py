@@ -115,6 +115,7 @@ class IndexInfo(JsonForm):
     faiss_memory_bytes: int = 0  # the FAISS index in memory (its serialized size)
     bytes_per_image: float = 0.0
     captions: dict[str, int] = dataclasses.field(default_factory=dict)  # captioning model -> images captioned
+    ocr: dict[str, int] = dataclasses.field(default_factory=dict)  # read, with_text, lines (searchindex ocr)
 
 
 @dataclass(frozen=True)

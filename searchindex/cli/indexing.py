@@ -24,6 +24,7 @@ from .common import (
     resolve_index_path,
     stop_on_sigint,
 )
+from .ocr import check_languages, print_ocr_summary, run_ocr
 
 if TYPE_CHECKING:
     from ..results import CaptionSummary, IndexSummary
@@ -70,6 +71,9 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help=f"Image-to-text model for --caption: hub id or local folder. Default: {DEFAULT_CAPTION_MODEL}.")
 @click.option("--caption-prompt", default=None,
               help="Prompt for --caption (conditional captioning, e.g. 'a photo of').")
+@click.option("--ocr", "ocr_after", is_flag=True,
+              help="Then read the text in the images not read yet (see `ocr`; needs searchindex[ocr]).")
+@click.option("--ocr-lang", default=None, metavar="ko,en", help="Languages for --ocr. [default: ko,en]")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where files are read, decoded and encoded: this machine's worker pool, or Ray Data "
                    "(needs searchindex[ray]); scanning, change detection and commits stay here.")
@@ -88,7 +92,8 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
           max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
-          caption_prompt: str | None, engine: str, ray_address: str | None, encoder_workers: int,
+          caption_prompt: str | None, ocr_after: bool, ocr_lang: str | None, engine: str, ray_address: str | None,
+          encoder_workers: int,
           num_gpus_per_worker: float, ray_cpus: int | None, gone: bool, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
@@ -97,7 +102,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     moved and duplicated files reuse their stored embedding, deleted files leave
     the index. Ctrl-C stops after the batch in flight is committed; run the same
     command again to resume. With --caption, the images are then captioned as by
-    `searchindex caption`.
+    `searchindex caption`; with --ocr, their text is read as by `searchindex ocr`.
 
     Links to folders are followed (like find -L), each folder once: a link back
     to a folder already scanned is skipped, and images indexed below a skipped
@@ -109,12 +114,16 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
 
     if (caption_model or caption_prompt) and not caption_after:
         raise click.UsageError("--caption-model and --caption-prompt need --caption")
+    if ocr_lang and not ocr_after:
+        raise click.UsageError("--ocr-lang needs --ocr")
+    ocr_langs = check_languages(ocr_lang or "ko,en")
     ray_options = {"--ray-address": ray_address, "--encoder-workers": encoder_workers != 1,
                    "--num-gpus-per-worker": num_gpus_per_worker, "--ray-cpus": ray_cpus}
     if engine != "ray" and any(ray_options.values()):
         raise click.UsageError(f"{', '.join(k for k, v in ray_options.items() if v)} need --engine ray")
     path = resolve_index_path(index_path)
     captions = None
+    texts = None
     runner: Any = "local"
     if gone:
         with errors_as_click(), Index.open(path) as idx:
@@ -143,18 +152,25 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
                 with progress_bar("captioning") as bar:
                     captions = idx.caption(caption_model, prompt=caption_prompt, device=device, progress=bar,
                                            stop=stop)
+            if ocr_after and not summary.interrupted and not (captions is not None and captions.interrupted):
+                texts = run_ocr(idx, ocr_langs, stop)
             total = idx.count()
             recorded = len(idx.failures())
     if as_json:
         data = _summary_json(summary, path, total)
         if captions is not None:
             data["captions"] = captions.to_dict()
+        if texts is not None:
+            data["ocr"] = texts.to_dict()
         click.echo(json.dumps(data))
     else:
         _print_summary(summary, path, total, recorded)
         if captions is not None:
             _print_caption_summary(captions)
-    if summary.interrupted or (captions is not None and captions.interrupted):
+        if texts is not None:
+            print_ocr_summary(texts)
+    if summary.interrupted or (captions is not None and captions.interrupted) or (texts is not None and
+                                                                                   texts.interrupted):
         click.echo("Interrupted: everything processed so far is committed. Run the same command again to "
                    "resume.", err=True)
         sys.exit(130)

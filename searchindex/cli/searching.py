@@ -62,6 +62,8 @@ _TERM_HELP = ("[WEIGHT:]TEXT or [WEIGHT:]IMAGE-FILE, e.g. 2:sunset or photo.jpg 
               help="Only images taken before DATE (exclusive: --after 2023-06 --before 2023-07 is June).")
 @click.option("--camera", "cameras", multiple=True, metavar="TEXT",
               help="Only images whose camera make and model contain TEXT (case-insensitive). Repeatable: any.")
+@click.option("--ocr-text", metavar="TEXT", default=None,
+              help="Only images whose text read by `searchindex ocr` holds every word of TEXT.")
 @click.option("--near", metavar="LAT,LON", default=None,
               help="Only images taken near this GPS position (decimal degrees), within --radius.")
 @click.option("--radius", "radius_km", type=float, default=None, metavar="KM",
@@ -95,7 +97,8 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
            concept: str | None,
            threshold: str | None, min_score: float | None, path_globs: tuple[str, ...],
            exclude_globs: tuple[str, ...], min_width: int | None, min_height: int | None, after: str | None,
-           before: str | None, cameras: tuple[str, ...], near: str | None, radius_km: float | None, sort: str,
+           before: str | None, cameras: tuple[str, ...], ocr_text: str | None, near: str | None,
+           radius_km: float | None, sort: str,
            as_json: bool, paths_only: bool, null: bool, device: str, tag: str | None, like: Sequence[str],
            unlike: Sequence[str], pool: int, mode: str, rerank: str | None, rerank_top: int,
            rerank_model: str | None) -> None:
@@ -103,12 +106,13 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
     beach + sunset - people + 2 x (that photo). Filters (--path, --exclude,
-    --min-width/--min-height, --after/--before, --camera, --near/--radius)
+    --min-width/--min-height, --after/--before, --camera, --ocr-text, --near/--radius)
     narrow the images ranked; the ranking among them stays exact. --like and
     --unlike rerank the results towards a few marked examples (the examples
     themselves are left out); --tag keeps only images with that label.
     Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
-    and generated captions are searched as words too (--mode).
+    and generated captions are searched as words too (--mode), and so is the text
+    read in the photos by `searchindex ocr`.
     """
     from ..search.params import search_params
 
@@ -120,7 +124,8 @@ def search(query: str | None, images: tuple[Path, ...], plus: tuple[str, ...],
             idx, query, images=[str(p) for p in images], plus=plus, minus=minus, plus_weighted=plus_weighted,
             minus_weighted=minus_weighted, k=k, offset=offset, threshold=threshold, min_score=min_score,
             paths=path_globs, exclude=exclude_globs, min_width=min_width, min_height=min_height, after=after,
-            before=before, cameras=cameras, near=near, radius=radius_km, sort=sort, tag=tag, like=like,
+            before=before, cameras=cameras, ocr_text=ocr_text, near=near, radius=radius_km, sort=sort, tag=tag,
+            like=like,
             unlike=unlike, pool=pool, mode=mode, rerank=rerank, rerank_top=rerank_top, rerank_model=rerank_model,
             concept=concept)
 

@@ -121,6 +121,7 @@ def search_params(
     after: str | None = None,
     before: str | None = None,
     cameras: Sequence[str] = (),
+    ocr_text: str | None = None,
     near: str | None = None,
     radius: Any = None,
     sort: str = "score",
@@ -176,6 +177,7 @@ def search_params(
     filters = Filters(paths=tuple(paths), exclude=tuple(exclude), min_width=width, min_height=height,
                       after=after or None, before=before or None, cameras=tuple(c for c in cameras if c.strip()),
                       near=parse_near(near) if near else None, radius_km=radius_km,
+                      ocr_text=ocr_text if ocr_text and ocr_text.strip() else None,
                       cwd=cwd if cwd is not None else os.getcwd())
     request = SearchRequest(
         k=None if limit is None else limit + skip, filters=filters, min_score=score, threshold=cut,

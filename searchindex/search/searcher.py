@@ -102,7 +102,7 @@ class Searcher:
             ids, scores = text.ids, text.scores
             if k is not None:
                 ids, scores = ids[:k], scores[:k]
-            results = build_results(self.catalog, self.vectors, ids, scores, text=text)
+            results = build_results(self.catalog, self.vectors, ids, scores, text=text, words=words)
         else:
             vector = self.embed(q)
             depth = max(k, FUSION_DEPTH) if mode == "hybrid" and k is not None else k
@@ -114,7 +114,7 @@ class Searcher:
             if k is not None:
                 scores, ids = scores[:k], ids[:k]
             results = build_results(self.catalog, self.vectors, ids, scores, text=text if mode == "hybrid" else None,
-                                    vector=vector if mode == "hybrid" else None)
+                                    vector=vector if mode == "hybrid" else None, words=words)
         if r.rerank == "itm":
             results = rerank_itm(self.models, results, positive, r.rerank_top, r.rerank_model)
         return sort_results(results[:limit] if limit is not None else results, r.sort)

@@ -32,4 +32,5 @@ def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
         # A FAISS index in memory is its serialized form (codes, ids, centroids), so the file measures it.
         faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
         captions=dict(catalog.captions.counts()),
+        ocr=catalog.ocr.counts(),
     )

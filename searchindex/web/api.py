@@ -81,6 +81,7 @@ def _search_router(state: WebApp) -> APIRouter:
         after: Annotated[str | None, Query(description="Taken at or after (YYYY[-MM[-DD]]).")] = None,
         before: Annotated[str | None, Query(description="Taken before (exclusive).")] = None,
         camera: Annotated[list[str], Query(description="Camera make/model contains.")] = [],  # noqa: B006
+        ocr_text: Annotated[str | None, Query(description="The text read in the photo holds these words.")] = None,
         near: Annotated[str | None, Query(description="LAT,LON")] = None,
         radius: Annotated[str | None, Query(description="km around near (default 10).")] = None,
         tag: str | None = None,
@@ -96,7 +97,8 @@ def _search_router(state: WebApp) -> APIRouter:
         """Search: results with exactly the fields of ``searchindex search --json``, in the same order."""
         params: dict[str, Any] = dict(
             text=q, k=k, offset=offset, plus=plus, minus=minus, paths=path, exclude=exclude, min_width=min_width,
-            min_height=min_height, after=after, before=before, cameras=camera, near=near, radius=radius, tag=tag,
+            min_height=min_height, after=after, before=before, cameras=camera, ocr_text=ocr_text, near=near,
+            radius=radius, tag=tag,
             like=example_ids(like, "--like", "like"), unlike=example_ids(unlike, "--unlike", "unlike"),
             images=example_ids(image, "--image", "image"), concept=concept, mode=mode, threshold=threshold,
             min_score=min_score, sort=sort,

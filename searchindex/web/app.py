@@ -41,7 +41,8 @@ __all__ = ["WebApp", "build_app"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml"}
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "favicon.svg": "image/svg+xml",
+           "ocr.js": "text/javascript", "ocr.css": "text/css"}
 _PAGE_HEADERS = {
     # Everything the page uses comes from this server; no inline scripts, no framing.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 DEJAVU = "/usr/share/fonts/truetype/dejavu"
 NANUM = "/usr/share/fonts/truetype/nanum"
-LATIN_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansCondensed-Bold.ttf",
+LATIN_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono-Bold.ttf",
                "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf")
 HANGUL_FONTS = ("NanumGothic.ttf", "NanumGothicBold.ttf", "NanumMyeongjo.ttf", "NanumBarunGothic.ttf",
                 "NanumSquareB.ttf", "NanumMyeongjoBold.ttf")

@@ -80,6 +80,8 @@ class OcrRepository:
 
     def counts(self) -> dict[str, int]:
         """``read`` (images whose text was read), ``with_text`` (of those, with a line) and ``lines``."""
+        if not self._read.has_ocr():  # a read-only catalog from before the ocr tables
+            return {"read": 0, "with_text": 0, "lines": 0}
         with Session(self._engine) as s:
             read = s.scalar(select(func.count()).select_from(OcrStateRow)) or 0
             with_text = s.scalar(select(func.count()).select_from(OcrStateRow).where(OcrStateRow.lines > 0)) or 0

@@ -244,6 +244,12 @@ class CatalogReader:
             conds.append("(" + " OR ".join(f"({p})" for p in parts) + ")" if parts else "0")
         if filters.near is not None:
             conds += _bounding_box(*filters.near, float(filters.radius_km or 0), params)
+        if filters.ocr_text is not None:
+            if self.has_ocr():
+                conds.append("id IN (SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?)")
+                params.append(filters.ocr_match())
+            else:
+                conds.append("0")
         return " AND ".join(conds) or "1", params
 
     def ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
@@ -308,7 +314,7 @@ class CatalogReader:
         allowed = None if ids is None else set(np.asarray(ids, dtype=np.int64).tolist())
         out: dict[int, float] = {}
         searches = [("SELECT rowid, bm25(text_fts, 1.0, 2.0, 1.0) FROM text_fts WHERE text_fts MATCH ?", words)]
-        if ocr_words and self._has_ocr():
+        if ocr_words and self.has_ocr():
             searches.append(("SELECT rowid, bm25(ocr_fts) FROM ocr_fts WHERE ocr_fts MATCH ?", ocr_words))
         for joiner in (" AND ", " OR ") if len(words) > 1 else (" AND ",):
             hits: dict[int, float] = {}
@@ -327,7 +333,7 @@ class CatalogReader:
                 break
         return sorted(out.items(), key=lambda kv: -kv[1])[:limit]
 
-    def _has_ocr(self) -> bool:
+    def has_ocr(self) -> bool:
         """Whether the catalog has the text-in-photos tables (a read-only catalog may predate them)."""
         return bool(self._rows("SELECT 1 FROM sqlite_master WHERE name = 'ocr_fts'"))
 
@@ -335,7 +341,7 @@ class CatalogReader:
 
     def ocr_lines(self, ids: Iterable[int]) -> dict[int, list[TextLine]]:
         """image id -> the lines of text read in it, top to bottom (none for images without)."""
-        if not self._has_ocr():
+        if not self.has_ocr():
             return {}
         rows = self._per_image("SELECT image_id, text, confidence, box, angle, engine FROM ocr_lines "
                                "WHERE image_id IN ({marks}) ORDER BY image_id, line", ids)
@@ -345,7 +351,7 @@ class CatalogReader:
     def ocr_matching(self, text: str) -> np.ndarray:
         """Sorted ids of the images whose read text holds every word of ``text`` (the ``ocr_text`` filter)."""
         terms = [t for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(text)) for t in fts_terms(w)]
-        if not terms or not self._has_ocr():
+        if not terms or not self.has_ocr():
             return np.zeros(0, np.int64)
         rows = self._rows("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?", [" AND ".join(terms)])
         return np.sort(np.asarray([r[0] for r in rows], dtype=np.int64))

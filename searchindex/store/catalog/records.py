@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ...results import FailureRecord, JsonForm
+from ...results import FailureRecord, JsonForm, TextLine
 
 __all__ = ["RECORD_COLUMNS", "FailureRecord", "ImageDetails", "ImageRecord", "NewImage", "PhotoMetadata", "TagLabel",
            "state_key"]
@@ -105,6 +105,7 @@ class ImageDetails(ImageRecord, JsonForm):
     caption: str | None = None  # the first generated caption
     captions: dict[str, str] = field(default_factory=dict)  # captioning model -> caption
     keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote
+    text_lines: tuple[TextLine, ...] = ()  # lines of text read in the photo (searchindex ocr), top to bottom
 
     def to_dict(self) -> dict[str, Any]:
         """The HTTP API's ``/api/images/{id}``; the id is ``image_id``, as in search results."""

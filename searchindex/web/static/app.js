@@ -131,6 +131,7 @@ function renderTiles(results, start, s) {
         el("button", { type: "button", class: "like", "aria-pressed": String(liked), title: "Like: more like this (l)", onclick: () => toggle("like", id) }, "Like"),
         el("button", { type: "button", class: "unlike", "aria-pressed": String(unliked), title: "Not like this (u)", onclick: () => toggle("unlike", id) }, "Not"),
         el("button", { type: "button", class: "similar", title: "More like this (m)", onclick: () => similar(id) }, "Similar")));
+    window.searchindexOcr?.tile(tile, r);  // the text read in the photo (ocr.js)
     frag.append(tile);
   });
   grid.append(frag);
@@ -256,6 +257,7 @@ function renderFacts(r, details) {
     ["Tags", (d.tags || []).join(", ")],
   ];
   $("#lb-facts").replaceChildren(...rows.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  window.searchindexOcr?.facts(details);  // text boxes over the image (ocr.js)
 }
 
 function closeLightbox() { const box = $("#lightbox"); if (box.open) box.close(); }
