@@ -14,8 +14,9 @@ quarter turn before recognition, and PP-OCR's direction classifier turns upside-
 upright, so text at 0, 90, 180 and 270 degrees is read without running the detector four times.
 
 Cost.  The photo is decoded and scaled to :attr:`OcrEngine.max_side` (JPEG draft mode does most of
-it) and detection runs at most :attr:`OcrEngine.det_side` pixels on the long side; a photo with no
-text region costs one detector pass and nothing else.
+it) and detection runs at most :attr:`OcrEngine.det_side` pixels on the long side, after a probe at
+:attr:`OcrEngine.probe_side` pixels: a photo in which the probe finds no text region costs that one
+small detector pass and nothing else.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class OcrEngine:
         threads: ONNX Runtime and Tesseract threads (default: all cores, at most 4).
         max_side: images are scaled down to this long side before anything else.
         det_side: the detector's input long side.
+        probe_side: a first detector pass at this long side decides whether the image has any text
+            region at all (0: no probe); an image without one costs only this pass.
         min_confidence: lines read less confidently than this are dropped.
 
     Raises:
@@ -135,11 +138,13 @@ class OcrEngine:
     """
 
     def __init__(self, langs: Sequence[str] | str | None = None, *, threads: int | None = None,
-                 max_side: int = 1600, det_side: int = 960, min_confidence: float = 0.5) -> None:
+                 max_side: int = 1600, det_side: int = 960, probe_side: int = 480,
+                 min_confidence: float = 0.5) -> None:
         self.langs = parse_languages(langs)
         self.threads = threads or min(os.cpu_count() or 1, 4)
         self.max_side = max_side
         self.det_side = det_side
+        self.probe_side = probe_side
         self.min_confidence = min_confidence
         self._lock = threading.Lock()
         try:
@@ -207,6 +212,8 @@ class OcrEngine:
         arr = np.ascontiguousarray(np.asarray(img)[:, :, ::-1])  # rapidocr works in BGR, as OpenCV
         h, w = arr.shape[:2]
         with self._lock:  # one image at a time per engine: the sessions and Tesseract are not shared safely
+            if 0 < self.probe_side < max(w, h) * 0.8 and not self._has_text(img):
+                return []
             det = self._rapid(arr, use_det=True, use_cls=False, use_rec=False)
             boxes = getattr(det, "boxes", None)
             if boxes is None or len(boxes) == 0:
@@ -242,6 +249,16 @@ class OcrEngine:
                 lines.append(OcrLine(text, round(conf, 4), tuple(round(v, 5) for v in corners), angle, engine))
         lines.sort(key=lambda ln: (round(min(ln.box[1::2]), 2), min(ln.box[0::2])))
         return lines
+
+    def _has_text(self, img: Image.Image) -> bool:
+        """Whether the detector finds any text region in a small copy of ``img`` (the cheap probe)."""
+        scale = self.probe_side / max(img.size)
+        small = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                           Image.Resampling.BILINEAR)
+        probe = self._rapid(np.ascontiguousarray(np.asarray(small)[:, :, ::-1]), use_det=True, use_cls=False,
+                            use_rec=False)
+        boxes = getattr(probe, "boxes", None)
+        return boxes is not None and len(boxes) > 0
 
     @staticmethod
     def _prefer(tess: tuple[str, float], text: str, conf: float) -> bool:
