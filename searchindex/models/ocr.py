@@ -107,6 +107,22 @@ def engine_versions() -> dict[str, str]:
     return out
 
 
+def _line_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
+    """The detector's boxes that can be lines of text, as an (n, 4, 2) array.
+
+    On smooth, text-free photos (sky, a wall, a gradient) the detector often answers with one
+    region covering most of the frame; a line of text is never both half the width and half the
+    height of the picture, so such a region is dropped (and the photo counts as text-free).
+    """
+    if boxes is None or len(boxes) == 0:
+        return np.zeros((0, 4, 2), np.float32)
+    quads = np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 2)
+    span = np.ptp(quads, axis=1)
+    keep = ~((span[:, 0] > 0.5 * width) & (span[:, 1] > 0.5 * height))
+    lines: np.ndarray = quads[keep]
+    return lines
+
+
 def _quad_crop(img: np.ndarray, quad: np.ndarray) -> np.ndarray:
     """The line inside ``quad`` (4 corners, clockwise from top left) straightened to a rectangle."""
     import cv2
@@ -215,8 +231,8 @@ class OcrEngine:
             if 0 < self.probe_side < max(w, h) * 0.8 and not self._has_text(img):
                 return []
             det = self._rapid(arr, use_det=True, use_cls=False, use_rec=False)
-            boxes = getattr(det, "boxes", None)
-            if boxes is None or len(boxes) == 0:
+            boxes = _line_boxes(getattr(det, "boxes", None), w, h)
+            if len(boxes) == 0:
                 return []
             crops, turned = [], []
             for quad in np.asarray(boxes, dtype=np.float32):
@@ -257,8 +273,7 @@ class OcrEngine:
                            Image.Resampling.BILINEAR)
         probe = self._rapid(np.ascontiguousarray(np.asarray(small)[:, :, ::-1]), use_det=True, use_cls=False,
                             use_rec=False)
-        boxes = getattr(probe, "boxes", None)
-        return boxes is not None and len(boxes) > 0
+        return len(_line_boxes(getattr(probe, "boxes", None), small.width, small.height)) > 0
 
     @staticmethod
     def _prefer(tess: tuple[str, float], text: str, conf: float) -> bool:
@@ -272,25 +287,48 @@ class OcrEngine:
         return t_conf > conf
 
     def _tesseract(self, crop_bgr: np.ndarray) -> tuple[str, float] | None:
-        """Tesseract's single-line reading of an upright crop: (text, mean word confidence 0..1)."""
-        rgb = crop_bgr[:, :, ::-1]
-        height = rgb.shape[0]
-        img = Image.fromarray(np.ascontiguousarray(rgb))
-        if height < 40:  # Tesseract reads best with capitals about 30 px high
-            img = img.resize((max(1, img.width * 48 // max(height, 1)), 48), Image.Resampling.BICUBIC)
-        pad = Image.new("RGB", (img.width + 20, img.height + 20), img.getpixel((0, 0)))
-        pad.paste(img, (10, 10))
-        self._tess.SetImage(pad)
-        text = unicodedata.normalize("NFC", self._tess.GetUTF8Text() or "").strip()
-        if not text:
-            return None
-        # Tesseract puts spaces between Hangul syllables of one word when unsure; a space it
-        # inserts inside a run of Hangul breaks the word, so runs are joined back.
-        words = text.split()
-        joined: list[str] = []
-        for word in words:
-            if joined and len(word) == 1 and _is_hangul(word) and _is_hangul(joined[-1][-1]):
-                joined[-1] += word
-            else:
-                joined.append(word)
-        return " ".join(joined), max(0.0, float(self._tess.MeanTextConf())) / 100.0
+        """Tesseract's single-line reading of an upright crop: (text, mean word confidence 0..1).
+
+        The crop is read in colour, and when that is unsure (under 0.8) binarised too (Otsu):
+        Tesseract misreads dark Hangul on a saturated sign (yellow, red) that it reads in black
+        and white.  The more confident reading is kept.
+        """
+        import cv2
+
+        height = crop_bgr.shape[0]
+        if height != 48:
+            # Tesseract's line model reads lines about 48 px high: larger Hangul (a line of 80 px)
+            # comes out as Latin junk, smaller loses strokes.
+            width = max(1, crop_bgr.shape[1] * 48 // max(height, 1))
+            crop_bgr = cv2.resize(crop_bgr, (width, 48), interpolation=cv2.INTER_AREA if height > 48 else
+                                  cv2.INTER_CUBIC)
+        best: tuple[str, float] | None = None
+        gray = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+        _, bw = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        if bw.mean() < 128:  # light text on a dark ground: Tesseract wants dark on light
+            bw = 255 - bw
+        for variant in (np.ascontiguousarray(crop_bgr[:, :, ::-1]), bw):
+            img = Image.fromarray(variant)
+            pad = Image.new(img.mode, (img.width + 20, img.height + 20), img.getpixel((0, 0)))
+            pad.paste(img, (10, 10))
+            self._tess.SetImage(pad)
+            text = unicodedata.normalize("NFC", self._tess.GetUTF8Text() or "").strip()
+            if text:
+                reading = _join_syllables(text), max(0.0, float(self._tess.MeanTextConf())) / 100.0
+                if best is None or reading[1] > best[1]:
+                    best = reading
+            if best is not None and best[1] >= 0.8:
+                break
+        return best
+
+
+def _join_syllables(text: str) -> str:
+    """Tesseract puts spaces between Hangul syllables of one word when unsure; a lone syllable after
+    Hangul is joined back to it, since a space inside a run would break the word for search."""
+    joined: list[str] = []
+    for word in text.split():
+        if joined and len(word) == 1 and _is_hangul(word) and _is_hangul(joined[-1][-1]):
+            joined[-1] += word
+        else:
+            joined.append(word)
+    return " ".join(joined)
