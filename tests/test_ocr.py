@@ -250,3 +250,28 @@ def test_recall_on_the_bigger_set_by_distortion(tmp_path: Path) -> None:
     recall, missed = _recall(read, "text")
     print(json.dumps(recall, indent=1, sort_keys=True), json.dumps(missed, ensure_ascii=False))
     assert recall["en"] >= 0.90 and recall["ko"] >= 0.85
+
+
+def test_stored_lines_survive_repair_and_leave_with_forget(tmp_path: Path) -> None:
+    """The catalog side alone (no engine): lines stored, searched as bigrams, rebuilt by repair."""
+    from searchindex.demo.synthetic import write_dataset
+
+    write_dataset(tmp_path / "photos", count=3, seed=4, size=64)
+    path = tmp_path / "idx"
+    line = TextLine("서울역에서 Coffee", 0.9, (0.1, 0.1, 0.5, 0.1, 0.5, 0.2, 0.1, 0.2), 0, "tesseract")
+    with Index.create(path, model="tiny-shapes", device="cpu") as idx:
+        idx.add_folder(tmp_path / "photos")
+        first, second, third = sorted(idx.catalog.read.image_ids().tolist())
+        idx.catalog.ocr.store({first: [line], second: []}, "test")
+        assert idx.catalog.ocr.ids_unread() == [third]
+        assert [r.image_id for r in idx.search("서울역", mode="text")] == [first]
+    db = sqlite3.connect(path / "catalog.sqlite")
+    db.execute("UPDATE meta SET value = 'x1' WHERE key = 'schema_version'")  # damage: repair rebuilds
+    db.commit()
+    db.close()
+    Index.repair(path)
+    with Index.open(path) as idx:
+        assert [r.image_id for r in idx.search("서울", mode="text")] == [first]
+        assert idx.text_lines(first) == [line] and idx.ocr_counts() == {"read": 2, "with_text": 1, "lines": 1}
+        assert idx.forget_ocr() == 2
+        assert idx.search("서울", mode="text") == [] and idx.catalog.ocr.ids_unread() == [first, second, third]
