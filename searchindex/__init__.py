@@ -45,6 +45,7 @@ _LAZY = {
     "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
     "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
     "CaptionFailure": "results", "Concept": "results", "ImageDetails": "store.catalog.records",
+    "OcrProgress": "results", "OcrSummary": "results", "TextLine": "results",
     "ModelSpec": "models.spec", "Filters": "store.catalog.filters", "Query": "search.query", "Term": "search.query",
     "FewShotFit": "search.fewshot", "FewShotReranker": "search.fewshot",
     "Captioner": "models.captioners", "ItmScorer": "models.captioners",
@@ -86,8 +87,11 @@ if TYPE_CHECKING:
         IndexProgress,
         IndexSummary,
         LabelReport,
+        OcrProgress,
+        OcrSummary,
         SearchResult,
         TagCount,
+        TextLine,
     )
     from .search.fewshot import FewShotFit, FewShotReranker
     from .search.query import Query, Term
@@ -120,6 +124,9 @@ __all__ = [
     "FolderExistsError",
     "FolderNotFoundError",
     "ImageDetails",
+    "OcrProgress",
+    "OcrSummary",
+    "TextLine",
     "ImageDecodeError",
     "Index",
     "IndexCorruptError",

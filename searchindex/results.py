@@ -28,8 +28,11 @@ __all__ = [
     "IndexSummary",
     "JsonForm",
     "LabelReport",
+    "OcrProgress",
+    "OcrSummary",
     "SearchResult",
     "TagCount",
+    "TextLine",
 ]
 
 
@@ -90,6 +93,7 @@ class SearchResult(JsonForm):
     timestamp: float | None = None  # a video's best-matching second (None for photos)
     moments: tuple[float, ...] = ()  # a video's next best seconds, best first, >= 10 s apart
     duration: float | None = None  # a video's length in seconds
+    ocr_text: tuple[str, ...] = ()  # lines read in the image that hold a query word (searchindex ocr)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class IndexInfo(JsonForm):
     videos: int = 0  # of ``images``, how many are videos
     video_frames: int = 0  # frames kept from them (each with its time and embedding)
     folders: tuple[str, ...] = ()  # the folders indexed (what `searchindex watch` watches by default)
+    ocr: dict[str, int] = dataclasses.field(default_factory=dict)  # read, with_text, lines (searchindex ocr)
 
 
 @dataclass(frozen=True)
@@ -252,3 +257,54 @@ class Concept(JsonForm):
     like: tuple[int, ...] = ()
     unlike: tuple[int, ...] = ()
     updated_at: float = 0.0
+
+
+# -- text read in photos (searchindex ocr) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextLine(JsonForm):
+    """One line of text read in an image.
+
+    ``box``: the line's four corners (x, y) as fractions of the image's width and height (the
+    image as displayed, EXIF orientation applied): x0, y0, x1, y1, x2, y2, x3, y3.
+    ``angle``: how far the line is turned from upright (0, 90, 180 or 270 degrees).
+    """
+
+    text: str
+    confidence: float  # 0..1, the reading engine's own estimate
+    box: tuple[float, ...]
+    angle: int
+    engine: str  # "rapidocr" or "tesseract"
+
+
+@dataclass(frozen=True)
+class OcrProgress(JsonForm):
+    """Reported after each committed batch of images read."""
+
+    done: int  # images processed so far in this run (read or failed)
+    total: int  # images this run has to read
+    with_text: int  # of those read, images where some text was found
+    failed: int
+
+
+@dataclass(frozen=True)
+class OcrSummary(JsonForm):
+    """What one :meth:`searchindex.Index.ocr` run did."""
+
+    reader: str  # engines and languages, as recorded with each image
+    read: int  # images read and committed in this run
+    with_text: int  # of those, images with at least one line
+    lines: int  # lines found in this run
+    failed: int  # images that could not be read or decoded (retried next run)
+    already: int  # images read by an earlier run
+    seconds: float
+    failures: tuple[CaptionFailure, ...] = ()
+    interrupted: bool = False  # stopped early on request; run again to resume
+
+    @property
+    def images_per_s(self) -> float:
+        return self.read / self.seconds if self.read and self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "images_per_s": self.images_per_s}

@@ -4,7 +4,7 @@ Each command parses options, calls the library, and formats what comes back;
 library errors become one-line messages with the exit code of their kind (the
 table in docs/cli.md, from :data:`.common.EXIT_CODES`).  One module
 per command group: :mod:`.indexing` (index, reindex, caption), :mod:`.searching`
-(search), :mod:`.tagging` (tag, tags), :mod:`.inspect` (info, errors,
+(search), :mod:`.tagging` (tag, tags), :mod:`.ocr` (ocr), :mod:`.inspect` (info, errors,
 duplicates), :mod:`.serving` (serve), :mod:`.watching` (watch), :mod:`.exchange` (export, import-embeddings),
 :mod:`.demo`; :mod:`.common` holds what they share.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from . import demo, exchange, indexing, inspect, people, searching, serving, tagging, watching
+from . import demo, exchange, indexing, inspect, ocr, people, searching, serving, tagging, watching
 from .common import configure_logging, verbosity_options
 
 __all__ = ["cli", "main"]
@@ -53,8 +53,8 @@ def cli() -> None:
 
 for _command in (indexing.index, indexing.reindex, indexing.caption, searching.search, tagging.tag, tagging.tags,
                  inspect.info, inspect.errors, inspect.duplicates, inspect.check, inspect.repair,
-                 serving.serve, watching.watch, exchange.export, exchange.import_embeddings, demo.demo, people.faces,
-                 people.people):
+                 serving.serve, watching.watch, exchange.export, exchange.import_embeddings, demo.demo, ocr.ocr,
+                 people.faces, people.people):
     cli.add_command(verbosity_options(_command))
 
 

@@ -24,6 +24,7 @@ from .common import (
     resolve_index_path,
     stop_on_sigint,
 )
+from .ocr import check_languages, print_ocr_summary, run_ocr
 
 if TYPE_CHECKING:
     from ..results import CaptionSummary, IndexSummary
@@ -72,6 +73,9 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Prompt for --caption (conditional captioning, e.g. 'a photo of').")
 @click.option("--faces", "faces_after", is_flag=True,
               help="Then find and group the faces of new images, as `searchindex faces` (needs the faces extra).")
+@click.option("--ocr", "ocr_after", is_flag=True,
+              help="Then read the text in the images not read yet (see `ocr`; needs searchindex[ocr]).")
+@click.option("--ocr-lang", default=None, metavar="ko,en", help="Languages for --ocr. [default: ko,en]")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where files are read, decoded and encoded: this machine's worker pool, or Ray Data "
                    "(needs searchindex[ray]); scanning, change detection and commits stay here.")
@@ -93,7 +97,8 @@ def encoding_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def index(folders: Sequence[Path], index_path: Path | None, model: str | None, pretrained: str | None,
           batch_size: int, workers: int | None, precision: str, device: str, max_megapixels: float,
           max_file_mb: int, index_type: str | None, strict: bool, caption_after: bool, caption_model: str | None,
-          caption_prompt: str | None, faces_after: bool, engine: str, ray_address: str | None, encoder_workers: int,
+          caption_prompt: str | None, faces_after: bool, ocr_after: bool, ocr_lang: str | None, engine: str,
+          ray_address: str | None, encoder_workers: int,
           num_gpus_per_worker: float, ray_cpus: int | None, gone: bool, videos: bool | None, as_json: bool) -> None:
     """Index (or update the index of) the images in FOLDERS.
 
@@ -102,7 +107,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     moved and duplicated files reuse their stored embedding, deleted files leave
     the index. Ctrl-C stops after the batch in flight is committed; run the same
     command again to resume. With --caption, the images are then captioned as by
-    `searchindex caption`.
+    `searchindex caption`; with --ocr, their text is read as by `searchindex ocr`.
 
     Links to folders are followed (like find -L), each folder once: a link back
     to a folder already scanned is skipped, and images indexed below a skipped
@@ -114,6 +119,9 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
 
     if (caption_model or caption_prompt) and not caption_after:
         raise click.UsageError("--caption-model and --caption-prompt need --caption")
+    if ocr_lang and not ocr_after:
+        raise click.UsageError("--ocr-lang needs --ocr")
+    ocr_langs = check_languages(ocr_lang or "ko,en")
     ray_options = {"--ray-address": ray_address, "--encoder-workers": encoder_workers != 1,
                    "--num-gpus-per-worker": num_gpus_per_worker, "--ray-cpus": ray_cpus}
     if engine != "ray" and any(ray_options.values()):
@@ -121,6 +129,7 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
     path = resolve_index_path(index_path)
     captions = None
     faces = None
+    texts = None
     runner: Any = "local"
     if gone:
         with errors_as_click(), Index.open(path) as idx:
@@ -152,6 +161,8 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             if faces_after and not summary.interrupted and not (captions is not None and captions.interrupted):
                 with progress_bar("faces") as bar:
                     faces = idx.find_faces(progress=bar, stop=stop)  # type: ignore[arg-type]
+            if ocr_after and not summary.interrupted and not (captions is not None and captions.interrupted):
+                texts = run_ocr(idx, ocr_langs, stop)
             total = idx.count()
             recorded = len(idx.failures())
     if as_json:
@@ -160,6 +171,8 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             data["captions"] = captions.to_dict()
         if faces is not None:
             data["faces"] = faces.to_dict()
+        if texts is not None:
+            data["ocr"] = texts.to_dict()
         click.echo(json.dumps(data))
     else:
         _print_summary(summary, path, total, recorded)
@@ -167,7 +180,9 @@ def index(folders: Sequence[Path], index_path: Path | None, model: str | None, p
             _print_caption_summary(captions)
         if faces is not None:
             click.echo(f"{faces.faces} faces found in {faces.images} images; see `searchindex people`.")
-    if summary.interrupted or any(x is not None and x.interrupted for x in (captions, faces)):
+        if texts is not None:
+            print_ocr_summary(texts)
+    if summary.interrupted or any(x is not None and x.interrupted for x in (captions, faces, texts)):
         click.echo("Interrupted: everything processed so far is committed. Run the same command again to "
                    "resume.", err=True)
         sys.exit(130)

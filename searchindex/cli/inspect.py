@@ -46,6 +46,9 @@ def info(index_path: Path | None, as_json: bool) -> None:
                    f"({f['named_persons']} named), {f['faces_grouped']} faces in a person")
     for folder in data.folders:
         click.echo(f"folder:     {display(folder)}")
+    if data.ocr.get("read"):
+        click.echo(f"text:       {data.ocr['with_text']} of {data.ocr['read']} images read have text "
+                   f"({data.ocr['lines']} lines; searchindex ocr)")
     click.echo(f"catalog:    {human_bytes(data.catalog_bytes)}")
     click.echo(f"vector file: {human_bytes(data.vector_bytes)}")
     click.echo(f"FAISS memory: {human_bytes(data.faiss_memory_bytes)} ({data.bytes_per_image:.0f} B/image)")

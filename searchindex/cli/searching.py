@@ -75,12 +75,13 @@ def search(index_path: Path | None, as_json: bool, show_moments: bool, paths_onl
 
     Terms add up: "beach" --plus sunset --minus people --plus 2:photo.jpg ranks by
     beach + sunset - people + 2 x (that photo). Filters (--path, --exclude,
-    --min-width/--min-height, --after/--before, --camera, --near/--radius)
+    --min-width/--min-height, --after/--before, --camera, --ocr-text, --near/--radius)
     narrow the images ranked; the ranking among them stays exact. --like and
     --unlike rerank the results towards a few marked examples (the examples
     themselves are left out); --tag keeps only images with that label.
     Keywords and descriptions people wrote (XMP, IPTC, sidecar .txt/.xmp files)
-    and generated captions are searched as words too (--mode).
+    and generated captions are searched as words too (--mode), and so is the text
+    read in the photos by `searchindex ocr`.
     """
     from ..frontend.params import search_params
 

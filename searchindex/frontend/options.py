@@ -257,6 +257,9 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
     SearchOption("cameras", "filters.cameras", "Only images whose camera make and model contain TEXT "
                  "(case-insensitive). Repeatable: any.", ("--camera",), multiple=True, metavar="TEXT",
                  check=_filled, api="camera"),
+    SearchOption("ocr_text", "filters.ocr_text", "Only images whose text read by `searchindex ocr` holds every word "
+                 "of TEXT.", ("--ocr-text",), metavar="TEXT", api="ocr_text",
+                 api_help="The text read in the photo holds these words."),
     SearchOption("near", "filters.near", "Only images taken near this GPS position (decimal degrees), within "
                  "--radius.", ("--near",), metavar="LAT,LON", check=_position, api="near"),
     SearchOption("radius", "filters.radius_km", "Distance for --near in km. [default: 10]", ("--radius",),

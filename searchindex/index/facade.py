@@ -47,6 +47,7 @@ from ..store.vectors.kinds import DEFAULT_FACTORY, canonical_factory
 from .enrichment import Enrichment
 from .library import Concepts, Exchange
 from .people import People
+from .reading import Reading
 from .watching import Watching
 from .writing import DEFAULT_BATCH_SIZE, Writing
 
@@ -60,7 +61,7 @@ __all__ = ["Index"]
 log = logging.getLogger("searchindex.index")
 
 
-class Index(Watching, Writing, Enrichment, Exchange, Concepts, People):
+class Index(Watching, Writing, Enrichment, Reading, Exchange, Concepts, People):
     """A searchable image index stored in one folder.
 
     Create one with :meth:`create`, reopen it with :meth:`open`.  The model that

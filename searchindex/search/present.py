@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..cjk import is_cjk
 from ..defaults import MAX_KEYWORDS
 from ..errors import NotFoundError
-from ..results import SearchResult
+from ..results import SearchResult, TextLine
 from ..store.catalog.database import Catalog
 from ..store.catalog.records import ImageDetails
 from ..store.vector_store import VectorStore
 from .hybrid import TextRanking
 
-__all__ = ["build_results", "image_details", "keywords", "sort_results"]
+__all__ = ["build_results", "image_details", "keywords", "matched_lines", "sort_results"]
 
 # Keyword-list sources whose text is "a, b, c": shown as separate keywords.
 _LIST_SOURCES = frozenset({"xmp:subject", "iptc:keywords"})
@@ -53,12 +56,29 @@ def keywords(texts: Sequence[tuple[str, str]] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def matched_lines(lines: Sequence[TextLine], words: Sequence[str]) -> tuple[str, ...]:
+    """The lines (read in a photo) that hold one of ``words``: a Latin word as a whole word, a
+    Korean or other CJK word anywhere in a run (as the word index matches them)."""
+    if not words:
+        return ()
+    patterns = [re.compile(re.escape(w.casefold()) if is_cjk(w) else rf"(?<![^\W_]){re.escape(w.casefold())}(?![^\W_])")
+                for w in words]
+    out = []
+    for line in lines:
+        folded = unicodedata.normalize("NFC", line.text).casefold()
+        if any(p.search(folded) for p in patterns):
+            out.append(line.text)
+    return tuple(out)
+
+
 def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, scores: np.ndarray, *,
-                  text: TextRanking | None = None, vector: np.ndarray | None = None) -> list[SearchResult]:
+                  text: TextRanking | None = None, vector: np.ndarray | None = None,
+                  words: Sequence[str] = ()) -> list[SearchResult]:
     """Catalog rows, tags, captions and keywords of ranked ids, as results.
 
     ``text``: the word ranking (fills ``text_score``); ``vector``: the query
-    vector when ``score`` is not the cosine (fills ``vector_score``).
+    vector when ``score`` is not the cosine (fills ``vector_score``); ``words``: the
+    query's words (fills ``ocr_text`` with the lines read in the photo that hold them).
     """
     id_list = [int(i) for i in ids]
     rows = catalog.read.records(id_list)
@@ -66,6 +86,7 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
     captions = catalog.read.captions(id_list)
     texts = catalog.read.texts(id_list)
     persons = catalog.read.person_names(id_list)
+    ocr = catalog.read.ocr_lines(id_list) if words else {}
     bm25 = dict(zip(text.ids.tolist(), text.scores.tolist(), strict=True)) if text is not None else {}
     cosines = dict(zip(id_list, vectors.cosines(vector, ids).tolist(), strict=True)) if vector is not None else {}
     out: list[SearchResult] = []
@@ -84,6 +105,7 @@ def build_results(catalog: Catalog, vectors: VectorStore, ids: np.ndarray, score
             row.gps_lat, row.gps_lon, tuple(name for name, _ in tags.get(image_id, ())),
             caption=first_caption, keywords=keywords(texts.get(image_id)),
             vector_score=vector_score, text_score=bm25.get(image_id), persons=tuple(persons.get(image_id, ())),
+            ocr_text=matched_lines(ocr.get(image_id, ()), words),
         ))
     return out
 
@@ -107,4 +129,5 @@ def image_details(catalog: Catalog, image_id: int) -> ImageDetails:
         tags=tuple(name for name, _ in catalog.read.tags([image_id]).get(image_id, ())),
         caption=captions[0][1] if captions else None, captions=dict(captions),
         keywords=keywords(catalog.read.texts([image_id]).get(image_id)),
+        text_lines=tuple(catalog.read.ocr_lines([image_id]).get(image_id, ())),
     )

@@ -104,7 +104,7 @@ class Searcher:
             ids, scores = text.ids, text.scores
             if k is not None:
                 ids, scores = ids[:k], scores[:k]
-            results = build_results(self.catalog, self.vectors, ids, scores, text=text)
+            results = build_results(self.catalog, self.vectors, ids, scores, text=text, words=words)
             results = attach_moments(results, {}, self.catalog.read)  # a video's duration; no moment matched words
         else:
             vector = self.embed(q)
@@ -120,7 +120,7 @@ class Searcher:
             # Fused or few-shot scores are not cosines: vector_score keeps the CLIP similarity itself.
             not_cosine = mode == "hybrid" or bool(r.like or r.unlike)
             results = build_results(self.catalog, self.vectors, ids, scores, text=text if mode == "hybrid" else None,
-                                    vector=vector if not_cosine else None)
+                                    vector=vector if not_cosine else None, words=words)
             results = attach_moments(results, hits, self.catalog.read)
         if r.rerank == "itm":
             results = rerank_itm(self.models, results, positive, r.rerank_top, r.rerank_model)

@@ -48,6 +48,7 @@ def describe_index(folder: Path, catalog: Catalog) -> IndexInfo:
         faiss_memory_bytes=vector_bytes, bytes_per_image=vector_bytes / images if images else 0.0,
         captions=dict(catalog.read.caption_counts()), videos=videos, video_frames=frames,
         faces=face_counts(catalog), folders=tuple(recorded_folders(meta)),
+        ocr=catalog.read.ocr_counts(),
     )
 
 

@@ -138,7 +138,7 @@ def _known_image_ids(folder: Path) -> tuple[set[int], bool]:
                 exact = [str(found[1])] == [str(g) for g in generation]
             except (OSError, VectorFileError, RuntimeError, MemoryError):
                 pass
-        for table in ("image_texts", "text_states", "image_tags", "captions"):
+        for table in ("image_texts", "text_states", "image_tags", "captions", "ocr_lines", "ocr_states"):
             known.update(_readable(db, f'SELECT DISTINCT image_id FROM "{table}"', ()))
     finally:
         db.close()
@@ -304,7 +304,8 @@ def _copy_readable_rows(damaged: Path, fresh: Path) -> tuple[dict[str, int], dic
     try:
         dst.execute("BEGIN")
         tables = [r[0] for r in dst.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                            "AND name NOT LIKE 'text_fts%' AND name NOT LIKE 'sqlite_%'")]
+                                            "AND name NOT LIKE 'text_fts%' AND name NOT LIKE 'ocr_fts%' "
+                                            "AND name NOT LIKE 'sqlite_%'")]
         for table in tables:
             wanted = _columns(dst, table)
             have = set(_columns(src, table))
@@ -354,10 +355,14 @@ def _restore_meta(dst: sqlite3.Connection) -> None:
                        ("index_id", identity), (state_key(generation), uuid.uuid4().hex)):
         dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
     # What hung off rows that were lost goes with them: re-indexing their files makes new rows.
-    for table in ("image_texts", "text_states", "image_tags", "captions"):
+    for table in ("image_texts", "text_states", "image_tags", "captions", "ocr_lines", "ocr_states"):
         if _columns(dst, table):
             dst.execute(f'DELETE FROM "{table}" WHERE image_id NOT IN (SELECT id FROM images)')
     refresh_text_index(dst.execute, None)
+    if _columns(dst, "ocr_lines"):
+        from .catalog.ocrindex import refresh_ocr_index
+
+        refresh_ocr_index(dst.execute, None)
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ...results import FailureRecord
 from .migrations import refresh_text_index
+from .ocrindex import forget_ocr
 from .records import NewImage, PhotoMetadata, state_key
 from .schema import (
     CaptionRow,
@@ -83,6 +84,7 @@ def _remove_rows(s: Session, gone: list[str], gen: int) -> list[int]:
         s.execute(delete(TextStateRow).where(TextStateRow.image_id.in_(gone_ids)))
         s.execute(delete(VideoRow).where(VideoRow.image_id.in_(gone_ids)))
         s.execute(delete(VideoFrameRow).where(VideoFrameRow.image_id.in_(gone_ids)))
+        forget_ocr(executor(s), gone_ids)
         removed.extend(gone_ids)
         s.execute(delete(ImageRow).where(ImageRow.path.in_(chunk)))
         s.execute(delete(FailureRow).where(FailureRow.path.in_(chunk)))
@@ -124,6 +126,7 @@ def _write_images(s: Session, images: Sequence[NewImage], gen: int, now: float) 
             # captions of the old picture no longer describe it.
             s.execute(delete(ImageTagRow).where(ImageTagRow.image_id == existing[im.path]))
             s.execute(delete(CaptionRow).where(CaptionRow.image_id == existing[im.path]))
+            forget_ocr(executor(s), [existing[im.path]])  # the new picture's text is read by the next pass
         else:
             s.add(ImageRow(path=im.path, **values))
     ids: list[int] = []

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from .captions import CaptionRepository
     from .concepts import ConceptRepository
+    from .ocr import OcrRepository
     from .tags import TagRepository
     from .texts import TextRepository
 
@@ -107,6 +108,13 @@ class Catalog:
     def tags(self) -> TagRepository:
         """Zero-shot tag labels and the tags of each image."""
         return self._made()[1].tags
+
+    @property
+    def ocr(self) -> OcrRepository:
+        """Text read in photos (``searchindex ocr``)."""
+        from .ocr import OcrRepository
+
+        return OcrRepository(self.engine, self.read)
 
     @property
     def concepts(self) -> ConceptRepository:

@@ -17,6 +17,7 @@ from datetime import date, datetime
 
 import numpy as np
 
+from ...cjk import fts_terms
 from ...errors import QueryError
 
 __all__ = [
@@ -162,6 +163,8 @@ class Filters:
             Dates compare as the photo's local wall-clock time.
         cameras: camera make + model must contain one of these texts (case-insensitive).
         near: (latitude, longitude); with ``radius_km``: taken within that great-circle distance.
+        ocr_text: the text read in the photo (``searchindex ocr``) must hold every word of this
+            (a Korean word anywhere inside a run of Hangul, as keyword search matches it).
         cwd: the folder relative path patterns are taken from (default: the current directory).
     """
 
@@ -174,6 +177,7 @@ class Filters:
     cameras: tuple[str, ...] = ()
     near: tuple[float, float] | None = None
     radius_km: float | None = None
+    ocr_text: str | None = None
     cwd: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -208,9 +212,17 @@ class Filters:
             object.__setattr__(self, "near", (lat, lon))
             if self.radius_km is None:
                 object.__setattr__(self, "radius_km", DEFAULT_RADIUS_KM)
+        if self.ocr_text is not None and not self.ocr_match():
+            raise QueryError(f"--ocr-text {self.ocr_text!r} has no words to look for")
 
     @property
     def active(self) -> bool:
         """True when any condition is set."""
         return bool(self.paths or self.exclude or self.min_width or self.min_height or self.after
-                    or self.before or self.cameras or self.near)
+                    or self.before or self.cameras or self.near or self.ocr_text)
+
+    def ocr_match(self) -> str:
+        """The FTS5 expression of :attr:`ocr_text` over the read text (every word, CJK as bigrams)."""
+        words = dict.fromkeys(w.casefold() for w in re.findall(r"[^\W_]+", self.ocr_text or ""))
+        return " AND ".join(t for w in words for t in fts_terms(w))
+

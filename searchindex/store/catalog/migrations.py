@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import IndexCorruptError, IndexSchemaError
+from .ocrindex import add_ocr_tables
 from .sqlite import chunks
 
 __all__ = ["FTS_TABLE_SQL", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "pending", "refresh_text_index", "upgrade"]
@@ -225,6 +226,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "concepts", _concepts),
     Migration(9, "faces", _faces),
     Migration(10, "videos", _videos),
+    Migration(11, "ocr", add_ocr_tables),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from ...cjk import fts_terms
 from ...errors import NotFoundError
-from ...results import Concept, FailureRecord
+from ...results import Concept, FailureRecord, TextLine
 from .connections import ThreadConnections
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .records import RECORD_COLUMNS, ImageRecord, ImageState, TagLabel, state_key
@@ -48,9 +49,6 @@ _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _PATH_AT = RECORD_COLUMNS.index("path")
 
 
-def _fts_words(query: str) -> list[str]:
-    """The words of ``query`` as quoted FTS5 strings (so no word is read as syntax)."""
-    return [f'"{w}"' for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(query))]
 
 
 def _marks(n: int) -> str:
@@ -184,6 +182,12 @@ class CatalogReader(ThreadConnections):
             conds.append("(" + " OR ".join(f"({p})" for p in parts) + ")" if parts else "0")
         if filters.near is not None:
             conds += _bounding_box(*filters.near, float(filters.radius_km or 0), params)
+        if filters.ocr_text is not None:
+            if self.has_ocr():
+                conds.append("id IN (SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?)")
+                params.append(filters.ocr_match())
+            else:
+                conds.append("0")
         return " AND ".join(conds) or "1", params
 
     def timeline(self) -> list[tuple[str, int]]:
@@ -359,15 +363,25 @@ class CatalogReader(ThreadConnections):
         with every word come first, and when fewer than ``limit`` have them all,
         images with any of them follow.  ``ids`` restricts the results (filters).
         """
-        words = _fts_words(query)
+        raw = list(dict.fromkeys(w.lower() for w in _WORD_RE.findall(query)))
+        words = [f'"{w}"' for w in raw]
+        # Text read in photos is indexed as CJK bigrams (searchindex.cjk): its query is split the same way.
+        ocr_words = ["(" + " ".join(terms) + ")" for terms in map(fts_terms, raw) if terms]
         if not words or limit <= 0:
             return []
         allowed = None if ids is None else set(np.asarray(ids, dtype=np.int64).tolist())
         out: dict[int, float] = {}
-        sql = "SELECT rowid, bm25(text_fts, 1.0, 2.0, 1.0) FROM text_fts WHERE text_fts MATCH ? ORDER BY 2"
+        searches = [("SELECT rowid, bm25(text_fts, 1.0, 2.0, 1.0) FROM text_fts WHERE text_fts MATCH ?", words)]
+        if ocr_words and self.has_ocr():
+            searches.append(("SELECT rowid, bm25(ocr_fts) FROM ocr_fts WHERE ocr_fts MATCH ?", ocr_words))
         for joiner in (" AND ", " OR ") if len(words) > 1 else (" AND ",):
-            ranked = [(int(image_id), -float(bm25)) for image_id, bm25 in self._rows(sql, [joiner.join(words)])
-                      if image_id not in out and (allowed is None or image_id in allowed)]
+            hits: dict[int, float] = {}
+            for sql, terms in searches:
+                # An image whose file name and photo text both hold the word scores both (BM25 adds up).
+                for image_id, bm25 in self._rows(sql, [joiner.join(terms)]):
+                    hits[int(image_id)] = hits.get(int(image_id), 0.0) - float(bm25)
+            ranked = sorted(((i, score) for i, score in hits.items()
+                             if i not in out and (allowed is None or i in allowed)), key=lambda kv: (-kv[1], kv[0]))
             if joiner == " OR " and ranked and out:
                 # OR hits rank below every AND hit, whatever their BM25.
                 shift = ranked[0][1] - min(out.values()) + 1e-6
@@ -376,6 +390,37 @@ class CatalogReader(ThreadConnections):
             if len(out) >= limit:
                 break
         return sorted(out.items(), key=lambda kv: -kv[1])[:limit]
+
+    def has_ocr(self) -> bool:
+        """Whether the catalog has the text-in-photos tables (a read-only catalog may predate them)."""
+        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE name = 'ocr_fts'"))
+
+    # -- text read in photos ------------------------------------------------
+
+    def ocr_counts(self) -> dict[str, int]:
+        """``read`` (images whose text was read), ``with_text`` (of those, with a line) and ``lines``."""
+        if not self.has_ocr():  # a read-only catalog from before the ocr tables
+            return {"read": 0, "with_text": 0, "lines": 0}
+        (read, with_text), = self._rows("SELECT COUNT(*), COALESCE(SUM(lines > 0), 0) FROM ocr_states")
+        (lines,), = self._rows("SELECT COUNT(*) FROM ocr_lines")
+        return {"read": int(read), "with_text": int(with_text), "lines": int(lines)}
+
+    def ocr_lines(self, ids: Iterable[int]) -> dict[int, list[TextLine]]:
+        """image id -> the lines of text read in it, top to bottom (none for images without)."""
+        if not self.has_ocr():
+            return {}
+        rows = self._per_image("SELECT image_id, text, confidence, box, angle, engine FROM ocr_lines "
+                               "WHERE image_id IN ({marks}) ORDER BY image_id, line", ids)
+        return {i: [TextLine(r[0], float(r[1]), tuple(json.loads(r[2])), int(r[3]), r[4]) for r in lines]
+                for i, lines in rows.items()}
+
+    def ocr_matching(self, text: str) -> np.ndarray:
+        """Sorted ids of the images whose read text holds every word of ``text`` (the ``ocr_text`` filter)."""
+        terms = [t for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(text)) for t in fts_terms(w)]
+        if not terms or not self.has_ocr():
+            return np.zeros(0, np.int64)
+        rows = self._rows("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?", [" AND ".join(terms)])
+        return np.sort(np.asarray([r[0] for r in rows], dtype=np.int64))
 
 
 def _bounding_box(lat: float, lon: float, radius_km: float, params: list[Any]) -> list[str]:

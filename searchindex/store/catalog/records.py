@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ...results import JsonForm
+from ...results import JsonForm, TextLine
 
 __all__ = ["RECORD_COLUMNS", "ImageDetails", "ImageRecord", "ImageState", "NewImage", "PhotoMetadata", "TagLabel",
            "VideoFrames", "state_key"]
@@ -127,6 +127,7 @@ class ImageDetails(ImageRecord, JsonForm):
     caption: str | None = None  # the first generated caption
     captions: dict[str, str] = field(default_factory=dict)  # captioning model -> caption
     keywords: tuple[str, ...] = ()  # keywords and descriptions people wrote
+    text_lines: tuple[TextLine, ...] = ()  # lines of text read in the photo (searchindex ocr), top to bottom
 
     def to_dict(self) -> dict[str, Any]:
         """The HTTP API's ``/api/images/{id}``; the id is ``image_id``, as in search results."""

@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .migrations import FTS_TABLE_SQL
+from .ocrindex import OCR_FTS_SQL
 from .sqlite import apply_pragmas, catalog_uri, chunks, damaged, decode_path, encode_path, is_damage
 
 
@@ -276,3 +277,30 @@ class VideoFrameRow(Base):
     image_id: Mapped[int] = mapped_column(Integer, index=True)
     time: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+# -- text read in photos (OCR) --------------------------------------------------------
+
+
+class OcrLineRow(Base):
+    """One line of text read in an image (see :mod:`searchindex.store.catalog.ocrindex`)."""
+
+    __tablename__ = "ocr_lines"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0, 1, ... top to bottom
+    text: Mapped[str] = mapped_column(String)
+    confidence: Mapped[float] = mapped_column(Float)
+    box: Mapped[str] = mapped_column(String)  # JSON: 8 numbers, 4 corners as fractions of width and height
+    angle: Mapped[int] = mapped_column(Integer)  # 0, 90, 180, 270: how far the line is turned
+    engine: Mapped[str] = mapped_column(String)
+
+
+class OcrStateRow(Base):
+    """That an image's text was read (with or without lines found), and by which reader."""
+
+    __tablename__ = "ocr_states"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader: Mapped[str] = mapped_column(String)
+    lines: Mapped[int] = mapped_column(Integer)
+    read_at: Mapped[float] = mapped_column(Float)
+
+
+event.listen(Base.metadata, "after_create", DDL(OCR_FTS_SQL))  # type: ignore[no-untyped-call]

@@ -1,0 +1,104 @@
+"""Speed and memory of reading the text in photos: seconds per 12 MP photo with and without text.
+
+Generates photo-like 12 MP JPEGs (4000 x 3000; half show a sign in English or Korean, half no
+text), reads them with :class:`searchindex.models.ocr.OcrEngine` alternating the two kinds, and
+prints the median seconds per photo of each (decode included), the peak resident memory of the
+process, and the engines' versions as JSON.  With ``--index-count N``: the cost of
+``index --ocr`` on a first index of N such photos (the ``add_folder`` time against the ``ocr``
+pass after it, tiny-shapes model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from tests.support.ocrset import ENGLISH, KOREAN, _background, _render  # noqa: E402
+
+
+def make_photos(folder: Path, count: int, seed: int, size: tuple[int, int] = (4000, 3000)) -> list[tuple[Path, bool]]:
+    """``count`` photos with a sign and ``count`` without, alternating: (path, has text)."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        lang = "ko" if n % 2 else "en"
+        words = rng.sample(KOREAN if lang == "ko" else ENGLISH, 3)
+        small = _render(rng, [" ".join(words[:2]), words[2]], lang, "sign", (1000, 750))
+        for has_text, img in ((True, small), (False, _background(rng, (1000, 750)))):
+            path = folder / f"{'text' if has_text else 'plain'}-{n:03d}.jpg"
+            img.resize(size, Image.Resampling.BICUBIC).save(path, quality=90)
+            out.append((path, has_text))
+    return out
+
+
+def main() -> None:
+    """Parse the options, run the benchmark, print JSON."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=6, help="photos of each kind (with text, without)")
+    ap.add_argument("--threads", type=int, default=2, help="engine threads (the 2-core reference)")
+    ap.add_argument("--lang", default="ko,en")
+    ap.add_argument("--seed", type=int, default=23)
+    ap.add_argument("--index-count", type=int, default=0, help="also time index + ocr of this many photos")
+    args = ap.parse_args()
+
+    from searchindex.models.ocr import OcrEngine, engine_versions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        photos = make_photos(folder, args.count, args.seed)
+        t0 = time.perf_counter()
+        engine = OcrEngine(args.lang, threads=args.threads)
+        engine.read_file(photos[0][0])  # loads the models: not a per-photo cost
+        load_s = time.perf_counter() - t0
+        times: dict[bool, list[float]] = {True: [], False: []}
+        lines = {True: 0, False: 0}
+        for path, has_text in photos:
+            t = time.perf_counter()
+            found = engine.read_file(path)
+            times[has_text].append(time.perf_counter() - t)
+            lines[has_text] += len(found)
+        result: dict[str, object] = {
+            "photos_per_kind": args.count, "threads": args.threads, "langs": args.lang,
+            "s_per_photo_with_text": round(statistics.median(times[True]), 3),
+            "s_per_photo_without_text": round(statistics.median(times[False]), 3),
+            "lines_with_text": lines[True], "lines_without_text": lines[False],
+            "first_read_with_model_load_s": round(load_s, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "load_average": os.getloadavg()[0], "engines": engine_versions(),
+        }
+        engine.close()
+        if args.index_count:
+            from searchindex import Index
+
+            many = Path(tmp) / "many"
+            many.mkdir()
+            make_photos(many, (args.index_count + 1) // 2, args.seed + 1)
+            with Index.create(Path(tmp) / "idx", model="tiny-shapes", device="cpu") as idx:
+                t = time.perf_counter()
+                idx.add_folder(many)
+                index_s = time.perf_counter() - t
+                t = time.perf_counter()
+                summary = idx.ocr(args.lang, threads=args.threads)
+                ocr_s = time.perf_counter() - t
+            result["index_time"] = {"photos": summary.read, "index_s": round(index_s, 1), "ocr_s": round(ocr_s, 1),
+                                    "ocr_over_index": round(ocr_s / index_s, 2) if index_s else None}
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

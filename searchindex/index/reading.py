@@ -1,0 +1,60 @@
+"""The facade's text-in-photos methods: :meth:`ocr`, :meth:`text_lines`, :meth:`ocr_counts`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .state import IndexState
+
+if TYPE_CHECKING:
+    from ..models.ocr import OcrEngine
+    from ..results import OcrProgress, OcrSummary, TextLine
+
+__all__ = ["Reading"]
+
+
+class Reading(IndexState):
+    """:meth:`ocr`, :meth:`forget_ocr`, :meth:`text_lines` and :meth:`ocr_counts` of
+    :class:`~searchindex.index.Index`."""
+
+    def ocr(self, langs: str | Sequence[str] | None = None, *, engine: OcrEngine | None = None,
+            batch_size: int = 8, progress: Callable[[OcrProgress], None] | None = None,
+            stop: threading.Event | None = None, threads: int | None = None) -> OcrSummary:
+        """Read the text in every indexed image not read yet (signs, screenshots, receipts, pages),
+        offline, and make it searchable: keyword and hybrid search then find an image by a word
+        written in it.  Each batch is committed at once, so an interrupted run resumes.
+
+        ``langs``: ``"en"``, ``"ko"`` or both (``"ko,en"``, the default); ``engine``: a loaded
+        :class:`~searchindex.models.ocr.OcrEngine` (``langs`` and ``threads`` are then its own).
+
+        Raises:
+            MissingExtraError (``searchindex[ocr]``), ModelError (Tesseract's Korean data missing),
+            ValueError (an unknown language), IndexLockedError, IndexWriteError.
+        """
+        from ..enrich.ocr import ocr_catalog
+        from ..models.ocr import OcrEngine, parse_languages
+
+        codes = parse_languages(langs)  # a bad language fails before the lock is taken
+
+        def load() -> OcrEngine:
+            return engine if engine is not None else OcrEngine(codes, threads=threads)
+
+        with self._writing():
+            return ocr_catalog(self.catalog, load, batch_size=batch_size, progress=progress, stop=stop)
+
+    def forget_ocr(self) -> int:
+        """Forget all text read in photos (the next :meth:`ocr` reads every image again); returns
+        how many images had been read."""
+        with self._writing():
+            return self.catalog.ocr.forget()
+
+    def text_lines(self, image_id: int) -> list[TextLine]:
+        """The lines of text read in one image, top to bottom, with their boxes (empty when none
+        was found or the image was not read yet)."""
+        return self.catalog.read.ocr_lines([int(image_id)]).get(int(image_id), [])
+
+    def ocr_counts(self) -> dict[str, int]:
+        """``read`` (images whose text was read), ``with_text`` (with at least one line), ``lines``."""
+        return self.catalog.read.ocr_counts()
