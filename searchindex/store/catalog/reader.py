@@ -27,8 +27,8 @@ import numpy as np
 
 from ...cjk import fts_terms
 from ...errors import NotFoundError
-from ...results import Concept, FailureRecord, TextLine
-from .connections import ThreadConnections
+from ...results import Concept, FailureRecord
+from .featurereads import FeatureReads
 from .filters import EARTH_RADIUS_KM, Filters, glob_to_sqlite, haversine_km
 from .records import RECORD_COLUMNS, ImageRecord, ImageState, TagLabel, state_key
 from .sqlite import (
@@ -41,6 +41,7 @@ from .sqlite import (
     encode_path,
     glob_bytes,
     is_damage,
+    marks,
 )
 
 __all__ = ["CatalogReader"]
@@ -49,13 +50,7 @@ _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _PATH_AT = RECORD_COLUMNS.index("path")
 
 
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-class CatalogReader(ThreadConnections):
+class CatalogReader(FeatureReads):
     """Every read of one catalog file, through plain :mod:`sqlite3` (one connection per thread)."""
 
     # -- metadata ---------------------------------------------------------
@@ -86,7 +81,7 @@ class CatalogReader(ThreadConnections):
         out: dict[int, ImageRecord] = {}
         columns = ", ".join(RECORD_COLUMNS)
         for chunk in chunks([int(i) for i in ids]):
-            for row in self._rows(f"SELECT {columns} FROM images WHERE id IN ({_marks(len(chunk))})", chunk):
+            for row in self._rows(f"SELECT {columns} FROM images WHERE id IN ({marks(len(chunk))})", chunk):
                 values = list(row)
                 values[_PATH_AT] = decode_path(values[_PATH_AT])
                 out[values[0]] = ImageRecord(*values)
@@ -96,7 +91,7 @@ class CatalogReader(ThreadConnections):
         """image id -> embedding (``dim`` float32) of those ``ids`` still indexed."""
         out: dict[int, np.ndarray] = {}
         for chunk in chunks([int(i) for i in ids]):
-            for i, blob in self._rows(f"SELECT id, embedding FROM images WHERE id IN ({_marks(len(chunk))})", chunk):
+            for i, blob in self._rows(f"SELECT id, embedding FROM images WHERE id IN ({marks(len(chunk))})", chunk):
                 out[i] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
         return out
 
@@ -201,7 +196,7 @@ class CatalogReader(ThreadConnections):
         """path -> image id of those ``paths`` that are indexed."""
         out: dict[str, int] = {}
         for chunk in chunks([encode_path(p) for p in paths]):
-            for path, i in self._rows(f"SELECT path, id FROM images WHERE path IN ({_marks(len(chunk))})", chunk):
+            for path, i in self._rows(f"SELECT path, id FROM images WHERE path IN ({marks(len(chunk))})", chunk):
                 out[decode_path(path)] = i
         return out
 
@@ -235,16 +230,9 @@ class CatalogReader(ThreadConnections):
     def _alive(self, ids: Sequence[int]) -> set[int]:
         """Which of ``ids`` are still image rows."""
         return {i for chunk in chunks([int(i) for i in ids])
-                for (i,) in self._rows(f"SELECT id FROM images WHERE id IN ({_marks(len(chunk))})", chunk)}
+                for (i,) in self._rows(f"SELECT id FROM images WHERE id IN ({marks(len(chunk))})", chunk)}
 
     # -- what hangs off an image ------------------------------------------
-
-    def _per_image(self, sql: str, ids: Iterable[int]) -> dict[int, list[Any]]:
-        out: dict[int, list[Any]] = {}
-        for chunk in chunks([int(i) for i in ids]):
-            for image_id, *rest in self._rows(sql.format(marks=_marks(len(chunk))), chunk):
-                out.setdefault(image_id, []).append(tuple(rest))
-        return out
 
     def tags(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
         """image id -> [(label, margin)], strongest first."""
@@ -260,36 +248,6 @@ class CatalogReader(ThreadConnections):
         """Sorted ids of the images carrying ``label``."""
         return np.sort(np.asarray([r[0] for r in self._rows("SELECT image_id FROM image_tags WHERE label = ?",
                                                               (label,))], dtype=np.int64))
-
-    def ids_with_person(self, name: str) -> np.ndarray | None:
-        """Sorted ids of the images showing the person named ``name`` (case-insensitive); ``None``
-        when no person has that name (or the catalog has no faces tables)."""
-        try:
-            found = self._rows("SELECT id FROM persons WHERE lower(name) = lower(?)", (" ".join(name.split()),))
-            if not found:
-                return None
-            rows = self._rows("SELECT DISTINCT image_id FROM faces WHERE person_id = ?", (found[0][0],))
-        except sqlite3.OperationalError:  # a catalog opened read-only before its faces migration
-            return None
-        return np.sort(np.asarray([r[0] for r in rows], dtype=np.int64))
-
-    def named_persons(self) -> list[str]:
-        """The names of the named persons (none when the catalog has no faces tables)."""
-        try:
-            return [r[0] for r in self._rows("SELECT name FROM persons WHERE name IS NOT NULL ORDER BY name")]
-        except sqlite3.OperationalError:
-            return []
-
-    def person_names(self, ids: Iterable[int]) -> dict[int, list[str]]:
-        """image id -> names of the named persons whose faces are in it, left to right."""
-        try:
-            rows = self._per_image(
-                "SELECT f.image_id, p.name FROM faces f JOIN persons p ON p.id = f.person_id "
-                "WHERE p.name IS NOT NULL AND p.hidden = 0 AND f.image_id IN ({marks}) ORDER BY f.image_id, f.\"left\"",
-                ids)
-        except sqlite3.OperationalError:
-            return {}
-        return {i: [r[0] for r in names] for i, names in rows.items()}
 
     def captions(self, ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
         """image id -> [(model, caption)], oldest caption first."""
@@ -391,36 +349,6 @@ class CatalogReader(ThreadConnections):
                 break
         return sorted(out.items(), key=lambda kv: -kv[1])[:limit]
 
-    def has_ocr(self) -> bool:
-        """Whether the catalog has the text-in-photos tables (a read-only catalog may predate them)."""
-        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE name = 'ocr_fts'"))
-
-    # -- text read in photos ------------------------------------------------
-
-    def ocr_counts(self) -> dict[str, int]:
-        """``read`` (images whose text was read), ``with_text`` (of those, with a line) and ``lines``."""
-        if not self.has_ocr():  # a read-only catalog from before the ocr tables
-            return {"read": 0, "with_text": 0, "lines": 0}
-        (read, with_text), = self._rows("SELECT COUNT(*), COALESCE(SUM(lines > 0), 0) FROM ocr_states")
-        (lines,), = self._rows("SELECT COUNT(*) FROM ocr_lines")
-        return {"read": int(read), "with_text": int(with_text), "lines": int(lines)}
-
-    def ocr_lines(self, ids: Iterable[int]) -> dict[int, list[TextLine]]:
-        """image id -> the lines of text read in it, top to bottom (none for images without)."""
-        if not self.has_ocr():
-            return {}
-        rows = self._per_image("SELECT image_id, text, confidence, box, angle, engine FROM ocr_lines "
-                               "WHERE image_id IN ({marks}) ORDER BY image_id, line", ids)
-        return {i: [TextLine(r[0], float(r[1]), tuple(json.loads(r[2])), int(r[3]), r[4]) for r in lines]
-                for i, lines in rows.items()}
-
-    def ocr_matching(self, text: str) -> np.ndarray:
-        """Sorted ids of the images whose read text holds every word of ``text`` (the ``ocr_text`` filter)."""
-        terms = [t for w in dict.fromkeys(w.lower() for w in _WORD_RE.findall(text)) for t in fts_terms(w)]
-        if not terms or not self.has_ocr():
-            return np.zeros(0, np.int64)
-        rows = self._rows("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH ?", [" AND ".join(terms)])
-        return np.sort(np.asarray([r[0] for r in rows], dtype=np.int64))
 
 
 def _bounding_box(lat: float, lon: float, radius_km: float, params: list[Any]) -> list[str]:

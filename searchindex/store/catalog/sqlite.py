@@ -22,7 +22,7 @@ from ...errors import IndexCorruptError
 
 __all__ = ["CATALOG_FILE", "CHUNK", "ENCODED_FROM", "ENCODED_TO", "apply_pragmas", "catalog_uri", "check_meta",
            "chunks", "connect", "damaged", "decode_path", "encode_path", "glob_bytes", "is_damage",
-           "is_operational_error", "path_bytes"]
+           "is_operational_error", "marks", "path_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +182,8 @@ def check_meta(db: sqlite3.Connection) -> None:
         value = str(meta.get(key, "0"))
         if not value.isdigit() or (key == "dim" and int(value) == 0):
             raise IndexCorruptError(f"the {key} record is {value[:40]!r}, not a valid number")
+
+
+def marks(n: int) -> str:
+    """``n`` SQL parameter marks, ``?,?,...``, for an ``IN (...)`` of ``n`` values."""
+    return ",".join("?" * n)
