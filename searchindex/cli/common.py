@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,3 +242,14 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def echo_failures(failures: Sequence[Any], verb: str = "skipped", *, total: int | None = None, more: str = "",
+                  shown: int = 20) -> None:
+    """The first ``shown`` of a run's files that could not be used (``path`` and ``reason`` each), on
+    stderr, then how many more; ``total`` when the run kept only some of them; ``more``: where the rest are."""
+    for f in failures[:shown]:
+        click.echo(f"  {verb + ': ' if verb else ''}{display(f.path)}: {f.reason}", err=True)
+    left = (len(failures) if total is None else total) - shown
+    if left > 0:
+        click.echo(f"  ... and {left} more{more}", err=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..defaults import DEFAULT_MAX_FILE_MB
-from .common import display, errors_as_click, index_option, open_index, progress_bar, resolve_index_path
+from .common import echo_failures, errors_as_click, index_option, open_index, progress_bar, resolve_index_path
 
 __all__ = ["export", "import_embeddings"]
 
@@ -94,7 +94,4 @@ def import_embeddings(files: Sequence[Path], index_path: Path | None, model: str
                else f"{summary.unchanged} files already indexed kept their own")
     click.echo(f"Imported {summary.imported} embeddings ({already}), {summary.failed} not imported; "
                f"the index holds {total} images.")
-    for f in summary.failures[:20]:
-        click.echo(f"  {display(f.path)}: {f.reason}", err=True)
-    if summary.failed > 20:
-        click.echo(f"  ... and {summary.failed - 20} more (searchindex errors)", err=True)
+    echo_failures(summary.failures, "", total=summary.failed, more=" (searchindex errors)")

@@ -16,6 +16,7 @@ from .common import (
     DEVICE,
     PRECISION,
     display,
+    echo_failures,
     errors_as_click,
     finite,
     index_option,
@@ -244,10 +245,7 @@ def _print_summary(summary: IndexSummary, path: Path, total: int, recorded: int)
         + (f"; {recorded} files on record as failed, this run's and earlier ones (searchindex errors)."
            if recorded else ".")
     )
-    for f in summary.failures[:20]:
-        click.echo(f"  failed: {display(f.path)}: {f.reason}", err=True)
-    if len(summary.failures) > 20:
-        click.echo(f"  ... and {len(summary.failures) - 20} more (searchindex errors lists them all)", err=True)
+    echo_failures(summary.failures, "failed", more=" (searchindex errors lists them all)")
 
 
 @click.command()
@@ -293,7 +291,4 @@ def _print_caption_summary(summary: CaptionSummary) -> None:
     rate = f", {summary.images_per_s:.2f} images/s" if summary.captioned else ""
     click.echo(f"{summary.captioned} captioned, {summary.failed} skipped (unreadable), {summary.already} already "
                f"had a caption from {summary.model} in {summary.seconds:.1f} s{rate}.")
-    for f in summary.failures[:20]:
-        click.echo(f"  skipped: {display(f.path)}: {f.reason}", err=True)
-    if len(summary.failures) > 20:
-        click.echo(f"  ... and {len(summary.failures) - 20} more", err=True)
+    echo_failures(summary.failures)

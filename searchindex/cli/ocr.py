@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..results import CaptionProgress, OcrProgress, OcrSummary
-from .common import display, index_option, open_index, progress_bar, resolve_index_path
+from .common import echo_failures, index_option, open_index, progress_bar, resolve_index_path
 
 __all__ = ["check_languages", "ocr", "print_ocr_summary", "run_ocr"]
 
@@ -44,10 +44,7 @@ def print_ocr_summary(summary: OcrSummary) -> None:
     rate = f", {summary.images_per_s:.2f} images/s" if summary.read else ""
     click.echo(f"{summary.read} read ({summary.with_text} with text, {summary.lines} lines), {summary.failed} "
                f"skipped (unreadable), {summary.already} read before, in {summary.seconds:.1f} s{rate}.")
-    for f in summary.failures[:20]:
-        click.echo(f"  skipped: {display(f.path)}: {f.reason}", err=True)
-    if len(summary.failures) > 20:
-        click.echo(f"  ... and {len(summary.failures) - 20} more", err=True)
+    echo_failures(summary.failures)
 
 
 @click.command()

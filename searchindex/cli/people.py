@@ -12,6 +12,7 @@ import click
 from ..faceresults import Person
 from .common import (
     display,
+    echo_failures,
     index_option,
     open_index,
     progress_bar,
@@ -47,8 +48,7 @@ def faces(index_path: Path | None, detector: str, detect_side: int | None, as_js
         if g is not None:
             click.echo(f"Grouping: {g.joined} faces joined known persons, {g.new_persons} new persons "
                        f"({g.grouped} faces), {g.unassigned} faces not in a person yet.")
-        for f in summary.failures[:20]:
-            click.echo(f"  skipped: {display(f.path)}: {f.reason}", err=True)
+        echo_failures(summary.failures)
     if summary.interrupted:
         click.echo("Interrupted: the faces found so far are committed. Run the same command again to resume.",
                    err=True)

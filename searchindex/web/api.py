@@ -24,10 +24,11 @@ from .files import StaleFileError, file_problem, mime_type, open_indexed, thumbn
 from .options import query_parameters
 
 if TYPE_CHECKING:
+    from ..frontend.params import SearchParams
     from ..store.catalog.records import ImageDetails
     from .app import WebApp
 
-__all__ = ["api_routers", "error_response", "json_response"]
+__all__ = ["api_routers", "error_response", "json_response", "results_page"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ def error_response(status: int, message: str, parameter: str | None = None) -> R
     if parameter is not None:
         body["parameter"] = parameter
     return json_response(body, status)
+
+
+def results_page(results: list[dict[str, Any]], search: SearchParams) -> dict[str, Any]:
+    """A page of search results as the API answers it: the results, where the next page starts
+    (``None``: this is the last), and why there are none when there are none."""
+    more = search.k is not None and len(results) == search.k
+    body: dict[str, Any] = {"results": results, "next_offset": search.offset + len(results) if more else None}
+    if not results:
+        body["message"] = search.empty_message()
+    return body
 
 
 def api_routers(state: WebApp) -> list[APIRouter]:
@@ -80,12 +91,7 @@ def _search_router(state: WebApp) -> APIRouter:
         """Search: results with exactly the fields of ``searchindex search --json``, in the same order."""
         # The query parameters are derived from the one description of the search options (web/options.py).
         results, search = await state.run(lambda: state.search(**params))
-        more = search.k is not None and len(results) == search.k
-        body: dict[str, Any] = {"results": results,
-                                "next_offset": search.offset + len(results) if more else None}
-        if not results:
-            body["message"] = search.empty_message()
-        return json_response(body)
+        return json_response(results_page(results, search))
 
     return router
 

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from ..errors import QueryError
 from ..fileio import DEFAULT_MAX_FILE_BYTES
 from ..frontend.params import example_ids, search_params
-from .api import error_response, json_response
+from .api import error_response, json_response, results_page
 
 if TYPE_CHECKING:
     from .app import WebApp
@@ -87,11 +87,6 @@ def upload_router(state: WebApp, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> API
             return state.locked(encode_and_search)
 
         results = await state.run(run)
-        more = params.k is not None and len(results) == params.k
-        body: dict[str, Any] = {"results": results,
-                                "next_offset": params.offset + len(results) if more else None}
-        if not results:
-            body["message"] = params.empty_message()
-        return json_response(body)
+        return json_response(results_page(results, params))
 
     return router
