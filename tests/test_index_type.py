@@ -421,3 +421,25 @@ def test_ivf_answers_are_filled_when_the_nearest_lists_are_small() -> None:
     allowed = np.concatenate([ids[-3:], ids[:50]])  # a filter: 3 in the small list, 50 elsewhere
     _, filtered = index.search(query, 10, allowed=allowed)
     assert (filtered >= 0).all() and set(filtered[0]) <= set(allowed)
+
+
+@pytest.mark.slow  # OPQ training: about a minute on a quiet 2-core machine, several under load
+def test_opq_rotation_builds_reopens_and_searches(ivf_pair: tuple[Path, Path], tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """An OPQ rotation is accepted (it keeps inner products): its index is built, saved, trusted
+    when reopened (no rebuild, no "damaged"), and finds what the exact index finds."""
+    path = tmp_path / "idx"
+    shutil.copytree(ivf_pair[0], path)
+    with Index.open(path) as index:
+        report = index.optimize("OPQ16,IVF32,PQ16")
+        assert report is not None and report.factory == "OPQ16_32,IVF32,PQ16x8"
+    saved = latest_vector_file(path)
+    assert saved is not None
+    caplog.set_level("WARNING")
+    with Index.open(path) as index:
+        info = index.info()
+        assert info.faiss_factory == "OPQ16_32,IVF32,PQ16x8" and index.count() == COUNT
+        assert index.search_vector(_queries(path, 1)[0], 5)  # answers from the loaded file
+    assert latest_vector_file(path) == saved  # trusted as it was: not rebuilt
+    assert not [r for r in caplog.records if "damaged" in r.getMessage() or "rebuild" in r.getMessage()]
+    assert _recall(ivf_pair[0], path) >= 0.75  # 16-byte codes of 32-d vectors: a real ranking
