@@ -626,3 +626,21 @@ def test_no_videos_keeps_them_and_watches_only_images(index: Index, small_folder
     finally:
         handle.stop()
     assert str(kept) in paths(index) and str(small_folder / "skipped.mp4") not in paths(index)
+
+
+def test_videos_are_not_read_for_text_so_batches_stay_quiet(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("rapidocr")
+    import random
+
+    from searchindex.demo.videos import random_clip, write_clip
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    write_clip(folder / "a.mp4", random_clip(random.Random(1), 4.0, 1), width=128, height=96, fps=5.0)
+    with Index.create(tmp_path / "i", model="tiny-shapes", device="cpu") as idx:
+        idx.add_folder(folder)
+        # Tried, a video failed at every run (and would at every batch a watch enriches).
+        for _ in range(2):
+            summary = idx.ocr("en")
+            assert (summary.read, summary.failed) == (0, 0)
