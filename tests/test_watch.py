@@ -644,3 +644,15 @@ def test_videos_are_not_read_for_text_so_batches_stay_quiet(tmp_path: Path) -> N
         for _ in range(2):
             summary = idx.ocr("en")
             assert (summary.read, summary.failed) == (0, 0)
+
+
+def test_a_reader_that_cannot_load_is_not_chosen(few: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("rapidocr")
+    from searchindex.errors import ModelError
+    from searchindex.index.following import ocr_choice
+
+    monkeypatch.setenv("TESSDATA_PREFIX", str(few.path))  # no Korean data there
+    monkeypatch.setattr("searchindex.models.ocr._TESSDATA_DIRS", ())
+    with pytest.raises(ModelError, match="kor"):
+        few.ocr("ko")
+    assert ocr_choice(few.catalog) is None

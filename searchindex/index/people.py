@@ -56,8 +56,9 @@ class People(IndexState):
         else:
             choice = FaceChoice(engine.detector, None if engine.detect_side == DETECT_SIDE else engine.detect_side)
         with self._writing():
-            record_face_choice(self.catalog, choice)
-            return find_faces(self.catalog, engine, group=group, progress=progress, stop=stop)
+            summary = find_faces(self.catalog, engine, group=group, progress=progress, stop=stop)
+            record_face_choice(self.catalog, choice)  # once the run went: a watch searches new images so
+            return summary
 
     def group_faces(self) -> GroupingSummary:
         """Run one grouping round over the stored faces (:meth:`find_faces` runs one after its faces)."""

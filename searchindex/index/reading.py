@@ -44,8 +44,11 @@ class Reading(IndexState):
             return engine if engine is not None else OcrEngine(codes, threads=threads)
 
         with self._writing():
-            record_ocr_choice(self.catalog, codes)  # a watch reads new images in these languages
-            return ocr_catalog(self.catalog, load, batch_size=batch_size, progress=progress, stop=stop)
+            summary = ocr_catalog(self.catalog, load, batch_size=batch_size, progress=progress, stop=stop)
+            # Recorded once the run went (a reader that cannot load is not chosen): a watch reads
+            # new images in these languages.
+            record_ocr_choice(self.catalog, codes)
+            return summary
 
     def forget_ocr(self) -> int:
         """Forget all text read in photos (the next :meth:`ocr` reads every image again; a watch no
