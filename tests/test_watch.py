@@ -15,6 +15,7 @@ import pytest
 
 from searchindex import Index
 from searchindex.ingest.watch import WatchOptions, mount_type, needs_polling
+from searchindex.store.catalog.sqlite import CATALOG_FILE
 from searchindex.store.lock import WriterLock
 
 pytest.importorskip("watchdog")
@@ -481,3 +482,177 @@ def test_real_watch_limit_falls_back_to_polling(index: Index, small_folder: Path
     assert proc.returncode == 0, err
     assert err.count("fs.inotify.max_user_watches") == 1, err
     assert f"watching {small_folder} (polling" in err
+
+
+# -- what follows the new images: text read, faces, videos --------------------------------------
+
+
+@pytest.fixture()
+def few(shapes, tmp_path: Path) -> Iterator[Index]:  # noqa: ANN001
+    """An index of three scenes, for the enrichments that cost a real engine per image."""
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for f in sorted(shapes.folder.glob("*.png"))[:3]:
+        shutil.copy(f, folder / f.name)
+    idx = Index.create(tmp_path / "few-idx", model="tiny-shapes", device="cpu")
+    idx.add_folder(folder)
+    yield idx
+    idx.close()
+
+
+def _sign(path: Path, text: str) -> Path:
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (640, 200), (245, 240, 225))
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 56)
+    ImageDraw.Draw(img).text((30, 60), text, font=font, fill=(25, 25, 25))
+    tmp = path.with_suffix(".part")
+    img.save(tmp, "PNG")
+    tmp.rename(path)  # complete when it appears
+    return path
+
+
+def test_the_enrichment_choice_is_recorded_and_taken_back(few: Index) -> None:
+    import sqlite3
+
+    from searchindex.index.following import FaceChoice, face_choice, ocr_choice
+
+    pytest.importorskip("rapidocr")
+    assert ocr_choice(few.catalog) is None and face_choice(few.catalog) is None  # not used: nothing follows
+    few.ocr("en")
+    assert ocr_choice(few.catalog) == ("en",)
+    few.forget_ocr()
+    assert ocr_choice(few.catalog) is None
+    few.ocr("en")
+    # read before choices were recorded: followed with the reader's default languages
+    with sqlite3.connect(few.path / CATALOG_FILE) as db:
+        db.execute("DELETE FROM meta WHERE key = 'ocr'")
+    assert ocr_choice(few.catalog) == ("en", "ko")
+    pytest.importorskip("face_recognition_models")
+    few.find_faces("hog", detect_side=800)
+    assert face_choice(few.catalog) == FaceChoice("hog", 800)
+    with sqlite3.connect(few.path / CATALOG_FILE) as db:
+        db.execute("DELETE FROM meta WHERE key = 'faces'")
+    assert face_choice(few.catalog) == FaceChoice()
+
+
+def test_new_images_text_is_read_in_the_index_s_languages(few: Index) -> None:
+    pytest.importorskip("rapidocr")
+    few.ocr("en")  # English only: the watch must not load the Korean reader
+    assert few.ocr_counts()["read"] == 3
+    folder = Path(few.indexed_folders()[0])
+    handle = few.watch(options=FAST)
+    try:
+        wait_for(lambda: not handle._watcher._rescan)
+        sign = _sign(folder / "sign.png", "Pharmacy 24h")
+        wait_for(lambda: few.ocr_counts()["read"] == 4, timeout=30)
+    finally:
+        handle.stop()
+    hits = few.search("pharmacy", mode="text", k=3)
+    assert [h.path for h in hits] == [str(sign)]
+    import sqlite3
+
+    with sqlite3.connect(few.path / CATALOG_FILE) as db:
+        readers = {r for (r,) in db.execute("SELECT reader FROM ocr_states")}
+    assert len(readers) == 1 and readers.pop().endswith(":en")
+
+
+def test_new_faces_are_found_with_the_index_s_detector(few: Index) -> None:
+    pytest.importorskip("face_recognition_models")
+    from tests.support.faces import face_sources
+
+    few.find_faces("hog", detect_side=640)
+    assert few.face_counts()["images_searched"] == 3 and few.face_counts()["faces"] == 0
+    folder = Path(few.indexed_folders()[0])
+    photo, box = face_sources()["astronaut"]
+    handle = few.watch(options=FAST)
+    try:
+        wait_for(lambda: not handle._watcher._rescan)
+        photo.crop((box[0] - 80, box[1] - 80, box[2] + 80, box[3] + 80)).save(folder / "portrait.part", "JPEG")
+        (folder / "portrait.part").rename(folder / "portrait.jpg")
+        wait_for(lambda: few.face_counts()["images_searched"] == 4, timeout=30)
+    finally:
+        handle.stop()
+    image_id = few.catalog.read.ids_by_path([str(folder / "portrait.jpg")])[str(folder / "portrait.jpg")]
+    assert len(few.faces_in(image_id)) == 1
+    import sqlite3
+
+    with sqlite3.connect(few.path / CATALOG_FILE) as db:
+        assert {r for (r,) in db.execute("SELECT detector FROM face_states")} == {"dlib-hog/640"}
+
+
+def test_new_videos_are_indexed_like_index_does(watching: Index, small_folder: Path) -> None:
+    pytest.importorskip("av")
+    import random
+
+    from searchindex.demo.videos import random_clip, write_clip
+    from searchindex.store.catalog.videos import VideoReader
+
+    rng = random.Random(3)
+    staged = small_folder.parent / "clip.mp4"
+    write_clip(staged, random_clip(rng, 6.0, 2), width=128, height=96, fps=5.0)
+    staged.rename(small_folder / "clip.mp4")
+    wait_for(lambda: str(small_folder / "clip.mp4") in paths(watching), timeout=20)
+    videos, frames = VideoReader(watching.catalog.read).counts()
+    assert videos == 1 and frames > 0
+    clip_id = watching.catalog.read.image_states()[str(small_folder / "clip.mp4")][0]
+    (small_folder / "clip.mp4").rename(small_folder / "moved.mp4")  # a move: the row follows, not read again
+    wait_for(lambda: str(small_folder / "moved.mp4") in paths(watching), timeout=20)
+    assert watching.catalog.read.image_states()[str(small_folder / "moved.mp4")][0] == clip_id
+    assert VideoReader(watching.catalog.read).counts() == (1, frames)
+    assert watching.ocr_counts()["read"] == 0  # the index does not use OCR: nothing read
+
+
+def test_no_videos_keeps_them_and_watches_only_images(index: Index, small_folder: Path, spare: list[Path],
+                                                      tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    import random
+
+    from searchindex.demo.videos import random_clip, write_clip
+
+    rng = random.Random(4)
+    kept = write_clip(small_folder / "kept.mp4", random_clip(rng, 4.0, 1), width=128, height=96, fps=5.0)
+    index.add_folder(small_folder)
+    assert str(kept) in paths(index)
+    handle = index.watch(options=POLLED, videos=False)  # polled: the folder is synced, videos left alone
+    try:
+        wait_for(lambda: not handle._watcher._rescan)
+        staged = tmp_path / "skipped.mp4"
+        write_clip(staged, random_clip(rng, 4.0, 1), width=128, height=96, fps=5.0)
+        staged.rename(small_folder / "skipped.mp4")
+        shutil.copy(spare[0], small_folder / "image.png")
+        wait_for(lambda: str(small_folder / "image.png") in paths(index), timeout=20)
+        time.sleep(1.0)
+    finally:
+        handle.stop()
+    assert str(kept) in paths(index) and str(small_folder / "skipped.mp4") not in paths(index)
+
+
+def test_videos_are_not_read_for_text_so_batches_stay_quiet(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("rapidocr")
+    import random
+
+    from searchindex.demo.videos import random_clip, write_clip
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    write_clip(folder / "a.mp4", random_clip(random.Random(1), 4.0, 1), width=128, height=96, fps=5.0)
+    with Index.create(tmp_path / "i", model="tiny-shapes", device="cpu") as idx:
+        idx.add_folder(folder)
+        # Tried, a video failed at every run (and would at every batch a watch enriches).
+        for _ in range(2):
+            summary = idx.ocr("en")
+            assert (summary.read, summary.failed) == (0, 0)
+
+
+def test_a_reader_that_cannot_load_is_not_chosen(few: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("rapidocr")
+    from searchindex.errors import ModelError
+    from searchindex.index.following import ocr_choice
+
+    monkeypatch.setenv("TESSDATA_PREFIX", str(few.path))  # no Korean data there
+    monkeypatch.setattr("searchindex.models.ocr._TESSDATA_DIRS", ())
+    with pytest.raises(ModelError, match="kor"):
+        few.ocr("ko")
+    assert ocr_choice(few.catalog) is None

@@ -38,8 +38,11 @@ def describe_change(s: IndexSummary) -> str:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images per model call.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="Where the model runs.")
+@click.option("--videos/--no-videos", "videos", default=None,
+              help="Watch the videos too, as `searchindex index` indexes them. [default: when PyAV is installed] "
+                   "--no-videos keeps the videos indexed before.")
 def watch(folders: Sequence[Path], index_path: Path | None, debounce: float, rescan_interval: float,
-          poll_interval: float, polling: bool | None, batch_size: int, device: str) -> None:
+          poll_interval: float, polling: bool | None, batch_size: int, device: str, videos: bool | None) -> None:
     """Keep the index up to date as FOLDERS change (default: the folders indexed so far).
 
     New and changed images are searchable seconds after they are written;
@@ -47,6 +50,9 @@ def watch(folders: Sequence[Path], index_path: Path | None, debounce: float, res
     leave the index. A folder that disappears (unmounted, deleted) is taken
     for offline: its images stay, and it is scanned when it is back. A scan at
     start and every --rescan-interval catches up with what happened meanwhile.
+    New images get what the index uses: tags, captions, their text read (after
+    `searchindex ocr`, in its languages) and their faces (after `searchindex
+    faces`, with its detector).
     The writer lock is taken per batch, so `searchindex index` can run
     meanwhile. Ctrl-C (or SIGTERM) stops after the batch in flight.
     """
@@ -60,8 +66,9 @@ def watch(folders: Sequence[Path], index_path: Path | None, debounce: float, res
             if not quiet():
                 click.echo(f"{time.strftime('%H:%M:%S')} {describe_change(summary)}", err=True)
 
-        handle = idx.watch([str(f) for f in folders] or None, on_change=changed, options=options,
-                           batch_size=batch_size)
+        with errors_as_click():
+            handle = idx.watch([str(f) for f in folders] or None, on_change=changed, options=options,
+                               batch_size=batch_size, videos=videos)
         with errors_as_click():
             try:
                 if not quiet():

@@ -11,6 +11,7 @@ from .state import IndexState
 
 if TYPE_CHECKING:
     from ..faceresults import Face, FaceProgress, FaceSummary, GroupingSummary, Person
+    from ..models.faces import FaceEngine
     from ..store.catalog.faces import FaceRepository
 
 __all__ = ["People"]
@@ -30,13 +31,15 @@ class People(IndexState):
 
     def find_faces(self, detector: str = "hog", *, detect_side: int | None = None, group: bool = True,
                    progress: Callable[[FaceProgress], None] | None = None,
-                   stop: threading.Event | None = None) -> FaceSummary:
+                   stop: threading.Event | None = None, engine: FaceEngine | None = None) -> FaceSummary:
         """Search every image not searched yet (or changed since) for faces, then group the faces
         into persons; each batch is committed at once, so an interrupted run resumes.
 
         ``detector``: ``"hog"`` (default, fast) or ``"cnn"`` (finds turned and smaller faces,
         much slower on a CPU); ``detect_side``: long side of the copy the detector searches
-        (default :data:`~searchindex.models.faces.DETECT_SIDE`).
+        (default :data:`~searchindex.models.faces.DETECT_SIDE`); ``engine``: a loaded
+        :class:`~searchindex.models.faces.FaceEngine` (``detector`` and ``detect_side`` are then
+        its own).  The choice is recorded: a watch (:meth:`watch`) searches the images it adds so.
 
         Raises:
             MissingExtraError (``searchindex[faces]``), ModelError (a bad detector),
@@ -44,11 +47,18 @@ class People(IndexState):
         """
         from ..enrich.faces import find_faces
         from ..models.faces import DETECT_SIDE, FaceEngine, face_models
+        from .following import FaceChoice, record_face_choice
 
         face_models()  # the missing extra's message before anything else happens
-        engine = FaceEngine(detector, detect_side=detect_side or DETECT_SIDE)
+        if engine is None:
+            engine = FaceEngine(detector, detect_side=detect_side or DETECT_SIDE)
+            choice = FaceChoice(detector, detect_side)
+        else:
+            choice = FaceChoice(engine.detector, None if engine.detect_side == DETECT_SIDE else engine.detect_side)
         with self._writing():
-            return find_faces(self.catalog, engine, group=group, progress=progress, stop=stop)
+            summary = find_faces(self.catalog, engine, group=group, progress=progress, stop=stop)
+            record_face_choice(self.catalog, choice)  # once the run went: a watch searches new images so
+            return summary
 
     def group_faces(self) -> GroupingSummary:
         """Run one grouping round over the stored faces (:meth:`find_faces` runs one after its faces)."""

@@ -28,6 +28,7 @@ class Reading(IndexState):
 
         ``langs``: ``"en"``, ``"ko"`` or both (``"ko,en"``, the default); ``engine``: a loaded
         :class:`~searchindex.models.ocr.OcrEngine` (``langs`` and ``threads`` are then its own).
+        The languages are recorded: a watch (:meth:`watch`) reads the images it adds in them.
 
         Raises:
             MissingExtraError (``searchindex[ocr]``), ModelError (Tesseract's Korean data missing),
@@ -35,19 +36,27 @@ class Reading(IndexState):
         """
         from ..enrich.ocr import ocr_catalog
         from ..models.ocr import OcrEngine, parse_languages
+        from .following import record_ocr_choice
 
-        codes = parse_languages(langs)  # a bad language fails before the lock is taken
+        codes = engine.langs if engine is not None else parse_languages(langs)  # a bad language fails here
 
         def load() -> OcrEngine:
             return engine if engine is not None else OcrEngine(codes, threads=threads)
 
         with self._writing():
-            return ocr_catalog(self.catalog, load, batch_size=batch_size, progress=progress, stop=stop)
+            summary = ocr_catalog(self.catalog, load, batch_size=batch_size, progress=progress, stop=stop)
+            # Recorded once the run went (a reader that cannot load is not chosen): a watch reads
+            # new images in these languages.
+            record_ocr_choice(self.catalog, codes)
+            return summary
 
     def forget_ocr(self) -> int:
-        """Forget all text read in photos (the next :meth:`ocr` reads every image again); returns
-        how many images had been read."""
+        """Forget all text read in photos (the next :meth:`ocr` reads every image again; a watch no
+        longer reads the images it adds); returns how many images had been read."""
+        from .following import record_ocr_choice
+
         with self._writing():
+            record_ocr_choice(self.catalog, None)
             return self.catalog.ocr.forget()
 
     def text_lines(self, image_id: int) -> list[TextLine]:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import ParameterError
 from .enrichment import Enrichment
+from .people import People
+from .reading import Reading
 from .writing import Writing
 
 if TYPE_CHECKING:
     from ..ingest.watch import ChangeBatch, FolderWatcher, WatchOptions
-    from ..models.captioners import Captioner
     from ..results import IndexSummary
 
 __all__ = ["WatchHandle", "Watching"]
@@ -71,12 +72,13 @@ class WatchHandle:
         self.stop()
 
 
-class Watching(Writing, Enrichment):
+class Watching(Writing, Enrichment, Reading, People):
     """:meth:`watch` and :meth:`apply_changes` of :class:`~searchindex.index.Index`."""
 
     def watch(self, folders: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None, *,
               on_change: ChangeCallback | None = None, on_error: Callable[[BaseException], None] | None = None,
-              options: WatchOptions | None = None, batch_size: int = 64, captions: bool = True) -> WatchHandle:
+              options: WatchOptions | None = None, batch_size: int = 64, captions: bool = True,
+              ocr: bool = True, faces: bool = True, videos: bool | None = None) -> WatchHandle:
         """Keep the index in line with ``folders`` (default: :meth:`indexed_folders`) as they change,
         from a thread of its own, until the handle's :meth:`~WatchHandle.stop`.
 
@@ -96,13 +98,22 @@ class Watching(Writing, Enrichment):
             batch_size: images per model call.
             captions: caption new images with each model the index has captions from (loaded
                 once; as :meth:`caption` with its default options).  Zero-shot tags always follow.
+            ocr: read the text of new images when the index uses OCR (:meth:`ocr` ran on it), in
+                the languages it last used (see :mod:`searchindex.index.following`).
+            faces: search new images for faces and group them when the index uses faces
+                (:meth:`find_faces` ran on it), with the detector it last used.
+            videos: watch the videos too, as :meth:`add_folder` indexes them (default: when the
+                ``video`` extra is installed); when false, videos indexed before are kept.
 
         Raises:
             ParameterError: no folders given and none indexed yet.
-            MissingExtraError: watchdog is not installed (``searchindex[watch]``).
+            MissingExtraError: watchdog is not installed (``searchindex[watch]``), or
+                ``videos=True`` without the ``video`` extra.
         """
         from ..ingest.scan import path_list
+        from ..ingest.videos import scan_extensions
         from ..ingest.watch import FolderWatcher
+        from .following import Follower
 
         roots = path_list(folders, "a folder to watch") if folders is not None else self.indexed_folders()
         if not roots:
@@ -119,43 +130,24 @@ class Watching(Writing, Enrichment):
                 if on_change is not None:
                     on_change(summary)
 
-        captioners: dict[str, Captioner | None] = {}  # model id -> loaded once (None: cannot load)
-
-        def follow(summary: IndexSummary) -> None:
-            """Caption what a batch added, with the models the index has captions from."""
-            if not captions or not (summary.new or summary.modified):
-                return
-            from ..errors import IndexLockedError, SearchIndexError
-            from ..models.captioners import load_captioner
-
-            for model_id in self.caption_counts():
-                if model_id not in captioners:
-                    try:
-                        captioners[model_id] = load_captioner(model_id, device=self._device)
-                    except SearchIndexError as exc:
-                        log.warning("new photos are not captioned with %s: %s", model_id, exc)
-                        captioners[model_id] = None
-                captioner = captioners[model_id]
-                if captioner is not None:
-                    try:
-                        self.caption(captioner)
-                    except IndexLockedError:  # another writer: the next batch's captioning catches up
-                        return
+        extensions, kept = scan_extensions(videos)
+        follower = Follower(self, captions=captions, ocr=ocr, faces=faces)
 
         def apply(batch: ChangeBatch) -> None:
             summary = self.apply_changes(batch.changed, vanished=batch.vanished,
                                          vanished_folders=batch.vanished_folders, folders=batch.folders,
-                                         synced_folders=batch.synced_folders, batch_size=batch_size)
+                                         synced_folders=batch.synced_folders, batch_size=batch_size,
+                                         videos=bool(not kept))
             report(summary)
-            follow(summary)
+            follower.follow(summary)
 
         def catch_up(online: list[str], stop: threading.Event) -> None:
             log.info("scanning %s", ", ".join(online))
-            summary = self.add_folder(online, batch_size=batch_size, stop=stop)
+            summary = self.add_folder(online, batch_size=batch_size, stop=stop, videos=bool(not kept))
             report(summary)
-            follow(summary)
+            follower.follow(summary)
 
-        watcher = FolderWatcher(roots, apply, catch_up, options, on_error)
+        watcher = FolderWatcher(roots, apply, catch_up, options, on_error, extensions=extensions)
         watcher.start()
         return WatchHandle(watcher)
 
@@ -163,7 +155,8 @@ class Watching(Writing, Enrichment):
                       vanished: Iterable[str | os.PathLike[str]] = (),
                       vanished_folders: Iterable[str | os.PathLike[str]] = (),
                       folders: Iterable[str | os.PathLike[str]] = (),
-                      synced_folders: Iterable[str | os.PathLike[str]] = (), batch_size: int = 64) -> IndexSummary:
+                      synced_folders: Iterable[str | os.PathLike[str]] = (), batch_size: int = 64,
+                      videos: bool | None = None) -> IndexSummary:
         """Bring these paths in line, as a watch does with one batch of events.
 
         Args:
@@ -174,13 +167,19 @@ class Watching(Writing, Enrichment):
             folders: folders created or moved in: scanned, and their images indexed.
             synced_folders: folders whose own files (not those below) are brought in line: new
                 and changed ones indexed, missing ones gone (what a poll found changed).
+            videos: as for :meth:`add_folder`: the folders' videos are scanned too (default: when
+                the ``video`` extra is installed); when false, the videos indexed there are kept.
 
         Raises:
             IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
+            MissingExtraError: ``videos=True`` without the ``video`` extra.
         """
         t0 = time.perf_counter()
         from ..ingest.plan import under
         from ..ingest.scan import entries_of, scan_folders
+        from ..ingest.videos import scan_extensions
+
+        extensions, kept = scan_extensions(videos)
 
         gone = [os.path.abspath(os.fspath(p)) for p in vanished]
         files: list[str] = []
@@ -191,13 +190,13 @@ class Watching(Writing, Enrichment):
         for folder in (os.path.abspath(os.fspath(f)) for f in folders):
             if not os.path.isdir(folder):
                 continue
-            for e in scan_folders([folder]):
+            for e in scan_folders([folder], extensions=extensions):
                 if e.path not in seen:
                     seen.add(e.path)
                     entries.append(e)
         synced = {os.path.abspath(os.fspath(f)) for f in synced_folders}
         for folder in synced:
-            for e in entries_of(_images_in(folder)):
+            for e in entries_of(_images_in(folder, extensions)):
                 if e.path not in seen:
                     seen.add(e.path)
                     entries.append(e)
@@ -205,23 +204,22 @@ class Watching(Writing, Enrichment):
         with self._writing():
             if synced:
                 known = [*self.catalog.read.image_states(), *(f.path for f in self.catalog.read.failures())]
-                gone += [p for p in known if os.path.dirname(p) in synced]
+                gone += [p for p in known if os.path.dirname(p) in synced
+                         and os.path.splitext(p)[1].lower() not in kept]
             if dropped:
                 # A folder moved elsewhere in the tree arrives in the same batch: its files then
                 # follow their rows (moves), the rest leaves.
                 known = [*self.catalog.read.image_states(), *(f.path for f in self.catalog.read.failures())]
                 gone += [p for p in known if under(p, dropped) and not os.path.lexists(p)]
             gone = [p for p in dict.fromkeys(gone) if p not in seen and not os.path.lexists(p)]
-            return self._run(entries, [], t0, vanished=gone, batch_size=batch_size, workers=None)
+            return self._run(entries, [], t0, vanished=gone, batch_size=batch_size, workers=None, kept=kept)
 
 
-def _images_in(folder: str) -> list[str]:
-    """The image files directly in ``folder`` (none when it cannot be listed)."""
-    from ..models.images import IMAGE_EXTENSIONS
-
+def _images_in(folder: str, extensions: frozenset[str]) -> list[str]:
+    """The files named with one of ``extensions`` directly in ``folder`` (none when it cannot be listed)."""
     try:
         with os.scandir(folder) as it:
-            return sorted(e.path for e in it if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+            return sorted(e.path for e in it if os.path.splitext(e.name)[1].lower() in extensions
                           and not e.is_dir())
     except OSError:
         return []

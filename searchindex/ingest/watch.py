@@ -127,8 +127,9 @@ class _Seen:
     written: bool = False  # ... once a write was seen (a file moved or linked in is created, never written)
 
 
-def _is_image(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+def _is_image(path: str, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> bool:
+    """Whether ``path`` is named like a file the index takes (an image, or a video when watched)."""
+    return os.path.splitext(path)[1].lower() in extensions
 
 
 def mount_type(path: str, mounts: str = "/proc/mounts") -> str:
@@ -322,9 +323,10 @@ class _Pending:
         return now - seen.since >= self.options.settle
 
 
-def _handler(pending: _Pending, closes: bool) -> Any:
-    """A watchdog event handler feeding ``pending``; ``closes``: its observer reports
-    close-after-write events (a file being written is then waited for until closed)."""
+def _handler(pending: _Pending, closes: bool, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> Any:
+    """A watchdog event handler feeding ``pending`` with the files named with ``extensions``;
+    ``closes``: its observer reports close-after-write events (a file being written is then
+    waited for until closed)."""
     from watchdog.events import FileSystemEventHandler
 
     class Handler(FileSystemEventHandler):
@@ -343,11 +345,11 @@ def _handler(pending: _Pending, closes: bool) -> Any:
                     pending.folder_gone(src)
                 return
             if kind == "moved":
-                if _is_image(src):
+                if _is_image(src, extensions):
                     pending.file_gone(src)
-                if dest and _is_image(dest):
+                if dest and _is_image(dest, extensions):
                     pending.file_written(dest, closed=True)  # a rename moves a complete file
-            elif not _is_image(src):
+            elif not _is_image(src, extensions):
                 return
             elif kind == "deleted":
                 pending.file_gone(src)
@@ -371,9 +373,11 @@ class FolderPoller(threading.Thread):
     still being copied), then synced.
     """
 
-    def __init__(self, pending: _Pending, interval: float, settle: float) -> None:
+    def __init__(self, pending: _Pending, interval: float, settle: float,
+                 extensions: frozenset[str] = IMAGE_EXTENSIONS) -> None:
         super().__init__(name="searchindex-poll", daemon=True)
         self._pending = pending
+        self.extensions = extensions
         self.interval = interval
         self.settle = settle
         self._roots: dict[str, dict[str, int] | None] = {}  # root -> folder -> fingerprint (None: not listed)
@@ -387,7 +391,7 @@ class FolderPoller(threading.Thread):
     def add(self, root: str) -> None:
         """Poll ``root``; its first listing, taken now, is the baseline.  Taken before the catch-up
         scan that follows (at start, or on a root's return), so no change falls between the two."""
-        prints = _fingerprints(root, {}) if os.path.isdir(root) else None
+        prints = _fingerprints(root, {}, self.extensions) if os.path.isdir(root) else None
         with self._lock:
             self._roots[root] = prints
         self._wake.set()
@@ -430,7 +434,7 @@ class FolderPoller(threading.Thread):
                     if root in self._roots:
                         self._roots[root] = None
                 continue
-            prints = _fingerprints(root, old or {})
+            prints = _fingerprints(root, old or {}, self.extensions)
             with self._lock:
                 if root not in self._roots:
                     continue
@@ -458,7 +462,7 @@ class FolderPoller(threading.Thread):
             todo = list(self._unsettled.items())
         ready = []
         for folder, (fp, since, what) in todo:
-            current = _fingerprint(folder, [])
+            current = _fingerprint(folder, [], self.extensions)
             with self._lock:
                 if folder not in self._unsettled:
                     continue
@@ -482,9 +486,10 @@ class FolderPoller(threading.Thread):
                     self._pending.folder_changed(folder)
 
 
-def _fingerprint(folder: str, subfolders: list[str]) -> int:
-    """A number that changes when an image file in ``folder`` (not below) is added, removed,
-    renamed or rewritten; ``subfolders`` gets its folders.  -1: the folder cannot be listed."""
+def _fingerprint(folder: str, subfolders: list[str], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> int:
+    """A number that changes when a file named with ``extensions`` in ``folder`` (not below) is
+    added, removed, renamed or rewritten; ``subfolders`` gets its folders.  -1: the folder cannot
+    be listed."""
     total = 0
     try:
         with os.scandir(folder) as it:
@@ -492,7 +497,7 @@ def _fingerprint(folder: str, subfolders: list[str]) -> int:
                 try:
                     if entry.is_dir():
                         subfolders.append(entry.path)
-                    elif _is_image(entry.name):
+                    elif _is_image(entry.name, extensions):
                         st = entry.stat()
                         total += hash((entry.name, st.st_size, st.st_mtime_ns))
                 except OSError:
@@ -502,7 +507,7 @@ def _fingerprint(folder: str, subfolders: list[str]) -> int:
     return total & 0xFFFF_FFFF_FFFF_FFFF
 
 
-def _fingerprints(root: str, old: dict[str, int]) -> dict[str, int]:
+def _fingerprints(root: str, old: dict[str, int], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> dict[str, int]:
     """Folder -> fingerprint for ``root`` and every folder below it (links followed, each folder
     once); a folder that cannot be listed keeps its ``old`` fingerprint (unreadable is not gone)."""
     prints: dict[str, int] = {}
@@ -518,7 +523,7 @@ def _fingerprints(root: str, old: dict[str, int]) -> dict[str, int]:
             continue
         seen.add((st.st_dev, st.st_ino))
         subfolders: list[str] = []
-        fp = _fingerprint(folder, subfolders)
+        fp = _fingerprint(folder, subfolders, extensions)
         prints[folder] = old.get(folder, 0) if fp == -1 else fp
         stack.extend(subfolders)
     return prints
@@ -562,12 +567,16 @@ class FolderWatcher:
         catch_up: brings the index in line with these (online) roots by a full scan.
         options: see :class:`WatchOptions`.
         on_error: told of each error the watcher goes on after.
+        extensions: the file name extensions watched (default: images; videos' too when the
+            index takes them, see :func:`searchindex.ingest.videos.scan_extensions`).
     """
 
     def __init__(self, roots: Sequence[str], apply: Callable[[ChangeBatch], object],
                  catch_up: Callable[[list[str], threading.Event], object], options: WatchOptions | None = None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 extensions: frozenset[str] = IMAGE_EXTENSIONS) -> None:
         self.options = options or WatchOptions()
+        self.extensions = extensions
         self.roots = {r: RootState(r) for r in dict.fromkeys(os.path.abspath(r) for r in roots)}
         self._apply, self._catch_up, self._on_error = apply, catch_up, on_error
         self._pending = _Pending(self.options)
@@ -597,8 +606,10 @@ class FolderWatcher:
         logging.getLogger(_INOTIFY_LOGGER).addHandler(self._limit_seen)
         self._native = _observer()()
         # inotify reports close-after-write; FSEvents and Windows do not.
-        self._handler = _handler(self._pending, closes=type(self._native).__name__ == "InotifyObserver")
-        self._polling = FolderPoller(self._pending, self.options.poll_interval, self.options.settle)
+        self._handler = _handler(self._pending, closes=type(self._native).__name__ == "InotifyObserver",
+                                 extensions=self.extensions)
+        self._polling = FolderPoller(self._pending, self.options.poll_interval, self.options.settle,
+                                     self.extensions)
         self._native.start()
         self._polling.start()
         for root in self.roots.values():

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ...results import TextLine
 from .ocrindex import refresh_ocr_index
 from .reader import CatalogReader
-from .schema import ImageRow, OcrLineRow, OcrStateRow, alive_ids, executor
+from .schema import ImageRow, OcrLineRow, OcrStateRow, VideoRow, alive_ids, executor
 
 __all__ = ["OcrRepository"]
 
@@ -52,10 +52,13 @@ class OcrRepository:
             refresh_ocr_index(executor(s), sorted(alive))
 
     def ids_unread(self) -> list[int]:
-        """Ids of images (ascending) whose text was not read yet."""
+        """Ids of images (ascending) whose text was not read yet; videos are not read (their files
+        are no pictures: tried, each would fail again at every run, and at every watched batch)."""
         done = select(OcrStateRow.image_id)
+        videos = select(VideoRow.image_id)
         with Session(self._engine) as s:
-            return list(s.scalars(select(ImageRow.id).where(ImageRow.id.not_in(done)).order_by(ImageRow.id)))
+            return list(s.scalars(select(ImageRow.id).where(ImageRow.id.not_in(done), ImageRow.id.not_in(videos))
+                                  .order_by(ImageRow.id)))
 
     def forget(self, ids: Iterable[int] | None = None) -> int:
         """Forget what was read in ``ids`` (every image when ``None``), so the next run reads them
