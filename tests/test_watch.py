@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from searchindex import Index
-from searchindex.ingest.watch import WatchOptions, mount_type, needs_polling
+from searchindex.ingest.mounts import mount_type, needs_polling
+from searchindex.ingest.watch import WatchOptions
 from searchindex.store.catalog.sqlite import CATALOG_FILE
 from searchindex.store.lock import WriterLock
 

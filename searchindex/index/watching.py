@@ -21,7 +21,8 @@ from .reading import Reading
 from .writing import Writing
 
 if TYPE_CHECKING:
-    from ..ingest.watch import ChangeBatch, FolderWatcher, WatchOptions
+    from ..ingest.pending import ChangeBatch
+    from ..ingest.watch import FolderWatcher, WatchOptions
     from ..results import IndexSummary
 
 __all__ = ["WatchHandle", "Watching"]

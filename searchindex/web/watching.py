@@ -51,7 +51,7 @@ class LiveIndex:
             ParameterError: no folder has been indexed yet.
         """
         from ..errors import ParameterError
-        from ..ingest.watch import require_watchdog
+        from ..ingest.mounts import require_watchdog
 
         require_watchdog()
         if not index.indexed_folders():
