@@ -24,7 +24,8 @@ from .querycache import CACHE_FILE
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec
 
-__all__ = ["DEMO_FOLDER", "INNER_STAGING", "INNER_SWAP_MARK", "SWAP_MARK", "create_catalog", "default_index_path", "demo_index_path", "file_key",
+__all__ = ["DEMO_FOLDER", "INNER_STAGING", "INNER_SWAP_MARK", "SWAP_MARK",
+           "create_catalog", "default_index_path", "demo_index_path", "file_key",
            "holds_index", "owned", "refuse_strangers", "remove_index_files", "strangers", "write_errors"]
 
 

@@ -57,8 +57,16 @@ from pathlib import Path
 
 from ..errors import IndexFolderError, IndexLockedError
 from .catalog.sqlite import CATALOG_FILE
-from .folder import (INNER_STAGING, INNER_SWAP_MARK, SWAP_MARK, THUMBNAIL_FOLDER, holds_index, owned,
-                     remove_index_files, strangers)
+from .folder import (
+    INNER_STAGING,
+    INNER_SWAP_MARK,
+    SWAP_MARK,
+    THUMBNAIL_FOLDER,
+    holds_index,
+    owned,
+    remove_index_files,
+    strangers,
+)
 from .lock import LOCK_FILE
 from .querycache import CACHE_FILE
 
