@@ -269,6 +269,25 @@ def test_reindex_of_a_mount_point_stages_inside_it(mounted_index: tuple[Path, di
     assert after.keys() == before.keys() and all(not np.allclose(after[p], before[p]) for p in after)
 
 
+def test_a_mount_point_s_swap_waits_for_an_open_index_and_then_needs_no_work(
+        mounted_index: tuple[Path, dict[str, bytes]]) -> None:
+    """The file-by-file swap needs every WAL closed: an index held open (as `serve` holds it) stops
+    it with a clear error before anything moves, and the next run swaps the finished new index in."""
+    from searchindex.errors import IndexLockedError
+
+    idx, files = mounted_index
+    with Index.open(idx, device="cpu") as served:
+        assert served.search("a photo of a red circle", k=3)
+        with pytest.raises(IndexLockedError, match="has the index .* open"):
+            Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+        assert served.info().pretrained == "builtin" and served.search("a photo of a red circle", k=3)
+    assert (idx / ".reindex").is_dir() and not (idx / "reindex-swap-files").exists()
+    assert _user_files(idx) == files
+    second = Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+    assert (second.indexed, second.unchanged) == (0, 6)  # nothing re-embedded
+    _consistent_and_searchable(idx, files, "none")
+
+
 @pytest.mark.parametrize("at", ["staged", "mount-closed", "mount-marked", "mount-moved", "mount-replaced",
                                 "mount-cleaned"])
 @pytest.mark.parametrize("then", ["reindex", "repair"])
@@ -277,6 +296,13 @@ def test_a_reindex_of_a_mount_point_killed_at_any_step_is_finished(
     idx, files = mounted_index
     assert _killed_reindex(idx, "none", at) == -signal.SIGKILL
     assert _user_files(idx) == files  # nothing of the user's ever moves inside a mount point
+    report = Index.check(idx)
+    assert report.ok, report.findings
+    unfinished = [f for f in report.findings if f.area == "reindex"]
+    assert unfinished and "searchindex" in unfinished[0].message
+    with Index.open(idx, device="cpu") as index:  # readable meanwhile, with the old or the new model's vectors
+        probe = sorted((idx / "photos").glob("*.png"))[3]
+        assert index.count() == 6 and index.search_image(probe, k=1)[0].path == str(probe)
     if then == "repair":
         Index.repair(idx)
     else:
