@@ -239,14 +239,14 @@ def mounted_index(small_folder: Path, tmp_path: Path) -> Iterator[tuple[Path, di
         subprocess.run(["umount", "-l", str(idx)], check=False)
 
 
-def _consistent_and_searchable(idx: Path, files: dict[str, bytes], pretrained: str) -> None:
+def _consistent_and_searchable(idx: Path, files: dict[str, bytes], pretrained: str, count: int = 6) -> None:
     assert _user_files(idx) == files
     from searchindex.store.folder import strangers
 
     assert strangers(idx) == ["notes.txt", "photos"] and not (idx / ".reindex").exists()
     assert len([n for n in os.listdir(idx) if n.startswith("vectors-")]) <= 1
     with Index.open(idx, device="cpu") as index:
-        assert index.count() == 6 and index.spec.pretrained == pretrained
+        assert index.count() == count and index.spec.pretrained == pretrained
         probe = sorted((idx / "photos").glob("*.png"))[3]
         assert index.search_image(probe, k=1)[0].path == str(probe)
         assert index.search("a photo of a red circle", k=3)
@@ -286,6 +286,21 @@ def test_a_mount_point_s_swap_waits_for_an_open_index_and_then_needs_no_work(
     second = Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
     assert (second.indexed, second.unchanged) == (0, 6)  # nothing re-embedded
     _consistent_and_searchable(idx, files, "none")
+
+
+@pytest.mark.parametrize("at", ["mount-marked", "mount-moved"])
+def test_an_index_run_after_a_killed_mount_point_swap_finishes_it_first(
+        mounted_index: tuple[Path, dict[str, bytes]], small_folder: Path, at: str) -> None:
+    """Written into the old catalog, a new photo's row would be deleted with it by the swap's end."""
+    idx, files = mounted_index
+    assert _killed_reindex(idx, "none", at) == -signal.SIGKILL
+    extra = sorted(small_folder.glob("*.png"))[10]
+    shutil.copy2(extra, idx / "photos" / extra.name)
+    with Index.open(idx, device="cpu") as index:
+        summary = index.add_folder(idx / "photos", workers=0)
+        assert (summary.indexed, summary.unchanged) == (1, 6)
+    assert not (idx / "reindex-swap-files").exists() and not (idx / ".reindex").exists()
+    _consistent_and_searchable(idx, _user_files(idx), "none", count=7)
 
 
 @pytest.mark.parametrize("at", ["staged", "mount-closed", "mount-marked", "mount-moved", "mount-replaced",
