@@ -315,6 +315,7 @@ def test_a_reindex_of_a_mount_point_killed_at_any_step_is_finished(
     assert report.ok, report.findings
     unfinished = [f for f in report.findings if f.area == "reindex"]
     assert unfinished and "searchindex" in unfinished[0].message
+    assert not [f for f in report.findings if f.area == "files"]  # nothing called missing
     with Index.open(idx, device="cpu") as index:  # readable meanwhile, with the old or the new model's vectors
         probe = sorted((idx / "photos").glob("*.png"))[3]
         assert index.count() == 6 and index.search_image(probe, k=1)[0].path == str(probe)

@@ -327,8 +327,9 @@ def check_index(path: str | os.PathLike[str], *, files: bool = True) -> CheckRep
     if meta is not None:
         # Inside a reindex's folder swap, files kept in the index folder are in the staging folder
         # for now: not "missing" (repair carries them back).
-        content, images, vectors = _content_findings(folder, meta, files and not reindex[1])
-        if reindex[1] and (folder / INNER_SWAP_MARK).exists():
+        inner = reindex[1] and (folder / INNER_SWAP_MARK).exists()  # nothing but the index's files moves
+        content, images, vectors = _content_findings(folder, meta, files and (inner or not reindex[1]))
+        if inner:
             # Inside a file-by-file swap the vector file may already be the new index's: readers
             # rebuild the vectors from the catalog until the swap is finished, nothing is damaged.
             content = [replace(f, severity="warning", message=f"{f.message} (until the interrupted swap is "
