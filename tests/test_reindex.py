@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -189,13 +190,143 @@ def test_a_swap_killed_inside_the_three_rename_exchange_is_settled(
             assert (index.spec.pretrained, index.count()) == (("none", 0) if step == "exchange-2" else ("builtin", 6))
 
 
-def test_reindex_of_a_mount_point_is_refused_before_any_work(tmp_path: Path) -> None:
-    from searchindex.errors import IndexFolderError
-    from searchindex.store.swap import refuse_mount_point
+def test_a_mount_point_is_recognised(tmp_path: Path) -> None:
+    from searchindex.store.swap import is_mount_point, staging_folder
 
-    with pytest.raises(IndexFolderError, match="is a mount point"):
-        refuse_mount_point(Path("/proc"))  # a mount point every Linux has
-    refuse_mount_point(tmp_path)  # an ordinary folder passes
+    assert is_mount_point(Path("/proc"))  # a mount point every Linux has
+    assert not is_mount_point(tmp_path)
+    assert staging_folder(tmp_path / "idx") == tmp_path / ".idx.reindex"  # the ordinary swap: beside it
+    assert staging_folder(Path("/proc")) == Path("/proc/.reindex")
+
+
+def test_the_inner_staging_folder_is_the_index_s_own_and_never_scanned(small_folder: Path, tmp_path: Path) -> None:
+    from searchindex.ingest.scan import scan_folders
+    from searchindex.store.folder import remove_index_files, strangers
+
+    idx = tmp_path / "idx"
+    _build(small_folder, idx)
+    shutil.copy2(sorted(small_folder.glob("*.png"))[0], idx / "mine.png")
+    Index.create(idx / ".reindex", model="tiny-shapes", pretrained="none", device="cpu").close()
+    shutil.copy2(sorted(small_folder.glob("*.png"))[1], idx / ".reindex" / "x.png")  # as a thumbnail would be
+    assert [Path(e.path).name for e in scan_folders([idx])] == ["mine.png"]
+    assert strangers(idx) == [".reindex", "mine.png"]  # a staging folder holding a stranger's file is one too
+    (idx / ".reindex" / "x.png").unlink()
+    assert strangers(idx) == ["mine.png"]
+    assert remove_index_files(idx) == ["mine.png"] and sorted(os.listdir(idx)) == ["mine.png"]
+
+
+@pytest.fixture()
+def mounted_index(small_folder: Path, tmp_path: Path) -> Iterator[tuple[Path, dict[str, bytes]]]:
+    """An index whose folder is a mount point (tmpfs), holding the user's ``photos/`` (indexed) and ``notes.txt``."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "none", str(idx)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        Index.create(idx, model="tiny-shapes", device="cpu").close()
+        photos = idx / "photos"
+        photos.mkdir()
+        for src in sorted(small_folder.glob("*.png"))[:6]:
+            shutil.copy2(src, photos / src.name)
+        (idx / "notes.txt").write_text("mine")
+        with Index.open(idx, device="cpu") as index:
+            assert index.add_folder(photos, workers=0).indexed == 6
+        yield idx, _user_files(idx)
+    finally:
+        subprocess.run(["umount", "-l", str(idx)], check=False)
+
+
+def _consistent_and_searchable(idx: Path, files: dict[str, bytes], pretrained: str, count: int = 6) -> None:
+    assert _user_files(idx) == files
+    from searchindex.store.folder import strangers
+
+    assert strangers(idx) == ["notes.txt", "photos"] and not (idx / ".reindex").exists()
+    assert len([n for n in os.listdir(idx) if n.startswith("vectors-")]) <= 1
+    with Index.open(idx, device="cpu") as index:
+        assert index.count() == count and index.spec.pretrained == pretrained
+        probe = sorted((idx / "photos").glob("*.png"))[3]
+        assert index.search_image(probe, k=1)[0].path == str(probe)
+        assert index.search("a photo of a red circle", k=3)
+    report = Index.check(idx)
+    assert report.ok and not [f for f in report.findings if f.area in ("reindex", "files", "vectors")], \
+        report.findings
+
+
+def test_reindex_of_a_mount_point_stages_inside_it(mounted_index: tuple[Path, dict[str, bytes]]) -> None:
+    from searchindex.store.swap import is_mount_point
+
+    idx, files = mounted_index
+    assert is_mount_point(idx)
+    before = _stored(idx)
+    summary = Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+    assert (summary.indexed, summary.failed, summary.interrupted) == (6, 0, False)
+    assert not (idx.parent / ".idx.reindex").exists()
+    _consistent_and_searchable(idx, files, "none")
+    after = _stored(idx)
+    assert after.keys() == before.keys() and all(not np.allclose(after[p], before[p]) for p in after)
+
+
+def test_a_mount_point_s_swap_waits_for_an_open_index_and_then_needs_no_work(
+        mounted_index: tuple[Path, dict[str, bytes]]) -> None:
+    """The file-by-file swap needs every WAL closed: an index held open (as `serve` holds it) stops
+    it with a clear error before anything moves, and the next run swaps the finished new index in."""
+    from searchindex.errors import IndexLockedError
+
+    idx, files = mounted_index
+    with Index.open(idx, device="cpu") as served:
+        assert served.search("a photo of a red circle", k=3)
+        with pytest.raises(IndexLockedError, match="has the index .* open"):
+            Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+        assert served.info().pretrained == "builtin" and served.search("a photo of a red circle", k=3)
+    assert (idx / ".reindex").is_dir() and not (idx / "reindex-swap-files").exists()
+    assert _user_files(idx) == files
+    second = Index.reindex(idx, "tiny-shapes", "none", device="cpu", workers=0)
+    assert (second.indexed, second.unchanged) == (0, 6)  # nothing re-embedded
+    _consistent_and_searchable(idx, files, "none")
+
+
+@pytest.mark.parametrize("at", ["mount-marked", "mount-moved"])
+def test_an_index_run_after_a_killed_mount_point_swap_finishes_it_first(
+        mounted_index: tuple[Path, dict[str, bytes]], small_folder: Path, at: str) -> None:
+    """Written into the old catalog, a new photo's row would be deleted with it by the swap's end."""
+    idx, files = mounted_index
+    assert _killed_reindex(idx, "none", at) == -signal.SIGKILL
+    extra = sorted(small_folder.glob("*.png"))[10]
+    shutil.copy2(extra, idx / "photos" / extra.name)
+    with Index.open(idx, device="cpu") as index:
+        summary = index.add_folder(idx / "photos", workers=0)
+        assert (summary.indexed, summary.unchanged) == (1, 6)
+    assert not (idx / "reindex-swap-files").exists() and not (idx / ".reindex").exists()
+    _consistent_and_searchable(idx, _user_files(idx), "none", count=7)
+
+
+@pytest.mark.parametrize("at", ["staged", "mount-closed", "mount-marked", "mount-moved", "mount-replaced",
+                                "mount-cleaned"])
+@pytest.mark.parametrize("then", ["reindex", "repair"])
+def test_a_reindex_of_a_mount_point_killed_at_any_step_is_finished(
+        mounted_index: tuple[Path, dict[str, bytes]], at: str, then: str) -> None:
+    idx, files = mounted_index
+    assert _killed_reindex(idx, "none", at) == -signal.SIGKILL
+    assert _user_files(idx) == files  # nothing of the user's ever moves inside a mount point
+    report = Index.check(idx)
+    assert report.ok, report.findings
+    unfinished = [f for f in report.findings if f.area == "reindex"]
+    assert unfinished and "searchindex" in unfinished[0].message
+    assert not [f for f in report.findings if f.area == "files"]  # nothing called missing
+    with Index.open(idx, device="cpu") as index:  # readable meanwhile, with the old or the new model's vectors
+        probe = sorted((idx / "photos").glob("*.png"))[3]
+        assert index.count() == 6 and index.search_image(probe, k=1)[0].path == str(probe)
+    if then == "repair":
+        Index.repair(idx)
+    else:
+        assert _killed_reindex(idx, "none", None) == 0
+    assert not (idx / ".reindex").exists() and not (idx / "reindex-swap-files").exists()
+    # Killed before its journal was written, the new index is unfinished: repair drops it, a reindex swaps it in.
+    _consistent_and_searchable(idx, files, "builtin" if then == "repair" and at in ("staged", "mount-closed")
+                               else "none")
 
 
 def test_an_open_index_describes_the_model_of_another_instances_reindex(small_folder: Path, tmp_path: Path) -> None:

@@ -226,8 +226,9 @@ class Index(Watching, Writing, Enrichment, Reading, Exchange, Concepts, People):
                 stop: threading.Event | None = None) -> IndexSummary:
         """Re-embed every image of the index at ``path`` with another model (options as for :meth:`add_folder`).
 
-        Built beside the old index, which stays searchable, and swapped in atomically; an
-        interrupted run resumes when called again with the same model (see :mod:`searchindex.index.reindex`).
+        Built beside the old index, which stays searchable, and swapped in atomically (inside it, and
+        swapped in file by file, when the index folder is a mount point); an interrupted run resumes
+        when called again with the same model (see :mod:`searchindex.index.reindex`).
 
         Raises:
             IndexNotFoundError, IndexLockedError, IndexWriteError, ModelError.

@@ -21,7 +21,7 @@ from ..results import IndexSummary
 from ..store.catalog.faces import carry_faces
 from ..store.folder import remove_index_files
 from ..store.lock import WriterLock
-from ..store.swap import crash_point, refuse_mount_point, settle_swap, staging_folder, swap_in
+from ..store.swap import crash_point, settle_swap, staging_folder, swap_in, swap_in_mount
 
 if TYPE_CHECKING:
     from .facade import Index
@@ -39,17 +39,18 @@ def reindex_folder(index_cls: type[Index], path: str | os.PathLike[str], model: 
     creates the two indexes; ``options`` are those of :meth:`~searchindex.Index.add_files`.
     A run killed at any point leaves other people's files in the index folder (or, killed
     inside the folder swap, the next run or ``repair`` carries them back: :mod:`searchindex.store.swap`).
+    An index folder that is a mount point gets its new index built inside it and swapped in file by file.
 
     Raises:
-        IndexFolderError: the index folder is a mount point (its folder cannot be swapped).
+        IndexLockedError: another process writes to the index, or (a mount point) has it open at the swap.
     """
     # Through a link to the index: swap the real folder, so the link keeps working.
     folder = Path(path).expanduser().resolve()
-    staging = staging_folder(folder)
     if not os.path.lexists(folder):  # a run killed inside a three-rename swap (no renameat2)
         settle_swap(folder)
+    # A mount point cannot be exchanged with a folder beside it: the new index is built inside it.
+    staging = staging_folder(folder)
     if index_cls.exists(folder):
-        refuse_mount_point(folder)  # before any work: the swap at the end would fail every time
         with WriterLock(folder):  # a swap left half-done by a killed run is settled before anything else
             settle_swap(folder)
     with index_cls.open(folder, device=device, precision=precision) as old, WriterLock(folder):
@@ -82,6 +83,9 @@ def reindex_folder(index_cls: type[Index], path: str | os.PathLike[str], model: 
             return summary
         old.close()
         crash_point("staged")
-        swap_in(staging, folder)  # other people's files in the index folder stay in it
+        if staging.parent == folder:
+            swap_in_mount(staging, folder)  # file by file; nothing else in the folder moves
+        else:
+            swap_in(staging, folder)  # other people's files in the index folder stay in it
     log.info("reindexed %s with %s", folder, spec.describe())
     return summary

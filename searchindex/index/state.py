@@ -18,9 +18,10 @@ from ..models.session import ModelSession
 from ..models.spec import ModelSpec
 from ..search.searcher import Searcher
 from ..store.catalog.database import Catalog
-from ..store.folder import file_key, write_errors
+from ..store.folder import INNER_SWAP_MARK, file_key, write_errors
 from ..store.lock import WriterLock
 from ..store.querycache import QueryCache
+from ..store.swap import settle_swap
 from ..store.vector_store import VectorStore
 
 if TYPE_CHECKING:
@@ -90,5 +91,18 @@ class IndexState:
         """Hold the writer lock on the index as it is now (reopened if another process replaced it);
         turn failures to write the index folder into :class:`IndexWriteError`."""
         with write_errors(self.path), WriterLock(self.path):
+            self._settle_inner_swap()
             self._follow_swap()
             yield
+
+    def _settle_inner_swap(self) -> None:
+        """Finish a reindex's file-by-file swap (a mount point) that a kill left half-done, before writing:
+        written meanwhile, the old catalog's rows would be deleted with it."""
+        if not (self.path / INNER_SWAP_MARK).exists():
+            return
+        with self._lock:
+            self.catalog.close()  # its connection keeps the old catalog's WAL open, which the swap must close
+            try:
+                settle_swap(self.path.resolve())
+            finally:
+                self._attach(Catalog.open(self.path))

@@ -7,11 +7,13 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import FolderNotFoundError, PathTypeError
 from ..fileio import clamp_int64
 from ..models.images import IMAGE_EXTENSIONS
 from ..results import FailureRecord
+from ..store.folder import INNER_STAGING, holds_index
 
 __all__ = ["FileEntry", "check_folders", "entries_of", "path_list", "scan_folders"]
 
@@ -141,6 +143,9 @@ def scan_folders(folders: Iterable[str | os.PathLike[str]], skipped: list[str] |
             continue
         for dirpath, dirnames, filenames in os.walk(top, onerror=unlisted):
             dirnames.sort()
+            if INNER_STAGING in dirnames and holds_index(Path(dirpath, INNER_STAGING)):
+                # The new index a reindex builds inside an index folder on a mount point: never photos.
+                dirnames.remove(INNER_STAGING)
             # A folder named like an image is still walked, and also reported, so
             # that nothing with an image's name is skipped silently.
             odd = [d for d in dirnames if os.path.splitext(d)[1].lower() in extensions]

@@ -19,7 +19,7 @@ import shlex
 import sqlite3
 import stat
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import IndexCorruptError, IndexNotFoundError, IndexSchemaError
 from ..fileio import clamp_int64
+from .folder import INNER_SWAP_MARK
 from .lock import LOCK_FILE
 
 if TYPE_CHECKING:
@@ -326,7 +327,13 @@ def check_index(path: str | os.PathLike[str], *, files: bool = True) -> CheckRep
     if meta is not None:
         # Inside a reindex's folder swap, files kept in the index folder are in the staging folder
         # for now: not "missing" (repair carries them back).
-        content, images, vectors = _content_findings(folder, meta, files and not reindex[1])
+        inner = reindex[1] and (folder / INNER_SWAP_MARK).exists()  # nothing but the index's files moves
+        content, images, vectors = _content_findings(folder, meta, files and (inner or not reindex[1]))
+        if inner:
+            # Inside a file-by-file swap the vector file may already be the new index's: readers
+            # rebuild the vectors from the catalog until the swap is finished, nothing is damaged.
+            content = [replace(f, severity="warning", message=f"{f.message} (until the interrupted swap is "
+                               "finished)") if f.area == "vectors" and f.severity == "error" else f for f in content]
         findings += content
     findings += reindex[0]
     findings += _temporary_findings(folder)
@@ -378,6 +385,11 @@ def _reindex_findings(folder: Path) -> tuple[list[Finding], bool]:
     left = unfinished_reindex(folder.resolve())
     if left is None:
         return [], False
+    if left.mid_swap and left.staging.parent == folder.resolve():
+        return [Finding("warning", "reindex", "a reindex was interrupted inside its file-by-file swap (the index "
+                        "folder is a mount point): the index may be read with its vectors rebuilt from the catalog "
+                        "until `searchindex repair` (or the same `searchindex reindex` again) finishes the swap",
+                        paths=(str(folder / INNER_SWAP_MARK),))], True
     if left.mid_swap:
         return [Finding("warning", "reindex", f"a reindex was interrupted inside its folder swap: {len(left.stray)} "
                         f"files or folders kept in the index folder are in {left.staging} for now; "

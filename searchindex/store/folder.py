@@ -24,7 +24,8 @@ from .querycache import CACHE_FILE
 if TYPE_CHECKING:
     from ..models.spec import ModelSpec
 
-__all__ = ["DEMO_FOLDER", "SWAP_MARK", "create_catalog", "default_index_path", "demo_index_path", "file_key",
+__all__ = ["DEMO_FOLDER", "INNER_STAGING", "INNER_SWAP_MARK", "SWAP_MARK",
+           "create_catalog", "default_index_path", "demo_index_path", "file_key",
            "holds_index", "owned", "refuse_strangers", "remove_index_files", "strangers", "write_errors"]
 
 
@@ -71,10 +72,17 @@ def create_catalog(folder: Path, spec: ModelSpec, dim: int, factory: str, index_
 #: the old index's folder is emptied of other people's files (see :mod:`searchindex.index.reindex`).
 SWAP_MARK = "reindex-swap"
 
+#: Where a reindex of an index folder that is a mount point builds its new index: inside the
+#: folder (a mount point cannot be exchanged with a folder beside it; see :mod:`searchindex.store.swap`).
+INNER_STAGING = ".reindex"
+
+#: The journal of a file-by-file swap inside a mount point: the old index's files to delete.
+INNER_SWAP_MARK = "reindex-swap-files"
+
 # The names an index folder's own files have: SQLite's journals, the writer lock, the
 # query cache, vector files and the temporary files of killed writers included.
 _OWNED_NAMES = frozenset(
-    [LOCK_FILE, SWAP_MARK]
+    [LOCK_FILE, SWAP_MARK, INNER_SWAP_MARK, f".{INNER_SWAP_MARK}.tmp"]
     + [base + suffix for base in (CATALOG_FILE, CACHE_FILE) for suffix in ("", "-wal", "-shm", "-journal")]
 )
 _OWNED_PATTERNS = (
@@ -92,7 +100,8 @@ _THUMB_FILE = re.compile(r"^\.?[0-9a-f]{64}-\d+\.(webp|jpg)(\.\d+\.\d+\.tmp)?$")
 
 def owned(name: str) -> bool:
     """True for the names of files an index folder's index made (and may delete)."""
-    return name in _OWNED_NAMES or name == THUMBNAIL_FOLDER or any(p.match(name) for p in _OWNED_PATTERNS)
+    return (name in _OWNED_NAMES or name in (THUMBNAIL_FOLDER, INNER_STAGING)
+            or any(p.match(name) for p in _OWNED_PATTERNS))
 
 
 def _remove_thumbnails(folder: Path) -> None:
@@ -130,7 +139,13 @@ def strangers(folder: Path) -> list[str]:
         return []
     except NotADirectoryError:  # lost in the move to store/: --index pointing at a file is a clear error
         raise IndexFolderError(f"{folder} exists and is not a folder; give another --index") from None
-    return sorted(n for n in names if not owned(n) or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n)))
+    return sorted(n for n in names if not owned(n) or (n == THUMBNAIL_FOLDER and _foreign_thumbnails(folder / n))
+                  or (n == INNER_STAGING and _foreign_staging(folder / n)))
+
+
+def _foreign_staging(folder: Path) -> bool:
+    """The inner staging folder counts as the index's own while it holds nothing but an index's files."""
+    return folder.is_symlink() or not folder.is_dir() or bool(strangers(folder))
 
 
 def _demo_index(folder: Path, name: str) -> bool:
@@ -160,6 +175,10 @@ def remove_index_files(folder: Path) -> list[str]:
     for name in os.listdir(folder):
         if name == THUMBNAIL_FOLDER:
             _remove_thumbnails(folder / name)
+        elif name == INNER_STAGING:
+            sub = folder / name
+            if sub.is_dir() and not sub.is_symlink():
+                remove_index_files(sub)  # the new index of an unfinished reindex: its own files only
         elif owned(name):
             try:
                 os.unlink(folder / name)
