@@ -1,5 +1,6 @@
 """Acting on several images at once: ``POST /api/download`` (a zip of the originals, streamed), and
-``POST /api/images/forget`` (images whose files are gone leave the index).
+``POST /api/images/forget`` (images whose files are gone leave the index), and
+``POST /api/tags/{label}/images`` (a label put on them by hand).
 
 Images are named by id, never by path, and only a file that is still the indexed one is put in
 (the same check as ``/api/images/{id}/file``); the others are listed in ``MISSING.txt`` inside
@@ -114,5 +115,14 @@ def selection_router(state: WebApp) -> APIRouter:
             return [im.id for im in images if im.path in dropped]
 
         return json_response({"removed": await state.run(state.locked, drop)})
+
+    @router.post("/tags/{label}/images")
+    async def tag_images(label: str, ids: Annotated[list[int], Body(embed=True, description="image_ids")]) -> Response:
+        """Put ``label`` on the images ``ids`` by hand (as :meth:`searchindex.Index.tag_images`); then
+        ``search?tag=LABEL`` finds them.  Returns the label and the ids tagged (those still indexed)."""
+        if not ids or len(ids) > MAX_DOWNLOAD_IMAGES or any(not 0 < i < 2**63 for i in ids):
+            raise ParameterError(f"ids are 1 to {MAX_DOWNLOAD_IMAGES:,} image_ids from the results", "ids")
+        tagged = await state.run(state.locked, lambda: state.index.tag_images(list(dict.fromkeys(ids)), label))
+        return json_response({"label": label.strip(), "tagged": tagged})
 
     return router
