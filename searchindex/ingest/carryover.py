@@ -2,7 +2,8 @@
 
 Captions describe the pictures, so they follow the content (sha256); zero-shot labels
 are text embeddings of the old model, so the new one re-derives them from their names
-and prompt templates; labels a person put on pictures by hand follow the content too.  The orchestration is :mod:`searchindex.index.reindex`.
+and prompt templates; labels a person put on pictures by hand follow the content too.
+The orchestration is :mod:`searchindex.index.reindex`.
 """
 
 from __future__ import annotations
