@@ -381,6 +381,27 @@ def test_select_with_keyboard_and_mouse_then_download_and_copy(page: Any, tmp_pa
         assert page.is_hidden("#selection")
 
 
+def test_tag_a_selection_with_a_label_then_filter_on_it(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        search(page, "a green square", "/?threshold=none")
+        ids = tile_ids(page)[:3]
+        page.focus("#grid .tile[data-index='0']")
+        for _ in range(3):
+            page.keyboard.press("Space")
+            page.keyboard.press("ArrowRight")
+        page.wait_for_selector("#selection-count:has-text('3 photos selected')")
+        page.fill("#selection-label", "my picks")
+        page.press("#selection-label", "Enter")
+        page.wait_for_selector("#status:has-text('Tagged 3 photos “my picks”')")
+        page.wait_for_selector("#filters select[name='tag'] option[value='my picks']", state="attached")
+        tags = page.evaluate("async () => (await (await fetch('/api/tags')).json()).tags")
+        assert {"label": "my picks", "images": 3} in tags
+        page.goto("/?tag=my+picks")
+        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 3")
+        assert sorted(tile_ids(page)) == sorted(ids)
+        page.evaluate("() => fetch('/api/tags/my%20picks', {method: 'DELETE'})")
+
+
 def test_failed_requests_keep_the_grid_and_back_works_offline(page: Any, tmp_path: Path) -> None:
     with screenshot_on_failure(page, tmp_path):
         search(page, "a red circle", "/?threshold=none")
