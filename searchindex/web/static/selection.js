@@ -8,8 +8,9 @@ import { clearSelection, tiles } from "./grid.js";
 import { loadTags } from "./views.js";
 
 function selectedIds() {
-  // In the grid's order, not the order of clicking.
-  return tiles().map((t) => t.dataset.imageId).filter((id) => state.selected.has(id));
+  // In the grid's order, not the order of clicking; the duplicates view has tiles of its own.
+  const shown = $("#view").hidden ? tiles() : [...document.querySelectorAll("#view .tile")];
+  return [...new Set(shown.map((t) => t.dataset.imageId))].filter((id) => state.selected.has(id));
 }
 
 export function renderBar() {
