@@ -753,3 +753,52 @@ def test_ocr_words_under_a_tile_and_boxes_in_the_detail_view(browser: Any, ocr_i
                 assert box["width"] > layer["width"] / 3
         finally:
             context.close()
+
+
+def test_duplicates_select_a_copy_and_move_the_rest_after_confirming(browser: Any, shapes: Shapes,
+                                                                      tmp_path: Path) -> None:
+    from PIL import Image
+
+    from searchindex import Index
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    first, second = sorted(shapes.folder.glob("*.png"))[:2]
+    shutil.copy2(first, photos / "original.png")
+    shutil.copy2(second, photos / "other.png")
+    with Image.open(first) as im:
+        im.resize((im.width * 9 // 10, im.height * 9 // 10)).save(photos / "smaller copy.png")
+    with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as index:
+        index.add_folder(photos)
+    target = tmp_path / "copies"
+    with serving(tmp_path / "idx") as url:
+        context = _context(browser, url)
+        page = context.new_page()
+        try:
+            with screenshot_on_failure(page, tmp_path):
+                page.goto("/?view=duplicates")
+                page.wait_for_selector("main #view h2:has-text('Duplicates: 1 group')")
+                copy = page.locator(".group .tile").nth(1)
+                copy_id = copy.get_attribute("data-image-id")
+                copy.locator("button.select").click()
+                page.wait_for_selector("#selection-count:has-text('1 photo selected')")
+                assert copy.locator("button.select").get_attribute("aria-pressed") == "true"
+                page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+                page.click("#sel-copy")
+                page.wait_for_selector("#status:has-text('Copied 1 path')")
+                assert page.evaluate("navigator.clipboard.readText()").strip() == str(photos / "smaller copy.png")
+                # Declining the confirmation moves nothing.
+                answers = iter([str(target), False])
+                page.on("dialog", lambda d: d.accept(next(answers)) if d.type == "prompt"
+                        else (d.accept() if next(answers) else d.dismiss()))
+                page.click("button.move-rest")
+                page.wait_for_timeout(500)
+                assert (photos / "smaller copy.png").exists() and not target.exists()
+                answers = iter([str(target), True])
+                page.click("button.move-rest")
+                page.wait_for_selector(f"#status:has-text('Moved 1 file into {target}')")
+                assert not (photos / "smaller copy.png").exists() and (target / "smaller copy.png").exists()
+                moved = page.evaluate(f"async () => (await (await fetch('/api/images/{copy_id}')).json()).path")
+                assert moved == str(target / "smaller copy.png")  # the same row follows the file
+        finally:
+            context.close()
