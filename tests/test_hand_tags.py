@@ -72,3 +72,15 @@ def test_the_api_tags_a_selection(index_copy: Path) -> None:
         assert client.post("/api/tags/x/images", json={"ids": []}).status_code == 400
         assert client.post("/api/tags/x/images", json={"ids": [1]},
                            headers={"Origin": "https://evil.example"}).status_code == 403
+
+
+def test_a_reindex_keeps_hand_tags_by_content(small_index: Path, small_folder: Path) -> None:
+    with Index.open(small_index, device="cpu") as index:
+        ids = [int(i) for i in index.catalog.read.image_ids()[:3]]
+        paths = sorted(index.image(i).path for i in ids)
+        index.tag_images(ids, "keepers")
+    Index.reindex(small_index, "tiny-shapes", "none", device="cpu", batch_size=8)
+    with Index.open(small_index, device="cpu") as index:
+        assert index.spec.pretrained == "none"
+        tagged = index.catalog.read.ids_tagged("keepers")
+        assert sorted(index.image(int(i)).path for i in tagged) == paths

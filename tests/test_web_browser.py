@@ -783,6 +783,11 @@ def test_duplicates_select_a_copy_and_move_the_rest_after_confirming(browser: An
                 copy.locator("button.select").click()
                 page.wait_for_selector("#selection-count:has-text('1 photo selected')")
                 assert copy.locator("button.select").get_attribute("aria-pressed") == "true"
+                page.keyboard.press("Escape")  # clears the selection here too
+                page.wait_for_selector("#selection", state="hidden")
+                assert copy.locator("button.select").get_attribute("aria-pressed") == "false"
+                copy.locator("button.select").click()
+                page.wait_for_selector("#selection-count:has-text('1 photo selected')")
                 page.context.grant_permissions(["clipboard-read", "clipboard-write"])
                 page.click("#sel-copy")
                 page.wait_for_selector("#status:has-text('Copied 1 path')")

@@ -4,6 +4,7 @@ import { $, el, thumb, getJson, postJson, status, plural } from "./util.js";
 import { readUrl, writeUrl, hasQuery } from "./url.js";
 import { state, actions } from "./state.js";
 import { views } from "./hooks.js";
+import { paintSelection } from "./grid.js";
 
 const GROUPS_PER_PAGE = 20;
 
@@ -109,11 +110,7 @@ async function duplicatesView(box) {
 
 function toggleDuplicate(id) {
   if (state.selected.has(id)) state.selected.delete(id); else state.selected.add(id);
-  for (const t of document.querySelectorAll(`#view .tile[data-image-id="${id}"]`)) {
-    t.classList.toggle("selected", state.selected.has(id));
-    t.querySelector("button.select").setAttribute("aria-pressed", String(state.selected.has(id)));
-  }
-  if (actions.selectionChanged) actions.selectionChanged();
+  paintSelection();
 }
 
 // Moving files is asked twice: which folder, then "move N files there?"; what moved is reported.
