@@ -77,7 +77,7 @@ def test_an_old_catalog_gains_the_concepts_table(tmp_path: Path) -> None:
     db = sqlite3.connect(path / "catalog.sqlite")
     names = [r[0] for r in db.execute("SELECT name FROM schema_history ORDER BY version")]
     db.close()
-    assert names[-1] == "concepts"
+    assert "concepts" in names  # later migrations (faces, ...) follow it
 
 
 def test_image_details(small_index: Path, small_folder: Path) -> None:

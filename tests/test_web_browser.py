@@ -381,6 +381,27 @@ def test_select_with_keyboard_and_mouse_then_download_and_copy(page: Any, tmp_pa
         assert page.is_hidden("#selection")
 
 
+def test_tag_a_selection_with_a_label_then_filter_on_it(page: Any, tmp_path: Path) -> None:
+    with screenshot_on_failure(page, tmp_path):
+        search(page, "a green square", "/?threshold=none")
+        ids = tile_ids(page)[:3]
+        page.focus("#grid .tile[data-index='0']")
+        for _ in range(3):
+            page.keyboard.press("Space")
+            page.keyboard.press("ArrowRight")
+        page.wait_for_selector("#selection-count:has-text('3 photos selected')")
+        page.fill("#selection-label", "my picks")
+        page.press("#selection-label", "Enter")
+        page.wait_for_selector("#status:has-text('Tagged 3 photos “my picks”')")
+        page.wait_for_selector("#filters select[name='tag'] option[value='my picks']", state="attached")
+        tags = page.evaluate("async () => (await (await fetch('/api/tags')).json()).tags")
+        assert {"label": "my picks", "images": 3} in tags
+        page.goto("/?tag=my+picks")
+        page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 3")
+        assert sorted(tile_ids(page)) == sorted(ids)
+        page.evaluate("() => fetch('/api/tags/my%20picks', {method: 'DELETE'})")
+
+
 def test_failed_requests_keep_the_grid_and_back_works_offline(page: Any, tmp_path: Path) -> None:
     with screenshot_on_failure(page, tmp_path):
         search(page, "a red circle", "/?threshold=none")
@@ -608,5 +629,181 @@ def test_a_photo_deleted_from_disk_shows_as_missing_and_can_leave_the_index(
                 page.wait_for_selector("#status:has-text('Removed from the index')")
                 page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 39")
                 assert gone not in tile_ids(page)
+        finally:
+            context.close()
+
+
+# -- the features' page code: People (static/people.js) and text in photos (static/ocr.js) ---------
+
+
+def _context(browser: Any, url: str, **options: Any) -> Any:
+    context = browser.new_context(base_url=url, viewport={"width": 1200, "height": 900}, **options)
+    context.set_default_timeout(30_000)
+    return context
+
+
+@pytest.fixture(scope="module")
+def people_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny index with real faces (tests/support/faces.py): three photos of one person, a face-free one."""
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    pytest.importorskip("skimage")
+    pytest.importorskip("matplotlib")
+    import skimage.data
+    from PIL import Image
+
+    from searchindex import Index
+
+    from .support.faces import face_sources
+
+    root = tmp_path_factory.mktemp("people-page")
+    photos = root / "photos"
+    photos.mkdir()
+    face, (left, top, right, bottom) = face_sources()["astronaut"]
+    face.save(photos / "astronaut.jpg", quality=92)
+    face.crop((left - 100, top - 60, right + 100, bottom + 120)).save(photos / "astronaut_crop.jpg", quality=92)
+    face.resize((384, 384)).save(photos / "astronaut_small.jpg", quality=92)
+    Image.fromarray(skimage.data.coffee()).save(photos / "coffee.jpg", quality=92)
+    with Index.create(root / "idx", model="tiny-shapes", device="cpu") as index:
+        index.add_folder(photos)
+        summary = index.find_faces()
+        assert summary.faces >= 3, summary
+        person = max(index.persons(), key=lambda p: p.count)
+        index.name_person(person.id, "Eileen Collins")
+    return root / "idx"
+
+
+def test_people_view_names_faces_in_the_detail_view_and_axe(browser: Any, people_index: Path,
+                                                             tmp_path: Path) -> None:
+    with serving(people_index) as url:
+        context = _context(browser, url, bypass_csp=True)  # axe is injected by the test
+        page = context.new_page()
+        try:
+            with screenshot_on_failure(page, tmp_path):
+                page.goto("/?view=people")
+                page.wait_for_selector("main #view h2:has-text('People: ')")
+                named = page.locator(".person button[title='Photos of Eileen Collins']")
+                assert named.inner_text().startswith("Eileen Collins (")
+                page.wait_for_function("() => [...document.querySelectorAll('.person img')]"
+                                       ".every(i => i.complete && i.naturalWidth > 0)")
+                if AXE.exists():
+                    assert _axe(page) == []
+                named.click()  # the person's photos: the search page with @"Name" in the box
+                page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 3")
+                assert page.input_value("#q") == '@"Eileen Collins"'
+                found = tile_ids(page)
+                assert len(found) == 3
+                page.click("#grid .tile[data-index='0'] img")
+                page.wait_for_selector("#lightbox[open] .face-box .face-name:has-text('Eileen Collins')")
+                faces = page.evaluate(f"async () => (await (await fetch('/api/images/{found[0]}/faces')).json()).faces")
+                boxes = page.eval_on_selector_all("#lightbox .face-box", """bs => bs.map(b => {
+                    const r = b.getBoundingClientRect(), i = document.querySelector('#lb-img').getBoundingClientRect();
+                    return [(r.left - i.left) / i.width, (r.top - i.top) / i.height, r.width / i.width]; })""")
+                width = page.evaluate("document.querySelector('#lb-img').naturalWidth")
+                assert len(boxes) == len(faces) >= 1
+                # Drawn where the face is: the box from the API, scaled to the picture as shown.
+                x, y, w, _ = faces[0]["box"]
+                assert abs(boxes[0][0] - x / width) < 0.02 and abs(boxes[0][2] - w / width) < 0.02
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def ocr_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny index read by the real OCR engine (as tests/support/ocrset.py renders text): a sign, a plain photo."""
+    pytest.importorskip("rapidocr")
+    from PIL import Image, ImageDraw, ImageFont
+
+    from searchindex import Index
+
+    root = tmp_path_factory.mktemp("ocr-page")
+    photos = root / "photos"
+    photos.mkdir()
+    sign = Image.new("RGB", (640, 240), (235, 230, 215))
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 56)
+    ImageDraw.Draw(sign).text((40, 80), "Pharmacy 24h", font=font, fill=(25, 25, 25))
+    sign.save(photos / "sign.jpg", quality=92)
+    Image.new("RGB", (640, 240), (90, 140, 200)).save(photos / "sky.jpg", quality=92)
+    with Index.create(root / "idx", model="tiny-shapes", device="cpu") as index:
+        index.add_folder(photos)
+        index.ocr("en", threads=1)
+    return root / "idx"
+
+
+def test_ocr_words_under_a_tile_and_boxes_in_the_detail_view(browser: Any, ocr_index: Path, tmp_path: Path) -> None:
+    with serving(ocr_index) as url:
+        context = _context(browser, url)
+        page = context.new_page()
+        try:
+            with screenshot_on_failure(page, tmp_path):
+                page.goto("/?q=pharmacy&ocr_text=pharmacy")
+                page.wait_for_selector("#status:has-text('result')")
+                assert len(tile_ids(page)) == 1
+                under = page.locator("#grid .tile .ocr-text")
+                assert "Pharmacy" in under.inner_text()
+                page.click("#grid .tile[data-index='0'] img")
+                page.wait_for_selector("#lb-facts .ocr-lines li:has-text('Pharmacy')")
+                page.wait_for_selector("#lightbox .ocr-layer .ocr-box")
+                layer = page.eval_on_selector("#lightbox .ocr-layer", "l => l.getBoundingClientRect().toJSON()")
+                img = page.eval_on_selector("#lb-img", "i => i.getBoundingClientRect().toJSON()")
+                box = page.eval_on_selector("#lightbox .ocr-box", "b => b.getBoundingClientRect().toJSON()")
+                # The box lies over the picture, on the sign's left half where the words are.
+                assert abs(layer["width"] - img["width"]) < 2 or abs(layer["height"] - img["height"]) < 2
+                assert layer["left"] <= box["left"] < box["right"] <= layer["right"] + 1
+                assert box["width"] > layer["width"] / 3
+        finally:
+            context.close()
+
+
+def test_duplicates_select_a_copy_and_move_the_rest_after_confirming(browser: Any, shapes: Shapes,
+                                                                      tmp_path: Path) -> None:
+    from PIL import Image
+
+    from searchindex import Index
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    first, second = sorted(shapes.folder.glob("*.png"))[:2]
+    shutil.copy2(first, photos / "original.png")
+    shutil.copy2(second, photos / "other.png")
+    with Image.open(first) as im:
+        im.resize((im.width * 9 // 10, im.height * 9 // 10)).save(photos / "smaller copy.png")
+    with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as index:
+        index.add_folder(photos)
+    target = tmp_path / "copies"
+    with serving(tmp_path / "idx") as url:
+        context = _context(browser, url)
+        page = context.new_page()
+        try:
+            with screenshot_on_failure(page, tmp_path):
+                page.goto("/?view=duplicates")
+                page.wait_for_selector("main #view h2:has-text('Duplicates: 1 group')")
+                copy = page.locator(".group .tile").nth(1)
+                copy_id = copy.get_attribute("data-image-id")
+                copy.locator("button.select").click()
+                page.wait_for_selector("#selection-count:has-text('1 photo selected')")
+                assert copy.locator("button.select").get_attribute("aria-pressed") == "true"
+                page.keyboard.press("Escape")  # clears the selection here too
+                page.wait_for_selector("#selection", state="hidden")
+                assert copy.locator("button.select").get_attribute("aria-pressed") == "false"
+                copy.locator("button.select").click()
+                page.wait_for_selector("#selection-count:has-text('1 photo selected')")
+                page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+                page.click("#sel-copy")
+                page.wait_for_selector("#status:has-text('Copied 1 path')")
+                assert page.evaluate("navigator.clipboard.readText()").strip() == str(photos / "smaller copy.png")
+                # Declining the confirmation moves nothing.
+                answers = iter([str(target), False])
+                page.on("dialog", lambda d: d.accept(next(answers)) if d.type == "prompt"
+                        else (d.accept() if next(answers) else d.dismiss()))
+                page.click("button.move-rest")
+                page.wait_for_timeout(500)
+                assert (photos / "smaller copy.png").exists() and not target.exists()
+                answers = iter([str(target), True])
+                page.click("button.move-rest")
+                page.wait_for_selector(f"#status:has-text('Moved 1 file into {target}')")
+                assert not (photos / "smaller copy.png").exists() and (target / "smaller copy.png").exists()
+                moved = page.evaluate(f"async () => (await (await fetch('/api/images/{copy_id}')).json()).path")
+                assert moved == str(target / "smaller copy.png")  # the same row follows the file
         finally:
             context.close()

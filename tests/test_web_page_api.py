@@ -227,3 +227,32 @@ def test_an_index_folder_deleted_while_serving_stays_deleted(dated: tuple[Path, 
         r = c.get(f"/api/images/{image_id}/thumbnail")
         assert r.status_code == 200  # made from the photo, just not cached
         assert not path.exists()  # thumbnails/ was not made inside the deleted folder
+
+
+def test_concepts_survive_the_index_folder_put_back_file_by_file(dated: tuple[Path, Path], tmp_path: Path) -> None:
+    """Fix 12: while a deleted folder is copied back (the catalog before its write-ahead log), the
+    catalog is never created empty by a read, and ``/api/concepts`` never answers an empty list."""
+    path = tmp_path / "back.idx"
+    shutil.copytree(dated[1], path)
+    backup = tmp_path / "backup.idx"
+    with TestClient(create_app(path, device="cpu", warm=False), base_url=BASE) as c:
+        assert c.post("/api/concepts", json={"name": "keep", "query": "a red circle"}).status_code == 201
+        shutil.copytree(path, backup)  # the concept is in the write-ahead log, as while serving
+        assert (backup / "catalog.sqlite-wal").stat().st_size > 0
+        shutil.rmtree(path)
+        path.mkdir()
+        answers = []
+        for name in sorted(os.listdir(backup)):  # catalog.sqlite, then its -shm and -wal, then the rest
+            listed = sorted(os.listdir(path))
+            r = c.get("/api/concepts")
+            answers.append(r.status_code)
+            assert r.status_code == 503 or [x["name"] for x in r.json()["concepts"]] == ["keep"], (name, r.text)
+            assert sorted(os.listdir(path)) == listed  # a read made no file in the folder
+            if (backup / name).is_dir():  # thumbnails/
+                shutil.copytree(backup / name, path / name)
+            else:
+                shutil.copy2(backup / name, path / name)
+        assert 503 in answers
+        assert c.get("/api/search", params={"q": "a red circle"}).status_code == 200  # follows the folder
+        r = c.get("/api/concepts")
+        assert r.status_code == 200 and [x["name"] for x in r.json()["concepts"]] == ["keep"]

@@ -48,6 +48,7 @@ class SearchParams:
         """The results of this page; ranks count from the first page.  Person names in the query
         text become person filters (:mod:`searchindex.search.names`)."""
         query, request = self.query, self.request
+        index.follow_folder()  # the names below are read from the folder's catalog as it is now
         first = query.terms[0]
         if self.names_in_text and first.text is not None and first.weight > 0:
             names = index.catalog.read.named_persons()

@@ -18,7 +18,7 @@ __all__ = ["Enrichment"]
 
 
 class Enrichment(IndexState):
-    """:meth:`duplicates`, :meth:`tag`, :meth:`untag`, :meth:`tags`, :meth:`caption` and
+    """:meth:`duplicates`, :meth:`tag`, :meth:`tag_images`, :meth:`untag`, :meth:`tags`, :meth:`caption` and
     :meth:`caption_counts` of :class:`~searchindex.index.Index`."""
 
     def duplicates(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> list[DuplicateGroup]:
@@ -53,8 +53,28 @@ class Enrichment(IndexState):
         with self._writing():
             return self.catalog.tags.remove(list(labels))
 
+    def tag_images(self, ids: Sequence[int], label: str) -> list[int]:
+        """Put the label ``label`` on the images ``ids`` by hand; returns the ids tagged (those still indexed).
+
+        Such a tag is shown, listed by :meth:`tags` and filtered on (``tag=``) like a zero-shot one,
+        is never replaced by re-tagging, follows its picture through a reindex, and goes with
+        :meth:`untag` of its label.
+
+        Raises:
+            QueryError: no label, or one over 100 characters or with a comma (labels are comma-separated).
+            IndexLockedError, IndexWriteError: as for :meth:`add_folder`.
+        """
+        from ..enrich.tagging import parse_labels
+        from ..errors import QueryError
+
+        if "," in label:
+            raise QueryError(f"a label cannot contain a comma: {label[:40]!r}")
+        (name,) = parse_labels(label)
+        with self._writing():
+            return self.catalog.tags.apply(name, [int(i) for i in ids])
+
     def tags(self) -> list[tuple[str, int]]:
-        """(label, number of images tagged) for every stored label."""
+        """(label, number of images tagged) for every stored label, zero-shot or put on images by hand."""
         return self.catalog.read.tag_counts()
 
     def caption(self, model: str | Captioner | None = None, *, device: str | None = None,

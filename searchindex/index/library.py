@@ -76,10 +76,13 @@ class Concepts(IndexState):
         Raises:
             QueryError: an empty name, nothing to search for, or an example id not in the index.
         """
+        self._follow_swap()  # a folder put back: save into it, not into the deleted catalog
         return self.catalog.concepts.save(name, query, like, unlike)
 
     def concepts(self) -> list[Concept]:
         """Every saved concept, by name (example images removed since are left out)."""
+        # No follow here: a folder being put back has its catalog before its write-ahead log, and a
+        # list read from it then would be empty; a search or a write follows (reads raise meanwhile).
         return self.catalog.read.concepts()
 
     def concept(self, name: str) -> Concept:
@@ -92,4 +95,5 @@ class Concepts(IndexState):
 
     def remove_concept(self, name: str) -> bool:
         """Forget a concept; False when there was none of that name."""
+        self._follow_swap()
         return self.catalog.concepts.remove(name)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..ingest.carryover import carry_captions, labels_by_templates
+from ..ingest.carryover import carry_captions, carry_hand_tags, labels_by_templates
 from ..models.spec import resolve_model
 from ..results import IndexSummary
 from ..store.catalog.faces import carry_faces
@@ -77,6 +77,7 @@ def reindex_folder(index_cls: type[Index], path: str | os.PathLike[str], model: 
                     new.tag(names, templates=list(templates))
                 # Captions describe the pictures, not their vectors: keep them for the same content.
                 carry_captions(old.catalog, new.catalog)
+                carry_hand_tags(old.catalog, new.catalog)  # a person's labels: by content too
                 # Faces and persons (names, fixes) describe the pictures too.
                 carry_faces(old.catalog.engine, new.catalog.engine)
         if summary.interrupted:

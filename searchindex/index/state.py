@@ -65,6 +65,15 @@ class IndexState:
         self._searcher = Searcher(catalog, self.vectors, self.models)
         self._catalog_key = file_key(catalog.path)  # another process's reindex swaps the folder's
 
+    def follow_folder(self) -> None:
+        """Read and write the catalog now in the index folder: reopen it when another process's
+        reindex replaced it, or the folder was put back after being deleted.
+
+        Raises:
+            IndexNotFoundError: the folder's catalog is gone.
+        """
+        self._follow_swap()
+
     def _follow_swap(self) -> None:
         """Reopen the catalog when the folder's catalog file is no longer the one open here.
 

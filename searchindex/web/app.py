@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..defaults import DEFAULT_HOST
-from ..errors import IndexLockedError, NotFoundError, ParameterError, QueryError, SearchIndexError
+from ..errors import IndexLockedError, IndexNotFoundError, NotFoundError, ParameterError, QueryError, SearchIndexError
 from ..frontend.params import search_params
 from ..index.facade import Index
 from ..store.folder import THUMBNAIL_FOLDER
@@ -164,6 +164,8 @@ def build_app(index_path: str | os.PathLike[str], **options: Any) -> RequestGuar
             return error_response(400, str(exc))
         if isinstance(exc, IndexLockedError):
             return error_response(409, str(exc))
+        if isinstance(exc, IndexNotFoundError):  # the folder was deleted while serving: maybe put back soon
+            return error_response(503, str(exc))
         return error_response(500, str(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,5 +1,8 @@
 """Acting on several images at once: ``POST /api/download`` (a zip of the originals, streamed), and
-``POST /api/images/forget`` (images whose files are gone leave the index).
+``POST /api/images/forget`` (images whose files are gone leave the index), and
+``POST /api/tags/{label}/images`` (a label put on them by hand), and ``POST /api/images/move``
+(their files moved into a folder the user names, after an explicit confirmation; never deleted,
+never overwriting: :mod:`searchindex.index.moving`).
 
 Images are named by id, never by path, and only a file that is still the indexed one is put in
 (the same check as ``/api/images/{id}/file``); the others are listed in ``MISSING.txt`` inside
@@ -114,5 +117,30 @@ def selection_router(state: WebApp) -> APIRouter:
             return [im.id for im in images if im.path in dropped]
 
         return json_response({"removed": await state.run(state.locked, drop)})
+
+    @router.post("/images/move")
+    async def move(ids: Annotated[list[int], Body(embed=True, description="image_ids")],
+                   folder: Annotated[str, Body(embed=True, description="the folder's full path")],
+                   confirm: Annotated[bool, Body(embed=True, description="true: the user confirmed the move")] = False,
+                   ) -> Response:
+        """Move the files of ``ids`` into ``folder`` (made if missing); a name taken there, or a file
+        changed since indexing, stays where it is.  The index follows without encoding again."""
+        from ..index.moving import move_images
+
+        if not ids or len(ids) > MAX_DOWNLOAD_IMAGES or any(not 0 < i < 2**63 for i in ids):
+            raise ParameterError(f"ids are 1 to {MAX_DOWNLOAD_IMAGES:,} image_ids from the results", "ids")
+        if not confirm:
+            raise ParameterError("moving files needs the user's confirmation (confirm: true)", "confirm")
+        report = await state.run(state.locked, lambda: move_images(state.index, ids, folder))
+        return json_response(report.to_dict())
+
+    @router.post("/tags/{label}/images")
+    async def tag_images(label: str, ids: Annotated[list[int], Body(embed=True, description="image_ids")]) -> Response:
+        """Put ``label`` on the images ``ids`` by hand (as :meth:`searchindex.Index.tag_images`); then
+        ``search?tag=LABEL`` finds them.  Returns the label and the ids tagged (those still indexed)."""
+        if not ids or len(ids) > MAX_DOWNLOAD_IMAGES or any(not 0 < i < 2**63 for i in ids):
+            raise ParameterError(f"ids are 1 to {MAX_DOWNLOAD_IMAGES:,} image_ids from the results", "ids")
+        tagged = await state.run(state.locked, lambda: state.index.tag_images(list(dict.fromkeys(ids)), label))
+        return json_response({"label": label.strip(), "tagged": tagged})
 
     return router

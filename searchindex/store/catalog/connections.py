@@ -3,16 +3,25 @@
 SQLite connections must not be shared by threads working at once: each thread opens its own on
 first use; closing the catalog from another thread waits for a statement running on one; a forked
 child sets the parent's aside (it must neither use nor close them).
+
+A thread's connection reads the catalog file the others read: when the file at the path is no
+longer that one (the folder was deleted, put back, or replaced by another process's reindex),
+opening it raises :class:`~searchindex.errors.IndexNotFoundError` instead of answering from
+another file, or from a half-copied one (a folder being put back has its catalog before its
+write-ahead log: its newest rows are not there yet).  The index follows a replacement
+(:meth:`searchindex.Index.search` and the writes reopen the catalog).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...errors import IndexNotFoundError
 from ...threads import abandon, forks
 from .sqlite import connect, damaged, is_damage
 
@@ -41,6 +50,25 @@ class ThreadConnections:
         self._local = threading.local()
         self._open: list[_Connection] = []
         self._guard = threading.Lock()
+        self._file: tuple[int, int] | None = _file_key(path)  # None: made by the first connection
+
+    def _open_one(self) -> sqlite3.Connection:
+        """A new connection to the catalog file the others read (see the module docstring)."""
+        gone = IndexNotFoundError(f"the index at {self.path.parent} was removed or replaced since it was "
+                                  "opened; open it again")
+        try:
+            db = connect(self.path, self._read_only)
+        except sqlite3.OperationalError as exc:
+            if _file_key(self.path) is None:
+                raise gone from exc
+            raise
+        key = _file_key(self.path)
+        if self._file is None:
+            self._file = key
+        if key is None or key != self._file:
+            db.close()
+            raise gone
+        return db
 
     def _connection(self) -> _Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
@@ -48,7 +76,7 @@ class ThreadConnections:
             self._drop_inherited()
             conn = None
         if conn is None or conn.closed:
-            conn = _Connection(connect(self.path, self._read_only))
+            conn = _Connection(self._open_one())
             with self._guard:
                 self._open.append(conn)
             self._local.conn = conn
@@ -89,3 +117,12 @@ class ThreadConnections:
             with conn.lock:
                 conn.closed = True
                 conn.db.close()
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is (device, inode); ``None`` when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

@@ -208,6 +208,12 @@ def _videos(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX ix_video_frames_image_id ON video_frames (image_id)")
 
 
+def _user_tags(db: sqlite3.Connection) -> None:
+    """v12: labels a person puts on images by hand sit beside the zero-shot ones, marked so that
+    re-tagging never replaces them.  Every existing tag was zero-shot."""
+    db.execute("ALTER TABLE image_tags ADD COLUMN by_user INTEGER DEFAULT '0' NOT NULL")
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -227,6 +233,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "faces", _faces),
     Migration(10, "videos", _videos),
     Migration(11, "ocr", add_ocr_tables),
+    Migration(12, "user_tags", _user_tags),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

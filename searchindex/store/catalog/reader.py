@@ -240,9 +240,17 @@ class CatalogReader(FeatureReads):
                                "ORDER BY image_id, margin DESC, label", ids)
 
     def tag_counts(self) -> list[tuple[str, int]]:
-        """(label, number of tagged images) for every label, including those with none, by label."""
+        """(label, number of tagged images) for every label, zero-shot (including those with none) or
+        put on images by hand, by label."""
         counts = dict(self._rows("SELECT label, count(*) FROM image_tags GROUP BY label"))
-        return [(name, int(counts.get(name, 0))) for (name,) in self._rows("SELECT name FROM tag_labels ORDER BY name")]
+        names = {name for (name,) in self._rows("SELECT name FROM tag_labels")}
+        names |= {name for (name,) in self._rows("SELECT DISTINCT label FROM image_tags WHERE by_user = 1")}
+        return [(name, int(counts.get(name, 0))) for name in sorted(names)]
+
+    def hand_tags_by_content(self) -> list[tuple[str, str]]:
+        """(sha256, label) of every label put on an image by hand: what a reindex carries over."""
+        return [tuple(r) for r in self._rows("SELECT i.sha256, t.label FROM image_tags t "
+                                             "JOIN images i ON i.id = t.image_id WHERE t.by_user = 1")]
 
     def ids_tagged(self, label: str) -> np.ndarray:
         """Sorted ids of the images carrying ``label``."""

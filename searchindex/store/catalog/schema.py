@@ -100,13 +100,15 @@ class TagLabelRow(Base):
 
 
 class ImageTagRow(Base):
-    """A label an image passed, with its cosine score and its margin over the threshold (schema 3)."""
+    """A label an image passed, with its cosine score and its margin over the threshold (schema 3);
+    or a label a person put on it (``by_user``, schema 12: score and margin 1, above any zero-shot one)."""
 
     __tablename__ = "image_tags"
     image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[str] = mapped_column(String, primary_key=True, index=True)
     score: Mapped[float] = mapped_column(Float)
     margin: Mapped[float] = mapped_column(Float)
+    by_user: Mapped[int] = mapped_column(Integer, server_default="0")  # 1: set by hand, never replaced by tagging
 
 
 class CaptionRow(Base):

@@ -125,8 +125,10 @@ def apply_pragmas(conn: sqlite3.Connection, *, writer: bool = True) -> None:
 
 def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     """A plain reading connection to the catalog at ``path`` (autocommit, usable from any thread
-    that holds it alone)."""
-    conn = sqlite3.connect(catalog_uri(path, read_only), uri=True, isolation_level=None, check_same_thread=False)
+    that holds it alone); a missing file is an error, never created."""
+    # mode=rw: a reader never creates the catalog (a folder being put back would get an empty one).
+    uri = catalog_uri(path, read_only) + ("" if read_only else "?mode=rw")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     apply_pragmas(conn, writer=False)
     conn.create_function("path_bytes", 1, path_bytes, deterministic=True)
     return conn

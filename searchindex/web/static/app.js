@@ -360,4 +360,6 @@ function start() {
   $("#q").focus();
 }
 
-if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+// After every feature module (people.js, ...) has registered its view: DOMContentLoaded waits for
+// the page's module scripts, so ?view=people opens the People view, not the photos.
+if (document.readyState === "complete") start(); else document.addEventListener("DOMContentLoaded", start);

@@ -126,6 +126,11 @@ export function paintSelection() {
     const name = t.querySelector("img").alt;
     t.setAttribute("aria-label", name + (on ? ", selected" : ""));
   }
+  for (const t of document.querySelectorAll("#view .tile")) { // the duplicates view's copies (Esc clears them too)
+    const on = state.selected.has(t.dataset.imageId), button = t.querySelector("button.select");
+    t.classList.toggle("selected", on);
+    if (button) button.setAttribute("aria-pressed", String(on));
+  }
   if (actions.selectionChanged) actions.selectionChanged();
 }
 

@@ -1,13 +1,16 @@
 // The bar shown while images are selected: how many, and what to do with them (download the
-// originals as one zip, copy their paths, like / not like them all, add them to a saved concept).
+// originals as one zip, copy their paths, like / not like them all, add them to a saved concept,
+// tag them with a label of one's own).
 import { $, el, getJson, postJson, status, plural } from "./util.js";
 import { readUrl, writeUrl, hasQuery } from "./url.js";
 import { state, actions } from "./state.js";
 import { clearSelection, tiles } from "./grid.js";
+import { loadTags } from "./views.js";
 
 function selectedIds() {
-  // In the grid's order, not the order of clicking.
-  return tiles().map((t) => t.dataset.imageId).filter((id) => state.selected.has(id));
+  // In the grid's order, not the order of clicking; the duplicates view has tiles of its own.
+  const shown = $("#view").hidden ? tiles() : [...document.querySelectorAll("#view .tile")];
+  return [...new Set(shown.map((t) => t.dataset.imageId))].filter((id) => state.selected.has(id));
 }
 
 export function renderBar() {
@@ -70,6 +73,19 @@ async function addToConcept(ev) {
   } catch (err) { status(err.message); }
 }
 
+// A label put on the selected photos by hand: listed and filterable like the zero-shot ones.
+async function tagWith(ev) {
+  ev.preventDefault();
+  const label = ev.target.elements.label.value.trim();
+  if (!label) return;
+  try {
+    const { tagged } = await postJson(`/api/tags/${encodeURIComponent(label)}/images`, { ids: selectedIds().map(Number) });
+    ev.target.reset();
+    status(`Tagged ${plural(tagged.length, "photo")} “${label}”.`);
+    loadTags(); // the tag filter lists the new label
+  } catch (err) { status(err.message); }
+}
+
 export function fillConcepts(concepts) {
   const select = $("#selection-concept");
   select.replaceChildren(el("option", { value: "" }, "a saved concept…"), ...concepts.map((c) => el("option", { value: c.name }, c.name)));
@@ -83,4 +99,5 @@ export function wireSelection() {
   $("#sel-unlike").addEventListener("click", () => likeAll("unlike"));
   $("#sel-clear").addEventListener("click", clearSelection);
   $("#selection-add").addEventListener("submit", addToConcept);
+  $("#selection-tag").addEventListener("submit", tagWith);
 }

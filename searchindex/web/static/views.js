@@ -4,6 +4,7 @@ import { $, el, thumb, getJson, postJson, status, plural } from "./util.js";
 import { readUrl, writeUrl, hasQuery } from "./url.js";
 import { state, actions } from "./state.js";
 import { views } from "./hooks.js";
+import { paintSelection } from "./grid.js";
 
 const GROUPS_PER_PAGE = 20;
 
@@ -81,9 +82,11 @@ async function duplicatesView(box) {
       list.append(el("section", { class: "group", "aria-label": `Group ${g.group}` },
         el("h3", {}, `Group ${g.group}: ${plural(g.images.length, "image")}, best copy first`),
         el("div", { class: "grid" }, ...g.images.map((im, i) => el("div", { class: "tile", "data-image-id": im.image_id },
-          el("button", { type: "button", class: "open", "aria-label": `${i === 0 ? "Best copy" : "Copy"}: ${im.path}`, onclick: () => actions.open(start + i) },
+          el("button", { type: "button", class: "open", "aria-label": `${i === 0 ? "Best copy" : "Copy"}: ${im.path}`, onclick: (ev) => (ev.ctrlKey || ev.metaKey || state.selected.size ? toggleDuplicate(String(im.image_id)) : actions.open(start + i)) },
             el("img", { src: thumb(im.image_id), alt: "", loading: "lazy", title: `${im.width}×${im.height} ${im.path}` })),
-          el("span", { class: "score" }, i === 0 ? "best" : im.similarity.toFixed(3)))))));
+          el("span", { class: "score" }, i === 0 ? "best" : im.similarity.toFixed(3)),
+          el("button", { type: "button", class: "select", "aria-pressed": String(state.selected.has(String(im.image_id))),
+                         "aria-label": `Select ${im.path}`, title: "Select", onclick: () => toggleDuplicate(String(im.image_id)) }, "✓"))))));
       flat += g.images.length;
     }
     shown += GROUPS_PER_PAGE;
@@ -97,9 +100,29 @@ async function duplicatesView(box) {
     try { await navigator.clipboard.writeText(text); status(`Copied the paths of ${plural(rest.length, "copy", "copies")} (every copy but the best); nothing was deleted.`); }
     catch (err) { status("The clipboard is not available here."); }
   } }, "Copy the paths of all but the best copies");
-  box.replaceChildren(el("h2", {}, `Duplicates: ${plural(groups.length, "group")}`), groups.length ? listRest : "", list, more);
+  // ...or move them into a folder the user names, after a confirmation (never deleted, never overwriting).
+  const restIds = groups.flatMap((g) => g.images.slice(1).map((im) => im.image_id));
+  const moveRest = el("button", { type: "button", class: "move-rest", onclick: () => moveCopies(restIds) }, "Move all but the best copies…");
+  box.replaceChildren(el("h2", {}, `Duplicates: ${plural(groups.length, "group")}`), groups.length ? listRest : "", groups.length ? moveRest : "", list, more);
   page();
   if (!groups.length) box.append(el("p", {}, "No near-duplicates found."));
+}
+
+function toggleDuplicate(id) {
+  if (state.selected.has(id)) state.selected.delete(id); else state.selected.add(id);
+  paintSelection();
+}
+
+// Moving files is asked twice: which folder, then "move N files there?"; what moved is reported.
+export async function moveCopies(ids) {
+  const folder = window.prompt(`Move ${plural(ids.length, "file")} into which folder? (its full path; made if missing)`);
+  if (!folder || !folder.trim()) return;
+  if (!window.confirm(`Move ${plural(ids.length, "file")} into ${folder.trim()}? Nothing is deleted or overwritten.`)) return;
+  try {
+    const r = await postJson("/api/images/move", { ids, folder: folder.trim(), confirm: true });
+    await showView("duplicates");
+    status(`Moved ${plural(r.moved.length, "file")} into ${r.folder}` + (r.kept.length ? `; ${r.kept.length} left in place (${r.kept[0][2]}${r.kept.length > 1 ? ", …" : ""}).` : "."));
+  } catch (err) { status(err.message); }
 }
 
 async function errorsView(box) {
