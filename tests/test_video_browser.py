@@ -3,11 +3,7 @@ matched frame with a duration badge, the detail view plays the file from the mat
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +12,14 @@ import pytest
 pytest.importorskip("av")
 pytest.importorskip("fastapi", reason="the web extra (fastapi, uvicorn) is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-CHROMIUM = os.environ.get("SEARCHINDEX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
-    or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-
-import uvicorn  # noqa: E402
-
 from searchindex import Index  # noqa: E402
 from searchindex.demo.videos import random_clip, write_clip  # noqa: E402
-from searchindex.web import create_app  # noqa: E402
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+from .support.browser import ARGS, chromium_or_skip, serving  # noqa: E402
+
+CHROMIUM = chromium_or_skip()
+ARGS = [*ARGS, "--autoplay-policy=no-user-gesture-required"]
+
 
 
 def test_video_tile_and_detail_view_play_from_the_moment(tmp_path: Path) -> None:
@@ -43,36 +34,24 @@ def test_video_tile_and_detail_view_play_from_the_moment(tmp_path: Path) -> None
         scene = clip.scenes[1]
         expected = idx.search(f"a {scene.scene.color} {scene.scene.shape}", k=1)[0].timestamp
     assert expected is not None
-    server = uvicorn.Server(uvicorn.Config(create_app(index, device="cpu"), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page: Any = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1000, "height": 800})
-            page.set_default_timeout(20_000)
-            try:
-                page.goto(f"/?q=a+{scene.scene.color}+{scene.scene.shape}")
-                page.wait_for_selector("#grid .tile.video .duration")
-                badge = page.text_content("#grid .tile.video .duration")
-                assert badge is not None and badge.endswith("00:40") and badge.startswith("@ ")
-                src = page.get_attribute("#grid .tile.video img", "src")
-                assert src is not None and "&t=" in src
-                page.click("#grid .tile.video img")
-                page.wait_for_selector("#lb-video")
-                assert page.is_hidden("#lb-img")
-                page.wait_for_function("() => document.querySelector('#lb-video').readyState >= 1")
-                now = page.evaluate("() => document.querySelector('#lb-video').currentTime")
-                assert abs(now - expected) < 1.0, (now, expected)
-                assert page.locator("#lb-moments button").count() >= 1
-                page.keyboard.press("Escape")
-            finally:
-                browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(index) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page: Any = browser.new_page(base_url=url, viewport={"width": 1000, "height": 800})
+        page.set_default_timeout(20_000)
+        try:
+            page.goto(f"/?q=a+{scene.scene.color}+{scene.scene.shape}")
+            page.wait_for_selector("#grid .tile.video .duration")
+            badge = page.text_content("#grid .tile.video .duration")
+            assert badge is not None and badge.endswith("00:40") and badge.startswith("@ ")
+            src = page.get_attribute("#grid .tile.video img", "src")
+            assert src is not None and "&t=" in src
+            page.click("#grid .tile.video img")
+            page.wait_for_selector("#lb-video")
+            assert page.is_hidden("#lb-img")
+            page.wait_for_function("() => document.querySelector('#lb-video').readyState >= 1")
+            now = page.evaluate("() => document.querySelector('#lb-video').currentTime")
+            assert abs(now - expected) < 1.0, (now, expected)
+            assert page.locator("#lb-moments button").count() >= 1
+            page.keyboard.press("Escape")
+        finally:
+            browser.close()

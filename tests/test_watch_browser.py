@@ -5,9 +5,7 @@ Skipped with one line when Playwright or a Chromium is missing, like tests/test_
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +17,10 @@ from searchindex import Index
 pytest.importorskip("watchdog")
 pytest.importorskip("fastapi", reason="the web extra (fastapi, uvicorn) is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-CHROMIUM = os.environ.get("SEARCHINDEX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
-    or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-
-import uvicorn  # noqa: E402
-
-from searchindex.web import create_app  # noqa: E402
-
 from .conftest import Shapes  # noqa: E402
+from .support.browser import chromium_or_skip, serving  # noqa: E402
+
+CHROMIUM = chromium_or_skip()
 
 
 @pytest.fixture()
@@ -41,18 +33,8 @@ def served(shapes: Shapes, tmp_path: Path) -> Iterator[tuple[str, Path, list[Pat
         shutil.copy2(f, folder / f.name)
     with Index.create(tmp_path / "idx", model="tiny-shapes", device="cpu") as idx:
         idx.add_folder(folder)
-    app = create_app(tmp_path / "idx", device="cpu", watch=True)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", folder, files[300:303]
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(tmp_path / "idx", watch=True) as url:
+        yield url, folder, files[300:303]
 
 
 def test_page_offers_new_photos_and_keeps_its_place(served: tuple[str, Path, list[Path]], tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,16 +17,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the web extra (fastapi, uvicorn) is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-CHROMIUM = os.environ.get("SEARCHINDEX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
-    or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-
-import uvicorn  # noqa: E402
-
-from searchindex.web import create_app  # noqa: E402
-
 from .conftest import Shapes  # noqa: E402
+from .support.browser import ARGS, chromium_or_skip, serving  # noqa: E402
+
+CHROMIUM = chromium_or_skip()
 
 try:  # axe-core's engine as the axe-playwright-python package ships it (the dev extra installs it)
     import axe_playwright_python
@@ -37,10 +29,6 @@ try:  # axe-core's engine as the axe-playwright-python package ships it (the dev
 except ImportError:  # the axe test skips
     AXE = Path("/nonexistent/axe.min.js")
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
 @pytest.fixture(scope="module")
 def base_url(shapes_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real server per module, on a free loopback port, over a private copy of the test index."""
@@ -48,25 +36,6 @@ def base_url(shapes_index: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     shutil.copytree(shapes_index, path)
     with serving(path) as url:
         yield url
-
-
-@contextmanager
-def serving(path: Path) -> Iterator[str]:
-    """A real uvicorn server over the index at ``path``; its base URL."""
-    app = create_app(path, device="cpu")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
