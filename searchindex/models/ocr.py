@@ -13,7 +13,7 @@ Orientation.  Detection finds lines at any angle; a line crop taller than it is 
 quarter turn before recognition, and PP-OCR's direction classifier turns upside-down crops
 upright, so text at 0, 90, 180 and 270 degrees is read without running the detector four times.
 
-Cost.  Detection is most of it (on a photo with text, the detector's passes are three quarters of
+Cost.  Detection is most of it (on a photo with text, the detector's passes were three quarters of
 the CPU time; recognition of a few lines, Tesseract's re-reads and decoding share the rest).  A
 file is first decoded small (JPEG draft mode: an eighth of a 12 MP photo, straight from the DCT)
 for a probe: one detector pass at :attr:`OcrEngine.probe_side` pixels.  A photo in which the probe
