@@ -13,10 +13,15 @@ Orientation.  Detection finds lines at any angle; a line crop taller than it is 
 quarter turn before recognition, and PP-OCR's direction classifier turns upside-down crops
 upright, so text at 0, 90, 180 and 270 degrees is read without running the detector four times.
 
-Cost.  The photo is decoded and scaled to :attr:`OcrEngine.max_side` (JPEG draft mode does most of
-it) and detection runs at most :attr:`OcrEngine.det_side` pixels on the long side, after a probe at
-:attr:`OcrEngine.probe_side` pixels: a photo in which the probe finds no text region costs that one
-small detector pass and nothing else.
+Cost.  Detection is most of it (on a photo with text, the detector's passes were three quarters of
+the CPU time; recognition of a few lines, Tesseract's re-reads and decoding share the rest).  A
+file is first decoded small (JPEG draft mode: an eighth of a 12 MP photo, straight from the DCT)
+for a probe: one detector pass at :attr:`OcrEngine.probe_side` pixels.  A photo in which the probe
+finds no text region costs that small decode and that pass and nothing else.  Otherwise the photo
+is decoded again at about :attr:`OcrEngine.max_side` pixels (draft mode again) for reading, and
+detection runs at :attr:`OcrEngine.det_side` pixels on the long side.  Recognition runs on all of
+a photo's lines in batches; Tesseract reads again only the lines PP-OCR read as non-Latin, read
+unsurely or not at all.
 """
 
 from __future__ import annotations
@@ -154,7 +159,7 @@ class OcrEngine:
     """
 
     def __init__(self, langs: Sequence[str] | str | None = None, *, threads: int | None = None,
-                 max_side: int = 1600, det_side: int = 960, probe_side: int = 480,
+                 max_side: int = 1600, det_side: int = 736, probe_side: int = 352,
                  min_confidence: float = 0.5) -> None:
         self.langs = parse_languages(langs)
         self.threads = threads or min(os.cpu_count() or 1, 4)
@@ -215,11 +220,29 @@ class OcrEngine:
         from .images import decode_image
 
         data = Path(path).read_bytes()
+        name = os.fspath(path)
+        full = self.max_side * 3 // 4
+        if self.probe_side > 0:
+            # The probe needs only a small copy: JPEG draft mode decodes a 12 MP photo at an eighth
+            # of its size straight from the DCT (a tenth of the full decode), so a text-free photo
+            # never pays for the large one.
+            small = decode_image(data, name, min_side=self.probe_side * 3 // 4)
+            if 0 < self.probe_side < max(small.width, small.height) * 0.8:
+                with self._lock:
+                    if not self._has_text(small.image):
+                        return []
+                drafted = max(small.image.size) < min(max(small.width, small.height), self.max_side)
+                image = decode_image(data, name, min_side=full).image if drafted else small.image
+                return self._read(image, probed=True)
         # Draft mode: a 12 MP JPEG decodes at half or a quarter size straight from the DCT.
-        return self.read(decode_image(data, os.fspath(path), min_side=self.max_side * 3 // 4).image)
+        return self.read(decode_image(data, name, min_side=full).image)
 
     def read(self, image: Image.Image) -> list[OcrLine]:
         """The lines of text in ``image``, top to bottom."""
+        return self._read(image, probed=False)
+
+    def _read(self, image: Image.Image, *, probed: bool) -> list[OcrLine]:
+        """:meth:`read`; ``probed``: the caller's probe already found a text region."""
         img = image.convert("RGB")
         scale = min(1.0, self.max_side / max(img.size))
         if scale < 1.0:
@@ -228,7 +251,7 @@ class OcrEngine:
         arr = np.ascontiguousarray(np.asarray(img)[:, :, ::-1])  # rapidocr works in BGR, as OpenCV
         h, w = arr.shape[:2]
         with self._lock:  # one image at a time per engine: the sessions and Tesseract are not shared safely
-            if 0 < self.probe_side < max(w, h) * 0.8 and not self._has_text(img):
+            if not probed and 0 < self.probe_side < max(w, h) * 0.8 and not self._has_text(img):
                 return []
             det = self._rapid(arr, use_det=True, use_cls=False, use_rec=False)
             boxes = _line_boxes(getattr(det, "boxes", None), w, h)
@@ -269,8 +292,10 @@ class OcrEngine:
     def _has_text(self, img: Image.Image) -> bool:
         """Whether the detector finds any text region in a small copy of ``img`` (the cheap probe)."""
         scale = self.probe_side / max(img.size)
-        small = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                           Image.Resampling.BILINEAR)
+        if scale < 1.0:
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             Image.Resampling.BILINEAR)
+        small = img
         probe = self._rapid(np.ascontiguousarray(np.asarray(small)[:, :, ::-1]), use_det=True, use_cls=False,
                             use_rec=False)
         return len(_line_boxes(getattr(probe, "boxes", None), small.width, small.height)) > 0
