@@ -57,6 +57,17 @@ def test_keyframes_then_gap_fills_leave_no_gap_over_the_interval(tmp_path: Path,
     assert 10 <= len(video.frames) <= 30
 
 
+def test_gap_fills_skip_the_frames_nothing_refers_to_and_keep_the_same_frames(tmp_path: Path) -> None:
+    clip = random_clip(random.Random(5), 20.0, 2)
+    path = write_clip(tmp_path / "b.mp4", clip, width=W, height=H, fps=FPS, codec="h264", gop=250)  # with B-frames
+    every = decode_video(str(path), Sampling(skip_unneeded=False))
+    fast = decode_video(str(path))
+    assert [f.time for f in fast.frames] == [f.time for f in every.frames]
+    for a, b in zip(fast.frames, every.frames, strict=True):
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image)), a.time
+    assert fast.decoded < 0.85 * every.decoded, (fast.decoded, every.decoded)
+
+
 def test_frequent_keyframes_need_few_other_frames(tmp_path: Path) -> None:
     clip = random_clip(random.Random(4), 20.0, 2)
     # A keyframe about every second: the keyframes are the samples; at most the tail needs a fill.
