@@ -96,6 +96,12 @@ def test_video_tile_and_detail_view_play_from_the_moment(tmp_path: Path) -> None
                 page.wait_for_selector("#unliked img")
                 page.wait_for_selector("#grid .tile")
                 assert not page.locator("#grid .tile.video").count()  # the example itself is left out
+                # A concept keeps image ids: the moment is saved as its video.
+                page.fill("#save-concept input[name=name]", "that moment")
+                page.press("#save-concept input[name=name]", "Enter")
+                page.wait_for_function("() => document.querySelector('#status').textContent.includes('Saved concept')")
+                saved = page.evaluate("() => fetch('/api/concepts').then((r) => r.json())")["concepts"]
+                assert [(c["name"], c["unlike"]) for c in saved] == [("that moment", [int(vid)])]
             finally:
                 browser.close()
     finally:
