@@ -79,7 +79,8 @@ class Sampling:
             than a 4K frame has, and memory stays bounded).
         skip_unneeded: while decoding forward to a gap's frame, the frames shown before
             it that no other frame refers to (most B-frames) are not decoded at all;
-            the frames kept are the same.  Off: every frame on the way is decoded.
+            the frames kept are the same (H.264 and the MPEG codecs; other decoders
+            decode every frame).  Off: every frame on the way is decoded.
     """
 
     interval: float = 2.0
@@ -255,6 +256,12 @@ def _decode_frames(container: Any, stream: Any, budget: _Budget, counts: list[in
             ctx.skip_frame = "DEFAULT"
 
 
+# Decoders whose "non-reference" frames no later frame uses.  HEVC's sub-layer non-reference pictures may
+# still be referred to by a higher temporal layer (slow-motion phone videos have them); AV1's dav1d and
+# VP9 read the setting once, when they open, or not at all.
+_NONREF_SAFE = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video"})
+
+
 def _from_next(pending: list[float], offset: float) -> Callable[[float], bool]:
     """Whether a packet shown at a stream time is wanted: at or after the first of ``pending`` (times
     from the video's start; the list shrinks as they are found) once ``offset`` is taken off it."""
@@ -355,7 +362,8 @@ def _decode(container: Any, path: str, sampling: Sampling, t0: float) -> Decoded
         # frame refers to need no decoding.  Measured on a 20 s 1080p H.264 clip (x264 veryfast, 30 fps, one
         # keyframe): 411 frames decoded instead of 575, decoding CPU 0.75x, the same frames kept, pixel for
         # pixel.  (lowres, the decoder's reduced-size output, is not offered by the H.264 or HEVC decoders.)
-        wanted = _from_next(pending, start - 0.1) if sampling.skip_unneeded else None
+        skips = sampling.skip_unneeded and ctx.name in _NONREF_SAFE
+        wanted = _from_next(pending, start - 0.1) if skips else None
         for frame in _decode_frames(container, stream, budget, counts, wanted=wanted):
             t = _time(frame, start)
             if t is None or t < pending[0] - 0.02:
