@@ -40,7 +40,7 @@ __version__ = "0.1.0"
 # The domain classes pull in numpy, SQLAlchemy and Pillow: load them on first
 # use, so that `searchindex --help` and `import searchindex.errors` stay instant.
 _LAZY = {
-    "Index": "index.facade", "SearchRequest": "search.request",
+    "Index": "index.facade", "SearchRequest": "search.request", "Moment": "search.request",
     "SearchResult": "results", "IndexInfo": "results", "IndexProgress": "results", "IndexSummary": "results",
     "FailureRecord": "results", "DuplicateGroup": "results", "DuplicateImage": "results",
     "LabelReport": "results", "TagCount": "results", "CaptionProgress": "results", "CaptionSummary": "results",
@@ -95,7 +95,7 @@ if TYPE_CHECKING:
     )
     from .search.fewshot import FewShotFit, FewShotReranker
     from .search.query import Query, Term
-    from .search.request import SearchRequest
+    from .search.request import Moment, SearchRequest
     from .store.catalog.filters import Filters
     from .store.catalog.records import ImageDetails
     from .store.check import CheckReport, Finding
@@ -145,6 +145,7 @@ __all__ = [
     "ModelError",
     "ModelMismatchError",
     "ModelSpec",
+    "Moment",
     "Query",
     "NotFoundError",
     "ParameterError",

@@ -57,6 +57,17 @@ def test_keyframes_then_gap_fills_leave_no_gap_over_the_interval(tmp_path: Path,
     assert 10 <= len(video.frames) <= 30
 
 
+def test_gap_fills_skip_the_frames_nothing_refers_to_and_keep_the_same_frames(tmp_path: Path) -> None:
+    clip = random_clip(random.Random(5), 20.0, 2)
+    path = write_clip(tmp_path / "b.mp4", clip, width=W, height=H, fps=FPS, codec="h264", gop=250)  # with B-frames
+    every = decode_video(str(path), Sampling(skip_unneeded=False))
+    fast = decode_video(str(path))
+    assert [f.time for f in fast.frames] == [f.time for f in every.frames]
+    for a, b in zip(fast.frames, every.frames, strict=True):
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image)), a.time
+    assert fast.decoded < 0.85 * every.decoded, (fast.decoded, every.decoded)
+
+
 def test_frequent_keyframes_need_few_other_frames(tmp_path: Path) -> None:
     clip = random_clip(random.Random(4), 20.0, 2)
     # A keyframe about every second: the keyframes are the samples; at most the tail needs a fill.
@@ -273,6 +284,77 @@ def test_a_still_finds_the_moment_it_came_from(library: tuple[Path, Path, dict[s
     assert results[0].timestamp is not None and scene.start - 2 <= results[0].timestamp <= scene.end + 2
 
 
+def test_cli_image_with_a_still_finds_the_moment(library: tuple[Path, Path, dict[str, SyntheticClip]],
+                                                tmp_path: Path) -> None:
+    """`search --image STILL` (the query's image term, not only `search_image`) finds the still's second."""
+    _, index_path, clips = library
+    path, clip = next((p, c) for p, c in clips.items() if p.endswith(".webm"))
+    scene = clip.scenes[1]
+    still = tmp_path / "still.jpg"
+    frame_at(path, (scene.start + scene.end) / 2, side=H).save(still)
+    out = CliRunner().invoke(main, ["search", "--image", str(still), "--index", str(index_path), "-k", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    row = json.loads(out.output.splitlines()[0])
+    assert row["path"] == path and scene.start - 2 <= row["timestamp"] <= scene.end + 2
+
+
+def _video_id(idx: Index, path: str) -> int:
+    return int(idx.catalog.read.ids_by_path([path])[path])
+
+
+def test_a_liked_moment_is_its_nearest_kept_frame(library: tuple[Path, Path, dict[str, SyntheticClip]]) -> None:
+    """``ID@SECONDS`` stands for the video's kept frame nearest that second: each scene's moment carries
+    that scene (its text matches it best), where the video's mean picture is one blend of them all."""
+    from searchindex.search.request import Moment
+    from searchindex.search.shots import shot_vectors
+
+    _, index_path, clips = library
+    path, clip = next((p, c) for p, c in clips.items() if p.endswith(".avi"))
+    with Index.open(index_path) as idx:
+        vid = _video_id(idx, path)
+        frames = VideoReader(idx.catalog.read).frames(vid, idx.dim)
+        assert frames is not None
+        texts = idx.encode_texts([f"a {s.scene.color} {s.scene.shape}" for s in clip.scenes])
+        found = 0
+        for n, s in enumerate(clip.scenes):
+            middle = (s.start + s.end) / 2
+            vecs, ids = shot_vectors(idx.catalog, idx.models, [Moment(vid, middle)], "like")
+            nearest = int(np.argmin(np.abs(frames.times - middle)))
+            assert ids == [vid] and np.array_equal(vecs[0], frames.vectors[nearest])
+            found += int(np.argmax(texts @ vecs[0])) == n
+        assert found >= len(clip.scenes) - 1
+        past_the_end, _ = shot_vectors(idx.catalog, idx.models, [Moment(vid, 1e6)], "like")
+        assert np.array_equal(past_the_end[0], frames.vectors[-1])
+        mean, _ = shot_vectors(idx.catalog, idx.models, [vid], "like")
+        assert not np.allclose(mean[0], frames.vectors[nearest])
+
+
+def test_like_a_moment_from_the_cli_and_the_library(library: tuple[Path, Path, dict[str, SyntheticClip]]) -> None:
+    from searchindex.errors import QueryError
+    from searchindex.search.request import Moment
+
+    _, index_path, clips = library
+    path, clip = next(iter(clips.items()))
+    s = clip.scenes[0]
+    with Index.open(index_path) as idx:
+        vid = _video_id(idx, path)
+        results = idx.search("a circle", k=10, like=[Moment(vid, s.start + 0.5)])
+        assert results and path not in {r.path for r in results}  # the example itself is left out, as an image is
+        with pytest.raises(QueryError, match="no video with id 999999"):
+            idx.search("a circle", like=[Moment(999999, 3.0)])
+        with pytest.raises(QueryError, match="a second from the start"):
+            Moment(vid, -1.0)
+    runner = CliRunner()
+    out = runner.invoke(main, ["search", "a circle", "--index", str(index_path), "--like", f"{vid}@{s.start + 0.5}",
+                               "--unlike", f"{vid}@{clip.scenes[-1].start + 0.5:g}", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    assert rows and path not in {r["path"] for r in rows}
+    bad = runner.invoke(main, ["search", "a circle", "--index", str(index_path), "--like", "999999@3"])
+    assert bad.exit_code != 0 and "no video with id 999999" in bad.output
+    assert "ID@SECONDS" in runner.invoke(main, ["search", "--help"]).output
+
+
 def test_cli_prints_the_moment_and_json_carries_it(library: tuple[Path, Path, dict[str, SyntheticClip]]) -> None:
     _, index_path, clips = library
     path, clip = next(iter(clips.items()))
@@ -377,6 +459,13 @@ def test_web_serves_videos_by_id_with_ranges_and_moment_thumbnails(
         other = client.get(f"/api/images/{vid}/thumbnail", params={"size": 128, "t": 0})
         assert other.headers["etag"] != thumb.headers["etag"]  # each moment its own cached frame
         assert client.get("/static/video.js").status_code == 200
+        liked = client.get("/api/search", params={"q": "a circle", "like": f"{vid}@{row['timestamp']}"})
+        assert liked.status_code == 200, liked.text
+        liked_rows = liked.json()["results"] if isinstance(liked.json(), dict) else liked.json()
+        assert path not in {r["path"] for r in liked_rows}
+        assert client.get("/api/search", params={"q": "a circle", "unlike": f"{vid}@1.5"}).status_code == 200
+        assert client.get("/api/search", params={"q": "a circle", "like": "12@x"}).status_code == 400
+        assert client.get("/api/search", params={"image": f"{vid}@1.5"}).status_code == 400
         assert client.get("/api/images/999999/video").status_code == 404
         # never by path, and never a file changed since it was indexed
         st = Path(path).stat()

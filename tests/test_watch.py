@@ -19,6 +19,8 @@ from searchindex.ingest.watch import WatchOptions
 from searchindex.store.catalog.sqlite import CATALOG_FILE
 from searchindex.store.lock import WriterLock
 
+from .support.processes import killed_on_exit, sigterm
+
 pytest.importorskip("watchdog")
 
 FAST = WatchOptions(debounce=0.2, settle=0.3, rescan_interval=0, poll_interval=0.5)
@@ -286,7 +288,6 @@ def test_flood_of_files_all_indexed(index: Index, small_folder: Path, shapes, ma
 
 
 def test_cli_watch_runs_until_sigterm(index: Index, small_folder: Path, spare: list[Path]) -> None:
-    import signal
     import subprocess
     import sys
 
@@ -294,17 +295,13 @@ def test_cli_watch_runs_until_sigterm(index: Index, small_folder: Path, spare: l
     proc = subprocess.Popen([sys.executable, "-m", "searchindex.cli", "watch", "--index", str(index.path),
                              "--device", "cpu", "--debounce", "0.2", "-v"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with killed_on_exit(proc):
         with Index.open(index.path, device="cpu") as reader:
             wait_for(lambda: reader.catalog.read.meta().get("folders") is not None)
             time.sleep(2.0)  # started, start scan done
             shutil.copy(spare[7], small_folder / "from-cli.png")
             wait_for(lambda: str(small_folder / "from-cli.png") in paths(reader), timeout=30)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = sigterm(proc, timeout=30)
     assert proc.returncode == 0, err
     assert f"Watching {small_folder} (events)" in err
     assert "1 new" in err and "SIGTERM: stopping" in err and "holds 41 images" in err
@@ -452,7 +449,6 @@ def test_real_watch_limit_falls_back_to_polling(index: Index, small_folder: Path
                                                 when: str) -> None:
     """A real inotify limit, set low in a user namespace of its own: at start (3 watches for 7
     folders), or reached by folders made while watching (just enough watches for those at start)."""
-    import signal
     import subprocess
     import sys
 
@@ -464,7 +460,7 @@ def test_real_watch_limit_falls_back_to_polling(index: Index, small_folder: Path
            f"--poll-interval 0.5 -v")
     proc = subprocess.Popen(["unshare", "-Ur", "sh", "-c", f"echo {limit} > /proc/sys/user/max_inotify_watches"
                              f" && exec {cli}"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
+    with killed_on_exit(proc):
         with Index.open(index.path, device="cpu") as reader:
             time.sleep(3.0)  # started, start scan done
             target = small_folder / "album5" / "new.png"
@@ -475,11 +471,7 @@ def test_real_watch_limit_falls_back_to_polling(index: Index, small_folder: Path
                 time.sleep(1.5)
             shutil.copy(spare[0], target)
             wait_for(lambda: str(target) in paths(reader), timeout=20)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = sigterm(proc, timeout=30)
     assert proc.returncode == 0, err
     assert err.count("fs.inotify.max_user_watches") == 1, err
     assert f"watching {small_folder} (polling" in err

@@ -123,8 +123,8 @@ class SearchOption:
                 raise ParameterError(f"{self.flag} must be one of {', '.join(self.choices)}, not {value!r}",
                                      self.param)
             return str(value)
-        if self.type is Path:  # a file, or (from the API) an image id
-            return value if isinstance(value, int) else os.fspath(value)
+        if self.type is Path:  # a file, or (from the API) an image id or moment, checked where it is used
+            return os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
         return value
 
 
@@ -198,14 +198,18 @@ def _filled(option: SearchOption, values: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(v) for v in values if str(v).strip())
 
 
-def _shots(option: SearchOption, values: tuple[Any, ...]) -> list[str | int]:
-    """Example images: an ``int`` id as is; text as ``--like`` reads it (a file, else digits as an id)."""
-    from ..search.request import parse_shot
+def _shots(option: SearchOption, values: tuple[Any, ...]) -> list[Any]:
+    """Example images: an ``int`` id or a ``Moment`` as is; text as ``--like`` reads it (a file, else
+    digits as an id, else ``ID@SECONDS`` as a moment of a video)."""
+    from ..search.request import Moment, parse_shot
 
-    shots: list[str | int] = []
+    shots: list[Any] = []
     for value in values:
-        shot = value if isinstance(value, int) else parse_shot(os.fspath(value))
-        shots.append(shot if isinstance(shot, int) else os.fspath(shot))
+        try:
+            shot = value if isinstance(value, (int, Moment)) else parse_shot(os.fspath(value))
+        except QueryError as exc:
+            raise ParameterError(f"{option.flag}: {exc}", option.param) from None
+        shots.append(shot if isinstance(shot, (int, Moment)) else os.fspath(shot))
     return shots
 
 
@@ -271,12 +275,13 @@ SEARCH_OPTIONS: tuple[SearchOption, ...] = (
     SearchOption("persons", "request.persons", "Only images showing this named person (see `searchindex people`). "
                  "Repeatable: all of them.", ("--person",), multiple=True, metavar="NAME", api="person",
                  api_help="A named person in the image (all of them)."),
-    SearchOption("like", "request.like", "An example of what you mean (an image file, or an image_id from --json "
-                 "results); repeatable.", ("--like",), multiple=True, metavar="PATH|ID", check=_shots,
-                 api="like", api_ids=True, api_help="image_id of an example of what is meant."),
-    SearchOption("unlike", "request.unlike", "An example of what you do not mean; repeatable.", ("--unlike",),
-                 multiple=True, metavar="PATH|ID", check=_shots,
-                 api="unlike", api_ids=True, api_help="image_id of an example of what is not meant."),
+    SearchOption("like", "request.like", "An example of what you mean (an image file, an image_id from --json "
+                 "results, or a moment of a video as ID@SECONDS, e.g. 12@83.5); repeatable.", ("--like",),
+                 multiple=True, metavar="PATH|ID|ID@S", check=_shots, api="like", api_ids=True,
+                 api_help="image_id of an example of what is meant, or ID@SECONDS: a moment of a video."),
+    SearchOption("unlike", "request.unlike", "An example of what you do not mean (as --like); repeatable.",
+                 ("--unlike",), multiple=True, metavar="PATH|ID|ID@S", check=_shots, api="unlike", api_ids=True,
+                 api_help="image_id of an example of what is not meant, or ID@SECONDS: a moment of a video."),
     SearchOption("pool", "request.pool", "CLIP candidates reranked with --like/--unlike.", ("--pool",), type=int,
                  default=DEFAULT_POOL, minimum=1, show_default=True, api="pool"),
     SearchOption("mode", "request.mode", "vector: CLIP only; text: words only (keywords, descriptions, captions, "

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ParameterError
+from ..errors import ParameterError, QueryError
 from ..search.names import split_person_names
 from ..search.query import Query, Term
-from ..search.request import SearchRequest
+from ..search.request import Moment, SearchRequest, parse_moment
 from ..store.catalog.filters import Filters
 from .options import SEARCH_OPTIONS, TARGETS, SearchOption
 
@@ -153,6 +153,9 @@ def _image_paths(index: Index | None, images: Sequence[Any]) -> list[str]:
     """The files of the query's example images (ids looked up in ``index``)."""
     image_paths: list[str] = []
     for value in images:
+        if isinstance(value, Moment):
+            raise ParameterError(f"--image takes an image_id, not the moment {value} (like the moment instead: "
+                                 f"like={value})", "image")
         if isinstance(value, int):
             if index is None:
                 raise ParameterError("an image id needs an index", "image")
@@ -162,19 +165,31 @@ def _image_paths(index: Index | None, images: Sequence[Any]) -> list[str]:
     return image_paths
 
 
-def example_ids(values: Sequence[Any], flag: str, param: str) -> list[int]:
-    """Image ids given as text or numbers (the API's ``image``, ``like`` and ``unlike``).
+def example_ids(values: Sequence[Any], flag: str, param: str) -> list[int | Moment]:
+    """Image ids given as text or numbers (the API's ``image``, ``like`` and ``unlike``), and moments
+    of videos as ``ID@SECONDS`` (``like``/``unlike`` take them; ``image`` refuses them later).
 
     Raises:
-        ParameterError: a value that is no image id.
+        ParameterError: a value that is neither an image id nor a moment.
     """
-    ids = []
+    ids: list[int | Moment] = []
     for value in values:
-        if isinstance(value, int):
+        if isinstance(value, (int, Moment)):
             ids.append(value)
         elif isinstance(value, str) and value.isdigit():
             ids.append(int(value))
+        elif isinstance(value, str) and "@" in value and (shot := _moment(value, flag, param)) is not None:
+            ids.append(shot)
         else:
             raise ParameterError(f"{flag} takes an image_id (a whole number from the results), not {value!r}",
                                  param)
     return ids
+
+
+def _moment(value: str, flag: str, param: str) -> Moment | None:
+    """``ID@SECONDS`` as a moment; ``None`` when the text is not of that form."""
+    try:
+        shot = parse_moment(value)
+    except QueryError as exc:
+        raise ParameterError(f"{flag}: {exc}", param) from None
+    return shot

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -25,10 +26,29 @@ from ..store.catalog.filters import Filters
 from ..textcheck import checked_text
 from .hybrid import DEFAULT_FUSION
 
-__all__ = ["SearchRequest", "Shot", "parse_shot", "parse_threshold"]
+__all__ = ["Moment", "SearchRequest", "Shot", "parse_moment", "parse_shot", "parse_threshold"]
 
-# An example image for few-shot search: a path, or the id of an indexed image.
-Shot = Union[str, "os.PathLike[str]", int]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
+
+@dataclass(frozen=True)
+class Moment:
+    """A moment of an indexed video as an example (``ID@SECONDS``): the video's image id and a
+    second in it; the video's kept frame nearest to that second stands for it."""
+
+    image_id: int
+    time: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.time) and self.time >= 0):
+            raise QueryError(f"a moment is a second from the start of the video, not {self.time!r}")
+
+    def __str__(self) -> str:
+        return f"{self.image_id}@{self.time:g}"
+
+
+# An example image for few-shot search: a path, the id of an indexed image, or a moment of a video.
+Shot = Union[str, "os.PathLike[str]", int, Moment]  # noqa: UP007 (a runtime alias; X | Y needs 3.10 types)
+
+_MOMENT = re.compile(r"(\d+)@(\d+(?:\.\d*)?|\.\d+)")
 
 
 def parse_threshold(value: str | float | None) -> str | float | None:
@@ -49,10 +69,20 @@ def parse_threshold(value: str | float | None) -> str | float | None:
 
 
 def parse_shot(value: str) -> Shot:
-    """A ``--like``/``--unlike`` value: an existing file, else an image id (digits), else a path to report."""
-    if not os.path.exists(value) and value.isdigit():
+    """A ``--like``/``--unlike`` value: an existing file, else an image id (digits), else a moment of a
+    video (``ID@SECONDS``, e.g. ``12@83.5``), else a path to report."""
+    if os.path.exists(value):
+        return value
+    if value.isdigit():
         return int(value)
-    return value
+    moment = parse_moment(value)
+    return value if moment is None else moment
+
+
+def parse_moment(value: str) -> Moment | None:
+    """``ID@SECONDS`` (``12@83.5``) as a :class:`Moment`; ``None`` when the text is not of that form."""
+    found = _MOMENT.fullmatch(value.strip())
+    return None if found is None else Moment(int(found.group(1)), float(found.group(2)))
 
 
 @dataclass(frozen=True)
@@ -83,15 +113,15 @@ class SearchRequest:
     def __post_init__(self) -> None:
         for name in ("like", "unlike"):
             shots = getattr(self, name)
-            if isinstance(shots, (str, int, os.PathLike)):
+            if isinstance(shots, (str, int, os.PathLike, Moment)):
                 shots = (shots,)
             try:
                 shots = tuple(shots)
             except TypeError:
                 raise QueryError(f"{name} takes image paths or ids, not {type(shots).__name__}") from None
             for shot in shots:
-                if isinstance(shot, bool) or not isinstance(shot, (str, int, np.integer, os.PathLike)):
-                    raise QueryError(f"a {name} example is an image path or id, not {shot!r}")
+                if isinstance(shot, bool) or not isinstance(shot, (str, int, np.integer, os.PathLike, Moment)):
+                    raise QueryError(f"a {name} example is an image path, an id or a moment, not {shot!r}")
             object.__setattr__(self, name, shots)
         for name in ("k", "pool", "rerank_top"):
             value = getattr(self, name)

@@ -1,4 +1,9 @@
-"""Example images of a few-shot search (``like``/``unlike``): their vectors, stored or encoded."""
+"""Example images of a few-shot search (``like``/``unlike``): their vectors, stored or encoded.
+
+An example is a file, the id of an indexed image, or a moment of an indexed video
+(:class:`~searchindex.search.request.Moment`, ``ID@SECONDS``): the embedding of that
+video's kept frame nearest to the second, rather than the video's mean picture.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,29 @@ from ..errors import QueryError
 from ..fileio import INT64_MAX, clamp_int64
 from ..models.session import ModelSession
 from ..store.catalog.database import Catalog
-from .request import Shot
+from ..store.catalog.videos import VideoReader
+from .request import Moment, Shot
 
-__all__ = ["shot_vectors", "unchanged_ids"]
+__all__ = ["moment_vector", "shot_vectors", "unchanged_ids"]
+
+
+def moment_vector(catalog: Catalog, moment: Moment, dim: int, what: str) -> np.ndarray:
+    """The embedding of the kept frame of ``moment``'s video nearest to its second (a second past
+    the end takes the last frame).
+
+    Raises:
+        QueryError: no such image, or an image that is no video (or a video with no frames).
+    """
+    if not 0 <= moment.image_id <= INT64_MAX:
+        raise QueryError(f"no video with id {moment.image_id} in this index ({what} moment {moment})")
+    frames = VideoReader(catalog.read).frames(moment.image_id, dim)
+    if frames is None or not len(frames.times):
+        if catalog.read.embeddings([moment.image_id], dim):
+            raise QueryError(f"image {moment.image_id} is no video: like it as {moment.image_id}, "
+                             f"without @SECONDS ({what} moment {moment})")
+        raise QueryError(f"no video with id {moment.image_id} in this index ({what} moment {moment})")
+    nearest = int(np.argmin(np.abs(frames.times - moment.time)))
+    return np.asarray(frames.vectors[nearest], dtype=np.float32)
 
 
 def unchanged_ids(catalog: Catalog, paths: Sequence[str]) -> dict[str, int]:
@@ -41,14 +66,15 @@ def shot_vectors(catalog: Catalog, models: ModelSession, shots: Sequence[Shot],
     """Embeddings of example images (ids or paths) and the ids of those in the index.
 
     An indexed example (by id, or by a path the index holds for a file unchanged since)
-    uses its stored embedding with no decoding; any other file (one changed since it was
-    indexed too) is decoded and encoded.
+    uses its stored embedding with no decoding; a moment of a video uses its nearest kept
+    frame's; any other file (one changed since it was indexed too) is decoded and encoded.
 
     Raises:
-        QueryError: an id not in the index, or a file that cannot be read or decoded.
+        QueryError: an id not in the index, a moment of no video, or a file that cannot be
+            read or decoded.
     """
     dim = models.dim
-    if isinstance(shots, (str, int, os.PathLike)):
+    if isinstance(shots, (str, int, os.PathLike, Moment)):
         shots = [shots]
     vectors: list[np.ndarray] = []
     ids: list[int] = []
@@ -57,9 +83,13 @@ def shot_vectors(catalog: Catalog, models: ModelSession, shots: Sequence[Shot],
         if not 0 <= i <= INT64_MAX:
             raise QueryError(f"no image with id {i} in this index ({what} example)")
     stored = catalog.read.embeddings(wanted_ids, dim) if wanted_ids else {}
-    paths = [x for x in shots if not isinstance(x, (int, np.integer))]
+    paths = [x for x in shots if not isinstance(x, (int, np.integer, Moment))]
     by_path = unchanged_ids(catalog, [os.fspath(Path(p).expanduser().absolute()) for p in paths])
     for item in shots:
+        if isinstance(item, Moment):  # its video is an example: left out of the results as an image is
+            vectors.append(moment_vector(catalog, item, dim, what))
+            ids.append(item.image_id)
+            continue
         if isinstance(item, (int, np.integer)):
             if int(item) not in stored:
                 raise QueryError(f"no image with id {int(item)} in this index ({what} example)")

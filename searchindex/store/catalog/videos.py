@@ -86,7 +86,8 @@ class VideoReader:
         rows = self._rows("SELECT time, embedding FROM video_frames WHERE image_id = ? ORDER BY time, id",
                           (int(image_id),))
         times = np.array([float(r[0]) for r in rows], dtype=np.float64)
-        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32).reshape(dim) for r in rows])
+        vectors = (np.stack([np.frombuffer(r[1], dtype=np.float32).reshape(dim) for r in rows]) if rows
+                   else np.zeros((0, dim), np.float32))
         return VideoFrames(facts.duration, facts.codec, facts.rotation, times, vectors)
 
     def matrix(self, dim: int) -> FrameMatrix:

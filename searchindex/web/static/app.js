@@ -177,7 +177,7 @@ async function toggle(kind, id, index = 0, fromDetail = false) {
   const other = kind === "like" ? "unlike" : "like";
   s[other] = s[other].filter((x) => x !== id);
   s[kind] = s[kind].includes(id) ? s[kind].filter((x) => x !== id) : [...s[kind], id];
-  if (!hasQuery(s) && kind === "like" && s.like.length) s.image = [s.like[0]];
+  if (!hasQuery(s) && kind === "like" && s.like.length) s.image = [String(parseInt(s.like[0], 10))];  // ID@S: its video
   writeUrl(s);
   await run();
   if (fromDetail && $("#lightbox").open) {
@@ -223,13 +223,16 @@ async function loadConcepts() {
   } catch (err) { status(err.message); }
 }
 
+// A concept keeps image ids: a liked moment (ID@SECONDS) is saved as its video.
+const ids = (list) => [...new Set(list.map((x) => parseInt(x, 10)))];
+
 async function saveConcept(ev) {
   ev.preventDefault();
   const s = readUrl();
   const name = ev.target.elements.name.value.trim();
   if (!name) return;
   try {
-    await postJson("/api/concepts", { name, query: s.q || null, like: s.like.map(Number), unlike: s.unlike.map(Number) });
+    await postJson("/api/concepts", { name, query: s.q || null, like: ids(s.like), unlike: ids(s.unlike) });
     ev.target.reset();
     status(`Saved concept “${name}”.`);
     loadConcepts();

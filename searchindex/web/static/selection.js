@@ -53,7 +53,7 @@ function likeAll(kind) {
   const other = kind === "like" ? "unlike" : "like";
   s[other] = s[other].filter((x) => !ids.includes(x));
   s[kind] = [...s[kind], ...ids.filter((x) => !s[kind].includes(x))];
-  if (!hasQuery(s) && s.like.length) s.image = [s.like[0]];
+  if (!hasQuery(s) && s.like.length) s.image = [String(parseInt(s.like[0], 10))];  // a moment (ID@S): its video
   clearSelection();
   writeUrl(s);
   actions.refresh();

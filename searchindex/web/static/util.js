@@ -12,7 +12,11 @@ export function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-export const thumb = (id, size = 256) => `/api/images/${id}/thumbnail?size=${size}`;
+// An id, or a moment of a video as ID@SECONDS (a liked moment): that second's frame.
+export const thumb = (id, size = 256) => {
+  const [image, t] = String(id).split("@");
+  return `/api/images/${image}/thumbnail?size=${size}` + (t !== undefined ? `&t=${t}` : "");
+};
 
 export const plural = (n, one, many = one + "s") => `${n.toLocaleString()} ${n === 1 ? one : many}`;
 
