@@ -132,6 +132,12 @@ def _user_files(idx: Path) -> dict[str, bytes]:
 def index_with_photos_inside(small_folder: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     """An index whose folder also holds the user's ``photos/`` (indexed) and ``notes.txt``."""
     idx = tmp_path / "idx"
+    _fill_with_photos_inside(idx, small_folder)
+    return idx, _user_files(idx)
+
+
+def _fill_with_photos_inside(idx: Path, small_folder: Path) -> None:
+    """Make ``idx`` an index that also holds the user's ``photos/`` (6 of them, indexed) and ``notes.txt``."""
     Index.create(idx, model="tiny-shapes", device="cpu").close()
     photos = idx / "photos"
     photos.mkdir()
@@ -140,7 +146,6 @@ def index_with_photos_inside(small_folder: Path, tmp_path: Path) -> tuple[Path, 
     (idx / "notes.txt").write_text("mine")
     with Index.open(idx, device="cpu") as index:
         assert index.add_folder(photos, workers=0).indexed == 6
-    return idx, _user_files(idx)
 
 
 @pytest.mark.parametrize("at", ["staged", "marked", "swapped", "carried", "cleaned"])
@@ -226,14 +231,7 @@ def mounted_index(small_folder: Path, tmp_path: Path) -> Iterator[tuple[Path, di
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
-        Index.create(idx, model="tiny-shapes", device="cpu").close()
-        photos = idx / "photos"
-        photos.mkdir()
-        for src in sorted(small_folder.glob("*.png"))[:6]:
-            shutil.copy2(src, photos / src.name)
-        (idx / "notes.txt").write_text("mine")
-        with Index.open(idx, device="cpu") as index:
-            assert index.add_folder(photos, workers=0).indexed == 6
+        _fill_with_photos_inside(idx, small_folder)
         yield idx, _user_files(idx)
     finally:
         subprocess.run(["umount", "-l", str(idx)], check=False)

@@ -21,6 +21,7 @@ from ..models.captioners import Captioner, load_captioner
 from ..models.images import decode_image
 from ..results import CaptionFailure, CaptionProgress, CaptionSummary
 from ..store.catalog.database import Catalog
+from .passes import Batches, unreadable
 
 __all__ = ["caption_catalog", "caption_index"]
 
@@ -68,38 +69,32 @@ def caption_catalog(
     prompt: str | None = None
     captioned, failures = 0, []
     done = 0
-    interrupted = False
-    for start in range(0, len(todo), batch_size):
-        if stop is not None and stop.is_set():
-            interrupted = True
-            break
+    batches = Batches(todo, batch_size, stop)
+    for done, chunk in batches:
         if loaded is None:
             loaded = captioner()
             prompt = loaded.prompt
-        rows = catalog.read.records(todo[start:start + batch_size])
+        rows = catalog.read.records(chunk)
         ids, images = [], []
-        for image_id in todo[start:start + batch_size]:
+        for image_id in chunk:
             row = rows.get(image_id)
             if row is None:  # removed by an index run since the list was read
                 continue
             try:
                 images.append(_read_image(row.path, loaded.image_size))
                 ids.append(image_id)
-            except ImageDecodeError as exc:
-                failures.append(CaptionFailure(row.path, exc.reason))
-            except OSError as exc:
-                failures.append(CaptionFailure(row.path, f"cannot read: {exc.strerror or exc}"))
+            except (ImageDecodeError, OSError) as exc:
+                failures.append(CaptionFailure(row.path, unreadable(exc)))
         texts = loaded.caption(images) if images else []
         if ids:
             catalog.captions.store([(i, model_id, prompt or "", t) for i, t in zip(ids, texts, strict=True)])
         captioned += len(ids)
-        done = min(start + batch_size, len(todo))
         if progress is not None:
             progress(CaptionProgress(done, len(todo), captioned, len(failures)))
     for f in failures:
         log.warning("cannot caption %s: %s", f.path, f.reason)
     return CaptionSummary(model_id, prompt, captioned, len(failures), already, time.perf_counter() - t0,
-                          tuple(failures), interrupted)
+                          tuple(failures), batches.interrupted)
 
 
 def caption_index(

@@ -37,6 +37,7 @@ from ..models.faces import FaceEngine
 from ..models.images import decode_image
 from ..store.catalog.database import Catalog
 from ..store.catalog.faces import FaceRepository, FaceTable, NewFace
+from .passes import Batches, unreadable
 
 __all__ = ["CLUSTER_DISTANCE", "JOIN_DISTANCE", "JOIN_NEIGHBOURS", "MIN_FACES", "face_repository", "find_faces",
            "group_faces", "plan_grouping"]
@@ -101,21 +102,14 @@ def find_faces(
     already = repo.counts()["images_searched"]
     failures: list[FaceFailure] = []
     found = searched = 0
-    interrupted = False
-    for start in range(0, len(todo), batch_size):
-        if stop is not None and stop.is_set():
-            interrupted = True
-            break
+    batches = Batches(todo, batch_size, stop)
+    for done, chunk in batches:
         results: list[tuple[int, str, str, Sequence[NewFace], str | None]] = []
-        for image_id, path, sha in todo[start:start + batch_size]:
+        for image_id, path, sha in chunk:
             try:
                 image = _read(path, engine.detect_side)
-            except ImageDecodeError as exc:
-                failures.append(FaceFailure(path, exc.reason))
-                results.append((image_id, sha, engine.name, [], exc.reason))
-                continue
-            except OSError as exc:
-                reason = f"cannot read: {exc.strerror or exc}"
+            except (ImageDecodeError, OSError) as exc:
+                reason = unreadable(exc)
                 failures.append(FaceFailure(path, reason))
                 results.append((image_id, sha, engine.name, [], reason))
                 continue
@@ -125,12 +119,12 @@ def find_faces(
         found += repo.store(results)
         searched += len(results) - sum(1 for r in results if r[4] is not None)
         if progress is not None:
-            progress(FaceProgress(min(start + batch_size, len(todo)), len(todo), found, len(failures)))
+            progress(FaceProgress(done, len(todo), found, len(failures)))
     for f in failures:
         log.warning("cannot search %s for faces: %s", f.path, f.reason)
-    grouping = group_faces(repo) if group and not interrupted else None
+    grouping = group_faces(repo) if group and not batches.interrupted else None
     return FaceSummary(engine.name, searched, found, len(failures), already, time.perf_counter() - t0, grouping,
-                       tuple(failures), interrupted)
+                       tuple(failures), batches.interrupted)
 
 
 def group_faces(repo: FaceRepository, *, join_distance: float = JOIN_DISTANCE,

@@ -16,6 +16,7 @@ from ..errors import ImageDecodeError
 from ..models.ocr import OcrEngine
 from ..results import CaptionFailure, OcrProgress, OcrSummary, TextLine
 from ..store.catalog.database import Catalog
+from .passes import Batches, unreadable
 
 __all__ = ["ocr_catalog"]
 
@@ -48,14 +49,10 @@ def ocr_catalog(
     loaded: OcrEngine | None = None
     read = with_text = lines = 0
     failures: list[CaptionFailure] = []
-    interrupted = False
-    for start in range(0, len(todo), batch_size):
-        if stop is not None and stop.is_set():
-            interrupted = True
-            break
+    batches = Batches(todo, batch_size, stop)
+    for done, chunk in batches:
         if loaded is None:
             loaded = engine()
-        chunk = todo[start : start + batch_size]
         rows = catalog.read.records(chunk)
         found: dict[int, list[TextLine]] = {}
         for image_id in chunk:
@@ -64,19 +61,17 @@ def ocr_catalog(
                 continue
             try:
                 found[image_id] = loaded.read_file(row.path)
-            except ImageDecodeError as exc:
-                failures.append(CaptionFailure(row.path, exc.reason))
-            except OSError as exc:
-                failures.append(CaptionFailure(row.path, f"cannot read: {exc.strerror or exc}"))
+            except (ImageDecodeError, OSError) as exc:
+                failures.append(CaptionFailure(row.path, unreadable(exc)))
         if found:
             catalog.ocr.store(found, loaded.name)
         read += len(found)
         with_text += sum(1 for v in found.values() if v)
         lines += sum(len(v) for v in found.values())
         if progress is not None:
-            progress(OcrProgress(min(start + batch_size, len(todo)), len(todo), with_text, len(failures)))
+            progress(OcrProgress(done, len(todo), with_text, len(failures)))
     for f in failures:
         log.warning("cannot read the text of %s: %s", f.path, f.reason)
     reader = loaded.name if loaded is not None else ""
     return OcrSummary(reader, read, with_text, lines, len(failures), already, time.perf_counter() - t0,
-                      tuple(failures), interrupted)
+                      tuple(failures), batches.interrupted)
