@@ -47,18 +47,19 @@ def test_page_offers_new_photos_and_keeps_its_place(served: tuple[str, Path, lis
             page.goto(f"{url}/?q=a+shape&threshold=none")  # 60 tiles: the ranking, not the cutoff
             page.wait_for_selector("#grid .tile >> nth=59")
             page.evaluate("window.scrollTo(0, 900)")
-            page.wait_for_function("Math.abs(window.scrollY - 900) < 2")
+            page.wait_for_function("() => Math.abs(window.scrollY - 900) < 2")
             assert page.locator("#watch-notice").count() == 0
             time.sleep(1.0)  # the watch's start scan
             for f in spare[:2]:
                 shutil.copy(f, folder / f"new-{f.name}")
             notice = page.locator("#watch-notice")
             notice.wait_for(state="visible")
-            page.wait_for_function("document.querySelector('#watch-notice').textContent.startsWith('2 new photos')")
+            page.wait_for_function(
+                "() => document.querySelector('#watch-notice').textContent.startsWith('2 new photos')")
             notice.click()
             page.wait_for_load_state("load")
             page.wait_for_selector("#grid .tile >> nth=59")
-            page.wait_for_function("Math.abs(window.scrollY - 900) < 2")  # back where it was
+            page.wait_for_function("() => Math.abs(window.scrollY - 900) < 2")  # back where it was
             assert "q=a+shape" in page.url
             assert page.locator("#watch-notice").count() == 0  # the new ones are counted in now
         except BaseException:
