@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="engine threads (the 2-core reference)")
     ap.add_argument("--lang", default="ko,en")
     ap.add_argument("--seed", type=int, default=23)
+    ap.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help="the text detector's")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="do not also run the fp32 detector on the same photos (alternating) for the ratio")
     ap.add_argument("--photos", "--index-count", dest="photos", type=int, default=0,
                     help="also time a first index + ocr of this many photos (half with text)")
     args = ap.parse_args()
@@ -64,30 +67,42 @@ def main() -> None:
         folder.mkdir()
         photos = make_photos(folder, args.count, args.seed)
         t0 = time.perf_counter()
-        engine = OcrEngine(args.lang, threads=args.threads)
-        engine.read_file(photos[0][0])  # loads the models: not a per-photo cost
+        engine = OcrEngine(args.lang, threads=args.threads, precision=args.precision)
+        engine.read_file(photos[0][0])  # prepares (first time on a machine) and loads the models
         load_s = time.perf_counter() - t0
-        times: dict[bool, list[float]] = {True: [], False: []}
-        cpu: dict[bool, list[float]] = {True: [], False: []}
-        lines = {True: 0, False: 0}
-        for path, has_text in photos:
-            t, c = time.perf_counter(), time.process_time()
-            found = engine.read_file(path)
-            times[has_text].append(time.perf_counter() - t)
-            cpu[has_text].append(time.process_time() - c)
-            lines[has_text] += len(found)
+        engines = {engine.precision: engine}
+        if args.baseline and engine.precision != "fp32":
+            engines["fp32"] = OcrEngine(args.lang, threads=args.threads, precision="fp32")
+            engines["fp32"].read_file(photos[0][0])
+        times = {p: {True: [], False: []} for p in engines}
+        cpu = {p: {True: [], False: []} for p in engines}
+        lines = {p: {True: 0, False: 0} for p in engines}
+        for n, (path, has_text) in enumerate(photos):
+            # Alternate which engine reads a photo first, so that neither always finds it in the page cache.
+            for precision in sorted(engines, reverse=bool(n % 2)):
+                t, c = time.perf_counter(), time.process_time()
+                found = engines[precision].read_file(path)
+                times[precision][has_text].append(time.perf_counter() - t)
+                cpu[precision][has_text].append(time.process_time() - c)
+                lines[precision][has_text] += len(found)
         result: dict[str, object] = {
-            "photos_per_kind": args.count, "threads": args.threads, "langs": args.lang,
-            "s_per_photo_with_text": round(statistics.median(times[True]), 3),
-            "s_per_photo_without_text": round(statistics.median(times[False]), 3),
-            "cpu_s_per_photo_with_text": round(statistics.median(cpu[True]), 3),
-            "cpu_s_per_photo_without_text": round(statistics.median(cpu[False]), 3),
-            "lines_with_text": lines[True], "lines_without_text": lines[False],
-            "first_read_with_model_load_s": round(load_s, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "load_average": os.getloadavg()[0], "engines": engine_versions(),
-        }
-        engine.close()
+            "photos_per_kind": args.count, "threads": args.threads, "langs": args.lang, "detector": engine.precision,
+            "first_read_with_model_load_s": round(load_s, 2)}
+        for precision in engines:
+            result[precision] = {
+                "s_per_photo_with_text": round(statistics.median(times[precision][True]), 3),
+                "s_per_photo_without_text": round(statistics.median(times[precision][False]), 3),
+                "cpu_s_per_photo_with_text": round(statistics.median(cpu[precision][True]), 3),
+                "cpu_s_per_photo_without_text": round(statistics.median(cpu[precision][False]), 3),
+                "lines_with_text": lines[precision][True], "lines_without_text": lines[precision][False]}
+        if len(engines) > 1:
+            result["fp32_over_" + engine.precision] = {
+                kind: round(statistics.median(times["fp32"][has]) / statistics.median(times[engine.precision][has]), 2)
+                for kind, has in (("with_text", True), ("without_text", False))}
+        result.update(peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      load_average=os.getloadavg()[0], engines=engine_versions())
+        for each in engines.values():
+            each.close()
         if args.photos:
             from searchindex import Index
 
@@ -99,7 +114,7 @@ def main() -> None:
                 idx.add_folder(many)
                 index_s, index_cpu = time.perf_counter() - t, time.process_time() - c
                 t, c = time.perf_counter(), time.process_time()
-                summary = idx.ocr(args.lang, threads=args.threads)
+                summary = idx.ocr(args.lang, threads=args.threads, precision=args.precision)
                 ocr_s, ocr_cpu = time.perf_counter() - t, time.process_time() - c
             result["index_time"] = {"photos": summary.read, "index_s": round(index_s, 1), "ocr_s": round(ocr_s, 1),
                                     "index_cpu_s": round(index_cpu, 1), "ocr_cpu_s": round(ocr_cpu, 1),

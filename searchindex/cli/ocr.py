@@ -25,18 +25,23 @@ def check_languages(langs: str) -> str:
         raise click.BadParameter(str(exc), param_hint="--lang") from None
 
 
-def run_ocr(idx: object, langs: str, stop: object, batch_size: int = 8, threads: int | None = None) -> OcrSummary:
+def run_ocr(idx: object, langs: str, stop: object, batch_size: int = 8, threads: int | None = None,
+            precision: str = "auto") -> OcrSummary:
     """Read the unread images of ``idx`` with a progress bar (shared by ``ocr`` and ``index --ocr``)."""
     from ..index.facade import Index
+    from ..models.ocrint8 import default_det_precision, int8_detector_state
 
     assert isinstance(idx, Index)
+    int8 = (default_det_precision() if precision == "auto" else precision) == "int8"
+    if int8 and idx.ocr_counts()["read"] < idx.catalog.read.image_count() and int8_detector_state() == "missing":
+        click.echo("Preparing the int8 text detector for this machine (once, about 20 s)...", err=True)
     with progress_bar("reading text") as bar:
         def show(p: OcrProgress) -> None:
             bar(CaptionProgress(p.done, p.total, p.with_text, p.failed))
 
         update: Callable[[OcrProgress], None] = show
         return idx.ocr(langs, batch_size=batch_size, progress=update, stop=stop,  # type: ignore[arg-type]
-                       threads=threads)
+                       threads=threads, precision=precision)
 
 
 def print_ocr_summary(summary: OcrSummary) -> None:
@@ -55,9 +60,12 @@ def print_ocr_summary(summary: OcrSummary) -> None:
               help="Images per catalog commit.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Threads for the OCR engines. Default: the CPU cores, at most 4.")
+@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True,
+              help="The text detector's: auto is int8 on x86 CPUs (prepared and checked once per machine), "
+                   "else fp32.")
 @click.option("--redo", is_flag=True, help="Forget the text read before and read every image again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def ocr(index_path: Path | None, langs: str, batch_size: int, threads: int | None, redo: bool,
+def ocr(index_path: Path | None, langs: str, batch_size: int, threads: int | None, precision: str, redo: bool,
         as_json: bool) -> None:
     """Read the text in every indexed image not read yet (signs, screenshots, receipts, pages).
 
@@ -74,7 +82,7 @@ def ocr(index_path: Path | None, langs: str, batch_size: int, threads: int | Non
     with open_index(index_path) as idx, stop_on_sigint() as stop:
         if redo:
             idx.forget_ocr()
-        summary = run_ocr(idx, langs, stop, batch_size=batch_size, threads=threads)
+        summary = run_ocr(idx, langs, stop, batch_size=batch_size, threads=threads, precision=precision)
     if as_json:
         click.echo(json.dumps({**summary.to_dict(), "index": str(resolve_index_path(index_path))}))
     else:

@@ -21,7 +21,8 @@ class Reading(IndexState):
 
     def ocr(self, langs: str | Sequence[str] | None = None, *, engine: OcrEngine | None = None,
             batch_size: int = 8, progress: Callable[[OcrProgress], None] | None = None,
-            stop: threading.Event | None = None, threads: int | None = None) -> OcrSummary:
+            stop: threading.Event | None = None, threads: int | None = None,
+            precision: str = "auto") -> OcrSummary:
         """Read the text in every indexed image not read yet (signs, screenshots, receipts, pages),
         offline, and make it searchable: keyword and hybrid search then find an image by a word
         written in it.  Each batch is committed at once, so an interrupted run resumes.
@@ -29,19 +30,24 @@ class Reading(IndexState):
         ``langs``: ``"en"``, ``"ko"`` or both (``"ko,en"``, the default); ``engine``: a loaded
         :class:`~searchindex.models.ocr.OcrEngine` (``langs`` and ``threads`` are then its own).
         The languages are recorded: a watch (:meth:`watch`) reads the images it adds in them.
+        ``precision``: the text detector's, ``auto`` (int8 on x86 CPUs, prepared and checked once per
+        machine), ``int8`` or ``fp32``.
 
         Raises:
             MissingExtraError (``searchindex[ocr]``), ModelError (Tesseract's Korean data missing),
-            ValueError (an unknown language), IndexLockedError, IndexWriteError.
+            ValueError (an unknown language or precision), IndexLockedError, IndexWriteError.
         """
         from ..enrich.ocr import ocr_catalog
         from ..models.ocr import OcrEngine, parse_languages
+        from ..models.ocrint8 import DET_PRECISIONS
         from .following import record_ocr_choice
 
         codes = engine.langs if engine is not None else parse_languages(langs)  # a bad language fails here
+        if precision not in DET_PRECISIONS:
+            raise ValueError(f"unknown text detector precision {precision!r}: choose from {', '.join(DET_PRECISIONS)}")
 
         def load() -> OcrEngine:
-            return engine if engine is not None else OcrEngine(codes, threads=threads)
+            return engine if engine is not None else OcrEngine(codes, threads=threads, precision=precision)
 
         with self._writing():
             summary = ocr_catalog(self.catalog, load, batch_size=batch_size, progress=progress, stop=stop)

@@ -13,8 +13,9 @@ Orientation.  Detection finds lines at any angle; a line crop taller than it is 
 quarter turn before recognition, and PP-OCR's direction classifier turns upside-down crops
 upright, so text at 0, 90, 180 and 270 degrees is read without running the detector four times.
 
-Cost.  Detection is most of it (on a photo with text, the detector's passes were three quarters of
-the CPU time; recognition of a few lines, Tesseract's re-reads and decoding share the rest).  A
+Cost.  Detection is most of it (on a photo with text, the fp32 detector's passes were three quarters
+of the CPU time; recognition of a few lines, Tesseract's re-reads and decoding share the rest), so
+on x86 the detector runs in int8 (:mod:`.ocrint8`: quantised and checked once per machine).  A
 file is first decoded small (JPEG draft mode: an eighth of a 12 MP photo, straight from the DCT)
 for a probe: one detector pass at :attr:`OcrEngine.probe_side` pixels.  A photo in which the probe
 finds no text region costs that small decode and that pass and nothing else.  Otherwise the photo
@@ -39,6 +40,7 @@ from PIL import Image
 
 from ..errors import MissingExtraError, ModelError
 from ..results import TextLine
+from .ocrint8 import DET_PRECISIONS, default_det_precision, int8_detector, shipped_detector
 
 __all__ = ["OCR_LANGUAGES", "RAPIDOCR_VERSION", "OcrEngine", "OcrLine", "engine_versions", "parse_languages"]
 
@@ -152,15 +154,21 @@ class OcrEngine:
         probe_side: a first detector pass at this long side decides whether the image has any text
             region at all (0: no probe); an image without one costs only this pass.
         min_confidence: lines read less confidently than this are dropped.
+        precision: the text detector's: ``int8`` (about three times faster on x86; prepared and checked
+            against fp32 once per machine, fp32 when that check fails), ``fp32``, or ``auto`` (int8 on
+            x86 CPUs, else fp32).
 
     Raises:
         MissingExtraError: rapidocr (``searchindex[ocr]``) or, for Korean, tesserocr is missing.
         ModelError: Tesseract's language data for a requested language is not installed.
+        ValueError: an unknown language or precision.
     """
 
     def __init__(self, langs: Sequence[str] | str | None = None, *, threads: int | None = None,
                  max_side: int = 1600, det_side: int = 736, probe_side: int = 352,
-                 min_confidence: float = 0.5) -> None:
+                 min_confidence: float = 0.5, precision: str = "auto") -> None:
+        if precision not in DET_PRECISIONS:
+            raise ValueError(f"unknown text detector precision {precision!r}: choose from {', '.join(DET_PRECISIONS)}")
         self.langs = parse_languages(langs)
         self.threads = threads or min(os.cpu_count() or 1, 4)
         self.max_side = max_side
@@ -174,8 +182,23 @@ class OcrEngine:
             raise MissingExtraError("reading text in photos needs rapidocr", extra="ocr") from None
         # Logging through rapidocr's own colour logger at INFO for every model load is noise here.
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        # The detector file is named here, not left to rapidocr, so that the one quantised is the one
+        # the fp32 path reads (and so that a wheel without it fails here rather than downloading).
+        source = shipped_detector()
+        if source is None:
+            raise ModelError(f"rapidocr's wheel has no text detector here: pip install rapidocr=={RAPIDOCR_VERSION}")
+        #: The detector's precision in use: ``int8`` (prepared once per machine, see
+        #: :mod:`searchindex.models.ocrint8`) or ``fp32`` (asked for, not x86, or the int8 one was rejected).
+        self.precision = "fp32"
+        detector = source
+        if (default_det_precision() if precision == "auto" else precision) == "int8":
+            made = int8_detector(source, sides=(det_side, probe_side) if probe_side > 0 else (det_side,),
+                                 threads=self.threads)
+            if made is not None:
+                detector, self.precision = made[0], "int8"
         self._rapid = RapidOCR(params={
             "Global.log_level": "error",
+            "Det.model_path": str(detector),
             "Global.text_score": 0.0,
             "Global.max_side_len": max(max_side, det_side),
             "Det.limit_type": "max",
@@ -202,7 +225,8 @@ class OcrEngine:
     @property
     def name(self) -> str:
         """What the catalog records as the reader of each line set: engines and languages."""
-        return f"rapidocr-{RAPIDOCR_VERSION}+tesseract:{','.join(self.langs)}"
+        det = "-int8" if self.precision == "int8" else ""
+        return f"rapidocr-{RAPIDOCR_VERSION}{det}+tesseract:{','.join(self.langs)}"
 
     def close(self) -> None:
         """Free Tesseract's handle (the ONNX sessions go with the object)."""
