@@ -141,7 +141,6 @@ def text_scenes(seed: int, count: int, size: tuple[int, int] = (736, 552),
             dark = rng.random() < 0.3
             paper = tuple(int(c) for c in (rng.integers(0, 70, 3) if dark else rng.integers(170, 256, 3)))
             ink = tuple(int(c) for c in (rng.integers(190, 256, 3) if dark else rng.integers(0, 80, 3)))
-            shown += lines
             widths = [int(draw.textlength(line, font=font)) for line in lines]
             panel = Image.new("RGB", (max(widths) + px, int(px * 1.4) * len(lines) + px // 2), paper)
             pdraw = ImageDraw.Draw(panel)
@@ -150,6 +149,7 @@ def text_scenes(seed: int, count: int, size: tuple[int, int] = (736, 552),
             panel = panel.rotate(int(rng.choice([0, 0, 0, 90, 180, 270])), expand=True)
             if panel.width < w and panel.height < h:
                 img.paste(panel, (int(rng.integers(0, w - panel.width)), int(rng.integers(0, h - panel.height))))
+                shown += lines
         grain = rng.normal(0, 5, (h, w, 3))
         arr = np.clip(np.asarray(img, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
         out.append(np.ascontiguousarray(arr[:, :, ::-1]))
