@@ -118,3 +118,36 @@ def test_int8_reads_as_well_as_fp32_on_scenes_it_was_not_calibrated_on(count: in
     assert fp32 >= 0.75
     assert int8 >= fp32 - 0.05, (int8, fp32)
 
+
+
+@pytest.mark.skipif(not X86, reason="auto means fp32 off x86")
+def test_cli_says_when_it_prepares_the_detector_and_takes_fp32(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from searchindex import Index
+    from searchindex.cli import cli
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shown: list[list[str]] = []
+    for n, scene in enumerate(ocrint8.text_scenes(2611, 2, written=shown)):
+        Image.fromarray(scene[:, :, ::-1]).save(folder / f"scene-{n}.jpg", quality=92)
+    index = tmp_path / "idx"
+    with Index.create(index, model="tiny-shapes", device="cpu") as idx:
+        idx.add_folder(folder)
+    monkeypatch.setenv("SEARCHINDEX_CACHE", str(tmp_path / "cache"))  # a machine that has none yet
+    runner = CliRunner()
+    fp32 = runner.invoke(cli, ["ocr", "--index", str(index), "--lang", "en", "--precision", "fp32", "--json"])
+    assert fp32.exit_code == 0, fp32.output
+    assert json.loads(fp32.stdout)["reader"] == "rapidocr-3.10.0+tesseract:en"
+    assert "Preparing" not in fp32.stderr and not (tmp_path / "cache" / "ocr").exists()
+    int8 = runner.invoke(cli, ["ocr", "--index", str(index), "--lang", "en", "--redo", "--json"])
+    assert int8.exit_code == 0, int8.output
+    assert "Preparing the int8 text detector" in int8.stderr
+    summary = json.loads(int8.stdout)
+    assert summary["reader"] == "rapidocr-3.10.0-int8+tesseract:en" and summary["with_text"] >= 1
+    again = runner.invoke(cli, ["ocr", "--index", str(index), "--lang", "en", "--redo", "--json"])
+    assert again.exit_code == 0 and "Preparing" not in again.stderr
+    bad = runner.invoke(cli, ["ocr", "--index", str(index), "--precision", "int4"])
+    assert bad.exit_code == 2 and "int4" in bad.output

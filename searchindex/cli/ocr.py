@@ -33,7 +33,7 @@ def run_ocr(idx: object, langs: str, stop: object, batch_size: int = 8, threads:
 
     assert isinstance(idx, Index)
     int8 = (default_det_precision() if precision == "auto" else precision) == "int8"
-    if int8 and idx.ocr_counts()["read"] < idx.catalog.read.image_count() and int8_detector_state() == "missing":
+    if int8 and idx.ocr_counts()["read"] < idx.count() and int8_detector_state() == "missing":
         click.echo("Preparing the int8 text detector for this machine (once, about 20 s)...", err=True)
     with progress_bar("reading text") as bar:
         def show(p: OcrProgress) -> None:
