@@ -151,3 +151,18 @@ def test_cli_says_when_it_prepares_the_detector_and_takes_fp32(tmp_path: Path,
     assert again.exit_code == 0 and "Preparing" not in again.stderr
     bad = runner.invoke(cli, ["ocr", "--index", str(index), "--precision", "int4"])
     assert bad.exit_code == 2 and "int4" in bad.output
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_real_pictures_a_scanned_page_is_read_and_photos_gain_no_text(precision: str) -> None:
+    """Pictures nobody generated (scikit-image's and matplotlib's sample data): a scanned book page, the
+    name tag on Grace Hopper's uniform, and photos of a person, a cup, a cat, a rocket and a camera man
+    in which there is nothing to read."""
+    data = pytest.importorskip("skimage").data_dir
+    hopper = Path(pytest.importorskip("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    engine = OcrEngine("ko,en", threads=2, precision=precision)
+    page = " ".join(ln.text for ln in engine.read_file(Path(data) / "page.png")).lower()
+    assert "region-based segmentation" in page and "markers" in page
+    assert "hopper" in " ".join(ln.text for ln in engine.read_file(hopper)).lower()
+    for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "camera.png"):
+        assert engine.read_file(Path(data) / name) == [], name
