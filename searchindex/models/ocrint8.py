@@ -8,7 +8,8 @@ shipped in the ``rapidocr`` wheel is quantised here, statically:
 * the graph is converted to opset 13 (per-channel weight scales need it);
 * each convolution's weights get one scale per output channel, and each activation one fixed
   range, taken from the detector's own activations on :func:`text_scenes` (photo-like scenes
-  with lines of text at many sizes and all four turns, and some without text; a seeded
+  with lines of text at many sizes and all four turns, and some with regular clutter and no
+  text -- coins, bricks, bars -- which a detector may take for text; a seeded
   generator of this module, not the test images), at the 99.999th percentile so that a rare
   extreme value does not widen the range for every pixel;
 * the result is checked against the fp32 detector on other scenes (another seed), at the
@@ -47,7 +48,7 @@ __all__ = ["DET_INT8_MIN_KEPT", "DET_PRECISIONS", "default_det_precision", "int8
 log = logging.getLogger(__name__)
 
 #: Bump when the recipe changes (scenes, calibration, check): files prepared before are then ignored.
-_FORMAT = 1
+_FORMAT = 2  # 2: textured scenes without text in the calibration
 #: The check's threshold: the share of the fp32 detector's text regions in the check scenes that the
 #: int8 one finds too.
 DET_INT8_MIN_KEPT = 0.95
@@ -104,9 +105,32 @@ def _font(path: str | None, px: int) -> Any:
         return ImageFont.load_default()
 
 
+def _texture(draw: Any, rng: np.random.Generator, w: int, h: int) -> None:
+    """Regular clutter with no text in it, for the scenes without text: a heap of rimmed discs (coins,
+    pebbles), a wall of bricks, or a fence of thin bars -- the patterns a detector may take for text."""
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        for _ in range(int(rng.integers(40, 120))):
+            x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(8, 40))
+            grey = int(rng.integers(60, 230))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=(grey, grey, grey - 20),
+                         outline=(grey // 3,) * 3, width=max(1, r // 8))
+    elif kind == 1:
+        bw, bh = int(rng.integers(30, 90)), int(rng.integers(12, 30))
+        for row, y in enumerate(range(0, h, bh)):
+            for x in range(-(bw // 2) * (row % 2), w, bw):
+                red = int(rng.integers(120, 200))
+                draw.rectangle((x, y, x + bw - 3, y + bh - 3), fill=(red, red // 2, red // 3))
+    else:
+        gap = int(rng.integers(6, 24))
+        for x in range(0, w, gap):
+            draw.line((x, 0, x + int(rng.integers(-20, 20)), h), fill=(40, 40, 40), width=max(1, gap // 4))
+
+
 def text_scenes(seed: int, count: int, size: tuple[int, int] = (736, 552),
                 written: list[list[str]] | None = None) -> list[np.ndarray]:
-    """``count`` seeded photo-like scenes (BGR ``uint8``), three in four with a few panels of text.
+    """``count`` seeded photo-like scenes (BGR ``uint8``), three in four with a few panels of text and
+    the fourth with regular clutter (:func:`_texture`) instead.
 
     Each scene: a smooth colour field with a few shapes and sensor grain; on it one to four
     panels (sign, paper or screen colours) of Latin or, where a Hangul font exists, Korean text,
@@ -130,6 +154,8 @@ def text_scenes(seed: int, count: int, size: tuple[int, int] = (736, 552),
             box = (x - r, y - r // 2, x + r, y + r // 2)
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
             (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        if n % 4 == 3:
+            _texture(draw, np.random.default_rng((seed, n)), w, h)
         for _ in range(int(rng.integers(1, 5)) if n % 4 != 3 else 0):
             korean = bool(hangul) and rng.random() < 0.4
             words = _HANGUL_WORDS if korean else _LATIN_WORDS
