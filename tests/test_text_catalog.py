@@ -139,3 +139,47 @@ def test_reindex_carries_captions_over_by_content(small_folder: Path, tmp_path: 
         new_id = _ids_by_name(index)[first]
         assert index.catalog.read.captions([new_id])[new_id] == [("blip", "a blue square")]
         assert [i for i, _ in index.catalog.read.text_search("blue square", 3)][0] == new_id
+
+
+def test_korean_names_and_keywords_match_inside_runs(small_folder: Path, tmp_path: Path) -> None:
+    """Written without spaces or with particles attached, a Korean word is found by itself, in a
+    file name, a sidecar note and through search() alike (schema 13: character bigrams); unicode61
+    alone made one token of each run and found none of them."""
+    target = sorted(small_folder.glob("*.png"))[2]
+    target.rename(small_folder / "부산역에서_가족사진.png")
+    (small_folder / sorted(p.name for p in small_folder.glob("*.png"))[5]).with_suffix(".txt").write_text(
+        "할머니의 생신 잔치, 서울역에서", encoding="utf-8")
+    with _index(small_folder, tmp_path) as index:
+        by_name = _ids_by_name(index)
+        named = by_name["부산역에서_가족사진.png"]
+        noted_name = next(name for name in by_name if name != "부산역에서_가족사진.png"
+                          and (small_folder / name).with_suffix(".txt").is_file())
+        noted = by_name[noted_name]
+        for query, wanted in (("부산역", named), ("가족", named), ("서울역", noted), ("할머니", noted),
+                              ("생신 할머니", noted), ("서울역 잔치", noted)):
+            hits = index.catalog.read.text_search(query, limit=5)
+            assert hits and hits[0][0] == wanted, (query, hits)
+        assert index.catalog.read.text_search("대구역", limit=5) == []
+        found = index.search("서울역", mode="text", k=3)
+        assert found and Path(found[0].path).name == noted_name
+        latin = index.catalog.read.text_search("png", limit=100)
+        assert len(latin) == len(by_name)  # Latin words are still whole terms
+
+
+def test_schema_13_rewrites_an_older_text_index_in_bigrams(small_folder: Path, tmp_path: Path) -> None:
+    """An index whose text_fts holds a Korean run whole (as schema 12 wrote it) is rewritten when opened."""
+    target = sorted(small_folder.glob("*.png"))[1]
+    target.rename(small_folder / "제주도여행.png")
+    with _index(small_folder, tmp_path) as index:
+        wanted = _ids_by_name(index)["제주도여행.png"]
+    db = sqlite3.connect(tmp_path / "idx" / CATALOG_FILE)
+    with db:  # back to what schema 12 stored: the run as one token
+        db.execute("UPDATE text_fts SET name = '제주도여행.png' WHERE rowid = ?", (wanted,))
+        db.execute("UPDATE meta SET value = '12' WHERE key = 'schema_version'")
+        db.execute("DELETE FROM schema_history WHERE version = 13")
+    assert db.execute("SELECT rowid FROM text_fts WHERE text_fts MATCH '\"제주\"'").fetchall() == []
+    db.close()
+    with Index.open(tmp_path / "idx") as index:
+        assert index.info().schema_version == 13
+        hits = index.catalog.read.text_search("제주도", limit=3)
+        assert hits and hits[0][0] == wanted

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...cjk import index_form, is_cjk
 from ...errors import IndexCorruptError, IndexSchemaError
 from .ocrindex import add_ocr_tables
 from .sqlite import chunks
@@ -113,6 +114,7 @@ def refresh_text_index(execute: Callable[[str, dict[str, Any]], Any], ids: Seque
     if ids is None:
         execute("DELETE FROM text_fts", {})
         execute(fill, {})
+        _split_cjk(execute, "", {})
         return
     ids = [int(i) for i in ids]
     for chunk in chunks(ids):
@@ -120,6 +122,19 @@ def refresh_text_index(execute: Callable[[str, dict[str, Any]], Any], ids: Seque
         where = ", ".join(f":{k}" for k in params)
         execute(f"DELETE FROM text_fts WHERE rowid IN ({where})", params)
         execute(f"{fill} WHERE i.id IN ({where})", params)
+        _split_cjk(execute, f" WHERE rowid IN ({where})", params)
+
+
+def _split_cjk(execute: Callable[[str, dict[str, Any]], Any], where: str, params: dict[str, Any]) -> None:
+    """Rewrite the rows just filled whose name, keywords or captions hold Korean, Chinese or Japanese
+    in :func:`searchindex.cjk.index_form` (overlapping character bigrams), as the text read in photos
+    is: a word then matches inside a run written without spaces or with particles attached."""
+    rows = execute(f"SELECT rowid, name, keywords, captions FROM text_fts{where}", params).fetchall()
+    for rowid, *columns in rows:
+        if any(c and is_cjk(c) for c in columns):
+            name, keywords, captions = (index_form(c) if c else c for c in columns)
+            execute("UPDATE text_fts SET name = :name, keywords = :keywords, captions = :captions WHERE rowid = :id",
+                    {"name": name, "keywords": keywords, "captions": captions, "id": int(rowid)})
 
 
 def _text_search(db: sqlite3.Connection) -> None:
@@ -214,6 +229,12 @@ def _user_tags(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE image_tags ADD COLUMN by_user INTEGER DEFAULT '0' NOT NULL")
 
 
+def _cjk_text_index(db: sqlite3.Connection) -> None:
+    """v13: file names, keywords and captions in Korean, Chinese or Japanese are indexed as character
+    bigrams (schema 11 did so for the text read in photos): the full-text index is written again."""
+    refresh_text_index(db.execute, None)
+
+
 def _schema_history(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_history ("
@@ -234,6 +255,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "videos", _videos),
     Migration(11, "ocr", add_ocr_tables),
     Migration(12, "user_tags", _user_tags),
+    Migration(13, "cjk_text_index", _cjk_text_index),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 1
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ...cjk import fts_terms
+from ...cjk import fts_terms, is_cjk
 from ...errors import NotFoundError
 from ...results import Concept, FailureRecord
 from .featurereads import FeatureReads
@@ -330,8 +330,9 @@ class CatalogReader(FeatureReads):
         images with any of them follow.  ``ids`` restricts the results (filters).
         """
         raw = list(dict.fromkeys(w.lower() for w in _WORD_RE.findall(query)))
-        words = [f'"{w}"' for w in raw]
-        # Text read in photos is indexed as CJK bigrams (searchindex.cjk): its query is split the same way.
+        # Korean, Chinese and Japanese are indexed as character bigrams (searchindex.cjk), in both tables:
+        # such a query word is split the same way.  Other words stay one quoted term.
+        words = ["(" + " ".join(fts_terms(w)) + ")" if is_cjk(w) else f'"{w}"' for w in raw]
         ocr_words = ["(" + " ".join(terms) + ")" for terms in map(fts_terms, raw) if terms]
         if not words or limit <= 0:
             return []
