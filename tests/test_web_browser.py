@@ -295,10 +295,13 @@ def test_keyboard_grid_is_one_tab_stop_and_focus_stays_after_like(page: Any, tmp
         page.keyboard.press("l")
         page.wait_for_url("**like=**")
         page.wait_for_function(f"() => document.activeElement.dataset.index === '{at}'")
+        # The liked search's results may still be on their way: once they arrive, that new result set
+        # scrolls to the top by design, so the scroll below waits for them (it raced them before).
+        page.wait_for_load_state("networkidle")
+        page.wait_for_function(f"() => document.activeElement.dataset.index === '{at}'")
         # A new result set ("m": more like this) starts at the top, focus on its first tile.
         page.focus("#grid .tile[data-index='20']")
-        page.evaluate("window.scrollTo(0, 3000)")
-        page.wait_for_function("() => window.scrollY > 200")
+        page.wait_for_function("() => { window.scrollTo(0, 3000); return window.scrollY > 200; }")
         page.keyboard.press("m")
         page.wait_for_url("**image=**")
         page.wait_for_function("() => document.activeElement.dataset && document.activeElement.dataset.index === '0'")
