@@ -17,6 +17,7 @@ from open_clip.transformer import VisionTransformer
 from PIL import Image
 
 from searchindex import ModelError
+from searchindex.defaults import DEFAULT_CPU_PRECISION
 from searchindex.models import encoders
 from searchindex.models import int8 as int8_tower
 from searchindex.models import onnx as onnxmodels
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 onnx_extra = pytest.mark.skipif(not onnxmodels.onnx_available(export=True),
                                 reason="needs the onnx extra (onnxruntime, onnx)")
-int8_default = pytest.mark.skipif(encoders.DEFAULT_CPU_PRECISION != "int8",
+int8_default = pytest.mark.skipif(DEFAULT_CPU_PRECISION != "int8",
                                   reason="int8 is the default on x86 CPUs only")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..defaults import PRECISIONS
+from ..defaults import DEFAULT_CPU_PRECISION, PRECISIONS
 from ..errors import ModelError, WeightsUnavailableError
 from .pixels import PixelSpec
 from .spec import (
@@ -72,17 +72,16 @@ def _cuda_possible() -> bool:
     return True
 
 
-
-# What `auto` means on a CPU: int8 -- every matrix multiply of the image tower by a
-# weight, attention projections included, with per-channel int8 weights and per-token
-# int8 activations, under ONNX Runtime (searchindex.models.quantize; needs the onnx extra,
-# else fp32).  Per-token ranges keep an image's vector independent of its batch mates.
+# What `auto` means on a CPU (searchindex.defaults.DEFAULT_CPU_PRECISION): int8 on x86 -- every
+# matrix multiply of the image tower by a weight, attention projections included, with
+# per-channel int8 weights and per-token int8 activations, under ONNX Runtime
+# (searchindex.models.quantize; needs the onnx extra, else fp32).  Per-token ranges keep an
+# image's vector independent of its batch mates.
 # The int8 tower is prepared once per model and machine -- exported, quantised and
 # checked against fp32 on probe scenes (INT8_MIN_COSINE) -- and kept in the shared model
 # cache; later runs load only that file (no torch, no open_clip; see .backends).  A model
 # whose int8 vectors drift is recorded as rejected and encoded in fp32.  Figures:
 # docs/peers.md.  Measured on x86 only; elsewhere (e.g. ARM) auto keeps fp32.
-DEFAULT_CPU_PRECISION = "int8" if platform.machine().lower() in ("x86_64", "amd64") else "fp32"
 INT8_MIN_COSINE = 0.99  # the quality guard's threshold (mean cosine against fp32 on probe scenes)
 #: Images per encoder call: bigger calls fault in more memory and run slower per image.  ViT-B-32-256
 #: int8 under ONNX Runtime, 2 cores, per image: 31 ms at 1, 25 at 4, 23 at 8, 24 at 16, 28 at 32;

@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..defaults import DEFAULT_CPU_PRECISION
 from .cache import cache_root, package_version, write_atomic
 
 __all__ = ["DET_INT8_MIN_KEPT", "DET_PRECISIONS", "default_det_precision", "int8_detector", "int8_detector_state",
@@ -77,8 +77,9 @@ _HANGUL_FONTS = (f"{_NANUM}/NanumGothic.ttf", f"{_NANUM}/NanumMyeongjo.ttf",
 
 
 def default_det_precision() -> str:
-    """What ``auto`` means: int8 on x86 CPUs (where ONNX Runtime's int8 convolutions are fast), else fp32."""
-    return "int8" if platform.machine().lower() in ("x86_64", "amd64") else "fp32"
+    """What ``auto`` means: :data:`searchindex.defaults.DEFAULT_CPU_PRECISION` (int8 on x86, else fp32),
+    as for the CLIP image towers."""
+    return DEFAULT_CPU_PRECISION
 
 
 def shipped_detector() -> Path | None:
@@ -218,6 +219,7 @@ def _paths(ident: dict[str, Any]) -> tuple[Path, Path]:
 
 def _inputs(scenes: list[np.ndarray], sides: tuple[int, ...]) -> list[np.ndarray]:
     """The detector's inputs for ``scenes`` scaled to each long side (rapidocr's own preprocessing)."""
+    import cv2
     from rapidocr.ch_ppocr_det.utils import DetPreProcess
 
     out = []
@@ -226,8 +228,6 @@ def _inputs(scenes: list[np.ndarray], sides: tuple[int, ...]) -> list[np.ndarray
         for scene in scenes:
             scale = side / max(scene.shape[:2])
             if scale < 1.0:
-                import cv2
-
                 scene = cv2.resize(scene, (round(scene.shape[1] * scale), round(scene.shape[0] * scale)),
                                    interpolation=cv2.INTER_AREA)
             x = pre(scene)
@@ -262,9 +262,8 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _recorded(source: Path, min_kept: float) -> tuple[str, tuple[Path, dict[str, Any]] | None]:
+def _recorded(ident: dict[str, Any], min_kept: float) -> tuple[str, tuple[Path, dict[str, Any]] | None]:
     """(state, prepared): ``ready`` with (file, facts), ``rejected``, or ``missing`` (not prepared yet)."""
-    ident = _ident(source)
     model_file, sidecar = _paths(ident)
     try:
         facts = json.loads(sidecar.read_text())
@@ -282,7 +281,7 @@ def int8_detector_state(source: Path | None = None) -> str:
     """``ready`` (prepared on this machine), ``rejected`` (its check failed: fp32 is used) or ``missing``
     (the first reading will prepare it, some seconds); ``missing`` too when rapidocr is not installed."""
     source = source or shipped_detector()
-    return _recorded(source, DET_INT8_MIN_KEPT)[0] if source is not None else "missing"
+    return _recorded(_ident(source), DET_INT8_MIN_KEPT)[0] if source is not None else "missing"
 
 
 def int8_detector(source: Path, *, sides: tuple[int, ...] = (736, 352), threads: int = 2,
@@ -296,10 +295,10 @@ def int8_detector(source: Path, *, sides: tuple[int, ...] = (736, 352), threads:
     at each.
     """
     min_kept = DET_INT8_MIN_KEPT if min_kept is None else min_kept
-    state, prepared = _recorded(source, min_kept)
+    ident = _ident(source)
+    state, prepared = _recorded(ident, min_kept)
     if state != "missing":
         return prepared
-    ident = _ident(source)
     model_file, sidecar = _paths(ident)
     try:
         return _prepare(source, ident, model_file, sidecar, sides, threads, min_kept)
@@ -322,6 +321,7 @@ def _prepare(source: Path, ident: dict[str, Any], model_file: Path, sidecar: Pat
     )
 
     t0 = time.perf_counter()
+    model_file.parent.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails here, before any work
     # One input size for the calibration (its histograms are of one shape); the ranges serve both sides,
     # and the check below runs at each.
     calibration = _inputs(text_scenes(*_CALIBRATION), sides[:1])
@@ -345,7 +345,6 @@ def _prepare(source: Path, ident: dict[str, Any], model_file: Path, sidecar: Pat
             x = next(self._feeds, None)
             return None if x is None else {name: x}
 
-    model_file.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_file.parent, prefix=".det-int8-") as tmp:
         upgraded, staged = Path(tmp) / "det-opset13.onnx", Path(tmp) / model_file.name
         onnx.save(version_converter.convert_version(onnx.load(str(source)), 13), str(upgraded))
