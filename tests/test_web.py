@@ -547,22 +547,3 @@ def test_search_while_another_process_indexes(tamper: tuple[Path, Path, dict[str
         assert s.raw(f"/api/images/{new_id}/thumbnail")[0] == 200
     finally:
         s.stop()
-
-
-def test_thumbnails_written_at_once_into_a_new_cache_all_succeed(tmp_path: Path) -> None:
-    """The first thumbnail written counts the folder's bytes while other threads rename their files
-    into it: a file renamed away under the count failed that request with a 500 now and then (about
-    one round in ten of this test did, before)."""
-    from searchindex.web.files import ThumbnailCache
-
-    for round_ in range(100):
-        cache = ThumbnailCache(tmp_path / f"thumbs-{round_}")
-        start = threading.Barrier(16)
-
-        def store(n: int, cache: ThumbnailCache = cache, start: threading.Barrier = start) -> None:
-            start.wait()
-            cache._store(cache._file(f"{n % 4:02x}" + "a" * 62, 256 + n), b"x" * 20000)
-
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(store, range(16)))  # re-raises what a thread raised
-        assert len(list((tmp_path / f"thumbs-{round_}").glob("*/*.*"))) == 16, round_

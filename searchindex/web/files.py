@@ -159,28 +159,22 @@ class ThumbnailCache:
             return
         with self._lock:
             if self._total is None:
-                self._total = sum(size for _, size, _ in self._files())
+                self._total = sum(p.stat().st_size for p in self.folder.glob("*/*") if p.is_file())
             else:
                 self._total += len(data)
             if self._total > self.max_bytes:
                 self._evict()
 
-    def _files(self) -> list[tuple[float, int, Path]]:
-        """(mtime, bytes, path) of each file in the folder now.  Other threads write (a temporary file
-        renamed into place) and evict while this lists: a file gone between listing and stat is skipped."""
+    def _evict(self) -> None:
+        """Drop the oldest thumbnails until the folder is at 80 % of its bound."""
         files = []
         for p in self.folder.glob("*/*"):
             try:
                 st = p.stat()
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode):
-                files.append((st.st_mtime, st.st_size, p))
-        return files
-
-    def _evict(self) -> None:
-        """Drop the oldest thumbnails until the folder is at 80 % of its bound."""
-        files = sorted(self._files())
+            files.append((st.st_mtime, st.st_size, p))
+        files.sort()
         total = sum(f[1] for f in files)
         for _, size, p in files:
             if total <= self.max_bytes * 0.8:
